@@ -1,0 +1,306 @@
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::{PoolConfig, Runtime, Timeouts};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::{ConnectionKind, Error, Keys, Mode, RedisConfig};
+
+/// The shared Redis backend: one per process, cloned into every layer that needs Redis.
+///
+/// Cloning is cheap (an `Arc`). Building it does no I/O: connections are opened on first use
+/// and reopened by themselves after a failure, so a service starts even while Redis is down.
+/// Every command runs under the configured `command_timeout`: a Redis that hangs answers
+/// [`Error::Timeout`], never a hung request.
+///
+/// ```no_run
+/// use tower_scale_redis::{RedisBackend, RedisConfig, redis};
+///
+/// # async fn run() -> Result<(), tower_scale_redis::Error> {
+/// let backend = RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379"))?;
+/// let key = backend.keys().key("cache", "user:1");
+/// backend.query::<()>(redis::cmd("SET").arg(&key).arg("alice")).await?;
+/// let name: Option<String> = backend.query(redis::cmd("GET").arg(&key)).await?;
+/// assert_eq!(name.as_deref(), Some("alice"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conns: Conns,
+    keys: Keys,
+    command_timeout: Duration,
+    config: RedisConfig,
+    next: AtomicUsize,
+}
+
+enum Conns {
+    Multiplexed(Box<[ConnectionManager]>),
+    Pooled(deadpool_redis::Pool),
+    Cluster(Box<[LazyCluster]>),
+    ClusterPooled(deadpool_redis::cluster::Pool),
+}
+
+/// A cluster connection opened on first use; a failed open is retried by the next command.
+struct LazyCluster {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.inner.conns {
+            Conns::Multiplexed(_) => "multiplexed",
+            Conns::Pooled(_) => "pooled",
+            Conns::Cluster(_) => "cluster multiplexed",
+            Conns::ClusterPooled(_) => "cluster pooled",
+        };
+        f.debug_struct("RedisBackend")
+            .field("connections", &kind)
+            .field("pool_size", &self.inner.config.effective_pool_size())
+            .field("command_timeout", &self.inner.command_timeout)
+            .field("key_prefix", &self.inner.keys.prefix())
+            .finish()
+    }
+}
+
+impl RedisBackend {
+    /// Builds the backend from a config, after [validating](RedisConfig::validate) it.
+    ///
+    /// No connection is opened here; a bad URL or value is reported here, naming the field.
+    pub fn new(config: RedisConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let size = config.effective_pool_size();
+        let pool_config = || {
+            let mut pool = PoolConfig::new(size);
+            pool.timeouts = Timeouts {
+                wait: Some(config.command_timeout),
+                create: Some(config.connect_timeout),
+                recycle: Some(config.command_timeout),
+            };
+            pool
+        };
+        let conns = match (config.mode, config.connection) {
+            (Mode::Standalone, ConnectionKind::Multiplexed) => {
+                let client = redis::Client::open(config.url.as_str())?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.command_timeout))
+                    .set_max_delay(Duration::from_secs(1));
+                let managers = (0..size)
+                    .map(|_| {
+                        ConnectionManager::new_lazy_with_config(
+                            client.clone(),
+                            manager_config.clone(),
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Conns::Multiplexed(managers.into())
+            }
+            (Mode::Standalone, ConnectionKind::Pooled) => {
+                let mut cfg = deadpool_redis::Config::from_url(config.url.as_str());
+                cfg.pool = Some(pool_config());
+                Conns::Pooled(
+                    cfg.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| Error::Config(format!("url: {e}")))?,
+                )
+            }
+            (Mode::Cluster, ConnectionKind::Multiplexed) => {
+                let client = cluster_client(&config)?;
+                Conns::Cluster(
+                    (0..size)
+                        .map(|_| LazyCluster {
+                            client: client.clone(),
+                            conn: OnceCell::new(),
+                        })
+                        .collect(),
+                )
+            }
+            (Mode::Cluster, ConnectionKind::Pooled) => {
+                let mut cfg = deadpool_redis::cluster::Config::from_urls(config.all_urls());
+                cfg.pool = Some(pool_config());
+                Conns::ClusterPooled(
+                    cfg.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| Error::Config(format!("url: {e}")))?,
+                )
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conns,
+                keys: Keys::new(config.key_prefix.as_str()),
+                command_timeout: config.command_timeout,
+                config,
+                next: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The key builder for this backend's prefix.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The config this backend was built from.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// Whether this backend talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.config.mode == Mode::Cluster
+    }
+
+    /// Runs one command and converts its reply.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        self.timed(async {
+            let mut conn = self.conn().await?;
+            Ok(cmd.query_async(&mut conn).await?)
+        })
+        .await
+    }
+
+    /// Runs a pipeline (or a `MULTI`/`EXEC` transaction built with [`Pipeline::atomic`]) in
+    /// one round trip. On a cluster every key of the pipeline must be in one slot.
+    pub async fn query_pipeline<T: FromRedisValue>(&self, pipeline: &Pipeline) -> Result<T, Error> {
+        self.timed(async {
+            let mut conn = self.conn().await?;
+            Ok(pipeline.query_async(&mut conn).await?)
+        })
+        .await
+    }
+
+    /// Runs a Lua script with `EVALSHA`: the script body is sent only when the server does not
+    /// know it yet (first use, restart, failover, `SCRIPT FLUSH`), then the call is repeated.
+    ///
+    /// ```no_run
+    /// use tower_scale_redis::{RedisBackend, redis::Script};
+    /// use std::sync::LazyLock;
+    ///
+    /// static INCR_BY: LazyLock<Script> =
+    ///     LazyLock::new(|| Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])"));
+    ///
+    /// # async fn run(backend: RedisBackend) -> Result<(), tower_scale_redis::Error> {
+    /// let n: i64 = backend.invoke(INCR_BY.key("ts:demo:n").arg(5)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        self.timed(async {
+            let mut conn = self.conn().await?;
+            Ok(invocation.invoke_async(&mut conn).await?)
+        })
+        .await
+    }
+
+    /// Health probe: a `PING` under the command timeout, returning its round-trip time.
+    /// On a cluster the probe reaches the node of a random slot; a failure of any node shows
+    /// up as errors of the commands routed to it.
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong != "PONG" {
+            return Err(Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "unexpected PING reply",
+                pong,
+            ))));
+        }
+        Ok(start.elapsed())
+    }
+
+    async fn timed<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let timeout = self.inner.command_timeout;
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    fn pick<'a, T>(&self, items: &'a [T]) -> &'a T {
+        if items.len() == 1 {
+            return &items[0];
+        }
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        &items[i % items.len()]
+    }
+
+    async fn conn(&self) -> Result<Conn, Error> {
+        Ok(match &self.inner.conns {
+            Conns::Multiplexed(managers) => Conn::Manager(self.pick(managers).clone()),
+            Conns::Pooled(pool) => Conn::Pooled(pool.get().await?),
+            Conns::Cluster(lazies) => {
+                let lazy = self.pick(lazies);
+                let conn = lazy
+                    .conn
+                    .get_or_try_init(|| lazy.client.get_async_connection())
+                    .await?;
+                Conn::Cluster(conn.clone())
+            }
+            Conns::ClusterPooled(pool) => Conn::ClusterPooled(pool.get().await?),
+        })
+    }
+}
+
+fn cluster_client(config: &RedisConfig) -> Result<ClusterClient, Error> {
+    Ok(ClusterClient::builder(config.all_urls())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.command_timeout)
+        .retries(2)
+        .build()?)
+}
+
+/// One connection, whatever kind the backend holds.
+enum Conn {
+    Manager(ConnectionManager),
+    Pooled(deadpool_redis::Connection),
+    Cluster(ClusterConnection),
+    ClusterPooled(deadpool_redis::cluster::Connection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Manager(c) => c.req_packed_command(cmd),
+            Self::Pooled(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::ClusterPooled(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::ClusterPooled(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Manager(c) => c.get_db(),
+            Self::Pooled(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+            Self::ClusterPooled(c) => c.get_db(),
+        }
+    }
+}

@@ -1,0 +1,422 @@
+use std::time::Duration;
+
+use redis::IntoConnectionInfo;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// How the backend reaches Redis: one server, or a Redis Cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One Redis server (or a primary behind a stable address).
+    #[default]
+    Standalone,
+    /// A Redis Cluster: `url` and `nodes` are seed nodes, commands are routed by key slot.
+    Cluster,
+}
+
+/// How commands share connections.
+///
+/// See `docs/benchmarks.md` of the repository for the measurement behind the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionKind {
+    /// `pool_size` multiplexed connections (redis-rs `ConnectionManager`, or the cluster client),
+    /// shared by all requests round-robin: commands of concurrent requests are pipelined on
+    /// the same socket. Reconnects by itself. The default: it was the faster one at 64
+    /// concurrent requests.
+    #[default]
+    Multiplexed,
+    /// A deadpool-redis pool of up to `pool_size` connections; a request holds one connection
+    /// for the duration of its command.
+    Pooled,
+}
+
+/// Configuration of the shared Redis backend.
+///
+/// Every field has a default, so a config file only names what it changes. Durations are
+/// written as humantime strings (`"250ms"`, `"2s"`).
+///
+/// ```
+/// use tower_scale_redis::{Mode, RedisConfig};
+///
+/// let config: RedisConfig = serde_json::from_str(r#"{
+///     "url": "redis://127.0.0.1:6380",
+///     "command_timeout": "100ms",
+///     "key_prefix": "shop"
+/// }"#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.mode, Mode::Standalone);
+/// assert_eq!(config.command_timeout.as_millis(), 100);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS when redis-rs
+    /// is built with TLS). In cluster mode, the first seed node. Default `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Standalone server or Redis Cluster. Default standalone.
+    pub mode: Mode,
+    /// Further cluster seed nodes (cluster mode only).
+    pub nodes: Vec<String>,
+    /// Multiplexed connections or a pool. Default multiplexed.
+    pub connection: ConnectionKind,
+    /// Number of connections: the pool's maximum, or the number of multiplexed connections.
+    /// Default 2 multiplexed connections, 16 pooled ones when `connection = "pooled"` is
+    /// chosen without a size. 1..=1024.
+    pub pool_size: Option<usize>,
+    /// How long establishing a connection may take. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long one command (including waiting for a connection) may take before it fails
+    /// with [`Error::Timeout`]. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Prefix of every key written by tower-scale (`<prefix>:<concern>:<key>`). Default `ts`.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            mode: Mode::Standalone,
+            nodes: Vec::new(),
+            connection: ConnectionKind::Multiplexed,
+            pool_size: None,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(500),
+            key_prefix: "ts".to_owned(),
+        }
+    }
+}
+
+/// Environment variables read by [`RedisConfig::from_env`].
+const ENV_VARS: &str = "REDIS_URL, REDIS_MODE, REDIS_NODES, REDIS_CONNECTION, REDIS_POOL_SIZE, \
+                        REDIS_CONNECT_TIMEOUT, REDIS_COMMAND_TIMEOUT, REDIS_KEY_PREFIX";
+
+impl RedisConfig {
+    /// A default config for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A cluster config from seed node URLs.
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut nodes = nodes.into_iter().map(Into::into);
+        let url = nodes.next().unwrap_or_default();
+        Self {
+            url,
+            mode: Mode::Cluster,
+            nodes: nodes.collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Reads the config from the environment, falling back to the defaults.
+    ///
+    /// | variable | field | example |
+    /// |---|---|---|
+    /// | `REDIS_URL` | `url` (in cluster mode a comma-separated list of seed nodes is accepted) | `redis://10.0.0.5:6379` |
+    /// | `REDIS_MODE` | `mode` | `standalone`, `cluster` |
+    /// | `REDIS_NODES` | `nodes`, comma-separated | `redis://a:7000,redis://b:7000` |
+    /// | `REDIS_CONNECTION` | `connection` | `multiplexed`, `pooled` |
+    /// | `REDIS_POOL_SIZE` | `pool_size` | `8` |
+    /// | `REDIS_CONNECT_TIMEOUT` | `connect_timeout` | `1s` |
+    /// | `REDIS_COMMAND_TIMEOUT` | `command_timeout` | `250ms` |
+    /// | `REDIS_KEY_PREFIX` | `key_prefix` | `shop` |
+    ///
+    /// Returns `Ok(None)` when `REDIS_URL` is not set (use the in-memory backends then), and
+    /// an error naming the variable when a value does not parse or the result is invalid.
+    pub fn from_env() -> Result<Option<Self>, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`RedisConfig::from_env`], with the variables looked up by `lookup` (for tests and
+    /// for other sources of settings).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
+        let Some(url) = lookup("REDIS_URL").filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let mut config = Self::default();
+        let bad = |var: &str, value: &str, why: &dyn std::fmt::Display| {
+            Error::Config(format!("{var}={value:?}: {why} (variables read: {ENV_VARS})"))
+        };
+        if let Some(mode) = lookup("REDIS_MODE") {
+            config.mode = match mode.trim() {
+                "standalone" => Mode::Standalone,
+                "cluster" => Mode::Cluster,
+                _ => return Err(bad("REDIS_MODE", &mode, &"expected standalone or cluster")),
+            };
+        }
+        let mut urls = split_list(&url);
+        config.url = urls.next().unwrap_or_default();
+        config.nodes = urls.collect();
+        if let Some(nodes) = lookup("REDIS_NODES") {
+            config.nodes.extend(split_list(&nodes));
+        }
+        if let Some(kind) = lookup("REDIS_CONNECTION") {
+            config.connection = match kind.trim() {
+                "multiplexed" => ConnectionKind::Multiplexed,
+                "pooled" => ConnectionKind::Pooled,
+                _ => {
+                    return Err(bad("REDIS_CONNECTION", &kind, &"expected multiplexed or pooled"));
+                }
+            };
+        }
+        if let Some(size) = lookup("REDIS_POOL_SIZE") {
+            let n = size
+                .trim()
+                .parse()
+                .map_err(|e| bad("REDIS_POOL_SIZE", &size, &e))?;
+            config.pool_size = Some(n);
+        }
+        for (var, field) in [
+            ("REDIS_CONNECT_TIMEOUT", &mut config.connect_timeout),
+            ("REDIS_COMMAND_TIMEOUT", &mut config.command_timeout),
+        ] {
+            if let Some(value) = lookup(var) {
+                *field = humantime_serde::re::humantime::parse_duration(value.trim())
+                    .map_err(|e| bad(var, &value, &e))?;
+            }
+        }
+        if let Some(prefix) = lookup("REDIS_KEY_PREFIX") {
+            config.key_prefix = prefix;
+        }
+        config.validate()?;
+        Ok(Some(config))
+    }
+
+    /// The number of connections this config opens at most.
+    pub fn effective_pool_size(&self) -> usize {
+        self.pool_size.unwrap_or(match self.connection {
+            ConnectionKind::Multiplexed => 2,
+            ConnectionKind::Pooled => 16,
+        })
+    }
+
+    /// Checks every field; the error names the field and the problem.
+    pub fn validate(&self) -> Result<(), Error> {
+        let err = |msg: String| Err(Error::Config(msg));
+        check_url("url", &self.url)?;
+        match self.mode {
+            Mode::Standalone if !self.nodes.is_empty() => {
+                return err(format!(
+                    "nodes: {} extra node(s) given but mode is standalone; set mode = \"cluster\" or remove them",
+                    self.nodes.len()
+                ));
+            }
+            _ => {}
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            check_url(&format!("nodes[{i}]"), node)?;
+        }
+        if let Some(size) = self.pool_size {
+            if !(1..=1024).contains(&size) {
+                return err(format!("pool_size: {size} is out of range 1..=1024"));
+            }
+        }
+        if self.connect_timeout.is_zero() {
+            return err("connect_timeout: must be greater than zero".to_owned());
+        }
+        if self.command_timeout.is_zero() {
+            return err("command_timeout: must be greater than zero".to_owned());
+        }
+        if self.key_prefix.is_empty() {
+            return err("key_prefix: must not be empty".to_owned());
+        }
+        if let Some(c) = self
+            .key_prefix
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}'))
+        {
+            return err(format!(
+                "key_prefix: {:?} contains {c:?}; whitespace, control characters and hash-tag braces are not allowed",
+                self.key_prefix
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every seed URL: `url` then `nodes`.
+    pub(crate) fn all_urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.nodes.iter().cloned())
+            .collect()
+    }
+}
+
+fn split_list(list: &str) -> impl Iterator<Item = String> + '_ {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), Error> {
+    if url.trim().is_empty() {
+        return Err(Error::Config(format!("{field}: the Redis URL is empty")));
+    }
+    url.into_connection_info()
+        .map(drop)
+        .map_err(|e| Error::Config(format!("{field}: {url:?} is not a valid Redis URL: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        RedisConfig::default().validate().unwrap();
+        assert_eq!(RedisConfig::default().effective_pool_size(), 2);
+    }
+
+    #[test]
+    fn no_redis_url_means_none() {
+        assert_eq!(RedisConfig::from_lookup(env(&[])).unwrap(), None);
+        assert_eq!(
+            RedisConfig::from_lookup(env(&[("REDIS_URL", " ")])).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn env_is_read() {
+        let c = RedisConfig::from_lookup(env(&[
+            ("REDIS_URL", "redis://127.0.0.1:7000, redis://127.0.0.1:7001"),
+            ("REDIS_MODE", "cluster"),
+            ("REDIS_NODES", "redis://127.0.0.1:7002"),
+            ("REDIS_CONNECTION", "pooled"),
+            ("REDIS_POOL_SIZE", "8"),
+            ("REDIS_COMMAND_TIMEOUT", "75ms"),
+            ("REDIS_CONNECT_TIMEOUT", "2s"),
+            ("REDIS_KEY_PREFIX", "shop"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.mode, Mode::Cluster);
+        assert_eq!(c.url, "redis://127.0.0.1:7000");
+        assert_eq!(c.nodes, ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]);
+        assert_eq!(c.connection, ConnectionKind::Pooled);
+        assert_eq!(c.effective_pool_size(), 8);
+        assert_eq!(c.command_timeout, Duration::from_millis(75));
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.key_prefix, "shop");
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        for (vars, needle) in [
+            (
+                &[("REDIS_URL", "redis://x"), ("REDIS_MODE", "sharded")][..],
+                "REDIS_MODE",
+            ),
+            (
+                &[("REDIS_URL", "redis://x"), ("REDIS_POOL_SIZE", "many")][..],
+                "REDIS_POOL_SIZE",
+            ),
+            (
+                &[("REDIS_URL", "redis://x"), ("REDIS_COMMAND_TIMEOUT", "soon")][..],
+                "REDIS_COMMAND_TIMEOUT",
+            ),
+            (
+                &[("REDIS_URL", "redis://x"), ("REDIS_CONNECTION", "pipe")][..],
+                "REDIS_CONNECTION",
+            ),
+            (&[("REDIS_URL", "http://x")][..], "url"),
+        ] {
+            let err = RedisConfig::from_lookup(env(vars)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should name {needle}");
+        }
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let cases: Vec<(RedisConfig, &str)> = vec![
+            (RedisConfig::new("localhost:6379:extra"), "url"),
+            (RedisConfig::new("ftp://127.0.0.1"), "url"),
+            (RedisConfig::new(""), "url: the Redis URL is empty"),
+            (
+                RedisConfig {
+                    pool_size: Some(0),
+                    ..RedisConfig::default()
+                },
+                "pool_size",
+            ),
+            (
+                RedisConfig {
+                    command_timeout: Duration::ZERO,
+                    ..RedisConfig::default()
+                },
+                "command_timeout",
+            ),
+            (
+                RedisConfig {
+                    connect_timeout: Duration::ZERO,
+                    ..RedisConfig::default()
+                },
+                "connect_timeout",
+            ),
+            (
+                RedisConfig {
+                    key_prefix: "a{b}".to_owned(),
+                    ..RedisConfig::default()
+                },
+                "key_prefix",
+            ),
+            (
+                RedisConfig {
+                    key_prefix: String::new(),
+                    ..RedisConfig::default()
+                },
+                "key_prefix",
+            ),
+            (
+                RedisConfig {
+                    nodes: vec!["redis://127.0.0.1:7001".to_owned()],
+                    ..RedisConfig::default()
+                },
+                "nodes",
+            ),
+            (
+                RedisConfig::cluster(["redis://127.0.0.1:7000", "nope://x"]),
+                "nodes[0]",
+            ),
+        ];
+        for (config, needle) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+        }
+    }
+
+    #[test]
+    fn serde_rejects_unknown_fields_and_reads_toml() {
+        let err = serde_json::from_str::<RedisConfig>(r#"{"ulr": "redis://x"}"#).unwrap_err();
+        assert!(err.to_string().contains("ulr"), "{err}");
+        let c: RedisConfig = toml::from_str(
+            "mode = \"cluster\"\nurl = \"redis://127.0.0.1:7000\"\nnodes = [\"redis://127.0.0.1:7001\"]\nconnect_timeout = \"3s\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.mode, Mode::Cluster);
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+    }
+}

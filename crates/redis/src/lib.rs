@@ -1,0 +1,68 @@
+//! The shared Redis backend of tower-scale: the one place that talks to Redis for the cache,
+//! session and rate-limit crates.
+//!
+//! # Overview
+//!
+//! - [`RedisConfig`]: URL, pool size, timeouts, key prefix, standalone or Redis Cluster;
+//!   serde-deserializable and readable from `REDIS_URL` and friends
+//!   ([`RedisConfig::from_env`]). A bad value is an [`Error::Config`] naming the field.
+//! - [`RedisBackend`]: multiplexed connections (the default, measured faster) or a
+//!   deadpool-redis pool, on one server or a cluster. Every command runs under the
+//!   configured timeout; connections reopen by themselves after a restart.
+//! - Lua scripts through [`RedisBackend::invoke`]: `EVALSHA`, with the script reloaded
+//!   transparently on `NOSCRIPT`.
+//! - [`Keys`]: `<prefix>:<concern>:<key>`, with hash tags for keys a script touches
+//!   together, so every script runs on Redis Cluster.
+//! - A health probe, [`RedisBackend::ping`], for readiness checks.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use tower_scale_redis::{RedisBackend, RedisConfig, redis};
+//!
+//! # async fn run() -> Result<(), tower_scale_redis::Error> {
+//! // REDIS_URL=redis://127.0.0.1:6379 REDIS_COMMAND_TIMEOUT=200ms
+//! let config = RedisConfig::from_env()?.unwrap_or_default();
+//! let backend = RedisBackend::new(config)?;
+//! backend.ping().await?;
+//! let hits: i64 = backend
+//!     .query(redis::cmd("INCR").arg(backend.keys().key("demo", "hits")))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Failure behaviour
+//!
+//! | Redis is… | what a command returns |
+//! |---|---|
+//! | down (connection refused) | an error at once ([`Error::is_unavailable`]) |
+//! | hung or paused (`SIGSTOP`), or the network drops packets | [`Error::Timeout`] after `command_timeout` |
+//! | restarted | the command in flight fails; the connection reopens by itself and later commands succeed |
+//! | flushed its scripts | nothing visible: the script is reloaded and the call repeated |
+//!
+//! The crates built on this one decide, per feature, whether such an error fails open or
+//! closed; each documents its choice.
+//!
+//! The `redis` crate is re-exported so that commands are built with the same version the
+//! backend runs them with.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
+
+mod backend;
+mod config;
+mod error;
+mod keys;
+
+#[doc(inline)]
+pub use self::{
+    backend::RedisBackend,
+    config::{ConnectionKind, Mode, RedisConfig},
+    error::Error,
+    keys::Keys,
+};
+
+pub use redis;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

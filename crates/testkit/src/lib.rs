@@ -1,0 +1,430 @@
+//! Test kit of tower-scale: starts real `redis-server` processes on free loopback ports, each
+//! with its own temporary directory, and stops them on drop.
+//!
+//! - [`RedisServer`]: one server, with [`pause`](RedisServer::pause) (`SIGSTOP`),
+//!   [`resume`](RedisServer::resume), [`kill`](RedisServer::kill) and
+//!   [`restart`](RedisServer::restart) (same port) for fault tests.
+//! - [`RedisCluster`]: a local Redis Cluster of 3 masters joined with
+//!   `redis-cli --cluster create`.
+//!
+//! Tests never use a shared server on 6379. When `redis-server` is missing, starting one
+//! panics with a message that says how to install it.
+//!
+//! ```no_run
+//! let server = tower_scale_testkit::RedisServer::start();
+//! let url = server.url(); // redis://127.0.0.1:<free port>
+//! server.pause();   // the server stops answering
+//! server.resume();  // and answers again
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+const INSTALL_HINT: &str = "redis-server was not found on PATH. Install it: \
+     `sudo apt-get install -y redis-server redis-tools` on Debian/Ubuntu \
+     (scripts/test.sh does this for you), or `brew install redis` on macOS.";
+
+/// How long a server may take to answer its first PING.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One real `redis-server` on a free loopback port, stopped on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed (the message says how to install it) or does
+    /// not start.
+    pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `["--maxmemory", "1mb"]`).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_with_args(args: &[&str]) -> Self {
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port(false);
+            let dir = tempfile::Builder::new()
+                .prefix("tower-scale-redis-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
+            let mut server = Self {
+                port,
+                dir,
+                extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("redis-server did not start: {last_err}");
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Freezes the server with `SIGSTOP`: connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Thaws a paused server with `SIGCONT`.
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    /// Kills the server with `SIGKILL` and waits for it; the port is free afterwards.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts a fresh one (empty data) on the same port.
+    ///
+    /// # Panics
+    ///
+    /// When the new server does not start.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut last = String::new();
+        // The port was ours a moment ago; give the kernel a few tries to release it.
+        for _ in 0..50 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}: {last}", self.port);
+    }
+
+    /// Runs `redis-cli -p <port> <args>` and returns its output, trimmed.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-cli` cannot be run.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+
+    /// Calls per command since the last `CONFIG RESETSTAT`, from `INFO commandstats`,
+    /// e.g. `("hget", 3)`. Command names are lower case.
+    pub fn command_calls(&self) -> Vec<(String, u64)> {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_owned(), calls.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Total calls of all commands since the last `CONFIG RESETSTAT`, excluding the
+    /// `INFO`/`CONFIG` calls of the kit itself.
+    pub fn total_calls(&self) -> u64 {
+        self.command_calls()
+            .iter()
+            .filter(|(name, _)| name != "info" && !name.starts_with("config"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Resets the command statistics (`CONFIG RESETSTAT`).
+    pub fn reset_stats(&self) {
+        self.cli(&["CONFIG", "RESETSTAT"]);
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            let pid = i32::try_from(pid).unwrap_or(i32::MAX);
+            kill(Pid::from_raw(pid), signal)
+                .unwrap_or_else(|e| panic!("cannot send {signal} to redis-server: {e}"));
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let port = self.port.to_string();
+        let mut args: Vec<&str> = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ];
+        args.extend(self.extra_args.iter().map(String::as_str));
+        let child = spawn_redis(self.dir.path(), &args)?;
+        self.child = Some(child);
+        if let Err(e) = wait_for_ping(self.port, self.child.as_mut()) {
+            self.kill();
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A paused server would ignore SIGTERM; SIGKILL works either way.
+        self.kill();
+    }
+}
+
+/// A local Redis Cluster of 3 masters (no replicas), stopped on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts 3 cluster-enabled servers and joins them with `redis-cli --cluster create`;
+    /// returns when every node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` or `redis-cli` is missing or the cluster does not form.
+    pub fn start() -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(e) => last = e,
+            }
+        }
+        panic!("the local Redis Cluster did not form: {last}");
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let mut nodes = Vec::with_capacity(3);
+        for _ in 0..3 {
+            let port = free_port(true);
+            let dir = tempfile::Builder::new()
+                .prefix("tower-scale-cluster-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            let mut node = RedisServer {
+                port,
+                dir,
+                extra_args: [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                child: None,
+            };
+            node.spawn()?;
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args: Vec<&str> = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .map_err(|e| format!("cannot run redis-cli: {e}. {INSTALL_HINT}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.is_ok() {
+            if Instant::now() > deadline {
+                return Err("cluster_state did not become ok within 20 s".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
+    fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let info = n.cli(&["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_assigned:16384")
+        })
+    }
+
+    /// The seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, for fault injection or `redis-cli` calls.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The index (in [`nodes`](Self::nodes)) of the master that serves `slot`, read from
+    /// each node's own line of `CLUSTER NODES`.
+    ///
+    /// # Panics
+    ///
+    /// When no node serves the slot.
+    pub fn slot_owner(&self, slot: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| {
+                n.cli(&["CLUSTER", "NODES"])
+                    .lines()
+                    .filter(|l| l.contains("myself"))
+                    .flat_map(|l| l.split_whitespace().skip(8))
+                    .any(|range| {
+                        let (a, b) = range.split_once('-').unwrap_or((range, range));
+                        matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                    })
+            })
+            .unwrap_or_else(|| panic!("no node serves slot {slot}"))
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .unwrap_or_else(|e| panic!("CLUSTER KEYSLOT {key}: {e}"))
+    }
+}
+
+fn spawn_redis(dir: &Path, args: &[&str]) -> Result<Child, String> {
+    Command::new("redis-server")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                panic!("{INSTALL_HINT}")
+            }
+            format!("cannot spawn redis-server: {e}")
+        })
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}. {INSTALL_HINT}"));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn wait_for_ping(port: u16, child: Option<&mut Child>) -> Result<(), String> {
+    let Some(child) = child else {
+        return Err("no process".to_owned());
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut err);
+            }
+            return Err(format!("redis-server exited with {status}: {err}"));
+        }
+        if ping(port) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no PONG on port {port} within {START_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A free loopback port; with `cluster_bus`, port + 10000 is free as well.
+fn free_port(cluster_bus: bool) -> u16 {
+    // Spread processes over the range so parallel test binaries rarely race for a port.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let salt = (std::process::id() % 1000) as u16 * 20;
+    for _ in 0..1000 {
+        let candidate = 21000 + (salt + NEXT.fetch_add(1, Ordering::Relaxed)) % 30000;
+        if !port_free(candidate) {
+            continue;
+        }
+        if cluster_bus && !port_free(candidate + 10000) {
+            continue;
+        }
+        return candidate;
+    }
+    // Fall back to the kernel's choice.
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}

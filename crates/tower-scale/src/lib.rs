@@ -1,0 +1,33 @@
+//! Scaling middleware for tower and axum services that run as many instances behind a load
+//! balancer: each concern is its own crate, re-exported here behind a cargo feature of the
+//! same name.
+//!
+//! # Feature Flags
+//!
+//! | Name | Description | Default? |
+//! |---|---|---|
+//! | `redis` | [`redis`]: the shared Redis backend (config, connections, timeouts, scripts, keys, health) | No |
+//! | `full` | every crate | No |
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "redis")] {
+//! use tower_scale::redis::{RedisBackend, RedisConfig};
+//!
+//! // Building validates the config and opens no connection yet.
+//! let backend = RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379")).unwrap();
+//! assert_eq!(backend.keys().key("cache", "k"), "ts:cache:k");
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The shared Redis backend: `tower-scale-redis`.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use tower_scale_redis as redis;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
