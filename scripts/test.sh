@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine or a developer's one:
+#   scripts/test.sh
+# Installs what the tests need when it is missing (redis-server and redis-cli from Debian's
+# packages, using sudo when not root; a Rust toolchain through rustup when cargo is absent),
+# then runs formatting, lint, doc and test checks of the whole workspace.
+# Tests start their own redis-server processes on free loopback ports; nothing uses 6379.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "need root (or sudo) to run: $*" >&2; exit 1
+  fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
+if [ "${#need[@]}" -gt 0 ]; then
+  log "installing ${need[*]} from Debian's packages"
+  apt_install "${need[@]}"
+fi
+# The Debian package starts a system redis on 6379; the tests never use it.
+
+if ! command -v cargo >/dev/null 2>&1; then
+  log "installing a Rust toolchain with rustup"
+  command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+  command -v cc >/dev/null 2>&1 || apt_install build-essential
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+log "cargo fmt --all --check"
+cargo fmt --all --check
+
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo doc --workspace --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+log "cargo test --workspace"
+cargo test --workspace --locked
+
+log "all checks passed"
