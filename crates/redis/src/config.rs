@@ -64,7 +64,7 @@ pub struct RedisConfig {
     /// Multiplexed connections or a pool. Default multiplexed.
     pub connection: ConnectionKind,
     /// Number of connections: the pool's maximum, or the number of multiplexed connections.
-    /// Default 2 multiplexed connections, 16 pooled ones when `connection = "pooled"` is
+    /// Default 1 multiplexed connection, 16 pooled ones when `connection = "pooled"` is
     /// chosen without a size. 1..=1024.
     pub pool_size: Option<usize>,
     /// How long establishing a connection may take. Default 1 s.
@@ -199,7 +199,7 @@ impl RedisConfig {
     /// The number of connections this config opens at most.
     pub fn effective_pool_size(&self) -> usize {
         self.pool_size.unwrap_or(match self.connection {
-            ConnectionKind::Multiplexed => 2,
+            ConnectionKind::Multiplexed => 1,
             ConnectionKind::Pooled => 16,
         })
     }
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         RedisConfig::default().validate().unwrap();
-        assert_eq!(RedisConfig::default().effective_pool_size(), 2);
+        assert_eq!(RedisConfig::default().effective_pool_size(), 1);
     }
 
     #[test]
