@@ -85,7 +85,11 @@ fn bench(c: &mut Criterion) {
             run_concurrent(iters, move || {
                 let mut c = raw.clone();
                 async move {
-                    let _: Vec<u8> = redis::cmd("GET").arg(KEY).query_async(&mut c).await.unwrap();
+                    let _: Vec<u8> = redis::cmd("GET")
+                        .arg(KEY)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -96,7 +100,11 @@ fn bench(c: &mut Criterion) {
             run_concurrent(iters, move || {
                 let mut c = manager.clone();
                 async move {
-                    let _: Vec<u8> = redis::cmd("GET").arg(KEY).query_async(&mut c).await.unwrap();
+                    let _: Vec<u8> = redis::cmd("GET")
+                        .arg(KEY)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
                 }
             })
         })

@@ -46,10 +46,18 @@ struct Inner {
 }
 
 enum Conns {
-    Multiplexed(Box<[ConnectionManager]>),
+    Multiplexed(Box<[LazyManager]>),
     Pooled(deadpool_redis::Pool),
     Cluster(Box<[LazyCluster]>),
     ClusterPooled(deadpool_redis::cluster::Pool),
+}
+
+/// A `ConnectionManager` created on first use, inside the runtime (creating one needs a tokio
+/// runtime; building the backend does not).
+struct LazyManager {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    manager: std::sync::OnceLock<ConnectionManager>,
 }
 
 /// A cluster connection opened on first use; a failed open is retried by the next command.
@@ -98,15 +106,15 @@ impl RedisBackend {
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.command_timeout))
                     .set_max_delay(Duration::from_secs(1));
-                let managers = (0..size)
-                    .map(|_| {
-                        ConnectionManager::new_lazy_with_config(
-                            client.clone(),
-                            manager_config.clone(),
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Conns::Multiplexed(managers.into())
+                Conns::Multiplexed(
+                    (0..size)
+                        .map(|_| LazyManager {
+                            client: client.clone(),
+                            config: manager_config.clone(),
+                            manager: std::sync::OnceLock::new(),
+                        })
+                        .collect(),
+                )
             }
             (Mode::Standalone, ConnectionKind::Pooled) => {
                 let mut cfg = deadpool_redis::Config::from_url(config.url.as_str());
@@ -225,6 +233,9 @@ impl RedisBackend {
     async fn timed<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         let timeout = self.inner.command_timeout;
         match tokio::time::timeout(timeout, fut).await {
+            // redis-rs's own response timeout (set to the same value) may fire first: report
+            // both the same way.
+            Ok(Err(Error::Redis(e))) if e.is_timeout() => Err(Error::Timeout(timeout)),
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(timeout)),
         }
@@ -239,18 +250,38 @@ impl RedisBackend {
     }
 
     async fn conn(&self) -> Result<Conn, Error> {
+        // The pool and cluster-connect futures are large (kilobytes); they are boxed so that
+        // every command's future stays small. The default multiplexed path allocates nothing.
         Ok(match &self.inner.conns {
-            Conns::Multiplexed(managers) => Conn::Manager(self.pick(managers).clone()),
-            Conns::Pooled(pool) => Conn::Pooled(pool.get().await?),
+            Conns::Multiplexed(lazies) => {
+                let lazy = self.pick(lazies);
+                Conn::Manager(match lazy.manager.get() {
+                    Some(manager) => manager.clone(),
+                    None => {
+                        let manager = ConnectionManager::new_lazy_with_config(
+                            lazy.client.clone(),
+                            lazy.config.clone(),
+                        )?;
+                        lazy.manager.get_or_init(|| manager).clone()
+                    }
+                })
+            }
+            Conns::Pooled(pool) => Conn::Pooled(Box::pin(pool.get()).await?),
             Conns::Cluster(lazies) => {
                 let lazy = self.pick(lazies);
-                let conn = lazy
-                    .conn
-                    .get_or_try_init(|| lazy.client.get_async_connection())
-                    .await?;
+                let conn = match lazy.conn.get() {
+                    Some(conn) => conn,
+                    None => {
+                        Box::pin(
+                            lazy.conn
+                                .get_or_try_init(|| lazy.client.get_async_connection()),
+                        )
+                        .await?
+                    }
+                };
                 Conn::Cluster(conn.clone())
             }
-            Conns::ClusterPooled(pool) => Conn::ClusterPooled(pool.get().await?),
+            Conns::ClusterPooled(pool) => Conn::ClusterPooled(Box::pin(pool.get()).await?),
         })
     }
 }

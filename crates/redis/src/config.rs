@@ -149,7 +149,9 @@ impl RedisConfig {
         };
         let mut config = Self::default();
         let bad = |var: &str, value: &str, why: &dyn std::fmt::Display| {
-            Error::Config(format!("{var}={value:?}: {why} (variables read: {ENV_VARS})"))
+            Error::Config(format!(
+                "{var}={value:?}: {why} (variables read: {ENV_VARS})"
+            ))
         };
         if let Some(mode) = lookup("REDIS_MODE") {
             config.mode = match mode.trim() {
@@ -169,7 +171,11 @@ impl RedisConfig {
                 "multiplexed" => ConnectionKind::Multiplexed,
                 "pooled" => ConnectionKind::Pooled,
                 _ => {
-                    return Err(bad("REDIS_CONNECTION", &kind, &"expected multiplexed or pooled"));
+                    return Err(bad(
+                        "REDIS_CONNECTION",
+                        &kind,
+                        &"expected multiplexed or pooled",
+                    ));
                 }
             };
         }
@@ -220,10 +226,10 @@ impl RedisConfig {
         for (i, node) in self.nodes.iter().enumerate() {
             check_url(&format!("nodes[{i}]"), node)?;
         }
-        if let Some(size) = self.pool_size {
-            if !(1..=1024).contains(&size) {
-                return err(format!("pool_size: {size} is out of range 1..=1024"));
-            }
+        if let Some(size) = self.pool_size
+            && !(1..=1024).contains(&size)
+        {
+            return err(format!("pool_size: {size} is out of range 1..=1024"));
         }
         if self.connect_timeout.is_zero() {
             return err("connect_timeout: must be greater than zero".to_owned());
@@ -301,7 +307,10 @@ mod tests {
     #[test]
     fn env_is_read() {
         let c = RedisConfig::from_lookup(env(&[
-            ("REDIS_URL", "redis://127.0.0.1:7000, redis://127.0.0.1:7001"),
+            (
+                "REDIS_URL",
+                "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+            ),
             ("REDIS_MODE", "cluster"),
             ("REDIS_NODES", "redis://127.0.0.1:7002"),
             ("REDIS_CONNECTION", "pooled"),
@@ -314,7 +323,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.mode, Mode::Cluster);
         assert_eq!(c.url, "redis://127.0.0.1:7000");
-        assert_eq!(c.nodes, ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]);
+        assert_eq!(
+            c.nodes,
+            ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]
+        );
         assert_eq!(c.connection, ConnectionKind::Pooled);
         assert_eq!(c.effective_pool_size(), 8);
         assert_eq!(c.command_timeout, Duration::from_millis(75));
@@ -334,7 +346,10 @@ mod tests {
                 "REDIS_POOL_SIZE",
             ),
             (
-                &[("REDIS_URL", "redis://x"), ("REDIS_COMMAND_TIMEOUT", "soon")][..],
+                &[
+                    ("REDIS_URL", "redis://x"),
+                    ("REDIS_COMMAND_TIMEOUT", "soon"),
+                ][..],
                 "REDIS_COMMAND_TIMEOUT",
             ),
             (

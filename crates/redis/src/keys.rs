@@ -45,14 +45,16 @@ impl Keys {
     /// hashes to the same cluster slot. Braces in `tag` are replaced by `_` so a caller's
     /// value can never move the hash tag.
     pub fn tagged(&self, concern: &str, tag: &str, suffix: &str) -> String {
-        let mut out = String::with_capacity(
-            self.prefix.len() + concern.len() + tag.len() + suffix.len() + 5,
-        );
+        let mut out =
+            String::with_capacity(self.prefix.len() + concern.len() + tag.len() + suffix.len() + 5);
         out.push_str(&self.prefix);
         out.push(':');
         out.push_str(concern);
         out.push_str(":{");
-        out.extend(tag.chars().map(|c| if matches!(c, '{' | '}') { '_' } else { c }));
+        out.extend(
+            tag.chars()
+                .map(|c| if matches!(c, '{' | '}') { '_' } else { c }),
+        );
         out.push_str("}:");
         out.push_str(suffix);
         out

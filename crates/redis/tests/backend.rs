@@ -111,16 +111,15 @@ async fn scripts_are_reloaded_after_script_flush() {
             .unwrap();
         assert_eq!(sum, 42);
         let calls: Vec<_> = server.command_calls();
-        let count = |name: &str| {
-            calls
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0, |(_, c)| *c)
-        };
+        let count = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
         // EVALSHA failed with NOSCRIPT, the script was loaded once, EVALSHA ran again.
         assert_eq!(count("evalsha"), 2, "{calls:?}");
         assert_eq!(count("script|load"), 1, "{calls:?}");
-        assert_eq!(count("eval"), 0, "the body is never sent with EVAL: {calls:?}");
+        assert_eq!(
+            count("eval"),
+            0,
+            "the body is never sent with EVAL: {calls:?}"
+        );
         // Further calls are one EVALSHA each (the SET/GET inside the script count too).
         server.reset_stats();
         let _: i64 = b
@@ -129,7 +128,10 @@ async fn scripts_are_reloaded_after_script_flush() {
             .unwrap();
         let calls = server.command_calls();
         assert!(calls.contains(&("evalsha".to_owned(), 1)), "{calls:?}");
-        assert!(!calls.iter().any(|(n, _)| n.starts_with("script")), "{calls:?}");
+        assert!(
+            !calls.iter().any(|(n, _)| n.starts_with("script")),
+            "{calls:?}"
+        );
         // deadpool checks a pooled connection on checkout with UNWATCH + PING (one pipelined
         // round trip): the cost that makes the pooled mode the slower one.
         let recycle = if kind == ConnectionKind::Pooled { 2 } else { 0 };
@@ -150,7 +152,10 @@ async fn a_paused_server_times_out_instead_of_hanging() {
         server.pause();
         // An open connection to a frozen server, and a fresh one: both time out.
         let err = bounded(b.ping()).await.unwrap_err();
-        assert!(matches!(err, Error::Timeout(d) if d == Duration::from_millis(150)), "{err}");
+        assert!(
+            matches!(err, Error::Timeout(d) if d == Duration::from_millis(150)),
+            "{err}"
+        );
         assert!(err.is_timeout() && err.is_unavailable());
         let fresh = backend(server.url(), kind, 150);
         let err = bounded(fresh.ping()).await.unwrap_err();
@@ -193,7 +198,10 @@ async fn reconnects_by_itself_after_a_restart() {
             }
         };
         assert_eq!(value, None, "a fresh server has no data");
-        assert!(failures <= 3, "{kind:?}: {failures} failures before reconnecting");
+        assert!(
+            failures <= 3,
+            "{kind:?}: {failures} failures before reconnecting"
+        );
     }
 }
 
@@ -211,13 +219,18 @@ async fn a_down_server_errors_at_once() {
 
 #[tokio::test]
 async fn bad_urls_fail_at_build_time_with_the_field_named() {
-    for url in ["", "http://127.0.0.1:6379", "redis://127.0.0.1:notaport", "nonsense"] {
+    for url in [
+        "",
+        "http://127.0.0.1:6379",
+        "redis://127.0.0.1:notaport",
+        "nonsense",
+    ] {
         let err = RedisBackend::new(RedisConfig::new(url)).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{url:?}: {err}");
         assert!(err.to_string().contains("url"), "{err}");
     }
-    let err = RedisBackend::new(RedisConfig::cluster(["redis://127.0.0.1:7000", "bad://"]))
-        .unwrap_err();
+    let err =
+        RedisBackend::new(RedisConfig::cluster(["redis://127.0.0.1:7000", "bad://"])).unwrap_err();
     assert!(err.to_string().contains("nodes[0]"), "{err}");
 }
 
@@ -307,3 +320,10 @@ async fn cluster_node_paused_times_out() {
     assert!(ok, "no answer after resume");
 }
 
+#[test]
+fn command_futures_stay_small() {
+    let b = RedisBackend::new(RedisConfig::default()).unwrap();
+    let cmd = redis::cmd("PING");
+    let size = std::mem::size_of_val(&b.query::<String>(&cmd));
+    assert!(size < 2048, "a command future is {size} bytes");
+}

@@ -51,8 +51,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let redis = match RedisConfig::from_env()? {
@@ -96,7 +95,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(&res.into_body().collect().await.unwrap().to_bytes()[..], b"hello");
+        assert_eq!(
+            &res.into_body().collect().await.unwrap().to_bytes()[..],
+            b"hello"
+        );
         let res = app(None)
             .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
             .await
