@@ -14,6 +14,11 @@ use tokio::time::Instant;
 
 use crate::{ConnectionKind, Error, Keys, Mode, RedisConfig};
 
+/// Histogram of Redis command latency in seconds, timeouts included.
+pub const REDIS_COMMAND_DURATION_SECONDS: &str = "redis_command_duration_seconds";
+/// Counter of failed Redis commands; label `kind`: `timeout`, `connection`, `server`, `pool`.
+pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
+
 /// The shared Redis backend: one per process, cloned into every layer that needs Redis.
 ///
 /// Cloning is cheap (an `Arc`). Building it does no I/O: connections are opened on first use
@@ -232,13 +237,27 @@ impl RedisBackend {
 
     async fn timed<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         let timeout = self.inner.command_timeout;
-        match tokio::time::timeout(timeout, fut).await {
+        let start = Instant::now();
+        let result = match tokio::time::timeout(timeout, fut).await {
             // redis-rs's own response timeout (set to the same value) may fire first: report
             // both the same way.
             Ok(Err(Error::Redis(e))) if e.is_timeout() => Err(Error::Timeout(timeout)),
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(timeout)),
+        };
+        metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS).record(start.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let kind = match e {
+                Error::Timeout(_) => "timeout",
+                Error::Pool(_) => "pool",
+                Error::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
+                Error::Redis(_) => "server",
+                Error::Config(_) => "config",
+            };
+            metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => kind).increment(1);
+            tracing::debug!(error = %e, kind, "redis command failed");
         }
+        result
     }
 
     fn pick<'a, T>(&self, items: &'a [T]) -> &'a T {

@@ -14,6 +14,8 @@
 //! - [`Keys`]: `<prefix>:<concern>:<key>`, with hash tags for keys a script touches
 //!   together, so every script runs on Redis Cluster.
 //! - A health probe, [`RedisBackend::ping`], for readiness checks.
+//! - Metrics through the `metrics` facade: [`REDIS_COMMAND_DURATION_SECONDS`] (histogram) and
+//!   [`REDIS_COMMAND_ERRORS_TOTAL`] (counter by `kind`); a `debug` tracing event per failure.
 //!
 //! # Example
 //!
@@ -55,7 +57,7 @@ mod keys;
 
 #[doc(inline)]
 pub use self::{
-    backend::RedisBackend,
+    backend::{REDIS_COMMAND_DURATION_SECONDS, REDIS_COMMAND_ERRORS_TOTAL, RedisBackend},
     config::{ConnectionKind, Mode, RedisConfig},
     error::Error,
     keys::Keys,
