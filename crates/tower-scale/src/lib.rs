@@ -7,6 +7,7 @@
 //! | Name | Description | Default? |
 //! |---|---|---|
 //! | `redis` | [`redis`]: the shared Redis backend (config, connections, timeouts, scripts, keys, health) | No |
+//! | `metrics` | [`metrics`]: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -27,6 +28,12 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use tower_scale_redis as redis;
+
+/// Prometheus metrics and the runtime probe: `tower-scale-metrics`.
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+#[doc(inline)]
+pub use tower_scale_metrics as metrics;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -7,6 +7,7 @@
 //! cargo run -p example-quickstart
 //! curl http://127.0.0.1:3000/hello
 //! curl http://127.0.0.1:3000/readyz
+//! curl http://127.0.0.1:3000/metrics
 //! ```
 //!
 //! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), and the
@@ -18,6 +19,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use tower_scale::metrics::{MetricsLayer, PrometheusMetrics, RuntimeProbe};
 use tower_scale::redis::{RedisBackend, RedisConfig};
 
 /// Shared application state.
@@ -27,12 +29,14 @@ struct AppState {
     redis: Option<RedisBackend>,
 }
 
-/// Builds the app; `redis` is `None` on in-memory defaults.
-fn app(redis: Option<RedisBackend>) -> Router {
+/// Builds the app; `redis` is `None` on in-memory defaults. `metrics` serves `/metrics`.
+fn app(redis: Option<RedisBackend>, metrics: &PrometheusMetrics) -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello" }))
+        .layer(MetricsLayer::new())
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics.handler()))
         .with_state(AppState { redis })
 }
 
@@ -54,6 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let metrics = PrometheusMetrics::install()?;
+    let _probe = RuntimeProbe::new().spawn();
     let redis = match RedisConfig::from_env()? {
         Some(config) => Some(RedisBackend::new(config)?),
         None => None,
@@ -72,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         backend = if redis.is_some() { "redis" } else { "in-memory" },
         "listening"
     );
-    axum::serve(listener, app(redis))
+    axum::serve(listener, app(redis, &metrics))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -88,9 +94,16 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    fn test_app() -> Router {
+        let (recorder, metrics) = PrometheusMetrics::builder().build().unwrap();
+        // Tests do not install a global recorder; the layer records into a no-op one.
+        drop(recorder);
+        app(None, &metrics)
+    }
+
     #[tokio::test]
     async fn hello_and_readyz_on_in_memory_defaults() {
-        let res = app(None)
+        let res = test_app()
             .oneshot(Request::get("/hello").body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -99,7 +112,7 @@ mod tests {
             &res.into_body().collect().await.unwrap().to_bytes()[..],
             b"hello"
         );
-        let res = app(None)
+        let res = test_app()
             .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
             .await
             .unwrap();
