@@ -64,7 +64,7 @@ pub use self::{
         PrometheusMetricsBuilder,
     },
     layer::{Metrics, MetricsLayer, OTHER_ROUTE, ResponseFuture, UNMATCHED_ROUTE},
-    runtime::{RuntimeProbe, RuntimeProbeHandle},
+    runtime::{LagWatch, RuntimeProbe, RuntimeProbeHandle},
 };
 
 pub use metrics;

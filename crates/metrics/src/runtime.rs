@@ -85,7 +85,32 @@ pub struct RuntimeProbeHandle {
     task: JoinHandle<()>,
 }
 
+/// A cloneable, read-only view of a running probe's measurements (for load shedding).
+#[derive(Clone, Debug)]
+pub struct LagWatch {
+    shared: Arc<Shared>,
+}
+
+impl LagWatch {
+    /// The lag of the latest wake-up.
+    pub fn last_lag(&self) -> Duration {
+        Duration::from_nanos(self.shared.last_nanos.load(Ordering::Relaxed))
+    }
+
+    /// How many wake-ups were measured.
+    pub fn samples(&self) -> u64 {
+        self.shared.samples.load(Ordering::Relaxed)
+    }
+}
+
 impl RuntimeProbeHandle {
+    /// A cloneable view of the measurements, e.g. for a load-shedding layer.
+    pub fn watch(&self) -> LagWatch {
+        LagWatch {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// The lag of the latest wake-up.
     pub fn last_lag(&self) -> Duration {
         Duration::from_nanos(self.shared.last_nanos.load(Ordering::Relaxed))
