@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `redis` | [`redis`]: the shared Redis backend (config, connections, timeouts, scripts, keys, health) | No |
 //! | `metrics` | [`metrics`]: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
+//! | `offload` | [`offload`]: CPU work off the async workers, load shedding by lag, in-flight requests or memory | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -34,6 +35,12 @@ pub use tower_scale_redis as redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 #[doc(inline)]
 pub use tower_scale_metrics as metrics;
+
+/// CPU offload and load shedding: `tower-scale-offload`.
+#[cfg(feature = "offload")]
+#[cfg_attr(docsrs, doc(cfg(feature = "offload")))]
+#[doc(inline)]
+pub use tower_scale_offload as offload;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
