@@ -9,6 +9,7 @@
 //! | `redis` | [`redis`]: the shared Redis backend (config, connections, timeouts, scripts, keys, health) | No |
 //! | `metrics` | [`metrics`]: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
 //! | `offload` | [`offload`]: CPU work off the async workers, load shedding by lag, in-flight requests or memory | No |
+//! | `replica` | [`replica`]: read/write routing to primary and replicas, read-your-writes across instances | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -41,6 +42,12 @@ pub use tower_scale_metrics as metrics;
 #[cfg_attr(docsrs, doc(cfg(feature = "offload")))]
 #[doc(inline)]
 pub use tower_scale_offload as offload;
+
+/// Read/write routing: `tower-scale-replica`.
+#[cfg(feature = "replica")]
+#[cfg_attr(docsrs, doc(cfg(feature = "replica")))]
+#[doc(inline)]
+pub use tower_scale_replica as replica;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
