@@ -23,3 +23,37 @@ pub const RUNTIME_WORKERS: &str = "tokio_workers";
 pub const RUNTIME_ALIVE_TASKS: &str = "tokio_alive_tasks";
 /// Gauge of the tasks waiting in the runtime's global queue.
 pub const RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "tokio_global_queue_depth";
+
+/// Histogram of Redis command latency in seconds (`tower-scale-redis`).
+pub const REDIS_COMMAND_DURATION_SECONDS: &str = "redis_command_duration_seconds";
+/// Counter of failed Redis commands, label `kind` (`tower-scale-redis`).
+pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
+
+/// Counter of response-cache and `get_or_fetch` lookups, label `result`: `hit`, `miss`,
+/// `stale`, `bypass`, `error` (`tower-scale-cache`).
+pub const CACHE_REQUESTS_TOTAL: &str = "cache_requests_total";
+/// Counter of rate-limit decisions, labels `policy` and `decision`: `allowed`, `rejected`
+/// (`tower-scale-ratelimit`).
+pub const RATELIMIT_DECISIONS_TOTAL: &str = "ratelimit_decisions_total";
+/// Gauge of a circuit breaker's state, label `breaker`: 0 closed, 1 half-open, 2 open,
+/// 3 forced open, 4 disabled (`tower-scale-breaker`).
+pub const BREAKER_STATE: &str = "breaker_state";
+/// Counter of circuit-breaker transitions, labels `breaker`, `from`, `to`
+/// (`tower-scale-breaker`).
+pub const BREAKER_TRANSITIONS_TOTAL: &str = "breaker_transitions_total";
+/// Counter of session store operations, label `op`: `load`, `save`, `destroy`, and `result`:
+/// `ok`, `error` (`tower-scale-session`).
+pub const SESSION_OPERATIONS_TOTAL: &str = "session_operations_total";
+/// Gauge of the graceful-shutdown phase: 0 running, 1 not ready, 2 draining, 3 cancelling
+/// tasks, 4 cleanup, 5 done (`tower-scale-shutdown`).
+pub const SHUTDOWN_PHASE: &str = "shutdown_phase";
+/// Counter of messages published and delivered, label `event`: `published`, `delivered`,
+/// `lagged` (`tower-scale-pubsub`).
+pub const PUBSUB_MESSAGES_TOTAL: &str = "pubsub_messages_total";
+/// Counter of requests shed under pressure, label `reason` (`tower-scale-offload`).
+pub const PRESSURE_SHED_TOTAL: &str = "pressure_shed_total";
+/// Counter of offload jobs rejected because the pool was full (`tower-scale-offload`).
+pub const OFFLOAD_REJECTED_TOTAL: &str = "offload_rejected_total";
+/// Counter of read/write routing decisions, labels `target` and `reason`
+/// (`tower-scale-replica`).
+pub const REPLICA_ROUTES_TOTAL: &str = "replica_routes_total";

@@ -237,7 +237,7 @@ impl Offload {
 }
 
 /// Counter of jobs rejected because the pool and its queue were full.
-pub const OFFLOAD_REJECTED_TOTAL: &str = "offload_rejected_total";
+pub const OFFLOAD_REJECTED_TOTAL: &str = tower_scale_metrics::names::OFFLOAD_REJECTED_TOTAL;
 
 /// The pool and its queue are full: try again after [`retry_after`](Self::retry_after).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

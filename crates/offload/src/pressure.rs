@@ -17,7 +17,7 @@ use tower_service::Service;
 use crate::offload::retry_after_secs;
 
 /// Counter of requests shed by [`PressureLayer`]; label `reason`: `lag`, `in_flight`, `memory`.
-pub const PRESSURE_SHED_TOTAL: &str = "pressure_shed_total";
+pub const PRESSURE_SHED_TOTAL: &str = tower_scale_metrics::names::PRESSURE_SHED_TOTAL;
 
 /// Thresholds of [`PressureLayer`] (serde, for config files). A threshold left `None` is not
 /// checked.

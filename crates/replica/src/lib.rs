@@ -72,6 +72,19 @@ pub enum Target {
     Replica,
 }
 
+impl Target {
+    /// `primary` or `replica`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Replica => "replica",
+        }
+    }
+}
+
+/// Counter of routing decisions, labels `target` and `reason`.
+pub const REPLICA_ROUTES_TOTAL: &str = "replica_routes_total";
+
 /// Why a request was routed where it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -84,6 +97,18 @@ pub enum Reason {
     RecentWrite,
     /// Set by [`ForceTargetLayer`].
     Forced,
+}
+
+impl Reason {
+    /// `read`, `write`, `recent_write` or `forced`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::RecentWrite => "recent_write",
+            Self::Forced => "forced",
+        }
+    }
 }
 
 /// The routing decision, in the request's extensions.
@@ -318,6 +343,12 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let route = self.state.decide(&req);
+        metrics::counter!(
+            REPLICA_ROUTES_TOTAL,
+            "target" => route.target.as_str(),
+            "reason" => route.reason.as_str(),
+        )
+        .increment(1);
         req.extensions_mut().insert(route);
         ResponseFuture {
             inner: self.inner.call(req),
