@@ -37,6 +37,7 @@ use crate::names;
 #[must_use]
 pub struct RuntimeProbe {
     interval: Duration,
+    window: Duration,
 }
 
 impl Default for RuntimeProbe {
@@ -50,7 +51,15 @@ impl RuntimeProbe {
     pub const fn new() -> Self {
         Self {
             interval: Duration::from_millis(100),
+            window: Duration::from_secs(1),
         }
+    }
+
+    /// The span of [`LagWatch::recent_max`]: the largest lag of roughly the last `window`
+    /// (between `window / 2` and `window`). Default 1 s.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window.max(Duration::from_millis(2));
+        self
     }
 
     /// How often the probe wakes (default 100 ms; at least 1 ms, tokio's timer resolution).
@@ -66,7 +75,7 @@ impl RuntimeProbe {
     /// Outside a tokio runtime.
     pub fn spawn(self) -> RuntimeProbeHandle {
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(run(self.interval, Arc::clone(&shared)));
+        let task = tokio::spawn(run(self.interval, self.window / 2, Arc::clone(&shared)));
         RuntimeProbeHandle { shared, task }
     }
 }
@@ -76,6 +85,9 @@ struct Shared {
     last_nanos: AtomicU64,
     max_nanos: AtomicU64,
     samples: AtomicU64,
+    /// Largest lag of the current and of the previous half-window.
+    current_bucket_nanos: AtomicU64,
+    previous_bucket_nanos: AtomicU64,
 }
 
 /// A running [`RuntimeProbe`]; dropping it does not stop the probe, [`stop`](Self::stop) does.
@@ -100,6 +112,15 @@ impl LagWatch {
     /// How many wake-ups were measured.
     pub fn samples(&self) -> u64 {
         self.shared.samples.load(Ordering::Relaxed)
+    }
+
+    /// The largest lag of roughly the last [window](RuntimeProbe::window): a stall stays
+    /// visible for at least half a window after it ends, so a load-shedding decision does not
+    /// depend on catching the one late sample, and does not flap.
+    pub fn recent_max(&self) -> Duration {
+        let current = self.shared.current_bucket_nanos.load(Ordering::Relaxed);
+        let previous = self.shared.previous_bucket_nanos.load(Ordering::Relaxed);
+        Duration::from_nanos(current.max(previous))
     }
 }
 
@@ -137,7 +158,7 @@ impl RuntimeProbeHandle {
     }
 }
 
-async fn run(interval: Duration, shared: Arc<Shared>) {
+async fn run(interval: Duration, half_window: Duration, shared: Arc<Shared>) {
     let lag_hist = metrics::histogram!(names::RUNTIME_SCHEDULING_LAG_SECONDS);
     let lag_last = metrics::gauge!(names::RUNTIME_SCHEDULING_LAG_LAST_SECONDS);
     let workers = metrics::gauge!(names::RUNTIME_WORKERS);
@@ -145,6 +166,7 @@ async fn run(interval: Duration, shared: Arc<Shared>) {
     let queue = metrics::gauge!(names::RUNTIME_GLOBAL_QUEUE_DEPTH);
     let runtime = Handle::current().metrics();
     let mut deadline = Instant::now() + interval;
+    let mut bucket_start = Instant::now();
     loop {
         tokio::time::sleep_until(deadline).await;
         let now = Instant::now();
@@ -152,6 +174,16 @@ async fn run(interval: Duration, shared: Arc<Shared>) {
         let nanos = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
         shared.last_nanos.store(nanos, Ordering::Relaxed);
         shared.max_nanos.fetch_max(nanos, Ordering::Relaxed);
+        if now.duration_since(bucket_start) >= half_window {
+            let current = shared.current_bucket_nanos.swap(0, Ordering::Relaxed);
+            shared
+                .previous_bucket_nanos
+                .store(current, Ordering::Relaxed);
+            bucket_start = now;
+        }
+        shared
+            .current_bucket_nanos
+            .fetch_max(nanos, Ordering::Relaxed);
         shared.samples.fetch_add(1, Ordering::Relaxed);
         lag_hist.record(lag.as_secs_f64());
         lag_last.set(lag.as_secs_f64());

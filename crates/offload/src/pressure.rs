@@ -25,8 +25,9 @@ pub const PRESSURE_SHED_TOTAL: &str = tower_scale_metrics::names::PRESSURE_SHED_
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PressureConfig {
-    /// Shed while the runtime probe's latest scheduling lag is above this. Needs a probe
-    /// ([`PressureLayer::lag_from`]). Default 200 ms.
+    /// Shed while the runtime probe's recent scheduling lag
+    /// ([`LagWatch::recent_max`]: the largest lag of the probe's last window, 1 s by default)
+    /// is above this. Needs a probe ([`PressureLayer::lag_from`]). Default 200 ms.
     #[serde(with = "humantime_serde")]
     pub max_lag: Option<Duration>,
     /// Shed while more requests than this are in flight through the layer. Default none.
@@ -88,7 +89,7 @@ impl ShedReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PressureSnapshot {
-    /// Latest scheduling lag, when a probe is attached.
+    /// Recent scheduling lag ([`LagWatch::recent_max`]), when a probe is attached.
     pub lag: Option<Duration>,
     /// Requests in flight through the layer.
     pub in_flight: usize,
@@ -105,9 +106,9 @@ pub struct PressureSnapshot {
 /// memory above their thresholds. Health and metrics routes are always served.
 ///
 /// The decision is made in `call`, not in `poll_ready` (axum drives readiness inside `call`),
-/// from atomics: no allocation, no lock on the hot path. Requests are shed until the next
-/// measurement is back under the threshold; the lag probe measures every interval, so recovery
-/// follows within one probe interval of the runtime catching up.
+/// from atomics: no allocation, no lock on the hot path. After a stall, requests are shed until
+/// the probe's window (1 s by default) holds no lag above the threshold: a short hysteresis, so
+/// the decision neither misses a stall between two requests nor flaps.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -187,7 +188,7 @@ impl PressureLayer {
     pub fn snapshot(&self) -> PressureSnapshot {
         let s = &self.state;
         PressureSnapshot {
-            lag: s.lag.as_ref().map(LagWatch::last_lag),
+            lag: s.lag.as_ref().map(LagWatch::recent_max),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             memory_bytes: s.memory_bytes.load(Ordering::Relaxed),
             shed_total: s.shed_total.load(Ordering::Relaxed),
@@ -199,7 +200,7 @@ impl PressureLayer {
 impl State {
     fn pressure(&self, in_flight: usize) -> Option<ShedReason> {
         if let (Some(max), Some(watch)) = (self.config.max_lag, &self.lag)
-            && watch.last_lag() > max
+            && watch.recent_max() > max
         {
             return Some(ShedReason::Lag);
         }
