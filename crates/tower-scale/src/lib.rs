@@ -10,6 +10,7 @@
 //! | `metrics` | [`metrics`]: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
 //! | `offload` | [`offload`]: CPU work off the async workers, load shedding by lag, in-flight requests or memory | No |
 //! | `replica` | [`replica`]: read/write routing to primary and replicas, read-your-writes across instances | No |
+//! | `breaker` | [`breaker`]: circuit breaker (future wrapper and layer), keyed breakers | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -48,6 +49,12 @@ pub use tower_scale_offload as offload;
 #[cfg_attr(docsrs, doc(cfg(feature = "replica")))]
 #[doc(inline)]
 pub use tower_scale_replica as replica;
+
+/// Circuit breaker: `tower-scale-breaker`.
+#[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+#[doc(inline)]
+pub use tower_scale_breaker as breaker;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -1,0 +1,682 @@
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::{BreakerConfig, ConfigError, SlidingWindow};
+
+/// The state of a circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Calls pass; outcomes are recorded.
+    Closed,
+    /// Calls are rejected until the wait is over.
+    Open,
+    /// A fixed number of probe calls pass; their outcomes decide between closed and open.
+    HalfOpen,
+    /// Rejects every call until [`CircuitBreaker::reset`] (an operator switch).
+    ForcedOpen,
+    /// Lets every call through and records nothing until [`CircuitBreaker::reset`].
+    Disabled,
+}
+
+const CLOSED: u64 = 0;
+const HALF_OPEN: u64 = 1;
+const OPEN: u64 = 2;
+const FORCED_OPEN: u64 = 3;
+const DISABLED: u64 = 4;
+
+impl State {
+    fn from_bits(bits: u64) -> Self {
+        match bits {
+            CLOSED => Self::Closed,
+            HALF_OPEN => Self::HalfOpen,
+            OPEN => Self::Open,
+            FORCED_OPEN => Self::ForcedOpen,
+            _ => Self::Disabled,
+        }
+    }
+
+    /// `closed`, `open`, `half_open`, `forced_open` or `disabled`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+            Self::ForcedOpen => "forced_open",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// The state word packs the state (3 bits) and a generation counter bumped on every
+/// transition: an outcome recorded under an older generation is ignored.
+fn pack(generation: u64, state: u64) -> u64 {
+    (generation << 3) | state
+}
+
+fn unpack(word: u64) -> (u64, u64) {
+    (word >> 3, word & 0b111)
+}
+
+/// The result of a call, as a classifier sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call succeeded.
+    Success,
+    /// The call failed. `retry_after` (e.g. from the downstream's `Retry-After`) sets the open
+    /// period if this failure opens the breaker.
+    Failure {
+        /// How long the downstream asked to be left alone.
+        retry_after: Option<Duration>,
+    },
+    /// The call says nothing about the downstream's health (e.g. a 404, a cancelled call): it
+    /// is not recorded, and in half-open it gives its permit back.
+    Ignored,
+}
+
+impl Outcome {
+    /// A failure without `Retry-After`.
+    pub const FAILURE: Self = Self::Failure { retry_after: None };
+}
+
+/// A call was rejected because the breaker is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    state: State,
+    retry_after: Option<Duration>,
+}
+
+impl Rejected {
+    /// The state that rejected the call (open, half-open with no permit left, forced open).
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// How long until the breaker lets probes through, when known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "circuit breaker is {}", self.state.as_str())?;
+        if let Some(d) = self.retry_after {
+            write!(f, "; retry after {d:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// The error of [`CircuitBreaker::call`]: rejected, or the call's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError<E> {
+    /// The breaker rejected the call; it was not made.
+    #[error(transparent)]
+    Rejected(Rejected),
+    /// The call was made and failed.
+    #[error("{0}")]
+    Inner(E),
+}
+
+/// Rates over the sliding window, as [`CircuitBreaker::snapshot`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The state.
+    pub state: State,
+    /// Calls in the window.
+    pub calls: u32,
+    /// Failed calls in the window.
+    pub failures: u32,
+    /// Slow calls in the window.
+    pub slow_calls: u32,
+}
+
+/// A circuit breaker: closed, open, half-open, plus forced-open and disabled switches.
+///
+/// Cloning is cheap and clones share one state. Admission and recording in the closed state
+/// are lock-free (atomics) for a count window; a time window takes a short lock to record.
+/// Time is tokio time, so tests can pause and advance it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use tower_scale_breaker::{BreakerConfig, CallError, CircuitBreaker, SlidingWindow, State};
+///
+/// let breaker = CircuitBreaker::new(BreakerConfig {
+///     sliding_window: SlidingWindow::Count { size: 4 },
+///     minimum_calls: 4,
+///     ..BreakerConfig::default()
+/// }).unwrap();
+/// for _ in 0..4 {
+///     let _ = breaker.call(async { Err::<(), _>("down") }).await;
+/// }
+/// assert_eq!(breaker.state(), State::Open);
+/// // Open: the call is not even made.
+/// let err = breaker.call(async { Ok::<_, &str>(()) }).await.unwrap_err();
+/// assert!(matches!(err, CallError::Rejected(_)));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BreakerConfig,
+    name: Arc<str>,
+    state: AtomicU64,
+    base: Instant,
+    open_until: AtomicU64,
+    half_open_since: AtomicU64,
+    half_open_permits: AtomicU32,
+    half_open_successes: AtomicU32,
+    consecutive_opens: AtomicU32,
+    window: Window,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.inner.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker with this config, named `default` in metrics.
+    pub fn new(config: BreakerConfig) -> Result<Self, ConfigError> {
+        Self::named("default", config)
+    }
+
+    /// A breaker whose metrics carry `breaker = name`.
+    pub fn named(name: impl Into<Arc<str>>, config: BreakerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let window = match config.sliding_window {
+            SlidingWindow::Count { size } => Window::Count(CountWindow::new(size as usize)),
+            SlidingWindow::Time { seconds } => {
+                Window::Time(Mutex::new(TimeWindow::new(seconds as usize)))
+            }
+        };
+        let breaker = Self {
+            inner: Arc::new(Inner {
+                config,
+                name: name.into(),
+                state: AtomicU64::new(pack(0, CLOSED)),
+                base: Instant::now(),
+                open_until: AtomicU64::new(0),
+                half_open_since: AtomicU64::new(0),
+                half_open_permits: AtomicU32::new(0),
+                half_open_successes: AtomicU32::new(0),
+                consecutive_opens: AtomicU32::new(0),
+                window,
+            }),
+        };
+        breaker.inner.report_state(State::Closed);
+        Ok(breaker)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.inner.config
+    }
+
+    /// The current state. An open breaker whose wait is over reports `Open` until the next
+    /// call moves it to half-open.
+    pub fn state(&self) -> State {
+        State::from_bits(unpack(self.inner.state.load(Ordering::Acquire)).1)
+    }
+
+    /// The window's counts.
+    pub fn snapshot(&self) -> Snapshot {
+        let (calls, failures, slow_calls) = self.inner.window.counts(self.inner.now());
+        Snapshot {
+            state: self.state(),
+            calls,
+            failures,
+            slow_calls,
+        }
+    }
+
+    /// Asks to make a call. The [`Permit`] records the call's outcome; dropping it unrecorded
+    /// counts as [`Outcome::Ignored`].
+    pub fn try_acquire(&self) -> Result<Permit, Rejected> {
+        self.inner.acquire().map(|(generation, kind)| Permit {
+            breaker: Some(Arc::clone(&self.inner)),
+            generation,
+            kind,
+            start: Instant::now(),
+        })
+    }
+
+    /// Runs `fut` through the breaker: `Ok` is a success, `Err` a failure.
+    pub async fn call<F, T, E>(&self, fut: F) -> Result<T, CallError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        self.call_classified(fut, |r: &Result<T, E>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::FAILURE,
+        })
+        .await
+    }
+
+    /// Runs `fut` through the breaker, with `classify` deciding what its result means.
+    pub async fn call_classified<F, T, E, C>(&self, fut: F, classify: C) -> Result<T, CallError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+        C: FnOnce(&Result<T, E>) -> Outcome,
+    {
+        let permit = self.try_acquire().map_err(CallError::Rejected)?;
+        let result = fut.await;
+        permit.record(classify(&result));
+        result.map_err(CallError::Inner)
+    }
+
+    /// Operator switch: open now, until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.inner.force(FORCED_OPEN);
+    }
+
+    /// Operator switch: let everything through and record nothing, until
+    /// [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.inner.force(DISABLED);
+    }
+
+    /// Back to closed with an empty window, from any state.
+    pub fn reset(&self) {
+        self.inner.force(CLOSED);
+    }
+
+    /// Opens now for `wait` (or the configured wait), then probes as usual. For an external
+    /// signal that the downstream is down (a health check, a peer instance's report).
+    pub fn trip(&self, wait: Option<Duration>) {
+        let inner = &self.inner;
+        let word = inner.state.load(Ordering::Acquire);
+        inner.transition_to_open(word, wait);
+    }
+}
+
+/// Permission to make one call; record its outcome with [`record`](Self::record).
+#[must_use = "a permit records the call's outcome; dropping it counts as ignored"]
+pub struct Permit {
+    breaker: Option<Arc<Inner>>,
+    generation: u64,
+    kind: u64,
+    start: Instant,
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("generation", &self.generation)
+            .field("state", &State::from_bits(self.kind))
+            .finish()
+    }
+}
+
+impl Permit {
+    /// Records the call's outcome; its duration (since the permit was given) decides whether
+    /// it was slow.
+    pub fn record(mut self, outcome: Outcome) {
+        if let Some(inner) = self.breaker.take() {
+            let elapsed = self.start.elapsed();
+            inner.on_outcome(self.generation, self.kind, outcome, elapsed);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(inner) = self.breaker.take() {
+            inner.on_outcome(self.generation, self.kind, Outcome::Ignored, Duration::ZERO);
+        }
+    }
+}
+
+impl Inner {
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn acquire(&self) -> Result<(u64, u64), Rejected> {
+        loop {
+            let word = self.state.load(Ordering::Acquire);
+            let (generation, state) = unpack(word);
+            match state {
+                CLOSED | DISABLED => return Ok((generation, state)),
+                FORCED_OPEN => {
+                    return Err(Rejected {
+                        state: State::ForcedOpen,
+                        retry_after: None,
+                    });
+                }
+                OPEN => {
+                    let now = self.now();
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if now < until {
+                        return Err(Rejected {
+                            state: State::Open,
+                            retry_after: Some(Duration::from_nanos(until - now)),
+                        });
+                    }
+                    self.half_open_permits
+                        .store(self.config.permitted_calls_in_half_open, Ordering::Release);
+                    self.half_open_successes.store(0, Ordering::Release);
+                    self.half_open_since.store(now, Ordering::Release);
+                    self.cas(word, pack(generation + 1, HALF_OPEN), State::HalfOpen);
+                }
+                _ => {
+                    let since = self.half_open_since.load(Ordering::Acquire);
+                    let max = self.config.max_wait_in_half_open.as_nanos();
+                    if u128::from(self.now().saturating_sub(since)) > max {
+                        self.transition_to_open(word, None);
+                        continue;
+                    }
+                    let took = self.half_open_permits.fetch_update(
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        |n| n.checked_sub(1),
+                    );
+                    if took.is_err() {
+                        return Err(Rejected {
+                            state: State::HalfOpen,
+                            retry_after: None,
+                        });
+                    }
+                    // The state may have moved while taking the permit; the outcome then
+                    // carries a stale generation and is ignored.
+                    return Ok((generation, HALF_OPEN));
+                }
+            }
+        }
+    }
+
+    fn on_outcome(&self, generation: u64, kind: u64, outcome: Outcome, elapsed: Duration) {
+        let word = self.state.load(Ordering::Acquire);
+        if unpack(word).0 != generation {
+            return; // a late result never moves a newer state
+        }
+        let slow = elapsed >= self.config.slow_call_duration;
+        match (kind, outcome) {
+            (DISABLED, _) | (CLOSED, Outcome::Ignored) => {}
+            (CLOSED, outcome) => {
+                let failed = matches!(outcome, Outcome::Failure { .. });
+                let now = self.now();
+                self.window.record(now, failed, slow);
+                let (calls, failures, slow_calls) = self.window.counts(now);
+                if self.exceeded(calls, failures, slow_calls) {
+                    let retry_after = match outcome {
+                        Outcome::Failure { retry_after } => retry_after,
+                        _ => None,
+                    };
+                    self.transition_to_open(word, retry_after);
+                }
+            }
+            (HALF_OPEN, Outcome::Ignored) => {
+                self.half_open_permits.fetch_add(1, Ordering::AcqRel);
+            }
+            (HALF_OPEN, Outcome::Failure { retry_after }) => {
+                self.transition_to_open(word, retry_after);
+            }
+            (HALF_OPEN, Outcome::Success) => {
+                let done = self.half_open_successes.fetch_add(1, Ordering::AcqRel) + 1;
+                if done >= self.config.permitted_calls_in_half_open
+                    && self.cas(word, pack(generation + 1, CLOSED), State::Closed)
+                {
+                    self.consecutive_opens.store(0, Ordering::Release);
+                    self.window.reset();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn exceeded(&self, calls: u32, failures: u32, slow: u32) -> bool {
+        let minimum = match self.config.sliding_window {
+            SlidingWindow::Count { size } => self.config.minimum_calls.min(size),
+            SlidingWindow::Time { .. } => self.config.minimum_calls,
+        };
+        if calls < minimum || calls == 0 {
+            return false;
+        }
+        let rate = |n: u32| n as f32 * 100.0 / calls as f32;
+        rate(failures) >= self.config.failure_rate_threshold
+            || rate(slow) >= self.config.slow_call_rate_threshold
+    }
+
+    fn transition_to_open(&self, word: u64, retry_after: Option<Duration>) {
+        let (generation, state) = unpack(word);
+        if state == FORCED_OPEN || state == DISABLED {
+            return;
+        }
+        let opens = self.consecutive_opens.load(Ordering::Acquire);
+        let wait = match retry_after {
+            Some(d) => d,
+            None => {
+                let factor = self.config.wait_multiplier.powi(opens.min(64) as i32);
+                self.config.wait_in_open.mul_f64(factor.min(1e9))
+            }
+        }
+        .min(self.config.max_wait_in_open);
+        let until = self
+            .now()
+            .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+        self.open_until.store(until, Ordering::Release);
+        if self.cas(word, pack(generation + 1, OPEN), State::Open) {
+            self.consecutive_opens.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn force(&self, target: u64) {
+        let word = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(pack(unpack(w).0 + 1, target))
+            });
+        if target == CLOSED {
+            self.window.reset();
+            self.consecutive_opens.store(0, Ordering::Release);
+        }
+        if let Ok(old) = word {
+            self.report_transition(State::from_bits(unpack(old).1), State::from_bits(target));
+        }
+    }
+
+    fn cas(&self, from: u64, to: u64, to_state: State) -> bool {
+        let ok = self
+            .state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if ok {
+            self.report_transition(State::from_bits(unpack(from).1), to_state);
+        }
+        ok
+    }
+
+    fn report_transition(&self, from: State, to: State) {
+        tracing::info!(breaker = %self.name, from = from.as_str(), to = to.as_str(), "circuit breaker transition");
+        metrics::counter!(
+            "breaker_transitions_total",
+            "breaker" => self.name.to_string(),
+            "from" => from.as_str(),
+            "to" => to.as_str(),
+        )
+        .increment(1);
+        self.report_state(to);
+    }
+
+    fn report_state(&self, state: State) {
+        let value = match state {
+            State::Closed => 0.0,
+            State::HalfOpen => 1.0,
+            State::Open => 2.0,
+            State::ForcedOpen => 3.0,
+            State::Disabled => 4.0,
+        };
+        metrics::gauge!("breaker_state", "breaker" => self.name.to_string()).set(value);
+    }
+}
+
+enum Window {
+    Count(CountWindow),
+    Time(Mutex<TimeWindow>),
+}
+
+impl Window {
+    fn record(&self, now: u64, failed: bool, slow: bool) {
+        match self {
+            Self::Count(w) => w.record(failed, slow),
+            Self::Time(w) => w
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(now, failed, slow),
+        }
+    }
+
+    fn counts(&self, now: u64) -> (u32, u32, u32) {
+        match self {
+            Self::Count(w) => w.counts(),
+            Self::Time(w) => w
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .counts(now),
+        }
+    }
+
+    fn reset(&self) {
+        match self {
+            Self::Count(w) => w.reset(),
+            Self::Time(w) => w
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .reset(),
+        }
+    }
+}
+
+/// The last `size` outcomes in a ring of one byte each, with running totals; recording is a
+/// `fetch_add`, a `swap` and up to three counter updates, no lock.
+struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    next: AtomicU64,
+    calls: AtomicI32,
+    failures: AtomicI32,
+    slow: AtomicI32,
+}
+
+const RECORDED: u8 = 1;
+const FAILED: u8 = 2;
+const SLOW: u8 = 4;
+
+impl CountWindow {
+    fn new(size: usize) -> Self {
+        Self {
+            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            next: AtomicU64::new(0),
+            calls: AtomicI32::new(0),
+            failures: AtomicI32::new(0),
+            slow: AtomicI32::new(0),
+        }
+    }
+
+    fn record(&self, failed: bool, slow: bool) {
+        let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64) as usize;
+        let new = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+        let old = self.slots[i].swap(new, Ordering::AcqRel);
+        let delta = |bit: u8| i32::from(new & bit != 0) - i32::from(old & bit != 0);
+        for (counter, bit) in [
+            (&self.calls, RECORDED),
+            (&self.failures, FAILED),
+            (&self.slow, SLOW),
+        ] {
+            let d = delta(bit);
+            if d != 0 {
+                counter.fetch_add(d, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn counts(&self) -> (u32, u32, u32) {
+        let read = |c: &AtomicI32| u32::try_from(c.load(Ordering::Acquire)).unwrap_or(0);
+        (read(&self.calls), read(&self.failures), read(&self.slow))
+    }
+
+    fn reset(&self) {
+        for slot in &self.slots {
+            let old = slot.swap(0, Ordering::AcqRel);
+            for (counter, bit) in [
+                (&self.calls, RECORDED),
+                (&self.failures, FAILED),
+                (&self.slow, SLOW),
+            ] {
+                if old & bit != 0 {
+                    counter.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+}
+
+/// One bucket per second of the window.
+struct TimeWindow {
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    second: u64,
+    calls: u32,
+    failures: u32,
+    slow: u32,
+}
+
+const SECOND: u64 = 1_000_000_000;
+
+impl TimeWindow {
+    fn new(seconds: usize) -> Self {
+        Self {
+            buckets: vec![Bucket::default(); seconds],
+        }
+    }
+
+    fn record(&mut self, now: u64, failed: bool, slow: bool) {
+        // Seconds are counted from 1 so that an empty bucket (second 0) never matches.
+        let second = now / SECOND + 1;
+        let n = self.buckets.len() as u64;
+        let bucket = &mut self.buckets[(second % n) as usize];
+        if bucket.second != second {
+            *bucket = Bucket {
+                second,
+                ..Bucket::default()
+            };
+        }
+        bucket.calls += 1;
+        bucket.failures += u32::from(failed);
+        bucket.slow += u32::from(slow);
+    }
+
+    fn counts(&self, now: u64) -> (u32, u32, u32) {
+        let second = now / SECOND + 1;
+        let n = self.buckets.len() as u64;
+        self.buckets
+            .iter()
+            .filter(|b| b.second != 0 && b.second + n > second)
+            .fold((0, 0, 0), |(c, f, s), b| {
+                (c + b.calls, f + b.failures, s + b.slow)
+            })
+    }
+
+    fn reset(&mut self) {
+        self.buckets.fill(Bucket::default());
+    }
+}

@@ -1,0 +1,62 @@
+//! A circuit breaker with resilience4j-grade semantics, usable on any future
+//! ([`CircuitBreaker::call`]) and as a tower layer ([`CircuitBreakerLayer`]), so a failing
+//! dependency fails fast instead of taking the service down.
+//!
+//! # Overview
+//!
+//! - States closed, open, half-open, plus forced-open and disabled operator switches
+//!   ([`CircuitBreaker::force_open`], [`disable`](CircuitBreaker::disable),
+//!   [`reset`](CircuitBreaker::reset), [`trip`](CircuitBreaker::trip)).
+//! - Count-based or time-based sliding window ([`SlidingWindow`]); failure-rate and slow-call
+//!   rate thresholds; a minimum number of calls before rates count.
+//! - Wait in open fixed or growing on repeated openings; the open period can be set by the
+//!   downstream's `Retry-After`; a fixed number of probe calls in half-open; a maximum wait in
+//!   half-open so a breaker never stays stuck there.
+//! - What counts as a failure is a policy: [`Outcome`] from a closure for
+//!   [`CircuitBreaker::call_classified`], [`ClassifyResponse`] for the layer (default:
+//!   errors and 5xx). Ignored outcomes are not recorded and give their half-open permit back.
+//! - Every outcome carries the state generation it was admitted under: a late result never
+//!   moves a newer state. Any failure in half-open reopens.
+//! - One breaker per downstream host or route with [`KeyedBreakers`], bounded in number.
+//! - Metrics `breaker_state` and `breaker_transitions_total`; a `tracing` event per transition.
+//!
+//! Closed-state admission and recording are lock-free for a count window.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::time::Duration;
+//! use tower_scale_breaker::{BreakerConfig, CallError, CircuitBreaker};
+//!
+//! let breaker = CircuitBreaker::new(BreakerConfig {
+//!     wait_in_open: Duration::from_secs(10),
+//!     ..BreakerConfig::default()
+//! }).unwrap();
+//! match breaker.call(async { Ok::<_, std::io::Error>("payload") }).await {
+//!     Ok(v) => assert_eq!(v, "payload"),
+//!     Err(CallError::Rejected(r)) => println!("failing fast: {r}"),
+//!     Err(CallError::Inner(e)) => println!("the call failed: {e}"),
+//! }
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
+
+mod breaker;
+mod config;
+mod layer;
+
+#[doc(inline)]
+pub use self::{
+    breaker::{CallError, CircuitBreaker, Outcome, Permit, Rejected, Snapshot, State},
+    config::{BreakerConfig, ConfigError, SlidingWindow},
+    layer::{
+        CircuitBreakerLayer, CircuitBreakerService, ClassifyResponse, DefaultFallback, Fallback,
+        KeyedBreakers, ResponseFuture, ServerErrorsAsFailures, retry_after,
+    },
+};
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
