@@ -253,7 +253,7 @@ impl CircuitBreaker {
             breaker: Some(Arc::clone(&self.inner)),
             generation,
             kind,
-            start: Instant::now(),
+            start: self.inner.start(),
         })
     }
 
@@ -275,9 +275,19 @@ impl CircuitBreaker {
         F: Future<Output = Result<T, E>>,
         C: FnOnce(&Result<T, E>) -> Outcome,
     {
-        let permit = self.try_acquire().map_err(CallError::Rejected)?;
+        // A borrowed permit: no reference-count traffic on the shared state per call.
+        let (generation, kind) = self.inner.acquire().map_err(CallError::Rejected)?;
+        let mut guard = CallGuard {
+            inner: &self.inner,
+            generation,
+            kind,
+            done: false,
+        };
+        let start = self.inner.start();
         let result = fut.await;
-        permit.record(classify(&result));
+        guard.done = true;
+        self.inner
+            .on_outcome(generation, kind, classify(&result), elapsed(start));
         result.map_err(CallError::Inner)
     }
 
@@ -306,13 +316,30 @@ impl CircuitBreaker {
     }
 }
 
+/// Records a cancelled [`CircuitBreaker::call`] (its future dropped mid-call) as ignored.
+struct CallGuard<'a> {
+    inner: &'a Inner,
+    generation: u64,
+    kind: u64,
+    done: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner
+                .on_outcome(self.generation, self.kind, Outcome::Ignored, Duration::ZERO);
+        }
+    }
+}
+
 /// Permission to make one call; record its outcome with [`record`](Self::record).
 #[must_use = "a permit records the call's outcome; dropping it counts as ignored"]
 pub struct Permit {
     breaker: Option<Arc<Inner>>,
     generation: u64,
     kind: u64,
-    start: Instant,
+    start: Option<Instant>,
 }
 
 impl fmt::Debug for Permit {
@@ -329,8 +356,7 @@ impl Permit {
     /// it was slow.
     pub fn record(mut self, outcome: Outcome) {
         if let Some(inner) = self.breaker.take() {
-            let elapsed = self.start.elapsed();
-            inner.on_outcome(self.generation, self.kind, outcome, elapsed);
+            inner.on_outcome(self.generation, self.kind, outcome, elapsed(self.start));
         }
     }
 }
@@ -343,7 +369,17 @@ impl Drop for Permit {
     }
 }
 
+/// The time since `start`, or zero when slow calls are not tracked.
+fn elapsed(start: Option<Instant>) -> Duration {
+    start.map_or(Duration::ZERO, |s| s.elapsed())
+}
+
 impl Inner {
+    /// The start of a call, read only when slow calls are tracked.
+    fn start(&self) -> Option<Instant> {
+        self.config.slow_call_duration.map(|_| Instant::now())
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -406,14 +442,20 @@ impl Inner {
         if unpack(word).0 != generation {
             return; // a late result never moves a newer state
         }
-        let slow = elapsed >= self.config.slow_call_duration;
+        let slow = self
+            .config
+            .slow_call_duration
+            .is_some_and(|limit| elapsed >= limit);
         match (kind, outcome) {
             (DISABLED, _) | (CLOSED, Outcome::Ignored) => {}
             (CLOSED, outcome) => {
                 let failed = matches!(outcome, Outcome::Failure { .. });
-                let now = self.now();
-                self.window.record(now, failed, slow);
-                let (calls, failures, slow_calls) = self.window.counts(now);
+                // Rates only change when the window's counts do: a success replacing a
+                // success (the steady state) costs no evaluation.
+                let Some((calls, failures, slow_calls)) = self.window.record(self, failed, slow)
+                else {
+                    return;
+                };
                 if self.exceeded(calls, failures, slow_calls) {
                     let retry_after = match outcome {
                         Outcome::Failure { retry_after } => retry_after,
@@ -533,13 +575,16 @@ enum Window {
 }
 
 impl Window {
-    fn record(&self, now: u64, failed: bool, slow: bool) {
+    /// Records an outcome; returns the new counts when they changed.
+    fn record(&self, inner: &Inner, failed: bool, slow: bool) -> Option<(u32, u32, u32)> {
         match self {
-            Self::Count(w) => w.record(failed, slow),
-            Self::Time(w) => w
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record(now, failed, slow),
+            Self::Count(w) => w.record(failed, slow).then(|| w.counts()),
+            Self::Time(w) => {
+                let now = inner.now();
+                let mut w = w.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                w.record(now, failed, slow);
+                Some(w.counts(now))
+            }
         }
     }
 
@@ -589,10 +634,20 @@ impl CountWindow {
         }
     }
 
-    fn record(&self, failed: bool, slow: bool) {
+    /// Records an outcome; returns whether the counts changed.
+    fn record(&self, failed: bool, slow: bool) -> bool {
         let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64) as usize;
         let new = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let old = self.slots[i].swap(new, Ordering::AcqRel);
+        let slot = &self.slots[i];
+        // Same outcome as the one it replaces: nothing to write, and the slot's cache line
+        // stays shared between cores instead of bouncing.
+        if slot.load(Ordering::Acquire) == new {
+            return false;
+        }
+        let old = slot.swap(new, Ordering::AcqRel);
+        if old == new {
+            return false;
+        }
         let delta = |bit: u8| i32::from(new & bit != 0) - i32::from(old & bit != 0);
         for (counter, bit) in [
             (&self.calls, RECORDED),
@@ -604,6 +659,7 @@ impl CountWindow {
                 counter.fetch_add(d, Ordering::AcqRel);
             }
         }
+        true
     }
 
     fn counts(&self) -> (u32, u32, u32) {

@@ -41,9 +41,10 @@ pub struct BreakerConfig {
     /// Open when at least this percentage of the window's calls failed (0 < x <= 100).
     /// Default 50.
     pub failure_rate_threshold: f32,
-    /// A call slower than this is a slow call. Default 60 s.
+    /// A call slower than this is a slow call. Default none: slow calls are not tracked, and
+    /// the closed state reads no clock per call (a clock read costs ~25 ns).
     #[serde(with = "humantime_serde")]
-    pub slow_call_duration: Duration,
+    pub slow_call_duration: Option<Duration>,
     /// Open when at least this percentage of the window's calls were slow (0 < x <= 100).
     /// Default 100.
     pub slow_call_rate_threshold: f32,
@@ -73,7 +74,7 @@ impl Default for BreakerConfig {
         Self {
             sliding_window: SlidingWindow::Count { size: 100 },
             failure_rate_threshold: 50.0,
-            slow_call_duration: Duration::from_secs(60),
+            slow_call_duration: None,
             slow_call_rate_threshold: 100.0,
             minimum_calls: 20,
             wait_in_open: Duration::from_secs(30),

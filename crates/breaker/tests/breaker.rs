@@ -174,7 +174,7 @@ async fn slow_calls_open_the_breaker() {
     let b = CircuitBreaker::new(BreakerConfig {
         sliding_window: SlidingWindow::Count { size: 4 },
         minimum_calls: 4,
-        slow_call_duration: Duration::from_secs(2),
+        slow_call_duration: Some(Duration::from_secs(2)),
         slow_call_rate_threshold: 50.0,
         ..BreakerConfig::default()
     })
