@@ -19,6 +19,10 @@
 //!   moves a newer state. Any failure in half-open reopens.
 //! - One breaker per downstream host or route with [`KeyedBreakers`], bounded in number.
 //! - Metrics `breaker_state` and `breaker_transitions_total`; a `tracing` event per transition.
+//! - [`RetryPolicy`]: a `tower::retry::Policy` with exponential backoff and full jitter, max
+//!   attempts, tower's retry budget, idempotent methods only by default, `Retry-After`
+//!   honoured, bodies replayed up to a size cap. Put the breaker inside the retry layer, so a
+//!   rejected call is not retried into an open breaker more than the policy allows.
 //!
 //! Closed-state admission and recording are lock-free for a count window.
 //!
@@ -46,6 +50,7 @@
 mod breaker;
 mod config;
 mod layer;
+mod retry;
 
 #[doc(inline)]
 pub use self::{
@@ -55,6 +60,7 @@ pub use self::{
         CircuitBreakerLayer, CircuitBreakerService, ClassifyResponse, DefaultFallback, Fallback,
         KeyedBreakers, ResponseFuture, ServerErrorsAsFailures, retry_after,
     },
+    retry::RetryPolicy,
 };
 
 #[doc = include_str!("../README.md")]
