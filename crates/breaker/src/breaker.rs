@@ -180,7 +180,11 @@ struct Inner {
     half_open_successes: AtomicU32,
     consecutive_opens: AtomicU32,
     window: Window,
+    on_open: std::sync::OnceLock<OpenListener>,
 }
+
+/// Called with the open period each time the breaker opens by itself.
+pub(crate) type OpenListener = Box<dyn Fn(Duration) + Send + Sync>;
 
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -218,6 +222,7 @@ impl CircuitBreaker {
                 half_open_successes: AtomicU32::new(0),
                 consecutive_opens: AtomicU32::new(0),
                 window,
+                on_open: std::sync::OnceLock::new(),
             }),
         };
         breaker.inner.report_state(State::Closed);
@@ -305,6 +310,17 @@ impl CircuitBreaker {
     /// Back to closed with an empty window, from any state.
     pub fn reset(&self) {
         self.inner.force(CLOSED);
+    }
+
+    /// Registers the one listener told of every opening (with its open period); used by
+    /// [`SharedBreaker`](crate::SharedBreaker). Returns `false` if one was already set.
+    pub(crate) fn set_on_open(&self, listener: OpenListener) -> bool {
+        self.inner.on_open.set(listener).is_ok()
+    }
+
+    /// The breaker's name (the `breaker` label of its metrics).
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// Opens now for `wait` (or the configured wait), then probes as usual. For an external
@@ -516,6 +532,9 @@ impl Inner {
         self.open_until.store(until, Ordering::Release);
         if self.cas(word, pack(generation + 1, OPEN), State::Open) {
             self.consecutive_opens.fetch_add(1, Ordering::AcqRel);
+            if let Some(listener) = self.on_open.get() {
+                listener(wait);
+            }
         }
     }
 

@@ -18,6 +18,9 @@
 //! - Every outcome carries the state generation it was admitted under: a late result never
 //!   moves a newer state. Any failure in half-open reopens.
 //! - One breaker per downstream host or route with [`KeyedBreakers`], bounded in number.
+//! - Optional shared state across instances ([`SharedBreaker`] over a [`SharedState`]; the
+//!   Redis implementation is `tower_scale_redis::RedisBreakerState`), with the local breaker
+//!   still deciding when the store is unreachable.
 //! - Metrics `breaker_state` and `breaker_transitions_total`; a `tracing` event per transition.
 //! - [`RetryPolicy`]: a `tower::retry::Policy` with exponential backoff and full jitter, max
 //!   attempts, tower's retry budget, idempotent methods only by default, `Retry-After`
@@ -51,6 +54,7 @@ mod breaker;
 mod config;
 mod layer;
 mod retry;
+mod shared;
 
 #[doc(inline)]
 pub use self::{
@@ -61,6 +65,7 @@ pub use self::{
         KeyedBreakers, ResponseFuture, ServerErrorsAsFailures, retry_after,
     },
     retry::RetryPolicy,
+    shared::{BoxFuture, SharedBreaker, SharedState},
 };
 
 #[doc = include_str!("../README.md")]

@@ -48,6 +48,8 @@ struct Inner {
     command_timeout: Duration,
     config: RedisConfig,
     next: AtomicUsize,
+    #[cfg(feature = "breaker")]
+    breaker: Option<tower_scale_breaker::CircuitBreaker>,
 }
 
 enum Conns {
@@ -149,6 +151,15 @@ impl RedisBackend {
                 )
             }
         };
+        #[cfg(feature = "breaker")]
+        let breaker = if config.breaker_enabled {
+            Some(
+                tower_scale_breaker::CircuitBreaker::named("redis", config.breaker.clone())
+                    .map_err(|e| Error::Config(format!("breaker: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 conns,
@@ -156,6 +167,8 @@ impl RedisBackend {
                 command_timeout: config.command_timeout,
                 config,
                 next: AtomicUsize::new(0),
+                #[cfg(feature = "breaker")]
+                breaker,
             }),
         })
     }
@@ -235,7 +248,42 @@ impl RedisBackend {
         Ok(start.elapsed())
     }
 
+    /// The backend's circuit breaker, when enabled (to watch its state, or trip or reset it
+    /// from outside).
+    #[cfg(feature = "breaker")]
+    pub fn breaker(&self) -> Option<&tower_scale_breaker::CircuitBreaker> {
+        self.inner.breaker.as_ref()
+    }
+
     async fn timed<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        #[cfg(feature = "breaker")]
+        if let Some(breaker) = &self.inner.breaker {
+            use tower_scale_breaker::{CallError, Outcome};
+            // Timeouts and connection errors are failures; an error reply means Redis is up.
+            let classify = |r: &Result<T, Error>| match r {
+                Err(e) if e.is_unavailable() => Outcome::FAILURE,
+                _ => Outcome::Success,
+            };
+            return match breaker
+                .call_classified(self.timed_inner(fut), classify)
+                .await
+            {
+                Ok(v) => Ok(v),
+                Err(CallError::Inner(e)) => Err(e),
+                Err(CallError::Rejected(r)) => {
+                    metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => "circuit_open")
+                        .increment(1);
+                    Err(Error::CircuitOpen(r.retry_after()))
+                }
+            };
+        }
+        self.timed_inner(fut).await
+    }
+
+    async fn timed_inner<T>(
+        &self,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
         let timeout = self.inner.command_timeout;
         let start = Instant::now();
         let result = match tokio::time::timeout(timeout, fut).await {
@@ -253,6 +301,7 @@ impl RedisBackend {
                 Error::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
                 Error::Redis(_) => "server",
                 Error::Config(_) => "config",
+                Error::CircuitOpen(_) => "circuit_open",
             };
             metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => kind).increment(1);
             tracing::debug!(error = %e, kind, "redis command failed");

@@ -50,7 +50,7 @@ pub enum ConnectionKind {
 /// assert_eq!(config.mode, Mode::Standalone);
 /// assert_eq!(config.command_timeout.as_millis(), 100);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -76,6 +76,32 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// Prefix of every key written by tower-scale (`<prefix>:<concern>:<key>`). Default `ts`.
     pub key_prefix: String,
+    /// Whether a circuit breaker guards the backend (default `true`): once Redis is found
+    /// down or hung, commands fail at once with [`Error::CircuitOpen`] instead of each waiting
+    /// for a timeout, and probes find out when it is back.
+    #[cfg(feature = "breaker")]
+    pub breaker_enabled: bool,
+    /// The breaker's settings. Default: window of the last 20 commands, open at 50% failed
+    /// (timeouts and connection errors; Redis error replies are successes) after 10 commands,
+    /// open 1 s growing ×2 per reopening up to 15 s, 3 probes in half-open.
+    #[cfg(feature = "breaker")]
+    pub breaker: tower_scale_breaker::BreakerConfig,
+}
+
+/// The default breaker settings of the backend.
+#[cfg(feature = "breaker")]
+pub(crate) fn default_breaker_config() -> tower_scale_breaker::BreakerConfig {
+    tower_scale_breaker::BreakerConfig {
+        sliding_window: tower_scale_breaker::SlidingWindow::Count { size: 20 },
+        minimum_calls: 10,
+        failure_rate_threshold: 50.0,
+        wait_in_open: Duration::from_secs(1),
+        wait_multiplier: 2.0,
+        max_wait_in_open: Duration::from_secs(15),
+        permitted_calls_in_half_open: 3,
+        max_wait_in_half_open: Duration::from_secs(10),
+        ..tower_scale_breaker::BreakerConfig::default()
+    }
 }
 
 impl Default for RedisConfig {
@@ -89,6 +115,10 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(500),
             key_prefix: "ts".to_owned(),
+            #[cfg(feature = "breaker")]
+            breaker_enabled: true,
+            #[cfg(feature = "breaker")]
+            breaker: default_breaker_config(),
         }
     }
 }
@@ -237,6 +267,10 @@ impl RedisConfig {
         if self.command_timeout.is_zero() {
             return err("command_timeout: must be greater than zero".to_owned());
         }
+        #[cfg(feature = "breaker")]
+        self.breaker
+            .validate()
+            .map_err(|e| Error::Config(format!("breaker: {e}")))?;
         if self.key_prefix.is_empty() {
             return err("key_prefix: must not be empty".to_owned());
         }

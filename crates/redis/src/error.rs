@@ -17,6 +17,10 @@ pub enum Error {
     /// No connection could be had from the pool.
     #[error("Redis pool: {0}")]
     Pool(String),
+    /// The backend's circuit breaker is open: Redis was found down or hung and the command was
+    /// not sent. Carries how long until the breaker probes Redis again, when known.
+    #[error("Redis circuit breaker is open; not calling Redis (retry after {0:?})")]
+    CircuitOpen(Option<Duration>),
     /// Redis answered with an error, or the connection failed.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -32,10 +36,15 @@ impl Error {
         }
     }
 
-    /// The server could not be reached or the connection broke.
+    /// The breaker rejected the command without sending it.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(self, Self::CircuitOpen(_))
+    }
+
+    /// The server could not be reached, the connection broke, or the breaker is open.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Timeout(_) | Self::Pool(_) => true,
+            Self::Timeout(_) | Self::Pool(_) | Self::CircuitOpen(_) => true,
             Self::Redis(e) => e.is_io_error() || e.is_connection_dropped() || e.is_timeout(),
             Self::Config(_) => false,
         }

@@ -41,6 +41,7 @@
 //! | hung or paused (`SIGSTOP`), or the network drops packets | [`Error::Timeout`] after `command_timeout` |
 //! | restarted | the command in flight fails; the connection reopens by itself and later commands succeed |
 //! | flushed its scripts | nothing visible: the script is reloaded and the call repeated |
+//! | found down or hung by the circuit breaker (feature `breaker`, on by default) | [`Error::CircuitOpen`] at once, without sending; probes find out when Redis is back |
 //!
 //! The crates built on this one decide, per feature, whether such an error fails open or
 //! closed; each documents its choice.
@@ -51,6 +52,8 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 mod backend;
+#[cfg(feature = "breaker")]
+mod breaker_state;
 mod config;
 mod error;
 mod keys;
@@ -62,6 +65,11 @@ pub use self::{
     error::Error,
     keys::Keys,
 };
+
+#[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+#[doc(inline)]
+pub use self::breaker_state::RedisBreakerState;
 
 pub use redis;
 
