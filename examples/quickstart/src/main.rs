@@ -8,36 +8,111 @@
 //! curl http://127.0.0.1:3000/hello
 //! curl http://127.0.0.1:3000/readyz
 //! curl http://127.0.0.1:3000/metrics
+//! curl http://127.0.0.1:3000/heavy                 # CPU work off the async workers
+//! for i in $(seq 6); do curl -s -o /dev/null -w '%{http_code} ' \
+//!   'http://127.0.0.1:3000/downstream?fail=1'; done   # 500 500 500 500 503 503: the breaker opened
+//! curl -i http://127.0.0.1:3000/downstream        # 503 + Retry-After until the breaker probes again
 //! ```
 //!
 //! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), and the
 //! other `REDIS_*` variables of `tower_scale::redis::RedisConfig::from_env`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use tower_scale::metrics::{MetricsLayer, PrometheusMetrics, RuntimeProbe};
+use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer, SlidingWindow};
+use tower_scale::metrics::{LagWatch, MetricsLayer, PrometheusMetrics, RuntimeProbe};
+use tower_scale::offload::{Offload, OffloadError, PressureConfig, PressureLayer};
 use tower_scale::redis::{RedisBackend, RedisConfig};
 
 /// Shared application state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct AppState {
     /// The Redis backend, when `REDIS_URL` is set.
     redis: Option<RedisBackend>,
+    /// The pool for CPU-bound work.
+    offload: Offload,
 }
 
-/// Builds the app; `redis` is `None` on in-memory defaults. `metrics` serves `/metrics`.
-fn app(redis: Option<RedisBackend>, metrics: &PrometheusMetrics) -> Router {
+/// Everything the app is built from.
+struct Parts<'a> {
+    redis: Option<RedisBackend>,
+    metrics: &'a PrometheusMetrics,
+    lag: Option<LagWatch>,
+    breaker: CircuitBreaker,
+}
+
+/// Builds the app; `redis` is `None` on in-memory defaults.
+fn app(parts: Parts<'_>) -> Router {
+    let offload = Offload::builder().build().unwrap_or_else(|e| panic!("{e}"));
+    let mut pressure = PressureLayer::new(PressureConfig::default());
+    if let Some(lag) = parts.lag {
+        pressure = pressure.lag_from(lag);
+    }
     Router::new()
         .route("/hello", get(|| async { "hello" }))
+        .route("/heavy", get(heavy))
+        .route(
+            "/downstream",
+            get(flaky_downstream).route_layer(CircuitBreakerLayer::new(parts.breaker)),
+        )
         .layer(MetricsLayer::new())
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics.handler()))
-        .with_state(AppState { redis })
+        .route("/metrics", get(parts.metrics.handler()))
+        .layer(pressure)
+        .with_state(AppState {
+            redis: parts.redis,
+            offload,
+        })
+}
+
+/// The breaker guarding `/downstream`: opens when half of the last 4 calls failed, for 10 s.
+fn downstream_breaker() -> CircuitBreaker {
+    CircuitBreaker::named(
+        "downstream",
+        BreakerConfig {
+            sliding_window: SlidingWindow::Count { size: 4 },
+            minimum_calls: 4,
+            wait_in_open: Duration::from_secs(10),
+            ..BreakerConfig::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Query of `/downstream`.
+#[derive(serde::Deserialize)]
+struct Flaky {
+    /// Simulate a failing dependency.
+    #[serde(default)]
+    fail: u8,
+}
+
+/// A stand-in for a call to a dependency that fails when asked to.
+async fn flaky_downstream(Query(q): Query<Flaky>) -> (StatusCode, &'static str) {
+    if q.fail > 0 {
+        (StatusCode::INTERNAL_SERVER_ERROR, "the dependency failed")
+    } else {
+        (StatusCode::OK, "the dependency answered")
+    }
+}
+
+/// CPU-bound work (the seed's transcoding stand-in), run off the async workers.
+async fn heavy(State(state): State<AppState>) -> Result<String, OffloadError> {
+    let digest = state
+        .offload
+        .run(|| {
+            (0..20_000_000u64).fold(0xcbf2_9ce4_8422_2325_u64, |h, x| {
+                (h ^ x).wrapping_mul(0x100_0000_01b3)
+            })
+        })
+        .await?;
+    Ok(format!("{digest:016x}"))
 }
 
 /// Ready when the backend (if any) answers a PING.
@@ -59,7 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let metrics = PrometheusMetrics::install()?;
-    let _probe = RuntimeProbe::new().spawn();
+    let probe = RuntimeProbe::new().spawn();
     let redis = match RedisConfig::from_env()? {
         Some(config) => Some(RedisBackend::new(config)?),
         None => None,
@@ -78,7 +153,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         backend = if redis.is_some() { "redis" } else { "in-memory" },
         "listening"
     );
-    axum::serve(listener, app(redis, &metrics))
+    let app = app(Parts {
+        redis,
+        metrics: &metrics,
+        lag: Some(probe.watch()),
+        breaker: downstream_breaker(),
+    });
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -98,7 +179,42 @@ mod tests {
         let (recorder, metrics) = PrometheusMetrics::builder().build().unwrap();
         // Tests do not install a global recorder; the layer records into a no-op one.
         drop(recorder);
-        app(None, &metrics)
+        app(Parts {
+            redis: None,
+            metrics: &metrics,
+            lag: None,
+            breaker: downstream_breaker(),
+        })
+    }
+
+    async fn status(app: &Router, uri: &str) -> StatusCode {
+        app.clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn a_failing_downstream_opens_the_breaker() {
+        let app = test_app();
+        for _ in 0..4 {
+            assert_eq!(
+                status(&app, "/downstream?fail=1").await,
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+        }
+        // Open: even a call that would succeed is answered at once with 503.
+        assert_eq!(
+            status(&app, "/downstream").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status(&app, "/hello").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn heavy_work_is_offloaded() {
+        assert_eq!(status(&test_app(), "/heavy").await, StatusCode::OK);
     }
 
     #[tokio::test]
