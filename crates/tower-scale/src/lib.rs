@@ -6,11 +6,12 @@
 //!
 //! | Name | Description | Default? |
 //! |---|---|---|
-//! | `redis` | [`redis`]: the shared Redis backend (config, connections, timeouts, scripts, keys, health) | No |
-//! | `metrics` | [`metrics`]: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
-//! | `offload` | [`offload`]: CPU work off the async workers, load shedding by lag, in-flight requests or memory | No |
-//! | `replica` | [`replica`]: read/write routing to primary and replicas, read-your-writes across instances | No |
-//! | `breaker` | [`breaker`]: circuit breaker (future wrapper and layer), keyed breakers | No |
+//! | `redis` | `tower_scale::redis`: the shared Redis backend (config, connections, timeouts, scripts, keys, health) | No |
+//! | `metrics` | `tower_scale::metrics`: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
+//! | `offload` | `tower_scale::offload`: CPU work off the async workers, load shedding by lag, in-flight requests or memory | No |
+//! | `replica` | `tower_scale::replica`: read/write routing to primary and replicas, read-your-writes across instances | No |
+//! | `breaker` | `tower_scale::breaker`: circuit breaker (future wrapper and layer), keyed breakers | No |
+//! | `ratelimit` | `tower_scale::ratelimit`: rate limiting in memory or global through Redis | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -49,6 +50,12 @@ pub use tower_scale_offload as offload;
 #[cfg_attr(docsrs, doc(cfg(feature = "replica")))]
 #[doc(inline)]
 pub use tower_scale_replica as replica;
+
+/// Rate limiting: `tower-scale-ratelimit`.
+#[cfg(feature = "ratelimit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
+#[doc(inline)]
+pub use tower_scale_ratelimit as ratelimit;
 
 /// Circuit breaker: `tower-scale-breaker`.
 #[cfg(feature = "breaker")]

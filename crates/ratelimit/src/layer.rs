@@ -1,0 +1,370 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::key::{KeyExtractor, PeerIp};
+use crate::quota::{Quota, QuotaError};
+use crate::store::{Decision, Store};
+
+/// What to do with a request that has no key (no API key header, no user id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingKey {
+    /// Answer with this status (e.g. 400 or 401) without calling the service.
+    Reject(StatusCode),
+    /// Count it in one bucket shared by every keyless request.
+    Shared,
+}
+
+/// What to do when the store fails (Redis down, slow, or answering garbage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Admit the request (availability first). The default.
+    FailOpen,
+    /// Answer `503 Service Unavailable`.
+    FailClosed,
+}
+
+/// An error building the layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No quota was given.
+    #[error("a rate-limit policy needs at least one quota")]
+    NoQuota,
+    /// A quota is invalid.
+    #[error("quota {index}: {source}")]
+    Quota {
+        /// Which quota.
+        index: usize,
+        /// Why.
+        source: QuotaError,
+    },
+    /// The policy name cannot be used in headers.
+    #[error("policy name {0:?} must be non-empty ASCII letters, digits, '-' or '_'")]
+    Name(String),
+}
+
+struct Policy {
+    name: String,
+    quotas: Vec<Quota>,
+    store: Arc<dyn Store>,
+    headers: bool,
+    missing_key: MissingKey,
+    on_store_error: OnStoreError,
+    dry_run: bool,
+    cost: u32,
+    policy_header: HeaderValue,
+}
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Rate limiting as a tower layer: every request is checked against the policy's quotas in
+/// the [`Store`] (in memory, or Redis for a limit shared by every instance), keyed by a
+/// [`KeyExtractor`] (peer IP by default).
+///
+/// Over the limit: `429 Too Many Requests` with `Retry-After`. Every response carries the IETF
+/// `RateLimit-Policy` and `RateLimit` header fields (switch off with
+/// [`headers(false)`](Self::headers)). A cost that can never fit (more than a quota's burst)
+/// is answered `429` without `Retry-After`: retrying cannot help.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use axum::{Router, body::Body, http::{Request, StatusCode}, routing::get};
+/// use tower::ServiceExt;
+/// use tower_scale_ratelimit::{HeaderKey, MemoryStore, Quota, RateLimitLayer};
+///
+/// let limit = RateLimitLayer::new(MemoryStore::new(100_000), [Quota::per_second(2)])
+///     .unwrap()
+///     .key_with(HeaderKey("x-api-key".parse().unwrap()));
+/// let app = Router::new().route("/", get(|| async { "ok" })).layer(limit);
+/// let call = || Request::get("/").header("x-api-key", "k1").body(Body::empty()).unwrap();
+/// assert_eq!(app.clone().oneshot(call()).await.unwrap().status(), StatusCode::OK);
+/// assert_eq!(app.clone().oneshot(call()).await.unwrap().status(), StatusCode::OK);
+/// let res = app.oneshot(call()).await.unwrap();
+/// assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(res.headers()["retry-after"], "1");
+/// # }
+/// ```
+pub struct RateLimitLayer<K = PeerIp> {
+    policy: Arc<Policy>,
+    key: K,
+}
+
+impl<K: Clone> Clone for RateLimitLayer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: Arc::clone(&self.policy),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for RateLimitLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("name", &self.policy.name)
+            .field("quotas", &self.policy.quotas)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// A policy named `default` enforcing every quota (e.g. `[per_second(10), per_hour(1000)]`)
+    /// in `store`, keyed by peer IP.
+    pub fn new(
+        store: impl Store,
+        quotas: impl IntoIterator<Item = Quota>,
+    ) -> Result<Self, BuildError> {
+        let quotas: Vec<Quota> = quotas.into_iter().collect();
+        if quotas.is_empty() {
+            return Err(BuildError::NoQuota);
+        }
+        for (index, q) in quotas.iter().enumerate() {
+            q.validate()
+                .map_err(|source| BuildError::Quota { index, source })?;
+        }
+        let mut layer = Self {
+            policy: Arc::new(Policy {
+                name: String::new(),
+                policy_header: HeaderValue::from_static(""),
+                quotas,
+                store: Arc::new(store),
+                headers: true,
+                missing_key: MissingKey::Reject(StatusCode::BAD_REQUEST),
+                on_store_error: OnStoreError::FailOpen,
+                dry_run: false,
+                cost: 1,
+            }),
+            key: PeerIp::default(),
+        };
+        layer = layer.name("default")?;
+        Ok(layer)
+    }
+}
+
+impl<K> RateLimitLayer<K> {
+    fn edit(mut self, f: impl FnOnce(&mut Policy)) -> Self {
+        match Arc::get_mut(&mut self.policy) {
+            Some(policy) => f(policy),
+            None => unreachable!("the policy is only shared once the layer is applied"),
+        }
+        self
+    }
+
+    /// The policy's name: keys are namespaced by it, and headers carry it (default `default`).
+    pub fn name(self, name: &str) -> Result<Self, BuildError> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(BuildError::Name(name.to_owned()));
+        }
+        let header = self
+            .policy
+            .quotas
+            .iter()
+            .map(|q| format!("\"{name}\";q={};w={}", q.count, q.period.as_secs().max(1)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let header =
+            HeaderValue::from_str(&header).map_err(|_| BuildError::Name(name.to_owned()))?;
+        Ok(self.edit(|p| {
+            p.name = name.to_owned();
+            p.policy_header = header;
+        }))
+    }
+
+    /// Replaces the key extractor.
+    pub fn key_with<K2: KeyExtractor>(self, key: K2) -> RateLimitLayer<K2> {
+        RateLimitLayer {
+            policy: self.policy,
+            key,
+        }
+    }
+
+    /// Whether responses carry `RateLimit-Policy` and `RateLimit` (default `true`).
+    #[must_use]
+    pub fn headers(self, on: bool) -> Self {
+        self.edit(|p| p.headers = on)
+    }
+
+    /// What to do with keyless requests (default: reject with 400).
+    #[must_use]
+    pub fn missing_key(self, missing: MissingKey) -> Self {
+        self.edit(|p| p.missing_key = missing)
+    }
+
+    /// What to do when the store fails (default: fail open).
+    #[must_use]
+    pub fn on_store_error(self, mode: OnStoreError) -> Self {
+        self.edit(|p| p.on_store_error = mode)
+    }
+
+    /// Shadow mode: decide, count and set headers, but never reject.
+    #[must_use]
+    pub fn dry_run(self, on: bool) -> Self {
+        self.edit(|p| p.dry_run = on)
+    }
+
+    /// Units each request spends (a bulk endpoint may cost more; default 1).
+    #[must_use]
+    pub fn cost(self, cost: u32) -> Self {
+        self.edit(|p| p.cost = cost)
+    }
+}
+
+impl<S, K: Clone> Layer<S> for RateLimitLayer<K> {
+    type Service = RateLimit<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            policy: Arc::clone(&self.policy),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// The middleware built by [`RateLimitLayer`].
+pub struct RateLimit<S, K = PeerIp> {
+    inner: S,
+    policy: Arc<Policy>,
+    key: K,
+}
+
+impl<S: Clone, K: Clone> Clone for RateLimit<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            policy: Arc::clone(&self.policy),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K: fmt::Debug> fmt::Debug for RateLimit<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Response future of [`RateLimit`].
+pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Policy {
+    fn ratelimit_header(&self, d: &Decision) -> Option<HeaderValue> {
+        HeaderValue::from_str(&format!(
+            "\"{}\";r={};t={}",
+            self.name,
+            d.remaining
+                .min(self.quotas.iter().map(Quota::max_burst).max().unwrap_or(0)),
+            secs_ceil(d.reset)
+        ))
+        .ok()
+    }
+
+    fn add_headers<B>(&self, res: &mut Response<B>, d: Option<&Decision>) {
+        if !self.headers {
+            return;
+        }
+        res.headers_mut()
+            .insert(RATELIMIT_POLICY.clone(), self.policy_header.clone());
+        if let Some(value) = d.and_then(|d| self.ratelimit_header(d)) {
+            res.headers_mut().insert(RATELIMIT.clone(), value);
+        }
+    }
+
+    fn reject<B: Default>(&self, status: StatusCode, d: Option<&Decision>) -> Response<B> {
+        let mut res = Response::new(B::default());
+        *res.status_mut() = status;
+        if let Some(d) = d.filter(|d| !d.never) {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(secs_ceil(d.retry_after).max(1)),
+            );
+        }
+        self.add_headers(&mut res, d);
+        res
+    }
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    K: KeyExtractor,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The service that was polled ready handles this request; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let policy = Arc::clone(&self.policy);
+        let key = self.key.extract(&req);
+        Box::pin(async move {
+            let key = match (key, policy.missing_key) {
+                (Some(key), _) => key,
+                (None, MissingKey::Shared) => String::from("<keyless>"),
+                (None, MissingKey::Reject(status)) => {
+                    return Ok(policy.reject(status, None));
+                }
+            };
+            let mut full_key = String::with_capacity(policy.name.len() + key.len() + 1);
+            full_key.push_str(&policy.name);
+            full_key.push(':');
+            full_key.push_str(&key);
+            let decision = match policy
+                .store
+                .check(&full_key, &policy.quotas, policy.cost)
+                .await
+            {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(policy = %policy.name, error = %e, "rate-limit store failed");
+                    metrics::counter!("ratelimit_decisions_total", "policy" => policy.name.clone(), "decision" => "store_error").increment(1);
+                    if policy.on_store_error == OnStoreError::FailClosed {
+                        return Ok(policy.reject(StatusCode::SERVICE_UNAVAILABLE, None));
+                    }
+                    None
+                }
+            };
+            if let Some(d) = &decision {
+                let outcome = if d.allowed { "allowed" } else { "rejected" };
+                metrics::counter!("ratelimit_decisions_total", "policy" => policy.name.clone(), "decision" => outcome).increment(1);
+                if !d.allowed && !policy.dry_run {
+                    return Ok(policy.reject(StatusCode::TOO_MANY_REQUESTS, Some(d)));
+                }
+            }
+            let mut res = inner.call(req).await?;
+            policy.add_headers(&mut res, decision.as_ref());
+            Ok(res)
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! Rate limiting as a tower layer, in memory for one instance or global across instances.
+//!
+//! # Overview
+//!
+//! - [`RateLimitLayer`] checks each request against a policy's [`Quota`]s (several per
+//!   route, all enforced: e.g. 10/s and 1000/h) and answers `429` with `Retry-After` over the
+//!   limit; every response carries the IETF `RateLimit-Policy` and `RateLimit` fields.
+//! - Stores: [`MemoryStore`] (governor's GCRA, bounded number of keys, the embedded default)
+//!   and `RedisStore` (feature `redis`): GCRA over every quota in one Lua script, one round
+//!   trip per decision, Redis's own clock, keys expiring on their own, hash-tagged for Redis
+//!   Cluster.
+//! - Keys through [`KeyExtractor`]: [`PeerIp`], [`ClientIp`] behind trusted proxies
+//!   (`X-Forwarded-For` with a hop count; a spoofed or malformed header never picks another
+//!   client's key), [`HeaderKey`] (API key), [`ExtensionKey`] (a user id set by an inner
+//!   layer), [`GlobalKey`], or a closure. IPv6 clients are keyed by their /64.
+//! - Requests without a key: [`MissingKey`] (reject, or one shared bucket). A failing store:
+//!   [`OnStoreError`] (fail open by default, or 503). Request cost, dry-run mode.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tower_scale_ratelimit::{HeaderKey, Quota, RateLimitLayer, RedisStore};
+//! use tower_scale_redis::{RedisBackend, RedisConfig};
+//!
+//! # fn build() -> Result<Router, Box<dyn std::error::Error>> {
+//! let backend = RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379"))?;
+//! // 100 requests per second per API key, bursts of 100, counted across every instance:
+//! let limit = RateLimitLayer::new(RedisStore::new(backend), [Quota::per_second(100).burst(100)])?
+//!     .key_with(HeaderKey("x-api-key".parse()?));
+//! Ok(Router::new().route("/limited", get(|| async { "ok" })).layer(limit))
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
+
+mod key;
+mod layer;
+mod quota;
+mod store;
+
+#[doc(inline)]
+pub use self::{
+    key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, KeyExtractor, PeerIp},
+    layer::{BuildError, MissingKey, OnStoreError, RateLimit, RateLimitLayer, ResponseFuture},
+    quota::{Quota, QuotaError},
+    store::{BoxFuture, Decision, MemoryStore, Store, StoreError, TokioClock, TokioInstant},
+};
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use self::store::RedisStore;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,335 @@
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::ops::Add;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, Reference};
+use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+
+use crate::Quota;
+
+/// A boxed future, as returned by [`Store`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The answer to one rate-limit check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decision {
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// When rejected, how long until the same request would be admitted.
+    pub retry_after: Duration,
+    /// Requests still admissible right now under the most restrictive quota.
+    pub remaining: u32,
+    /// Time until the most restrictive quota is fully replenished.
+    pub reset: Duration,
+    /// The cost can never be admitted (it exceeds a quota's burst): retrying will not help.
+    pub never: bool,
+}
+
+impl Decision {
+    fn never() -> Self {
+        Self {
+            allowed: false,
+            retry_after: Duration::ZERO,
+            remaining: 0,
+            reset: Duration::ZERO,
+            never: true,
+        }
+    }
+}
+
+/// A store failed (Redis down, slow, or answering garbage).
+#[derive(Debug, thiserror::Error)]
+#[error("rate-limit store: {0}")]
+pub struct StoreError(pub(crate) String);
+
+/// Where rate-limit state lives. [`MemoryStore`] for one instance, `RedisStore` (feature
+/// `redis`) for a limit shared by every instance.
+pub trait Store: Send + Sync + 'static {
+    /// Checks `cost` units of `key` against every quota; all must admit. The key already
+    /// names the policy.
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+}
+
+/// tokio time as a governor clock, so tests can pause and advance it.
+#[derive(Clone, Debug)]
+pub struct TokioClock {
+    base: tokio::time::Instant,
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// An instant of [`TokioClock`]: nanoseconds since the clock was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokioInstant(u64);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = Self;
+
+    fn add(self, rhs: Nanos) -> Self {
+        Self(self.0.saturating_add(rhs.as_u64()))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(self.0.saturating_sub(earlier.0))
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        Self(self.0.saturating_sub(duration.as_u64()))
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+
+    fn now(&self) -> TokioInstant {
+        TokioInstant(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+type Limiter =
+    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
+
+/// In-memory store on governor's GCRA, one limiter per key and quota, with the number of keys
+/// bounded (least recently used keys are dropped past `max_keys`), so a client spraying keys
+/// (IP addresses) cannot grow memory without limit.
+///
+/// Several quotas are checked in order; if a later one rejects, the earlier ones have already
+/// counted the request (stricter than exact, never looser).
+#[derive(Clone)]
+pub struct MemoryStore {
+    limiters: moka::sync::Cache<String, Arc<[Limiter]>>,
+    clock: TokioClock,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.limiters.entry_count())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_keys` keys (100,000 is a sensible default).
+    pub fn new(max_keys: u64) -> Self {
+        Self {
+            limiters: moka::sync::Cache::new(max_keys.max(1)),
+            clock: TokioClock::default(),
+        }
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> u64 {
+        self.limiters.run_pending_tasks();
+        self.limiters.entry_count()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn decide(&self, key: &str, quotas: &[Quota], cost: u32) -> Decision {
+        let Some(cost) = NonZeroU32::new(cost) else {
+            return Decision {
+                allowed: true,
+                retry_after: Duration::ZERO,
+                remaining: u32::MAX,
+                reset: Duration::ZERO,
+                never: false,
+            };
+        };
+        let limiters = self.limiters.get_with_by_ref(key, || {
+            quotas
+                .iter()
+                .map(|q| {
+                    governor::RateLimiter::direct_with_clock(governor_quota(q), self.clock.clone())
+                        .with_middleware::<StateInformationMiddleware>()
+                })
+                .collect()
+        });
+        let mut decision = Decision {
+            allowed: true,
+            retry_after: Duration::ZERO,
+            remaining: u32::MAX,
+            reset: Duration::ZERO,
+            never: false,
+        };
+        for (limiter, quota) in limiters.iter().zip(quotas) {
+            match limiter.check_n(cost) {
+                Err(_) => return Decision::never(),
+                Ok(Err(not_until)) => {
+                    decision.allowed = false;
+                    decision.remaining = 0;
+                    decision.retry_after = not_until.wait_time_from(self.clock.now());
+                    decision.reset = decision
+                        .reset
+                        .max(quota.emission_interval() * quota.max_burst());
+                    return decision;
+                }
+                Ok(Ok(snapshot)) => {
+                    let remaining = snapshot.remaining_burst_capacity();
+                    decision.remaining = decision.remaining.min(remaining);
+                    decision.reset = decision.reset.max(
+                        quota.emission_interval()
+                            * (quota.max_burst() - remaining.min(quota.max_burst())),
+                    );
+                }
+            }
+        }
+        decision
+    }
+}
+
+fn governor_quota(q: &Quota) -> governor::Quota {
+    let burst = NonZeroU32::new(q.max_burst()).unwrap_or(NonZeroU32::MIN);
+    governor::Quota::with_period(q.emission_interval())
+        .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+impl Store for MemoryStore {
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        let decision = self.decide(key, quotas, cost);
+        Box::pin(std::future::ready(Ok(decision)))
+    }
+}
+
+#[cfg(feature = "redis")]
+pub use self::redis_store::RedisStore;
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    use tower_scale_redis::RedisBackend;
+    use tower_scale_redis::redis::Script;
+
+    use super::{BoxFuture, Decision, Store, StoreError};
+    use crate::Quota;
+
+    /// GCRA over every quota of a policy in one round trip, with Redis's own clock (`TIME`) so
+    /// the instances' clocks do not matter. KEYS: one per quota (sharing a hash tag).
+    /// ARGV: cost, then per quota its emission interval and burst (µs, cells). Returns
+    /// `{allowed, retry_after_us, remaining, reset_us}`; state is written only when admitted,
+    /// and expires when the quota is fully replenished.
+    static GCRA: LazyLock<Script> = LazyLock::new(|| {
+        Script::new(
+            r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[1])
+local allowed = 1
+local retry_after = 0
+local tats = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
+  if tat < now then tat = now end
+  tats[i] = tat
+  local allow_at = tat + cost * interval - burst * interval
+  if allow_at > now then
+    allowed = 0
+    if allow_at - now > retry_after then retry_after = allow_at - now end
+  end
+end
+local remaining = -1
+local reset = 0
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[2 * i + 1])
+  local tat = tats[i]
+  if allowed == 1 then
+    tat = tat + cost * interval
+    redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  end
+  local left = math.floor((now + burst * interval - tat) / interval)
+  if left < 0 then left = 0 end
+  if remaining < 0 or left < remaining then remaining = left end
+  if tat - now > reset then reset = tat - now end
+end
+return {allowed, retry_after, remaining, reset}
+",
+        )
+    });
+
+    /// The Redis store: one limit shared by every instance, one `EVALSHA` per decision.
+    /// Keys are `<prefix>:ratelimit:{<key>}:<quota index>`, so a policy's keys share a slot
+    /// and the script runs on Redis Cluster.
+    #[derive(Clone, Debug)]
+    pub struct RedisStore {
+        backend: RedisBackend,
+    }
+
+    impl RedisStore {
+        /// A store on the shared backend.
+        pub fn new(backend: RedisBackend) -> Self {
+            Self { backend }
+        }
+    }
+
+    impl Store for RedisStore {
+        fn check<'a>(
+            &'a self,
+            key: &'a str,
+            quotas: &'a [Quota],
+            cost: u32,
+        ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+            Box::pin(async move {
+                if quotas.iter().any(|q| cost > q.max_burst()) {
+                    return Ok(Decision::never());
+                }
+                let mut invocation = GCRA.prepare_invoke();
+                invocation.arg(cost);
+                for (i, q) in quotas.iter().enumerate() {
+                    invocation.key(self.backend.keys().tagged("ratelimit", key, &i.to_string()));
+                    invocation
+                        .arg(u64::try_from(q.emission_interval().as_micros()).unwrap_or(u64::MAX))
+                        .arg(q.max_burst());
+                }
+                let reply: Vec<i64> = self
+                    .backend
+                    .invoke(&invocation)
+                    .await
+                    .map_err(|e| StoreError(e.to_string()))?;
+                let [allowed, retry_after, remaining, reset] = reply[..] else {
+                    return Err(StoreError(format!("unexpected script reply {reply:?}")));
+                };
+                let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+                Ok(Decision {
+                    allowed: allowed == 1,
+                    retry_after: micros(retry_after),
+                    remaining: u32::try_from(remaining).unwrap_or(0),
+                    reset: micros(reset),
+                    never: false,
+                })
+            })
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! GCRA behaviour with paused time (memory), accuracy across instances on real Redis and Redis
+//! Cluster, failure modes, headers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use axum::routing::get;
+use tower::ServiceExt;
+use tower_scale_ratelimit::{
+    HeaderKey, MemoryStore, MissingKey, OnStoreError, Quota, RateLimitLayer, RedisStore, Store,
+};
+use tower_scale_redis::{RedisBackend, RedisConfig, redis};
+use tower_scale_testkit::{RedisCluster, RedisServer};
+
+fn app(layer: RateLimitLayer<HeaderKey>) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer)
+}
+
+fn api_key() -> HeaderKey {
+    HeaderKey("x-api-key".parse().unwrap())
+}
+
+async fn hit(app: &Router, key: Option<&str>) -> Response<Body> {
+    let mut req = Request::get("/");
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    app.clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn memory(quotas: Vec<Quota>) -> RateLimitLayer<HeaderKey> {
+    RateLimitLayer::new(MemoryStore::new(10_000), quotas)
+        .unwrap()
+        .key_with(api_key())
+}
+
+#[tokio::test(start_paused = true)]
+async fn gcra_burst_then_steady_rate() {
+    let app = app(memory(vec![Quota::per_second(10).burst(5)]));
+    for _ in 0..5 {
+        assert_eq!(hit(&app, Some("a")).await.status(), StatusCode::OK);
+    }
+    let res = hit(&app, Some("a")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        res.headers()["retry-after"],
+        "1",
+        "100 ms, rounded up to whole seconds"
+    );
+    // Another key has its own bucket.
+    assert_eq!(hit(&app, Some("b")).await.status(), StatusCode::OK);
+    // One emission interval later exactly one more request fits.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert_eq!(hit(&app, Some("a")).await.status(), StatusCode::OK);
+    assert_eq!(
+        hit(&app, Some("a")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // After a quiet second the whole burst is back.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        assert_eq!(hit(&app, Some("a")).await.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_quota_of_a_policy_is_enforced() {
+    let app = app(memory(vec![Quota::per_second(10), Quota::per_minute(12)]));
+    let mut ok = 0;
+    for _ in 0..30 {
+        if hit(&app, Some("k")).await.status() == StatusCode::OK {
+            ok += 1;
+        }
+        tokio::time::advance(Duration::from_millis(200)).await;
+    }
+    // 30 requests over 6 s would all pass 10/s; the 12/min quota admits its burst of 12, plus
+    // the one cell it regains after 5 s (one per 60 s / 12).
+    assert_eq!(ok, 13);
+}
+
+#[tokio::test(start_paused = true)]
+async fn headers_on_every_response() {
+    let app = app(memory(vec![Quota::per_minute(3)]));
+    let res = hit(&app, Some("h")).await;
+    assert_eq!(res.headers()["ratelimit-policy"], r#""default";q=3;w=60"#);
+    assert_eq!(res.headers()["ratelimit"], r#""default";r=2;t=20"#);
+    let app2 = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(memory(vec![Quota::per_minute(3)]).headers(false));
+    let res = hit(&app2, Some("h")).await;
+    assert!(res.headers().get("ratelimit").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyless_requests_dry_run_and_impossible_costs() {
+    let app1 = app(memory(vec![Quota::per_second(1)]));
+    assert_eq!(hit(&app1, None).await.status(), StatusCode::BAD_REQUEST);
+    let app2 = app(memory(vec![Quota::per_second(1)]).missing_key(MissingKey::Shared));
+    assert_eq!(hit(&app2, None).await.status(), StatusCode::OK);
+    assert_eq!(
+        hit(&app2, None).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let shadow = app(memory(vec![Quota::per_second(1)]).dry_run(true));
+    for _ in 0..5 {
+        let res = hit(&shadow, Some("d")).await;
+        assert_eq!(res.status(), StatusCode::OK, "dry run never rejects");
+    }
+
+    let bulk = app(memory(vec![Quota::per_second(10).burst(5)]).cost(6));
+    let res = hit(&bulk, Some("x")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        res.headers().get("retry-after").is_none(),
+        "a cost above the burst can never fit: no Retry-After"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_stays_bounded_under_key_spraying() {
+    let store = MemoryStore::new(100);
+    let quotas = [Quota::per_second(1)];
+    for i in 0..5_000 {
+        store.check(&format!("k{i}"), &quotas, 1).await.unwrap();
+    }
+    assert!(store.len() <= 100, "{} keys held", store.len());
+}
+
+#[test]
+fn bad_policies_are_errors() {
+    assert!(RateLimitLayer::new(MemoryStore::new(1), []).is_err());
+    let err = RateLimitLayer::new(MemoryStore::new(1), [Quota::per_second(0)]).unwrap_err();
+    assert!(err.to_string().contains("count"), "{err}");
+    let err = RateLimitLayer::new(MemoryStore::new(1), [Quota::per_second(1)])
+        .unwrap()
+        .name("bad name")
+        .unwrap_err();
+    assert!(err.to_string().contains("bad name"), "{err}");
+    let q: Quota = serde_json::from_str(r#"{"count": 100, "period": "1m", "burst": 10}"#).unwrap();
+    assert_eq!(q, Quota::per_minute(100).burst(10));
+}
+
+/// Four independent limiters (separate backends, as four processes would have) hammer one key
+/// for about two seconds: the admitted count is what the quota allows over the elapsed Redis
+/// time, within one request per second of window.
+async fn accuracy_across_instances(backends: Vec<RedisBackend>) {
+    let quota = Quota::per_second(50).burst(20);
+    let time = |b: RedisBackend| async move {
+        let (s, us): (u64, u64) = b.query(&redis::cmd("TIME")).await.unwrap();
+        s * 1_000_000 + us
+    };
+    let admitted = Arc::new(AtomicU64::new(0));
+    let first = Arc::new(AtomicU64::new(u64::MAX));
+    let last = Arc::new(AtomicU64::new(0));
+    let start = time(backends[0].clone()).await;
+    let mut tasks = Vec::new();
+    for backend in &backends {
+        let store = Arc::new(RedisStore::new(backend.clone()));
+        for _ in 0..8 {
+            let (store, admitted, first, last, backend) = (
+                Arc::clone(&store),
+                Arc::clone(&admitted),
+                Arc::clone(&first),
+                Arc::clone(&last),
+                backend.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let quotas = [quota];
+                loop {
+                    let d = store.check("acc:key", &quotas, 1).await.unwrap();
+                    let now = {
+                        let (s, us): (u64, u64) = backend.query(&redis::cmd("TIME")).await.unwrap();
+                        s * 1_000_000 + us
+                    };
+                    if d.allowed {
+                        admitted.fetch_add(1, Ordering::SeqCst);
+                        first.fetch_min(now, Ordering::SeqCst);
+                        last.fetch_max(now, Ordering::SeqCst);
+                    }
+                    if now > start + 2_000_000 {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = admitted.load(Ordering::SeqCst);
+    // The first admitted request opens the burst; after it, one request per 20 ms.
+    let span_us = last.load(Ordering::SeqCst) - first.load(Ordering::SeqCst);
+    let expected = 20 + span_us / 20_000;
+    let windows = span_us / 1_000_000 + 1;
+    assert!(
+        n.abs_diff(expected) <= windows + 1,
+        "admitted {n}, expected {expected} ± {windows} over {span_us} µs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_is_exact_across_four_instances() {
+    let server = RedisServer::start();
+    let backends = (0..4)
+        .map(|_| RedisBackend::new(RedisConfig::new(server.url())).unwrap())
+        .collect();
+    accuracy_across_instances(backends).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_is_exact_on_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let backends = (0..4)
+        .map(|_| RedisBackend::new(RedisConfig::cluster(cluster.urls())).unwrap())
+        .collect();
+    accuracy_across_instances(backends).await;
+}
+
+#[tokio::test]
+async fn redis_store_policies_headers_and_retry_after() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let app = app(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_minute(2)])
+            .unwrap()
+            .key_with(api_key()),
+    );
+    assert_eq!(hit(&app, Some("r")).await.status(), StatusCode::OK);
+    let res = hit(&app, Some("r")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit"], r#""default";r=0;t=60"#);
+    let res = hit(&app, Some("r")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((29..=30).contains(&wait), "{wait}");
+    // Keys expire by themselves once the quota has refilled (TTL set, never persistent).
+    let ttl: i64 = server
+        .cli(&["PTTL", "ts:ratelimit:{default:r}:0"])
+        .parse()
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 60_001, "{ttl}");
+}
+
+#[tokio::test]
+async fn a_failing_redis_fails_open_or_closed_as_configured() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(100);
+    let backend = RedisBackend::new(config).unwrap();
+    let open = app(
+        RateLimitLayer::new(RedisStore::new(backend.clone()), [Quota::per_second(1)])
+            .unwrap()
+            .key_with(api_key()),
+    );
+    let closed = app(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_second(1)])
+            .unwrap()
+            .key_with(api_key())
+            .on_store_error(OnStoreError::FailClosed),
+    );
+    server.pause();
+    // A hung Redis: each decision waits at most the command timeout, then the policy applies.
+    assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
+    assert_eq!(
+        hit(&closed, Some("f")).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    server.resume();
+    drop(server);
+    // A dead Redis: the same.
+    assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
+    assert_eq!(
+        hit(&closed, Some("f")).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
