@@ -6,12 +6,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::key::{KeyExtractor, PeerIp};
 use crate::quota::{Quota, QuotaError};
-use crate::store::{Decision, Store};
+use crate::store::{Decision, Store, StoreError};
 
 /// What to do with a request that has no key (no API key header, no user id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +62,25 @@ struct Policy {
     dry_run: bool,
     cost: u32,
     policy_header: HeaderValue,
+    counters: Counters,
+}
+
+/// Metric handles, resolved once per policy (install the recorder before building layers).
+struct Counters {
+    allowed: metrics::Counter,
+    rejected: metrics::Counter,
+    store_error: metrics::Counter,
+}
+
+impl Counters {
+    fn new(policy: &str) -> Self {
+        let counter = |decision: &'static str| metrics::counter!("ratelimit_decisions_total", "policy" => policy.to_owned(), "decision" => decision);
+        Self {
+            allowed: counter("allowed"),
+            rejected: counter("rejected"),
+            store_error: counter("store_error"),
+        }
+    }
 }
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -143,6 +163,7 @@ impl RateLimitLayer {
                 on_store_error: OnStoreError::FailOpen,
                 dry_run: false,
                 cost: 1,
+                counters: Counters::new("default"),
             }),
             key: PeerIp::default(),
         };
@@ -181,6 +202,7 @@ impl<K> RateLimitLayer<K> {
         Ok(self.edit(|p| {
             p.name = name.to_owned();
             p.policy_header = header;
+            p.counters = Counters::new(name);
         }))
     }
 
@@ -261,8 +283,57 @@ impl<S: fmt::Debug, K: fmt::Debug> fmt::Debug for RateLimit<S, K> {
     }
 }
 
-/// Response future of [`RateLimit`].
-pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+pin_project! {
+    /// Response future of [`RateLimit`].
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B, E> {
+        // Decided without I/O (memory store): call the service, then add the headers.
+        Admitted { #[pin] fut: F, policy: Arc<Policy>, decision: Option<Decision> },
+        // Answered by the layer itself.
+        Answered { res: Option<Response<B>> },
+        // Waiting for the store (Redis).
+        Waiting { fut: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>> },
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted {
+                fut,
+                policy,
+                decision,
+            } => {
+                let mut res = std::task::ready!(fut.poll(cx))?;
+                policy.add_headers(&mut res, decision.as_ref());
+                Poll::Ready(Ok(res))
+            }
+            KindProj::Answered { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => Poll::Pending,
+            },
+            KindProj::Waiting { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
 
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -284,6 +355,7 @@ impl Policy {
         if !self.headers {
             return;
         }
+        res.headers_mut().reserve(2);
         res.headers_mut()
             .insert(RATELIMIT_POLICY.clone(), self.policy_header.clone());
         if let Some(value) = d.and_then(|d| self.ratelimit_header(d)) {
@@ -303,6 +375,36 @@ impl Policy {
         self.add_headers(&mut res, d);
         res
     }
+
+    /// `Ok(decision)` to call the service (with the headers of `decision`), or the answer.
+    fn judge<B: Default>(
+        &self,
+        result: Result<Decision, StoreError>,
+    ) -> Result<Option<Decision>, Response<B>> {
+        match result {
+            Ok(d) => {
+                if d.allowed {
+                    self.counters.allowed.increment(1);
+                } else {
+                    self.counters.rejected.increment(1);
+                    if !self.dry_run {
+                        return Err(self.reject(StatusCode::TOO_MANY_REQUESTS, Some(&d)));
+                    }
+                }
+                Ok(Some(d))
+            }
+            Err(e) => {
+                tracing::warn!(policy = %self.name, error = %e, "rate-limit store failed");
+                self.counters.store_error.increment(1);
+                match self.on_store_error {
+                    OnStoreError::FailClosed => {
+                        Err(self.reject(StatusCode::SERVICE_UNAVAILABLE, None))
+                    }
+                    OnStoreError::FailOpen => Ok(None),
+                }
+            }
+        }
+    }
 }
 
 impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K>
@@ -316,55 +418,64 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The service that was polled ready handles this request; a clone takes its place.
+        let policy = &self.policy;
+        let answered = |res| ResponseFuture {
+            kind: Kind::Answered { res: Some(res) },
+        };
+        let key = match (self.key.extract(&req), policy.missing_key) {
+            (Some(key), _) => key,
+            (None, MissingKey::Shared) => String::from("<keyless>"),
+            (None, MissingKey::Reject(status)) => return answered(policy.reject(status, None)),
+        };
+        // Memory: decide now, no boxed future.
+        if policy.store.is_immediate() {
+            let result = policy
+                .store
+                .check_now(key, &policy.quotas, policy.cost)
+                .ok_or_else(|| StoreError("an immediate store gave no decision".to_owned()));
+            return match policy.judge(result) {
+                Ok(decision) => ResponseFuture {
+                    kind: Kind::Admitted {
+                        fut: self.inner.call(req),
+                        policy: Arc::clone(policy),
+                        decision,
+                    },
+                },
+                Err(res) => answered(res),
+            };
+        }
+        // A store doing I/O: the service that was polled ready handles this request later; a
+        // clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let policy = Arc::clone(&self.policy);
-        let key = self.key.extract(&req);
-        Box::pin(async move {
-            let key = match (key, policy.missing_key) {
-                (Some(key), _) => key,
-                (None, MissingKey::Shared) => String::from("<keyless>"),
-                (None, MissingKey::Reject(status)) => {
-                    return Ok(policy.reject(status, None));
-                }
-            };
-            let mut full_key = String::with_capacity(policy.name.len() + key.len() + 1);
-            full_key.push_str(&policy.name);
-            full_key.push(':');
-            full_key.push_str(&key);
-            let decision = match policy
-                .store
-                .check(&full_key, &policy.quotas, policy.cost)
-                .await
-            {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::warn!(policy = %policy.name, error = %e, "rate-limit store failed");
-                    metrics::counter!("ratelimit_decisions_total", "policy" => policy.name.clone(), "decision" => "store_error").increment(1);
-                    if policy.on_store_error == OnStoreError::FailClosed {
-                        return Ok(policy.reject(StatusCode::SERVICE_UNAVAILABLE, None));
-                    }
-                    None
-                }
-            };
-            if let Some(d) = &decision {
-                let outcome = if d.allowed { "allowed" } else { "rejected" };
-                metrics::counter!("ratelimit_decisions_total", "policy" => policy.name.clone(), "decision" => outcome).increment(1);
-                if !d.allowed && !policy.dry_run {
-                    return Ok(policy.reject(StatusCode::TOO_MANY_REQUESTS, Some(d)));
-                }
-            }
-            let mut res = inner.call(req).await?;
-            policy.add_headers(&mut res, decision.as_ref());
-            Ok(res)
-        })
+        let policy = Arc::clone(policy);
+        ResponseFuture {
+            kind: Kind::Waiting {
+                fut: Box::pin(async move {
+                    let mut full_key = String::with_capacity(policy.name.len() + key.len() + 1);
+                    full_key.push_str(&policy.name);
+                    full_key.push(':');
+                    full_key.push_str(&key);
+                    let result = policy
+                        .store
+                        .check(&full_key, &policy.quotas, policy.cost)
+                        .await;
+                    let decision = match policy.judge(result) {
+                        Ok(decision) => decision,
+                        Err(res) => return Ok(res),
+                    };
+                    let mut res = inner.call(req).await?;
+                    policy.add_headers(&mut res, decision.as_ref());
+                    Ok(res)
+                }),
+            },
+        }
     }
 }

@@ -51,6 +51,9 @@ pub use self::{
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use self::store::RedisStore;
+#[cfg(feature = "redis")]
+#[doc(hidden)]
+pub use self::store::gcra_script_hash;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

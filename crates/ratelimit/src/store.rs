@@ -8,7 +8,6 @@ use std::time::Duration;
 use governor::clock::{Clock, Reference};
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
 
 use crate::Quota;
 
@@ -46,7 +45,7 @@ impl Decision {
 /// A store failed (Redis down, slow, or answering garbage).
 #[derive(Debug, thiserror::Error)]
 #[error("rate-limit store: {0}")]
-pub struct StoreError(pub(crate) String);
+pub struct StoreError(pub String);
 
 /// Where rate-limit state lives. [`MemoryStore`] for one instance, `RedisStore` (feature
 /// `redis`) for a limit shared by every instance.
@@ -59,6 +58,19 @@ pub trait Store: Send + Sync + 'static {
         quotas: &'a [Quota],
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+
+    /// Whether [`check_now`](Self::check_now) answers: stores that never do I/O (memory) let
+    /// the layer decide without boxing a future per request.
+    fn is_immediate(&self) -> bool {
+        false
+    }
+
+    /// The decision, without waiting, for an [immediate](Self::is_immediate) store; takes the
+    /// key by value so the store can keep it without copying. Others answer `None`.
+    fn check_now(&self, key: String, quotas: &[Quota], cost: u32) -> Option<Decision> {
+        let _ = (key, quotas, cost);
+        None
+    }
 }
 
 /// tokio time as a governor clock, so tests can pause and advance it.
@@ -105,42 +117,63 @@ impl Clock for TokioClock {
     }
 }
 
-type Limiter =
-    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
+type Limiter = governor::RateLimiter<
+    String,
+    governor::state::keyed::DashMapStateStore<String>,
+    TokioClock,
+    StateInformationMiddleware,
+>;
 
-/// In-memory store on governor's GCRA, one limiter per key and quota, with the number of keys
-/// bounded (least recently used keys are dropped past `max_keys`), so a client spraying keys
-/// (IP addresses) cannot grow memory without limit.
+/// In-memory store on governor's GCRA (its keyed limiter over a `DashMap`, one per quota),
+/// with memory bounded: when more than `max_keys` keys are held, the keys whose quota is fully
+/// replenished are dropped (forgetting them changes no decision). A client spraying keys (IP
+/// addresses) therefore holds at most the keys it used within one quota period, not every key
+/// it ever used (governor#171), and never escapes the limit by eviction.
 ///
 /// Several quotas are checked in order; if a later one rejects, the earlier ones have already
-/// counted the request (stricter than exact, never looser).
+/// counted the request (stricter than exact, never looser). Give each policy (each
+/// `RateLimitLayer`) its own `MemoryStore`: it takes its quotas from its first check.
 #[derive(Clone)]
 pub struct MemoryStore {
-    limiters: moka::sync::Cache<String, Arc<[Limiter]>>,
+    inner: Arc<MemoryInner>,
+}
+
+struct MemoryInner {
+    limiters: std::sync::OnceLock<Box<[Limiter]>>,
+    max_keys: usize,
+    checks: std::sync::atomic::AtomicU64,
     clock: TokioClock,
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("keys", &self.limiters.entry_count())
+            .field("keys", &self.len())
+            .field("max_keys", &self.inner.max_keys)
             .finish()
     }
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_keys` keys (100,000 is a sensible default).
+    /// A store holding at most about `max_keys` keys (100,000 is a sensible default).
     pub fn new(max_keys: u64) -> Self {
         Self {
-            limiters: moka::sync::Cache::new(max_keys.max(1)),
-            clock: TokioClock::default(),
+            inner: Arc::new(MemoryInner {
+                limiters: std::sync::OnceLock::new(),
+                max_keys: usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX),
+                checks: std::sync::atomic::AtomicU64::new(0),
+                clock: TokioClock::default(),
+            }),
         }
     }
 
-    /// Keys held now.
+    /// Keys held now (of the first quota).
     pub fn len(&self) -> u64 {
-        self.limiters.run_pending_tasks();
-        self.limiters.entry_count()
+        self.inner
+            .limiters
+            .get()
+            .and_then(|l| l.first())
+            .map_or(0, |l| l.len() as u64)
     }
 
     /// Whether no key is held.
@@ -148,7 +181,9 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn decide(&self, key: &str, quotas: &[Quota], cost: u32) -> Decision {
+    // governor's keyed limiter looks keys up by `&String`: the caller's string is used as is.
+    #[allow(clippy::ptr_arg)]
+    fn decide(&self, key: &String, quotas: &[Quota], cost: u32) -> Decision {
         let Some(cost) = NonZeroU32::new(cost) else {
             return Decision {
                 allowed: true,
@@ -158,15 +193,30 @@ impl MemoryStore {
                 never: false,
             };
         };
-        let limiters = self.limiters.get_with_by_ref(key, || {
+        let inner = &self.inner;
+        let limiters = inner.limiters.get_or_init(|| {
             quotas
                 .iter()
                 .map(|q| {
-                    governor::RateLimiter::direct_with_clock(governor_quota(q), self.clock.clone())
-                        .with_middleware::<StateInformationMiddleware>()
+                    governor::RateLimiter::dashmap_with_clock(
+                        governor_quota(q),
+                        inner.clock.clone(),
+                    )
+                    .with_middleware::<StateInformationMiddleware>()
                 })
                 .collect()
         });
+        // Every 1,024 checks, drop the keys whose quota is fully replenished once more than
+        // `max_keys` are held: forgetting them changes no decision.
+        let n = inner
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_multiple_of(1024) && limiters.first().is_some_and(|l| l.len() > inner.max_keys) {
+            for l in limiters.iter() {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
+        }
         let mut decision = Decision {
             allowed: true,
             retry_after: Duration::ZERO,
@@ -175,12 +225,12 @@ impl MemoryStore {
             never: false,
         };
         for (limiter, quota) in limiters.iter().zip(quotas) {
-            match limiter.check_n(cost) {
+            match limiter.check_key_n(key, cost) {
                 Err(_) => return Decision::never(),
                 Ok(Err(not_until)) => {
                     decision.allowed = false;
                     decision.remaining = 0;
-                    decision.retry_after = not_until.wait_time_from(self.clock.now());
+                    decision.retry_after = not_until.wait_time_from(inner.clock.now());
                     decision.reset = decision
                         .reset
                         .max(quota.emission_interval() * quota.max_burst());
@@ -214,13 +264,21 @@ impl Store for MemoryStore {
         quotas: &'a [Quota],
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-        let decision = self.decide(key, quotas, cost);
+        let decision = self.decide(&key.to_owned(), quotas, cost);
         Box::pin(std::future::ready(Ok(decision)))
+    }
+
+    fn is_immediate(&self) -> bool {
+        true
+    }
+
+    fn check_now(&self, key: String, quotas: &[Quota], cost: u32) -> Option<Decision> {
+        Some(self.decide(&key, quotas, cost))
     }
 }
 
 #[cfg(feature = "redis")]
-pub use self::redis_store::RedisStore;
+pub use self::redis_store::{RedisStore, gcra_script_hash};
 
 #[cfg(feature = "redis")]
 mod redis_store {
@@ -278,6 +336,12 @@ return {allowed, retry_after, remaining, reset}
 ",
         )
     });
+
+    /// The SHA1 of the GCRA script (for comparing with `redis-benchmark EVALSHA`).
+    #[doc(hidden)]
+    pub fn gcra_script_hash() -> &'static str {
+        GCRA.get_hash()
+    }
 
     /// The Redis store: one limit shared by every instance, one `EVALSHA` per decision.
     /// Keys are `<prefix>:ratelimit:{<key>}:<quota index>`, so a policy's keys share a slot

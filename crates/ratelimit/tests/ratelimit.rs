@@ -131,9 +131,25 @@ async fn memory_stays_bounded_under_key_spraying() {
     let store = MemoryStore::new(100);
     let quotas = [Quota::per_second(1)];
     for i in 0..5_000 {
-        store.check(&format!("k{i}"), &quotas, 1).await.unwrap();
+        store.check(&format!("a{i}"), &quotas, 1).await.unwrap();
     }
-    assert!(store.len() <= 100, "{} keys held", store.len());
+    // Within one period every key is still limited: they are all kept (dropping one would let
+    // its client through again).
+    assert_eq!(store.len(), 5_000);
+    // Once their quota has refilled, the next spray finds them gone.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for i in 0..2_048 {
+        store.check(&format!("b{i}"), &quotas, 1).await.unwrap();
+    }
+    assert!(store.len() <= 2_048, "{} keys held", store.len());
+    // A key still limited survives the clean-up.
+    let mut ok = 0;
+    for _ in 0..3 {
+        if store.check("b2047", &quotas, 1).await.unwrap().allowed {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 0);
 }
 
 #[test]
