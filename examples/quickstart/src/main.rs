@@ -12,7 +12,12 @@
 //! for i in $(seq 6); do curl -s -o /dev/null -w '%{http_code} ' \
 //!   'http://127.0.0.1:3000/downstream?fail=1'; done   # 500 500 500 500 503 503: the breaker opened
 //! curl -i http://127.0.0.1:3000/downstream        # 503 + Retry-After until the breaker probes again
+//! for i in $(seq 4); do curl -s -o /dev/null -w '%{http_code} ' \
+//!   -H 'x-api-key: demo' http://127.0.0.1:3000/limited; done   # 200 200 200 429
 //! ```
+//!
+//! `/limited` allows 3 requests per 10 s per `x-api-key`, in memory, or across every instance
+//! when `REDIS_URL` is set.
 //!
 //! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), and the
 //! other `REDIS_*` variables of `tower_scale::redis::RedisConfig::from_env`.
@@ -27,6 +32,7 @@ use axum::routing::get;
 use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer, SlidingWindow};
 use tower_scale::metrics::{LagWatch, MetricsLayer, PrometheusMetrics, RuntimeProbe};
 use tower_scale::offload::{Offload, OffloadError, PressureConfig, PressureLayer};
+use tower_scale::ratelimit::{HeaderKey, MemoryStore, Quota, RateLimitLayer, RedisStore};
 use tower_scale::redis::{RedisBackend, RedisConfig};
 
 /// Shared application state.
@@ -53,8 +59,17 @@ fn app(parts: Parts<'_>) -> Router {
     if let Some(lag) = parts.lag {
         pressure = pressure.lag_from(lag);
     }
+    // 3 requests per 10 s per API key: global through Redis when there is one.
+    let quota = [Quota::new(3, Duration::from_secs(10))];
+    let limit = match &parts.redis {
+        Some(backend) => RateLimitLayer::new(RedisStore::new(backend.clone()), quota),
+        None => RateLimitLayer::new(MemoryStore::new(100_000), quota),
+    }
+    .unwrap_or_else(|e| panic!("{e}"))
+    .key_with(HeaderKey(http::HeaderName::from_static("x-api-key")));
     Router::new()
         .route("/hello", get(|| async { "hello" }))
+        .route("/limited", get(|| async { "ok" }).route_layer(limit))
         .route("/heavy", get(heavy))
         .route(
             "/downstream",
@@ -210,6 +225,27 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(status(&app, "/hello").await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn limited_route_answers_429_past_its_quota() {
+        let app = test_app();
+        let call = || {
+            app.clone().oneshot(
+                Request::get("/limited")
+                    .header("x-api-key", "demo")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        };
+        for _ in 0..3 {
+            assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+        }
+        let res = call().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().contains_key("retry-after"));
+        // Without an API key: 400.
+        assert_eq!(status(&app, "/limited").await, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]
