@@ -63,6 +63,14 @@ struct Policy {
     cost: u32,
     policy_header: HeaderValue,
     counters: Counters,
+    /// Keys the shared store rejected for at least `min_wait`: rejected locally until then,
+    /// without a round trip.
+    local_block: Option<LocalBlock>,
+}
+
+struct LocalBlock {
+    min_wait: Duration,
+    until: moka::sync::Cache<String, tokio::time::Instant>,
 }
 
 /// Metric handles, resolved once per policy (install the recorder before building layers).
@@ -164,6 +172,7 @@ impl RateLimitLayer {
                 dry_run: false,
                 cost: 1,
                 counters: Counters::new("default"),
+                local_block: None,
             }),
             key: PeerIp::default(),
         };
@@ -236,6 +245,23 @@ impl<K> RateLimitLayer<K> {
     #[must_use]
     pub fn dry_run(self, on: bool) -> Self {
         self.edit(|p| p.dry_run = on)
+    }
+
+    /// For a shared store (Redis): when it rejects a key for at least `min_wait`, this
+    /// instance rejects that key by itself until the wait is over, so an abusive client far
+    /// over its limit does not cost a Redis round trip per request. At most `max_keys` keys are
+    /// remembered. (The admitted count is unchanged: those requests would have been rejected.)
+    #[must_use]
+    pub fn block_locally(self, min_wait: Duration, max_keys: u64) -> Self {
+        self.edit(|p| {
+            p.local_block = Some(LocalBlock {
+                min_wait,
+                until: moka::sync::Cache::builder()
+                    .max_capacity(max_keys.max(1))
+                    .time_to_live(Duration::from_secs(3600))
+                    .build(),
+            });
+        })
     }
 
     /// Units each request spends (a bulk endpoint may cost more; default 1).
@@ -459,6 +485,20 @@ where
         ResponseFuture {
             kind: Kind::Waiting {
                 fut: Box::pin(async move {
+                    if let Some(block) = &policy.local_block
+                        && let Some(until) = block.until.get(&key)
+                    {
+                        let now = tokio::time::Instant::now();
+                        if until > now {
+                            let decision = Decision::rejected(until - now);
+                            policy.counters.rejected.increment(1);
+                            if !policy.dry_run {
+                                return Ok(
+                                    policy.reject(StatusCode::TOO_MANY_REQUESTS, Some(&decision))
+                                );
+                            }
+                        }
+                    }
                     let mut full_key = String::with_capacity(policy.name.len() + key.len() + 1);
                     full_key.push_str(&policy.name);
                     full_key.push(':');
@@ -467,6 +507,15 @@ where
                         .store
                         .check(&full_key, &policy.quotas, policy.cost)
                         .await;
+                    if let (Some(block), Ok(d)) = (&policy.local_block, &result)
+                        && !d.allowed
+                        && !d.never
+                        && d.retry_after >= block.min_wait
+                    {
+                        block
+                            .until
+                            .insert(key, tokio::time::Instant::now() + d.retry_after);
+                    }
                     let decision = match policy.judge(result) {
                         Ok(decision) => decision,
                         Err(res) => return Ok(res),

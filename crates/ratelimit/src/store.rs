@@ -31,6 +31,17 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A rejection with this wait.
+    pub(crate) fn rejected(retry_after: Duration) -> Self {
+        Self {
+            allowed: false,
+            retry_after,
+            remaining: 0,
+            reset: retry_after,
+            never: false,
+        }
+    }
+
     fn never() -> Self {
         Self {
             allowed: false,

@@ -304,3 +304,37 @@ async fn a_failing_redis_fails_open_or_closed_as_configured() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn far_over_the_limit_keys_are_rejected_without_a_round_trip() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let app = app(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_minute(2)])
+            .unwrap()
+            .key_with(api_key())
+            .block_locally(Duration::from_secs(5), 1_000),
+    );
+    for _ in 0..2 {
+        assert_eq!(hit(&app, Some("abuser")).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        hit(&app, Some("abuser")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    server.reset_stats();
+    for _ in 0..10 {
+        let res = hit(&app, Some("abuser")).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().contains_key("retry-after"));
+    }
+    assert_eq!(
+        server.total_calls(),
+        0,
+        "blocked locally: {:?}",
+        server.command_calls()
+    );
+    // Other keys still go to Redis.
+    assert_eq!(hit(&app, Some("someone")).await.status(), StatusCode::OK);
+    assert!(server.total_calls() > 0);
+}
