@@ -77,7 +77,9 @@ impl KeyExtractor for PeerIp {
 }
 
 /// The client's IP address behind `trusted_hops` reverse proxies: the address that many
-/// entries from the right of `X-Forwarded-For` (each trusted proxy appends the address it saw).
+/// entries from the right of the standard `Forwarded` header (its `for=` parameters, RFC 7239)
+/// or, when that is absent, of `X-Forwarded-For` (each trusted proxy appends the address it
+/// saw).
 /// Entries to the left of it were written by the client and are never trusted, so a client
 /// cannot pick another client's key by sending its own header. With `trusted_hops = 0`, or when
 /// the header is missing, malformed or shorter than the hop count, the peer address is used.
@@ -107,19 +109,54 @@ impl ClientIp {
         if self.trusted_hops == 0 {
             return None;
         }
-        // All X-Forwarded-For lines, in order, as one list.
-        let mut entries: Vec<&str> = Vec::new();
-        for value in headers.get_all("x-forwarded-for") {
-            let value = value.to_str().ok()?;
-            entries.extend(value.split(',').map(str::trim));
-        }
+        // The standard `Forwarded` header when present, else `X-Forwarded-For`; all lines of
+        // a header, in order, form one list.
+        let entries: Vec<Option<IpAddr>> = if headers.contains_key(http::header::FORWARDED) {
+            let mut entries = Vec::new();
+            for value in headers.get_all(http::header::FORWARDED) {
+                for element in value.to_str().ok()?.split(',') {
+                    entries.push(forwarded_for(element));
+                }
+            }
+            entries
+        } else {
+            let mut entries = Vec::new();
+            for value in headers.get_all("x-forwarded-for") {
+                entries.extend(value.to_str().ok()?.split(',').map(parse_ip));
+            }
+            entries
+        };
         let index = entries.len().checked_sub(self.trusted_hops)?;
-        let entry = entries.get(index)?;
-        entry
-            .parse::<IpAddr>()
-            .ok()
-            .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        *entries.get(index)?
     }
+}
+
+/// An address as written in `X-Forwarded-For` or a `for=` parameter: `1.2.3.4`,
+/// `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:443`, possibly quoted. `unknown` and obfuscated
+/// identifiers are `None`.
+fn parse_ip(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim().trim_matches('"');
+    raw.parse::<IpAddr>()
+        .ok()
+        .or_else(|| raw.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            raw.strip_prefix('[')?
+                .split(']')
+                .next()?
+                .parse::<Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
+        })
+}
+
+/// The `for=` parameter of one `Forwarded` element (RFC 7239).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| parse_ip(value))?
+    })
 }
 
 impl KeyExtractor for ClientIp {
@@ -214,7 +251,33 @@ mod tests {
         }
         let r = req(&["1.2.3.4"], "10.0.0.1:5000");
         assert_eq!(ClientIp::new(3).extract(&r).as_deref(), Some("10.0.0.1"));
+        // An entry written as `ip:port` or `[v6]:port`.
+        let r = req(&["1.2.3.4:5678"], "10.0.0.1:5000");
+        assert_eq!(one.extract(&r).as_deref(), Some("1.2.3.4"));
         assert_eq!(ClientIp::new(0).extract(&r).as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn the_forwarded_header_is_read_before_x_forwarded_for() {
+        let mut r = req(&["9.9.9.9"], "10.0.0.1:5000");
+        r.headers_mut().append(
+            "forwarded",
+            r#"for=6.6.6.6;proto=http, For="[2001:db8:cafe::17]:4711";by=10.0.0.1"#
+                .parse()
+                .unwrap(),
+        );
+        let one = ClientIp::new(1);
+        assert_eq!(one.extract(&r).as_deref(), Some("2001:db8:cafe::/64"));
+        assert_eq!(ClientIp::new(2).extract(&r).as_deref(), Some("6.6.6.6"));
+        // An obfuscated or unknown hop is no address: the peer is used.
+        let mut r = req(&[], "10.0.0.1:5000");
+        r.headers_mut()
+            .append("forwarded", "for=unknown".parse().unwrap());
+        assert_eq!(one.extract(&r).as_deref(), Some("10.0.0.1"));
+        let mut r = req(&[], "10.0.0.1:5000");
+        r.headers_mut()
+            .append("forwarded", "for=_hidden;by=x, ;;==,".parse().unwrap());
+        assert_eq!(one.extract(&r).as_deref(), Some("10.0.0.1"));
     }
 
     #[test]
