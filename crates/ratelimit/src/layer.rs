@@ -47,6 +47,9 @@ pub enum BuildError {
         /// Why.
         source: QuotaError,
     },
+    /// A header name in the config is invalid.
+    #[error("invalid header name {0:?}")]
+    Header(String),
     /// The policy name cannot be used in headers.
     #[error("policy name {0:?} must be non-empty ASCII letters, digits, '-' or '_'")]
     Name(String),

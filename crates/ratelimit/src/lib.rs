@@ -34,6 +34,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
+mod config;
 mod key;
 mod layer;
 mod quota;
@@ -41,6 +42,7 @@ mod store;
 
 #[doc(inline)]
 pub use self::{
+    config::{AnyKey, KeySource, MissingKeyConfig, OnStoreErrorConfig, RateLimitConfig},
     key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, KeyExtractor, PeerIp},
     layer::{BuildError, MissingKey, OnStoreError, RateLimit, RateLimitLayer, ResponseFuture},
     quota::{Quota, QuotaError},

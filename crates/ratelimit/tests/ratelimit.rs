@@ -338,3 +338,34 @@ async fn far_over_the_limit_keys_are_rejected_without_a_round_trip() {
     assert_eq!(hit(&app, Some("someone")).await.status(), StatusCode::OK);
     assert!(server.total_calls() > 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_from_a_config_file() {
+    use tower_scale_ratelimit::RateLimitConfig;
+    let config: RateLimitConfig = serde_json::from_str(
+        r#"{"name": "api", "quotas": [{"count": 1, "period": "1m"}],
+            "key": {"type": "header", "name": "x-api-key"}, "missing_key": "reject401"}"#,
+    )
+    .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(RateLimitLayer::from_config(MemoryStore::new(100), &config).unwrap());
+    assert_eq!(hit(&app, None).await.status(), StatusCode::UNAUTHORIZED);
+    let res = hit(&app, Some("c")).await;
+    assert_eq!(res.headers()["ratelimit-policy"], r#""api";q=1;w=60"#);
+    assert_eq!(
+        hit(&app, Some("c")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let bad: RateLimitConfig = serde_json::from_str(
+        r#"{"quotas": [{"count": 1, "period": "1m"}], "key": {"type": "header", "name": "bad header"}}"#,
+    )
+    .unwrap();
+    let err = RateLimitLayer::from_config(MemoryStore::new(1), &bad).unwrap_err();
+    assert!(err.to_string().contains("bad header"), "{err}");
+    assert!(
+        serde_json::from_str::<RateLimitConfig>(r#"{"quotas": [], "burts": 1}"#).is_err(),
+        "unknown fields are errors"
+    );
+}

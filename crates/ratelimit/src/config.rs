@@ -1,0 +1,187 @@
+use std::time::Duration;
+
+use http::{HeaderName, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::key::{ClientIp, GlobalKey, HeaderKey, KeyExtractor, PeerIp};
+use crate::layer::{BuildError, MissingKey, OnStoreError, RateLimitLayer};
+use crate::quota::Quota;
+use crate::store::Store;
+
+/// Which key a config-built policy counts by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum KeySource {
+    /// The peer address ([`PeerIp`]).
+    PeerIp {
+        /// IPv6 prefix length (default 64).
+        #[serde(default = "default_prefix")]
+        ipv6_prefix: u8,
+    },
+    /// The client address behind trusted proxies ([`ClientIp`]).
+    ClientIp {
+        /// Trusted proxies in front of the service.
+        trusted_hops: usize,
+        /// IPv6 prefix length (default 64).
+        #[serde(default = "default_prefix")]
+        ipv6_prefix: u8,
+    },
+    /// A request header ([`HeaderKey`]).
+    Header {
+        /// The header's name.
+        name: String,
+    },
+    /// One bucket for everyone ([`GlobalKey`]).
+    Global,
+}
+
+fn default_prefix() -> u8 {
+    64
+}
+
+/// A rate-limit policy as a config file states it (TOML, JSON...).
+///
+/// ```
+/// use tower_scale_ratelimit::{MemoryStore, RateLimitConfig, RateLimitLayer};
+///
+/// let config: RateLimitConfig = serde_json::from_str(r#"{
+///     "name": "api",
+///     "quotas": [{"count": 10, "period": "1s"}, {"count": 1000, "period": "1h"}],
+///     "key": {"type": "header", "name": "x-api-key"},
+///     "missing_key": "shared",
+///     "on_store_error": "fail_closed"
+/// }"#).unwrap();
+/// let layer = RateLimitLayer::from_config(MemoryStore::new(100_000), &config).unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Policy name (default `default`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Every quota, all enforced.
+    pub quotas: Vec<Quota>,
+    /// The key (default: peer IP).
+    #[serde(default = "default_key")]
+    pub key: KeySource,
+    /// IETF `RateLimit` headers (default true).
+    #[serde(default = "default_true")]
+    pub headers: bool,
+    /// `reject` (400), `reject_401`, or `shared` (default `reject`).
+    #[serde(default)]
+    pub missing_key: MissingKeyConfig,
+    /// `fail_open` (default) or `fail_closed`.
+    #[serde(default)]
+    pub on_store_error: OnStoreErrorConfig,
+    /// Shadow mode (default false).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Units per request (default 1).
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+    /// Local block of keys rejected for at least this long (e.g. `"5s"`); off by default.
+    #[serde(default, with = "humantime_serde")]
+    pub block_locally: Option<Duration>,
+}
+
+/// [`MissingKey`] in config files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingKeyConfig {
+    /// 400 Bad Request.
+    #[default]
+    Reject,
+    /// 401 Unauthorized.
+    Reject401,
+    /// One shared bucket.
+    Shared,
+}
+
+/// [`OnStoreError`] in config files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreErrorConfig {
+    /// Admit.
+    #[default]
+    FailOpen,
+    /// 503.
+    FailClosed,
+}
+
+fn default_name() -> String {
+    "default".to_owned()
+}
+fn default_key() -> KeySource {
+    KeySource::PeerIp { ipv6_prefix: 64 }
+}
+fn default_true() -> bool {
+    true
+}
+fn default_cost() -> u32 {
+    1
+}
+
+/// The key extractor of a config-built policy.
+#[derive(Clone, Debug)]
+pub enum AnyKey {
+    /// See [`PeerIp`].
+    PeerIp(PeerIp),
+    /// See [`ClientIp`].
+    ClientIp(ClientIp),
+    /// See [`HeaderKey`].
+    Header(HeaderKey),
+    /// See [`GlobalKey`].
+    Global(GlobalKey),
+}
+
+impl KeyExtractor for AnyKey {
+    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
+        match self {
+            Self::PeerIp(k) => k.extract(req),
+            Self::ClientIp(k) => k.extract(req),
+            Self::Header(k) => k.extract(req),
+            Self::Global(k) => k.extract(req),
+        }
+    }
+}
+
+impl RateLimitLayer {
+    /// Builds a policy from its config; an invalid value is an error naming it.
+    pub fn from_config(
+        store: impl Store,
+        config: &RateLimitConfig,
+    ) -> Result<RateLimitLayer<AnyKey>, BuildError> {
+        let key = match &config.key {
+            KeySource::PeerIp { ipv6_prefix } => {
+                AnyKey::PeerIp(PeerIp::default().ipv6_prefix(*ipv6_prefix))
+            }
+            KeySource::ClientIp {
+                trusted_hops,
+                ipv6_prefix,
+            } => AnyKey::ClientIp(ClientIp::new(*trusted_hops).ipv6_prefix(*ipv6_prefix)),
+            KeySource::Header { name } => AnyKey::Header(HeaderKey(
+                HeaderName::try_from(name.as_str())
+                    .map_err(|_| BuildError::Header(name.clone()))?,
+            )),
+            KeySource::Global => AnyKey::Global(GlobalKey),
+        };
+        let mut layer = Self::new(store, config.quotas.iter().copied())?
+            .name(&config.name)?
+            .headers(config.headers)
+            .missing_key(match config.missing_key {
+                MissingKeyConfig::Reject => MissingKey::Reject(StatusCode::BAD_REQUEST),
+                MissingKeyConfig::Reject401 => MissingKey::Reject(StatusCode::UNAUTHORIZED),
+                MissingKeyConfig::Shared => MissingKey::Shared,
+            })
+            .on_store_error(match config.on_store_error {
+                OnStoreErrorConfig::FailOpen => OnStoreError::FailOpen,
+                OnStoreErrorConfig::FailClosed => OnStoreError::FailClosed,
+            })
+            .dry_run(config.dry_run)
+            .cost(config.cost);
+        if let Some(min_wait) = config.block_locally {
+            layer = layer.block_locally(min_wait, 100_000);
+        }
+        Ok(layer.key_with(key))
+    }
+}
