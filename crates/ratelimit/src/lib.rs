@@ -13,6 +13,8 @@
 //!   (`X-Forwarded-For` with a hop count; a spoofed or malformed header never picks another
 //!   client's key), [`HeaderKey`] (API key), [`ExtensionKey`] (a user id set by an inner
 //!   layer), [`GlobalKey`], or a closure. IPv6 clients are keyed by their /64.
+//! - [`HybridStore`]: leases small allowances from the shared store and decides locally, an
+//!   order of magnitude fewer round trips, the global count within a documented bound.
 //! - Requests without a key: [`MissingKey`] (reject, or one shared bucket). A failing store:
 //!   [`OnStoreError`] (fail open by default, or 503). Request cost, dry-run mode.
 //!
@@ -35,6 +37,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 mod config;
+mod hybrid;
 mod key;
 mod layer;
 mod quota;
@@ -43,6 +46,7 @@ mod store;
 #[doc(inline)]
 pub use self::{
     config::{AnyKey, KeySource, MissingKeyConfig, OnStoreErrorConfig, RateLimitConfig},
+    hybrid::HybridStore,
     key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, KeyExtractor, PeerIp},
     layer::{BuildError, MissingKey, OnStoreError, RateLimit, RateLimitLayer, ResponseFuture},
     quota::{Quota, QuotaError},

@@ -170,6 +170,19 @@ fn bad_policies_are_errors() {
 /// for about two seconds: the admitted count is what the quota allows over the elapsed Redis
 /// time, within one request per second of window.
 async fn accuracy_across_instances(backends: Vec<RedisBackend>) {
+    accuracy_with(
+        backends,
+        |b| Arc::new(RedisStore::new(b)) as Arc<dyn Store>,
+        0,
+    )
+    .await;
+}
+
+async fn accuracy_with(
+    backends: Vec<RedisBackend>,
+    make: impl Fn(RedisBackend) -> Arc<dyn Store>,
+    slack_below: u64,
+) {
     let quota = Quota::per_second(50).burst(20);
     let time = |b: RedisBackend| async move {
         let (s, us): (u64, u64) = b.query(&redis::cmd("TIME")).await.unwrap();
@@ -181,7 +194,7 @@ async fn accuracy_across_instances(backends: Vec<RedisBackend>) {
     let start = time(backends[0].clone()).await;
     let mut tasks = Vec::new();
     for backend in &backends {
-        let store = Arc::new(RedisStore::new(backend.clone()));
+        let store = make(backend.clone());
         for _ in 0..8 {
             let (store, admitted, first, last, backend) = (
                 Arc::clone(&store),
@@ -219,9 +232,59 @@ async fn accuracy_across_instances(backends: Vec<RedisBackend>) {
     let expected = 20 + span_us / 20_000;
     let windows = span_us / 1_000_000 + 1;
     assert!(
-        n.abs_diff(expected) <= windows + 1,
-        "admitted {n}, expected {expected} ± {windows} over {span_us} µs"
+        n <= expected + windows + 1 && n + slack_below + windows + 1 >= expected,
+        "admitted {n}, expected {expected} (-{slack_below}) ± {windows} over {span_us} µs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_leases_stay_within_the_documented_bound() {
+    use tower_scale_ratelimit::HybridStore;
+    let server = RedisServer::start();
+    let backends = (0..4)
+        .map(|_| RedisBackend::new(RedisConfig::new(server.url())).unwrap())
+        .collect();
+    // 4 instances × leases of 5: at most 20 below the quota, never above it.
+    accuracy_with(
+        backends,
+        |b| {
+            Arc::new(HybridStore::new(
+                RedisStore::new(b),
+                5,
+                Duration::from_millis(200),
+            )) as Arc<dyn Store>
+        },
+        4 * 5,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hybrid_leases_cut_round_trips_tenfold() {
+    use tower_scale_ratelimit::HybridStore;
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let quotas = [Quota::per_second(100_000)];
+    let plain = RedisStore::new(backend.clone());
+    let hybrid = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60));
+    let evalsha = |server: &RedisServer| {
+        server
+            .command_calls()
+            .into_iter()
+            .find(|(n, _)| n == "evalsha")
+            .map_or(0, |(_, c)| c)
+    };
+    plain.check("warm", &quotas, 1).await.unwrap(); // loads the script
+    server.reset_stats();
+    for _ in 0..1_000 {
+        assert!(plain.check("p", &quotas, 1).await.unwrap().allowed);
+    }
+    assert_eq!(evalsha(&server), 1_000);
+    server.reset_stats();
+    for _ in 0..1_000 {
+        assert!(hybrid.check("h", &quotas, 1).await.unwrap().allowed);
+    }
+    assert_eq!(evalsha(&server), 100, "one round trip per lease of 10");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
