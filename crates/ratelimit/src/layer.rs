@@ -14,6 +14,36 @@ use crate::key::{KeyExtractor, PeerIp};
 use crate::quota::{Quota, QuotaError};
 use crate::store::{Decision, Store, StoreError};
 
+/// Builds the response of a request the layer refuses (429 over the limit, the missing-key
+/// status, 503 when the store fails closed). The layer adds `Retry-After` and the `RateLimit`
+/// fields afterwards. Implemented for closures
+/// `Fn(StatusCode, Option<&Decision>) -> Response<B>`.
+pub trait Rejection<B>: Clone + Send + Sync + 'static {
+    /// The response for a refused request.
+    fn respond(&self, status: StatusCode, decision: Option<&Decision>) -> Response<B>;
+}
+
+/// The default rejection: the status and an empty body.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmptyRejection;
+
+impl<B: Default> Rejection<B> for EmptyRejection {
+    fn respond(&self, status: StatusCode, _decision: Option<&Decision>) -> Response<B> {
+        let mut res = Response::new(B::default());
+        *res.status_mut() = status;
+        res
+    }
+}
+
+impl<B, F> Rejection<B> for F
+where
+    F: Fn(StatusCode, Option<&Decision>) -> Response<B> + Clone + Send + Sync + 'static,
+{
+    fn respond(&self, status: StatusCode, decision: Option<&Decision>) -> Response<B> {
+        self(status, decision)
+    }
+}
+
 /// What to do with a request that has no key (no API key header, no user id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MissingKey {
@@ -124,21 +154,23 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// assert_eq!(res.headers()["retry-after"], "1");
 /// # }
 /// ```
-pub struct RateLimitLayer<K = PeerIp> {
+pub struct RateLimitLayer<K = PeerIp, R = EmptyRejection> {
     policy: Arc<Policy>,
     key: K,
+    rejection: R,
 }
 
-impl<K: Clone> Clone for RateLimitLayer<K> {
+impl<K: Clone, R: Clone> Clone for RateLimitLayer<K, R> {
     fn clone(&self) -> Self {
         Self {
             policy: Arc::clone(&self.policy),
             key: self.key.clone(),
+            rejection: self.rejection.clone(),
         }
     }
 }
 
-impl<K: fmt::Debug> fmt::Debug for RateLimitLayer<K> {
+impl<K: fmt::Debug, R> fmt::Debug for RateLimitLayer<K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("name", &self.policy.name)
@@ -178,13 +210,14 @@ impl RateLimitLayer {
                 local_block: None,
             }),
             key: PeerIp::default(),
+            rejection: EmptyRejection,
         };
         layer = layer.name("default")?;
         Ok(layer)
     }
 }
 
-impl<K> RateLimitLayer<K> {
+impl<K, R> RateLimitLayer<K, R> {
     fn edit(mut self, f: impl FnOnce(&mut Policy)) -> Self {
         match Arc::get_mut(&mut self.policy) {
             Some(policy) => f(policy),
@@ -219,10 +252,20 @@ impl<K> RateLimitLayer<K> {
     }
 
     /// Replaces the key extractor.
-    pub fn key_with<K2: KeyExtractor>(self, key: K2) -> RateLimitLayer<K2> {
+    pub fn key_with<K2: KeyExtractor>(self, key: K2) -> RateLimitLayer<K2, R> {
         RateLimitLayer {
             policy: self.policy,
             key,
+            rejection: self.rejection,
+        }
+    }
+
+    /// Replaces the response of refused requests (e.g. a JSON body for 429).
+    pub fn rejection_with<R2>(self, rejection: R2) -> RateLimitLayer<K, R2> {
+        RateLimitLayer {
+            policy: self.policy,
+            key: self.key,
+            rejection,
         }
     }
 
@@ -274,36 +317,39 @@ impl<K> RateLimitLayer<K> {
     }
 }
 
-impl<S, K: Clone> Layer<S> for RateLimitLayer<K> {
-    type Service = RateLimit<S, K>;
+impl<S, K: Clone, R: Clone> Layer<S> for RateLimitLayer<K, R> {
+    type Service = RateLimit<S, K, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit {
             inner,
             policy: Arc::clone(&self.policy),
             key: self.key.clone(),
+            rejection: self.rejection.clone(),
         }
     }
 }
 
 /// The middleware built by [`RateLimitLayer`].
-pub struct RateLimit<S, K = PeerIp> {
+pub struct RateLimit<S, K = PeerIp, R = EmptyRejection> {
     inner: S,
     policy: Arc<Policy>,
     key: K,
+    rejection: R,
 }
 
-impl<S: Clone, K: Clone> Clone for RateLimit<S, K> {
+impl<S: Clone, K: Clone, R: Clone> Clone for RateLimit<S, K, R> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             policy: Arc::clone(&self.policy),
             key: self.key.clone(),
+            rejection: self.rejection.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K: fmt::Debug> fmt::Debug for RateLimit<S, K> {
+impl<S: fmt::Debug, K: fmt::Debug, R> fmt::Debug for RateLimit<S, K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -392,9 +438,13 @@ impl Policy {
         }
     }
 
-    fn reject<B: Default>(&self, status: StatusCode, d: Option<&Decision>) -> Response<B> {
-        let mut res = Response::new(B::default());
-        *res.status_mut() = status;
+    fn reject<B>(
+        &self,
+        rejection: &impl Rejection<B>,
+        status: StatusCode,
+        d: Option<&Decision>,
+    ) -> Response<B> {
+        let mut res = rejection.respond(status, d);
         if let Some(d) = d.filter(|d| !d.never) {
             res.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -406,8 +456,9 @@ impl Policy {
     }
 
     /// `Ok(decision)` to call the service (with the headers of `decision`), or the answer.
-    fn judge<B: Default>(
+    fn judge<B>(
         &self,
+        rejection: &impl Rejection<B>,
         result: Result<Decision, StoreError>,
     ) -> Result<Option<Decision>, Response<B>> {
         match result {
@@ -417,7 +468,11 @@ impl Policy {
                 } else {
                     self.counters.rejected.increment(1);
                     if !self.dry_run {
-                        return Err(self.reject(StatusCode::TOO_MANY_REQUESTS, Some(&d)));
+                        return Err(self.reject(
+                            rejection,
+                            StatusCode::TOO_MANY_REQUESTS,
+                            Some(&d),
+                        ));
                     }
                 }
                 Ok(Some(d))
@@ -427,7 +482,7 @@ impl Policy {
                 self.counters.store_error.increment(1);
                 match self.on_store_error {
                     OnStoreError::FailClosed => {
-                        Err(self.reject(StatusCode::SERVICE_UNAVAILABLE, None))
+                        Err(self.reject(rejection, StatusCode::SERVICE_UNAVAILABLE, None))
                     }
                     OnStoreError::FailOpen => Ok(None),
                 }
@@ -436,14 +491,15 @@ impl Policy {
     }
 }
 
-impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K>
+impl<S, K, R, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K, R>
 where
+    R: Rejection<ResBody>,
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send,
     K: KeyExtractor,
     ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -461,7 +517,9 @@ where
         let key = match (self.key.extract(&req), policy.missing_key) {
             (Some(key), _) => key,
             (None, MissingKey::Shared) => String::from("<keyless>"),
-            (None, MissingKey::Reject(status)) => return answered(policy.reject(status, None)),
+            (None, MissingKey::Reject(status)) => {
+                return answered(policy.reject(&self.rejection, status, None));
+            }
         };
         // Memory: decide now, no boxed future.
         if policy.store.is_immediate() {
@@ -469,7 +527,7 @@ where
                 .store
                 .check_now(key, &policy.quotas, policy.cost)
                 .ok_or_else(|| StoreError("an immediate store gave no decision".to_owned()));
-            return match policy.judge(result) {
+            return match policy.judge(&self.rejection, result) {
                 Ok(decision) => ResponseFuture {
                     kind: Kind::Admitted {
                         fut: self.inner.call(req),
@@ -485,6 +543,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let policy = Arc::clone(policy);
+        let rejection = self.rejection.clone();
         ResponseFuture {
             kind: Kind::Waiting {
                 fut: Box::pin(async move {
@@ -496,9 +555,11 @@ where
                             let decision = Decision::rejected(until - now);
                             policy.counters.rejected.increment(1);
                             if !policy.dry_run {
-                                return Ok(
-                                    policy.reject(StatusCode::TOO_MANY_REQUESTS, Some(&decision))
-                                );
+                                return Ok(policy.reject(
+                                    &rejection,
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                    Some(&decision),
+                                ));
                             }
                         }
                     }
@@ -519,7 +580,7 @@ where
                             .until
                             .insert(key, tokio::time::Instant::now() + d.retry_after);
                     }
-                    let decision = match policy.judge(result) {
+                    let decision = match policy.judge(&rejection, result) {
                         Ok(decision) => decision,
                         Err(res) => return Ok(res),
                     };

@@ -48,7 +48,10 @@ pub use self::{
     config::{AnyKey, KeySource, MissingKeyConfig, OnStoreErrorConfig, RateLimitConfig},
     hybrid::HybridStore,
     key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, KeyExtractor, PeerIp},
-    layer::{BuildError, MissingKey, OnStoreError, RateLimit, RateLimitLayer, ResponseFuture},
+    layer::{
+        BuildError, EmptyRejection, MissingKey, OnStoreError, RateLimit, RateLimitLayer, Rejection,
+        ResponseFuture,
+    },
     quota::{Quota, QuotaError},
     store::{BoxFuture, Decision, MemoryStore, Store, StoreError, TokioClock, TokioInstant},
 };

@@ -432,3 +432,28 @@ async fn a_policy_from_a_config_file() {
         "unknown fields are errors"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_rejection_body_is_customisable() {
+    use tower_scale_ratelimit::Decision;
+    let layer = memory(vec![Quota::per_minute(1)]).rejection_with(
+        |status: StatusCode, d: Option<&Decision>| {
+            let wait = d.map_or(0, |d| d.retry_after.as_secs());
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(format!(
+                    r#"{{"error":"slow down","retry_in_s":{wait}}}"#
+                )))
+                .unwrap()
+        },
+    );
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(layer);
+    hit(&app, Some("j")).await;
+    let res = hit(&app, Some("j")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["retry-after"], "60");
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], br#"{"error":"slow down","retry_in_s":60}"#);
+}
