@@ -45,10 +45,11 @@ where
     start.elapsed()
 }
 
-fn backend(url: &str, kind: ConnectionKind, size: usize) -> RedisBackend {
+fn backend(url: &str, kind: ConnectionKind, size: usize, breaker: bool) -> RedisBackend {
     let mut config = RedisConfig::new(url);
     config.connection = kind;
     config.pool_size = Some(size);
+    config.breaker_enabled = breaker;
     RedisBackend::new(config).unwrap()
 }
 
@@ -110,14 +111,35 @@ fn bench(c: &mut Criterion) {
         })
     });
     let _guard = rt.enter();
-    for (name, kind, size) in [
-        ("backend_multiplexed_1", ConnectionKind::Multiplexed, 1),
-        ("backend_multiplexed_2", ConnectionKind::Multiplexed, 2),
-        ("backend_multiplexed_4", ConnectionKind::Multiplexed, 4),
-        ("backend_pooled_16", ConnectionKind::Pooled, 16),
-        ("backend_pooled_64", ConnectionKind::Pooled, 64),
+    for (name, kind, size, breaker) in [
+        (
+            "backend_multiplexed_1",
+            ConnectionKind::Multiplexed,
+            1,
+            true,
+        ),
+        (
+            "backend_multiplexed_1_no_breaker",
+            ConnectionKind::Multiplexed,
+            1,
+            false,
+        ),
+        (
+            "backend_multiplexed_2",
+            ConnectionKind::Multiplexed,
+            2,
+            true,
+        ),
+        (
+            "backend_multiplexed_4",
+            ConnectionKind::Multiplexed,
+            4,
+            true,
+        ),
+        ("backend_pooled_16", ConnectionKind::Pooled, 16, true),
+        ("backend_pooled_64", ConnectionKind::Pooled, 64, true),
     ] {
-        let backend = backend(&url, kind, size);
+        let backend = backend(&url, kind, size, breaker);
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let backend = backend.clone();

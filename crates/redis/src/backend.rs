@@ -111,7 +111,9 @@ impl RedisBackend {
                 let client = redis::Client::open(config.url.as_str())?;
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.command_timeout))
+                    // The backend bounds every command itself; a second timer per command inside
+                    // redis-rs would only cost time.
+                    .set_response_timeout(None)
                     .set_max_delay(Duration::from_secs(1));
                 Conns::Multiplexed(
                     (0..size)
@@ -258,24 +260,22 @@ impl RedisBackend {
     async fn timed<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         #[cfg(feature = "breaker")]
         if let Some(breaker) = &self.inner.breaker {
-            use tower_scale_breaker::{CallError, Outcome};
-            // Timeouts and connection errors are failures; an error reply means Redis is up.
-            let classify = |r: &Result<T, Error>| match r {
-                Err(e) if e.is_unavailable() => Outcome::FAILURE,
-                _ => Outcome::Success,
-            };
-            return match breaker
-                .call_classified(self.timed_inner(fut), classify)
-                .await
-            {
-                Ok(v) => Ok(v),
-                Err(CallError::Inner(e)) => Err(e),
-                Err(CallError::Rejected(r)) => {
+            use tower_scale_breaker::Outcome;
+            let permit = match breaker.try_acquire() {
+                Ok(permit) => permit,
+                Err(rejected) => {
                     metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => "circuit_open")
                         .increment(1);
-                    Err(Error::CircuitOpen(r.retry_after()))
+                    return Err(Error::CircuitOpen(rejected.retry_after()));
                 }
             };
+            let result = self.timed_inner(fut).await;
+            // Timeouts and connection errors are failures; an error reply means Redis is up.
+            permit.record(match &result {
+                Err(e) if e.is_unavailable() => Outcome::FAILURE,
+                _ => Outcome::Success,
+            });
+            return result;
         }
         self.timed_inner(fut).await
     }
