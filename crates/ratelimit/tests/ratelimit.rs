@@ -448,7 +448,9 @@ async fn the_rejection_body_is_customisable() {
                 .unwrap()
         },
     );
-    let app = Router::new().route("/", get(|| async { "ok" })).layer(layer);
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer);
     hit(&app, Some("j")).await;
     let res = hit(&app, Some("j")).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
