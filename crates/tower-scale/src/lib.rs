@@ -12,6 +12,7 @@
 //! | `replica` | `tower_scale::replica`: read/write routing to primary and replicas, read-your-writes across instances | No |
 //! | `breaker` | `tower_scale::breaker`: circuit breaker (future wrapper and layer), keyed breakers | No |
 //! | `ratelimit` | `tower_scale::ratelimit`: rate limiting in memory or global through Redis | No |
+//! | `shutdown` | `tower_scale::shutdown`: graceful shutdown (readiness, drain deadline, tasks, hooks), health routes | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -56,6 +57,12 @@ pub use tower_scale_replica as replica;
 #[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 #[doc(inline)]
 pub use tower_scale_ratelimit as ratelimit;
+
+/// Graceful shutdown: `tower-scale-shutdown`.
+#[cfg(feature = "shutdown")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shutdown")))]
+#[doc(inline)]
+pub use tower_scale_shutdown as shutdown;
 
 /// Circuit breaker: `tower-scale-breaker`.
 #[cfg(feature = "breaker")]

@@ -1,0 +1,106 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response, Version, header};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::coordinator::{InFlightGuard, Shutdown};
+
+/// Counts requests in flight for a [`Shutdown`] and, while it drains, marks HTTP/1.1
+/// responses `Connection: close` so keep-alive clients move to another instance.
+/// Built by [`Shutdown::layer`].
+#[derive(Clone, Debug)]
+pub struct InFlightLayer {
+    shutdown: Shutdown,
+}
+
+impl Shutdown {
+    /// The layer counting requests and closing keep-alive connections during the drain.
+    pub fn layer(&self) -> InFlightLayer {
+        InFlightLayer {
+            shutdown: self.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for InFlightLayer {
+    type Service = InFlight<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlight {
+            inner,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// The middleware built by [`InFlightLayer`].
+#[derive(Clone, Debug)]
+pub struct InFlight<S> {
+    inner: S,
+    shutdown: Shutdown,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InFlight<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let http11 = req.version() == Version::HTTP_11 || req.version() == Version::HTTP_10;
+        ResponseFuture {
+            guard: Some(self.shutdown.enter()),
+            shutdown: self.shutdown.clone(),
+            http11,
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`InFlight`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlightGuard>,
+        shutdown: Shutdown,
+        http11: bool,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        drop(this.guard.take());
+        if *this.http11
+            && this.shutdown.is_draining()
+            && let Ok(res) = &mut result
+        {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,46 @@
+//! Graceful shutdown for tower/axum services, so a deploy's restarts drop no request.
+//!
+//! # Overview
+//!
+//! [`Shutdown`] catches SIGTERM / SIGINT (a second signal forces the exit) or a programmatic
+//! [`trigger`](Shutdown::trigger), then runs its [`Phase`]s in order, each logged and exported
+//! as the `shutdown_phase` gauge:
+//!
+//! 1. readiness flips (`/readyz` answers 503, `/livez` stays 200) and the service keeps serving
+//!    for a pre-stop delay, so the load balancer takes it out of rotation;
+//! 2. the listener stops accepting ([`Shutdown::stop_accepting`] for
+//!    `axum::serve(..).with_graceful_shutdown(..)`: idle keep-alive connections close at once,
+//!    busy ones after their response);
+//! 3. in-flight requests drain up to a deadline, their responses marked `Connection: close`
+//!    ([`InFlightLayer`]); long-lived connections watch [`Shutdown::requested`] to close;
+//! 4. background tasks (tokio-util's `TaskTracker` / `CancellationToken`) are cancelled and
+//!    awaited up to a deadline;
+//! 5. cleanup hooks run, each with its own timeout;
+//! 6. [`Report::exit_code`] says whether it all finished in time.
+//!
+//! See [`Shutdown`] for a full example.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
+
+mod coordinator;
+#[cfg(feature = "axum")]
+mod health;
+mod layer;
+
+#[doc(inline)]
+pub use self::{
+    coordinator::{Phase, Report, Shutdown, ShutdownConfig},
+    layer::{InFlight, InFlightLayer, ResponseFuture},
+};
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[doc(inline)]
+pub use self::health::HealthRoutes;
+
+pub use tokio_util::sync::CancellationToken;
+pub use tokio_util::task::TaskTracker;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
