@@ -19,8 +19,9 @@
 //! `/limited` allows 3 requests per 10 s per `x-api-key`, in memory, or across every instance
 //! when `REDIS_URL` is set.
 //!
-//! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), and the
-//! other `REDIS_*` variables of `tower_scale::redis::RedisConfig::from_env`.
+//! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), the
+//! other `REDIS_*` variables of `tower_scale::redis::RedisConfig::from_env`, and
+//! `PRE_STOP_DELAY` (1s).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,12 +35,11 @@ use tower_scale::metrics::{LagWatch, MetricsLayer, PrometheusMetrics, RuntimePro
 use tower_scale::offload::{Offload, OffloadError, PressureConfig, PressureLayer};
 use tower_scale::ratelimit::{HeaderKey, MemoryStore, Quota, RateLimitLayer, RedisStore};
 use tower_scale::redis::{RedisBackend, RedisConfig};
+use tower_scale::shutdown::{Shutdown, ShutdownConfig};
 
 /// Shared application state.
 #[derive(Clone, Debug)]
 struct AppState {
-    /// The Redis backend, when `REDIS_URL` is set.
-    redis: Option<RedisBackend>,
     /// The pool for CPU-bound work.
     offload: Offload,
 }
@@ -50,6 +50,7 @@ struct Parts<'a> {
     metrics: &'a PrometheusMetrics,
     lag: Option<LagWatch>,
     breaker: CircuitBreaker,
+    shutdown: Shutdown,
 }
 
 /// Builds the app; `redis` is `None` on in-memory defaults.
@@ -76,14 +77,24 @@ fn app(parts: Parts<'_>) -> Router {
             get(flaky_downstream).route_layer(CircuitBreakerLayer::new(parts.breaker)),
         )
         .layer(MetricsLayer::new())
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(parts.metrics.handler()))
+        .with_state(AppState { offload })
+        .merge(health(&parts.shutdown, parts.redis))
         .layer(pressure)
-        .with_state(AppState {
-            redis: parts.redis,
-            offload,
-        })
+        // Outermost: counts every request and closes keep-alive connections while draining.
+        .layer(parts.shutdown.layer())
+}
+
+/// `/livez`, and `/readyz`: ready until shutdown starts, and while Redis (if any) answers.
+fn health(shutdown: &Shutdown, redis: Option<RedisBackend>) -> Router {
+    let mut health = shutdown.health();
+    if let Some(redis) = redis {
+        health = health.check("redis", move || {
+            let redis = redis.clone();
+            async move { redis.ping().await.map(drop).map_err(|e| e.to_string()) }
+        });
+    }
+    health.routes()
 }
 
 /// The breaker guarding `/downstream`: opens when half of the last 4 calls failed, for 10 s.
@@ -130,19 +141,8 @@ async fn heavy(State(state): State<AppState>) -> Result<String, OffloadError> {
     Ok(format!("{digest:016x}"))
 }
 
-/// Ready when the backend (if any) answers a PING.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
-    match &state.redis {
-        None => (StatusCode::OK, "ready (in-memory)".to_owned()),
-        Some(redis) => match redis.ping().await {
-            Ok(rtt) => (StatusCode::OK, format!("ready (redis {rtt:?})")),
-            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
-        },
-    }
-}
-
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -168,18 +168,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         backend = if redis.is_some() { "redis" } else { "in-memory" },
         "listening"
     );
+    // SIGTERM / Ctrl-C: not ready at once, keep serving PRE_STOP_DELAY (default 1 s here,
+    // longer behind a real load balancer), then drain; a second signal forces the exit.
+    let pre_stop = std::env::var("PRE_STOP_DELAY").unwrap_or_else(|_| "1s".to_owned());
+    let shutdown = Shutdown::new(ShutdownConfig {
+        pre_stop_delay: humantime::parse_duration(&pre_stop)
+            .map_err(|e| format!("PRE_STOP_DELAY={pre_stop:?}: {e}"))?,
+        ..ShutdownConfig::default()
+    });
+    shutdown.listen_for_signals();
     let app = app(Parts {
         redis,
         metrics: &metrics,
         lag: Some(probe.watch()),
         breaker: downstream_breaker(),
+        shutdown: shutdown.clone(),
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
+    let report = shutdown.run(async move { serve.await }).await;
+    tracing::info!(?report, "stopped");
+    Ok(std::process::ExitCode::from(
+        u8::try_from(report.exit_code()).unwrap_or(1),
+    ))
 }
 
 #[cfg(test)]
@@ -199,6 +209,7 @@ mod tests {
             metrics: &metrics,
             lag: None,
             breaker: downstream_breaker(),
+            shutdown: Shutdown::new(ShutdownConfig::default()),
         })
     }
 
