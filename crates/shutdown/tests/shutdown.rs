@@ -268,3 +268,167 @@ async fn axum_serve_drains_over_a_real_socket() {
     // The listener is closed.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A WebSocket is told the server is going away (close code 1001) when the shutdown starts,
+/// and its task, tracked by the coordinator, ends before the tasks deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_closed_cleanly() {
+    use axum::extract::State;
+    use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite;
+
+    async fn echo(mut socket: WebSocket, shutdown: Shutdown) {
+        let requested = shutdown.requested();
+        tokio::pin!(requested);
+        loop {
+            tokio::select! {
+                () = &mut requested => {
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 1001,
+                            reason: "server shutting down".into(),
+                        })))
+                        .await;
+                    break;
+                }
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        if socket.send(Message::Text(t)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+    }
+
+    let shutdown = Shutdown::new(ShutdownConfig {
+        pre_stop_delay: Duration::from_millis(100),
+        drain_timeout: Duration::from_secs(5),
+        tasks_timeout: Duration::from_secs(5),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/ws",
+            axum::routing::get(
+                |ws: WebSocketUpgrade, State(s): State<Shutdown>| async move {
+                    // The connection outlives the request: the coordinator tracks its task.
+                    let tracker = s.tracker().clone();
+                    ws.on_upgrade(move |socket| tracker.track_future(echo(socket, s)))
+                },
+            ),
+        )
+        .with_state(shutdown.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
+    let run = tokio::spawn({
+        let s = shutdown.clone();
+        async move { s.run(async move { serve.await }).await }
+    });
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(tungstenite::Message::text("hi")).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "hi");
+
+    shutdown.trigger();
+    let close = ws.next().await.unwrap().unwrap();
+    match close {
+        tungstenite::Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1001);
+            assert_eq!(frame.reason.as_str(), "server shutting down");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let report = run.await.unwrap();
+    assert!(report.drained && report.tasks_stopped, "{report:?}");
+    assert_eq!(report.exit_code(), 0);
+}
+
+/// The same coordinator drives hyper-util's server: an accept loop that stops with
+/// `stop_accepting`, and hyper-util's `GracefulShutdown` as the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_util_server_drains_too() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let shutdown = Shutdown::new(ShutdownConfig {
+        pre_stop_delay: Duration::from_millis(50),
+        drain_timeout: Duration::from_secs(5),
+        tasks_timeout: Duration::from_secs(1),
+    });
+    let (release_tx, release) = tokio::sync::watch::channel(false);
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::get(move || {
+                let mut release = release.clone();
+                async move {
+                    let _ = release.wait_for(|r| *r).await;
+                    "slow done"
+                }
+            }),
+        )
+        .layer(shutdown.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = shutdown.stop_accepting();
+    let serve = async move {
+        let graceful = GracefulShutdown::new();
+        let builder = Builder::new(TokioExecutor::new());
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let conn = builder.serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app.clone()),
+                    );
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                () = &mut stop => break,
+            }
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok::<(), std::io::Error>(())
+    };
+    let run = tokio::spawn({
+        let s = shutdown.clone();
+        async move { s.run(serve).await }
+    });
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    while shutdown.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.trigger();
+    while shutdown.phase() < Phase::Draining {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    release_tx.send(true).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    assert!(response.ends_with("slow done"), "{response}");
+    let report = run.await.unwrap();
+    assert!(report.drained, "{report:?}");
+}
