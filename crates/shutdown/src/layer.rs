@@ -9,8 +9,10 @@ use tower_service::Service;
 
 use crate::coordinator::{InFlightGuard, Shutdown};
 
-/// Counts requests in flight for a [`Shutdown`] and, while it drains, marks HTTP/1.1
-/// responses `Connection: close` so keep-alive clients move to another instance.
+/// Counts requests in flight for a [`Shutdown`] and, from the moment the shutdown starts, marks
+/// HTTP/1.1 responses `Connection: close`: keep-alive clients and proxies drop their pooled
+/// connections to this instance during the pre-stop delay, while the listener still accepts,
+/// so none of them sends a request on a connection the drain is about to close.
 /// Built by [`Shutdown::layer`].
 #[derive(Clone, Debug)]
 pub struct InFlightLayer {
@@ -95,7 +97,7 @@ where
         let mut result = std::task::ready!(this.inner.poll(cx));
         drop(this.guard.take());
         if *this.http11
-            && this.shutdown.is_draining()
+            && this.shutdown.phase() >= crate::Phase::NotReady
             && let Ok(res) = &mut result
         {
             res.headers_mut()

@@ -7,12 +7,14 @@
 //! as the `shutdown_phase` gauge:
 //!
 //! 1. readiness flips (`/readyz` answers 503, `/livez` stays 200) and the service keeps serving
-//!    for a pre-stop delay, so the load balancer takes it out of rotation;
+//!    for a pre-stop delay, so the load balancer takes it out of rotation; from now on responses
+//!    carry `Connection: close` ([`InFlightLayer`]), so pooled keep-alive connections move away
+//!    while the listener still accepts;
 //! 2. the listener stops accepting ([`Shutdown::stop_accepting`] for
 //!    `axum::serve(..).with_graceful_shutdown(..)`: idle keep-alive connections close at once,
 //!    busy ones after their response);
-//! 3. in-flight requests drain up to a deadline, their responses marked `Connection: close`
-//!    ([`InFlightLayer`]); long-lived connections watch [`Shutdown::requested`] to close;
+//! 3. in-flight requests drain up to a deadline; long-lived connections (WebSocket, SSE) watch
+//!    [`Shutdown::requested`] to close, and run in [`Shutdown::tracker`] to be awaited;
 //! 4. background tasks (tokio-util's `TaskTracker` / `CancellationToken`) are cancelled and
 //!    awaited up to a deadline;
 //! 5. cleanup hooks run, each with its own timeout;

@@ -1,0 +1,60 @@
+//! A server for `scripts/restart-under-load.sh`: `GET|POST /work` answers after 20 ms.
+//!
+//! ```not_rust
+//! PORT=4001 cargo run --release -p example-restart-demo             # graceful
+//! PORT=4001 GRACEFUL=0 cargo run --release -p example-restart-demo  # plain axum::serve
+//! ```
+//!
+//! Graceful mode stops through tower-scale-shutdown: readiness off, a pre-stop delay
+//! (`PRE_STOP_DELAY_MS`, default 500), stop accepting, drain in-flight requests. Plain mode is
+//! `axum::serve` without graceful shutdown, as many services run: SIGTERM ends the process at
+//! once.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tower_scale::shutdown::{Shutdown, ShutdownConfig};
+
+async fn work() -> &'static str {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    "done"
+}
+
+#[tokio::main]
+async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let port: u16 = std::env::var("PORT")
+        .map_err(|_| "PORT is required")?
+        .parse()
+        .map_err(|e| format!("PORT: {e}"))?;
+    let graceful = std::env::var("GRACEFUL").map_or(true, |v| v != "0");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let app = Router::new().route("/work", get(work).post(work));
+    if !graceful {
+        axum::serve(listener, app).await?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let pre_stop: u64 = std::env::var("PRE_STOP_DELAY_MS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|e| format!("PRE_STOP_DELAY_MS: {e}"))?
+        .unwrap_or(500);
+    let shutdown = Shutdown::new(ShutdownConfig {
+        pre_stop_delay: Duration::from_millis(pre_stop),
+        drain_timeout: Duration::from_secs(10),
+        tasks_timeout: Duration::from_secs(1),
+    });
+    shutdown.listen_for_signals();
+    let app = app.layer(shutdown.layer()).merge(shutdown.health_routes());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
+    let report = shutdown.run(async move { serve.await }).await;
+    Ok(std::process::ExitCode::from(
+        u8::try_from(report.exit_code()).unwrap_or(1),
+    ))
+}
