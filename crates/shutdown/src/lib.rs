@@ -20,6 +20,9 @@
 //! 5. cleanup hooks run, each with its own timeout;
 //! 6. [`Report::exit_code`] says whether it all finished in time.
 //!
+//! For restarts of a single host without a refused connection, [`listener`] takes the socket
+//! from systemd socket activation, or binds with `SO_REUSEPORT`.
+//!
 //! See [`Shutdown`] for a full example.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
@@ -28,11 +31,13 @@ mod coordinator;
 #[cfg(feature = "axum")]
 mod health;
 mod layer;
+mod listener;
 
 #[doc(inline)]
 pub use self::{
     coordinator::{Phase, Report, Shutdown, ShutdownConfig},
     layer::{InFlight, InFlightLayer, ResponseFuture},
+    listener::listener,
 };
 
 #[cfg(feature = "axum")]

@@ -432,3 +432,18 @@ async fn hyper_util_server_drains_too() {
     let report = run.await.unwrap();
     assert!(report.drained, "{report:?}");
 }
+
+#[tokio::test]
+async fn reuse_port_lets_a_new_process_bind_while_the_old_one_drains() {
+    // Without systemd's LISTEN_FDS the address is bound; with SO_REUSEPORT a second socket
+    // (the new process) can bind the same port while the first still listens.
+    let first = tower_scale_shutdown::listener("127.0.0.1:0".parse().unwrap(), true).unwrap();
+    let addr = first.local_addr().unwrap();
+    let second = tower_scale_shutdown::listener(addr, true).unwrap();
+    assert_eq!(second.local_addr().unwrap(), addr);
+    // Without it, the second bind is refused.
+    let third = tower_scale_shutdown::listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+    let err = tower_scale_shutdown::listener(third.local_addr().unwrap(), false).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    drop((first, second, third));
+}
