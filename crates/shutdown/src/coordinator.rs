@@ -88,6 +88,7 @@ struct Inner {
     tasks_token: CancellationToken,
     tasks: TaskTracker,
     in_flight: AtomicUsize,
+    connections: AtomicUsize,
     triggers: AtomicUsize,
     hooks: Mutex<Vec<(String, Duration, Hook)>>,
     signals_installed: AtomicBool,
@@ -176,6 +177,7 @@ impl Shutdown {
                 tasks_token: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 in_flight: AtomicUsize::new(0),
+                connections: AtomicUsize::new(0),
                 triggers: AtomicUsize::new(0),
                 hooks: Mutex::new(Vec::new()),
                 signals_installed: AtomicBool::new(false),
@@ -249,6 +251,18 @@ impl Shutdown {
     /// Requests in flight through [`layer`](Self::layer).
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Open connections, counted by [`count_connections`](Self::count_connections).
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionGuard {
+        self.inner.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     pub(crate) fn enter(&self) -> InFlightGuard {
@@ -412,6 +426,24 @@ impl Shutdown {
         self.enter_phase(Phase::Done);
         report.forced = self.inner.forced.is_cancelled();
         report
+    }
+}
+
+/// Counts an open connection until dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.inner.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
     }
 }
 

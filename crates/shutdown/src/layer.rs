@@ -106,3 +106,64 @@ where
         Poll::Ready(result)
     }
 }
+
+/// Counts the connections of a server: wraps the service given to `axum::serve` (one clone per
+/// connection), see [`Shutdown::count_connections`].
+#[derive(Clone, Debug)]
+pub struct CountConnections<S> {
+    inner: S,
+    shutdown: Shutdown,
+}
+
+impl Shutdown {
+    /// Wraps the app given to `axum::serve` so that [`connections`](Shutdown::connections)
+    /// counts open connections: `axum::serve(listener, shutdown.count_connections(app))`.
+    pub fn count_connections<S>(&self, app: S) -> CountConnections<S> {
+        CountConnections {
+            inner: app,
+            shutdown: self.clone(),
+        }
+    }
+}
+
+/// The per-connection service of [`CountConnections`]: the connection counts until its last
+/// clone (the connection's) is dropped.
+#[derive(Clone, Debug)]
+pub struct Counted<S> {
+    inner: S,
+    _guard: std::sync::Arc<crate::coordinator::ConnectionGuard>,
+}
+
+impl<S: Clone, T> Service<T> for CountConnections<S> {
+    type Response = Counted<S>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Counted<S>, std::convert::Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _target: T) -> Self::Future {
+        std::future::ready(Ok(Counted {
+            inner: self.inner.clone(),
+            _guard: std::sync::Arc::new(self.shutdown.connection()),
+        }))
+    }
+}
+
+impl<S, R> Service<R> for Counted<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        self.inner.call(req)
+    }
+}

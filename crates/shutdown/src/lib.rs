@@ -36,7 +36,7 @@ mod listener;
 #[doc(inline)]
 pub use self::{
     coordinator::{Phase, Report, Shutdown, ShutdownConfig},
-    layer::{InFlight, InFlightLayer, ResponseFuture},
+    layer::{CountConnections, Counted, InFlight, InFlightLayer, ResponseFuture},
     listener::listener,
 };
 

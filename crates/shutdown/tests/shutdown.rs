@@ -447,3 +447,39 @@ async fn reuse_port_lets_a_new_process_bind_while_the_old_one_drains() {
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     drop((first, second, third));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let shutdown = Shutdown::new(config());
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, shutdown.count_connections(app)).into_future());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        open.push(s); // kept alive
+    }
+    assert_eq!(shutdown.connections(), 2);
+    let settle = |want: usize| {
+        let shutdown = shutdown.clone();
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            while shutdown.connections() != want {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    drop(open.pop());
+    settle(1)
+        .await
+        .expect("a closed connection is no longer counted");
+    drop(open);
+    settle(0).await.expect("every connection closed");
+}
