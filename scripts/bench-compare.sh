@@ -49,6 +49,11 @@ for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 echo "redis on $REDIS_URL; results in $OUT"
 
+if ! (cd "$ROOT" && cargo metadata --no-deps --format-version 1 | grep -q '"name":"example-bench-app"'); then
+  echo "bench-compare: examples/bench-app (tower-scale's implementation of SCENARIOS.md) is not in" >&2
+  echo "the workspace yet; it needs the session, cache and compression crates." >&2
+  exit 2
+fi
 echo "building tower-scale's bench app (release)"
 (cd "$ROOT" && cargo build --release --quiet -p example-bench-app)
 BENCH_APP="$ROOT/target/release/example-bench-app"
