@@ -54,8 +54,8 @@ struct Parts<'a> {
 }
 
 /// Builds the app; `redis` is `None` on in-memory defaults.
-fn app(parts: Parts<'_>) -> Router {
-    let offload = Offload::builder().build().unwrap_or_else(|e| panic!("{e}"));
+fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
+    let offload = Offload::builder().build()?;
     let mut pressure = PressureLayer::new(PressureConfig::default());
     if let Some(lag) = parts.lag {
         pressure = pressure.lag_from(lag);
@@ -65,10 +65,9 @@ fn app(parts: Parts<'_>) -> Router {
     let limit = match &parts.redis {
         Some(backend) => RateLimitLayer::new(RedisStore::new(backend.clone()), quota),
         None => RateLimitLayer::new(MemoryStore::new(100_000), quota),
-    }
-    .unwrap_or_else(|e| panic!("{e}"))
+    }?
     .key_with(HeaderKey(http::HeaderName::from_static("x-api-key")));
-    Router::new()
+    Ok(Router::new()
         .route("/hello", get(|| async { "hello" }))
         .route("/limited", get(|| async { "ok" }).route_layer(limit))
         .route("/heavy", get(heavy))
@@ -82,7 +81,7 @@ fn app(parts: Parts<'_>) -> Router {
         .merge(health(&parts.shutdown, parts.redis))
         .layer(pressure)
         // Outermost: counts every request and closes keep-alive connections while draining.
-        .layer(parts.shutdown.layer())
+        .layer(parts.shutdown.layer()))
 }
 
 /// `/livez`, and `/readyz`: ready until shutdown starts, and while Redis (if any) answers.
@@ -98,7 +97,7 @@ fn health(shutdown: &Shutdown, redis: Option<RedisBackend>) -> Router {
 }
 
 /// The breaker guarding `/downstream`: opens when half of the last 4 calls failed, for 10 s.
-fn downstream_breaker() -> CircuitBreaker {
+fn downstream_breaker() -> Result<CircuitBreaker, tower_scale::breaker::ConfigError> {
     CircuitBreaker::named(
         "downstream",
         BreakerConfig {
@@ -108,7 +107,6 @@ fn downstream_breaker() -> CircuitBreaker {
             ..BreakerConfig::default()
         },
     )
-    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Query of `/downstream`.
@@ -181,9 +179,9 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
         redis,
         metrics: &metrics,
         lag: Some(probe.watch()),
-        breaker: downstream_breaker(),
+        breaker: downstream_breaker()?,
         shutdown: shutdown.clone(),
-    });
+    })?;
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
     let report = shutdown.run(async move { serve.await }).await;
     tracing::info!(?report, "stopped");
@@ -208,9 +206,10 @@ mod tests {
             redis: None,
             metrics: &metrics,
             lag: None,
-            breaker: downstream_breaker(),
+            breaker: downstream_breaker().unwrap(),
             shutdown: Shutdown::new(ShutdownConfig::default()),
         })
+        .unwrap()
     }
 
     async fn status(app: &Router, uri: &str) -> StatusCode {
