@@ -13,6 +13,7 @@
 //! | `breaker` | `tower_scale::breaker`: circuit breaker (future wrapper and layer), keyed breakers | No |
 //! | `ratelimit` | `tower_scale::ratelimit`: rate limiting in memory or global through Redis | No |
 //! | `shutdown` | `tower_scale::shutdown`: graceful shutdown (readiness, drain deadline, tasks, hooks), health routes | No |
+//! | `compression` | `tower_scale::compression`: compression preset over tower-http, bounded request decompression | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -57,6 +58,12 @@ pub use tower_scale_replica as replica;
 #[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 #[doc(inline)]
 pub use tower_scale_ratelimit as ratelimit;
+
+/// Compression: `tower-scale-compression`.
+#[cfg(feature = "compression")]
+#[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+#[doc(inline)]
+pub use tower_scale_compression as compression;
 
 /// Graceful shutdown: `tower-scale-shutdown`.
 #[cfg(feature = "shutdown")]

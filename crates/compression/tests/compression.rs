@@ -1,0 +1,265 @@
+//! Negotiation, thresholds, skipped responses, headers, and a real zip bomb.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+use tower_scale_compression::{
+    CompressionConfig, CompressionLayer, Encoding, RequestDecompressionLayer, negotiate,
+};
+
+const PREFS: &[Encoding] = &[
+    Encoding::Zstd,
+    Encoding::Br,
+    Encoding::Gzip,
+    Encoding::Deflate,
+];
+
+#[test]
+fn negotiation_follows_q_values_then_the_server_order() {
+    let n = |accept: Option<&str>| negotiate(accept, PREFS);
+    assert_eq!(n(Some("gzip")), Some(Encoding::Gzip));
+    assert_eq!(
+        n(Some("gzip, br")),
+        Some(Encoding::Br),
+        "tie: the server prefers br"
+    );
+    assert_eq!(n(Some("gzip;q=1, br;q=0.5")), Some(Encoding::Gzip));
+    assert_eq!(n(Some("*")), Some(Encoding::Zstd));
+    assert_eq!(n(Some("*;q=0.2, gzip;q=0.8")), Some(Encoding::Gzip));
+    assert_eq!(
+        n(Some("*, zstd;q=0")),
+        Some(Encoding::Br),
+        "zstd refused explicitly"
+    );
+    assert_eq!(n(Some("gzip;q=0")), None);
+    assert_eq!(
+        n(Some("identity;q=0")),
+        None,
+        "nothing acceptable: identity is sent"
+    );
+    assert_eq!(n(Some("identity")), None);
+    assert_eq!(n(Some("GZIP;Q=0.5")), Some(Encoding::Gzip));
+    assert_eq!(
+        n(Some(" ;; , ,gzip;q=abc")),
+        Some(Encoding::Gzip),
+        "garbage is skipped"
+    );
+    assert_eq!(n(None), None);
+    assert_eq!(
+        negotiate(Some("gzip, br"), &[Encoding::Gzip, Encoding::Br]),
+        Some(Encoding::Gzip),
+        "the configured order decides ties"
+    );
+}
+
+fn big_text() -> String {
+    "tower-scale compresses this line well. ".repeat(200)
+}
+
+fn app(layer: CompressionLayer) -> Router {
+    Router::new()
+        .route("/big", get(|| async { big_text() }))
+        .route("/small", get(|| async { "tiny" }))
+        .route(
+            "/png",
+            get(|| async { ([(header::CONTENT_TYPE, "image/png")], big_text()) }),
+        )
+        .route(
+            "/sse",
+            get(|| async { ([(header::CONTENT_TYPE, "text/event-stream")], big_text()) }),
+        )
+        .route(
+            "/no-transform",
+            get(|| async {
+                (
+                    [(header::CACHE_CONTROL, "public, no-transform")],
+                    big_text(),
+                )
+            }),
+        )
+        .route(
+            "/pre-encoded",
+            get(|| async { ([(header::CONTENT_ENCODING, "gzip")], big_text()) }),
+        )
+        .route(
+            "/etag",
+            get(|| async { ([(header::ETAG, "\"v1\"")], big_text()).into_response() }),
+        )
+        .layer(layer)
+}
+
+async fn fetch(
+    app: &Router,
+    method: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> (http::HeaderMap, Bytes) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(a) = accept {
+        req = req.header(header::ACCEPT_ENCODING, a);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (headers, body)
+}
+
+async fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
+    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => GzipDecoder::new(data).read_to_end(&mut out).await,
+        "br" => BrotliDecoder::new(data).read_to_end(&mut out).await,
+        "zstd" => ZstdDecoder::new(data).read_to_end(&mut out).await,
+        // HTTP's "deflate" is the zlib format.
+        "deflate" => ZlibDecoder::new(data).read_to_end(&mut out).await,
+        other => panic!("unexpected encoding {other}"),
+    }
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn every_encoding_round_trips_with_its_headers() {
+    let app = app(CompressionLayer::new());
+    for encoding in ["gzip", "br", "zstd", "deflate"] {
+        let (headers, body) = fetch(&app, "GET", "/big", Some(encoding)).await;
+        assert_eq!(headers[header::CONTENT_ENCODING], encoding);
+        assert_eq!(headers[header::VARY], "accept-encoding");
+        assert!(!headers.contains_key(header::CONTENT_LENGTH));
+        assert!(
+            body.len() < big_text().len() / 5,
+            "{encoding}: {} bytes",
+            body.len()
+        );
+        assert_eq!(decode(encoding, &body).await, big_text().as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn skipped_responses_are_sent_as_they_are() {
+    let app = app(CompressionLayer::new());
+    for path in ["/small", "/png", "/sse", "/no-transform", "/pre-encoded"] {
+        let (headers, body) = fetch(&app, "GET", path, Some("gzip, br")).await;
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap());
+        if path == "/pre-encoded" {
+            assert_eq!(encoding, Some("gzip"), "the handler's own encoding is kept");
+        } else {
+            assert_eq!(encoding, None, "{path} must not be compressed");
+            assert!(!body.is_empty());
+        }
+        // Their body does not depend on Accept-Encoding: no Vary (the pre-encoded one aside).
+        if path != "/pre-encoded" {
+            assert!(headers.get(header::VARY).is_none(), "{path}: {headers:?}");
+        }
+    }
+    // HEAD is never compressed.
+    let (headers, _) = fetch(&app, "HEAD", "/big", Some("gzip")).await;
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+}
+
+#[tokio::test]
+async fn vary_is_set_even_when_the_client_takes_identity() {
+    let app = app(CompressionLayer::new());
+    let (headers, body) = fetch(&app, "GET", "/big", None).await;
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    assert_eq!(body.len(), big_text().len());
+    // A shared cache must not serve this identity body to a gzip client, nor the reverse.
+    assert_eq!(headers[header::VARY], "accept-encoding");
+}
+
+#[tokio::test]
+async fn encoded_variants_get_a_weak_etag() {
+    let app = app(CompressionLayer::new());
+    let (headers, _) = fetch(&app, "GET", "/etag", Some("gzip")).await;
+    assert_eq!(headers[header::ETAG], "W/\"v1\"");
+    let (headers, _) = fetch(&app, "GET", "/etag", None).await;
+    assert_eq!(
+        headers[header::ETAG],
+        "\"v1\"",
+        "identity keeps the strong validator"
+    );
+}
+
+#[tokio::test]
+async fn thresholds_levels_and_config() {
+    let config: CompressionConfig = serde_json::from_str(
+        r#"{"encodings": ["gzip"], "min_size": 10000, "levels": [["gzip", 9]]}"#,
+    )
+    .unwrap();
+    let app = app(CompressionLayer::from_config(config));
+    // 7,800 bytes is below this min_size.
+    let (headers, _) = fetch(&app, "GET", "/big", Some("gzip")).await;
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    let app = app_with_min(100);
+    let (headers, body) = fetch(&app, "GET", "/big", Some("br, gzip")).await;
+    assert_eq!(
+        headers[header::CONTENT_ENCODING],
+        "gzip",
+        "only gzip is enabled"
+    );
+    assert_eq!(decode("gzip", &body).await, big_text().as_bytes());
+}
+
+fn app_with_min(min: u16) -> Router {
+    app(CompressionLayer::new()
+        .encodings(&[Encoding::Gzip])
+        .min_size(min)
+        .level(Encoding::Gzip, 1))
+}
+
+/// A real bomb: 64 MiB of zeros, gzipped to about 64 KiB, against a 1 MiB limit.
+#[tokio::test]
+async fn a_zip_bomb_is_refused_with_413() {
+    use async_compression::tokio::write::GzipEncoder;
+    let mut encoder = GzipEncoder::new(Vec::new());
+    let zeros = vec![0u8; 1024 * 1024];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).await.unwrap();
+    }
+    encoder.shutdown().await.unwrap();
+    let bomb = encoder.into_inner();
+    assert!(
+        bomb.len() < 1024 * 1024,
+        "the bomb itself is small: {}",
+        bomb.len()
+    );
+
+    let app = Router::new()
+        .route(
+            "/upload",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        .layer(RequestDecompressionLayer::new(1024 * 1024));
+    let send = |body: Vec<u8>| {
+        app.clone().oneshot(
+            Request::post("/upload")
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+    };
+    let res = send(bomb).await.unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // An honest compressed upload under the limit is decompressed for the handler.
+    let mut encoder = GzipEncoder::new(Vec::new());
+    encoder.write_all(&[7u8; 100_000]).await.unwrap();
+    encoder.shutdown().await.unwrap();
+    let res = send(encoder.into_inner()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"100000");
+}
