@@ -9,6 +9,7 @@
 //! curl http://127.0.0.1:3000/readyz
 //! curl http://127.0.0.1:3000/metrics
 //! curl http://127.0.0.1:3000/heavy                 # CPU work off the async workers
+//! curl -sI -H 'accept-encoding: br, gzip' http://127.0.0.1:3000/report   # content-encoding: br
 //! for i in $(seq 6); do curl -s -o /dev/null -w '%{http_code} ' \
 //!   'http://127.0.0.1:3000/downstream?fail=1'; done   # 500 500 500 500 503 503: the breaker opened
 //! curl -i http://127.0.0.1:3000/downstream        # 503 + Retry-After until the breaker probes again
@@ -31,6 +32,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer, SlidingWindow};
+use tower_scale::compression::{CompressionLayer, RequestDecompressionLayer};
 use tower_scale::metrics::{LagWatch, MetricsLayer, PrometheusMetrics, RuntimeProbe};
 use tower_scale::offload::{Offload, OffloadError, PressureConfig, PressureLayer};
 use tower_scale::ratelimit::{HeaderKey, MemoryStore, Quota, RateLimitLayer, RedisStore};
@@ -75,6 +77,14 @@ fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
             "/downstream",
             get(flaky_downstream).route_layer(CircuitBreakerLayer::new(parts.breaker)),
         )
+        .route(
+            "/report",
+            get(|| async { "tower-scale quick-start report line\n".repeat(500) }),
+        )
+        // Compression inside the metrics layer: metrics see the handler's own latency plus
+        // the encoding. Request bodies are decompressed with an 8 MiB cap.
+        .layer(CompressionLayer::new())
+        .layer(RequestDecompressionLayer::new(8 * 1024 * 1024))
         .layer(MetricsLayer::new())
         .route("/metrics", get(parts.metrics.handler()))
         .with_state(AppState { offload })
@@ -256,6 +266,21 @@ mod tests {
         assert!(res.headers().contains_key("retry-after"));
         // Without an API key: 400.
         assert_eq!(status(&app, "/limited").await, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn large_responses_are_compressed() {
+        let res = test_app()
+            .oneshot(
+                Request::get("/report")
+                    .header("accept-encoding", "gzip")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["content-encoding"], "gzip");
+        assert_eq!(res.headers()["vary"], "accept-encoding");
     }
 
     #[tokio::test]
