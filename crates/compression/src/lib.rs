@@ -273,6 +273,7 @@ impl<S: Clone> Layer<S> for CompressionLayer {
             .map(|e| (*e, variant(inner.clone(), Some(*e), &self.config)))
             .collect::<Vec<_>>();
         Compression {
+            preference: self.config.encodings.iter().copied().collect(),
             identity: variant(inner, None, &self.config),
             variants: variants.into(),
             predicate: DefaultPredicate::new(self.config.min_size),
@@ -283,6 +284,7 @@ impl<S: Clone> Layer<S> for CompressionLayer {
 /// The middleware built by [`CompressionLayer`].
 #[derive(Clone)]
 pub struct Compression<S> {
+    preference: Arc<[Encoding]>,
     variants: Arc<[(Encoding, Inner<S>)]>,
     identity: Inner<S>,
     predicate: DefaultPredicate,
@@ -366,8 +368,7 @@ where
                 .headers()
                 .get(header::ACCEPT_ENCODING)
                 .and_then(|v| v.to_str().ok());
-            let preference: Vec<Encoding> = self.variants.iter().map(|(e, _)| *e).collect();
-            negotiate(accept, &preference)
+            negotiate(accept, &self.preference)
         };
         let service = match chosen {
             Some(encoding) => {
