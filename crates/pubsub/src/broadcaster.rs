@@ -1,0 +1,406 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::rooms::{Registry, Subscription};
+use crate::{Delivery, DeliveryPolicy, Error, Event, Message, MessageId, PubSubConfig};
+
+/// The longest room name accepted, in bytes.
+pub const MAX_ROOM_LEN: usize = 1024;
+
+/// Publishes messages to rooms and subscribes to them, on one instance or across many.
+///
+/// Cloning is cheap (an `Arc`); build one per process and clone it into handlers.
+///
+/// - In memory ([`Broadcaster::memory`]): rooms live in this process; for one instance, tests
+///   and development.
+/// - Over Redis ([`Broadcaster::redis`] or [`BroadcasterBuilder::redis`]): a message published
+///   on any instance reaches the subscribers of its room on every instance. Each instance holds
+///   one Redis subscriber connection for all its pub/sub rooms, subscribing to a room when its
+///   first local subscriber arrives and unsubscribing when the last one leaves, and one reader
+///   connection for all its stream rooms. Both reconnect by themselves.
+///
+/// See the [crate docs](crate) for delivery guarantees and failure behaviour.
+///
+/// ```
+/// use tower_scale_pubsub::{Broadcaster, Event};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_scale_pubsub::Error> {
+/// let broadcaster = Broadcaster::memory();
+/// let mut lobby = broadcaster.subscribe("lobby").await?;
+/// broadcaster.publish("lobby", "hello").await?;
+/// let Some(Event::Message(message)) = lobby.recv().await else { panic!() };
+/// assert_eq!(message.payload(), "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Broadcaster {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: PubSubConfig,
+    policy: Box<dyn DeliveryPolicy>,
+    pub(crate) registry: Arc<Registry>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis::RedisPlane>,
+}
+
+impl fmt::Debug for Broadcaster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broadcaster")
+            .field("backend", &if self.is_redis() { "redis" } else { "memory" })
+            .field("rooms", &self.inner.registry.len())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Default for Broadcaster {
+    fn default() -> Self {
+        Self::memory()
+    }
+}
+
+impl Broadcaster {
+    /// An in-memory broadcaster with the default settings: rooms live in this process only.
+    pub fn memory() -> Self {
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default config is valid"))
+    }
+
+    /// A broadcaster over Redis with the default settings.
+    ///
+    /// No connection is opened here: the subscriber connection opens with the first
+    /// subscription, so a service starts while Redis is down.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(backend: tower_scale_redis::RedisBackend) -> Result<Self, Error> {
+        Self::builder().redis(backend).build()
+    }
+
+    /// A builder, to change settings or to choose the delivery per room.
+    pub fn builder() -> BroadcasterBuilder {
+        BroadcasterBuilder {
+            config: PubSubConfig::default(),
+            policy: None,
+            #[cfg(feature = "redis")]
+            redis: None,
+        }
+    }
+
+    /// Whether messages travel through Redis (otherwise they stay in this process).
+    pub fn is_redis(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.inner.redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &PubSubConfig {
+        &self.inner.config
+    }
+
+    /// The delivery of `room`, as the policy decides.
+    pub fn delivery(&self, room: &str) -> Delivery {
+        self.inner.policy.delivery(room)
+    }
+
+    /// The number of rooms with local subscribers.
+    pub fn rooms(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// The number of local subscribers of `room`.
+    pub fn subscribers(&self, room: &str) -> usize {
+        self.inner.registry.subscribers(room)
+    }
+
+    /// Publishes `payload` to `room`, for the subscribers of every instance.
+    ///
+    /// Returns the message's id in stream rooms and `None` in pub/sub rooms. Over Redis, the
+    /// message has reached Redis when this returns `Ok`; the messages of one publisher that
+    /// awaits each publish reach every subscriber in the order they were published.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRoom`] for an empty or too long name; [`Error::Redis`] when Redis fails
+    /// (pub/sub rooms: at once, the message is not sent; stream rooms: after retrying for
+    /// `publish_retry`, the message was not added).
+    pub async fn publish(
+        &self,
+        room: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Option<MessageId>, Error> {
+        check_room(room)?;
+        let payload = payload.into();
+        let delivery = self.delivery(room);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.inner.redis {
+            return redis.publish(room, delivery, payload).await;
+        }
+        Ok(self.publish_memory(room, delivery, payload))
+    }
+
+    fn publish_memory(&self, room: &str, delivery: Delivery, payload: Bytes) -> Option<MessageId> {
+        let mut state = self.inner.registry.lock();
+        let state = &mut *state;
+        let live = state.rooms.get(room);
+        if delivery == Delivery::PubSub {
+            if let Some(r) = live {
+                let _ = r.tx.send(Event::Message(Message {
+                    room: r.name.clone(),
+                    payload,
+                    id: None,
+                }));
+            }
+            return None;
+        }
+        state.last_seq += 1;
+        let id = MessageId::new(0, state.last_seq);
+        let name = live.map_or_else(|| Arc::from(room), |r| r.name.clone());
+        let message = Message {
+            room: name.clone(),
+            payload,
+            id: Some(id),
+        };
+        if let Some(r) = live {
+            let _ = r.tx.send(Event::Message(message.clone()));
+        }
+        let history = state.history.entry(name).or_default();
+        if history.len() == self.inner.config.history_len {
+            history.pop_front();
+        }
+        history.push_back(message);
+        Some(id)
+    }
+
+    /// Subscribes to `room`: the subscription yields every message published after this returns.
+    ///
+    /// Over Redis, the first local subscriber of a pub/sub room waits until Redis confirms the
+    /// subscription (at most `subscribe_timeout`; if Redis is down, the room is subscribed
+    /// when it is back and its subscribers get [`Event::Interrupted`]). The first local
+    /// subscriber of a stream room reads the room's last id, which needs Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRoom`]; [`Error::Redis`] for a new stream room while Redis is
+    /// unavailable.
+    pub async fn subscribe(&self, room: &str) -> Result<Subscription, Error> {
+        self.subscribe_with_history(room, 0).await
+    }
+
+    /// Subscribes to `room`, starting with up to `limit` of its latest messages (oldest first,
+    /// then the live ones, without duplicates or gaps between the two). Only stream rooms have
+    /// a history; for pub/sub rooms this is [`subscribe`](Self::subscribe).
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe); [`Error::Redis`] when the history cannot be read.
+    pub async fn subscribe_with_history(
+        &self,
+        room: &str,
+        limit: usize,
+    ) -> Result<Subscription, Error> {
+        check_room(room)?;
+        let delivery = self.delivery(room);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.inner.redis {
+            return redis.subscribe(&self.inner, room, delivery, limit).await;
+        }
+        let joined = self.inner.registry.join(room, delivery, || None);
+        let backlog = if delivery == Delivery::Stream && limit > 0 {
+            self.memory_history(room, limit)
+        } else {
+            Vec::new()
+        };
+        Ok(Subscription::new(
+            self.inner.clone(),
+            joined.name,
+            joined.rx,
+            backlog,
+        ))
+    }
+
+    /// Up to `limit` of the latest messages of a stream room, oldest first (empty for pub/sub
+    /// rooms).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRoom`]; [`Error::Redis`] when Redis fails.
+    pub async fn history(&self, room: &str, limit: usize) -> Result<Vec<Message>, Error> {
+        check_room(room)?;
+        if self.delivery(room) != Delivery::Stream || limit == 0 {
+            return Ok(Vec::new());
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.inner.redis {
+            return redis.history(room, limit).await;
+        }
+        Ok(self.memory_history(room, limit))
+    }
+
+    fn memory_history(&self, room: &str, limit: usize) -> Vec<Message> {
+        let state = self.inner.registry.lock();
+        state.history.get(room).map_or_else(Vec::new, |h| {
+            h.iter()
+                .skip(h.len().saturating_sub(limit))
+                .cloned()
+                .collect()
+        })
+    }
+}
+
+impl Inner {
+    /// A subscriber left `room`.
+    pub(crate) fn leave(&self, room: &str) {
+        if let Some(_gone) = self.registry.leave(room) {
+            #[cfg(feature = "redis")]
+            if let Some(redis) = &self.redis {
+                redis.room_closed(&_gone);
+            }
+        }
+    }
+}
+
+fn check_room(room: &str) -> Result<(), Error> {
+    if room.is_empty() {
+        return Err(Error::InvalidRoom("the name is empty".to_owned()));
+    }
+    if room.len() > MAX_ROOM_LEN {
+        return Err(Error::InvalidRoom(format!(
+            "the name is {} bytes long, more than {MAX_ROOM_LEN}",
+            room.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Builds a [`Broadcaster`]; see [`Broadcaster::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_scale_pubsub::{Broadcaster, Delivery};
+///
+/// let broadcaster = Broadcaster::builder()
+///     .queue_capacity(256)
+///     .delivery_with(|room: &str| {
+///         if room.starts_with("chat:") { Delivery::Stream } else { Delivery::PubSub }
+///     })
+///     .history_len(200)
+///     .publish_retry(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// assert_eq!(broadcaster.delivery("chat:lobby"), Delivery::Stream);
+/// ```
+#[must_use]
+pub struct BroadcasterBuilder {
+    config: PubSubConfig,
+    policy: Option<Box<dyn DeliveryPolicy>>,
+    #[cfg(feature = "redis")]
+    redis: Option<tower_scale_redis::RedisBackend>,
+}
+
+impl fmt::Debug for BroadcasterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BroadcasterBuilder")
+            .field("config", &self.config)
+            .field("custom_policy", &self.policy.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BroadcasterBuilder {
+    /// Replaces every setting with `config`.
+    pub fn config(mut self, config: PubSubConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// See [`PubSubConfig::queue_capacity`].
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.config.queue_capacity = capacity;
+        self
+    }
+
+    /// The delivery of every room (see [`PubSubConfig::delivery`]).
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.config.delivery = delivery;
+        self.policy = None;
+        self
+    }
+
+    /// Chooses the delivery per room.
+    pub fn delivery_with(mut self, policy: impl DeliveryPolicy) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// See [`PubSubConfig::history_len`].
+    pub fn history_len(mut self, len: usize) -> Self {
+        self.config.history_len = len;
+        self
+    }
+
+    /// See [`PubSubConfig::publish_retry`].
+    pub fn publish_retry(mut self, retry: Duration) -> Self {
+        self.config.publish_retry = retry;
+        self
+    }
+
+    /// See [`PubSubConfig::subscribe_timeout`].
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.config.subscribe_timeout = timeout;
+        self
+    }
+
+    /// See [`PubSubConfig::ping_interval`].
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self
+    }
+
+    /// Carries messages between instances through Redis.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, backend: tower_scale_redis::RedisBackend) -> Self {
+        self.redis = Some(backend);
+        self
+    }
+
+    /// Builds the broadcaster. Opens no connection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first invalid setting.
+    pub fn build(self) -> Result<Broadcaster, Error> {
+        self.config.validate()?;
+        let registry = Arc::new(Registry::new(self.config.queue_capacity));
+        #[cfg(feature = "redis")]
+        let redis = match self.redis {
+            Some(backend) => Some(crate::redis::RedisPlane::new(
+                backend,
+                registry.clone(),
+                &self.config,
+            )?),
+            None => None,
+        };
+        let policy = self
+            .policy
+            .unwrap_or_else(|| Box::new(self.config.delivery));
+        Ok(Broadcaster {
+            inner: Arc::new(Inner {
+                config: self.config,
+                policy,
+                registry,
+                #[cfg(feature = "redis")]
+                redis,
+            }),
+        })
+    }
+}

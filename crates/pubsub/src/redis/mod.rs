@@ -1,0 +1,345 @@
+//! The Redis backplane: `PUBLISH` through the shared backend, one subscriber connection for the
+//! pub/sub rooms of the instance, one reader connection for its stream rooms.
+
+mod listener;
+mod parse;
+mod reader;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Script;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower_scale_redis::RedisBackend;
+
+use self::listener::{Listener, ListenerCmd};
+use self::reader::Reader;
+use crate::broadcaster::Inner;
+use crate::rooms::{Registry, Room, Subscription};
+use crate::{Delivery, Error, Message, MessageId, PubSubConfig};
+
+/// The key concern of this crate: channels `<prefix>:pubsub:<room>`, streams
+/// `<prefix>:pubsub:{<room>}:stream`.
+const CONCERN: &str = "pubsub";
+/// First wait before reconnecting; doubles up to `reconnect_max_delay`.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// How many recent entries a retried stream publish looks through for its own message.
+const DEDUP_WINDOW: usize = 100;
+
+/// Adds a message to a stream unless an earlier attempt of the same publish (same `m`) is
+/// among the latest entries: a retry after an ambiguous failure never adds it twice.
+static APPEND_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
+for i = 1, #recent do
+  local fields = recent[i][2]
+  if fields[1] == 'm' and fields[2] == ARGV[1] then return recent[i][1] end
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'd', ARGV[2])
+",
+    )
+});
+
+pub(crate) struct RedisPlane {
+    backend: RedisBackend,
+    clients: Arc<[redis::Client]>,
+    registry: Arc<Registry>,
+    config: PubSubConfig,
+    listener: OnceLock<mpsc::UnboundedSender<ListenerCmd>>,
+    reader: OnceLock<Arc<Notify>>,
+    /// Tells retried stream publishes of this instance apart from those of others.
+    instance: String,
+    counter: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl Drop for RedisPlane {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl RedisPlane {
+    pub(crate) fn new(
+        backend: RedisBackend,
+        registry: Arc<Registry>,
+        config: &PubSubConfig,
+    ) -> Result<Self, Error> {
+        let cfg = backend.config();
+        // On a cluster, a regular PUBLISH reaches every node: the subscriber connection may
+        // use any of them, and moves to the next one when its node fails.
+        let clients = std::iter::once(&cfg.url)
+            .chain(&cfg.nodes)
+            .map(|url| {
+                redis::Client::open(url.as_str())
+                    .map_err(|e| Error::Config(format!("redis url {url:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            backend,
+            clients: clients.into(),
+            registry,
+            config: config.clone(),
+            listener: OnceLock::new(),
+            reader: OnceLock::new(),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            counter: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    fn key(&self, room: &str, delivery: Delivery) -> String {
+        match delivery {
+            Delivery::PubSub => self.backend.keys().key(CONCERN, room),
+            Delivery::Stream => self.backend.keys().tagged(CONCERN, room, "stream"),
+        }
+    }
+
+    fn check_streams(&self) -> Result<(), Error> {
+        if self.backend.is_cluster() {
+            return Err(Error::Config(
+                "stream rooms are not supported on Redis Cluster yet; use Delivery::PubSub"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        room: &str,
+        delivery: Delivery,
+        payload: Bytes,
+    ) -> Result<Option<MessageId>, Error> {
+        let key = self.key(room, delivery);
+        match delivery {
+            Delivery::PubSub => {
+                self.backend
+                    .query::<i64>(redis::cmd("PUBLISH").arg(&key).arg(payload.as_ref()))
+                    .await?;
+                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL, "delivery" => "pubsub")
+                    .increment(1);
+                Ok(None)
+            }
+            Delivery::Stream => {
+                self.check_streams()?;
+                let id = self.append(&key, &payload).await?;
+                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL, "delivery" => "stream")
+                    .increment(1);
+                Ok(Some(id))
+            }
+        }
+    }
+
+    /// `XADD`, retried while Redis is unavailable until `publish_retry` runs out; retries go
+    /// through [`APPEND_ONCE`].
+    async fn append(&self, key: &str, payload: &[u8]) -> Result<MessageId, Error> {
+        let mid = format!(
+            "{}:{}",
+            self.instance,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let maxlen = self.config.history_len;
+        let deadline = Instant::now() + self.config.publish_retry;
+        let mut result = self
+            .backend
+            .query::<String>(
+                redis::cmd("XADD")
+                    .arg(key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(maxlen)
+                    .arg("*")
+                    .arg("m")
+                    .arg(&mid)
+                    .arg("d")
+                    .arg(payload),
+            )
+            .await;
+        let mut delay = FIRST_RETRY_DELAY;
+        loop {
+            let error = match result {
+                Ok(id) => {
+                    return id.parse().map_err(|e| {
+                        Error::Redis(tower_scale_redis::Error::Redis(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "XADD returned an invalid id",
+                            format!("{e}"),
+                        ))))
+                    });
+                }
+                Err(e) => e,
+            };
+            let now = Instant::now();
+            if !error.is_unavailable() || now >= deadline {
+                return Err(error.into());
+            }
+            tracing::debug!(%error, key, "stream publish failed; retrying");
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(self.config.reconnect_max_delay);
+            let mut invocation = APPEND_ONCE.prepare_invoke();
+            invocation
+                .key(key)
+                .arg(&mid)
+                .arg(payload)
+                .arg(maxlen)
+                .arg(DEDUP_WINDOW);
+            result = self.backend.invoke::<String>(&invocation).await;
+        }
+    }
+
+    pub(crate) async fn subscribe(
+        &self,
+        inner: &Arc<Inner>,
+        room: &str,
+        delivery: Delivery,
+        limit: usize,
+    ) -> Result<Subscription, Error> {
+        if delivery == Delivery::Stream {
+            self.check_streams()?;
+        }
+        let joined = self
+            .registry
+            .join(room, delivery, || Some(self.key(room, delivery).into()));
+        let key = joined
+            .key
+            .clone()
+            .unwrap_or_else(|| self.key(room, delivery).into());
+        // Made first, so that leaving on an error below is the subscription's drop.
+        let mut subscription =
+            Subscription::new(inner.clone(), joined.name.clone(), joined.rx, Vec::new());
+        match delivery {
+            Delivery::PubSub => {
+                if !joined.ready {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = self.listener().send(ListenerCmd::Subscribe(key, Some(tx)));
+                    // Confirmed, or Redis is unavailable: the room is subscribed as soon as
+                    // it is back.
+                    let _ = tokio::time::timeout(self.config.subscribe_timeout, rx).await;
+                }
+            }
+            Delivery::Stream => {
+                if !joined.ready || limit > 0 {
+                    let latest = self.latest(&key, limit.max(1)).await?;
+                    if !joined.ready {
+                        let start = latest.first().map_or(MessageId::ZERO, |e| e.0);
+                        let mut state = self.registry.lock();
+                        if let Some(r) = state.rooms.get_mut(room) {
+                            r.position.get_or_insert(start);
+                        }
+                        drop(state);
+                        self.reader().notify_one();
+                    }
+                    if limit > 0 {
+                        subscription.set_backlog(to_messages(&joined.name, latest));
+                    }
+                }
+            }
+        }
+        Ok(subscription)
+    }
+
+    pub(crate) async fn history(&self, room: &str, limit: usize) -> Result<Vec<Message>, Error> {
+        self.check_streams()?;
+        let latest = self
+            .latest(&self.key(room, Delivery::Stream), limit)
+            .await?;
+        Ok(to_messages(&Arc::from(room), latest))
+    }
+
+    /// The latest `count` entries of a stream, newest first.
+    async fn latest(&self, key: &str, count: usize) -> Result<Vec<parse::Entry>, Error> {
+        let reply: redis::Value = self
+            .backend
+            .query(
+                redis::cmd("XREVRANGE")
+                    .arg(key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await?;
+        Ok(parse::entries(reply))
+    }
+
+    /// The last local subscriber of `room` left.
+    pub(crate) fn room_closed(&self, room: &Room) {
+        if let (Delivery::PubSub, Some(key), Some(listener)) =
+            (room.delivery, &room.key, self.listener.get())
+        {
+            let _ = listener.send(ListenerCmd::Unsubscribe(key.clone()));
+        }
+        // A stream room simply drops out of the reader's next XREAD.
+    }
+
+    fn listener(&self) -> &mpsc::UnboundedSender<ListenerCmd> {
+        self.listener.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let listener = Listener {
+                registry: self.registry.clone(),
+                clients: self.clients.clone(),
+                channel_prefix: self.backend.keys().key(CONCERN, ""),
+                config: self.config.clone(),
+                connect_timeout: self.backend.config().connect_timeout,
+                command_timeout: self.backend.config().command_timeout,
+                stop: self.stop.clone(),
+            };
+            tokio::spawn(listener.run(rx));
+            tx
+        })
+    }
+
+    fn reader(&self) -> &Notify {
+        self.reader.get_or_init(|| {
+            let notify = Arc::new(Notify::new());
+            let reader = Reader {
+                registry: self.registry.clone(),
+                client: self.clients[0].clone(),
+                backend: self.backend.clone(),
+                config: self.config.clone(),
+                connect_timeout: self.backend.config().connect_timeout,
+                command_timeout: self.backend.config().command_timeout,
+                stop: self.stop.clone(),
+                wake: notify.clone(),
+            };
+            tokio::spawn(reader.run());
+            notify
+        })
+    }
+}
+
+fn to_messages(room: &Arc<str>, newest_first: Vec<parse::Entry>) -> Vec<Message> {
+    newest_first
+        .into_iter()
+        .rev()
+        .map(|(id, payload)| Message {
+            room: room.clone(),
+            payload,
+            id: Some(id),
+        })
+        .collect()
+}
+
+/// Sleeps before the next connection attempt; `false` when the broadcaster is gone.
+async fn backoff(stop: &CancellationToken, delay: &mut Duration, max: Duration) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => return false,
+        () = tokio::time::sleep(*delay) => {}
+    }
+    *delay = (*delay * 2).min(max);
+    true
+}
+
+/// How a connection's session ended.
+enum Exit {
+    /// The broadcaster was dropped.
+    Stop,
+    /// The connection failed; reconnect.
+    Lost,
+}

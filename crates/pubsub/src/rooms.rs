@@ -1,0 +1,276 @@
+//! The rooms of one instance: a bounded broadcast queue per room, shared by its local
+//! subscribers, and the subscriptions that read them.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::broadcast::{self, Receiver, error::RecvError};
+use tokio_util::sync::ReusableBoxFuture;
+
+use crate::broadcaster::Inner;
+use crate::{Delivery, Event, Message, MessageId};
+
+/// The local rooms, shared by the broadcaster, its subscriptions and its background tasks.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    state: Mutex<State>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) rooms: HashMap<Arc<str>, Room>,
+    /// History of stream rooms of the in-memory backend.
+    pub(crate) history: HashMap<Arc<str>, VecDeque<Message>>,
+    /// Last id given by the in-memory backend.
+    pub(crate) last_seq: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) name: Arc<str>,
+    pub(crate) tx: broadcast::Sender<Event>,
+    pub(crate) subscribers: usize,
+    pub(crate) delivery: Delivery,
+    /// The Redis channel or stream key of the room (Redis backend only).
+    pub(crate) key: Option<Arc<str>>,
+    /// Pub/sub rooms: Redis confirmed the subscription on the current connection.
+    pub(crate) confirmed: bool,
+    /// Stream rooms: the id of the last entry delivered; `None` until it is known.
+    pub(crate) position: Option<MessageId>,
+}
+
+/// What joining a room found.
+pub(crate) struct Joined {
+    pub(crate) rx: Receiver<Event>,
+    pub(crate) name: Arc<str>,
+    pub(crate) key: Option<Arc<str>>,
+    /// Pub/sub: the room is subscribed on Redis. Streams: the read position is known.
+    pub(crate) ready: bool,
+}
+
+impl Registry {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            capacity,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every update is one
+        // statement), so a poisoned lock is used as is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a subscriber to `room`, creating the room when it has none.
+    pub(crate) fn join(
+        &self,
+        room: &str,
+        delivery: Delivery,
+        make_key: impl FnOnce() -> Option<Arc<str>>,
+    ) -> Joined {
+        let mut state = self.lock();
+        if let Some(r) = state.rooms.get_mut(room) {
+            r.subscribers += 1;
+            return Joined {
+                rx: r.tx.subscribe(),
+                name: r.name.clone(),
+                key: r.key.clone(),
+                ready: match r.delivery {
+                    Delivery::PubSub => r.confirmed,
+                    Delivery::Stream => r.position.is_some(),
+                },
+            };
+        }
+        let name: Arc<str> = Arc::from(room);
+        let (tx, rx) = broadcast::channel(self.capacity);
+        let key = make_key();
+        state.rooms.insert(
+            name.clone(),
+            Room {
+                name: name.clone(),
+                tx,
+                subscribers: 1,
+                delivery,
+                key: key.clone(),
+                confirmed: false,
+                position: None,
+            },
+        );
+        Joined {
+            rx,
+            name,
+            key,
+            ready: false,
+        }
+    }
+
+    /// Removes a subscriber; returns the room when it was the last one (the room is gone).
+    pub(crate) fn leave(&self, room: &str) -> Option<Room> {
+        let mut state = self.lock();
+        let r = state.rooms.get_mut(room)?;
+        r.subscribers -= 1;
+        if r.subscribers == 0 {
+            state.rooms.remove(room)
+        } else {
+            None
+        }
+    }
+
+    /// Delivers a pub/sub message to the local subscribers of a room, if it has any and Redis
+    /// confirmed its subscription (a message that comes before the confirmation was published
+    /// before the room opened).
+    pub(crate) fn dispatch(&self, room: &str, payload: Bytes) {
+        let state = self.lock();
+        if let Some(r) = state
+            .rooms
+            .get(room)
+            .filter(|r| r.delivery == Delivery::PubSub && r.confirmed)
+        {
+            let _ = r.tx.send(Event::Message(Message {
+                room: r.name.clone(),
+                payload,
+                id: None,
+            }));
+        }
+    }
+
+    /// Sends [`Event::Interrupted`] to the rooms of `delivery` that `pick` selects.
+    pub(crate) fn interrupt(&self, delivery: Delivery, mut pick: impl FnMut(&str) -> bool) {
+        let state = self.lock();
+        for r in state.rooms.values() {
+            if r.delivery == delivery && pick(&r.name) {
+                let _ = r.tx.send(Event::Interrupted);
+            }
+        }
+    }
+
+    /// The number of local rooms.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().rooms.len()
+    }
+
+    /// The number of local subscribers of `room`.
+    pub(crate) fn subscribers(&self, room: &str) -> usize {
+        self.lock().rooms.get(room).map_or(0, |r| r.subscribers)
+    }
+}
+
+/// A subscription to one room: a [`Stream`] of [`Event`]s.
+///
+/// Messages come in the order the backend delivered them (for Redis: the order Redis received
+/// them, so the messages of one publisher keep their order). Each subscription has its own
+/// bounded queue of `queue_capacity` events: a subscriber that falls further behind loses the
+/// oldest ones and is told how many by [`Event::Lagged`]; it never slows down the others.
+///
+/// Dropping the subscription leaves the room; when the last local subscriber of a room leaves,
+/// the instance unsubscribes from it on Redis.
+pub struct Subscription {
+    room: Arc<str>,
+    backlog: VecDeque<Message>,
+    /// Messages with an id up to this one were delivered already (from the backlog).
+    last_id: Option<MessageId>,
+    recv: ReusableBoxFuture<'static, (Result<Event, RecvError>, Receiver<Event>)>,
+    done: bool,
+    inner: Arc<Inner>,
+}
+
+async fn next_event(mut rx: Receiver<Event>) -> (Result<Event, RecvError>, Receiver<Event>) {
+    let result = rx.recv().await;
+    (result, rx)
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        room: Arc<str>,
+        rx: Receiver<Event>,
+        backlog: Vec<Message>,
+    ) -> Self {
+        let last_id = backlog.last().and_then(Message::id);
+        Self {
+            room,
+            backlog: backlog.into(),
+            last_id,
+            recv: ReusableBoxFuture::new(next_event(rx)),
+            done: false,
+            inner,
+        }
+    }
+
+    /// Makes the subscription begin with `backlog` (oldest first); live messages up to its
+    /// last id are then skipped.
+    pub(crate) fn set_backlog(&mut self, backlog: Vec<Message>) {
+        self.last_id = backlog.last().and_then(Message::id);
+        self.backlog = backlog.into();
+    }
+
+    /// The room this subscription reads.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The next event; `None` once the broadcaster has closed the room.
+    pub async fn recv(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = &mut *self;
+        if let Some(message) = this.backlog.pop_front() {
+            return Poll::Ready(Some(Event::Message(message)));
+        }
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let (result, rx) = std::task::ready!(this.recv.poll(cx));
+            this.recv.set(next_event(rx));
+            match result {
+                Ok(Event::Message(m)) => {
+                    if let (Some(id), Some(last)) = (m.id, this.last_id) {
+                        if id <= last {
+                            // Already delivered from the history this subscription began with.
+                            continue;
+                        }
+                        this.last_id = None;
+                    }
+                    return Poll::Ready(Some(Event::Message(m)));
+                }
+                Ok(event) => return Poll::Ready(Some(event)),
+                Err(RecvError::Lagged(n)) => {
+                    metrics::counter!(crate::PUBSUB_LAGGED_TOTAL).increment(n);
+                    return Poll::Ready(Some(Event::Lagged(n)));
+                }
+                Err(RecvError::Closed) => {
+                    this.done = true;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.inner.leave(&self.room);
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("room", &self.room)
+            .field("backlog", &self.backlog.len())
+            .finish_non_exhaustive()
+    }
+}

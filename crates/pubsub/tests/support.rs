@@ -1,0 +1,44 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use tower_scale_pubsub::{Broadcaster, BroadcasterBuilder, Event, Message, Subscription};
+use tower_scale_redis::{RedisBackend, RedisConfig};
+
+/// Generous bound for an event that must come (never a timing assertion: only a guard against
+/// a hung test).
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The next event, or a panic naming what was awaited.
+pub async fn next_event(sub: &mut Subscription) -> Event {
+    tokio::time::timeout(PATIENCE, sub.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no event in room {} within {PATIENCE:?}", sub.room()))
+        .expect("the subscription ended")
+}
+
+/// The next event, which must be a message.
+pub async fn next_message(sub: &mut Subscription) -> Message {
+    match next_event(sub).await {
+        Event::Message(m) => m,
+        other => panic!("expected a message in {}, got {other:?}", sub.room()),
+    }
+}
+
+/// The payload as text.
+pub fn text(m: &Message) -> String {
+    String::from_utf8(m.payload().to_vec()).expect("utf-8 payload")
+}
+
+/// A backend on `url` with a short command timeout.
+pub fn backend(url: &str) -> RedisBackend {
+    let mut config = RedisConfig::new(url);
+    config.command_timeout = Duration::from_millis(500);
+    RedisBackend::new(config).expect("valid config")
+}
+
+/// A Redis broadcaster with its own backend (as a separate instance would have).
+pub fn instance(url: &str, builder: BroadcasterBuilder) -> Broadcaster {
+    builder.redis(backend(url)).build().expect("valid config")
+}
