@@ -1,0 +1,352 @@
+//! Cache entries and their compact binary encoding.
+//!
+//! Layout (big endian): `"TSC" 1` magic and version, a kind byte, four `u64` (stored at, ttl,
+//! stale-while-revalidate and stale-if-error windows in milliseconds), then per kind:
+//! - response: status `u16`, origin `Age` `u32`, header count `u16`, each header as
+//!   `u16` name length, name, `u16` value length, value; body `u32` length and bytes;
+//! - vary marker: count `u16`, each header name with a `u16` length;
+//! - value: `u32` length and bytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::StoreError;
+
+const MAGIC: &[u8; 4] = b"TSC\x01";
+const KIND_RESPONSE: u8 = 1;
+const KIND_VARY: u8 = 2;
+const KIND_VALUE: u8 = 3;
+
+/// One stored thing: a response, the `Vary` marker of a URI, or a typed value.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    /// Wall-clock milliseconds when stored.
+    pub(crate) stored_at: u64,
+    /// Freshness lifetime.
+    pub(crate) ttl_ms: u64,
+    /// How long after going stale it may be served while one refresh runs.
+    pub(crate) swr_ms: u64,
+    /// How long after going stale it may be served when the origin fails.
+    pub(crate) sie_ms: u64,
+    pub(crate) body: EntryBody,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum EntryBody {
+    Response(StoredResponse),
+    Vary(Box<[HeaderName]>),
+    Value(Bytes),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct StoredResponse {
+    pub(crate) status: StatusCode,
+    /// The `Age` the origin sent, in seconds.
+    pub(crate) age: u32,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// Where an entry stands at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Fresh for this many more milliseconds.
+    Fresh(u64),
+    /// Stale by this many milliseconds.
+    Stale(u64),
+}
+
+impl Entry {
+    pub(crate) fn freshness(&self, now_ms: u64) -> Freshness {
+        let age = now_ms.saturating_sub(self.stored_at);
+        if age < self.ttl_ms {
+            Freshness::Fresh(self.ttl_ms - age)
+        } else {
+            Freshness::Stale(age - self.ttl_ms)
+        }
+    }
+
+    pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
+        matches!(self.freshness(now_ms), Freshness::Fresh(_))
+    }
+
+    /// May be served stale while one refresh runs.
+    pub(crate) fn can_revalidate_stale(&self, now_ms: u64) -> bool {
+        matches!(self.freshness(now_ms), Freshness::Stale(s) if s < self.swr_ms)
+    }
+
+    /// May be served stale when the origin fails.
+    pub(crate) fn can_serve_on_error(&self, now_ms: u64) -> bool {
+        matches!(self.freshness(now_ms), Freshness::Stale(s) if s < self.sie_ms)
+    }
+
+    /// Whether the entry has any use left (fresh, or within a stale window).
+    pub(crate) fn is_usable(&self, now_ms: u64) -> bool {
+        match self.freshness(now_ms) {
+            Freshness::Fresh(_) => true,
+            Freshness::Stale(s) => s < self.swr_ms.max(self.sie_ms),
+        }
+    }
+
+    /// How long the store keeps it: the freshness lifetime plus the longer stale window.
+    pub(crate) fn store_ttl_ms(&self) -> u64 {
+        self.ttl_ms
+            .saturating_add(self.swr_ms.max(self.sie_ms))
+            .max(1)
+    }
+
+    /// Age in whole seconds, the origin's `Age` included (RFC 9111 §4.2.3).
+    pub(crate) fn age_secs(&self, now_ms: u64) -> u64 {
+        let resident = now_ms.saturating_sub(self.stored_at) / 1000;
+        let origin = match &self.body {
+            EntryBody::Response(r) => u64::from(r.age),
+            _ => 0,
+        };
+        resident + origin
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        let extra = match &self.body {
+            EntryBody::Response(r) => {
+                r.body.len()
+                    + r.headers
+                        .iter()
+                        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                        .sum::<usize>()
+                    + 12
+            }
+            EntryBody::Vary(names) => names.iter().map(|n| n.as_str().len() + 2).sum::<usize>() + 2,
+            EntryBody::Value(v) => v.len() + 4,
+        };
+        let mut out = BytesMut::with_capacity(MAGIC.len() + 33 + extra);
+        out.put_slice(MAGIC);
+        out.put_u8(match &self.body {
+            EntryBody::Response(_) => KIND_RESPONSE,
+            EntryBody::Vary(_) => KIND_VARY,
+            EntryBody::Value(_) => KIND_VALUE,
+        });
+        out.put_u64(self.stored_at);
+        out.put_u64(self.ttl_ms);
+        out.put_u64(self.swr_ms);
+        out.put_u64(self.sie_ms);
+        match &self.body {
+            EntryBody::Response(r) => {
+                out.put_u16(r.status.as_u16());
+                out.put_u32(r.age);
+                let count = r.headers.len().min(usize::from(u16::MAX));
+                out.put_u16(count as u16);
+                for (name, value) in r.headers.iter().take(count) {
+                    put_short(&mut out, name.as_str().as_bytes());
+                    put_short(&mut out, value.as_bytes());
+                }
+                put_long(&mut out, &r.body);
+            }
+            EntryBody::Vary(names) => {
+                out.put_u16(names.len() as u16);
+                for name in names.iter() {
+                    put_short(&mut out, name.as_str().as_bytes());
+                }
+            }
+            EntryBody::Value(v) => put_long(&mut out, v),
+        }
+        out.freeze()
+    }
+
+    pub(crate) fn decode(mut buf: Bytes) -> Result<Self, StoreError> {
+        if buf.len() < MAGIC.len() + 33 || &buf[..4] != MAGIC {
+            return Err(corrupt("bad magic or version"));
+        }
+        buf.advance(4);
+        let kind = buf.get_u8();
+        let stored_at = buf.get_u64();
+        let ttl_ms = buf.get_u64();
+        let swr_ms = buf.get_u64();
+        let sie_ms = buf.get_u64();
+        let body = match kind {
+            KIND_RESPONSE => {
+                need(&buf, 8)?;
+                let status =
+                    StatusCode::from_u16(buf.get_u16()).map_err(|_| corrupt("invalid status"))?;
+                let age = buf.get_u32();
+                let count = buf.get_u16();
+                let mut headers = HeaderMap::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let name = get_short(&mut buf)?;
+                    let value = get_short(&mut buf)?;
+                    let name = HeaderName::from_bytes(&name)
+                        .map_err(|_| corrupt("invalid header name"))?;
+                    let value = HeaderValue::from_maybe_shared(value)
+                        .map_err(|_| corrupt("invalid header value"))?;
+                    headers.append(name, value);
+                }
+                let body = get_long(&mut buf)?;
+                EntryBody::Response(StoredResponse {
+                    status,
+                    age,
+                    headers,
+                    body,
+                })
+            }
+            KIND_VARY => {
+                need(&buf, 2)?;
+                let count = buf.get_u16();
+                let mut names = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let name = get_short(&mut buf)?;
+                    names.push(
+                        HeaderName::from_bytes(&name).map_err(|_| corrupt("invalid vary name"))?,
+                    );
+                }
+                EntryBody::Vary(names.into())
+            }
+            KIND_VALUE => EntryBody::Value(get_long(&mut buf)?),
+            _ => return Err(corrupt("unknown kind")),
+        };
+        if buf.has_remaining() {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(Self {
+            stored_at,
+            ttl_ms,
+            swr_ms,
+            sie_ms,
+            body,
+        })
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn need(buf: &Bytes, n: usize) -> Result<(), StoreError> {
+    if buf.remaining() < n {
+        Err(corrupt("truncated"))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn put_short(out: &mut BytesMut, bytes: &[u8]) {
+    let len = bytes.len().min(usize::from(u16::MAX));
+    out.put_u16(len as u16);
+    out.put_slice(&bytes[..len]);
+}
+
+fn put_long(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+    out.put_slice(bytes);
+}
+
+pub(crate) fn get_short(buf: &mut Bytes) -> Result<Bytes, StoreError> {
+    need(buf, 2)?;
+    let len = usize::from(buf.get_u16());
+    need(buf, len)?;
+    Ok(buf.split_to(len))
+}
+
+fn get_long(buf: &mut Bytes) -> Result<Bytes, StoreError> {
+    need(buf, 4)?;
+    let len = buf.get_u32() as usize;
+    need(buf, len)?;
+    Ok(buf.split_to(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-many", HeaderValue::from_static("a"));
+        headers.append("x-many", HeaderValue::from_static("b"));
+        Entry {
+            stored_at: 1_000,
+            ttl_ms: 60_000,
+            swr_ms: 5_000,
+            sie_ms: 10_000,
+            body: EntryBody::Response(StoredResponse {
+                status: StatusCode::NOT_FOUND,
+                age: 3,
+                headers,
+                body: Bytes::from_static(b"{\"a\":1}"),
+            }),
+        }
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let bytes = response().encode();
+        let back = Entry::decode(bytes.clone()).unwrap();
+        let EntryBody::Response(r) = back.body else {
+            panic!("not a response")
+        };
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(r.age, 3);
+        assert_eq!(r.body, "{\"a\":1}");
+        let many: Vec<_> = r.headers.get_all("x-many").iter().collect();
+        assert_eq!(many, ["a", "b"]);
+        assert_eq!(
+            (back.stored_at, back.ttl_ms, back.swr_ms, back.sie_ms),
+            (1_000, 60_000, 5_000, 10_000)
+        );
+        // Compact: 45 fixed bytes, then names, values and body with their lengths; no JSON
+        // or base64 of the body.
+        let headers = (2 + 12 + 2 + 16) + 2 * (2 + 6 + 2 + 1);
+        assert_eq!(bytes.len(), 45 + headers + 4 + 7);
+    }
+
+    #[test]
+    fn vary_and_value_round_trip() {
+        let vary = Entry {
+            body: EntryBody::Vary(vec![HeaderName::from_static("accept-encoding")].into()),
+            ..response()
+        };
+        let EntryBody::Vary(names) = Entry::decode(vary.encode()).unwrap().body else {
+            panic!()
+        };
+        assert_eq!(&*names, [HeaderName::from_static("accept-encoding")]);
+        let value = Entry {
+            body: EntryBody::Value(Bytes::from_static(b"42")),
+            ..response()
+        };
+        let EntryBody::Value(v) = Entry::decode(value.encode()).unwrap().body else {
+            panic!()
+        };
+        assert_eq!(v, "42");
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let bytes = response().encode();
+        for cut in 0..bytes.len() {
+            assert!(Entry::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        assert!(
+            Entry::decode(Bytes::from_static(
+                b"hello world, not an entry at all......"
+            ))
+            .is_err()
+        );
+        let mut extra = BytesMut::from(&bytes[..]);
+        extra.put_u8(0);
+        assert!(Entry::decode(extra.freeze()).is_err());
+    }
+
+    #[test]
+    fn freshness_windows() {
+        let e = response();
+        assert_eq!(e.freshness(1_000), Freshness::Fresh(60_000));
+        assert!(e.is_fresh(60_999));
+        assert!(!e.is_fresh(61_000));
+        assert!(e.can_revalidate_stale(65_999));
+        assert!(!e.can_revalidate_stale(66_000));
+        assert!(e.can_serve_on_error(70_999));
+        assert!(!e.can_serve_on_error(71_000));
+        assert!(e.is_usable(70_999));
+        assert!(!e.is_usable(71_000));
+        assert_eq!(e.store_ttl_ms(), 70_000);
+        assert_eq!(e.age_secs(3_500), 5, "2 s resident + 3 s origin Age");
+    }
+}

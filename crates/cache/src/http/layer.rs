@@ -1,0 +1,1032 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use serde::{Deserialize, Serialize};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::{Buffered, ResponseBody, buffer};
+use super::key::{DefaultKey, MakeCacheKey};
+use super::policy::{
+    BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
+};
+use crate::cache::{Coordinated, flight_key, millis};
+use crate::entry::{Entry, EntryBody, Freshness, StoredResponse};
+use crate::flight::{Join, Leader, Outcome};
+use crate::{BoxError, Cache, Error};
+
+/// The `Cache-Status` response header (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Tags of a response set by a handler as a response extension, in addition to the tag
+/// header; purged together with [`Cache::invalidate_tag`].
+///
+/// ```
+/// use axum::{Extension, response::IntoResponse};
+/// use tower_scale_cache::CacheTags;
+///
+/// async fn product() -> impl IntoResponse {
+///     (Extension(CacheTags(vec!["product:7".into(), "catalog".into()])), "{\"id\":7}")
+/// }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheTags(pub Vec<String>);
+
+/// The serde form of a [`ResponseCacheLayer`]'s settings.
+///
+/// ```
+/// use tower_scale_cache::{Cache, ResponseCacheConfig, ResponseCacheLayer};
+///
+/// let config: ResponseCacheConfig = serde_json::from_str(r#"{
+///     "ttl": "60s", "stale_while_revalidate": "10s", "public": true
+/// }"#).unwrap();
+/// let layer = ResponseCacheLayer::from_config(Cache::memory(), &config).unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ResponseCacheConfig {
+    /// Lifetime of responses without `s-maxage`/`max-age` (or of all responses with
+    /// `override_origin_ttl`). Default none: only responses with a lifetime are stored.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// Use `ttl` even when the response has `s-maxage`/`max-age`. Default false.
+    pub override_origin_ttl: bool,
+    /// Stale-while-revalidate window of responses without the directive. Default 0.
+    #[serde(with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    /// Stale-if-error window of responses without the directive. Default 0.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Largest body stored; larger bodies stream through uncached. Default 1 MiB.
+    pub max_body_size: usize,
+    /// Statuses that may be stored. Default 200, 203, 204, 300, 301, 308, 404, 405, 410, 414,
+    /// 501 (RFC 9110's heuristically cacheable statuses).
+    pub statuses: Vec<u16>,
+    /// Look up and store responses to requests with `Authorization` (only responses marked
+    /// `public`, `s-maxage` or `must-revalidate`, RFC 9111 §3.5). Default false: bypass.
+    pub cache_authorized: bool,
+    /// The route is public: requests with `Cookie` use the cache. Default false: bypass.
+    pub public: bool,
+    /// Response header listing the response's tags (space or comma separated); removed
+    /// before the response leaves. Default `surrogate-key`.
+    pub tag_header: Option<String>,
+    /// The cache's name in `Cache-Status`. Default `tower-scale`.
+    pub name: String,
+    /// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its URI (and `Location`,
+    /// `Content-Location` paths). Default true.
+    pub invalidate_on_unsafe: bool,
+    /// Query parameters left out of the key (e.g. `utm_source`).
+    pub ignore_query_params: Vec<String>,
+}
+
+impl Default for ResponseCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: None,
+            override_origin_ttl: false,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            max_body_size: 1024 * 1024,
+            statuses: vec![200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501],
+            cache_authorized: false,
+            public: false,
+            tag_header: Some("surrogate-key".to_owned()),
+            name: "tower-scale".to_owned(),
+            invalidate_on_unsafe: true,
+            ignore_query_params: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    route_ttl: Option<u64>,
+    override_origin_ttl: bool,
+    swr_ms: u64,
+    sie_ms: u64,
+    max_body: usize,
+    statuses: Arc<[u16]>,
+    cache_authorized: bool,
+    public: bool,
+    tag_header: Option<HeaderName>,
+    name: Arc<str>,
+    invalidate_on_unsafe: bool,
+}
+
+impl Settings {
+    fn from_config(c: &ResponseCacheConfig) -> Result<Self, Error> {
+        let tag_header =
+            match &c.tag_header {
+                None => None,
+                Some(h) => Some(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                    Error::Config(format!("tag_header: {h:?} is not a header name"))
+                })?),
+            };
+        if c.name.is_empty()
+            || !c
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        {
+            return Err(Error::Config(format!("name: {:?} is not a token", c.name)));
+        }
+        if c.statuses.iter().any(|s| StatusCode::from_u16(*s).is_err()) {
+            return Err(Error::Config("statuses: not an HTTP status".into()));
+        }
+        Ok(Self {
+            route_ttl: c.ttl.map(millis),
+            override_origin_ttl: c.override_origin_ttl,
+            swr_ms: millis(c.stale_while_revalidate),
+            sie_ms: millis(c.stale_if_error),
+            max_body: c.max_body_size,
+            statuses: c.statuses.clone().into(),
+            cache_authorized: c.cache_authorized,
+            public: c.public,
+            tag_header,
+            name: c.name.as_str().into(),
+            invalidate_on_unsafe: c.invalidate_on_unsafe,
+        })
+    }
+
+    fn rules(&self, authorized: bool) -> Rules<'_> {
+        Rules {
+            statuses: &self.statuses,
+            route_ttl: self.route_ttl,
+            override_origin_ttl: self.override_origin_ttl,
+            swr_ms: self.swr_ms,
+            sie_ms: self.sie_ms,
+            authorized,
+        }
+    }
+}
+
+/// Caches `GET`/`HEAD` responses in a [`Cache`], following RFC 9111 for a shared cache.
+///
+/// This layer applies the [`ResponseCache`] middleware. See the [crate docs](crate) for the
+/// rules, and the guide for the layer order (outside compression).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use axum::{Router, body::Body, http::Request, routing::get};
+/// use tower::ServiceExt;
+/// use tower_scale_cache::{Cache, ResponseCacheLayer};
+///
+/// let app = Router::new()
+///     .route("/items/{id}", get(|| async { "{\"id\":1}" }))
+///     .layer(ResponseCacheLayer::new(Cache::memory()).ttl(Duration::from_secs(60)));
+/// let get = || Request::get("/items/1").body(Body::empty()).unwrap();
+/// let first = app.clone().oneshot(get()).await.unwrap();
+/// assert_eq!(first.headers()["cache-status"], "tower-scale; fwd=uri-miss; stored");
+/// let second = app.oneshot(get()).await.unwrap();
+/// assert_eq!(second.headers()["cache-status"], "tower-scale; hit; ttl=60");
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ResponseCacheLayer<K = DefaultKey> {
+    cache: Cache,
+    settings: Settings,
+    key: Arc<K>,
+}
+
+impl ResponseCacheLayer<DefaultKey> {
+    /// A layer storing in `cache`, with the default settings of [`ResponseCacheConfig`].
+    pub fn new(cache: Cache) -> Self {
+        match Self::from_config(cache, &ResponseCacheConfig::default()) {
+            Ok(layer) => layer,
+            Err(e) => unreachable!("the default settings are valid: {e}"),
+        }
+    }
+
+    /// A layer from a [`ResponseCacheConfig`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming an invalid field.
+    pub fn from_config(cache: Cache, config: &ResponseCacheConfig) -> Result<Self, Error> {
+        let mut key = DefaultKey::new();
+        for p in &config.ignore_query_params {
+            key = key.ignore_query_param(p.as_str());
+        }
+        Ok(Self {
+            cache,
+            settings: Settings::from_config(config)?,
+            key: Arc::new(key),
+        })
+    }
+}
+
+impl<K> ResponseCacheLayer<K> {
+    /// The cache (to purge: [`Cache::invalidate`] with a key, [`Cache::invalidate_tag`]).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Lifetime of responses without `s-maxage`/`max-age`: the route's TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.settings.route_ttl = Some(millis(ttl));
+        self
+    }
+
+    /// Use the route's TTL even when the response has `s-maxage`/`max-age`.
+    #[must_use]
+    pub fn override_origin_ttl(mut self, yes: bool) -> Self {
+        self.settings.override_origin_ttl = yes;
+        self
+    }
+
+    /// Stale-while-revalidate window of responses without the directive: a stale response
+    /// is served at once while one background request refreshes it.
+    #[must_use]
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.settings.swr_ms = millis(window);
+        self
+    }
+
+    /// Stale-if-error window of responses without the directive: a stale response is served
+    /// when the origin fails or answers 5xx.
+    #[must_use]
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.settings.sie_ms = millis(window);
+        self
+    }
+
+    /// Largest body stored (default 1 MiB); larger bodies stream through uncached.
+    #[must_use]
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.settings.max_body = bytes;
+        self
+    }
+
+    /// Statuses that may be stored.
+    #[must_use]
+    pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        self.settings.statuses = statuses.into_iter().map(|s| s.as_u16()).collect();
+        self
+    }
+
+    /// Use the cache for requests with `Authorization` (RFC 9111 §3.5 rules apply).
+    #[must_use]
+    pub fn cache_authorized(mut self, yes: bool) -> Self {
+        self.settings.cache_authorized = yes;
+        self
+    }
+
+    /// Mark the route public: requests with `Cookie` use the cache.
+    #[must_use]
+    pub fn public(mut self, yes: bool) -> Self {
+        self.settings.public = yes;
+        self
+    }
+
+    /// The response header carrying tags (default `surrogate-key`); `None` for none.
+    #[must_use]
+    pub fn tag_header(mut self, name: Option<HeaderName>) -> Self {
+        self.settings.tag_header = name;
+        self
+    }
+
+    /// Whether a successful unsafe request purges its URI (default true).
+    #[must_use]
+    pub fn invalidate_on_unsafe(mut self, yes: bool) -> Self {
+        self.settings.invalidate_on_unsafe = yes;
+        self
+    }
+
+    /// Replaces the key function.
+    #[must_use]
+    pub fn key_with<K2: MakeCacheKey>(self, key: K2) -> ResponseCacheLayer<K2> {
+        ResponseCacheLayer {
+            cache: self.cache,
+            settings: self.settings,
+            key: Arc::new(key),
+        }
+    }
+}
+
+impl<S, K> Layer<S> for ResponseCacheLayer<K> {
+    type Service = ResponseCache<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCache {
+            inner,
+            shared: Arc::new(Shared {
+                cache: self.cache.clone(),
+                settings: self.settings.clone(),
+                key: Arc::clone(&self.key),
+            }),
+        }
+    }
+}
+
+struct Shared<K> {
+    cache: Cache,
+    settings: Settings,
+    key: Arc<K>,
+}
+
+/// The response cache middleware; see [`ResponseCacheLayer`].
+pub struct ResponseCache<S, K = DefaultKey> {
+    inner: S,
+    shared: Arc<Shared<K>>,
+}
+
+impl<S: Clone, K> Clone for ResponseCache<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, K> std::fmt::Debug for ResponseCache<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("inner", &self.inner)
+            .field("cache", &self.shared.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K> ResponseCache<S, K> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The response future of [`ResponseCache`].
+pub struct ResponseFuture<B, E> {
+    inner: BoxedResponse<B, E>,
+}
+
+type BoxedResponse<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
+
+impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S, K>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    K: MakeCacheKey,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The ready service goes with this request; a clone stays for the next one.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            inner: Box::pin(handle(Arc::clone(&self.shared), inner, req)),
+        }
+    }
+}
+
+/// What the leader of a miss hands its followers.
+enum HttpOutcome {
+    Stored {
+        entry: Arc<Entry>,
+        names: Arc<[HeaderName]>,
+        field: String,
+    },
+    Pass,
+}
+
+/// What a lookup found.
+struct Found {
+    entry: Option<Arc<Entry>>,
+    names: Option<Arc<[HeaderName]>>,
+    field: String,
+    vary_miss: bool,
+}
+
+fn status(name: &str, detail: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{name}; {detail}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("tower-scale"))
+}
+
+fn with_status<B>(mut res: Response<B>, value: HeaderValue) -> Response<B> {
+    res.headers_mut().append(CACHE_STATUS, value);
+    res
+}
+
+async fn handle<S, K, ReqBody, ResBody>(
+    shared: Arc<Shared<K>>,
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    K: MakeCacheKey,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let s = &shared.settings;
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        let purge = s.invalidate_on_unsafe
+            && matches!(
+                *method,
+                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            );
+        let (parts, body) = req.into_parts();
+        let key = if purge {
+            shared.key.make_cache_key(&parts)
+        } else {
+            None
+        };
+        let res = inner.call(Request::from_parts(parts, body)).await?;
+        if let Some(key) = key
+            && (res.status().is_success() || res.status().is_redirection())
+        {
+            shared.purge_after_unsafe(key.as_str(), res.headers()).await;
+        }
+        return Ok(shared.pass(res, "fwd=method"));
+    }
+    let headers = req.headers();
+    let authorized = headers.contains_key(header::AUTHORIZATION);
+    if headers.contains_key(header::COOKIE) && !s.public {
+        return Ok(shared.pass(inner.call(req).await?, "fwd=bypass; detail=cookie"));
+    }
+    if authorized && !s.cache_authorized {
+        return Ok(shared.pass(inner.call(req).await?, "fwd=bypass; detail=authorization"));
+    }
+    let (parts, body) = req.into_parts();
+    let Some(key) = shared.key.make_cache_key(&parts) else {
+        let res = inner.call(Request::from_parts(parts, body)).await?;
+        return Ok(shared.pass(res, "fwd=bypass; detail=key"));
+    };
+    let group = key.as_str();
+    let cache = &shared.cache;
+
+    let found = match shared.find(group, &parts.headers).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(error = %e, "cache store unavailable; forwarding");
+            let res = inner.call(Request::from_parts(parts, body)).await?;
+            return Ok(shared.pass(res, "fwd=miss; detail=store-unavailable"));
+        }
+    };
+    let now = cache.now_ms();
+    let mut stale = None;
+    if let Some(entry) = found.entry {
+        match entry.freshness(now) {
+            Freshness::Fresh(left) => {
+                let detail = format!("hit; ttl={}", left / 1000);
+                return Ok(shared.serve(&entry, &parts, &detail));
+            }
+            Freshness::Stale(by) if entry.can_revalidate_stale(now) => {
+                if parts.method == Method::GET
+                    && let Join::Leader(leader) =
+                        cache.inner.flights.join(flight_key(group, &found.field))
+                {
+                    let req = rebuild::<ReqBody>(&parts);
+                    let shared = Arc::clone(&shared);
+                    let group = group.to_owned();
+                    let names = found.names.clone();
+                    let stale = Arc::clone(&entry);
+                    tokio::spawn(async move {
+                        let (parts, body) = req.into_parts();
+                        let miss = Miss {
+                            group: &group,
+                            names,
+                            stale: Some(stale),
+                            background: true,
+                        };
+                        drop(shared.lead(inner, parts, body, miss, leader).await);
+                    });
+                }
+                let detail = format!(
+                    "hit; ttl=-{}; detail=stale-while-revalidate",
+                    by.div_ceil(1000)
+                );
+                return Ok(shared.serve(&entry, &parts, &detail));
+            }
+            Freshness::Stale(_) if entry.can_serve_on_error(now) => stale = Some(entry),
+            Freshness::Stale(_) => {}
+        }
+    }
+    if parts.method == Method::HEAD {
+        let res = inner.call(Request::from_parts(parts, body)).await?;
+        return Ok(shared.pass(res, "fwd=uri-miss; detail=head"));
+    }
+    let miss = if found.vary_miss {
+        "vary-miss"
+    } else {
+        "uri-miss"
+    };
+    let mut fkey = flight_key(group, &found.field);
+    loop {
+        match cache.inner.flights.join(fkey) {
+            Join::Leader(leader) => {
+                let miss = Miss {
+                    group,
+                    names: found.names,
+                    stale,
+                    background: false,
+                };
+                return shared.lead(inner, parts, body, miss, leader).await;
+            }
+            Join::Follower(f) => {
+                let Some(outcome) = f.wait().await else {
+                    fkey = flight_key(group, &found.field);
+                    continue;
+                };
+                match outcome.downcast_ref::<HttpOutcome>() {
+                    Some(HttpOutcome::Stored {
+                        entry,
+                        names,
+                        field,
+                    }) => {
+                        let mine = variant_field(names, &parts.headers);
+                        if mine == *field {
+                            let detail = format!("fwd={miss}; collapsed");
+                            return Ok(shared.serve(entry, &parts, &detail));
+                        }
+                        // Another variant was fetched: wait for (or lead) ours.
+                        fkey = flight_key(group, &mine);
+                    }
+                    _ => {
+                        let res = inner.call(Request::from_parts(parts, body)).await?;
+                        return Ok(
+                            shared.pass(res, &format!("fwd={miss}; collapsed; detail=uncacheable"))
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A miss being fetched by its leader.
+struct Miss<'a> {
+    group: &'a str,
+    /// The `Vary` names known for the group.
+    names: Option<Arc<[HeaderName]>>,
+    /// A stale entry usable if the origin fails.
+    stale: Option<Arc<Entry>>,
+    /// A stale-while-revalidate refresh: nobody waits for the response.
+    background: bool,
+}
+
+/// A request like `parts` (method, URI, version, headers, extensions), with an empty body.
+fn rebuild<B: Default>(parts: &Parts) -> Request<B> {
+    let mut req = Request::new(B::default());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    req
+}
+
+impl<K: MakeCacheKey> Shared<K> {
+    /// The entry for a request: through the `Vary` names remembered for the group (one read),
+    /// else the group's base field (a response, or the `Vary` marker and then the variant).
+    async fn find(&self, group: &str, headers: &HeaderMap) -> Result<Found, crate::StoreError> {
+        let cache = &self.cache;
+        let known = cache.inner.vary.get(group);
+        if let Some(names) = &known {
+            let field = variant_field(names, headers);
+            if let Some(e) = cache.lookup(group, &field).await?
+                && matches!(e.body, EntryBody::Response(_))
+            {
+                return Ok(Found {
+                    entry: Some(e),
+                    names: known.clone(),
+                    field,
+                    vary_miss: false,
+                });
+            }
+        }
+        let base = cache.lookup(group, BASE_FIELD).await?;
+        let Some(base) = base else {
+            return Ok(Found {
+                entry: None,
+                field: known
+                    .as_ref()
+                    .map_or_else(|| BASE_FIELD.to_owned(), |n| variant_field(n, headers)),
+                names: known,
+                vary_miss: false,
+            });
+        };
+        match &base.body {
+            EntryBody::Response(_) => Ok(Found {
+                entry: Some(base),
+                names: None,
+                field: BASE_FIELD.to_owned(),
+                vary_miss: false,
+            }),
+            EntryBody::Vary(names) => {
+                let names: Arc<[HeaderName]> = names.to_vec().into();
+                let field = variant_field(&names, headers);
+                let same = known.as_deref() == Some(&*names);
+                if !same {
+                    cache
+                        .inner
+                        .vary
+                        .insert(group.to_owned(), Arc::clone(&names));
+                }
+                let entry = if same {
+                    None
+                } else {
+                    cache
+                        .lookup(group, &field)
+                        .await?
+                        .filter(|e| matches!(e.body, EntryBody::Response(_)))
+                };
+                Ok(Found {
+                    vary_miss: entry.is_none(),
+                    entry,
+                    names: Some(names),
+                    field,
+                })
+            }
+            EntryBody::Value(_) => Ok(Found {
+                entry: None,
+                names: None,
+                field: BASE_FIELD.to_owned(),
+                vary_miss: false,
+            }),
+        }
+    }
+
+    /// A response from the origin, passed through.
+    fn pass<B>(&self, res: Response<B>, detail: &str) -> Response<ResponseBody<B>> {
+        let mut res = res.map(ResponseBody::stream);
+        self.strip_tags(res.headers_mut());
+        with_status(res, status(&self.settings.name, detail))
+    }
+
+    fn strip_tags(&self, headers: &mut HeaderMap) {
+        if let Some(h) = &self.settings.tag_header {
+            headers.remove(h);
+        }
+    }
+
+    /// A response from a stored entry: `304` when `If-None-Match` matches its `ETag`.
+    fn serve<B>(&self, entry: &Entry, parts: &Parts, detail: &str) -> Response<ResponseBody<B>> {
+        let EntryBody::Response(stored) = &entry.body else {
+            unreachable!("only responses are served")
+        };
+        let age = HeaderValue::from(entry.age_secs(self.cache.now_ms()));
+        if let (Some(inm), Some(etag)) = (
+            parts.headers.get(header::IF_NONE_MATCH),
+            stored.headers.get(header::ETAG),
+        ) && etag_matches(inm, etag)
+        {
+            let mut res = Response::new(ResponseBody::empty());
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            let h = res.headers_mut();
+            for name in [
+                header::CACHE_CONTROL,
+                header::CONTENT_LOCATION,
+                header::DATE,
+                header::ETAG,
+                header::EXPIRES,
+                header::VARY,
+            ] {
+                for v in stored.headers.get_all(&name) {
+                    h.append(name.clone(), v.clone());
+                }
+            }
+            h.insert(header::AGE, age);
+            return with_status(res, status(&self.settings.name, detail));
+        }
+        let body = if parts.method == Method::HEAD {
+            ResponseBody::empty()
+        } else {
+            ResponseBody::full(stored.body.clone())
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = stored.status;
+        *res.headers_mut() = stored.headers.clone();
+        res.headers_mut().insert(header::AGE, age);
+        with_status(res, status(&self.settings.name, detail))
+    }
+
+    /// The leader of a miss: takes the cross-instance lock (if on), calls the origin, stores
+    /// what may be stored, and hands the outcome to the followers.
+    async fn lead<S, ReqBody, ResBody>(
+        &self,
+        mut inner: S,
+        parts: Parts,
+        body: ReqBody,
+        miss: Miss<'_>,
+        leader: Leader,
+    ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
+    {
+        let cache = &self.cache;
+        let group = miss.group;
+        let field = miss.names.as_ref().map_or_else(
+            || BASE_FIELD.to_owned(),
+            |n| variant_field(n, &parts.headers),
+        );
+        let finish = |leader: Leader, o: HttpOutcome| leader.finish(Arc::new(o) as Outcome);
+        let verb = if miss.background {
+            "fwd=stale"
+        } else {
+            "fwd=uri-miss"
+        };
+        let token = match cache
+            .coordinate(group, &field, miss.stale.is_some(), || async {
+                let found = self.find(group, &parts.headers).await.ok()?;
+                found.entry
+            })
+            .await
+        {
+            Coordinated::Fetch(token) => token,
+            Coordinated::Filled(entry) => {
+                let names = self.names_of(group);
+                let res = self.serve(&entry, &parts, &format!("{verb}; collapsed"));
+                let field = variant_field(&names, &parts.headers);
+                finish(
+                    leader,
+                    HttpOutcome::Stored {
+                        entry,
+                        names,
+                        field,
+                    },
+                );
+                return Ok(res);
+            }
+            Coordinated::ServeStale => {
+                let Some(stale) = miss.stale else {
+                    unreachable!("ServeStale needs a stale entry")
+                };
+                let names = self.names_of(group);
+                let res = self.serve(&stale, &parts, "hit; detail=stale-locked");
+                let field = variant_field(&names, &parts.headers);
+                finish(
+                    leader,
+                    HttpOutcome::Stored {
+                        entry: stale,
+                        names,
+                        field,
+                    },
+                );
+                return Ok(res);
+            }
+        };
+        let authorized = parts.headers.contains_key(header::AUTHORIZATION);
+        let req_headers = parts.headers.clone();
+        let method = parts.method.clone();
+        let called = inner.call(Request::from_parts(parts, body)).await;
+        let stale_for_error = |now: u64| {
+            miss.stale
+                .as_ref()
+                .filter(|e| e.can_serve_on_error(now))
+                .cloned()
+        };
+        let res = match called {
+            Ok(res) => res,
+            Err(e) => {
+                cache.unlock(group, &field, token).await;
+                if let Some(stale) = stale_for_error(cache.now_ms()) {
+                    let (p, _) = Request::new(()).into_parts();
+                    let mut p = p;
+                    p.method = method;
+                    p.headers = req_headers;
+                    let res = self.serve(&stale, &p, "fwd=stale; detail=stale-if-error");
+                    finish(leader, HttpOutcome::Pass);
+                    return Ok(res);
+                }
+                finish(leader, HttpOutcome::Pass);
+                return Err(e);
+            }
+        };
+        if res.status().is_server_error()
+            && let Some(stale) = stale_for_error(cache.now_ms())
+        {
+            cache.unlock(group, &field, token).await;
+            let (mut p, _) = Request::new(()).into_parts();
+            p.method = method;
+            p.headers = req_headers;
+            let detail = format!(
+                "fwd=stale; fwd-status={}; detail=stale-if-error",
+                res.status().as_u16()
+            );
+            finish(leader, HttpOutcome::Pass);
+            return Ok(self.serve(&stale, &p, &detail));
+        }
+        let (mut rparts, rbody) = res.into_parts();
+        let lifetimes = match storable(
+            &self.settings.rules(authorized),
+            rparts.status,
+            &rparts.headers,
+        ) {
+            Ok((lifetimes, _)) => lifetimes,
+            Err(reason) => {
+                cache.unlock(group, &field, token).await;
+                finish(leader, HttpOutcome::Pass);
+                let res = Response::from_parts(rparts, rbody);
+                return Ok(self.pass(res, &format!("{verb}; detail={reason}")));
+            }
+        };
+        let names: Arc<[HeaderName]> = vary_names(&rparts.headers).unwrap_or_default().into();
+        let buffered = buffer(Box::pin(rbody), self.settings.max_body).await;
+        let (bytes, trailers) = match buffered {
+            Buffered::Complete(bytes, trailers) => (bytes, trailers),
+            Buffered::TooLarge(prefix, rest) => {
+                cache.unlock(group, &field, token).await;
+                finish(leader, HttpOutcome::Pass);
+                let res = Response::from_parts(rparts, ResponseBody::resume(prefix, None, rest));
+                return Ok(self.annotate(res, &format!("{verb}; detail=too-large")));
+            }
+            Buffered::Failed(prefix, error, rest) => {
+                cache.unlock(group, &field, token).await;
+                finish(leader, HttpOutcome::Pass);
+                let res =
+                    Response::from_parts(rparts, ResponseBody::resume(prefix, Some(error), rest));
+                return Ok(self.annotate(res, &format!("{verb}; detail=body-error")));
+            }
+        };
+        if let Some(trailers) = trailers {
+            cache.unlock(group, &field, token).await;
+            finish(leader, HttpOutcome::Pass);
+            let res =
+                Response::from_parts(rparts, ResponseBody::full_with_trailers(bytes, trailers));
+            return Ok(self.annotate(res, &format!("{verb}; detail=trailers")));
+        }
+        let tags = self.tags(&rparts.headers, &rparts.extensions);
+        let entry = Arc::new(self.entry(&rparts, bytes.clone(), lifetimes, cache.now_ms()));
+        let field = variant_field(&names, &req_headers);
+        if names.is_empty() {
+            cache
+                .save(group, &[(BASE_FIELD, Arc::clone(&entry))], &tags)
+                .await;
+        } else {
+            let marker = Arc::new(Entry {
+                stored_at: entry.stored_at,
+                ttl_ms: entry.ttl_ms,
+                swr_ms: entry.swr_ms,
+                sie_ms: entry.sie_ms,
+                body: EntryBody::Vary(names.to_vec().into()),
+            });
+            cache
+                .save(
+                    group,
+                    &[(BASE_FIELD, marker), (&field, Arc::clone(&entry))],
+                    &tags,
+                )
+                .await;
+            cache
+                .inner
+                .vary
+                .insert(group.to_owned(), Arc::clone(&names));
+        }
+        cache.unlock(group, &field, token).await;
+        finish(
+            leader,
+            HttpOutcome::Stored {
+                entry,
+                names,
+                field,
+            },
+        );
+        self.strip_tags(&mut rparts.headers);
+        let res = Response::from_parts(rparts, ResponseBody::full(bytes));
+        Ok(self.annotate(res, &format!("{verb}; stored")))
+    }
+
+    fn annotate<B>(
+        &self,
+        mut res: Response<ResponseBody<B>>,
+        detail: &str,
+    ) -> Response<ResponseBody<B>> {
+        self.strip_tags(res.headers_mut());
+        with_status(res, status(&self.settings.name, detail))
+    }
+
+    fn names_of(&self, group: &str) -> Arc<[HeaderName]> {
+        self.cache
+            .inner
+            .vary
+            .get(group)
+            .unwrap_or_else(|| Arc::new([]))
+    }
+
+    fn tags(&self, headers: &HeaderMap, extensions: &http::Extensions) -> Vec<String> {
+        let mut tags: Vec<String> = Vec::new();
+        if let Some(h) = &self.settings.tag_header {
+            for v in headers.get_all(h) {
+                if let Ok(v) = v.to_str() {
+                    tags.extend(
+                        v.split(|c: char| c == ',' || c.is_ascii_whitespace())
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_owned),
+                    );
+                }
+            }
+        }
+        if let Some(CacheTags(more)) = extensions.get::<CacheTags>() {
+            tags.extend(more.iter().cloned());
+        }
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    fn entry(&self, parts: &http::response::Parts, body: Bytes, l: Lifetimes, now: u64) -> Entry {
+        let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            if is_unstored(name) || self.settings.tag_header.as_ref() == Some(name) {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        let age = parts
+            .headers
+            .get(header::AGE)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        Entry {
+            stored_at: now,
+            ttl_ms: l.ttl_ms,
+            swr_ms: l.swr_ms,
+            sie_ms: l.sie_ms,
+            body: EntryBody::Response(StoredResponse {
+                status: parts.status,
+                age,
+                headers,
+                body,
+            }),
+        }
+    }
+
+    /// Purges the target URI of a successful unsafe request, and the `Location` and
+    /// `Content-Location` paths it names (RFC 9111 §4.4). Failures are logged.
+    async fn purge_after_unsafe(&self, key: &str, headers: &HeaderMap) {
+        let mut groups = vec![key.to_owned()];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(path) = headers.get(&name).and_then(|v| v.to_str().ok())
+                && path.starts_with('/')
+                && let Ok(req) = Request::get(path).body(())
+            {
+                let (parts, ()) = req.into_parts();
+                if let Some(k) = self.key.make_cache_key(&parts) {
+                    groups.push(k.as_str().to_owned());
+                }
+            }
+        }
+        groups.dedup();
+        for g in &groups {
+            if let Err(e) = self.cache.invalidate(g).await {
+                tracing::warn!(error = %e, key = %g, "cache purge after an unsafe request failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! RFC 9111 shared-cache rules: `Cache-Control` parsing and the storability decision.
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{HeaderValue, StatusCode};
+
+/// The `Cache-Control` directives a shared cache acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Directives {
+    pub(crate) no_store: bool,
+    pub(crate) no_cache: bool,
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) s_maxage: Option<u64>,
+    pub(crate) stale_while_revalidate: Option<u64>,
+    pub(crate) stale_if_error: Option<u64>,
+}
+
+impl Directives {
+    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        let mut d = Self::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else {
+                // Unreadable directives: be safe.
+                d.no_store = true;
+                continue;
+            };
+            for directive in split_list(value) {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (directive, None),
+                };
+                let secs = || arg.and_then(|a| a.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => d.no_store = true,
+                    // Qualified forms (`no-cache="set-cookie"`) are treated like the plain ones.
+                    "no-cache" => d.no_cache = true,
+                    "private" => d.private = true,
+                    "public" => d.public = true,
+                    "must-revalidate" | "proxy-revalidate" => d.must_revalidate = true,
+                    // A malformed delta makes the response stale at once (RFC 9111 §4.2.1).
+                    "max-age" => d.max_age = Some(secs().unwrap_or(0)),
+                    "s-maxage" => d.s_maxage = Some(secs().unwrap_or(0)),
+                    "stale-while-revalidate" => d.stale_while_revalidate = secs(),
+                    "stale-if-error" => d.stale_if_error = secs(),
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+}
+
+/// Comma-separated list members, trimmed, empty ones skipped.
+pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The response's `Vary` names, lowercase, sorted, deduplicated; `Err` for `Vary: *`.
+pub(crate) fn vary_names(headers: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
+    let mut names = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        let value = value.to_str().map_err(|_| ())?;
+        for name in split_list(value) {
+            if name == "*" {
+                return Err(());
+            }
+            names.push(HeaderName::from_bytes(name.as_bytes()).map_err(|_| ())?);
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    Ok(names)
+}
+
+/// The variant field of a request for `names`: `GET|name=value|...`; values are the request's
+/// values joined by `,` (`Accept-Encoding` tokens also lowercased and sorted).
+pub(crate) fn variant_field(names: &[HeaderName], request: &HeaderMap) -> String {
+    let mut field = String::from(BASE_FIELD);
+    for name in names {
+        field.push('|');
+        field.push_str(name.as_str());
+        field.push('=');
+        let mut values: Vec<String> = Vec::new();
+        for v in request.get_all(name) {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            if name == header::ACCEPT_ENCODING {
+                values.extend(split_list(&v).map(|t| t.replace(' ', "").to_ascii_lowercase()));
+            } else {
+                values.extend(split_list(&v).map(str::to_owned));
+            }
+        }
+        if name == header::ACCEPT_ENCODING {
+            values.sort();
+        }
+        field.push_str(&values.join(","));
+    }
+    field
+}
+
+/// The field of a resource without `Vary` (or of its `Vary` marker).
+pub(crate) const BASE_FIELD: &str = "GET";
+
+/// Why a response was not stored (the `detail` of `Cache-Status`).
+pub(crate) type Reason = &'static str;
+
+/// Lifetimes of a storable response, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lifetimes {
+    pub(crate) ttl_ms: u64,
+    pub(crate) swr_ms: u64,
+    pub(crate) sie_ms: u64,
+}
+
+/// Settings the decision depends on.
+pub(crate) struct Rules<'a> {
+    pub(crate) statuses: &'a [u16],
+    pub(crate) route_ttl: Option<u64>,
+    pub(crate) override_origin_ttl: bool,
+    pub(crate) swr_ms: u64,
+    pub(crate) sie_ms: u64,
+    pub(crate) authorized: bool,
+}
+
+/// RFC 9111 §3 for a shared cache.
+pub(crate) fn storable(
+    rules: &Rules<'_>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<(Lifetimes, Directives), Reason> {
+    if !rules.statuses.contains(&status.as_u16()) {
+        return Err("status");
+    }
+    let d = Directives::parse(headers);
+    if d.no_store {
+        return Err("no-store");
+    }
+    if d.private {
+        return Err("private");
+    }
+    if d.no_cache {
+        // This cache does not revalidate with the origin, so a response that must be
+        // revalidated on every use is not worth storing.
+        return Err("no-cache");
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Err("set-cookie");
+    }
+    if vary_names(headers).is_err() {
+        return Err("vary");
+    }
+    // RFC 9111 §3.5: a response to an authorized request only with explicit permission.
+    if rules.authorized && !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
+        return Err("authorization");
+    }
+    let origin = d.s_maxage.or(d.max_age).map(|s| s.saturating_mul(1000));
+    let ttl_ms = if rules.override_origin_ttl {
+        rules.route_ttl.or(origin)
+    } else {
+        origin.or(rules.route_ttl)
+    };
+    let ttl_ms = match ttl_ms {
+        Some(t) if t > 0 => t,
+        _ => return Err("no-ttl"),
+    };
+    let (swr_ms, sie_ms) = if d.must_revalidate {
+        (0, 0)
+    } else {
+        (
+            d.stale_while_revalidate
+                .map_or(rules.swr_ms, |s| s.saturating_mul(1000)),
+            d.stale_if_error
+                .map_or(rules.sie_ms, |s| s.saturating_mul(1000)),
+        )
+    };
+    Ok((
+        Lifetimes {
+            ttl_ms,
+            swr_ms,
+            sie_ms,
+        },
+        d,
+    ))
+}
+
+/// Headers never stored: hop-by-hop ones (RFC 9110 §7.6.1) and `Age` (kept apart).
+pub(crate) fn is_unstored(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "age"
+    )
+}
+
+/// Weak comparison of `If-None-Match` against an `ETag` (RFC 9110 §13.1.2).
+pub(crate) fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let (Ok(inm), Ok(etag)) = (if_none_match.to_str(), etag.to_str()) else {
+        return false;
+    };
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let etag = opaque(etag);
+    split_list(inm).any(|t| t == "*" || opaque(t) == etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn rules() -> Rules<'static> {
+        Rules {
+            statuses: &[200, 404],
+            route_ttl: None,
+            override_origin_ttl: false,
+            swr_ms: 0,
+            sie_ms: 0,
+            authorized: false,
+        }
+    }
+
+    fn decide(h: &[(&str, &str)]) -> Result<Lifetimes, Reason> {
+        storable(&rules(), StatusCode::OK, &headers(h)).map(|(l, _)| l)
+    }
+
+    #[test]
+    fn directives_decide_storability() {
+        assert_eq!(
+            decide(&[("cache-control", "max-age=60")]).unwrap().ttl_ms,
+            60_000
+        );
+        assert_eq!(
+            decide(&[("cache-control", "max-age=60, s-maxage=10")])
+                .unwrap()
+                .ttl_ms,
+            10_000,
+            "s-maxage wins in a shared cache"
+        );
+        assert_eq!(
+            decide(&[("cache-control", "no-store, max-age=60")]),
+            Err("no-store")
+        );
+        assert_eq!(
+            decide(&[("cache-control", "PRIVATE, max-age=60")]),
+            Err("private")
+        );
+        assert_eq!(
+            decide(&[("cache-control", "no-cache, max-age=60")]),
+            Err("no-cache")
+        );
+        assert_eq!(
+            decide(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]),
+            Err("set-cookie")
+        );
+        assert_eq!(
+            decide(&[("cache-control", "max-age=60"), ("vary", "*")]),
+            Err("vary")
+        );
+        assert_eq!(decide(&[]), Err("no-ttl"));
+        assert_eq!(decide(&[("cache-control", "max-age=0")]), Err("no-ttl"));
+        assert_eq!(decide(&[("cache-control", "max-age=abc")]), Err("no-ttl"));
+        let l = decide(&[(
+            "cache-control",
+            "max-age=60, stale-while-revalidate=30, stale-if-error=600",
+        )])
+        .unwrap();
+        assert_eq!((l.swr_ms, l.sie_ms), (30_000, 600_000));
+        let l = decide(&[(
+            "cache-control",
+            "max-age=60, stale-if-error=600, must-revalidate",
+        )])
+        .unwrap();
+        assert_eq!(
+            (l.swr_ms, l.sie_ms),
+            (0, 0),
+            "must-revalidate forbids serving stale"
+        );
+        assert_eq!(
+            storable(
+                &rules(),
+                StatusCode::CREATED,
+                &headers(&[("cache-control", "max-age=60")])
+            ),
+            Err("status")
+        );
+    }
+
+    #[test]
+    fn route_ttl_is_a_fallback_or_an_override() {
+        let mut r = rules();
+        r.route_ttl = Some(5_000);
+        let h = headers(&[("cache-control", "max-age=60")]);
+        assert_eq!(storable(&r, StatusCode::OK, &h).unwrap().0.ttl_ms, 60_000);
+        assert_eq!(
+            storable(&r, StatusCode::OK, &HeaderMap::new())
+                .unwrap()
+                .0
+                .ttl_ms,
+            5_000
+        );
+        r.override_origin_ttl = true;
+        assert_eq!(storable(&r, StatusCode::OK, &h).unwrap().0.ttl_ms, 5_000);
+    }
+
+    #[test]
+    fn authorized_requests_need_explicit_permission() {
+        let mut r = rules();
+        r.authorized = true;
+        let plain = headers(&[("cache-control", "max-age=60")]);
+        assert_eq!(
+            storable(&r, StatusCode::OK, &plain).unwrap_err(),
+            "authorization"
+        );
+        for ok in [
+            "public, max-age=60",
+            "s-maxage=60",
+            "max-age=60, must-revalidate",
+        ] {
+            let h = headers(&[("cache-control", ok)]);
+            assert!(storable(&r, StatusCode::OK, &h).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn vary_and_variants() {
+        let h = headers(&[
+            ("vary", "Accept-Encoding, accept-language"),
+            ("vary", "accept-encoding"),
+        ]);
+        let names = vary_names(&h).unwrap();
+        assert_eq!(names, ["accept-encoding", "accept-language"]);
+        let a = variant_field(&names, &headers(&[("accept-encoding", "gzip, br")]));
+        let b = variant_field(&names, &headers(&[("accept-encoding", "BR,gzip")]));
+        assert_eq!(a, b);
+        assert_eq!(a, "GET|accept-encoding=br,gzip|accept-language=");
+        assert_ne!(
+            a,
+            variant_field(&names, &headers(&[("accept-encoding", "gzip")]))
+        );
+    }
+
+    #[test]
+    fn etags_compare_weakly() {
+        let etag = HeaderValue::from_static("\"v1\"");
+        assert!(etag_matches(&HeaderValue::from_static("\"v1\""), &etag));
+        assert!(etag_matches(&HeaderValue::from_static("W/\"v1\""), &etag));
+        assert!(etag_matches(
+            &HeaderValue::from_static("\"x\", \"v1\""),
+            &etag
+        ));
+        assert!(etag_matches(&HeaderValue::from_static("*"), &etag));
+        assert!(!etag_matches(&HeaderValue::from_static("\"v2\""), &etag));
+    }
+}

@@ -1,0 +1,228 @@
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::try_join_all;
+use tower_scale_redis::RedisBackend;
+use tower_scale_redis::redis::{self, Script};
+
+use super::{BoxFuture, Store, token};
+use crate::StoreError;
+
+/// Key concern of every cache key: `<prefix>:cache:...`.
+pub(crate) const CONCERN: &str = "cache";
+
+/// Sets fields of a group's hash and keeps the hash at least `ARGV[1]` ms.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local ttl = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1",
+    )
+});
+
+/// Adds a group to a tag's set, kept as long as its longest-lived member.
+static TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SADD', KEYS[1], ARGV[2])
+local ttl = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1",
+    )
+});
+
+/// Takes a tag's members and deletes the set in one step.
+static TAKE_TAG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members",
+    )
+});
+
+/// Deletes a lock only if the token still holds it.
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+    )
+});
+
+/// The Redis store: every instance shares the entries.
+///
+/// - A group is one hash, `<prefix>:cache:{<group>}:e`, one field per entry (a URI's
+///   variants live together, so purging a URI is one `DEL`); reads are one `HGET`.
+/// - A tag is a set of groups, `<prefix>:cache:{t:<tag>}:groups`.
+/// - Locks are `SET NX PX` keys, `<prefix>:cache:{<group>}:lock:<field>`.
+///
+/// Every script touches one key, so everything runs on Redis Cluster.
+///
+/// ```no_run
+/// use tower_scale_cache::{Cache, RedisStore};
+/// use tower_scale_redis::{RedisBackend, RedisConfig};
+///
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379"))?;
+/// let cache = Cache::new(RedisStore::new(backend));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisStore {
+    backend: RedisBackend,
+}
+
+impl RedisStore {
+    /// A store on `backend`.
+    pub fn new(backend: RedisBackend) -> Self {
+        Self { backend }
+    }
+
+    /// The key of a group's hash.
+    pub fn group_key(&self, group: &str) -> String {
+        self.backend.keys().tagged(CONCERN, group, "e")
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        let mut t = String::with_capacity(tag.len() + 2);
+        t.push_str("t:");
+        t.push_str(tag);
+        self.backend.keys().tagged(CONCERN, &t, "groups")
+    }
+
+    fn lock_key(&self, group: &str, field: &str) -> String {
+        let mut s = String::with_capacity(field.len() + 5);
+        s.push_str("lock:");
+        s.push_str(field);
+        self.backend.keys().tagged(CONCERN, group, &s)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Store for RedisStore {
+    fn get<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        Box::pin(async move {
+            let value: Option<Vec<u8>> = self
+                .backend
+                .query(redis::cmd("HGET").arg(self.group_key(group)).arg(field))
+                .await?;
+            Ok(value.map(Bytes::from))
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        group: &'a str,
+        fields: &'a [(&'a str, Bytes)],
+        ttl: Duration,
+        tags: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let ttl = millis(ttl);
+            let key = self.group_key(group);
+            let mut put = PUT.key(&key);
+            put.arg(ttl);
+            for (field, value) in fields {
+                put.arg(*field).arg(value.as_ref());
+            }
+            let tag_keys: Vec<String> = tags.iter().map(|t| self.tag_key(t)).collect();
+            let tag_calls = tag_keys.iter().map(|k| async move {
+                self.backend
+                    .invoke::<()>(TAG.key(k).arg(ttl).arg(group))
+                    .await
+            });
+            let (put, tagged) = futures_util::future::join(
+                self.backend.invoke::<()>(&put),
+                try_join_all(tag_calls),
+            )
+            .await;
+            put?;
+            tagged?;
+            Ok(())
+        })
+    }
+
+    fn purge<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if groups.is_empty() {
+                return Ok(());
+            }
+            let keys: Vec<String> = groups.iter().map(|g| self.group_key(g)).collect();
+            if self.backend.is_cluster() {
+                // Groups live in different slots: one DEL each, concurrently.
+                try_join_all(keys.iter().map(|k| async move {
+                    self.backend.query::<()>(redis::cmd("DEL").arg(k)).await
+                }))
+                .await?;
+            } else {
+                self.backend
+                    .query::<()>(redis::cmd("DEL").arg(&keys))
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn purge_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let groups: Vec<String> = self
+                .backend
+                .invoke(&TAKE_TAG.key(self.tag_key(tag)))
+                .await?;
+            self.purge(&groups).await?;
+            Ok(groups)
+        })
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            let t = token();
+            let set: Option<String> = self
+                .backend
+                .query(
+                    redis::cmd("SET")
+                        .arg(self.lock_key(group, field))
+                        .arg(t)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(millis(ttl)),
+                )
+                .await?;
+            Ok(set.map(|_| t))
+        })
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+        token: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.backend
+                .invoke::<()>(UNLOCK.key(self.lock_key(group, field)).arg(token))
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn redis_backend(&self) -> Option<&RedisBackend> {
+        Some(&self.backend)
+    }
+}
