@@ -101,6 +101,17 @@ impl Broadcaster {
         false
     }
 
+    /// Whether messages flow: always `true` in memory; over Redis, `false` while the
+    /// subscriber or stream-reader connection is reconnecting (for a readiness check, or to
+    /// tell users). A connection not opened yet counts as up.
+    pub fn is_connected(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.inner.redis {
+            return redis.is_connected();
+        }
+        true
+    }
+
     /// The settings in use.
     pub fn config(&self) -> &PubSubConfig {
         &self.inner.config

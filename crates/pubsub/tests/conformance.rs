@@ -1,7 +1,6 @@
 //! The behaviour every backend shares, run against the in-memory backend and against Redis
 //! (two instances with their own connections, one real redis-server).
 
-#[path = "support.rs"]
 mod support;
 
 use std::time::Duration;

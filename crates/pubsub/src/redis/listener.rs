@@ -1,6 +1,7 @@
 //! The subscriber connection of the instance: one `SUBSCRIBE` connection for all its pub/sub
 //! rooms, resubscribing after every reconnect.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub(crate) struct Listener {
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) stop: CancellationToken,
+    pub(crate) links: Arc<super::Links>,
 }
 
 impl Listener {
@@ -57,7 +59,7 @@ impl Listener {
                 Err(_) => tracing::debug!("pubsub: connecting to Redis timed out"),
             }
             failed = true;
-            metrics::gauge!(crate::PUBSUB_CONNECTED, "delivery" => "pubsub").set(0.0);
+            self.links.set(Delivery::PubSub, false);
             self.unconfirm_all();
             if !backoff(&self.stop, &mut delay, self.config.reconnect_max_delay).await {
                 return;
@@ -81,7 +83,7 @@ impl Listener {
                 confirms.push(confirm);
             }
         }
-        let open: Vec<Arc<str>> = {
+        let open: HashSet<Arc<str>> = {
             let state = self.registry.lock();
             state
                 .rooms
@@ -90,18 +92,18 @@ impl Listener {
                 .filter_map(|r| r.key.clone())
                 .collect()
         };
-        for chunk in open.chunks(1024) {
-            let names: Vec<&str> = chunk.iter().map(|k| &**k).collect();
-            if !self.ok(sink.subscribe(&names)).await {
+        let names: Vec<&str> = open.iter().map(|k| &**k).collect();
+        for chunk in names.chunks(1024) {
+            if !self.ok(sink.subscribe(chunk)).await {
                 return Exit::Lost;
             }
         }
         self.drain(&mut messages);
-        self.set_confirmed(|key| open.iter().any(|k| **k == *key));
+        self.set_confirmed(|key| open.contains(key));
         for confirm in confirms {
             let _ = confirm.send(());
         }
-        metrics::gauge!(crate::PUBSUB_CONNECTED, "delivery" => "pubsub").set(1.0);
+        self.links.set(Delivery::PubSub, true);
         if failed {
             tracing::info!(rooms = open.len(), "pubsub: resubscribed after a reconnect");
             metrics::counter!(crate::PUBSUB_INTERRUPTIONS_TOTAL, "delivery" => "pubsub")

@@ -5,7 +5,7 @@ mod listener;
 mod parse;
 mod reader;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -56,6 +56,7 @@ pub(crate) struct RedisPlane {
     instance: String,
     counter: AtomicU64,
     stop: CancellationToken,
+    links: Arc<Links>,
 }
 
 impl Drop for RedisPlane {
@@ -90,6 +91,7 @@ impl RedisPlane {
             instance: format!("{:016x}", rand::random::<u64>()),
             counter: AtomicU64::new(0),
             stop: CancellationToken::new(),
+            links: Arc::default(),
         })
     }
 
@@ -98,6 +100,11 @@ impl RedisPlane {
             Delivery::PubSub => self.backend.keys().key(CONCERN, room),
             Delivery::Stream => self.backend.keys().tagged(CONCERN, room, "stream"),
         }
+    }
+
+    /// Whether the subscriber and reader connections in use are up.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.links.up()
     }
 
     fn check_streams(&self) -> Result<(), Error> {
@@ -289,6 +296,7 @@ impl RedisPlane {
                 connect_timeout: self.backend.config().connect_timeout,
                 command_timeout: self.backend.config().command_timeout,
                 stop: self.stop.clone(),
+                links: self.links.clone(),
             };
             tokio::spawn(listener.run(rx));
             tx
@@ -307,6 +315,7 @@ impl RedisPlane {
                 command_timeout: self.backend.config().command_timeout,
                 stop: self.stop.clone(),
                 wake: notify.clone(),
+                links: self.links.clone(),
             };
             tokio::spawn(reader.run());
             notify
@@ -334,6 +343,33 @@ async fn backoff(stop: &CancellationToken, delay: &mut Duration, max: Duration) 
     }
     *delay = (*delay * 2).min(max);
     true
+}
+
+/// Whether the subscriber and reader connections are down (each `false` until it first fails).
+#[derive(Debug, Default)]
+pub(crate) struct Links {
+    pubsub_down: AtomicBool,
+    stream_down: AtomicBool,
+}
+
+impl Links {
+    /// Records the state of one connection, in the metrics too.
+    pub(crate) fn set(&self, delivery: Delivery, up: bool) {
+        let (flag, label) = match delivery {
+            Delivery::PubSub => (&self.pubsub_down, "pubsub"),
+            Delivery::Stream => (&self.stream_down, "stream"),
+        };
+        flag.store(!up, Ordering::Relaxed);
+        metrics::gauge!(crate::PUBSUB_CONNECTED, "delivery" => label).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    fn up(&self) -> bool {
+        !self.pubsub_down.load(Ordering::Relaxed) && !self.stream_down.load(Ordering::Relaxed)
+    }
 }
 
 /// How a connection's session ended.

@@ -25,6 +25,7 @@ pub(crate) struct Reader {
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
     pub(crate) stop: CancellationToken,
+    pub(crate) links: Arc<super::Links>,
     /// Woken when a stream room opens, to read it at once.
     pub(crate) wake: Arc<Notify>,
 }
@@ -65,7 +66,7 @@ impl Reader {
                 Err(_) => tracing::debug!("pubsub: connecting to Redis timed out"),
             }
             failed = true;
-            metrics::gauge!(crate::PUBSUB_CONNECTED, "delivery" => "stream").set(0.0);
+            self.links.set(Delivery::Stream, false);
             if !backoff(&self.stop, &mut delay, self.config.reconnect_max_delay).await {
                 return;
             }
@@ -81,7 +82,7 @@ impl Reader {
         if failed && !self.check_gaps(&mut conn).await {
             return Exit::Lost;
         }
-        metrics::gauge!(crate::PUBSUB_CONNECTED, "delivery" => "stream").set(1.0);
+        self.links.set(Delivery::Stream, true);
         let block = self.config.read_block;
         let limit = block + self.command_timeout;
         loop {
