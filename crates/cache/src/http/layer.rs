@@ -191,11 +191,29 @@ impl Settings {
 /// assert_eq!(second.headers()["cache-status"], "tower-scale; hit; ttl=60");
 /// # }
 /// ```
-#[derive(Clone, Debug)]
 pub struct ResponseCacheLayer<K = DefaultKey> {
     cache: Cache,
     settings: Settings,
     key: Arc<K>,
+}
+
+impl<K> Clone for ResponseCacheLayer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            settings: self.settings.clone(),
+            key: Arc::clone(&self.key),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for ResponseCacheLayer<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCacheLayer")
+            .field("cache", &self.cache)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ResponseCacheLayer<DefaultKey> {

@@ -1,0 +1,71 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_scale_redis::{RedisBackend, RedisConfig};
+use tower_scale_testkit::{RedisCluster, RedisServer};
+
+/// A backend on `server` with a short command timeout.
+pub fn backend(server: &RedisServer) -> RedisBackend {
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(250);
+    RedisBackend::new(config).unwrap()
+}
+
+/// A backend on the local cluster.
+pub fn cluster_backend(cluster: &RedisCluster) -> RedisBackend {
+    let mut config = RedisConfig::cluster(cluster.urls());
+    config.command_timeout = Duration::from_millis(500);
+    RedisBackend::new(config).unwrap()
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn cache_status(&self) -> &str {
+        self.headers
+            .get("cache-status")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+pub async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub async fn fetch(app: &Router, uri: &str) -> Reply {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+/// Waits (bounded) until `cond` holds; panics after 10 s. Not a timing assertion: the
+/// condition is what the test checks, the bound only stops a hung test.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
