@@ -1,0 +1,104 @@
+//! Run with
+//!
+//! ```not_rust
+//! cargo run -p example-chat
+//! ```
+//!
+//! and open <http://127.0.0.1:3000>. As several instances sharing one Redis:
+//!
+//! ```not_rust
+//! export REDIS_URL=redis://127.0.0.1:6379 CHAT_SECRET=some-long-shared-secret
+//! CHAT_ADDR=127.0.0.1:3001 cargo run -p example-chat &
+//! CHAT_ADDR=127.0.0.1:3002 cargo run -p example-chat &
+//! ```
+//!
+//! Settings: `CHAT_ADDR` (default `127.0.0.1:3000`), `REDIS_URL` and the other variables of
+//! `RedisConfig::from_env`, `CHAT_SECRET` (required with Redis), `CHAT_DELIVERY` (`stream`,
+//! the default, or `pub_sub`), `CHAT_RATE` (messages per second per user, default 5).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::routing::get;
+use example_chat::{Chat, ChatConfig};
+use tower_scale_metrics::PrometheusMetrics;
+use tower_scale_pubsub::Delivery;
+use tower_scale_ratelimit::Quota;
+use tower_scale_redis::{RedisBackend, RedisConfig};
+use tower_scale_shutdown::{Shutdown, ShutdownConfig};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut config = ChatConfig::default();
+    if let Some(redis) = RedisConfig::from_env()? {
+        config.redis = Some(RedisBackend::new(redis)?);
+        config.secret = env("CHAT_SECRET")
+            .ok_or("CHAT_SECRET must be set with REDIS_URL: every instance signs logins with it")?
+            .into_bytes();
+    } else if let Some(secret) = env("CHAT_SECRET") {
+        config.secret = secret.into_bytes();
+    } else {
+        tracing::warn!("CHAT_SECRET is not set: logins are signed with a development secret");
+    }
+    if let Some(delivery) = env("CHAT_DELIVERY") {
+        config.delivery = match delivery.as_str() {
+            "stream" => Delivery::Stream,
+            "pub_sub" | "pubsub" => Delivery::PubSub,
+            other => {
+                return Err(format!("CHAT_DELIVERY={other:?}: expected stream or pub_sub").into());
+            }
+        };
+    }
+    if let Some(rate) = env("CHAT_RATE") {
+        let n: u32 = rate
+            .parse()
+            .map_err(|e| format!("CHAT_RATE={rate:?}: {e}"))?;
+        config.rate = Quota::per_second(n).burst(n.saturating_mul(2));
+    }
+    let addr = env("CHAT_ADDR").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let redis = config.redis.is_some();
+
+    let metrics = PrometheusMetrics::install()?;
+    let shutdown = Shutdown::new(ShutdownConfig {
+        pre_stop_delay: if redis {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        },
+        ..ShutdownConfig::default()
+    });
+    shutdown.listen_for_signals();
+    let chat = Chat::new(config, shutdown.clone())?;
+    let app = chat.router().route("/metrics", get(metrics.handler()));
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(
+        "chat on http://{} ({})",
+        listener.local_addr()?,
+        if redis { "Redis" } else { "in memory" }
+    );
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
+    let report = shutdown.run(async move { serve.await }).await;
+    Ok(ExitCode::from(
+        u8::try_from(report.exit_code()).unwrap_or(1),
+    ))
+}
