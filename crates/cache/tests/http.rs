@@ -50,6 +50,33 @@ fn counting_app(layer: ResponseCacheLayer, calls: Arc<AtomicUsize>, cc: &'static
         .layer(layer)
 }
 
+/// `path` answering `body` with `headers`, counting calls.
+fn fixed_route(
+    path: &str,
+    headers: &'static [(&'static str, &'static str)],
+    body: String,
+    calls: &Arc<AtomicUsize>,
+) -> Router {
+    let calls = calls.clone();
+    Router::new().route(
+        path,
+        get(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            async move {
+                let mut h = HeaderMap::new();
+                for (n, v) in headers {
+                    h.append(
+                        header::HeaderName::from_static(n),
+                        HeaderValue::from_static(v),
+                    );
+                }
+                (h, body)
+            }
+        }),
+    )
+}
+
 #[tokio::test]
 async fn miss_then_hit_with_age_and_cache_status() {
     let server = RedisServer::start();
@@ -442,24 +469,13 @@ async fn etag_and_if_none_match_answer_304_from_the_cache() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0);
     let calls = counter();
-    let c = calls.clone();
-    let app = Router::new()
-        .route(
-            "/doc",
-            get(move || {
-                c.fetch_add(1, Ordering::SeqCst);
-                async {
-                    (
-                        [
-                            (header::CACHE_CONTROL, "max-age=60"),
-                            (header::ETAG, "\"v1\""),
-                        ],
-                        "document",
-                    )
-                }
-            }),
-        )
-        .layer(ResponseCacheLayer::new(cache(&server, &clock)));
+    let app = fixed_route(
+        "/doc",
+        &[("cache-control", "max-age=60"), ("etag", "\"v1\"")],
+        "document".into(),
+        &calls,
+    )
+    .layer(ResponseCacheLayer::new(cache(&server, &clock)));
     fetch(&app, "/doc").await;
     let r = send(
         &app,
@@ -521,7 +537,7 @@ async fn vary_keys_variants_by_the_named_request_headers() {
     assert_eq!(send(&app, lang("fr")).await.text(), "lang=fr");
     let de = send(&app, lang("de")).await;
     assert_eq!(de.text(), "lang=de");
-    assert_eq!(de.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    assert_eq!(de.cache_status(), "tower-scale; fwd=vary-miss; stored");
     let fr = send(&app, lang("fr")).await;
     assert_eq!(
         (fr.text(), fr.cache_status()),
@@ -750,7 +766,9 @@ async fn a_thousand_concurrent_cold_requests_make_one_origin_call() {
     let server = RedisServer::start();
     let calls = counter();
     let app = slow_app(
-        ResponseCacheLayer::new(Cache::new(RedisStore::new(backend(&server)))),
+        ResponseCacheLayer::new(Cache::new(RedisStore::new(support::patient_backend(
+            &server,
+        )))),
         calls.clone(),
     );
     let replies = join_all((0..1000).map(|_| {
@@ -776,7 +794,7 @@ async fn three_instances_with_the_lock_make_one_origin_call_in_total() {
     let apps: Vec<_> = (0..3)
         .map(|_| {
             // Each instance has its own backend (connections) and cache state.
-            let cache = Cache::builder(RedisStore::new(backend(&server)))
+            let cache = Cache::builder(RedisStore::new(support::patient_backend(&server)))
                 .lock(lock)
                 .build()
                 .unwrap();
@@ -983,5 +1001,52 @@ async fn works_on_redis_cluster() {
             .await
             .cache_status()
             .contains("hit")
+    );
+}
+
+#[tokio::test]
+async fn outside_compression_a_hit_serves_the_stored_encoded_variant() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let calls = counter();
+    let app = fixed_route(
+        "/json",
+        &[
+            ("cache-control", "max-age=60"),
+            ("content-type", "application/json"),
+        ],
+        format!("{{\"data\":\"{}\"}}", "x".repeat(4096)),
+        &calls,
+    )
+    // Compression first (inner), the cache last (outer).
+    .layer(tower_scale_compression::CompressionLayer::new())
+    .layer(ResponseCacheLayer::new(cache(&server, &clock)));
+    let with = |enc: &str| {
+        Request::get("/json")
+            .header("accept-encoding", enc)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let gz = send(&app, with("gzip")).await;
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    assert_eq!(gz.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    let gz2 = send(&app, with("gzip")).await;
+    assert_eq!(gz2.headers["content-encoding"], "gzip");
+    assert_eq!(gz2.cache_status(), "tower-scale; hit; ttl=60");
+    assert_eq!(
+        gz2.body, gz.body,
+        "the stored encoded bytes, not compressed again"
+    );
+    assert!(gz2.body.len() < 1000);
+    let plain = send(&app, with("identity")).await;
+    assert!(!plain.headers.contains_key("content-encoding"));
+    assert_eq!(plain.cache_status(), "tower-scale; fwd=vary-miss; stored");
+    let plain2 = send(&app, with("identity")).await;
+    assert_eq!(plain2.cache_status(), "tower-scale; hit; ttl=60");
+    assert_eq!(plain2.body.len(), 4096 + 11);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one origin call per encoding"
     );
 }

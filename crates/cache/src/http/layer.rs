@@ -526,12 +526,18 @@ where
     let group = key.as_str();
     let cache = &shared.cache;
 
-    let found = match shared.find(group, &parts.headers).await {
-        Ok(found) => found,
+    // A failing store is a miss: the origin answers, still once for concurrent requests.
+    let (found, store_down) = match shared.find(group, &parts.headers).await {
+        Ok(found) => (found, false),
         Err(e) => {
             tracing::debug!(error = %e, "cache store unavailable; forwarding");
-            let res = inner.call(Request::from_parts(parts, body)).await?;
-            return Ok(shared.pass(res, "fwd=miss; detail=store-unavailable"));
+            let found = Found {
+                entry: None,
+                names: None,
+                field: BASE_FIELD.to_owned(),
+                vary_miss: false,
+            };
+            (found, true)
         }
     };
     let now = cache.now_ms();
@@ -558,7 +564,8 @@ where
                             group: &group,
                             names,
                             stale: Some(stale),
-                            background: true,
+                            verb: "fwd=stale",
+                            store_down: false,
                         };
                         drop(shared.lead(inner, parts, body, miss, leader).await);
                     });
@@ -577,10 +584,10 @@ where
         let res = inner.call(Request::from_parts(parts, body)).await?;
         return Ok(shared.pass(res, "fwd=uri-miss; detail=head"));
     }
-    let miss = if found.vary_miss {
-        "vary-miss"
-    } else {
-        "uri-miss"
+    let (miss, verb) = match (store_down, found.vary_miss) {
+        (true, _) => ("miss", "fwd=miss; detail=store-unavailable"),
+        (false, true) => ("vary-miss", "fwd=vary-miss"),
+        (false, false) => ("uri-miss", "fwd=uri-miss"),
     };
     let mut fkey = flight_key(group, &found.field);
     loop {
@@ -590,7 +597,8 @@ where
                     group,
                     names: found.names,
                     stale,
-                    background: false,
+                    verb,
+                    store_down,
                 };
                 return shared.lead(inner, parts, body, miss, leader).await;
             }
@@ -632,8 +640,11 @@ struct Miss<'a> {
     names: Option<Arc<[HeaderName]>>,
     /// A stale entry usable if the origin fails.
     stale: Option<Arc<Entry>>,
-    /// A stale-while-revalidate refresh: nobody waits for the response.
-    background: bool,
+    /// How `Cache-Status` names the forward: `fwd=uri-miss`, `fwd=vary-miss`, `fwd=miss`
+    /// (store unavailable), or `fwd=stale` for a stale-while-revalidate refresh.
+    verb: &'static str,
+    /// The store failed the lookup: no lock, no store, one origin call for all waiters.
+    store_down: bool,
 }
 
 /// A request like `parts` (method, URI, version, headers, extensions), with an empty body.
@@ -794,18 +805,18 @@ impl<K: MakeCacheKey> Shared<K> {
             |n| variant_field(n, &parts.headers),
         );
         let finish = |leader: Leader, o: HttpOutcome| leader.finish(Arc::new(o) as Outcome);
-        let verb = if miss.background {
-            "fwd=stale"
+        let verb = miss.verb;
+        let coordinated = if miss.store_down {
+            Coordinated::Fetch(None)
         } else {
-            "fwd=uri-miss"
+            cache
+                .coordinate(group, &field, miss.stale.is_some(), || async {
+                    let found = self.find(group, &parts.headers).await.ok()?;
+                    found.entry
+                })
+                .await
         };
-        let token = match cache
-            .coordinate(group, &field, miss.stale.is_some(), || async {
-                let found = self.find(group, &parts.headers).await.ok()?;
-                found.entry
-            })
-            .await
-        {
+        let token = match coordinated {
             Coordinated::Fetch(token) => token,
             Coordinated::Filled(entry) => {
                 let names = self.names_of(group);
@@ -921,8 +932,10 @@ impl<K: MakeCacheKey> Shared<K> {
         }
         let tags = self.tags(&rparts.headers, &rparts.extensions);
         let entry = Arc::new(self.entry(&rparts, bytes.clone(), lifetimes, cache.now_ms()));
-        let field = variant_field(&names, &req_headers);
-        if names.is_empty() {
+        let stored_field = variant_field(&names, &req_headers);
+        if miss.store_down {
+            // Nothing to write to: the response is shared with the waiting requests only.
+        } else if names.is_empty() {
             cache
                 .save(group, &[(BASE_FIELD, Arc::clone(&entry))], &tags)
                 .await;
@@ -937,7 +950,7 @@ impl<K: MakeCacheKey> Shared<K> {
             cache
                 .save(
                     group,
-                    &[(BASE_FIELD, marker), (&field, Arc::clone(&entry))],
+                    &[(BASE_FIELD, marker), (&stored_field, Arc::clone(&entry))],
                     &tags,
                 )
                 .await;
@@ -952,12 +965,16 @@ impl<K: MakeCacheKey> Shared<K> {
             HttpOutcome::Stored {
                 entry,
                 names,
-                field,
+                field: stored_field,
             },
         );
         self.strip_tags(&mut rparts.headers);
         let res = Response::from_parts(rparts, ResponseBody::full(bytes));
-        Ok(self.annotate(res, &format!("{verb}; stored")))
+        if miss.store_down {
+            Ok(self.annotate(res, verb))
+        } else {
+            Ok(self.annotate(res, &format!("{verb}; stored")))
+        }
     }
 
     fn annotate<B>(

@@ -19,6 +19,14 @@ pub fn backend(server: &RedisServer) -> RedisBackend {
     RedisBackend::new(config).unwrap()
 }
 
+/// A backend whose commands may take long: the stampede tests measure coalescing, not
+/// timeouts, on a small shared machine.
+pub fn patient_backend(server: &RedisServer) -> RedisBackend {
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_secs(5);
+    RedisBackend::new(config).unwrap()
+}
+
 /// A backend on the local cluster.
 pub fn cluster_backend(cluster: &RedisCluster) -> RedisBackend {
     let mut config = RedisConfig::cluster(cluster.urls());

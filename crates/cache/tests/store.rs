@@ -1,0 +1,144 @@
+//! One conformance suite for every store: memory, Redis, Redis Cluster.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tower_scale_cache::{MemoryStore, RedisStore, Store};
+use tower_scale_testkit::{RedisCluster, RedisServer};
+
+async fn conformance(store: &dyn Store) {
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let ttl = Duration::from_secs(60);
+    assert_eq!(store.get("g1", "a").await.unwrap(), None);
+    store
+        .put("g1", &[("a", v("1")), ("b", v("2"))], ttl, &["t1".into()])
+        .await
+        .unwrap();
+    store
+        .put("g2", &[("a", v("3"))], ttl, &["t1".into(), "t2".into()])
+        .await
+        .unwrap();
+    store.put("g3", &[("a", v("4"))], ttl, &[]).await.unwrap();
+    assert_eq!(store.get("g1", "a").await.unwrap(), Some(v("1")));
+    assert_eq!(store.get("g1", "b").await.unwrap(), Some(v("2")));
+    // A later put merges into the group and overwrites fields.
+    store.put("g1", &[("b", v("2b"))], ttl, &[]).await.unwrap();
+    assert_eq!(store.get("g1", "a").await.unwrap(), Some(v("1")));
+    assert_eq!(store.get("g1", "b").await.unwrap(), Some(v("2b")));
+
+    // Purging a group removes all its fields, nothing else.
+    store.purge(&["g3".into()]).await.unwrap();
+    assert_eq!(store.get("g3", "a").await.unwrap(), None);
+    assert_eq!(store.get("g1", "a").await.unwrap(), Some(v("1")));
+
+    // A tag purge removes its groups and returns them; the tag is empty afterwards.
+    let mut purged = store.purge_tag("t2").await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["g2"]);
+    assert_eq!(store.get("g2", "a").await.unwrap(), None);
+    assert_eq!(store.get("g1", "a").await.unwrap(), Some(v("1")));
+    assert_eq!(store.purge_tag("t2").await.unwrap(), Vec::<String>::new());
+    let purged = store.purge_tag("t1").await.unwrap();
+    assert!(purged.contains(&"g1".to_owned()));
+    assert_eq!(store.get("g1", "b").await.unwrap(), None);
+
+    // Names with braces and odd bytes are fine.
+    store
+        .put("/a{b}?x=1", &[("GET|x=é", v("5"))], ttl, &["{t}".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("/a{b}?x=1", "GET|x=é").await.unwrap(),
+        Some(v("5"))
+    );
+    assert_eq!(store.purge_tag("{t}").await.unwrap(), ["/a{b}?x=1"]);
+
+    // Locks: exclusive, released only by their token, expiring by themselves.
+    let t = store
+        .try_lock("g", "f", ttl)
+        .await
+        .unwrap()
+        .expect("free lock");
+    assert_eq!(store.try_lock("g", "f", ttl).await.unwrap(), None);
+    assert!(store.try_lock("g", "other", ttl).await.unwrap().is_some());
+    store.unlock("g", "f", t.wrapping_add(1)).await.unwrap();
+    assert_eq!(
+        store.try_lock("g", "f", ttl).await.unwrap(),
+        None,
+        "wrong token"
+    );
+    store.unlock("g", "f", t).await.unwrap();
+    let short = store
+        .try_lock("g", "f", Duration::from_millis(30))
+        .await
+        .unwrap();
+    assert!(short.is_some());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        store.try_lock("g", "f", ttl).await.unwrap().is_some(),
+        "an expired lock is free"
+    );
+
+    // Groups expire with their longest TTL.
+    store
+        .put("exp", &[("a", v("1"))], Duration::from_millis(30), &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.get("exp", "a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn memory_store() {
+    conformance(&MemoryStore::default()).await;
+}
+
+#[tokio::test]
+async fn redis_store() {
+    let server = RedisServer::start();
+    conformance(&RedisStore::new(support::backend(&server))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store() {
+    let cluster = RedisCluster::start();
+    conformance(&RedisStore::new(support::cluster_backend(&cluster))).await;
+}
+
+#[tokio::test]
+async fn redis_keys_share_a_slot_per_group_and_tag() {
+    let server = RedisServer::start();
+    let store = RedisStore::new(support::backend(&server));
+    store
+        .put(
+            "/x",
+            &[("GET", Bytes::from_static(b"1"))],
+            Duration::from_secs(60),
+            &["t".into()],
+        )
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = server
+        .cli(&["KEYS", "ts:cache:*"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["ts:cache:{/x}:e", "ts:cache:{t:t}:groups"]);
+    let ttl: i64 = server.cli(&["PTTL", "ts:cache:{/x}:e"]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 60_000);
+}
+
+#[tokio::test]
+async fn redis_down_is_an_error_not_a_hang() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::new(support::backend(&server));
+    store.get("g", "f").await.unwrap();
+    server.pause();
+    assert!(store.get("g", "f").await.is_err(), "paused: a timeout");
+    server.resume();
+    server.kill();
+    assert!(store.get("g", "f").await.is_err(), "killed: an error");
+}

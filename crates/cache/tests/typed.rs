@@ -1,0 +1,305 @@
+//! The typed cache-aside API against real Redis: single-flight, the cross-instance lock,
+//! purges, stale values, failures.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use tower_scale_cache::{Cache, FetchOptions, LockConfig, ManualClock, MemoryStore, RedisStore};
+use tower_scale_testkit::RedisServer;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn user(n: usize) -> User {
+    User {
+        id: 1,
+        name: format!("ada #{n}"),
+    }
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+async fn load(calls: &AtomicUsize) -> Result<User, std::io::Error> {
+    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+    Ok(user(n))
+}
+
+async fn ttl_and_invalidation(cache: &Cache, clock: &ManualClock) {
+    let calls = AtomicUsize::new(0);
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        cache
+            .get_or_fetch("user:1", ttl, || load(&calls))
+            .await
+            .unwrap(),
+        user(1)
+    );
+    assert_eq!(
+        cache
+            .get_or_fetch("user:1", ttl, || load(&calls))
+            .await
+            .unwrap(),
+        user(1)
+    );
+    assert_eq!(cache.get::<User>("user:1").await.unwrap(), Some(user(1)));
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(cache.get::<User>("user:1").await.unwrap(), None, "expired");
+    assert_eq!(
+        cache
+            .get_or_fetch("user:1", ttl, || load(&calls))
+            .await
+            .unwrap(),
+        user(2)
+    );
+    cache.invalidate("user:1").await.unwrap();
+    assert_eq!(
+        cache
+            .get_or_fetch("user:1", ttl, || load(&calls))
+            .await
+            .unwrap(),
+        user(3)
+    );
+
+    let tagged = FetchOptions::new(ttl).tag("users");
+    let load_both = || async {
+        for key in ["user:2", "user:3"] {
+            cache
+                .get_or_fetch_with(key, &tagged, || load(&calls))
+                .await
+                .unwrap();
+        }
+    };
+    load_both().await;
+    let before = calls.load(Ordering::SeqCst);
+    load_both().await;
+    assert_eq!(calls.load(Ordering::SeqCst), before, "both cached");
+    cache.invalidate_tag("users").await.unwrap();
+    load_both().await;
+    assert_eq!(calls.load(Ordering::SeqCst), before + 2);
+
+    cache
+        .set("user:9", &user(9), &FetchOptions::new(ttl))
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<User>("user:9").await.unwrap(), Some(user(9)));
+}
+
+#[tokio::test]
+async fn memory_ttl_and_invalidation() {
+    let clock = ManualClock::new(T0);
+    let cache = Cache::builder(MemoryStore::default())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    ttl_and_invalidation(&cache, &clock).await;
+}
+
+#[tokio::test]
+async fn redis_ttl_and_invalidation() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let cache = Cache::builder(RedisStore::new(support::backend(&server)))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    ttl_and_invalidation(&cache, &clock).await;
+    // Again with a local tier in front of Redis, from an empty Redis.
+    server.cli(&["FLUSHALL"]);
+    let l1 = Cache::builder(RedisStore::new(support::backend(&server)))
+        .clock(clock.clone())
+        .l1(1 << 20)
+        .build()
+        .unwrap();
+    ttl_and_invalidation(&l1, &clock).await;
+}
+
+/// `n` concurrent `get_or_fetch` of one cold key spread over `caches`; returns how many
+/// times the (slow) fetch ran.
+async fn stampede(caches: &[Cache], n: usize) -> usize {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let results = join_all((0..n).map(|i| {
+        let (cache, calls) = (caches[i % caches.len()].clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch("hot", Duration::from_secs(60), || async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    load(&calls).await
+                })
+                .await
+                .unwrap()
+        })
+    }))
+    .await;
+    for r in results {
+        assert_eq!(r.unwrap(), user(1));
+    }
+    calls.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_run_the_fetch_once() {
+    let server = RedisServer::start();
+    let cache = Cache::new(RedisStore::new(support::patient_backend(&server)));
+    assert_eq!(stampede(&[cache], 1000).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_with_the_lock_fetch_once() {
+    let server = RedisServer::start();
+    let lock = LockConfig {
+        wait: Duration::from_secs(10),
+        ..LockConfig::default()
+    };
+    let caches: Vec<Cache> = (0..3)
+        .map(|_| {
+            Cache::builder(RedisStore::new(support::patient_backend(&server)))
+                .lock(lock)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(stampede(&caches, 3000).await, 1);
+}
+
+#[tokio::test]
+async fn a_locked_key_with_a_stale_value_is_served_stale() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let build = || {
+        Cache::builder(RedisStore::new(support::backend(&server)))
+            .lock(LockConfig::default())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let options = FetchOptions::new(Duration::from_secs(10)).stale(Duration::from_secs(60));
+    let calls = AtomicUsize::new(0);
+    a.get_or_fetch_with("k", &options, || load(&calls))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(20));
+    // Another instance holds the lock (as if recomputing right now).
+    let held = b
+        .store()
+        .try_lock("k", "v", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    let v = a
+        .get_or_fetch_with("k", &options, || async {
+            Err::<User, _>(std::io::Error::other("must not run"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        user(1),
+        "served stale while the other instance recomputes"
+    );
+}
+
+#[tokio::test]
+async fn fetch_errors_are_shared_or_answered_stale() {
+    let clock = ManualClock::new(T0);
+    let cache = Cache::builder(MemoryStore::default())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let err = cache
+        .get_or_fetch("k", Duration::from_secs(10), || async {
+            Err::<User, _>(std::io::Error::other("db down"))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "db down");
+    // Nothing was cached: the next call fetches.
+    let calls = AtomicUsize::new(0);
+    let options = FetchOptions::new(Duration::from_secs(10)).stale(Duration::from_secs(30));
+    cache
+        .get_or_fetch_with("k", &options, || load(&calls))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(15));
+    let stale = cache
+        .get_or_fetch_with("k", &options, || async {
+            Err::<User, _>(std::io::Error::other("db down"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(stale, user(1), "stale-if-error");
+    clock.advance(Duration::from_secs(30));
+    assert!(
+        cache
+            .get_or_fetch_with("k", &options, || async {
+                Err::<User, _>(std::io::Error::other("db down"))
+            })
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_share_the_leaders_error() {
+    let cache = Cache::memory();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let results = join_all((0..50).map(|_| {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch("k", Duration::from_secs(10), || async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err::<User, _>(std::io::Error::other("db down"))
+                })
+                .await
+        })
+    }))
+    .await;
+    for r in results {
+        assert_eq!(r.unwrap().unwrap_err().to_string(), "db down");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_or_garbage_falls_back_to_the_fetch() {
+    let server = RedisServer::start();
+    let cache = Cache::builder(RedisStore::new(support::backend(&server)))
+        .lock(LockConfig::default())
+        .build()
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    let ttl = Duration::from_secs(60);
+    // Garbage under the key: treated as a miss and overwritten.
+    server.cli(&["HSET", "ts:cache:{k}:e", "v", "garbage"]);
+    assert_eq!(
+        cache.get_or_fetch("k", ttl, || load(&calls)).await.unwrap(),
+        user(1)
+    );
+    assert_eq!(
+        cache.get_or_fetch("k", ttl, || load(&calls)).await.unwrap(),
+        user(1)
+    );
+    server.pause();
+    for i in 0..5 {
+        let v = cache
+            .get_or_fetch(&format!("cold{i}"), ttl, || load(&calls))
+            .await
+            .unwrap();
+        assert_eq!(v.id, 1, "the fetch answers while Redis hangs");
+    }
+    assert!(
+        cache.invalidate("k").await.is_err(),
+        "a purge reports the failure"
+    );
+    server.resume();
+}
