@@ -1,0 +1,317 @@
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// The cookie's `SameSite` attribute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    /// Sent on same-site requests only.
+    Strict,
+    /// Sent on same-site requests and top-level navigations (the default).
+    #[default]
+    Lax,
+    /// Sent on every request; browsers require `Secure` with it.
+    None,
+}
+
+/// Browsers cap a cookie's lifetime at 400 days; a longer TTL would make `Max-Age` and the
+/// server-side TTL disagree.
+const MAX_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// Session settings, all with defaults; deserializable (e.g. from TOML, durations written
+/// like `"30m"` or `"7days"`).
+///
+/// ```
+/// use tower_scale_session::SessionConfig;
+///
+/// let config: SessionConfig = serde_json::from_str(r#"{
+///     "cookie_name": "app_session",
+///     "ttl": "7days",
+///     "touch_after": "5m",
+///     "signing_keys": ["a secret of at least thirty-two bytes, shared by all instances"]
+/// }"#).unwrap();
+/// assert!(config.secure);
+/// config.validate().unwrap();
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Cookie name. Default `sid`.
+    pub cookie_name: String,
+    /// Session lifetime since its last write or refresh; the cookie's `Max-Age` is the same.
+    /// Whole seconds, from 1 s to 400 days. Default 24 h.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Sliding expiry: a session read at least this long after its last write or refresh gets
+    /// its TTL refreshed (one `EXPIRE`-like write, no data rewritten); more often, nothing is
+    /// written. Must be shorter than `ttl`. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub touch_after: Duration,
+    /// The cookie's `Secure` attribute. Default `true`; turn it off only for local
+    /// development over plain HTTP.
+    pub secure: bool,
+    /// The cookie's `SameSite` attribute. Default `lax`.
+    pub same_site: SameSite,
+    /// The cookie's `Path`. Default `/`.
+    pub path: String,
+    /// The cookie's `Domain`; none by default (host-only cookie).
+    pub domain: Option<String>,
+    /// Secrets for signing the cookie (HMAC-SHA256, keys derived from each secret): the first
+    /// signs, all verify, so a key can be rotated by putting the new one first. Each at least
+    /// 32 bytes. Empty (the default): unsigned cookies, the id's 128 random bits being the
+    /// only protection. With keys, a forged id is rejected before any store call.
+    pub signing_keys: Vec<String>,
+    /// Status of the response a handler gets from `?` on a failed session read (the store
+    /// is down, slow or answered garbage). Default 503.
+    pub load_error_status: u16,
+    /// Status sent instead of the handler's response when the session write fails (the
+    /// client must not believe a change was kept). Default 503.
+    pub save_error_status: u16,
+}
+
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("cookie_name", &self.cookie_name)
+            .field("ttl", &self.ttl)
+            .field("touch_after", &self.touch_after)
+            .field("secure", &self.secure)
+            .field("same_site", &self.same_site)
+            .field("path", &self.path)
+            .field("domain", &self.domain)
+            .field(
+                "signing_keys",
+                &format_args!("[{} redacted]", self.signing_keys.len()),
+            )
+            .field("load_error_status", &self.load_error_status)
+            .field("save_error_status", &self.save_error_status)
+            .finish()
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: "sid".to_owned(),
+            ttl: Duration::from_secs(24 * 3600),
+            touch_after: Duration::from_secs(60),
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".to_owned(),
+            domain: None,
+            signing_keys: Vec::new(),
+            load_error_status: 503,
+            save_error_status: 503,
+        }
+    }
+}
+
+/// An invalid [`SessionConfig`]; the message names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session config: {0}")]
+pub struct ConfigError(String);
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_attribute_value(s: &str) -> bool {
+    s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';')
+}
+
+impl SessionConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if !is_token(&self.cookie_name) || self.cookie_name.len() > 64 {
+            return err(format!(
+                "cookie_name {:?}: 1 to 64 characters of an HTTP token (letters, digits, !#$%&'*+-.^_`|~)",
+                self.cookie_name
+            ));
+        }
+        if self.ttl < Duration::from_secs(1) || self.ttl > MAX_TTL || self.ttl.subsec_nanos() != 0 {
+            return err(format!(
+                "ttl {:?}: whole seconds from 1s to 400 days",
+                self.ttl
+            ));
+        }
+        if self.touch_after >= self.ttl {
+            return err(format!(
+                "touch_after {:?} must be shorter than ttl {:?}",
+                self.touch_after, self.ttl
+            ));
+        }
+        if !self.path.starts_with('/') || !is_attribute_value(&self.path) {
+            return err(format!(
+                "path {:?}: must start with '/' and hold no spaces, ';' or control characters",
+                self.path
+            ));
+        }
+        if let Some(domain) = &self.domain
+            && (domain.is_empty() || !is_attribute_value(domain))
+        {
+            return err(format!("domain {domain:?}: not a valid cookie domain"));
+        }
+        for (i, key) in self.signing_keys.iter().enumerate() {
+            if key.len() < 32 {
+                return err(format!(
+                    "signing_keys[{i}]: {} bytes; a signing secret needs at least 32",
+                    key.len()
+                ));
+            }
+        }
+        for (name, status) in [
+            ("load_error_status", self.load_error_status),
+            ("save_error_status", self.save_error_status),
+        ] {
+            match StatusCode::from_u16(status) {
+                Ok(s) if s.is_client_error() || s.is_server_error() => {}
+                _ => return err(format!("{name} {status}: must be a 4xx or 5xx status")),
+            }
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return err("same_site none requires secure (browsers reject it otherwise)".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let c = SessionConfig::default();
+        c.validate().unwrap();
+        assert!(c.secure);
+        assert_eq!(c.same_site, SameSite::Lax);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases: Vec<(SessionConfig, &str)> = vec![
+            (
+                SessionConfig {
+                    cookie_name: "a b".into(),
+                    ..Default::default()
+                },
+                "cookie_name",
+            ),
+            (
+                SessionConfig {
+                    cookie_name: String::new(),
+                    ..Default::default()
+                },
+                "cookie_name",
+            ),
+            (
+                SessionConfig {
+                    ttl: Duration::from_millis(1500),
+                    ..Default::default()
+                },
+                "ttl",
+            ),
+            (
+                SessionConfig {
+                    ttl: Duration::ZERO,
+                    ..Default::default()
+                },
+                "ttl",
+            ),
+            (
+                SessionConfig {
+                    ttl: Duration::from_secs(401 * 24 * 3600),
+                    ..Default::default()
+                },
+                "ttl",
+            ),
+            (
+                SessionConfig {
+                    touch_after: Duration::from_secs(24 * 3600),
+                    ..Default::default()
+                },
+                "touch_after",
+            ),
+            (
+                SessionConfig {
+                    path: "x".into(),
+                    ..Default::default()
+                },
+                "path",
+            ),
+            (
+                SessionConfig {
+                    path: "/a;b".into(),
+                    ..Default::default()
+                },
+                "path",
+            ),
+            (
+                SessionConfig {
+                    domain: Some("a b".into()),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                SessionConfig {
+                    signing_keys: vec!["short".into()],
+                    ..Default::default()
+                },
+                "signing_keys[0]",
+            ),
+            (
+                SessionConfig {
+                    load_error_status: 200,
+                    ..Default::default()
+                },
+                "load_error_status",
+            ),
+            (
+                SessionConfig {
+                    save_error_status: 42,
+                    ..Default::default()
+                },
+                "save_error_status",
+            ),
+            (
+                SessionConfig {
+                    same_site: SameSite::None,
+                    secure: false,
+                    ..Default::default()
+                },
+                "same_site",
+            ),
+        ];
+        for (config, field) in cases {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e} should name {field}");
+        }
+    }
+
+    #[test]
+    fn deserializes_with_defaults_and_rejects_unknown_fields() {
+        let c: SessionConfig =
+            serde_json::from_str(r#"{"ttl":"1h","same_site":"strict"}"#).unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(3600));
+        assert_eq!(c.same_site, SameSite::Strict);
+        assert_eq!(c.cookie_name, "sid");
+        assert!(serde_json::from_str::<SessionConfig>(r#"{"tll":"1h"}"#).is_err());
+        assert!(
+            !format!(
+                "{:?}",
+                SessionConfig {
+                    signing_keys: vec!["x".repeat(40)],
+                    ..Default::default()
+                }
+            )
+            .contains("xxxx")
+        );
+    }
+}

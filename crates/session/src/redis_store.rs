@@ -1,0 +1,276 @@
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use tower_scale_redis::redis::{self, Script};
+use tower_scale_redis::{Error as RedisError, RedisBackend};
+
+use crate::SessionId;
+use crate::store::{
+    BoxFuture, EXPIRES_FIELD, Record, Save, SaveOutcome, SessionStore, StoreError, USER_FIELD,
+};
+
+/// Writes changed fields of one session hash, in one round trip.
+///
+/// `KEYS[1]` the session hash. `ARGV`: mode (`c` create, `u` update), TTL in ms, expiry in
+/// ms since the epoch, user to bind (`''`: none), number of fields set `n`, then `n` name and
+/// value pairs, then the names of removed fields.
+/// Returns `{status, user}`: status 1 saved, 0 missing (update of a session that is gone:
+/// never recreated), -1 collision (create of an id that exists); `user` is the user the
+/// session was bound to before this write.
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local key = KEYS[1]
+local exists = redis.call('EXISTS', key)
+if ARGV[1] == 'c' then
+  if exists == 1 then return {-1, false} end
+elseif exists == 0 then
+  return {0, false}
+end
+local user = ARGV[4]
+local previous = redis.call('HGET', key, '__user')
+local args = {'__exp', ARGV[3]}
+if user ~= '' then
+  args[3] = '__user'
+  args[4] = user
+end
+local n = tonumber(ARGV[5])
+for i = 6, 5 + 2 * n do args[#args + 1] = ARGV[i] end
+redis.call('HSET', key, unpack(args))
+if #ARGV > 5 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 6 + 2 * n)) end
+redis.call('PEXPIRE', key, ARGV[2])
+return {1, previous}
+",
+    )
+});
+
+/// Deletes a session hash and returns the user it was bound to.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local user = redis.call('HGET', KEYS[1], '__user')
+redis.call('DEL', KEYS[1])
+return user
+",
+    )
+});
+
+/// Lua's `unpack` stops near 8,000 values; a save of more fields than this is refused.
+const MAX_FIELDS_PER_SAVE: usize = 3_000;
+
+/// Sessions in Redis, shared by every instance, through the shared [`RedisBackend`].
+///
+/// Layout: one hash per session, `<prefix>:session:<id>`, one field per session value (JSON
+/// text) plus `__exp` (expiry, ms since the epoch) and `__user` (the bound user), with the
+/// key's TTL equal to the session's. A set per user, `<prefix>:session-user:<user>`, lists
+/// the user's sessions for [`delete_user`](SessionStore::delete_user).
+///
+/// Round trips: a load is one `HGETALL`; a save is one `EVALSHA` writing only the changed
+/// fields and refreshing the TTL. For a session bound to a user, the user's set gets the
+/// same TTL as the session on every save (so it outlives every session it lists): one
+/// `SADD`/`PEXPIRE` transaction sent concurrently when the caller names the user (as the
+/// layer does after a read), or one `PEXPIRE` after the save when it does not. A delete is one
+/// `EVALSHA`, plus one `SREM` when the session had a user.
+///
+/// Every command is bounded by the backend's command timeout; failures come back as
+/// [`StoreError`]. Works unchanged on Redis Cluster: every command touches one key.
+#[derive(Clone, Debug)]
+pub struct RedisStore {
+    backend: RedisBackend,
+}
+
+impl RedisStore {
+    /// A store on the shared backend.
+    pub fn new(backend: RedisBackend) -> Self {
+        Self { backend }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &RedisBackend {
+        &self.backend
+    }
+
+    /// The key of a session's hash.
+    pub fn session_key(&self, id: &SessionId) -> String {
+        self.backend.keys().key("session", id.as_str())
+    }
+
+    /// The key of a user's set of session ids.
+    pub fn user_key(&self, user: &str) -> String {
+        self.backend.keys().key("session-user", user)
+    }
+
+    async fn load_now(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        let mut fields: HashMap<String, String> = self
+            .backend
+            .query(redis::cmd("HGETALL").arg(self.session_key(id)))
+            .await
+            .map_err(|e| store_error("load", e))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let expires_at = match fields.remove(EXPIRES_FIELD).map(|v| v.parse::<u64>()) {
+            Some(Ok(at)) => at,
+            // A hash without a readable expiry was not written by this store.
+            _ => {
+                return Err(StoreError::new(
+                    "session hash without a valid `__exp` field: not written by tower-scale-session",
+                ));
+            }
+        };
+        let user = fields.remove(USER_FIELD);
+        Ok(Some(Record::new(fields, expires_at, user)))
+    }
+
+    async fn save_now(&self, save: Save<'_>) -> Result<SaveOutcome, StoreError> {
+        if save.set.len() + save.remove.len() > MAX_FIELDS_PER_SAVE {
+            return Err(StoreError::new(format!(
+                "a save may change at most {MAX_FIELDS_PER_SAVE} fields"
+            )));
+        }
+        let key = self.session_key(save.id);
+        let ttl_ms = u64::try_from(save.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut invocation = SAVE.key(&key);
+        invocation
+            .arg(if save.create { "c" } else { "u" })
+            .arg(ttl_ms)
+            .arg(save.expires_at)
+            .arg(save.user.unwrap_or(""))
+            .arg(save.set.len());
+        for (k, v) in save.set {
+            invocation.arg(k).arg(v);
+        }
+        for k in save.remove {
+            invocation.arg(k);
+        }
+        let saved = self.backend.invoke::<(i64, Option<String>)>(&invocation);
+        let (status, previous) = match save.user {
+            None => saved.await.map_err(|e| store_error("save", e))?,
+            Some(user) => {
+                // The index lives in another slot: its own command, sent concurrently. An id
+                // indexed for a save that then finds the session missing is harmless: the
+                // log-out-everywhere deletes of unknown ids are no-ops.
+                let user_key = self.user_key(user);
+                let mut index = redis::pipe();
+                index
+                    .atomic()
+                    .cmd("SADD")
+                    .arg(&user_key)
+                    .arg(save.id.as_str())
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&user_key)
+                    .arg(ttl_ms)
+                    .ignore();
+                let (saved, indexed) =
+                    futures_util::future::join(saved, self.backend.query_pipeline::<()>(&index))
+                        .await;
+                let saved = saved.map_err(|e| store_error("save", e))?;
+                indexed.map_err(|e| store_error("index user", e))?;
+                saved
+            }
+        };
+        match status {
+            1 => {
+                match (previous.as_deref(), save.user) {
+                    // Bound to another user before: leave that user's index.
+                    (Some(previous), Some(user)) if previous != user => {
+                        self.unindex(previous, save.id).await?;
+                    }
+                    // Bound, but the caller did not know it (a write without a read): keep
+                    // the index alive as long as the session it lists.
+                    (Some(previous), None) => {
+                        self.backend
+                            .query::<()>(
+                                redis::cmd("PEXPIRE")
+                                    .arg(self.user_key(previous))
+                                    .arg(ttl_ms),
+                            )
+                            .await
+                            .map_err(|e| store_error("index user", e))?;
+                    }
+                    _ => {}
+                }
+                Ok(SaveOutcome::Saved)
+            }
+            0 => Ok(SaveOutcome::Missing),
+            -1 => Ok(SaveOutcome::Collision),
+            other => Err(StoreError::new(format!(
+                "unexpected reply {other} from the session save script"
+            ))),
+        }
+    }
+
+    async fn unindex(&self, user: &str, id: &SessionId) -> Result<(), StoreError> {
+        self.backend
+            .query::<()>(redis::cmd("SREM").arg(self.user_key(user)).arg(id.as_str()))
+            .await
+            .map_err(|e| store_error("unindex user", e))
+    }
+
+    async fn delete_now(&self, id: &SessionId) -> Result<(), StoreError> {
+        let user: Option<String> = self
+            .backend
+            .invoke(&DELETE.key(self.session_key(id)))
+            .await
+            .map_err(|e| store_error("delete", e))?;
+        if let Some(user) = user {
+            self.unindex(&user, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_user_now(&self, user: &str) -> Result<usize, StoreError> {
+        let user_key = self.user_key(user);
+        let ids: Vec<String> = self
+            .backend
+            .query(redis::cmd("SMEMBERS").arg(&user_key))
+            .await
+            .map_err(|e| store_error("list user sessions", e))?;
+        let commands: Vec<redis::Cmd> = ids
+            .iter()
+            .filter_map(|id| SessionId::parse(id))
+            .map(|id| {
+                let mut del = redis::cmd("DEL");
+                del.arg(self.session_key(&id));
+                del
+            })
+            .collect();
+        // Each session key hashes to its own slot: one DEL per key, all in flight at once.
+        let deletes = commands.iter().map(|del| self.backend.query::<usize>(del));
+        let mut deleted = 0;
+        for result in futures_util::future::join_all(deletes).await {
+            deleted += result.map_err(|e| store_error("delete user sessions", e))?;
+        }
+        self.backend
+            .query::<()>(redis::cmd("DEL").arg(&user_key))
+            .await
+            .map_err(|e| store_error("delete user index", e))?;
+        Ok(deleted)
+    }
+}
+
+fn store_error(op: &str, e: RedisError) -> StoreError {
+    let unavailable = e.is_unavailable();
+    StoreError::with_source(format!("Redis {op} failed"), unavailable, e)
+}
+
+impl SessionStore for RedisStore {
+    fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(self.load_now(id))
+    }
+
+    fn save<'a>(&'a self, save: Save<'a>) -> BoxFuture<'a, Result<SaveOutcome, StoreError>> {
+        Box::pin(self.save_now(save))
+    }
+
+    fn delete<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.delete_now(id))
+    }
+
+    fn delete_user<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(self.delete_user_now(user))
+    }
+}

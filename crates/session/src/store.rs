@@ -1,0 +1,153 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::SessionId;
+
+/// A boxed, sendable future, as returned by [`SessionStore`] methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Field names starting with this prefix are the store's own (expiry, user binding); a
+/// handler cannot write them.
+pub const RESERVED_PREFIX: &str = "__";
+/// Field holding the absolute expiry time, in milliseconds since the Unix epoch.
+pub(crate) const EXPIRES_FIELD: &str = "__exp";
+/// Field holding the user the session is bound to.
+pub(crate) const USER_FIELD: &str = "__user";
+
+/// A stored session, as loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Record {
+    /// The handler's fields: name to JSON text.
+    pub fields: HashMap<String, String>,
+    /// When the session expires, in milliseconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The user the session is bound to, if any (see `Session::set_user`).
+    pub user: Option<String>,
+}
+
+impl Record {
+    /// A record from its parts.
+    pub fn new(fields: HashMap<String, String>, expires_at: u64, user: Option<String>) -> Self {
+        Self {
+            fields,
+            expires_at,
+            user,
+        }
+    }
+}
+
+/// What a request changes in a session, handed to [`SessionStore::save`].
+///
+/// Only changed fields are listed: a store writes these and leaves every other field as it
+/// is, so two requests of one user that change different fields both keep their change.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Save<'a> {
+    /// The session written.
+    pub id: &'a SessionId,
+    /// `true`: a new session, which must not exist yet ([`SaveOutcome::Collision`] if it
+    /// does). `false`: an update of an existing session, which must not be recreated if it
+    /// is gone ([`SaveOutcome::Missing`]): a logout elsewhere wins over a late write.
+    pub create: bool,
+    /// Fields set: name and JSON text.
+    pub set: &'a [(String, String)],
+    /// Fields removed.
+    pub remove: &'a [String],
+    /// Bind the session to this user (kept in the user-to-sessions index).
+    pub user: Option<&'a str>,
+    /// The session's time to live from now.
+    pub ttl: Duration,
+    /// Now plus `ttl`, in milliseconds since the Unix epoch (stored for sliding expiry).
+    pub expires_at: u64,
+}
+
+/// Result of a [`SessionStore::save`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveOutcome {
+    /// Written.
+    Saved,
+    /// An update found no session (expired, or destroyed elsewhere): nothing written.
+    Missing,
+    /// A create found the id taken: nothing written.
+    Collision,
+}
+
+/// A store failure: the backend is down, slow, or answered something unexpected.
+#[derive(Debug, thiserror::Error)]
+#[error("session store: {message}")]
+pub struct StoreError {
+    message: String,
+    unavailable: bool,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: false,
+            source: None,
+        }
+    }
+
+    /// An error caused by another error; `unavailable` tells whether the backend could not
+    /// be reached (down, timed out, breaker open) rather than answering wrongly.
+    pub fn with_source(
+        message: impl Into<String>,
+        unavailable: bool,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            unavailable,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The backend could not be reached (down, timed out, breaker open).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+}
+
+/// Where sessions live.
+///
+/// Implemented by [`MemoryStore`](crate::MemoryStore) (one instance) and `RedisStore`
+/// (feature `redis`, every instance). Every method is bounded in time by the store itself
+/// (the Redis store by the backend's command timeout).
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// Loads a session; `None` when unknown or expired.
+    fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>>;
+
+    /// Writes the changed fields and sets the expiry (see [`Save`] for the rules).
+    fn save<'a>(&'a self, save: Save<'a>) -> BoxFuture<'a, Result<SaveOutcome, StoreError>>;
+
+    /// Deletes a session (and its entry in its user's index). Deleting an unknown session
+    /// is not an error.
+    fn delete<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Deletes every session bound to `user`; returns how many were deleted.
+    fn delete_user<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<usize, StoreError>>;
+}
+
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        (**self).load(id)
+    }
+    fn save<'a>(&'a self, save: Save<'a>) -> BoxFuture<'a, Result<SaveOutcome, StoreError>> {
+        (**self).save(save)
+    }
+    fn delete<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).delete(id)
+    }
+    fn delete_user<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        (**self).delete_user(user)
+    }
+}
