@@ -65,6 +65,30 @@ pub struct Save<'a> {
     pub expires_at: u64,
 }
 
+impl<'a> Save<'a> {
+    /// A save from its parts (for store implementers' tests; the layer builds these).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: &'a SessionId,
+        create: bool,
+        set: &'a [(String, String)],
+        remove: &'a [String],
+        user: Option<&'a str>,
+        ttl: Duration,
+        expires_at: u64,
+    ) -> Self {
+        Self {
+            id,
+            create,
+            set,
+            remove,
+            user,
+            ttl,
+            expires_at,
+        }
+    }
+}
+
 /// Result of a [`SessionStore::save`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1,0 +1,343 @@
+//! The layer's rules, on the in-memory store, with tokio's clock paused where time matters.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use common::{Counting, Counts, app, call};
+use tower_scale_session::{MemoryStore, SessionConfig, SessionId, SessionLayer};
+
+fn setup(config: &SessionConfig) -> (Router, Arc<Counts>) {
+    let counts = Arc::new(Counts::default());
+    let store = Counting {
+        store: MemoryStore::new(),
+        counts: counts.clone(),
+    };
+    let layer = SessionLayer::new(store).with_config(config).unwrap();
+    (app(layer), counts)
+}
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        ttl: Duration::from_secs(3600),
+        touch_after: Duration::from_secs(60),
+        ..SessionConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn untouched_and_anonymous_reads_cost_nothing_and_set_no_cookie() {
+    let (app, counts) = setup(&config());
+    let r = call(&app, "GET", "/untouched", None).await;
+    assert_eq!((r.status, r.set_cookie.as_deref()), (StatusCode::OK, None));
+    // Reading an anonymous session: nothing to load, nothing to write, no cookie.
+    let r = call(&app, "GET", "/get/a", None).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
+    // Removing from or cycling an empty session writes nothing either.
+    assert_eq!(call(&app, "POST", "/remove/a", None).await.set_cookie, None);
+    assert_eq!(call(&app, "POST", "/cycle", None).await.set_cookie, None);
+    assert_eq!(call(&app, "POST", "/logout", None).await.set_cookie, None);
+    assert_eq!(counts.get(), (0, 0, 0));
+
+    // With a live session, an untouched route still costs nothing.
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    counts.reset();
+    let r = call(&app, "GET", "/untouched", Some(&cookie)).await;
+    assert_eq!(r.set_cookie, None);
+    assert_eq!(counts.get(), (0, 0, 0));
+    // Reading: one load, no write (the sliding refresh is not due yet).
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("1", None));
+    assert_eq!(counts.get(), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn cookie_attributes_and_max_age_match_the_ttl() {
+    let (app, _) = setup(&config());
+    let r = call(&app, "POST", "/set/a/1", None).await;
+    let header = r.set_cookie.clone().unwrap();
+    assert!(header.starts_with("sid="), "{header}");
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=3600",
+    ] {
+        assert!(header.contains(attr), "{attr} missing: {header}");
+    }
+    let id = r.cookie()["sid=".len()..].to_owned();
+    assert!(SessionId::parse(&id).is_some());
+
+    let local = SessionConfig {
+        secure: false,
+        cookie_name: "app".into(),
+        path: "/api".into(),
+        ..config()
+    };
+    let (app, _) = setup(&local);
+    let header = call(&app, "POST", "/set/a/1", None)
+        .await
+        .set_cookie
+        .unwrap();
+    assert!(
+        header.starts_with("app=") && header.contains("Path=/api"),
+        "{header}"
+    );
+    assert!(!header.contains("Secure"), "{header}");
+}
+
+#[tokio::test]
+async fn writes_keep_the_id_and_reads_see_them() {
+    let (app, counts) = setup(&config());
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    let r = call(&app, "POST", "/set/b/2", Some(&cookie)).await;
+    assert_eq!(r.cookie(), cookie, "an update keeps the id");
+    assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+    assert_eq!(call(&app, "GET", "/get/b", Some(&cookie)).await.body, "2");
+    call(&app, "POST", "/remove/a", Some(&cookie)).await;
+    assert_eq!(
+        call(&app, "GET", "/get/a", Some(&cookie)).await.body,
+        "none"
+    );
+    assert_eq!(call(&app, "GET", "/get/b", Some(&cookie)).await.body, "2");
+    // Write-only requests do not read the session first.
+    counts.reset();
+    call(&app, "POST", "/set/c/3", Some(&cookie)).await;
+    assert_eq!(counts.get(), (0, 1, 0));
+    // Read-modify-write: one load, one save.
+    counts.reset();
+    assert_eq!(call(&app, "POST", "/incr", Some(&cookie)).await.body, "1");
+    assert_eq!(call(&app, "POST", "/incr", Some(&cookie)).await.body, "2");
+    assert_eq!(counts.get(), (2, 2, 0));
+}
+
+#[tokio::test]
+async fn unknown_ids_are_never_adopted() {
+    let (app, _) = setup(&config());
+    let planted = format!("sid={}", SessionId::random());
+    let r = call(&app, "GET", "/get/a", Some(&planted)).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
+    // A write with an unknown id starts a new session under a fresh id.
+    let r = call(&app, "POST", "/set/a/1", Some(&planted)).await;
+    assert_ne!(r.cookie(), planted);
+    assert_eq!(
+        call(&app, "GET", "/get/a", Some(&planted)).await.body,
+        "none"
+    );
+    assert_eq!(
+        call(&app, "GET", "/get/a", Some(&r.cookie())).await.body,
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn login_cycles_the_id_against_fixation() {
+    let (app, _) = setup(&config());
+    // An attacker obtains a session id and plants it in the victim's browser.
+    let planted = call(&app, "POST", "/set/cart/book", None).await.cookie();
+    let r = call(&app, "POST", "/login/victim", Some(&planted)).await;
+    let fresh = r.cookie();
+    assert_ne!(fresh, planted);
+    // The victim's session keeps its data under the new id and is bound to the user...
+    assert_eq!(
+        call(&app, "GET", "/get/cart", Some(&fresh)).await.body,
+        "book"
+    );
+    assert_eq!(
+        call(&app, "GET", "/user", Some(&fresh)).await.body,
+        "victim"
+    );
+    // ...and the planted id is worth nothing.
+    assert_eq!(
+        call(&app, "GET", "/user", Some(&planted)).await.body,
+        "none"
+    );
+    assert_eq!(
+        call(&app, "GET", "/get/cart", Some(&planted)).await.body,
+        "none"
+    );
+}
+
+#[tokio::test]
+async fn logout_and_log_out_everywhere() {
+    let (app, _) = setup(&config());
+    let laptop = call(&app, "POST", "/login/alice", None).await.cookie();
+    let phone = call(&app, "POST", "/login/alice", None).await.cookie();
+    let bob = call(&app, "POST", "/login/bob", None).await.cookie();
+    let r = call(&app, "POST", "/logout", Some(&laptop)).await;
+    let removal = r.set_cookie.unwrap();
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    assert_eq!(call(&app, "GET", "/user", Some(&laptop)).await.body, "none");
+    assert_eq!(call(&app, "GET", "/user", Some(&phone)).await.body, "alice");
+    let laptop = call(&app, "POST", "/login/alice", None).await.cookie();
+    assert_eq!(
+        call(&app, "POST", "/logout-all/alice", Some(&bob))
+            .await
+            .body,
+        "2"
+    );
+    assert_eq!(call(&app, "GET", "/user", Some(&laptop)).await.body, "none");
+    assert_eq!(call(&app, "GET", "/user", Some(&phone)).await.body, "none");
+    assert_eq!(call(&app, "GET", "/user", Some(&bob)).await.body, "bob");
+    assert_eq!(
+        call(&app, "POST", "/logout-all/alice", Some(&bob))
+            .await
+            .body,
+        "0"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_expire_after_the_ttl() {
+    let (app, _) = setup(&config());
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    assert_eq!(
+        call(&app, "GET", "/untouched", Some(&cookie)).await.body,
+        "ok"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
+    // An expired id is not revived by a write either.
+    let r = call(&app, "POST", "/set/a/2", Some(&cookie)).await;
+    assert_ne!(r.cookie(), cookie);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sliding_expiry_refreshes_at_most_once_per_interval() {
+    let (app, counts) = setup(&config());
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    counts.reset();
+    // Within touch_after of the last write: reads write nothing.
+    tokio::time::advance(Duration::from_secs(59)).await;
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!(r.set_cookie, None);
+    assert_eq!(counts.get(), (1, 0, 0));
+    // Past it: one refresh, with a cookie whose Max-Age is the full TTL again.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!(r.cookie(), cookie);
+    assert!(r.set_cookie.as_deref().unwrap().contains("Max-Age=3600"));
+    assert_eq!(counts.get(), (2, 1, 0));
+    // Right after the refresh: nothing again.
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!(r.set_cookie, None);
+    assert_eq!(counts.get(), (3, 1, 0));
+    // Kept alive past the first TTL by reads alone.
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(3000)).await;
+        assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+    }
+}
+
+#[tokio::test]
+async fn signed_cookies_reject_forgery_before_any_store_call() {
+    let keys = |k: &[&str]| SessionConfig {
+        signing_keys: k.iter().map(|s| (*s).to_owned()).collect(),
+        ..config()
+    };
+    let old = "an old signing secret of thirty-two bytes or more";
+    let new = "a new signing secret of thirty-two bytes or more!!";
+    let counts = Arc::new(Counts::default());
+    let store = Arc::new(MemoryStore::new());
+    let layer = |c: &SessionConfig| {
+        let counted = Counting {
+            store: store.clone(),
+            counts: counts.clone(),
+        };
+        app(SessionLayer::new(counted).with_config(c).unwrap())
+    };
+    let before = layer(&keys(&[old]));
+    let signed = call(&before, "POST", "/set/a/1", None).await.cookie();
+    let id = signed.rsplit('=').next().unwrap().to_owned();
+    assert!(
+        signed.len() > "sid=".len() + 22,
+        "the value carries a MAC: {signed}"
+    );
+
+    // Rotation: the new key signs, the old one still verifies.
+    let after = layer(&keys(&[new, old]));
+    assert_eq!(call(&after, "GET", "/get/a", Some(&signed)).await.body, "1");
+    let resigned = call(&after, "POST", "/set/b/2", Some(&signed))
+        .await
+        .cookie();
+    assert_ne!(resigned, signed);
+    assert_eq!(
+        call(&after, "GET", "/get/b", Some(&resigned)).await.body,
+        "2"
+    );
+
+    // Forged: the bare id, a tampered MAC, a MAC from another key. No store call at all.
+    counts.reset();
+    let bare = format!("sid={}", &signed[signed.len() - 22..]);
+    let mut tampered = signed.clone();
+    tampered.replace_range(4..5, if &signed[4..5] == "A" { "B" } else { "A" });
+    for forged in [bare, tampered, format!("sid={id}")] {
+        let r = call(&after, "GET", "/get/a", Some(&forged)).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::OK, "none"),
+            "{forged}"
+        );
+    }
+    assert_eq!(counts.get(), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn malformed_cookie_headers_give_an_anonymous_session() {
+    let (app, counts) = setup(&config());
+    let good = call(&app, "POST", "/set/a/1", None).await.cookie();
+    counts.reset();
+    let huge = format!("{good}; pad={}", "x".repeat(10_000));
+    let dup = format!("{good}; {good}");
+    let cases = [
+        "sid=".to_owned(),
+        "sid".to_owned(),
+        "=;=;;".to_owned(),
+        "sid=../../etc/passwd".to_owned(),
+        format!("{good}x"),
+        huge,
+        dup,
+        "sid=\u{e9}\u{e9}".to_owned(),
+    ];
+    for cookie in &cases {
+        let r = call(&app, "GET", "/get/a", Some(cookie)).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::OK, "none"),
+            "{cookie:.60}"
+        );
+    }
+    assert_eq!(counts.get(), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn reserved_fields_are_refused() {
+    let (app, _) = setup(&config());
+    let r = call(&app, "POST", "/set/__exp/1", None).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.set_cookie, None);
+}
+
+#[tokio::test]
+async fn memory_store_is_bounded() {
+    let store = MemoryStore::new().max_sessions(1_000);
+    let layer = SessionLayer::new(store.clone())
+        .with_config(&config())
+        .unwrap();
+    let app = app(layer);
+    for i in 0..5_000 {
+        call(&app, "POST", &format!("/set/k/{i}"), None).await;
+    }
+    assert!(store.len() <= 1_000, "{} sessions held", store.len());
+}
+
+#[tokio::test]
+async fn memory_store_conformance() {
+    common::conformance(&MemoryStore::new()).await;
+}

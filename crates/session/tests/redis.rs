@@ -1,0 +1,468 @@
+//! The Redis store against real `redis-server`s started by the tests: two app instances over
+//! HTTP, concurrent writers, command counts, Redis paused and killed, expiry, Redis Cluster.
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{Reply, app, call, conformance};
+use tower_scale_redis::{RedisBackend, RedisConfig};
+use tower_scale_session::{RedisStore, SessionConfig, SessionLayer};
+use tower_scale_testkit::{RedisCluster, RedisServer};
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        ttl: Duration::from_secs(600),
+        touch_after: Duration::from_secs(60),
+        secure: false,
+        ..SessionConfig::default()
+    }
+}
+
+fn backend(url: &str) -> RedisBackend {
+    let mut c = RedisConfig::new(url);
+    c.command_timeout = Duration::from_millis(300);
+    RedisBackend::new(c).unwrap()
+}
+
+fn layer(backend: RedisBackend) -> SessionLayer {
+    SessionLayer::new(RedisStore::new(backend))
+        .with_config(&config())
+        .unwrap()
+}
+
+/// Guards against a hang: every test step must finish; this is not a timing assertion.
+async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("a session request hung")
+}
+
+/// One app instance: an HTTP server on its own port with its own Redis connections.
+struct Instance {
+    base: String,
+}
+
+impl Instance {
+    async fn start(redis_url: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = app(layer(backend(redis_url)));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base }
+    }
+}
+
+struct Client(reqwest::Client);
+
+impl Client {
+    fn new() -> Self {
+        Self(reqwest::Client::builder().no_proxy().build().unwrap())
+    }
+
+    async fn body(&self, on: &Instance, method: &str, path: &str, cookie: Option<&str>) -> String {
+        self.send(on, method, path, cookie).await.body
+    }
+
+    async fn send(&self, on: &Instance, method: &str, path: &str, cookie: Option<&str>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.0.request(method, format!("{}{path}", on.base));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let res = bounded(req.send()).await.unwrap();
+        let status = StatusCode::from_u16(res.status().as_u16()).unwrap();
+        let set_cookie = res
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = res.text().await.unwrap();
+        Reply {
+            status,
+            set_cookie,
+            body,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_sessions() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        Instance::start(&redis.url()).await,
+        Instance::start(&redis.url()).await,
+    );
+    let http = Client::new();
+
+    // Log in on A.
+    let login = http.send(&a, "POST", "/login/alice", None).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let cookie = login.cookie();
+    // Read on B.
+    assert_eq!(http.body(&b, "GET", "/user", Some(&cookie)).await, "alice");
+    // Change on B, read on A.
+    http.send(&b, "POST", "/set/theme/dark", Some(&cookie))
+        .await;
+    assert_eq!(
+        http.body(&a, "GET", "/get/theme", Some(&cookie)).await,
+        "dark"
+    );
+    // Logging in again on B cycles the id: the old one is dead on A, the new one works on A.
+    let relogin = http
+        .send(&b, "POST", "/login/alice", Some(&cookie))
+        .await
+        .cookie();
+    assert_ne!(relogin, cookie);
+    assert_eq!(http.body(&a, "GET", "/user", Some(&cookie)).await, "none");
+    assert_eq!(http.body(&a, "GET", "/user", Some(&relogin)).await, "alice");
+    assert_eq!(
+        http.body(&a, "GET", "/get/theme", Some(&relogin)).await,
+        "dark"
+    );
+    // Logout on B invalidates on A.
+    let out = http.send(&b, "POST", "/logout", Some(&relogin)).await;
+    assert!(out.set_cookie.unwrap().contains("Max-Age=0"));
+    assert_eq!(http.body(&a, "GET", "/user", Some(&relogin)).await, "none");
+    // A late write with the dead id does not bring the session back.
+    let late = http
+        .send(&a, "POST", "/set/theme/light", Some(&relogin))
+        .await;
+    assert_ne!(late.cookie(), relogin);
+    assert_eq!(
+        http.body(&b, "GET", "/get/theme", Some(&relogin)).await,
+        "none"
+    );
+
+    // Log out everywhere: two devices on two instances, ended from a third session.
+    let laptop = http.send(&a, "POST", "/login/bob", None).await.cookie();
+    let phone = http.send(&b, "POST", "/login/bob", None).await.cookie();
+    let admin = http.send(&a, "POST", "/login/admin", None).await.cookie();
+    assert_eq!(
+        http.body(&b, "POST", "/logout-all/bob", Some(&admin)).await,
+        "2"
+    );
+    assert_eq!(http.body(&a, "GET", "/user", Some(&laptop)).await, "none");
+    assert_eq!(http.body(&b, "GET", "/user", Some(&phone)).await, "none");
+    assert_eq!(http.body(&a, "GET", "/user", Some(&admin)).await, "admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_two_instances_lose_no_field() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        Instance::start(&redis.url()).await,
+        Instance::start(&redis.url()).await,
+    );
+    let http = Client::new();
+    let cookie = http.send(&a, "POST", "/login/carol", None).await.cookie();
+    let n = 64;
+    let writes = (0..n).map(|i| {
+        let (http, cookie) = (&http, &cookie);
+        let on = if i % 2 == 0 { &a } else { &b };
+        async move {
+            http.send(on, "POST", &format!("/rmw/f{i}/v{i}"), Some(cookie))
+                .await
+        }
+    });
+    for reply in futures_util::future::join_all(writes).await {
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    for i in 0..n {
+        let on = if i % 2 == 0 { &b } else { &a };
+        let got = http
+            .body(on, "GET", &format!("/get/f{i}"), Some(&cookie))
+            .await;
+        assert_eq!(got, format!("v{i}"), "field f{i} lost");
+    }
+    assert_eq!(http.body(&a, "GET", "/user", Some(&cookie)).await, "carol");
+}
+
+fn calls(redis: &RedisServer) -> HashMap<String, u64> {
+    redis
+        .command_calls()
+        .into_iter()
+        .filter(|(name, _)| name != "info" && !name.starts_with("config"))
+        .collect()
+}
+
+/// The commands of one run of the save script: `EVALSHA` and the calls inside it.
+const SAVE_SCRIPT: &[(&str, u64)] = &[
+    ("evalsha", 1),
+    ("exists", 1),
+    ("hget", 1),
+    ("hset", 1),
+    ("pexpire", 1),
+];
+
+/// A request (method, path, cookie), the commands it should cost, and what that shows.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a [&'a [(&'a str, u64)]],
+    &'a str,
+);
+
+/// Expected command counts: the sum of the given lists.
+fn expect(lists: &[&[(&str, u64)]]) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for (k, v) in lists.iter().flat_map(|l| l.iter()) {
+        *out.entry((*k).to_owned()).or_default() += v;
+    }
+    out
+}
+
+#[tokio::test]
+async fn redis_commands_per_request_type() {
+    let redis = RedisServer::start();
+    let app = app(layer(backend(&redis.url())));
+    // Warm up: load the scripts, open the connection.
+    let cookie = call(&app, "POST", "/login/dave", None).await.cookie();
+    call(&app, "POST", "/logout", Some(&cookie)).await;
+    let anon = call(&app, "POST", "/set/a/1", None).await.cookie();
+
+    // (request, expected commands, what it shows)
+    let cases: [Case<'_>; 6] = [
+        (
+            "GET",
+            "/untouched",
+            Some(&anon),
+            &[],
+            "untouched: no command",
+        ),
+        (
+            "GET",
+            "/get/a",
+            Some(&anon),
+            &[&[("hgetall", 1)]],
+            "read-only: one HGETALL",
+        ),
+        (
+            "POST",
+            "/set/b/2",
+            Some(&anon),
+            &[SAVE_SCRIPT],
+            "write-only: one EVALSHA",
+        ),
+        (
+            "POST",
+            "/incr",
+            Some(&anon),
+            &[&[("hgetall", 1)], SAVE_SCRIPT],
+            "read-modify-write: HGETALL + EVALSHA",
+        ),
+        (
+            "POST",
+            "/set/a/1",
+            None,
+            &[SAVE_SCRIPT],
+            "new session: one EVALSHA",
+        ),
+        (
+            "POST",
+            "/login/dave",
+            None,
+            &[
+                SAVE_SCRIPT,
+                &[("multi", 1), ("sadd", 1), ("pexpire", 1), ("exec", 1)],
+            ],
+            "login: EVALSHA, and the user index (MULTI SADD PEXPIRE EXEC) concurrently",
+        ),
+    ];
+    let mut dave = String::new();
+    for (method, path, cookie, expected, what) in cases {
+        redis.reset_stats();
+        let reply = call(&app, method, path, cookie).await;
+        assert_eq!(reply.status, StatusCode::OK, "{what}");
+        assert_eq!(calls(&redis), expect(expected), "{what}");
+        if path == "/login/dave" {
+            dave = reply.cookie();
+        }
+    }
+
+    redis.reset_stats();
+    call(&app, "POST", "/logout", Some(&dave)).await;
+    assert_eq!(
+        calls(&redis),
+        expect(&[&[("evalsha", 1), ("hget", 1), ("del", 1), ("srem", 1)]]),
+        "logout: EVALSHA (HGET, DEL), then SREM from the user index"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_or_killed_reads_503_and_writes_are_reported() {
+    let mut redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let app = app(layer(store_backend));
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+
+    redis.pause();
+    let read = bounded(call(&app, "GET", "/get/a", Some(&cookie))).await;
+    assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE);
+    let write = bounded(call(&app, "POST", "/set/a/2", Some(&cookie))).await;
+    assert_eq!(
+        write.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a failed save is not a 200"
+    );
+    assert_eq!(write.set_cookie, None);
+    // Routes that do not touch the session do not care.
+    assert_eq!(
+        bounded(call(&app, "GET", "/untouched", Some(&cookie)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    redis.resume();
+
+    // Back: the session is intact. The write that timed out was answered 503 (outcome
+    // unknown to the client); it was either never sent (the backend's breaker opened) or
+    // sits in the paused server's socket and is applied whole on resume, never half.
+    let mut read = bounded(call(&app, "GET", "/get/a", Some(&cookie))).await;
+    for _ in 0..50 {
+        if read.status == StatusCode::OK {
+            break;
+        }
+        // The backend's breaker may hold calls back briefly after the outage.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        read = bounded(call(&app, "GET", "/get/a", Some(&cookie))).await;
+    }
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(["1", "2"].contains(&read.body.as_str()), "{read:?}");
+
+    redis.kill();
+    let read = bounded(call(&app, "GET", "/get/a", Some(&cookie))).await;
+    assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE);
+    let login = bounded(call(&app, "POST", "/login/erin", None)).await;
+    assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        login.set_cookie, None,
+        "no cookie for a session that was not stored"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sessions_expire_with_the_ttl_and_redis_holds_the_same_ttl() {
+    let redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let app = app(layer(store_backend.clone()));
+    let reply = call(&app, "POST", "/set/a/1", None).await;
+    assert!(reply.set_cookie.as_deref().unwrap().contains("Max-Age=600"));
+    let cookie = reply.cookie();
+    let id = &cookie["sid=".len()..];
+    let key = format!("{}:session:{id}", store_backend.keys().prefix());
+    let pttl: i64 = redis.cli(&["PTTL", &key]).trim().parse().unwrap();
+    assert!(
+        (590_000..=600_000).contains(&pttl),
+        "server TTL {pttl} ms vs Max-Age 600 s"
+    );
+
+    // Move tokio's clock past the TTL (Redis's own clock will expire the key too).
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(601)).await;
+    tokio::time::resume();
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!(
+        (r.status, r.body.as_str(), r.set_cookie.as_deref()),
+        (StatusCode::OK, "none", None)
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sliding_refresh_extends_the_redis_ttl_without_rewriting_data() {
+    let redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let app = app(layer(store_backend.clone()));
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    let key = format!(
+        "{}:session:{}",
+        store_backend.keys().prefix(),
+        &cookie["sid=".len()..]
+    );
+    // Shorten the server TTL by hand, to see the refresh put it back.
+    redis.cli(&["PEXPIRE", &key, "100000"]);
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::resume();
+    redis.reset_stats();
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!(r.body, "1");
+    assert!(r.set_cookie.as_deref().unwrap().contains("Max-Age=600"));
+    let c = calls(&redis);
+    assert_eq!(c.get("hgetall"), Some(&1));
+    assert_eq!(c.get("evalsha"), Some(&1));
+    // Only the expiry field is written: HSET of `__exp` alone.
+    assert_eq!(c.get("hset"), Some(&1));
+    let pttl: i64 = redis.cli(&["PTTL", &key]).trim().parse().unwrap();
+    assert!(
+        pttl > 500_000,
+        "TTL refreshed to the full 600 s, got {pttl} ms"
+    );
+    assert_eq!(redis.cli(&["HGET", &key, "a"]).trim(), "\"1\"");
+}
+
+#[tokio::test]
+async fn redis_store_conformance() {
+    let redis = RedisServer::start();
+    conformance(&RedisStore::new(backend(&redis.url()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_on_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let mut c = RedisConfig::cluster(cluster.urls());
+    c.command_timeout = Duration::from_secs(2);
+    let cluster_backend = RedisBackend::new(c).unwrap();
+    let store = RedisStore::new(cluster_backend.clone());
+    conformance(&store).await;
+
+    let app = app(layer(cluster_backend));
+    let mut slots = std::collections::HashSet::new();
+    let mut devices = Vec::new();
+    for _ in 0..6 {
+        let cookie = call(&app, "POST", "/login/frank", None).await.cookie();
+        let key = store
+            .session_key(&tower_scale_session::SessionId::parse(&cookie["sid=".len()..]).unwrap());
+        slots.insert(cluster.slot_owner(cluster.keyslot(&key)));
+        call(&app, "POST", "/incr", Some(&cookie)).await;
+        assert_eq!(
+            call(&app, "GET", "/get/user", Some(&cookie)).await.body,
+            "frank"
+        );
+        devices.push(cookie);
+    }
+    assert!(
+        slots.len() > 1,
+        "sessions spread over the cluster's masters"
+    );
+    let cycled = call(&app, "POST", "/cycle", Some(&devices[0]))
+        .await
+        .cookie();
+    assert_eq!(
+        call(&app, "GET", "/user", Some(&devices[0])).await.body,
+        "none"
+    );
+    assert_eq!(
+        call(&app, "GET", "/user", Some(&cycled)).await.body,
+        "frank"
+    );
+    call(&app, "POST", "/logout", Some(&devices[1])).await;
+    assert_eq!(
+        call(&app, "GET", "/user", Some(&devices[1])).await.body,
+        "none"
+    );
+    let other = call(&app, "POST", "/login/gina", None).await.cookie();
+    assert_eq!(
+        call(&app, "POST", "/logout-all/frank", Some(&other))
+            .await
+            .body,
+        "5"
+    );
+    for cookie in devices.iter().skip(2).chain([&cycled]) {
+        assert_eq!(call(&app, "GET", "/user", Some(cookie)).await.body, "none");
+    }
+    assert_eq!(call(&app, "GET", "/user", Some(&other)).await.body, "gina");
+}
