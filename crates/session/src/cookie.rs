@@ -90,8 +90,8 @@ impl CookieSettings {
     }
 
     fn header(&self, value: &str, max_age: i64) -> HeaderValue {
-        let mut cookie = Cookie::build((self.name.clone(), value.to_owned()))
-            .path(self.path.clone())
+        let mut cookie = Cookie::build((self.name.as_str(), value))
+            .path(self.path.as_str())
             .http_only(true)
             .secure(self.secure)
             .same_site(match self.same_site {
@@ -102,12 +102,12 @@ impl CookieSettings {
             .max_age(cookie::time::Duration::seconds(max_age))
             .build();
         if let Some(domain) = &self.domain {
-            cookie.set_domain(domain.clone());
+            cookie.set_domain(domain.as_str());
         }
         let text = match self.keys.first() {
             Some(key) if !value.is_empty() => {
                 let mut jar = CookieJar::new();
-                jar.signed_mut(key).add(cookie);
+                jar.signed_mut(key).add(cookie.into_owned());
                 jar.get(&self.name)
                     .map(ToString::to_string)
                     .unwrap_or_default()

@@ -1,6 +1,8 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use futures_util::future::Either;
+
 use tower_scale_redis::redis::{self, Script};
 use tower_scale_redis::{Error as RedisError, RedisBackend};
 
@@ -9,36 +11,30 @@ use crate::store::{
     BoxFuture, EXPIRES_FIELD, Record, Save, SaveOutcome, SessionStore, StoreError, USER_FIELD,
 };
 
-/// Writes changed fields of one session hash, in one round trip.
+/// Updates the changed fields of an existing session hash, in one round trip; a session that
+/// is gone is never recreated.
 ///
-/// `KEYS[1]` the session hash. `ARGV`: mode (`c` create, `u` update), TTL in ms, expiry in
-/// ms since the epoch, user to bind (`''`: none), number of fields set `n`, then `n` name and
-/// value pairs, then the names of removed fields.
-/// Returns `{status, user}`: status 1 saved, 0 missing (update of a session that is gone:
-/// never recreated), -1 collision (create of an id that exists); `user` is the user the
-/// session was bound to before this write.
+/// `KEYS[1]` the session hash. `ARGV`: TTL in ms, expiry in ms since the epoch, user to bind
+/// (`''`: none), number of fields set `n`, then `n` name and value pairs, then the names of
+/// removed fields. Returns `{status, user}`: status 1 saved, 0 missing; `user` is the user
+/// the session was bound to before this write.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local key = KEYS[1]
-local exists = redis.call('EXISTS', key)
-if ARGV[1] == 'c' then
-  if exists == 1 then return {-1, false} end
-elseif exists == 0 then
-  return {0, false}
-end
-local user = ARGV[4]
+if redis.call('EXISTS', key) == 0 then return {0, false} end
+local user = ARGV[3]
 local previous = redis.call('HGET', key, '__user')
-local args = {'__exp', ARGV[3]}
+local args = {'__exp', ARGV[2]}
 if user ~= '' then
   args[3] = '__user'
   args[4] = user
 end
-local n = tonumber(ARGV[5])
-for i = 6, 5 + 2 * n do args[#args + 1] = ARGV[i] end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + 2 * n do args[#args + 1] = ARGV[i] end
 redis.call('HSET', key, unpack(args))
-if #ARGV > 5 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 6 + 2 * n)) end
-redis.call('PEXPIRE', key, ARGV[2])
+if #ARGV > 4 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 5 + 2 * n)) end
+redis.call('PEXPIRE', key, ARGV[1])
 return {1, previous}
 ",
     )
@@ -65,8 +61,9 @@ const MAX_FIELDS_PER_SAVE: usize = 3_000;
 /// key's TTL equal to the session's. A set per user, `<prefix>:session-user:<user>`, lists
 /// the user's sessions for [`delete_user`](SessionStore::delete_user).
 ///
-/// Round trips: a load is one `HGETALL`; a save is one `EVALSHA` writing only the changed
-/// fields and refreshing the TTL. For a session bound to a user, the user's set gets the
+/// Round trips: a load is one `HGETALL`; a new session is one `MULTI`/`EXEC` transaction
+/// (`HSETNX`, `HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
+/// and refreshing the TTL, and never recreating a session that is gone. For a session bound to a user, the user's set gets the
 /// same TTL as the session on every save (so it outlives every session it lists): one
 /// `SADD`/`PEXPIRE` transaction sent concurrently when the caller names the user (as the
 /// layer does after a read), or one `PEXPIRE` after the save when it does not. A delete is one
@@ -132,20 +129,11 @@ impl RedisStore {
         let ttl_ms = u64::try_from(save.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut invocation = SAVE.key(&key);
-        invocation
-            .arg(if save.create { "c" } else { "u" })
-            .arg(ttl_ms)
-            .arg(save.expires_at)
-            .arg(save.user.unwrap_or(""))
-            .arg(save.set.len());
-        for (k, v) in save.set {
-            invocation.arg(k).arg(v);
-        }
-        for k in save.remove {
-            invocation.arg(k);
-        }
-        let saved = self.backend.invoke::<(i64, Option<String>)>(&invocation);
+        let saved = if save.create {
+            Either::Left(self.create(&key, &save, ttl_ms))
+        } else {
+            Either::Right(self.update(&key, &save, ttl_ms))
+        };
         let (status, previous) = match save.user {
             None => saved.await.map_err(|e| store_error("save", e))?,
             Some(user) => {
@@ -201,6 +189,58 @@ impl RedisStore {
                 "unexpected reply {other} from the session save script"
             ))),
         }
+    }
+
+    /// A new session: `HSETNX` of the expiry field (which tells whether the id was free),
+    /// the fields, and the TTL, in one `MULTI`/`EXEC` round trip: cheaper for Redis than a
+    /// script. On the practically impossible collision of two random 128-bit ids, the
+    /// fields were written over the other session's, and the save reports the collision.
+    async fn create(
+        &self,
+        key: &str,
+        save: &Save<'_>,
+        ttl_ms: u64,
+    ) -> Result<(i64, Option<String>), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSETNX")
+            .arg(key)
+            .arg(EXPIRES_FIELD)
+            .arg(save.expires_at);
+        if !save.set.is_empty() || save.user.is_some() {
+            let hset = pipe.cmd("HSET").arg(key);
+            for (k, v) in save.set {
+                hset.arg(k).arg(v);
+            }
+            if let Some(user) = save.user {
+                hset.arg(USER_FIELD).arg(user);
+            }
+            hset.ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+        let (fresh,): (i64,) = self.backend.query_pipeline(&pipe).await?;
+        Ok((if fresh == 1 { 1 } else { -1 }, None))
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        save: &Save<'_>,
+        ttl_ms: u64,
+    ) -> Result<(i64, Option<String>), RedisError> {
+        let mut invocation = SAVE.key(key);
+        invocation
+            .arg(ttl_ms)
+            .arg(save.expires_at)
+            .arg(save.user.unwrap_or(""))
+            .arg(save.set.len());
+        for (k, v) in save.set {
+            invocation.arg(k).arg(v);
+        }
+        for k in save.remove {
+            invocation.arg(k);
+        }
+        self.backend.invoke(&invocation).await
     }
 
     async fn unindex(&self, user: &str, id: &SessionId) -> Result<(), StoreError> {
