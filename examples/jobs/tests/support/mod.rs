@@ -208,12 +208,21 @@ impl Env {
     }
 
     /// A video in the middle of its transcoding (running, at least one frame done and at most
-    /// `max_done`).
-    pub async fn mid_job(&self, ids: &[String], max_done: u64) -> String {
+    /// `max_done`), skipping the videos of `stale` whose attempts have not passed the given
+    /// count (a status left `running` by a killed worker).
+    pub async fn mid_job(
+        &self,
+        ids: &[String],
+        max_done: u64,
+        stale: &HashMap<String, u64>,
+    ) -> String {
         self.wait_for(ids, "a job in progress", |all| {
             all.iter().find_map(|(id, s)| {
                 let done = s["frames_done"].as_u64()?;
-                (s["state"] == "running" && (1..=max_done).contains(&done)).then(|| id.clone())
+                let attempts = s["attempts"].as_u64()?;
+                let fresh = stale.get(id).is_none_or(|a| attempts > *a);
+                (fresh && s["state"] == "running" && (1..=max_done).contains(&done))
+                    .then(|| id.clone())
             })
         })
         .await
