@@ -1,0 +1,71 @@
+//! Run with
+//!
+//! ```not_rust
+//! export PRIMARY_DATABASE_URL=postgres://postgres@127.0.0.1:5432/app_primary
+//! export REPLICA_DATABASE_URL=postgres://postgres@127.0.0.1:5432/app_replica
+//! export RW_SECRET=a-secret-of-at-least-32-bytes-shared-by-all-instances
+//! ADDR=127.0.0.1:3001 cargo run -p example-replica-sqlx &
+//! ADDR=127.0.0.1:3002 cargo run -p example-replica-sqlx &
+//! ```
+//!
+//! Settings: `PRIMARY_DATABASE_URL`, `REPLICA_DATABASE_URL` (required), `RW_SECRET` (required,
+//! 32+ bytes, the same on every instance), `RW_WINDOW_MS` (default 5000), `ADDR` (default
+//! `127.0.0.1:3000`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use example_replica_sqlx::{Pools, app, migrate};
+use tower_scale_replica::ReadWriteLayer;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn required(name: &str) -> Result<String, String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| format!("{name} must be set"))
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let primary = required("PRIMARY_DATABASE_URL")?;
+    let replica = required("REPLICA_DATABASE_URL")?;
+    let secret = required("RW_SECRET")?;
+    let window = match std::env::var("RW_WINDOW_MS") {
+        Ok(v) => Duration::from_millis(v.parse().map_err(|e| format!("RW_WINDOW_MS: {e}"))?),
+        Err(_) => Duration::from_secs(5),
+    };
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+
+    let pools = Pools::connect_lazy(&primary, &replica, Duration::from_secs(2))?;
+    migrate(&pools.primary).await?;
+    migrate(&pools.replica).await?;
+    let layer = ReadWriteLayer::new(secret.as_bytes())
+        .map_err(|e| format!("RW_SECRET: {e}"))?
+        .window(window);
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app(pools.clone(), layer))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    pools.primary.close().await;
+    pools.replica.close().await;
+    Ok(())
+}
