@@ -14,6 +14,9 @@
 //! | `ratelimit` | `tower_scale::ratelimit`: rate limiting in memory or global through Redis | No |
 //! | `shutdown` | `tower_scale::shutdown`: graceful shutdown (readiness, drain deadline, tasks, hooks), health routes | No |
 //! | `compression` | `tower_scale::compression`: compression preset over tower-http, bounded request decompression | No |
+//! | `session` | `tower_scale::session`: sessions in memory or shared through Redis, signed cookies, log-out-everywhere | No |
+//! | `cache` | `tower_scale::cache`: Redis cache-aside (typed single-flight API and RFC 9111 response cache) | No |
+//! | `pubsub` | `tower_scale::pubsub`: pub/sub fan-out across instances (Redis backplane, Streams history) | No |
 //! | `full` | every crate | No |
 //!
 //! # Example
@@ -70,6 +73,24 @@ pub use tower_scale_compression as compression;
 #[cfg_attr(docsrs, doc(cfg(feature = "shutdown")))]
 #[doc(inline)]
 pub use tower_scale_shutdown as shutdown;
+
+/// Sessions: `tower-scale-session`.
+#[cfg(feature = "session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "session")))]
+#[doc(inline)]
+pub use tower_scale_session as session;
+
+/// Cache-aside and the HTTP response cache: `tower-scale-cache`.
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+#[doc(inline)]
+pub use tower_scale_cache as cache;
+
+/// Pub/sub fan-out: `tower-scale-pubsub`.
+#[cfg(feature = "pubsub")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pubsub")))]
+#[doc(inline)]
+pub use tower_scale_pubsub as pubsub;
 
 /// Circuit breaker: `tower-scale-breaker`.
 #[cfg(feature = "breaker")]

@@ -17,8 +17,20 @@
 //!   -H 'x-api-key: demo' http://127.0.0.1:3000/limited; done   # 200 200 200 429
 //! ```
 //!
+//! Sessions (in memory, or in Redis with `REDIS_URL`, so every instance knows the user):
+//!
+//! ```not_rust
+//! curl -c jar -X POST 'http://127.0.0.1:3000/login?user=alice'   # Set-Cookie: sid=...
+//! curl -b jar http://127.0.0.1:3000/counter                       # 1, 2, 3, ...
+//! curl -b jar http://127.0.0.1:3000/me                            # alice
+//! curl -b jar -X POST http://127.0.0.1:3000/logout                # the session is gone
+//! curl -i http://127.0.0.1:3000/slow/42   # 200 ms the first time, then a cache hit:
+//!                                         # Cache-Status: tower-scale; hit, and an Age header
+//! ```
+//!
 //! `/limited` allows 3 requests per 10 s per `x-api-key`, in memory, or across every instance
-//! when `REDIS_URL` is set.
+//! when `REDIS_URL` is set. `/slow/{id}` is a slow origin (a 200 ms query) cached for 30 s, in
+//! memory or in Redis.
 //!
 //! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), the
 //! other `REDIS_*` variables of `tower_scale::redis::RedisConfig::from_env`, and
@@ -28,15 +40,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer, SlidingWindow};
+use tower_scale::cache::{Cache, ResponseCacheLayer};
 use tower_scale::compression::{CompressionLayer, RequestDecompressionLayer};
 use tower_scale::metrics::{LagWatch, MetricsLayer, PrometheusMetrics, RuntimeProbe};
 use tower_scale::offload::{Offload, OffloadError, PressureConfig, PressureLayer};
 use tower_scale::ratelimit::{HeaderKey, MemoryStore, Quota, RateLimitLayer, RedisStore};
 use tower_scale::redis::{RedisBackend, RedisConfig};
+use tower_scale::session::{Session, SessionConfig, SessionError, SessionLayer};
 use tower_scale::shutdown::{Shutdown, ShutdownConfig};
 
 /// Shared application state.
@@ -69,7 +83,41 @@ fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
         None => RateLimitLayer::new(MemoryStore::new(100_000), quota),
     }?
     .key_with(HeaderKey(http::HeaderName::from_static("x-api-key")));
+    // Sessions in Redis when there is one (every instance sees them), in memory otherwise.
+    // `secure: false` only because the example is served over plain HTTP on loopback.
+    let session_config = SessionConfig {
+        secure: false,
+        ..SessionConfig::default()
+    };
+    let sessions = match &parts.redis {
+        Some(backend) => SessionLayer::new(tower_scale::session::RedisStore::new(backend.clone())),
+        None => SessionLayer::new(tower_scale::session::MemoryStore::new()),
+    }
+    .with_config(&session_config)?;
+    // The slow route's responses, cached for 30 s (in Redis when there is one). Outside
+    // compression, so a hit serves the stored encoded variant.
+    let cache = match &parts.redis {
+        Some(backend) => Cache::new(tower_scale::cache::RedisStore::new(backend.clone())),
+        None => Cache::new(tower_scale::cache::MemoryStore::new(64 * 1024 * 1024)),
+    };
+    let cached = ResponseCacheLayer::new(cache)
+        .ttl(Duration::from_secs(30))
+        // The response is the same for everyone: cache it even for requests with a cookie.
+        .public(true);
     Ok(Router::new()
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/counter", get(counter))
+        .route("/me", get(me))
+        .layer(sessions)
+        .route(
+            "/slow/{id}",
+            get(slow).route_layer(
+                tower::ServiceBuilder::new()
+                    .layer(cached)
+                    .layer(CompressionLayer::new()),
+            ),
+        )
         .route("/hello", get(|| async { "hello" }))
         .route("/limited", get(|| async { "ok" }).route_layer(limit))
         .route("/heavy", get(heavy))
@@ -134,6 +182,51 @@ async fn flaky_downstream(Query(q): Query<Flaky>) -> (StatusCode, &'static str) 
     } else {
         (StatusCode::OK, "the dependency answered")
     }
+}
+
+/// Query of `/login`.
+#[derive(serde::Deserialize)]
+struct Login {
+    /// Who logs in (a real app checks a password first).
+    user: String,
+}
+
+/// Starts a logged-in session: a new id (no session fixation), bound to the user so that a
+/// log-out-everywhere can end it.
+async fn login(session: Session, Query(login): Query<Login>) -> Result<String, SessionError> {
+    session.cycle_id();
+    session.set_user(&login.user);
+    session.insert("count", &0u64)?;
+    Ok(format!("welcome {}\n", login.user))
+}
+
+/// Ends the session.
+async fn logout(session: Session) -> &'static str {
+    session.destroy();
+    "bye\n"
+}
+
+/// Counts this session's visits; 401 without a logged-in session.
+async fn counter(session: Session) -> Result<(StatusCode, String), SessionError> {
+    let Some(count) = session.get::<u64>("count").await? else {
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            "log in first: POST /login?user=...\n".into(),
+        ));
+    };
+    session.insert("count", &(count + 1))?;
+    Ok((StatusCode::OK, format!("{}\n", count + 1)))
+}
+
+/// Who is logged in.
+async fn me(session: Session) -> Result<String, SessionError> {
+    Ok(session.user().await?.unwrap_or_else(|| "anonymous".into()) + "\n")
+}
+
+/// A slow origin: a 200 ms "query", cached by the route's layer.
+async fn slow(Path(id): Path<u32>) -> String {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    format!("{{\"id\":{id},\"name\":\"item {id}\"}}\n")
 }
 
 /// CPU-bound work (the seed's transcoding stand-in), run off the async workers.
@@ -281,6 +374,85 @@ mod tests {
             .unwrap();
         assert_eq!(res.headers()["content-encoding"], "gzip");
         assert_eq!(res.headers()["vary"], "accept-encoding");
+    }
+
+    async fn send(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        cookie: Option<&str>,
+    ) -> (StatusCode, Option<String>, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, cookie, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn login_counter_logout() {
+        let app = test_app();
+        assert_eq!(
+            send(&app, "GET", "/counter", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, cookie, _) = send(&app, "POST", "/login?user=alice", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let cookie = cookie.expect("login sets the session cookie");
+        assert_eq!(send(&app, "GET", "/counter", Some(&cookie)).await.2, "1\n");
+        assert_eq!(send(&app, "GET", "/counter", Some(&cookie)).await.2, "2\n");
+        assert_eq!(send(&app, "GET", "/me", Some(&cookie)).await.2, "alice\n");
+        send(&app, "POST", "/logout", Some(&cookie)).await;
+        assert_eq!(
+            send(&app, "GET", "/me", Some(&cookie)).await.2,
+            "anonymous\n"
+        );
+        assert_eq!(
+            send(&app, "GET", "/counter", Some(&cookie)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // Routes that do not touch the session set no cookie.
+        assert_eq!(send(&app, "GET", "/hello", None).await.1, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_slow_route_is_cached() {
+        let app = test_app();
+        let first = app
+            .clone()
+            .oneshot(Request::get("/slow/7").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            first.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .contains("miss")
+        );
+        let again = app
+            .clone()
+            .oneshot(Request::get("/slow/7").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            again.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .contains("hit")
+        );
+        let body = again.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"id\":7,\"name\":\"item 7\"}\n");
     }
 
     #[tokio::test]
