@@ -62,7 +62,7 @@ const MAX_FIELDS_PER_SAVE: usize = 3_000;
 /// the user's sessions for [`delete_user`](SessionStore::delete_user).
 ///
 /// Round trips: a load is one `HGETALL`; a new session is one `MULTI`/`EXEC` transaction
-/// (`HSETNX`, `HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
+/// (`HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
 /// and refreshing the TTL, and never recreating a session that is gone. For a session bound to a user, the user's set gets the
 /// same TTL as the session on every save (so it outlives every session it lists): one
 /// `SADD`/`PEXPIRE` transaction sent concurrently when the caller names the user (as the
@@ -191,10 +191,11 @@ impl RedisStore {
         }
     }
 
-    /// A new session: `HSETNX` of the expiry field (which tells whether the id was free),
-    /// the fields, and the TTL, in one `MULTI`/`EXEC` round trip: cheaper for Redis than a
-    /// script. On the practically impossible collision of two random 128-bit ids, the
-    /// fields were written over the other session's, and the save reports the collision.
+    /// A new session: the fields, `__exp` and the TTL in one `MULTI`/`EXEC` (`HSET`,
+    /// `PEXPIRE`), cheaper for Redis than a script. `HSET` reports how many fields it
+    /// created: fewer than written means the id was taken (two random 128-bit ids colliding,
+    /// practically impossible); the other session's fields were then overwritten, and the
+    /// save reports the collision.
     async fn create(
         &self,
         key: &str,
@@ -202,24 +203,31 @@ impl RedisStore {
         ttl_ms: u64,
     ) -> Result<(i64, Option<String>), RedisError> {
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HSETNX")
+        pipe.atomic();
+        let written = self.hset(&mut pipe, key, save);
+        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+        let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
+        Ok((if created == written { 1 } else { -1 }, None))
+    }
+
+    /// Adds to `pipe` the `HSET` of `__exp`, the user binding and the set fields; returns how
+    /// many fields it writes.
+    fn hset(&self, pipe: &mut redis::Pipeline, key: &str, save: &Save<'_>) -> i64 {
+        let hset = pipe
+            .cmd("HSET")
             .arg(key)
             .arg(EXPIRES_FIELD)
             .arg(save.expires_at);
-        if !save.set.is_empty() || save.user.is_some() {
-            let hset = pipe.cmd("HSET").arg(key);
-            for (k, v) in save.set {
-                hset.arg(k).arg(v);
-            }
-            if let Some(user) = save.user {
-                hset.arg(USER_FIELD).arg(user);
-            }
-            hset.ignore();
+        let mut written = 1;
+        if let Some(user) = save.user {
+            hset.arg(USER_FIELD).arg(user);
+            written += 1;
         }
-        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
-        let (fresh,): (i64,) = self.backend.query_pipeline(&pipe).await?;
-        Ok((if fresh == 1 { 1 } else { -1 }, None))
+        for (k, v) in save.set {
+            hset.arg(k).arg(v);
+            written += 1;
+        }
+        written
     }
 
     async fn update(
@@ -228,6 +236,9 @@ impl RedisStore {
         save: &Save<'_>,
         ttl_ms: u64,
     ) -> Result<(i64, Option<String>), RedisError> {
+        if let Some(previous) = save.loaded_user {
+            return self.update_loaded(key, save, ttl_ms, previous).await;
+        }
         let mut invocation = SAVE.key(key);
         invocation
             .arg(ttl_ms)
@@ -241,6 +252,47 @@ impl RedisStore {
             invocation.arg(k);
         }
         self.backend.invoke(&invocation).await
+    }
+
+    /// An update of a session this request read moments ago: one `MULTI`/`EXEC` (`HSET`,
+    /// `HDEL`, `PEXPIRE`), cheaper for Redis than the script. The session still existing is
+    /// checked after the fact: `HSET` reports how many fields it created, and `__exp` exists
+    /// in every live session, so "every field new" means the session had gone (logged out or
+    /// expired since the read). The few fields written are then deleted at once; until that
+    /// `DEL`, within one round trip, they hold no user binding, and they carry the TTL.
+    async fn update_loaded(
+        &self,
+        key: &str,
+        save: &Save<'_>,
+        ttl_ms: u64,
+        previous: Option<&str>,
+    ) -> Result<(i64, Option<String>), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let hset = pipe
+            .cmd("HSET")
+            .arg(key)
+            .arg(EXPIRES_FIELD)
+            .arg(save.expires_at);
+        let mut written = 1;
+        if let Some(user) = save.user {
+            hset.arg(USER_FIELD).arg(user);
+            written += 1;
+        }
+        for (k, v) in save.set {
+            hset.arg(k).arg(v);
+            written += 1;
+        }
+        if !save.remove.is_empty() {
+            pipe.cmd("HDEL").arg(key).arg(save.remove).ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+        let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
+        if created == written {
+            self.backend.query::<()>(redis::cmd("DEL").arg(key)).await?;
+            return Ok((0, None));
+        }
+        Ok((1, previous.map(str::to_owned)))
     }
 
     async fn unindex(&self, user: &str, id: &SessionId) -> Result<(), StoreError> {

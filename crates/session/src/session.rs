@@ -371,13 +371,11 @@ impl Session {
             Some(None) => None,
             Some(Some(_)) | None => presented,
         };
-        let loaded_user = self
-            .inner
-            .loaded
-            .get()
-            .and_then(Option::as_ref)
-            .and_then(|r| r.user.as_deref());
-        let user = state.user.as_deref().or(loaded_user);
+        let loaded = self.inner.loaded.get().and_then(Option::as_ref);
+        let user = state
+            .user
+            .as_deref()
+            .or_else(|| loaded.and_then(|r| r.user.as_deref()));
 
         if !set.is_empty() || !remove.is_empty() || state.user.is_some() {
             if let Some(id) = known {
@@ -389,6 +387,7 @@ impl Session {
                     user,
                     ttl,
                     expires_at,
+                    loaded_user: loaded.map(|r| r.user.as_deref()),
                 };
                 match shared.store.save(save).await? {
                     SaveOutcome::Saved => return Ok(Some(shared.cookie.set(id))),
@@ -416,6 +415,7 @@ impl Session {
                 user,
                 ttl,
                 expires_at,
+                loaded_user: loaded.map(|r| r.user.as_deref()),
             };
             if shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(Some(shared.cookie.set(id)));
@@ -443,6 +443,7 @@ impl Session {
                 user,
                 ttl,
                 expires_at,
+                loaded_user: None,
             };
             if self.inner.shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(id);

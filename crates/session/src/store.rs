@@ -63,6 +63,10 @@ pub struct Save<'a> {
     pub ttl: Duration,
     /// Now plus `ttl`, in milliseconds since the Unix epoch (stored for sliding expiry).
     pub expires_at: u64,
+    /// For an update: `Some(user binding)` when the caller read the session in this request,
+    /// so it existed moments ago and its user is known; `None` when it did not read it.
+    /// Stores may take a cheaper path with this knowledge.
+    pub loaded_user: Option<Option<&'a str>>,
 }
 
 impl<'a> Save<'a> {
@@ -85,7 +89,15 @@ impl<'a> Save<'a> {
             user,
             ttl,
             expires_at,
+            loaded_user: None,
         }
+    }
+
+    /// Declares that the caller read the session in this request, bound to `user`.
+    #[must_use]
+    pub fn loaded(mut self, user: Option<&'a str>) -> Self {
+        self.loaded_user = Some(user);
+        self
     }
 }
 

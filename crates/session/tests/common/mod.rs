@@ -252,6 +252,21 @@ pub async fn conformance(store: &dyn SessionStore) {
     assert_eq!(record.fields.get("c").map(String::as_str), Some("4"));
     assert_eq!(record.user.as_deref(), Some("u1"));
     assert_eq!(record.expires_at, far - 1);
+    // An update after a read, of a session deleted since the read: not recreated either.
+    let gone = SessionId::random();
+    store
+        .save(Save::new(&gone, true, &set, &[], None, ttl, far))
+        .await
+        .unwrap();
+    store.delete(&gone).await.unwrap();
+    assert_eq!(
+        store
+            .save(Save::new(&gone, false, &change, &[], None, ttl, far).loaded(None))
+            .await
+            .unwrap(),
+        SaveOutcome::Missing
+    );
+    assert_eq!(store.load(&gone).await.unwrap(), None);
     // Rebinding to another user moves the session between users' indexes.
     let other = SessionId::random();
     store
