@@ -26,6 +26,7 @@
 //! curl -b jar -X POST http://127.0.0.1:3000/logout                # the session is gone
 //! curl -i http://127.0.0.1:3000/slow/42   # 200 ms the first time, then a cache hit:
 //!                                         # Cache-Status: tower-scale; hit, and an Age header
+//! curl -X DELETE http://127.0.0.1:3000/slow/42   # purges it (on every instance with Redis)
 //! ```
 //!
 //! `/limited` allows 3 requests per 10 s per `x-api-key`, in memory, or across every instance
@@ -112,7 +113,7 @@ fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
         .layer(sessions)
         .route(
             "/slow/{id}",
-            get(slow).route_layer(
+            get(slow).delete(purge).route_layer(
                 tower::ServiceBuilder::new()
                     .layer(cached)
                     .layer(CompressionLayer::new()),
@@ -221,6 +222,13 @@ async fn counter(session: Session) -> Result<(StatusCode, String), SessionError>
 /// Who is logged in.
 async fn me(session: Session) -> Result<String, SessionError> {
     Ok(session.user().await?.unwrap_or_else(|| "anonymous".into()) + "\n")
+}
+
+/// `DELETE /slow/{id}`: the data changed. A successful unsafe request purges the cached
+/// entries of its URI (in Redis, so on every instance).
+async fn purge(Path(id): Path<u32>) -> StatusCode {
+    tracing::info!(id, "item changed; its cached response is purged");
+    StatusCode::NO_CONTENT
 }
 
 /// A slow origin: a 200 ms "query", cached by the route's layer.
@@ -453,6 +461,24 @@ mod tests {
         );
         let body = again.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"{\"id\":7,\"name\":\"item 7\"}\n");
+        // DELETE purges it: the next GET goes to the origin again.
+        let purge = app
+            .clone()
+            .oneshot(Request::delete("/slow/7").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(purge.status(), StatusCode::NO_CONTENT);
+        let after = app
+            .clone()
+            .oneshot(Request::get("/slow/7").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            after.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .contains("miss")
+        );
     }
 
     #[tokio::test]
