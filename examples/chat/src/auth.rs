@@ -1,20 +1,13 @@
-//! Login with a signed username cookie.
-//!
-//! tower-scale-session did not exist yet when this example was written, so the user's name
-//! travels in a cookie signed with HMAC-SHA256 (the `cookie` crate's signed jar): every
-//! instance that shares `CHAT_SECRET` accepts it, and a client cannot forge another name.
+//! Login through `tower-scale-session`: `POST /login` starts a session bound to the user
+//! (in Redis with several instances, so a login on one instance holds on every other),
+//! `POST /logout` ends it, and every chat route reads the user from the session.
 
-use axum::http::{HeaderMap, HeaderValue, header};
-use cookie::{Cookie, CookieJar, Key, SameSite};
-use sha2::{Digest, Sha512};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use tower_scale_session::{Session, SessionError};
 
-/// The cookie holding the signed user name.
-pub const COOKIE: &str = "chat_user";
-
-/// The signing key, derived from a secret shared by every instance.
-pub fn key_from_secret(secret: &[u8]) -> Key {
-    Key::from(Sha512::digest(secret).as_slice())
-}
+/// The session field holding the logged-in user's name.
+pub const USER: &str = "name";
 
 /// A valid user name: 1 to 32 letters, digits, `_` or `-`.
 pub fn valid_name(name: &str) -> bool {
@@ -24,38 +17,21 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The `Set-Cookie` value that logs `name` in.
-pub fn login_cookie(key: &Key, name: &str) -> HeaderValue {
-    let mut jar = CookieJar::new();
-    jar.signed_mut(key).add(
-        Cookie::build((COOKIE, name.to_owned()))
-            .path("/")
-            .http_only(true)
-            .same_site(SameSite::Lax),
-    );
-    let cookie = jar.get(COOKIE).map(ToString::to_string).unwrap_or_default();
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// Logs `name` in: a new session id (no fixation), bound to the user.
+pub fn log_in(session: &Session, name: &str) -> Result<(), SessionError> {
+    session.cycle_id();
+    session.set_user(name);
+    session.insert(USER, name)
 }
 
-/// The `Cookie` request header value a client sends after logging in as `name` (for tests and
-/// scripted clients).
-pub fn cookie_header(key: &Key, name: &str) -> String {
-    let set = login_cookie(key, name);
-    let set = set.to_str().unwrap_or_default();
-    set.split(';').next().unwrap_or_default().to_owned()
-}
-
-/// The logged-in user of a request, if its cookie carries a valid signature.
-pub fn user(key: &Key, headers: &HeaderMap) -> Option<String> {
-    let mut jar = CookieJar::new();
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for cookie in Cookie::split_parse(value).flatten() {
-            jar.add_original(cookie.into_owned());
-        }
+/// The logged-in user, or the response to send: 401 when nobody is logged in, 503 when the
+/// session store is unavailable.
+pub async fn user(session: &Session) -> Result<String, Response> {
+    match session.get::<String>(USER).await {
+        Ok(Some(name)) if valid_name(&name) => Ok(name),
+        Ok(_) => Err((StatusCode::UNAUTHORIZED, "log in first: POST /login").into_response()),
+        Err(e) => Err(e.into_response()),
     }
-    let name = jar.signed(key).get(COOKIE)?.value().to_owned();
-    valid_name(&name).then_some(name)
 }
 
 #[cfg(test)]
@@ -63,21 +39,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signed_names_round_trip_and_forgeries_fail() {
-        let key = key_from_secret(b"secret");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            cookie_header(&key, "alice").parse().unwrap(),
-        );
-        assert_eq!(user(&key, &headers).as_deref(), Some("alice"));
-        // Another instance with another secret does not accept it.
-        assert_eq!(user(&key_from_secret(b"other"), &headers), None);
-        // Nor does a hand-written cookie.
-        headers.insert(header::COOKIE, "chat_user=alice".parse().unwrap());
-        assert_eq!(user(&key, &headers), None);
+    fn names() {
         assert!(!valid_name(""));
         assert!(!valid_name("a b"));
+        assert!(!valid_name(&"x".repeat(33)));
         assert!(valid_name("bob_2"));
     }
 }

@@ -2,7 +2,8 @@
 //! message sent to one instance reaches the users of every instance through
 //! [`tower_scale_pubsub`].
 //!
-//! - Login (`POST /login {"name": ..}`) sets a signed user-name cookie ([`auth`]).
+//! - Login (`POST /login {"name": ..}`) starts a session ([`auth`], `tower-scale-session`:
+//!   in Redis with several instances, so the login holds on every instance).
 //! - `GET /ws` upgrades to the chat protocol ([`protocol`]): join and leave rooms, send
 //!   messages (rate limited per user, across instances with Redis), receive them with the
 //!   latest history first.
@@ -21,17 +22,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cookie::Key;
 use serde::Deserialize;
 use tower_scale_compression::CompressionLayer;
 use tower_scale_metrics::MetricsLayer;
 use tower_scale_pubsub::{Broadcaster, Delivery};
 use tower_scale_ratelimit::{MemoryStore, Quota, RedisStore, Store};
 use tower_scale_redis::RedisBackend;
+use tower_scale_session::{MemoryStore as SessionMemory, RedisStore as SessionRedis};
+use tower_scale_session::{Session, SessionConfig, SessionLayer};
 use tower_scale_shutdown::Shutdown;
 
 pub use tower_scale_pubsub;
@@ -46,8 +48,8 @@ pub const CHAT_CONNECTIONS: &str = "chat_connections";
 pub struct ChatConfig {
     /// Redis, for several instances; `None` keeps everything in this process.
     pub redis: Option<RedisBackend>,
-    /// Signs the login cookie; every instance needs the same one.
-    pub secret: Vec<u8>,
+    /// Sessions (the login): cookie settings and signing keys. In Redis when `redis` is set.
+    pub sessions: SessionConfig,
     /// How rooms travel: `Stream` (history, nothing lost across a Redis restart) or `PubSub`.
     pub delivery: Delivery,
     /// Messages per user, across all rooms (and all instances, with Redis).
@@ -64,7 +66,11 @@ impl Default for ChatConfig {
     fn default() -> Self {
         Self {
             redis: None,
-            secret: b"change me: CHAT_SECRET".to_vec(),
+            sessions: SessionConfig {
+                // Served over plain HTTP on loopback by default; behind TLS turn it back on.
+                secure: false,
+                ..SessionConfig::default()
+            },
             delivery: Delivery::Stream,
             rate: Quota::per_second(5).burst(10),
             max_rooms: 32,
@@ -84,7 +90,7 @@ struct Inner {
     broadcaster: Broadcaster,
     limiter: Box<dyn Store>,
     quotas: [Quota; 1],
-    key: Key,
+    sessions: SessionLayer,
     shutdown: Shutdown,
     redis: Option<RedisBackend>,
     max_rooms: usize,
@@ -114,20 +120,28 @@ impl Chat {
         let builder = Broadcaster::builder()
             .delivery(config.delivery)
             .publish_retry(config.publish_retry);
-        let (broadcaster, limiter): (_, Box<dyn Store>) = match &config.redis {
+        let (broadcaster, limiter, sessions): (_, Box<dyn Store>, _) = match &config.redis {
             Some(backend) => (
                 builder.redis(backend.clone()).build(),
                 Box::new(RedisStore::new(backend.clone())),
+                SessionLayer::new(SessionRedis::new(backend.clone())),
             ),
-            None => (builder.build(), Box::new(MemoryStore::new(100_000))),
+            None => (
+                builder.build(),
+                Box::new(MemoryStore::new(100_000)),
+                SessionLayer::new(SessionMemory::new()),
+            ),
         };
+        let sessions = sessions
+            .with_config(&config.sessions)
+            .map_err(|e| ConfigError(e.to_string()))?;
         let broadcaster = broadcaster.map_err(|e| ConfigError(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 broadcaster,
                 limiter,
                 quotas: [config.rate],
-                key: auth::key_from_secret(&config.secret),
+                sessions,
                 shutdown,
                 redis: config.redis,
                 max_rooms: config.max_rooms,
@@ -139,11 +153,6 @@ impl Chat {
     /// The broadcaster of this instance.
     pub fn broadcaster(&self) -> &Broadcaster {
         &self.inner.broadcaster
-    }
-
-    /// The signing key of the login cookie.
-    pub fn key(&self) -> &Key {
-        &self.inner.key
     }
 
     /// The routes of the chat, health routes included (add `/metrics` and the metrics
@@ -181,6 +190,7 @@ impl Chat {
         Router::new()
             .route("/ws", get(upgrade))
             .merge(http)
+            .layer(self.inner.sessions.clone())
             .with_state(self.clone())
             .layer(MetricsLayer::new())
             .merge(health)
@@ -193,7 +203,7 @@ struct Login {
     name: String,
 }
 
-async fn login(State(chat): State<Chat>, Json(login): Json<Login>) -> Response {
+async fn login(session: Session, Json(login): Json<Login>) -> Response {
     if !auth::valid_name(&login.name) {
         return (
             StatusCode::BAD_REQUEST,
@@ -201,24 +211,15 @@ async fn login(State(chat): State<Chat>, Json(login): Json<Login>) -> Response {
         )
             .into_response();
     }
-    (
-        [(
-            header::SET_COOKIE,
-            auth::login_cookie(&chat.inner.key, &login.name),
-        )],
-        Json(serde_json::json!({ "name": login.name })),
-    )
-        .into_response()
+    match auth::log_in(&session, &login.name) {
+        Ok(()) => Json(serde_json::json!({ "name": login.name })).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
-async fn logout() -> impl IntoResponse {
-    (
-        [(
-            header::SET_COOKIE,
-            format!("{}=; Path=/; Max-Age=0; HttpOnly", auth::COOKIE),
-        )],
-        StatusCode::NO_CONTENT,
-    )
+async fn logout(session: Session) -> StatusCode {
+    session.destroy();
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Deserialize)]
@@ -235,10 +236,10 @@ async fn history(
     State(chat): State<Chat>,
     Path(room): Path<String>,
     Query(query): Query<HistoryQuery>,
-    headers: HeaderMap,
+    session: Session,
 ) -> Response {
-    if auth::user(&chat.inner.key, &headers).is_none() {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(response) = auth::user(&session).await {
+        return response;
     }
     if !ws::valid_room(&room) {
         return (StatusCode::BAD_REQUEST, "bad room name").into_response();
@@ -263,9 +264,10 @@ async fn history(
     }
 }
 
-async fn upgrade(State(chat): State<Chat>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let Some(user) = auth::user(&chat.inner.key, &headers) else {
-        return (StatusCode::UNAUTHORIZED, "log in first: POST /login").into_response();
+async fn upgrade(State(chat): State<Chat>, session: Session, ws: WebSocketUpgrade) -> Response {
+    let user = match auth::user(&session).await {
+        Ok(user) => user,
+        Err(response) => return response,
     };
     if !chat.inner.shutdown.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();

@@ -7,13 +7,14 @@
 //! and open <http://127.0.0.1:3000>. As several instances sharing one Redis:
 //!
 //! ```not_rust
-//! export REDIS_URL=redis://127.0.0.1:6379 CHAT_SECRET=some-long-shared-secret
+//! export REDIS_URL=redis://127.0.0.1:6379
 //! CHAT_ADDR=127.0.0.1:3001 cargo run -p example-chat &
 //! CHAT_ADDR=127.0.0.1:3002 cargo run -p example-chat &
 //! ```
 //!
 //! Settings: `CHAT_ADDR` (default `127.0.0.1:3000`), `REDIS_URL` and the other variables of
-//! `RedisConfig::from_env`, `CHAT_SECRET` (required with Redis), `CHAT_DELIVERY` (`stream`,
+//! `RedisConfig::from_env`, `CHAT_SECRET` (optional: signs the session cookie; at least 32
+//! bytes, the same on every instance), `CHAT_DELIVERY` (`stream`,
 //! the default, or `pub_sub`), `CHAT_RATE` (messages per second per user, default 5).
 
 use std::process::ExitCode;
@@ -51,13 +52,11 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut config = ChatConfig::default();
     if let Some(redis) = RedisConfig::from_env()? {
         config.redis = Some(RedisBackend::new(redis)?);
-        config.secret = env("CHAT_SECRET")
-            .ok_or("CHAT_SECRET must be set with REDIS_URL: every instance signs logins with it")?
-            .into_bytes();
-    } else if let Some(secret) = env("CHAT_SECRET") {
-        config.secret = secret.into_bytes();
-    } else {
-        tracing::warn!("CHAT_SECRET is not set: logins are signed with a development secret");
+    }
+    // Optional: sign session cookies (forged ids are then refused before any Redis call).
+    // Every instance needs the same secret, of at least 32 bytes.
+    if let Some(secret) = env("CHAT_SECRET") {
+        config.sessions.signing_keys = vec![secret];
     }
     if let Some(delivery) = env("CHAT_DELIVERY") {
         config.delivery = match delivery.as_str() {

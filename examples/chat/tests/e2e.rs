@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cookie::Key;
 use example_chat::protocol::ServerMsg;
-use example_chat::{Chat, ChatConfig, auth};
+use example_chat::{Chat, ChatConfig};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, mpsc};
@@ -28,7 +27,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A guard against a hung test, never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
-const SECRET: &[u8] = b"a secret shared by every instance";
 
 struct Instance {
     addr: SocketAddr,
@@ -44,7 +42,6 @@ async fn start(redis: Option<&str>, delivery: Delivery, rate: Quota) -> Instance
     });
     let config = ChatConfig {
         redis: redis.map(|url| RedisBackend::new(RedisConfig::new(url)).unwrap()),
-        secret: SECRET.to_vec(),
         delivery,
         rate,
         publish_retry: Duration::from_secs(20),
@@ -66,15 +63,34 @@ async fn start(redis: Option<&str>, delivery: Delivery, rate: Quota) -> Instance
     }
 }
 
-fn key() -> Key {
-    auth::key_from_secret(SECRET)
+/// Logs `name` in on the instance at `addr`; returns the session cookie (`sid=...`).
+async fn login(addr: SocketAddr, name: &str) -> String {
+    let res = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/login"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "name": name }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let set = res.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
 }
 
+/// A WebSocket of `name`, logged in on the same instance.
 async fn connect(addr: SocketAddr, name: &str) -> Ws {
+    let cookie = login(addr, name).await;
+    connect_with(addr, &cookie).await
+}
+
+async fn connect_with(addr: SocketAddr, cookie: &str) -> Ws {
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
     request
         .headers_mut()
-        .insert("cookie", auth::cookie_header(&key(), name).parse().unwrap());
+        .insert("cookie", cookie.parse().unwrap());
     tokio_tungstenite::connect_async(request).await.unwrap().0
 }
 
@@ -392,7 +408,56 @@ async fn messages_are_rate_limited_per_user_and_history_is_kept() {
 }
 
 #[tokio::test]
-async fn websocket_needs_a_signed_login() {
+async fn a_login_on_one_instance_holds_on_the_others_and_logout_ends_it() {
+    let redis = RedisServer::start();
+    let a = start(Some(&redis.url()), Delivery::Stream, Quota::per_second(10)).await;
+    let b = start(Some(&redis.url()), Delivery::Stream, Quota::per_second(10)).await;
+    let cookie = login(a.addr, "carol").await;
+    // The WebSocket on instance B knows carol from the session created on A.
+    let mut ws = connect_with(b.addr, &cookie).await;
+    send(
+        &mut ws,
+        serde_json::json!({"type": "join", "room": "r", "history": 0}),
+    )
+    .await;
+    send(
+        &mut ws,
+        serde_json::json!({"type": "send", "room": "r", "text": "hi", "id": "1"}),
+    )
+    .await;
+    let mut from = None;
+    while from.is_none() {
+        if let ServerMsg::Message { from: f, .. } =
+            recv(&mut ws).await.expect("the socket stays open")
+        {
+            from = Some(f);
+        }
+    }
+    assert_eq!(from.as_deref(), Some("carol"));
+    // Logout on B; a new WebSocket on A is refused.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let out = http
+        .post(format!("http://{}/logout", b.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let request = format!("ws://{}/ws", a.addr)
+        .into_client_request()
+        .map(|mut r| {
+            r.headers_mut().insert("cookie", cookie.parse().unwrap());
+            r
+        })
+        .unwrap();
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401 after logout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_needs_a_login() {
     let instance = start(None, Delivery::Stream, Quota::per_second(10)).await;
     let request = format!("ws://{}/ws", instance.addr)
         .into_client_request()
