@@ -17,7 +17,8 @@
 //! | `session` | `tower_scale::session`: sessions in memory or shared through Redis, signed cookies, log-out-everywhere | No |
 //! | `cache` | `tower_scale::cache`: Redis cache-aside (typed single-flight API and RFC 9111 response cache) | No |
 //! | `pubsub` | `tower_scale::pubsub`: pub/sub fan-out across instances (Redis backplane, Streams history) | No |
-//! | `full` | every crate | No |
+//! | `stack` | `tower_scale::stack`: every layer in the right order from one TOML config | No |
+//! | `full` | every crate and the stack | No |
 //!
 //! # Example
 //!
@@ -91,6 +92,10 @@ pub use tower_scale_cache as cache;
 #[cfg_attr(docsrs, doc(cfg(feature = "pubsub")))]
 #[doc(inline)]
 pub use tower_scale_pubsub as pubsub;
+
+#[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
+pub mod stack;
 
 /// Circuit breaker: `tower-scale-breaker`.
 #[cfg(feature = "breaker")]

@@ -45,14 +45,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer, SlidingWindow};
-use tower_scale::cache::{Cache, ResponseCacheLayer};
-use tower_scale::compression::{CompressionLayer, RequestDecompressionLayer};
-use tower_scale::metrics::{LagWatch, MetricsLayer, PrometheusMetrics, RuntimeProbe};
-use tower_scale::offload::{Offload, OffloadError, PressureConfig, PressureLayer};
+use tower_scale::compression::RequestDecompressionLayer;
+use tower_scale::metrics::{PrometheusMetrics, RuntimeProbe};
+use tower_scale::offload::{Offload, OffloadError};
 use tower_scale::ratelimit::{HeaderKey, MemoryStore, Quota, RateLimitLayer, RedisStore};
-use tower_scale::redis::{RedisBackend, RedisConfig};
-use tower_scale::session::{Session, SessionConfig, SessionError, SessionLayer};
-use tower_scale::shutdown::{Shutdown, ShutdownConfig};
+use tower_scale::session::{Session, SessionError};
+use tower_scale::stack::{Stack, StackConfig};
 
 /// Shared application state.
 #[derive(Clone, Debug)]
@@ -61,65 +59,47 @@ struct AppState {
     offload: Offload,
 }
 
-/// Everything the app is built from.
-struct Parts<'a> {
-    redis: Option<RedisBackend>,
-    metrics: &'a PrometheusMetrics,
-    lag: Option<LagWatch>,
-    breaker: CircuitBreaker,
-    shutdown: Shutdown,
+/// The stack of `tower-scale.toml`, with Redis from `REDIS_URL` when set; another file with
+/// `TOWER_SCALE_CONFIG`, and `PRE_STOP_DELAY` overrides the file's shutdown delay.
+fn stack_config() -> Result<StackConfig, Box<dyn std::error::Error>> {
+    let mut config = match std::env::var("TOWER_SCALE_CONFIG") {
+        Ok(path) => StackConfig::from_toml_file(path)?,
+        Err(_) => StackConfig::from_toml(include_str!("../tower-scale.toml"))?,
+    }
+    .redis_from_env()?;
+    if let (Ok(delay), Some(shutdown)) = (std::env::var("PRE_STOP_DELAY"), config.shutdown.as_mut())
+    {
+        shutdown.pre_stop_delay = humantime::parse_duration(&delay)
+            .map_err(|e| format!("PRE_STOP_DELAY={delay:?}: {e}"))?;
+    }
+    Ok(config)
 }
 
-/// Builds the app; `redis` is `None` on in-memory defaults.
+/// Everything the app is built from.
+struct Parts<'a> {
+    stack: &'a Stack,
+    metrics: &'a PrometheusMetrics,
+    breaker: CircuitBreaker,
+}
+
+/// Builds the app: the routes, their own layers, then the whole stack around them (see
+/// `tower_scale::stack` for the order).
 fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
     let offload = Offload::builder().build()?;
-    let mut pressure = PressureLayer::new(PressureConfig::default());
-    if let Some(lag) = parts.lag {
-        pressure = pressure.lag_from(lag);
-    }
     // 3 requests per 10 s per API key: global through Redis when there is one.
     let quota = [Quota::new(3, Duration::from_secs(10))];
-    let limit = match &parts.redis {
+    let limit = match parts.stack.backend() {
         Some(backend) => RateLimitLayer::new(RedisStore::new(backend.clone()), quota),
         None => RateLimitLayer::new(MemoryStore::new(100_000), quota),
     }?
     .key_with(HeaderKey(http::HeaderName::from_static("x-api-key")));
-    // Sessions in Redis when there is one (every instance sees them), in memory otherwise.
-    // `secure: false` only because the example is served over plain HTTP on loopback.
-    let session_config = SessionConfig {
-        secure: false,
-        ..SessionConfig::default()
-    };
-    let sessions = match &parts.redis {
-        Some(backend) => SessionLayer::new(tower_scale::session::RedisStore::new(backend.clone())),
-        None => SessionLayer::new(tower_scale::session::MemoryStore::new()),
-    }
-    .with_config(&session_config)?;
-    // The slow route's responses, cached for 30 s (in Redis when there is one). Outside
-    // compression, so a hit serves the stored encoded variant.
-    let cache = match &parts.redis {
-        Some(backend) => Cache::new(tower_scale::cache::RedisStore::new(backend.clone())),
-        None => Cache::new(tower_scale::cache::MemoryStore::new(64 * 1024 * 1024)),
-    };
-    let cached = ResponseCacheLayer::new(cache)
-        .ttl(Duration::from_secs(30))
-        // The response is the same for everyone: cache it even for requests with a cookie.
-        .public(true);
-    Ok(Router::new()
+    let routes = Router::new()
+        .route("/hello", get(|| async { "hello" }))
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/counter", get(counter))
         .route("/me", get(me))
-        .layer(sessions)
-        .route(
-            "/slow/{id}",
-            get(slow).delete(purge).route_layer(
-                tower::ServiceBuilder::new()
-                    .layer(cached)
-                    .layer(CompressionLayer::new()),
-            ),
-        )
-        .route("/hello", get(|| async { "hello" }))
+        .route("/slow/{id}", get(slow).delete(purge))
         .route("/limited", get(|| async { "ok" }).route_layer(limit))
         .route("/heavy", get(heavy))
         .route(
@@ -130,29 +110,15 @@ fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
             "/report",
             get(|| async { "tower-scale quick-start report line\n".repeat(500) }),
         )
-        // Compression inside the metrics layer: metrics see the handler's own latency plus
-        // the encoding. Request bodies are decompressed with an 8 MiB cap.
-        .layer(CompressionLayer::new())
-        .layer(RequestDecompressionLayer::new(8 * 1024 * 1024))
-        .layer(MetricsLayer::new())
         .route("/metrics", get(parts.metrics.handler()))
-        .with_state(AppState { offload })
-        .merge(health(&parts.shutdown, parts.redis))
-        .layer(pressure)
-        // Outermost: counts every request and closes keep-alive connections while draining.
-        .layer(parts.shutdown.layer()))
-}
-
-/// `/livez`, and `/readyz`: ready until shutdown starts, and while Redis (if any) answers.
-fn health(shutdown: &Shutdown, redis: Option<RedisBackend>) -> Router {
-    let mut health = shutdown.health();
-    if let Some(redis) = redis {
-        health = health.check("redis", move || {
-            let redis = redis.clone();
-            async move { redis.ping().await.map(drop).map_err(|e| e.to_string()) }
-        });
-    }
-    health.routes()
+        // Request bodies are decompressed with an 8 MiB cap.
+        .layer(RequestDecompressionLayer::new(8 * 1024 * 1024))
+        .with_state(AppState { offload });
+    let app = parts.stack.apply(routes);
+    Ok(match parts.stack.health_routes() {
+        Some(health) => app.merge(health),
+        None => app,
+    })
 }
 
 /// The breaker guarding `/downstream`: opens when half of the last 4 calls failed, for 10 s.
@@ -231,10 +197,14 @@ async fn purge(Path(id): Path<u32>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// A slow origin: a 200 ms "query", cached by the route's layer.
-async fn slow(Path(id): Path<u32>) -> String {
+/// A slow origin: a 200 ms "query". Its `Cache-Control` lets the stack's response cache keep
+/// it for 30 s (shared by every instance with Redis).
+async fn slow(Path(id): Path<u32>) -> ([(http::HeaderName, &'static str); 1], String) {
     tokio::time::sleep(Duration::from_millis(200)).await;
-    format!("{{\"id\":{id},\"name\":\"item {id}\"}}\n")
+    (
+        [(http::header::CACHE_CONTROL, "public, max-age=30")],
+        format!("{{\"id\":{id},\"name\":\"item {id}\"}}\n"),
+    )
 }
 
 /// CPU-bound work (the seed's transcoding stand-in), run off the async workers.
@@ -259,10 +229,7 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
         .init();
     let metrics = PrometheusMetrics::install()?;
     let probe = RuntimeProbe::new().spawn();
-    let redis = match RedisConfig::from_env()? {
-        Some(config) => Some(RedisBackend::new(config)?),
-        None => None,
-    };
+    let stack = Stack::build(&stack_config()?)?.lag_from(probe.watch());
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let port: u16 = std::env::var("PORT")
         .ok()
@@ -274,24 +241,20 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
         %addr,
-        backend = if redis.is_some() { "redis" } else { "in-memory" },
+        backend = if stack.backend().is_some() { "redis" } else { "in-memory" },
         "listening"
     );
-    // SIGTERM / Ctrl-C: not ready at once, keep serving PRE_STOP_DELAY (default 1 s here,
-    // longer behind a real load balancer), then drain; a second signal forces the exit.
-    let pre_stop = std::env::var("PRE_STOP_DELAY").unwrap_or_else(|_| "1s".to_owned());
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: humantime::parse_duration(&pre_stop)
-            .map_err(|e| format!("PRE_STOP_DELAY={pre_stop:?}: {e}"))?,
-        ..ShutdownConfig::default()
-    });
+    let shutdown = stack
+        .shutdown()
+        .cloned()
+        .ok_or("the example needs a [shutdown] section in its stack config")?;
+    // SIGTERM / Ctrl-C: not ready at once, keep serving the pre-stop delay, then drain; a
+    // second signal forces the exit.
     shutdown.listen_for_signals();
     let app = app(Parts {
-        redis,
+        stack: &stack,
         metrics: &metrics,
-        lag: Some(probe.watch()),
         breaker: downstream_breaker()?,
-        shutdown: shutdown.clone(),
     })?;
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
     let report = shutdown.run(async move { serve.await }).await;
@@ -313,12 +276,12 @@ mod tests {
         let (recorder, metrics) = PrometheusMetrics::builder().build().unwrap();
         // Tests do not install a global recorder; the layer records into a no-op one.
         drop(recorder);
+        let config = StackConfig::from_toml(include_str!("../tower-scale.toml")).unwrap();
+        let stack = Stack::build(&config).unwrap();
         app(Parts {
-            redis: None,
+            stack: &stack,
             metrics: &metrics,
-            lag: None,
             breaker: downstream_breaker().unwrap(),
-            shutdown: Shutdown::new(ShutdownConfig::default()),
         })
         .unwrap()
     }

@@ -1,0 +1,297 @@
+//! Every layer, stacked in the right order, from one serde config (e.g. a TOML file).
+//!
+//! Each section of [`StackConfig`] is optional: a missing section leaves its layer out. With
+//! a `[redis]` section (or `REDIS_URL`, see [`StackConfig::redis_from_env`]) the rate limit,
+//! the sessions and the cache share state across instances through Redis; without one they
+//! live in this process.
+//!
+//! # Order, outermost first, and why
+//!
+//! 1. **shutdown** (`InFlightLayer`): counts every request, so draining waits for all of them,
+//!    and closes keep-alive connections while draining.
+//! 2. **metrics**: sees every response, shed and rate-limited ones included, with the full
+//!    latency.
+//! 3. **pressure** (load shedding): refuses work before anything else is spent on it.
+//! 4. **rate limit**: before any session read, so a flood of requests costs no session
+//!    lookups.
+//! 5. **sessions**: outside the cache, so a cache hit (a handler that never ran) touches no
+//!    session and sets no cookie.
+//! 6. **response cache**: outside compression, so the stored response is the encoded one and a
+//!    hit is served without compressing again (keyed by the `Vary: Accept-Encoding` that
+//!    compression adds).
+//! 7. **compression**, innermost, next to the handlers.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_scale::stack::{Stack, StackConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = StackConfig::from_toml(r#"
+//!     [shutdown]
+//!     pre_stop_delay = "5s"
+//!
+//!     [metrics]
+//!
+//!     [rate_limit]
+//!     quotas = [{ count = 100, period = "1s", burst = 200 }]
+//!     key = { type = "header", name = "x-api-key" }
+//!
+//!     [session]
+//!     ttl = "7days"
+//!
+//!     [cache]
+//!     ttl = "30s"
+//!
+//!     [compression]
+//! "#)?;
+//! let stack = Stack::build(&config)?;
+//! let app: Router = stack.apply(Router::new().route("/", get(|| async { "hello" })));
+//! # Ok(()) }
+//! ```
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{Cache, CacheConfig, ResponseCacheConfig, ResponseCacheLayer};
+use crate::compression::{CompressionConfig, CompressionLayer};
+use crate::metrics::MetricsLayer;
+use crate::offload::{PressureConfig, PressureLayer};
+use crate::ratelimit::{RateLimitConfig, RateLimitLayer};
+use crate::redis::{RedisBackend, RedisConfig};
+use crate::session::{SessionConfig, SessionLayer};
+use crate::shutdown::{Shutdown, ShutdownConfig};
+
+/// The whole stack's config: one optional section per layer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StackConfig {
+    /// The shared Redis backend; none: every layer keeps its state in this process.
+    pub redis: Option<RedisConfig>,
+    /// Graceful shutdown (in-flight tracking, drain, readiness).
+    pub shutdown: Option<ShutdownConfig>,
+    /// HTTP metrics (an empty `[metrics]` section turns them on).
+    pub metrics: Option<MetricsSection>,
+    /// Load shedding by runtime lag, in-flight requests or memory.
+    pub pressure: Option<PressureConfig>,
+    /// Rate limiting (global through Redis when there is a backend).
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Sessions (in Redis when there is a backend).
+    pub session: Option<SessionConfig>,
+    /// The HTTP response cache (in Redis when there is a backend).
+    pub cache: Option<CacheSection>,
+    /// Response compression.
+    pub compression: Option<CompressionConfig>,
+}
+
+/// The `[metrics]` section (no settings yet: its presence turns the layer on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {}
+
+/// The `[cache]` section: the response cache's rules and the cache's tiers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CacheSection {
+    /// Storability, TTLs, stale windows, size cap.
+    #[serde(flatten)]
+    pub response: ResponseCacheConfig,
+    /// The local tier and the cross-instance lock.
+    pub tiers: CacheConfig,
+    /// Bytes of the in-memory store when there is no Redis. Default 64 MiB.
+    pub memory_bytes: Option<u64>,
+}
+
+/// A stack that could not be built; the message names the section.
+#[derive(Debug, thiserror::Error)]
+#[error("[{section}]: {message}")]
+pub struct StackError {
+    section: &'static str,
+    message: String,
+}
+
+impl StackError {
+    fn new(section: &'static str, e: impl std::fmt::Display) -> Self {
+        Self {
+            section,
+            message: e.to_string(),
+        }
+    }
+
+    /// The config section at fault.
+    pub fn section(&self) -> &'static str {
+        self.section
+    }
+}
+
+impl StackConfig {
+    /// Parses TOML; unknown keys are errors naming the key.
+    pub fn from_toml(text: &str) -> Result<Self, StackError> {
+        toml::from_str(text).map_err(|e| StackError::new("toml", e))
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_toml_file(path: impl AsRef<std::path::Path>) -> Result<Self, StackError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StackError::new("toml", format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// Takes the Redis section from the environment (`REDIS_URL` and the other `REDIS_*`
+    /// variables of [`RedisConfig::from_env`]) when set, over the file's.
+    pub fn redis_from_env(mut self) -> Result<Self, StackError> {
+        if let Some(redis) = RedisConfig::from_env().map_err(|e| StackError::new("redis", e))? {
+            self.redis = Some(redis);
+        }
+        Ok(self)
+    }
+}
+
+/// The layers built from a [`StackConfig`], ready to wrap a router.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    backend: Option<RedisBackend>,
+    shutdown: Option<Shutdown>,
+    metrics: Option<MetricsLayer>,
+    pressure: Option<PressureLayer>,
+    rate_limit: Option<RateLimitLayer<crate::ratelimit::AnyKey>>,
+    session: Option<SessionLayer>,
+    cache: Option<ResponseCacheLayer>,
+    compression: Option<CompressionLayer>,
+}
+
+impl Stack {
+    /// Builds every configured layer; no connection is opened yet.
+    pub fn build(config: &StackConfig) -> Result<Self, StackError> {
+        let backend = config
+            .redis
+            .clone()
+            .map(RedisBackend::new)
+            .transpose()
+            .map_err(|e| StackError::new("redis", e))?;
+        let rate_limit = config
+            .rate_limit
+            .as_ref()
+            .map(|c| match &backend {
+                Some(b) => {
+                    RateLimitLayer::from_config(crate::ratelimit::RedisStore::new(b.clone()), c)
+                }
+                None => {
+                    RateLimitLayer::from_config(crate::ratelimit::MemoryStore::new(1_000_000), c)
+                }
+            })
+            .transpose()
+            .map_err(|e| StackError::new("rate_limit", e))?;
+        let session = config
+            .session
+            .as_ref()
+            .map(|c| {
+                match &backend {
+                    Some(b) => SessionLayer::new(crate::session::RedisStore::new(b.clone())),
+                    None => SessionLayer::new(crate::session::MemoryStore::new()),
+                }
+                .with_config(c)
+            })
+            .transpose()
+            .map_err(|e| StackError::new("session", e))?;
+        let cache = config
+            .cache
+            .as_ref()
+            .map(|c| {
+                let builder = match &backend {
+                    Some(b) => Cache::builder(crate::cache::RedisStore::new(b.clone())),
+                    None => Cache::builder(crate::cache::MemoryStore::new(
+                        c.memory_bytes.unwrap_or(64 * 1024 * 1024),
+                    )),
+                };
+                let cache = builder.config(c.tiers.clone()).build()?;
+                ResponseCacheLayer::from_config(cache, &c.response)
+            })
+            .transpose()
+            .map_err(|e| StackError::new("cache", e))?;
+        Ok(Self {
+            shutdown: config.shutdown.clone().map(Shutdown::new),
+            metrics: config.metrics.map(|_| MetricsLayer::new()),
+            pressure: config.pressure.clone().map(PressureLayer::new),
+            compression: config
+                .compression
+                .clone()
+                .map(CompressionLayer::from_config),
+            backend,
+            rate_limit,
+            session,
+            cache,
+        })
+    }
+
+    /// Wraps `router` in every configured layer, in the documented order.
+    pub fn apply<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        let mut router = router;
+        if let Some(l) = &self.compression {
+            router = router.layer(l.clone());
+        }
+        if let Some(l) = &self.cache {
+            router = router.layer(l.clone());
+        }
+        if let Some(l) = &self.session {
+            router = router.layer(l.clone());
+        }
+        if let Some(l) = &self.rate_limit {
+            router = router.layer(l.clone());
+        }
+        if let Some(l) = &self.pressure {
+            router = router.layer(l.clone());
+        }
+        if let Some(l) = &self.metrics {
+            router = router.layer(l.clone());
+        }
+        if let Some(s) = &self.shutdown {
+            router = router.layer(s.layer());
+        }
+        router
+    }
+
+    /// `/livez` and `/readyz` (ready until shutdown starts, and while Redis, if any,
+    /// answers), to merge outside the rate limit and the load shedding. `None` without a
+    /// `[shutdown]` section.
+    pub fn health_routes<S: Clone + Send + Sync + 'static>(&self) -> Option<Router<S>> {
+        let shutdown = self.shutdown.as_ref()?;
+        let mut health = shutdown.health();
+        if let Some(redis) = self.backend.clone() {
+            health = health.check("redis", move || {
+                let redis = redis.clone();
+                async move { redis.ping().await.map(drop).map_err(|e| e.to_string()) }
+            });
+        }
+        Some(health.routes())
+    }
+
+    /// Feeds the load shedding the runtime probe's lag (its `max_lag` threshold needs it).
+    #[must_use]
+    pub fn lag_from(mut self, watch: crate::metrics::LagWatch) -> Self {
+        self.pressure = self.pressure.map(|p| p.lag_from(watch));
+        self
+    }
+
+    /// The shared Redis backend, when configured.
+    pub fn backend(&self) -> Option<&RedisBackend> {
+        self.backend.as_ref()
+    }
+
+    /// The shutdown coordinator, when configured (listen for signals, run the server).
+    pub fn shutdown(&self) -> Option<&Shutdown> {
+        self.shutdown.as_ref()
+    }
+
+    /// The session layer, when configured (e.g. for `sessions().destroy_all_for_user`).
+    pub fn session(&self) -> Option<&SessionLayer> {
+        self.session.as_ref()
+    }
+
+    /// The response cache layer, when configured (e.g. to purge through its cache).
+    pub fn cache(&self) -> Option<&ResponseCacheLayer> {
+        self.cache.as_ref()
+    }
+}

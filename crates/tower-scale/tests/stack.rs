@@ -1,0 +1,198 @@
+//! The stack builder: config parsing and errors, and the layer order, checked through what
+//! each layer does to the others (against a real Redis where the order shows in Redis calls).
+#![cfg(feature = "stack")]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_scale::session::Session;
+use tower_scale::stack::{Stack, StackConfig};
+use tower_scale_testkit::RedisServer;
+
+const CONFIG: &str = r#"
+[shutdown]
+pre_stop_delay = "0s"
+
+[metrics]
+
+[rate_limit]
+quotas = [{ count = 3, period = "10s" }]
+key = { type = "header", name = "x-api-key" }
+
+[session]
+secure = false
+
+[cache]
+ttl = "30s"
+
+[compression]
+min_size = 32
+"#;
+
+fn app(stack: &Stack) -> Router {
+    let routes = Router::new()
+        .route(
+            "/visit",
+            get(|s: Session| async move {
+                let n: u64 = s.get("n").await.ok().flatten().unwrap_or(0) + 1;
+                s.insert("n", &n).unwrap();
+                n.to_string()
+            }),
+        )
+        .route(
+            "/doc",
+            get(|| async { "a document long enough to be worth compressing, ".repeat(20) }),
+        );
+    let app = stack.apply(routes);
+    match stack.health_routes() {
+        Some(health) => app.merge(health),
+        None => app,
+    }
+}
+
+async fn send(app: &Router, uri: &str, headers: &[(&str, &str)]) -> axum::response::Response {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    app.clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn calls(server: &RedisServer, name: &str) -> u64 {
+    server
+        .command_calls()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, c)| c)
+}
+
+#[test]
+fn config_errors_name_the_section_or_key() {
+    let e = StackConfig::from_toml("[sesion]\nttl = \"1h\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sesion"), "{e}");
+    let bad = StackConfig::from_toml("[session]\nttl = \"0s\"").unwrap();
+    let e = Stack::build(&bad).unwrap_err();
+    assert_eq!(e.section(), "session");
+    let bad = StackConfig::from_toml("[rate_limit]\nquotas = []").unwrap();
+    assert_eq!(Stack::build(&bad).unwrap_err().section(), "rate_limit");
+    let bad = StackConfig::from_toml("[redis]\nurl = \"http://nope\"").unwrap();
+    assert_eq!(Stack::build(&bad).unwrap_err().section(), "redis");
+    // Everything optional: an empty config is a stack of no layers.
+    let empty = Stack::build(&StackConfig::from_toml("").unwrap()).unwrap();
+    assert!(empty.health_routes::<()>().is_none());
+}
+
+#[tokio::test]
+async fn in_memory_stack_serves_sessions_cache_and_compression() {
+    let stack = Stack::build(&StackConfig::from_toml(CONFIG).unwrap()).unwrap();
+    assert!(stack.backend().is_none());
+    let app = app(&stack);
+    let key = ("x-api-key", "k1");
+    let first = send(&app, "/visit", &[key]).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let second = send(&app, "/visit", &[key, ("cookie", &cookie)]).await;
+    assert_eq!(
+        &second.into_body().collect().await.unwrap().to_bytes()[..],
+        b"2"
+    );
+    assert_eq!(send(&app, "/readyz", &[]).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_order_shows_in_what_each_layer_costs_the_others() {
+    let redis = RedisServer::start();
+    let toml = format!("{CONFIG}\n[redis]\nurl = \"{}\"\n", redis.url());
+    let stack = Stack::build(&StackConfig::from_toml(&toml).unwrap()).unwrap();
+    assert!(stack.backend().is_some());
+    let app = app(&stack);
+
+    // Sessions and the rate limit are shared through Redis.
+    let key = ("x-api-key", "k2");
+    let login = send(&app, "/visit", &[key]).await;
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        send(&app, "/visit", &[key, ("cookie", &cookie)])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, "/visit", &[key, ("cookie", &cookie)])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // Rate limit outside sessions: a rejected request never reads its session.
+    redis.reset_stats();
+    let limited = send(&app, "/visit", &[key, ("cookie", &cookie)]).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        calls(&redis, "hgetall"),
+        0,
+        "a rate-limited request read a session"
+    );
+
+    // Cache outside compression: the stored entry is the gzip variant, and a hit serves it.
+    let gzip = [("x-api-key", "k3"), ("accept-encoding", "gzip")];
+    let miss = send(&app, "/doc", &gzip).await;
+    assert_eq!(miss.headers()["content-encoding"], "gzip");
+    let hit = send(
+        &app,
+        "/doc",
+        &[("x-api-key", "k4"), ("accept-encoding", "gzip")],
+    )
+    .await;
+    let status = hit.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(status.contains("hit"), "{status}");
+    assert_eq!(hit.headers()["content-encoding"], "gzip");
+    // Sessions outside the cache: a hit runs no handler, touches no session, sets no cookie.
+    assert!(hit.headers().get("set-cookie").is_none());
+
+    // The stack's shutdown drives readiness: ready while serving, not once shutdown starts.
+    assert_eq!(send(&app, "/readyz", &[]).await.status(), StatusCode::OK);
+    let shutdown = stack.shutdown().unwrap().clone();
+    let stopped = shutdown.stop_accepting();
+    let running = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown
+                .run(async move {
+                    stopped.await;
+                    Ok::<(), std::io::Error>(())
+                })
+                .await
+        }
+    });
+    shutdown.trigger();
+    let report = tokio::time::timeout(std::time::Duration::from_secs(20), running)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(
+        send(&app, "/readyz", &[]).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
