@@ -14,7 +14,7 @@ use tower_service::Service;
 use crate::clock::Clock;
 use crate::config::{ConfigError, SessionConfig};
 use crate::cookie::CookieSettings;
-use crate::session::{SESSION_STORE_ERRORS_TOTAL, Session, Shared};
+use crate::session::{Session, Shared};
 use crate::store::{SessionStore, StoreError};
 
 /// Puts a lazy [`Session`] in every request's extensions and writes its changes, before the
@@ -237,7 +237,6 @@ async fn commit<B: Default>(session: Session, mut response: Response<B>) -> Resp
         Err(error) => {
             // The client must not believe the change was kept: the handler's response is
             // replaced by the configured status.
-            metrics::counter!(SESSION_STORE_ERRORS_TOTAL, "op" => "save").increment(1);
             tracing::error!(%error, "session write failed; answering with the save error status");
             let mut failed = Response::new(B::default());
             *failed.status_mut() = session.save_error_status();

@@ -19,7 +19,7 @@
 //!   [`Session::destroy_all_for_user`] to log a user out everywhere.
 //! - **Store failure**: a read while the store is down answers 503 (configurable) through
 //!   [`SessionError`]; a failed write replaces the response with 503 (configurable), is
-//!   logged and counted (`session_store_errors_total`), never dropped silently. Every store
+//!   logged and counted (`session_operations_total{result="error"}`), never dropped silently. Every store
 //!   call is bounded by the backend's command timeout.
 //!
 //! # Example
@@ -70,7 +70,7 @@ pub use self::{
     id::SessionId,
     layer::{ResponseFuture, SessionLayer, SessionService, Sessions},
     memory::MemoryStore,
-    session::{SESSION_STORE_ERRORS_TOTAL, Session, SessionError},
+    session::{SESSION_OPERATIONS_TOTAL, Session, SessionError},
     store::{BoxFuture, RESERVED_PREFIX, Record, Save, SaveOutcome, SessionStore, StoreError},
 };
 

@@ -13,8 +13,14 @@ use crate::clock::Clock;
 use crate::cookie::CookieSettings;
 use crate::store::{RESERVED_PREFIX, Record, Save, SaveOutcome, SessionStore, StoreError};
 
-/// Counter of failed session store calls; label `op`: `load`, `save`, `delete`.
-pub const SESSION_STORE_ERRORS_TOTAL: &str = "session_store_errors_total";
+/// Counter of session store operations; labels `op` (`load`, `save`, `destroy`) and
+/// `result` (`ok`, `error`). Requests that do not touch the session count nothing.
+pub const SESSION_OPERATIONS_TOTAL: &str = "session_operations_total";
+
+fn count(op: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!(SESSION_OPERATIONS_TOTAL, "op" => op, "result" => result).increment(1);
+}
 
 /// What the layer shares with every request's [`Session`].
 pub(crate) struct Shared {
@@ -163,7 +169,6 @@ impl Session {
     }
 
     fn load_error(&self, source: StoreError) -> SessionError {
-        metrics::counter!(SESSION_STORE_ERRORS_TOTAL, "op" => "load").increment(1);
         SessionError::Store {
             source,
             status: self.inner.shared.load_error_status,
@@ -180,7 +185,9 @@ impl Session {
                 let Some(id) = &handle.presented else {
                     return Ok(None);
                 };
-                let record = handle.shared.store.load(id).await?;
+                let record = handle.shared.store.load(id).await;
+                count("load", record.is_ok());
+                let record = record?;
                 let now = handle.shared.clock.now_millis();
                 Ok::<_, StoreError>(record.filter(|r| r.expires_at > now))
             })
@@ -318,6 +325,13 @@ impl Session {
 
     /// Writes what the request changed; returns the `Set-Cookie` to send, if any.
     pub(crate) async fn commit(&self) -> Result<Option<HeaderValue>, StoreError> {
+        let destroy = lock(&self.inner.state).destroy;
+        let result = self.write().await;
+        count(if destroy { "destroy" } else { "save" }, result.is_ok());
+        result
+    }
+
+    async fn write(&self) -> Result<Option<HeaderValue>, StoreError> {
         let state = std::mem::take(&mut *lock(&self.inner.state));
         let shared = &*self.inner.shared;
         let presented = self.inner.presented.as_ref();
