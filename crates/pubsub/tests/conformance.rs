@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use tower_scale_pubsub::{Broadcaster, BroadcasterBuilder, Delivery, Error, Event, MessageId};
-use tower_scale_testkit::RedisServer;
+use tower_scale_testkit::{RedisCluster, RedisServer};
 
 use support::{next_event, next_message, text};
 
@@ -29,6 +29,17 @@ struct Redis(RedisServer);
 impl Deployment for Redis {
     fn instance(&self, builder: BroadcasterBuilder) -> Broadcaster {
         support::instance(&self.0.url(), builder)
+    }
+}
+
+struct Cluster(RedisCluster);
+
+impl Deployment for Cluster {
+    fn instance(&self, builder: BroadcasterBuilder) -> Broadcaster {
+        let mut config = tower_scale_redis::RedisConfig::cluster(self.0.urls());
+        config.command_timeout = Duration::from_secs(2);
+        let backend = tower_scale_redis::RedisBackend::new(config).expect("valid config");
+        builder.redis(backend).build().expect("valid broadcaster")
     }
 }
 
@@ -204,6 +215,32 @@ suite! {
     history_then_live => history_then_live_without_gap_or_duplicate;
     bad_room_names_are_errors => bad_room_names;
     delivery_per_room => per_room_delivery_policy;
+}
+
+/// Pub/sub rooms on a local 3-master Redis Cluster: the same behaviour as on one server.
+mod cluster {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pubsub_rooms_behave_as_on_one_server() {
+        let cluster = Cluster(RedisCluster::start());
+        let d = Some(&cluster as &dyn Deployment);
+        fan_out_to_every_instance(d, Delivery::PubSub).await;
+        leaving_closes_the_room(d, Delivery::PubSub).await;
+        slow_subscriber_lags_alone(d, Delivery::PubSub).await;
+        bad_room_names(d).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_rooms_are_refused_with_a_clear_error() {
+        let cluster = Cluster(RedisCluster::start());
+        let b = cluster.instance(Broadcaster::builder().delivery(Delivery::Stream));
+        match b.publish("room", "x").await {
+            Err(Error::Config(message)) => assert!(message.contains("Cluster"), "{message}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        assert!(matches!(b.subscribe("room").await, Err(Error::Config(_))));
+    }
 }
 
 #[test]
