@@ -29,7 +29,7 @@ pin_project! {
     {
         Streamed {
             #[pin]
-            inner: tower_http::compression::CompressionBody<B>,
+            inner: tower_http::compression::CompressionBody<FuseBody<B>>,
         },
         Identity {
             #[pin]
@@ -46,7 +46,7 @@ pin_project! {
 }
 
 impl<B: Body> CompressionBody<B> {
-    pub(crate) fn streamed(inner: tower_http::compression::CompressionBody<B>) -> Self {
+    pub(crate) fn streamed(inner: tower_http::compression::CompressionBody<FuseBody<B>>) -> Self {
         Self {
             inner: BodyInner::Streamed { inner },
         }
@@ -136,6 +136,110 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             BodyInner::Failed { .. } => SizeHint::default(),
+        }
+    }
+}
+
+pin_project! {
+    /// A body that answers `None` for good once it has ended. tower-http's encoder polls the
+    /// body once more after its end (looking for frames after trailers); a body over a stream
+    /// that must not be polled after its end (axum's `Sse` over `futures::stream::unfold`)
+    /// would panic there.
+    pub(crate) struct FuseBody<B> {
+        #[pin]
+        inner: B,
+        done: bool,
+    }
+}
+
+impl<B> FuseBody<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Self { inner, done: false }
+    }
+
+    pub(crate) fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body> Body for FuseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            *this.done = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.done {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Fuse`].
+    pub(crate) struct FuseFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B, E> std::future::Future for FuseFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<FuseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(ready!(self.project().inner.poll(cx)).map(|res| res.map(FuseBody::new)))
+    }
+}
+
+/// The inner service as tower-http's encoder sees it: responses with a [`FuseBody`].
+#[derive(Clone, Debug)]
+pub(crate) struct Fuse<S> {
+    inner: S,
+}
+
+impl<S> Fuse<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, Req, B> tower_service::Service<Req> for Fuse<S>
+where
+    S: tower_service::Service<Req, Response = http::Response<B>>,
+{
+    type Response = http::Response<FuseBody<B>>;
+    type Error = S::Error;
+    type Future = FuseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        FuseFuture {
+            inner: self.inner.call(req),
         }
     }
 }

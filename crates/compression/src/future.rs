@@ -133,7 +133,7 @@ where
                 let (parts, body) = res.into_parts();
                 let fut = Box::pin(encode_on_pool(
                     parts,
-                    body.into_inner(),
+                    body.into_inner().into_inner(),
                     exact.unwrap_or(0),
                     plan.clone(),
                     shared.offload.clone(),

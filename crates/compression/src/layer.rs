@@ -13,6 +13,7 @@ use tower_scale_offload::Offload;
 use tower_service::Service;
 
 use crate::adaptive::{LagSignal, Load, LoadSignal};
+use crate::body::Fuse;
 use crate::config::lookup;
 use crate::future::ResponseFuture;
 use crate::predicate::{DefaultPredicate, VariantPredicate, negotiate_index};
@@ -189,7 +190,7 @@ pub(crate) struct Shared {
     pub(crate) signal: Option<Arc<dyn LoadSignal>>,
 }
 
-pub(crate) type Inner<S> = tower_http::compression::Compression<S, VariantPredicate>;
+pub(crate) type Inner<S> = tower_http::compression::Compression<Fuse<S>, VariantPredicate>;
 
 impl<S: Clone> Layer<S> for CompressionLayer {
     type Service = Compression<S>;
@@ -238,7 +239,7 @@ impl<S: Clone> Layer<S> for CompressionLayer {
                     layer
                         .quality(CompressionLevel::Precise(level))
                         .compress_when(predicate.clone())
-                        .layer(inner.clone()),
+                        .layer(Fuse::new(inner.clone())),
                 );
                 plans.push(Plan {
                     encoding,
