@@ -2,7 +2,7 @@
 # Every compression benchmark in one run (docs/benchmarks.md quotes its output):
 #   crates/compression/benches/run-all.sh 2>&1 | tee /tmp/compression-bench.txt
 # 1. throughput on 1 KB, 20 KB and 200 KB JSON against plain tower-http (in process),
-# 2. p99 of a small request while 200 KB bodies are compressed with brotli 11 (loopback HTTP),
+# 2. p99 of a small request while 200 KB bodies are compressed with brotli 11, then 4 (loopback HTTP),
 # 3. the /json scenario of shared/bench/SCENARIOS.md with wrk.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -12,6 +12,8 @@ echo "== 1. throughput"
 cargo bench -p tower-scale-compression --bench throughput
 echo "== 2. small-request latency under brotli 11"
 cargo bench -p tower-scale-compression --bench latency
+echo "== 2b. the same at brotli 4 (cheap level: what the pool costs in throughput)"
+LEVEL=4 SECS=5 cargo bench -p tower-scale-compression --bench latency
 echo "== 3. /json scenario"
 crates/compression/benches/json-scenario.sh
 echo "== done $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)"

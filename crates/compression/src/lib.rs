@@ -1,5 +1,6 @@
-//! Response compression that is right by default, as a preset over tower-http's
-//! `CompressionLayer` (which does the encoding), plus bounded request decompression.
+//! Response compression that is right by default and stays off the critical path, as a preset
+//! over tower-http's `CompressionLayer` and async-compression's encoders, plus bounded request
+//! decompression.
 //!
 //! # Overview
 //!
@@ -7,21 +8,35 @@
 //!
 //! - **Negotiation with a server preference order**: `Accept-Encoding` q-values decide, ties go
 //!   to the server's order (default zstd, br, gzip, deflate), `*` and `identity;q=0` are
-//!   honoured.
-//! - **A level per algorithm** (e.g. brotli 4 and gzip 6), where tower-http has one for all.
+//!   honoured; when nothing is acceptable the body is sent as it is (never `406`).
+//! - **A level per algorithm** (default zstd 3, br 4, gzip 6, deflate 6).
+//! - **Encoding off the async workers**: a body of known length (`String`, `Vec<u8>`, JSON...)
+//!   of at least 64 KiB, or any compressible one at an expensive level (brotli 5 and up, zstd
+//!   10 and up), is encoded on a bounded pool ([`Offload`], tokio's blocking pool by default),
+//!   so a slow encoder never stalls the other requests of a worker. The headers are those of
+//!   the tower-http path, with an exact `Content-Length`. A full pool sends the body
+//!   uncompressed rather than queueing without bound. See [`OffloadPolicy`].
+//! - **Adaptive levels**: with a load signal (the scheduling lag of
+//!   `tower_scale_metrics::RuntimeProbe`, or any [`LoadSignal`]), levels drop while the service
+//!   is busy or saturated (brotli 11 → 4 → 1, gzip 6 → 4 → 1). See [`AdaptiveConfig`].
+//! - **Streaming**: bodies of unknown length (server-sent events, streams) are encoded by
+//!   tower-http chunk by chunk and flushed whenever the body waits, so each event reaches the
+//!   client when it is produced.
 //! - **Skipped responses**: below a minimum size (default 1 KiB), already-compressed types
-//!   (images, video, audio, archives, woff2), server-sent events, `Cache-Control:
-//!   no-transform`, already encoded bodies, and `HEAD` requests.
+//!   (images, video, audio, archives, woff2, gRPC), `Cache-Control: no-transform`, already
+//!   encoded bodies, ranges, and `HEAD` requests.
 //! - **Headers right**: `Vary: Accept-Encoding` on every response whose body depends on it,
-//!   `Content-Length` dropped when the body is encoded (tower-http), and the `ETag` of an
-//!   encoded variant made weak.
+//!   `Content-Length` dropped (streamed) or exact (encoded on the pool), `Accept-Ranges`
+//!   dropped, and the `ETag` of an encoded variant made weak.
 //!
 //! [`RequestDecompressionLayer`] decompresses request bodies with a hard limit on the
 //! decompressed size: a zip bomb is answered `413 Payload Too Large` and never allocated past
 //! the limit.
 //!
 //! Place a response cache **outside** this layer: the cache then stores the encoded variant
-//! (keyed by `Vary: Accept-Encoding`) and serves it without compressing again.
+//! (keyed by `Vary: Accept-Encoding`) and serves it without compressing again. The guide,
+//! `docs/compression.md` in the repository, covers the defaults, the layer order, what runs
+//! where and the adaptive signal.
 //!
 //! # Example
 //!
@@ -33,11 +48,32 @@
 //!
 //! let app = Router::new()
 //!     .route("/json", get(|| async { "{\"data\":\"".to_owned() + &"x".repeat(4096) + "\"}" }))
-//!     .layer(CompressionLayer::new().level(Encoding::Gzip, 6));
+//!     .route("/report", get(|| async { "report line\n".repeat(10_000) }))
+//!     .layer(CompressionLayer::new().level(Encoding::Gzip, 6).level(Encoding::Br, 11));
 //! let req = Request::get("/json").header("accept-encoding", "gzip;q=1, br;q=0.5").body(Body::empty()).unwrap();
-//! let res = app.oneshot(req).await.unwrap();
+//! let res = app.clone().oneshot(req).await.unwrap();
 //! assert_eq!(res.headers()["content-encoding"], "gzip");
 //! assert_eq!(res.headers()["vary"], "accept-encoding");
+//! // brotli 11 is expensive: encoded on the pool, sent with its exact length.
+//! let req = Request::get("/report").header("accept-encoding", "br").body(Body::empty()).unwrap();
+//! let res = app.oneshot(req).await.unwrap();
+//! assert_eq!(res.headers()["content-encoding"], "br");
+//! assert!(res.headers().contains_key("content-length"));
+//! # }
+//! ```
+//!
+//! With adaptive levels driven by the runtime's scheduling lag:
+//!
+//! ```no_run
+//! # async fn run() {
+//! use axum::{Router, routing::get};
+//! use tower_scale_compression::{CompressionLayer, Encoding};
+//! use tower_scale_metrics::RuntimeProbe;
+//!
+//! let probe = RuntimeProbe::new().spawn();
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(CompressionLayer::new().level(Encoding::Br, 11).adapt_to_lag(probe.watch()));
 //! # }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
