@@ -86,13 +86,14 @@ fn app(variant: Variant, level: i32) -> Router {
             let mut layer = CompressionLayer::new()
                 .encodings(&[Encoding::Br])
                 .level(Encoding::Br, level);
-            // POOL_THREADS: encodes at once (default: one per CPU).
+            // POOL_THREADS: a rayon pool of this many threads (default: the shared pool, one
+            // thread per CPU).
             if let Some(threads) = std::env::var("POOL_THREADS")
                 .ok()
                 .and_then(|t| t.parse().ok())
             {
                 let pool = Offload::builder()
-                    .pool(PoolKind::TokioBlocking)
+                    .pool(PoolKind::Rayon)
                     .threads(threads)
                     .build()
                     .unwrap();

@@ -3,13 +3,13 @@
 //!
 //! ```not_rust
 //! cargo bench -p tower-scale-compression --bench throughput
-//! ROUNDS=7 ROUND_MS=1000 SIZES=1024,20000,200000 cargo bench -p tower-scale-compression --bench throughput
+//! ROUNDS=7 ROUND_MS=1000 SIZES=1024,20000,200000 ENCODING=gzip LEVEL=6 cargo bench -p tower-scale-compression --bench throughput
 //! ```
 //!
 //! Requests go through an axum router in process (no sockets), on a 2-worker multi-thread
 //! runtime, `1` or `16` at a time. Variants: `tower_scale` (the defaults: the 200 KB body is
 //! encoded on the pool), `tower_scale_no_offload` (everything on the workers, through
-//! tower-http), `tower_http` (plain `CompressionLayer`, gzip only, `Precise(6)`). Each round
+//! tower-http), `tower_http` (plain `CompressionLayer`, the same single encoding, `Precise(level)`). Each round
 //! runs every variant for `ROUND_MS`, starting with another variant each round; the report gives each variant's median requests/s and
 //! CPU time per request (all threads, from `/proc/self/task/*/schedstat`: far less noisy than
 //! wall-clock time on a shared machine), and the medians of the per-round ratios to
@@ -72,7 +72,7 @@ fn cpu_ns() -> u64 {
 
 /// Requests per second through `router` for `for_ms`, `in_flight` at a time, and the CPU
 /// time per request in microseconds.
-async fn run(router: Router, in_flight: usize, for_ms: u64) -> (f64, f64) {
+async fn run(router: Router, token: &'static str, in_flight: usize, for_ms: u64) -> (f64, f64) {
     let cpu_start = cpu_ns();
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -84,11 +84,11 @@ async fn run(router: Router, in_flight: usize, for_ms: u64) -> (f64, f64) {
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let req = Request::get("/")
-                        .header("accept-encoding", "gzip")
+                        .header("accept-encoding", token)
                         .body(Body::empty())
                         .unwrap();
                     let res = router.clone().oneshot(req).await.unwrap();
-                    assert_eq!(res.headers()["content-encoding"], "gzip");
+                    assert_eq!(res.headers()["content-encoding"], token);
                     let body = res.into_body().collect().await.unwrap().to_bytes();
                     std::hint::black_box(body);
                     done.fetch_add(1, Ordering::Relaxed);
@@ -117,7 +117,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("gzip level 6; {rounds} rounds of {round_ms} ms per variant, interleaved");
+    // ENCODING=br LEVEL=4: another encoding and level (default gzip 6).
+    let (encoding, token) = match std::env::var("ENCODING").as_deref() {
+        Ok("br") => (Encoding::Br, "br"),
+        Ok("zstd") => (Encoding::Zstd, "zstd"),
+        _ => (Encoding::Gzip, "gzip"),
+    };
+    let level = env("LEVEL", 6) as i32;
+    println!("{token} level {level}; {rounds} rounds of {round_ms} ms per variant, interleaved");
     println!(
         "{:>8} {:>9} {:<24} {:>12} {:>12} {:>14} {:>14}",
         "body",
@@ -140,23 +147,27 @@ fn main() {
         };
         let ours = route().layer(
             CompressionLayer::new()
-                .encodings(&[Encoding::Gzip])
+                .encodings(&[encoding])
                 .min_size(512)
-                .level(Encoding::Gzip, 6),
+                .level(encoding, level),
         );
         let ours_inline = route().layer(
             CompressionLayer::new()
-                .encodings(&[Encoding::Gzip])
+                .encodings(&[encoding])
                 .min_size(512)
-                .level(Encoding::Gzip, 6)
+                .level(encoding, level)
                 .no_offload(),
         );
         let plain = route().layer(
             tower_http::compression::CompressionLayer::new()
                 .no_br()
                 .no_deflate()
+                .no_gzip()
                 .no_zstd()
-                .quality(CompressionLevel::Precise(6)),
+                .br(encoding == Encoding::Br)
+                .gzip(encoding == Encoding::Gzip)
+                .zstd(encoding == Encoding::Zstd)
+                .quality(CompressionLevel::Precise(level)),
         );
         let variants = [
             ("tower_scale", ours),
@@ -168,7 +179,7 @@ fn main() {
             let mut cpu = vec![Vec::new(); variants.len()];
             // Warm-up, then interleaved rounds.
             for (_, router) in &variants {
-                rt.block_on(run(router.clone(), in_flight, 200));
+                rt.block_on(run(router.clone(), token, in_flight, 200));
             }
             for round in 0..rounds {
                 // Each round starts with another variant, so a drift within a round hits
@@ -176,7 +187,7 @@ fn main() {
                 for k in 0..variants.len() {
                     let i = (round + k) % variants.len();
                     let router = variants[i].1.clone();
-                    let (rate, cpu_per_req) = rt.block_on(run(router, in_flight, round_ms));
+                    let (rate, cpu_per_req) = rt.block_on(run(router, token, in_flight, round_ms));
                     rates[i].push(rate);
                     cpu[i].push(cpu_per_req);
                 }

@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tower_scale_offload::{OffloadConfig, PoolKind};
+use std::sync::OnceLock;
+
+use tower_scale_offload::{Offload, OffloadConfig, PoolKind};
 
 /// A content coding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -176,25 +178,39 @@ pub struct OffloadPolicy {
     /// Bodies longer than this are never buffered: they take tower-http's streaming path.
     /// Default 16 MiB.
     pub max_buffered: u64,
-    /// The pool: tower-scale-offload's settings. Default: tokio's blocking pool with as many
-    /// encodes at once as the machine has CPUs, and 64 waiting per thread. When it is full, a
-    /// body is sent uncompressed rather than waiting. Replaced by
+    /// The pool: tower-scale-offload's settings for a pool of this layer's own. Default
+    /// `None`: one pool shared by every layer of the process that does not name its own, a
+    /// rayon pool of one thread per CPU with 64 encodes waiting per thread. When the pool is
+    /// full, a body is sent uncompressed rather than waiting. Replaced by
     /// [`CompressionLayer::offload_with`](crate::CompressionLayer::offload_with).
-    pub pool: OffloadConfig,
+    pub pool: Option<OffloadConfig>,
 }
 
 impl Default for OffloadPolicy {
     fn default() -> Self {
-        let mut pool = OffloadConfig::default();
-        pool.pool = PoolKind::TokioBlocking;
         Self {
             enabled: true,
             min_size: 64 * 1024,
             expensive_levels: vec![(Encoding::Br, 5), (Encoding::Zstd, 10)],
             max_buffered: 16 * 1024 * 1024,
-            pool,
+            pool: None,
         }
     }
+}
+
+/// The pool shared by the layers that name none, built on first use.
+pub(crate) fn shared_pool() -> Offload {
+    static POOL: OnceLock<Offload> = OnceLock::new();
+    POOL.get_or_init(|| {
+        Offload::from_config(&OffloadConfig::default()).unwrap_or_else(|_| {
+            // The rayon pool could not start its threads: tokio's blocking pool, which
+            // starts them on demand, cannot fail to build.
+            let mut config = OffloadConfig::default();
+            config.pool = PoolKind::TokioBlocking;
+            Offload::from_config(&config).expect("a tokio blocking pool always builds")
+        })
+    })
+    .clone()
 }
 
 impl OffloadPolicy {

@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use crate::adaptive::{LagSignal, Load, LoadSignal};
 use crate::body::Fuse;
-use crate::config::lookup;
+use crate::config::{lookup, shared_pool};
 use crate::future::ResponseFuture;
 use crate::predicate::{DefaultPredicate, VariantPredicate, negotiate_index};
 use crate::{BoxError, CompressionBody, CompressionConfig, ConfigError, Encoding};
@@ -61,12 +61,9 @@ impl Default for CompressionLayer {
 impl CompressionLayer {
     /// The defaults of [`CompressionConfig`].
     pub fn new() -> Self {
-        let config = CompressionConfig::default();
-        let offload = Offload::from_config(&config.offload.pool)
-            .expect("the default offload pool config is valid");
         Self {
-            config,
-            offload,
+            config: CompressionConfig::default(),
+            offload: shared_pool(),
             signal: None,
         }
     }
@@ -74,8 +71,12 @@ impl CompressionLayer {
     /// From a config; an invalid one is an error naming the field.
     pub fn from_config(config: CompressionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let offload = Offload::from_config(&config.offload.pool)
-            .map_err(|e| ConfigError(format!("offload.pool: {e}")))?;
+        let offload = match &config.offload.pool {
+            None => shared_pool(),
+            Some(pool) => {
+                Offload::from_config(pool).map_err(|e| ConfigError(format!("offload.pool: {e}")))?
+            }
+        };
         Ok(Self {
             config,
             offload,

@@ -12,7 +12,7 @@
 //! - **A level per algorithm** (default zstd 3, br 4, gzip 6, deflate 6).
 //! - **Encoding off the async workers**: a body of known length (`String`, `Vec<u8>`, JSON...)
 //!   of at least 64 KiB, or any compressible one at an expensive level (brotli 5 and up, zstd
-//!   10 and up), is encoded on a bounded pool ([`Offload`], tokio's blocking pool by default),
+//!   10 and up), is encoded on a bounded pool ([`Offload`]; by default one rayon pool per process),
 //!   so a slow encoder never stalls the other requests of a worker. The headers are those of
 //!   the tower-http path, with an exact `Content-Length`. A full pool sends the body
 //!   uncompressed rather than queueing without bound. See [`OffloadPolicy`].
