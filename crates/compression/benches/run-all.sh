@@ -5,7 +5,8 @@
 #    then 200 KB at brotli 4,
 # 2. p99 of a small request while 200 KB bodies are compressed with brotli 11 (then with a
 #    one-thread pool, then at brotli 4), over loopback HTTP,
-# 3. the /json scenario of shared/bench/SCENARIOS.md with wrk.
+# 3. the /json scenario of shared/bench/SCENARIOS.md with wrk,
+# 4. instructions per request under callgrind (not disturbed by other processes).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$root"
@@ -22,4 +23,6 @@ echo "== 2c. the same at brotli 4 (a cheap level)"
 LEVEL=4 SECS=5 cargo bench -p tower-scale-compression --bench latency
 echo "== 3. /json scenario"
 crates/compression/benches/json-scenario.sh
+echo "== 4. instructions per request (callgrind)"
+crates/compression/benches/instructions.sh
 echo "== done $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)"

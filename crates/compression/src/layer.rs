@@ -250,7 +250,7 @@ impl<S: Clone> Layer<S> for CompressionLayer {
             }
         }
         Compression {
-            inner,
+            inner: Arc::new(inner),
             variants: variants.into(),
             shared: Arc::new(Shared {
                 preference: config.encodings.clone().into(),
@@ -266,15 +266,17 @@ impl<S: Clone> Layer<S> for CompressionLayer {
 
 /// The middleware built by [`CompressionLayer`].
 pub struct Compression<S> {
-    inner: S,
+    // Behind an `Arc` so that cloning this service (axum does per request) clones no inner
+    // service: only the one that serves the request is cloned, in `call`.
+    inner: Arc<S>,
     variants: Arc<[Inner<S>]>,
     shared: Arc<Shared>,
 }
 
-impl<S: Clone> Clone for Compression<S> {
+impl<S> Clone for Compression<S> {
     fn clone(&self) -> Self {
         Self {
-            inner: self.inner.clone(),
+            inner: Arc::clone(&self.inner),
             variants: Arc::clone(&self.variants),
             shared: Arc::clone(&self.shared),
         }
@@ -327,7 +329,7 @@ where
         };
         let Some(index) = chosen else {
             return ResponseFuture::identity(
-                self.inner.clone().oneshot(req),
+                S::clone(&self.inner).oneshot(req),
                 Arc::clone(&self.shared),
             );
         };
