@@ -70,10 +70,6 @@ fn app(layer: CompressionLayer) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "image/png")], big_text()) }),
         )
         .route(
-            "/sse",
-            get(|| async { ([(header::CONTENT_TYPE, "text/event-stream")], big_text()) }),
-        )
-        .route(
             "/no-transform",
             get(|| async {
                 (
@@ -149,7 +145,7 @@ async fn every_encoding_round_trips_with_its_headers() {
 #[tokio::test]
 async fn skipped_responses_are_sent_as_they_are() {
     let app = app(CompressionLayer::new());
-    for path in ["/small", "/png", "/sse", "/no-transform", "/pre-encoded"] {
+    for path in ["/small", "/png", "/no-transform", "/pre-encoded"] {
         let (headers, body) = fetch(&app, "GET", path, Some("gzip, br")).await;
         let encoding = headers
             .get(header::CONTENT_ENCODING)
@@ -168,6 +164,58 @@ async fn skipped_responses_are_sent_as_they_are() {
     // HEAD is never compressed.
     let (headers, _) = fetch(&app, "HEAD", "/big", Some("gzip")).await;
     assert!(headers.get(header::CONTENT_ENCODING).is_none());
+}
+
+#[tokio::test]
+async fn nothing_acceptable_gets_the_identity_body_not_406() {
+    let app = app(CompressionLayer::new());
+    for accept in ["identity;q=0", "gzip;q=0", "identity", "compress"] {
+        let (headers, body) = fetch(&app, "GET", "/big", Some(accept)).await;
+        assert!(headers.get(header::CONTENT_ENCODING).is_none(), "{accept}");
+        assert_eq!(body.len(), big_text().len(), "{accept}");
+        assert_eq!(headers[header::VARY], "accept-encoding", "{accept}");
+    }
+}
+
+#[test]
+fn bad_config_is_an_error_naming_the_field() {
+    let parse = |json: &str| serde_json::from_str::<CompressionConfig>(json);
+    let err = CompressionLayer::from_config(parse(r#"{"levels": [["br", 12]]}"#).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("levels") && err.contains("br level 12"),
+        "{err}"
+    );
+    let err = CompressionLayer::from_config(parse(r#"{"encodings": ["gzip", "gzip"]}"#).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("encodings"), "{err}");
+    let config = parse(r#"{"adaptive": {"busy_lag": "1s", "saturated_lag": "10ms"}}"#).unwrap();
+    let err = CompressionLayer::from_config(config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("busy_lag"), "{err}");
+    let config = parse(r#"{"offload": {"pool": {"threads": 0}}}"#).unwrap();
+    let err = CompressionLayer::from_config(config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("offload.pool") && err.contains("threads"),
+        "{err}"
+    );
+    assert!(
+        parse(r#"{"levels": [["lz4", 1]]}"#).is_err(),
+        "unknown encoding"
+    );
+    assert!(
+        parse(r#"{"offload": {"min_szie": 1}}"#).is_err(),
+        "unknown field"
+    );
+    // Every default round-trips through serde.
+    let default = CompressionConfig::default();
+    let json = serde_json::to_string(&default).unwrap();
+    assert_eq!(parse(&json).unwrap(), default);
 }
 
 #[tokio::test]
@@ -199,7 +247,7 @@ async fn thresholds_levels_and_config() {
         r#"{"encodings": ["gzip"], "min_size": 10000, "levels": [["gzip", 9]]}"#,
     )
     .unwrap();
-    let app = app(CompressionLayer::from_config(config));
+    let app = app(CompressionLayer::from_config(config).unwrap());
     // 7,800 bytes is below this min_size.
     let (headers, _) = fetch(&app, "GET", "/big", Some("gzip")).await;
     assert!(headers.get(header::CONTENT_ENCODING).is_none());

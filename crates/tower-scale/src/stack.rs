@@ -211,14 +211,17 @@ impl Stack {
             })
             .transpose()
             .map_err(|e| StackError::new("cache", e))?;
+        let compression = config
+            .compression
+            .clone()
+            .map(CompressionLayer::from_config)
+            .transpose()
+            .map_err(|e| StackError::new("compression", e))?;
         Ok(Self {
+            compression,
             shutdown: config.shutdown.clone().map(Shutdown::new),
             metrics: config.metrics.map(|_| MetricsLayer::new()),
             pressure: config.pressure.clone().map(PressureLayer::new),
-            compression: config
-                .compression
-                .clone()
-                .map(CompressionLayer::from_config),
             backend,
             rate_limit,
             session,

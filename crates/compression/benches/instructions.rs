@@ -1,0 +1,105 @@
+//! Instructions per request, for a measure that other processes on a shared machine hardly
+//! disturb: run under `perf stat -e instructions:u` with `n` requests and with none, and divide
+//! the difference by `n` (`benches/instructions.sh` does this for every variant and size).
+//!
+//! ```not_rust
+//! <bench binary> tower_scale|tower_scale_no_offload|tower_http <body bytes> <requests>
+//! ```
+//!
+//! gzip level 6 (or `ENCODING=br LEVEL=4`), one request at a time on a current-thread runtime.
+#![allow(missing_docs)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, header};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_http::compression::CompressionLevel;
+use tower_scale_compression::{CompressionLayer, Encoding};
+
+fn json(size: usize) -> String {
+    let mut out = String::from("[");
+    let mut i = 0;
+    while out.len() < size {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#"{{"id":{i},"name":"item {i}","tags":["alpha","beta"],"price":{}.{:02},"active":{}}}"#,
+            i * 7 % 1000,
+            i % 100,
+            i % 2 == 0
+        ));
+        i += 1;
+    }
+    out.push(']');
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--bench") || args.len() < 4 {
+        eprintln!("instructions: run it from benches/instructions.sh");
+        return;
+    }
+    let (variant, size, n) = (
+        args[1].as_str(),
+        args[2].parse::<usize>().unwrap(),
+        args[3].parse::<usize>().unwrap(),
+    );
+    let (encoding, token) = match std::env::var("ENCODING").as_deref() {
+        Ok("br") => (Encoding::Br, "br"),
+        _ => (Encoding::Gzip, "gzip"),
+    };
+    let level: i32 = std::env::var("LEVEL")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(6);
+    // `STRING_STATE=1`: the handler owns a `String`, copied whenever the service is cloned;
+    // by default it shares `Bytes`, as a real service shares its state.
+    let routes = if std::env::var("STRING_STATE").is_ok() {
+        let doc = json(size);
+        Router::new().route("/", get(move || async move { doc }))
+    } else {
+        let doc = bytes::Bytes::from(json(size));
+        Router::new().route(
+            "/",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
+        )
+    };
+    let ours = CompressionLayer::new()
+        .encodings(&[encoding])
+        .min_size(512)
+        .level(encoding, level);
+    let app = match variant {
+        "tower_scale" => routes.layer(ours),
+        "tower_scale_no_offload" => routes.layer(ours.no_offload()),
+        "tower_http" => routes.layer(
+            tower_http::compression::CompressionLayer::new()
+                .no_br()
+                .no_deflate()
+                .no_gzip()
+                .no_zstd()
+                .br(encoding == Encoding::Br)
+                .gzip(encoding == Encoding::Gzip)
+                .quality(CompressionLevel::Precise(level)),
+        ),
+        other => panic!("unknown variant {other}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        for _ in 0..n {
+            let req = Request::get("/")
+                .header("accept-encoding", token)
+                .body(Body::empty())
+                .unwrap();
+            let res = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.headers()["content-encoding"], token);
+            std::hint::black_box(res.into_body().collect().await.unwrap().to_bytes());
+        }
+    });
+}

@@ -1,0 +1,283 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+use tower_scale_offload::{Offload, OffloadConfig, PoolKind};
+
+/// A content coding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// zstd.
+    Zstd,
+    /// Brotli (`br`).
+    Br,
+    /// gzip.
+    Gzip,
+    /// deflate (the zlib format, as HTTP's `deflate` is).
+    Deflate,
+}
+
+impl Encoding {
+    /// The token in `Accept-Encoding` / `Content-Encoding`.
+    pub const fn token(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Br => "br",
+            Self::Gzip => "gzip",
+            Self::Deflate => "deflate",
+        }
+    }
+
+    /// The level used when the config names none: zstd 3, brotli 4, gzip and deflate 6.
+    ///
+    /// These are the libraries' own defaults, except brotli's (11, which costs far more CPU
+    /// per byte saved); 4 is also what tower-http and nginx use for on-the-fly brotli.
+    pub const fn default_level(self) -> i32 {
+        match self {
+            Self::Zstd => 3,
+            Self::Br => 4,
+            Self::Gzip | Self::Deflate => 6,
+        }
+    }
+
+    /// The levels the algorithm accepts.
+    pub const fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Self::Zstd => 1..=22,
+            Self::Br => 0..=11,
+            Self::Gzip | Self::Deflate => 0..=9,
+        }
+    }
+
+    pub(crate) fn clamp(self, level: i32) -> i32 {
+        let range = self.levels();
+        level.clamp(*range.start(), *range.end())
+    }
+}
+
+/// Settings of [`CompressionLayer`](crate::CompressionLayer) (serde). Every field has a
+/// default; unknown fields are an error.
+///
+/// ```
+/// use tower_scale_compression::{CompressionConfig, CompressionLayer};
+///
+/// let config: CompressionConfig = serde_json::from_str(r#"{
+///     "encodings": ["br", "gzip"],
+///     "levels": [["br", 11]],
+///     "offload": { "min_size": 32768 },
+///     "adaptive": { "busy_lag": "10ms", "saturated_lag": "50ms" }
+/// }"#).unwrap();
+/// let layer = CompressionLayer::from_config(config).unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CompressionConfig {
+    /// Enabled encodings, most preferred first. Default zstd, br, gzip, deflate.
+    pub encodings: Vec<Encoding>,
+    /// Bodies smaller than this are sent as they are. Default 1024 bytes.
+    pub min_size: u16,
+    /// Level per encoding (algorithm-specific numbers); a missing one uses
+    /// [`Encoding::default_level`]. Default: none listed, so zstd 3, br 4, gzip 6, deflate 6.
+    pub levels: Vec<(Encoding, i32)>,
+    /// Which bodies are encoded on a thread pool instead of the async workers.
+    pub offload: OffloadPolicy,
+    /// The lower levels used while the service is saturated (needs a load signal:
+    /// [`CompressionLayer::adapt_to_lag`](crate::CompressionLayer::adapt_to_lag) or
+    /// [`adapt_with`](crate::CompressionLayer::adapt_with)).
+    pub adaptive: AdaptiveConfig,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            encodings: vec![
+                Encoding::Zstd,
+                Encoding::Br,
+                Encoding::Gzip,
+                Encoding::Deflate,
+            ],
+            min_size: 1024,
+            levels: Vec::new(),
+            offload: OffloadPolicy::default(),
+            adaptive: AdaptiveConfig::default(),
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// The configured level of `encoding` (or its default), clamped to its range.
+    pub fn level_of(&self, encoding: Encoding) -> i32 {
+        lookup(&self.levels, encoding).map_or(encoding.default_level(), |l| encoding.clamp(l))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), crate::ConfigError> {
+        let err = |msg: String| Err(crate::ConfigError(msg));
+        for (i, e) in self.encodings.iter().enumerate() {
+            if self.encodings[..i].contains(e) {
+                return err(format!("encodings: {} is listed twice", e.token()));
+            }
+        }
+        for (field, levels) in [
+            ("levels", &self.levels),
+            ("adaptive.busy_levels", &self.adaptive.busy_levels),
+            ("adaptive.saturated_levels", &self.adaptive.saturated_levels),
+            ("offload.expensive_levels", &self.offload.expensive_levels),
+        ] {
+            for (e, l) in levels {
+                if !e.levels().contains(l) {
+                    let r = e.levels();
+                    return err(format!(
+                        "{field}: {} level {l} is outside {}..={}",
+                        e.token(),
+                        r.start(),
+                        r.end()
+                    ));
+                }
+            }
+        }
+        if self.adaptive.busy_lag > self.adaptive.saturated_lag {
+            return err(format!(
+                "adaptive: busy_lag ({:?}) is above saturated_lag ({:?})",
+                self.adaptive.busy_lag, self.adaptive.saturated_lag
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn lookup(levels: &[(Encoding, i32)], encoding: Encoding) -> Option<i32> {
+    levels
+        .iter()
+        .rev()
+        .find(|(e, _)| *e == encoding)
+        .map(|(_, l)| *l)
+}
+
+/// Where encoding runs (part of [`CompressionConfig`], serde).
+///
+/// A response whose body has a known length (a fully buffered body: `String`, `Vec<u8>`,
+/// `Bytes`, JSON, ...) is encoded on a thread pool, off the async workers, when it is at least
+/// [`min_size`](Self::min_size) long, or when its level is at least the one in
+/// [`expensive_levels`](Self::expensive_levels). Everything else, and every streamed body
+/// (unknown length: server-sent events, proxied or generated streams), is encoded on the async
+/// worker by tower-http's `CompressionLayer`, chunk by chunk, flushed whenever the body waits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OffloadPolicy {
+    /// `false`: every body is encoded on the async workers by tower-http. Default `true`.
+    pub enabled: bool,
+    /// Bodies of known length from this many bytes are encoded on the pool. Default 64 KiB.
+    pub min_size: u64,
+    /// From these levels every compressed body of known length is encoded on the pool,
+    /// whatever its size. Default brotli 5 and zstd 10.
+    pub expensive_levels: Vec<(Encoding, i32)>,
+    /// Bodies longer than this are never buffered: they take tower-http's streaming path.
+    /// Default 16 MiB.
+    pub max_buffered: u64,
+    /// The pool: tower-scale-offload's settings for a pool of this layer's own. Default
+    /// `None`: one pool shared by every layer of the process that does not name its own, a
+    /// rayon pool of one thread per CPU with 64 encodes waiting per thread. When the pool is
+    /// full, a body is sent uncompressed rather than waiting. Replaced by
+    /// [`CompressionLayer::offload_with`](crate::CompressionLayer::offload_with).
+    pub pool: Option<OffloadConfig>,
+}
+
+impl Default for OffloadPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_size: 64 * 1024,
+            expensive_levels: vec![(Encoding::Br, 5), (Encoding::Zstd, 10)],
+            max_buffered: 16 * 1024 * 1024,
+            pool: None,
+        }
+    }
+}
+
+/// The pool shared by the layers that name none, built on first use.
+pub(crate) fn shared_pool() -> Offload {
+    static POOL: OnceLock<Offload> = OnceLock::new();
+    POOL.get_or_init(|| {
+        Offload::from_config(&OffloadConfig::default()).unwrap_or_else(|_| {
+            // The rayon pool could not start its threads: tokio's blocking pool, which
+            // starts them on demand, cannot fail to build.
+            let mut config = OffloadConfig::default();
+            config.pool = PoolKind::TokioBlocking;
+            Offload::from_config(&config).expect("a tokio blocking pool always builds")
+        })
+    })
+    .clone()
+}
+
+impl OffloadPolicy {
+    /// The smallest known body length encoded on the pool at `level`, or `None` when nothing
+    /// is offloaded.
+    pub(crate) fn offload_from(
+        &self,
+        encoding: Encoding,
+        level: i32,
+        min_size: u16,
+    ) -> Option<u64> {
+        if !self.enabled {
+            return None;
+        }
+        let expensive = lookup(&self.expensive_levels, encoding).is_some_and(|from| level >= from);
+        Some(if expensive {
+            u64::from(min_size)
+        } else {
+            self.min_size
+        })
+    }
+}
+
+/// The adaptive mode (part of [`CompressionConfig`], serde): lower levels while the service is
+/// saturated.
+///
+/// The signal is a [`Load`](crate::Load): with
+/// [`CompressionLayer::adapt_to_lag`](crate::CompressionLayer::adapt_to_lag), the tokio
+/// scheduling lag measured by `tower_scale_metrics::RuntimeProbe`
+/// ([`LagWatch::recent_max`](tower_scale_metrics::LagWatch::recent_max), the largest lag of
+/// the probe's last window) compared with [`busy_lag`](Self::busy_lag) and
+/// [`saturated_lag`](Self::saturated_lag); with
+/// [`adapt_with`](crate::CompressionLayer::adapt_with), any signal of yours. A level is never
+/// raised: while busy, an encoding uses the lower of its level and its `busy_levels` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdaptiveConfig {
+    /// Busy from this scheduling lag on. Default 20 ms.
+    #[serde(with = "humantime_serde")]
+    pub busy_lag: Duration,
+    /// Saturated from this scheduling lag on. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub saturated_lag: Duration,
+    /// Levels while busy. Default zstd 3, br 4, gzip 4, deflate 4.
+    pub busy_levels: Vec<(Encoding, i32)>,
+    /// Levels while saturated. Default 1 for each encoding.
+    pub saturated_levels: Vec<(Encoding, i32)>,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            busy_lag: Duration::from_millis(20),
+            saturated_lag: Duration::from_millis(100),
+            busy_levels: vec![
+                (Encoding::Zstd, 3),
+                (Encoding::Br, 4),
+                (Encoding::Gzip, 4),
+                (Encoding::Deflate, 4),
+            ],
+            saturated_levels: vec![
+                (Encoding::Zstd, 1),
+                (Encoding::Br, 1),
+                (Encoding::Gzip, 1),
+                (Encoding::Deflate, 1),
+            ],
+        }
+    }
+}

@@ -1,0 +1,224 @@
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response};
+use http_body::Body;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+
+/// Types already compressed, or that must reach the client byte for byte, never compressed.
+/// Server-sent events (`text/event-stream`) are compressed and flushed event by event.
+const SKIPPED_TYPES: &[&str] = &[
+    "image/",
+    "video/",
+    "audio/",
+    "font/woff",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/zstd",
+    "application/x-7z-compressed",
+    "application/x-rar-compressed",
+    "application/x-bzip2",
+    "application/x-xz",
+    "application/octet-stream",
+    "application/grpc",
+];
+
+/// The layer's decision on a response: large enough, of a compressible type, and not marked
+/// `Cache-Control: no-transform`.
+#[derive(Clone, Debug)]
+pub struct DefaultPredicate {
+    min_size: u64,
+    size: SizeAbove,
+    skipped: Arc<[NotForContentType]>,
+}
+
+impl DefaultPredicate {
+    pub(crate) fn new(min_size: u16) -> Self {
+        Self {
+            min_size: u64::from(min_size),
+            size: SizeAbove::new(u64::from(min_size)),
+            skipped: SKIPPED_TYPES
+                .iter()
+                .map(|t| NotForContentType::const_new(t))
+                .collect(),
+        }
+    }
+
+    /// Whether a response with these headers is one whose body depends on `Accept-Encoding`
+    /// (content type, `no-transform`, and the body's size when known).
+    pub(crate) fn varies(&self, headers: &HeaderMap, body_size: Option<u64>) -> bool {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let small = body_size
+            .or_else(|| {
+                headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .is_some_and(|len| len < self.min_size);
+        !small
+            && !SKIPPED_TYPES.iter().any(|t| content_type.starts_with(t))
+            && !no_transform(headers)
+    }
+}
+
+impl Predicate for DefaultPredicate {
+    fn should_compress<B>(&self, response: &Response<B>) -> bool
+    where
+        B: Body,
+    {
+        self.size.should_compress(response)
+            && self.skipped.iter().all(|p| p.should_compress(response))
+            && !no_transform(response.headers())
+    }
+}
+
+/// The predicate of one tower-http variant: the default decision, minus the bodies this layer
+/// encodes on the pool itself (known length from `offload_from` up to `max_buffered`).
+#[derive(Clone, Debug)]
+pub(crate) struct VariantPredicate {
+    pub(crate) base: DefaultPredicate,
+    pub(crate) offload: Option<(u64, u64)>,
+}
+
+impl VariantPredicate {
+    /// Whether a body of this exact length is encoded on the pool.
+    pub(crate) fn offloads(&self, exact: Option<u64>) -> bool {
+        match (self.offload, exact) {
+            (Some((from, max)), Some(len)) => len >= from && len <= max,
+            _ => false,
+        }
+    }
+}
+
+impl Predicate for VariantPredicate {
+    fn should_compress<B>(&self, response: &Response<B>) -> bool
+    where
+        B: Body,
+    {
+        !self.offloads(response.body().size_hint().exact()) && self.base.should_compress(response)
+    }
+}
+
+fn no_transform(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+}
+
+fn lists_accept_encoding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            let v = v.trim();
+            v == "*" || v.eq_ignore_ascii_case("accept-encoding")
+        })
+}
+
+pub(crate) fn add_vary(headers: &mut HeaderMap) {
+    if !lists_accept_encoding(headers) {
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+}
+
+/// Drops `accept-encoding` from `Vary` (a body that can never be encoded does not vary, and
+/// saying it does splits caches). Allocates only when there is something to drop.
+pub(crate) fn remove_vary(headers: &mut HeaderMap) {
+    let listed = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("accept-encoding"));
+    if !listed {
+        return;
+    }
+    let values: Vec<String> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("accept-encoding"))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::VARY);
+    if !values.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&values.join(", "))
+    {
+        headers.insert(header::VARY, value);
+    }
+}
+
+pub(crate) fn weaken_etag(headers: &mut HeaderMap) {
+    let Some(etag) = headers.get(header::ETAG) else {
+        return;
+    };
+    let Ok(etag) = etag.to_str() else {
+        return;
+    };
+    if etag.starts_with("W/") {
+        return;
+    }
+    if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
+        headers.insert(header::ETAG, weak);
+    }
+}
+
+/// The position in `preference` of the encoding to use for `accept` (an `Accept-Encoding`
+/// value); `None` means identity.
+pub(crate) fn negotiate_index(
+    accept: Option<&str>,
+    preference: &[crate::Encoding],
+) -> Option<usize> {
+    let accept = accept?;
+    let mut best: Option<(usize, f32)> = None;
+    for (index, encoding) in preference.iter().enumerate() {
+        let q = q_of(accept, encoding.token()).unwrap_or(0.0);
+        // Strictly greater: on a tie the earlier (preferred) encoding stays.
+        if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((index, q));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// The q-value `accept` gives `token`: its own entry, else `*`'s, else `None`. Parses in
+/// place, without allocating.
+fn q_of(accept: &str, token: &str) -> Option<f32> {
+    let mut star = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        if coding.is_empty() {
+            continue;
+        }
+        let explicit = coding.eq_ignore_ascii_case(token);
+        if !explicit && coding != "*" {
+            continue;
+        }
+        let q = parts
+            .filter_map(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
+            })
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        if explicit {
+            return Some(q);
+        }
+        star = Some(q);
+    }
+    star
+}
