@@ -3,7 +3,7 @@ use std::time::Duration;
 use http::{HeaderName, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::key::{ClientIp, GlobalKey, HeaderKey, KeyExtractor, PeerIp};
+use crate::key::{ClientIp, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp};
 use crate::layer::{BuildError, MissingKey, OnStoreError, RateLimitLayer};
 use crate::quota::Quota;
 use crate::store::Store;
@@ -145,7 +145,7 @@ pub enum AnyKey {
 }
 
 impl KeyExtractor for AnyKey {
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
         match self {
             Self::PeerIp(k) => k.extract(req),
             Self::ClientIp(k) => k.extract(req),

@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::key::{KeyExtractor, PeerIp};
+use crate::key::{Key, KeyExtractor, PeerIp};
 use crate::quota::{Quota, QuotaError};
 use crate::store::{Decision, MemoryStore, Store, StoreError};
 
@@ -143,6 +143,10 @@ struct Policy {
     count_after: bool,
     cost: u32,
     policy_header: HeaderValue,
+    /// `"<name>";r=`, the start of every `RateLimit` field.
+    ratelimit_prefix: Box<[u8]>,
+    /// The largest burst: `r=` never says more.
+    max_burst: u32,
     counters: Counters,
     /// Keys the shared store rejected for at least `min_wait`: rejected locally until then,
     /// without a round trip.
@@ -174,7 +178,7 @@ enum Op {
 
 struct LocalBlock {
     min_wait: Duration,
-    until: moka::sync::Cache<String, tokio::time::Instant>,
+    until: moka::sync::Cache<Key, tokio::time::Instant>,
 }
 
 /// Metric handles, resolved once per policy (install the recorder before building layers).
@@ -279,6 +283,8 @@ impl RateLimitLayer {
             policy: Arc::new(Policy {
                 name: String::new(),
                 policy_header: HeaderValue::from_static(""),
+                ratelimit_prefix: Box::default(),
+                max_burst: quotas.iter().map(Quota::max_burst).max().unwrap_or(0),
                 quotas,
                 store: Arc::new(store),
                 headers: true,
@@ -339,6 +345,7 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
         Ok(self.edit(|p| {
             p.name = name.to_owned();
             p.policy_header = header;
+            p.ratelimit_prefix = format!("\"{name}\";r=").into_bytes().into_boxed_slice();
             p.counters = Counters::new(name);
         }))
     }
@@ -581,20 +588,34 @@ where
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789"[usize::try_from(n % 10).unwrap_or(0)];
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl Policy {
+    /// `"<name>";r=<remaining>;t=<seconds>`, written without `format!` (once per response).
     fn ratelimit_header(&self, d: &Decision) -> Option<HeaderValue> {
-        HeaderValue::from_str(&format!(
-            "\"{}\";r={};t={}",
-            self.name,
-            d.remaining
-                .min(self.quotas.iter().map(Quota::max_burst).max().unwrap_or(0)),
-            secs_ceil(d.reset)
-        ))
-        .ok()
+        let mut buf = Vec::with_capacity(self.ratelimit_prefix.len() + 26);
+        buf.extend_from_slice(&self.ratelimit_prefix);
+        push_decimal(&mut buf, u64::from(d.remaining.min(self.max_burst)));
+        buf.extend_from_slice(b";t=");
+        push_decimal(&mut buf, secs_ceil(d.reset));
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(buf)).ok()
     }
 
     fn add_headers<B>(&self, res: &mut Response<B>, d: Option<&Decision>) {
@@ -686,7 +707,7 @@ impl Policy {
     fn local_decision(&self, key: &str, op: Op) -> Decision {
         let (quotas, cost) = (&self.fallback_quotas, self.cost);
         match op {
-            Op::Check => self.fallback.decide(&key.to_owned(), quotas, cost),
+            Op::Check => self.fallback.decide(&Key::from(key), quotas, cost),
             Op::Peek => self.fallback.decide_counted(key, quotas, cost, false),
             Op::Consume => self.fallback.decide_counted(key, quotas, cost, true),
         }
@@ -735,7 +756,7 @@ where
         };
         let key = match (self.key.extract(&req), policy.missing_key) {
             (Some(key), _) => key,
-            (None, MissingKey::Shared) => String::from("<keyless>"),
+            (None, MissingKey::Shared) => Key::from_static("<keyless>"),
             (None, MissingKey::Reject(status)) => {
                 return answered(policy.reject(&self.rejection, status, None));
             }
@@ -744,7 +765,7 @@ where
         if policy.store.is_immediate() && !policy.count_after {
             let result = policy
                 .store
-                .check_now(key, &policy.quotas, policy.cost)
+                .check_now(&key, &policy.quotas, policy.cost)
                 .ok_or_else(|| StoreError("an immediate store gave no decision".to_owned()));
             return match policy.judge(&self.rejection, "", Op::Check, result) {
                 Ok(decision) => ResponseFuture {
@@ -783,10 +804,7 @@ where
                             }
                         }
                     }
-                    let mut full_key = String::with_capacity(policy.name.len() + key.len() + 1);
-                    full_key.push_str(&policy.name);
-                    full_key.push(':');
-                    full_key.push_str(&key);
+                    let full_key = format!("{}:{key}", policy.name);
                     let op = if policy.count_after {
                         Op::Peek
                     } else {

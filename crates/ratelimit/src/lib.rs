@@ -49,7 +49,7 @@ mod store;
 pub use self::{
     config::{AnyKey, KeySource, MissingKeyConfig, OnStoreErrorConfig, RateLimitConfig},
     hybrid::HybridStore,
-    key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, KeyExtractor, PeerIp},
+    key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp},
     layer::{
         BuildError, CountAll, CountPolicy, EmptyRejection, MissingKey, OnStoreError, RateLimit,
         RateLimitLayer, Rejection, ResponseFuture,

@@ -10,7 +10,7 @@ use governor::clock::{Clock, Reference};
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 
-use crate::Quota;
+use crate::{Key, Quota};
 
 /// A boxed future, as returned by [`Store`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -100,9 +100,9 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// The decision, without waiting, for an [immediate](Self::is_immediate) store; takes the
-    /// key by value so the store can keep it without copying. Others answer `None`.
-    fn check_now(&self, key: String, quotas: &[Quota], cost: u32) -> Option<Decision> {
+    /// The decision, without waiting, for an [immediate](Self::is_immediate) store (the key
+    /// is borrowed: a store copies it only for a key it has not seen). Others answer `None`.
+    fn check_now(&self, key: &Key, quotas: &[Quota], cost: u32) -> Option<Decision> {
         let _ = (key, quotas, cost);
         None
     }
@@ -153,8 +153,8 @@ impl Clock for TokioClock {
 }
 
 type Limiter = governor::RateLimiter<
-    String,
-    governor::state::keyed::DashMapStateStore<String>,
+    Key,
+    governor::state::keyed::DashMapStateStore<Key>,
     TokioClock,
     StateInformationMiddleware,
 >;
@@ -219,9 +219,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    // governor's keyed limiter looks keys up by `&String`: the caller's string is used as is.
-    #[allow(clippy::ptr_arg)]
-    pub(crate) fn decide(&self, key: &String, quotas: &[Quota], cost: u32) -> Decision {
+    pub(crate) fn decide(&self, key: &Key, quotas: &[Quota], cost: u32) -> Decision {
         let Some(cost) = NonZeroU32::new(cost) else {
             return Decision {
                 allowed: true,
@@ -381,7 +379,7 @@ impl Store for MemoryStore {
         quotas: &'a [Quota],
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-        let decision = self.decide(&key.to_owned(), quotas, cost);
+        let decision = self.decide(&Key::from(key), quotas, cost);
         Box::pin(std::future::ready(Ok(decision)))
     }
 
@@ -411,8 +409,8 @@ impl Store for MemoryStore {
         true
     }
 
-    fn check_now(&self, key: String, quotas: &[Quota], cost: u32) -> Option<Decision> {
-        Some(self.decide(&key, quotas, cost))
+    fn check_now(&self, key: &Key, quotas: &[Quota], cost: u32) -> Option<Decision> {
+        Some(self.decide(key, quotas, cost))
     }
 }
 
