@@ -3,7 +3,7 @@ use std::time::Duration;
 use http::{HeaderName, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::key::{ClientIp, GlobalKey, HeaderKey, KeyExtractor, PeerIp};
+use crate::key::{ClientIp, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp};
 use crate::layer::{BuildError, MissingKey, OnStoreError, RateLimitLayer};
 use crate::quota::Quota;
 use crate::store::Store;
@@ -70,9 +70,14 @@ pub struct RateLimitConfig {
     /// `reject` (400), `reject_401`, or `shared` (default `reject`).
     #[serde(default)]
     pub missing_key: MissingKeyConfig,
-    /// `fail_open` (default) or `fail_closed`.
+    /// `fail_open` (default: decide locally on this instance's share of the quota), `admit`
+    /// or `fail_closed` (503).
     #[serde(default)]
     pub on_store_error: OnStoreErrorConfig,
+    /// The number of instances sharing the quota, for the local share used while the store
+    /// fails (default 1: the whole quota on each instance). Set it to the instance count.
+    #[serde(default = "default_instances")]
+    pub fallback_instances: u32,
     /// Shadow mode (default false).
     #[serde(default)]
     pub dry_run: bool,
@@ -101,9 +106,11 @@ pub enum MissingKeyConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreErrorConfig {
-    /// Admit.
+    /// Decide locally on this instance's share of the quota (see `fallback_instances`).
     #[default]
     FailOpen,
+    /// Admit every request.
+    Admit,
     /// 503.
     FailClosed,
 }
@@ -116,6 +123,9 @@ fn default_key() -> KeySource {
 }
 fn default_true() -> bool {
     true
+}
+fn default_instances() -> u32 {
+    1
 }
 fn default_cost() -> u32 {
     1
@@ -135,7 +145,7 @@ pub enum AnyKey {
 }
 
 impl KeyExtractor for AnyKey {
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
         match self {
             Self::PeerIp(k) => k.extract(req),
             Self::ClientIp(k) => k.extract(req),
@@ -175,8 +185,10 @@ impl RateLimitLayer {
             })
             .on_store_error(match config.on_store_error {
                 OnStoreErrorConfig::FailOpen => OnStoreError::FailOpen,
+                OnStoreErrorConfig::Admit => OnStoreError::Admit,
                 OnStoreErrorConfig::FailClosed => OnStoreError::FailClosed,
             })
+            .fallback_instances(config.fallback_instances)?
             .dry_run(config.dry_run)
             .cost(config.cost);
         if let Some(min_wait) = config.block_locally {

@@ -124,4 +124,24 @@ impl<S: Store> Store for HybridStore<S> {
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(self.decide(key, quotas, cost))
     }
+
+    /// Asks the shared store: leases serve `check` only.
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.shared.peek(key, quotas, cost)
+    }
+
+    /// Counts in the shared store: leases serve `check` only.
+    fn consume<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.shared.consume(key, quotas, cost)
+    }
 }

@@ -1,42 +1,101 @@
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::{Extensions, HeaderMap, HeaderName, Request};
 
-/// Decides which bucket a request counts against. `None` means the request has no key (see
-/// [`MissingKey`](crate::MissingKey)).
-pub trait KeyExtractor: Clone + Send + Sync + 'static {
-    /// The request's key.
-    fn extract<B>(&self, req: &Request<B>) -> Option<String>;
+/// A rate-limit key: a client address, kept as its bits (no allocation, no formatting per
+/// request), or text (an API key, a user id). Its text form (`Display`), e.g. `1.2.3.4`,
+/// `2001:db8::/64` or the text itself, names it in Redis.
+///
+/// ```
+/// use tower_scale_ratelimit::Key;
+///
+/// assert_eq!(Key::from("k1").to_string(), "k1");
+/// let ip: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+/// assert_eq!(Key::ip(ip, 64).to_string(), "2001:db8:1:2::/64");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key(Repr);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Repr {
+    V4(u32),
+    /// The masked address and the prefix length.
+    V6(u128, u8),
+    Text(Cow<'static, str>),
 }
 
-impl<F> KeyExtractor for F
-where
-    F: Fn(&HeaderMap, &Extensions) -> Option<String> + Clone + Send + Sync + 'static,
-{
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
-        self(req.headers(), req.extensions())
-    }
-}
-
-/// Masks an IPv6 address to its first `prefix` bits, so one host cannot rotate through the
-/// addresses of its /64; IPv4 addresses (and IPv4-mapped IPv6) are kept whole.
-fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4.to_string();
+impl Key {
+    /// The key of `ip`: IPv6 addresses masked to their first `ipv6_prefix` bits, so one host
+    /// cannot rotate through the addresses of its /64; IPv4 addresses (and IPv4-mapped IPv6)
+    /// are kept whole.
+    pub fn ip(ip: IpAddr, ipv6_prefix: u8) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self(Repr::V4(u32::from(v4))),
+            IpAddr::V6(v6) => {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return Self(Repr::V4(u32::from(v4)));
+                }
+                let prefix = ipv6_prefix.min(128);
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(prefix))
+                };
+                Self(Repr::V6(u128::from(v6) & mask, prefix))
             }
-            let bits = u128::from(v6);
-            let prefix = u32::from(ipv6_prefix.min(128));
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - prefix)
-            };
-            format!("{}/{prefix}", Ipv6Addr::from(bits & mask))
         }
     }
+
+    /// A key from static text, without allocating.
+    pub const fn from_static(text: &'static str) -> Self {
+        Self(Repr::Text(Cow::Borrowed(text)))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::V4(bits) => Ipv4Addr::from(*bits).fmt(f),
+            Repr::V6(bits, prefix) => write!(f, "{}/{prefix}", Ipv6Addr::from(*bits)),
+            Repr::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<String> for Key {
+    fn from(text: String) -> Self {
+        Self(Repr::Text(Cow::Owned(text)))
+    }
+}
+
+impl From<&str> for Key {
+    fn from(text: &str) -> Self {
+        Self(Repr::Text(Cow::Owned(text.to_owned())))
+    }
+}
+
+/// Decides which bucket a request counts against. `None` means the request has no key (see
+/// [`MissingKey`](crate::MissingKey)). Implemented for closures
+/// `Fn(&HeaderMap, &Extensions) -> Option<T>` where `T: Into<Key>` (a `String`, a `&str`...).
+pub trait KeyExtractor: Clone + Send + Sync + 'static {
+    /// The request's key.
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key>;
+}
+
+impl<F, T> KeyExtractor for F
+where
+    F: Fn(&HeaderMap, &Extensions) -> Option<T> + Clone + Send + Sync + 'static,
+    T: Into<Key>,
+{
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
+        self(req.headers(), req.extensions()).map(Into::into)
+    }
+}
+
+fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> Key {
+    Key::ip(ip, ipv6_prefix)
 }
 
 fn peer_ip(ext: &Extensions) -> Option<IpAddr> {
@@ -71,7 +130,7 @@ impl PeerIp {
 }
 
 impl KeyExtractor for PeerIp {
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
         peer_ip(req.extensions()).map(|ip| ip_key(ip, self.ipv6_prefix))
     }
 }
@@ -160,7 +219,7 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
 }
 
 impl KeyExtractor for ClientIp {
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
         self.forwarded(req.headers())
             .or_else(|| peer_ip(req.extensions()))
             .map(|ip| ip_key(ip, self.ipv6_prefix))
@@ -172,9 +231,9 @@ impl KeyExtractor for ClientIp {
 pub struct HeaderKey(pub HeaderName);
 
 impl KeyExtractor for HeaderKey {
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
         let value = req.headers().get(&self.0)?.to_str().ok()?;
-        (!value.is_empty()).then(|| value.to_owned())
+        (!value.is_empty()).then(|| Key::from(value))
     }
 }
 
@@ -204,8 +263,10 @@ impl<T> Clone for ExtensionKey<T> {
 impl<T> Copy for ExtensionKey<T> {}
 
 impl<T: std::fmt::Display + Send + Sync + 'static> KeyExtractor for ExtensionKey<T> {
-    fn extract<B>(&self, req: &Request<B>) -> Option<String> {
-        req.extensions().get::<T>().map(ToString::to_string)
+    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
+        req.extensions()
+            .get::<T>()
+            .map(|v| Key::from(v.to_string()))
     }
 }
 
@@ -214,8 +275,8 @@ impl<T: std::fmt::Display + Send + Sync + 'static> KeyExtractor for ExtensionKey
 pub struct GlobalKey;
 
 impl KeyExtractor for GlobalKey {
-    fn extract<B>(&self, _req: &Request<B>) -> Option<String> {
-        Some("global".to_owned())
+    fn extract<B>(&self, _req: &Request<B>) -> Option<Key> {
+        Some(Key::from_static("global"))
     }
 }
 
@@ -239,22 +300,53 @@ mod tests {
         let one = ClientIp::new(1);
         // The proxy appended the client's address last; what the client wrote is ignored.
         let r = req(&["6.6.6.6, 1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(one.extract(&r).as_deref(), Some("1.2.3.4"));
-        assert_eq!(ClientIp::new(2).extract(&r).as_deref(), Some("6.6.6.6"));
+        assert_eq!(
+            one.extract(&r).map(|k| k.to_string()).as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(
+            ClientIp::new(2)
+                .extract(&r)
+                .map(|k| k.to_string())
+                .as_deref(),
+            Some("6.6.6.6")
+        );
         // Several header lines form one list.
         let r = req(&["6.6.6.6", "1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(one.extract(&r).as_deref(), Some("1.2.3.4"));
+        assert_eq!(
+            one.extract(&r).map(|k| k.to_string()).as_deref(),
+            Some("1.2.3.4")
+        );
         // Malformed, missing or too short: the peer address, never a panic.
         for xff in [&["not-an-ip"][..], &[][..], &["1.2.3.4, , ,,"][..]] {
             let r = req(xff, "10.0.0.1:5000");
-            assert_eq!(one.extract(&r).as_deref(), Some("10.0.0.1"), "{xff:?}");
+            assert_eq!(
+                one.extract(&r).map(|k| k.to_string()).as_deref(),
+                Some("10.0.0.1"),
+                "{xff:?}"
+            );
         }
         let r = req(&["1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(ClientIp::new(3).extract(&r).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            ClientIp::new(3)
+                .extract(&r)
+                .map(|k| k.to_string())
+                .as_deref(),
+            Some("10.0.0.1")
+        );
         // An entry written as `ip:port` or `[v6]:port`.
         let r = req(&["1.2.3.4:5678"], "10.0.0.1:5000");
-        assert_eq!(one.extract(&r).as_deref(), Some("1.2.3.4"));
-        assert_eq!(ClientIp::new(0).extract(&r).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            one.extract(&r).map(|k| k.to_string()).as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(
+            ClientIp::new(0)
+                .extract(&r)
+                .map(|k| k.to_string())
+                .as_deref(),
+            Some("10.0.0.1")
+        );
     }
 
     #[test]
@@ -267,17 +359,32 @@ mod tests {
                 .unwrap(),
         );
         let one = ClientIp::new(1);
-        assert_eq!(one.extract(&r).as_deref(), Some("2001:db8:cafe::/64"));
-        assert_eq!(ClientIp::new(2).extract(&r).as_deref(), Some("6.6.6.6"));
+        assert_eq!(
+            one.extract(&r).map(|k| k.to_string()).as_deref(),
+            Some("2001:db8:cafe::/64")
+        );
+        assert_eq!(
+            ClientIp::new(2)
+                .extract(&r)
+                .map(|k| k.to_string())
+                .as_deref(),
+            Some("6.6.6.6")
+        );
         // An obfuscated or unknown hop is no address: the peer is used.
         let mut r = req(&[], "10.0.0.1:5000");
         r.headers_mut()
             .append("forwarded", "for=unknown".parse().unwrap());
-        assert_eq!(one.extract(&r).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            one.extract(&r).map(|k| k.to_string()).as_deref(),
+            Some("10.0.0.1")
+        );
         let mut r = req(&[], "10.0.0.1:5000");
         r.headers_mut()
             .append("forwarded", "for=_hidden;by=x, ;;==,".parse().unwrap());
-        assert_eq!(one.extract(&r).as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            one.extract(&r).map(|k| k.to_string()).as_deref(),
+            Some("10.0.0.1")
+        );
     }
 
     #[test]
@@ -285,12 +392,16 @@ mod tests {
         let a = req(&[], "[2001:db8:1:2:aaaa::1]:443");
         let b = req(&[], "[2001:db8:1:2:bbbb::9]:443");
         let other = req(&[], "[2001:db8:1:3::1]:443");
-        let key = |r: &Request<()>| PeerIp::default().extract(r).unwrap();
+        let key = |r: &Request<()>| PeerIp::default().extract(r).unwrap().to_string();
         assert_eq!(key(&a), "2001:db8:1:2::/64");
         assert_eq!(key(&a), key(&b));
         assert_ne!(key(&a), key(&other));
         assert_eq!(
-            PeerIp::default().ipv6_prefix(128).extract(&a).unwrap(),
+            PeerIp::default()
+                .ipv6_prefix(128)
+                .extract(&a)
+                .unwrap()
+                .to_string(),
             "2001:db8:1:2:aaaa::1/128"
         );
         let mapped = req(&[], "[::ffff:1.2.3.4]:1");

@@ -10,9 +10,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::key::{KeyExtractor, PeerIp};
+use crate::key::{Key, KeyExtractor, PeerIp};
 use crate::quota::{Quota, QuotaError};
-use crate::store::{Decision, Store, StoreError};
+use crate::store::{Decision, MemoryStore, Store, StoreError};
 
 /// Builds the response of a request the layer refuses (429 over the limit, the missing-key
 /// status, 503 when the store fails closed). The layer adds `Retry-After` and the `RateLimit`
@@ -44,6 +44,34 @@ where
     }
 }
 
+/// Decides, once the response is known, whether a request counts against the quota: for a
+/// policy set with [`count_if`](RateLimitLayer::count_if), such as counting only failed
+/// logins. Implemented for closures `Fn(StatusCode) -> bool`. A request whose service returns
+/// an error (no response) does not count.
+pub trait CountPolicy: Clone + Send + Sync + 'static {
+    /// Whether a request answered with `status` counts.
+    fn counts(&self, status: StatusCode) -> bool;
+}
+
+/// The default: every request counts, when it is admitted (before the service is called).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountAll;
+
+impl CountPolicy for CountAll {
+    fn counts(&self, _status: StatusCode) -> bool {
+        true
+    }
+}
+
+impl<F> CountPolicy for F
+where
+    F: Fn(StatusCode) -> bool + Clone + Send + Sync + 'static,
+{
+    fn counts(&self, status: StatusCode) -> bool {
+        self(status)
+    }
+}
+
 /// What to do with a request that has no key (no API key header, no user id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MissingKey {
@@ -54,10 +82,21 @@ pub enum MissingKey {
 }
 
 /// What to do when the store fails (Redis down, slow, or answering garbage).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// A failing store costs a request at most the backend's `command_timeout` (and nothing once
+/// the backend's circuit breaker has opened), whichever mode is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnStoreError {
-    /// Admit the request (availability first). The default.
+    /// The default: decide locally, in an in-memory limiter (governor) holding this
+    /// instance's share of each quota: its rate and burst divided by
+    /// [`fallback_instances`](RateLimitLayer::fallback_instances) (default 1: the whole quota
+    /// on every instance). With the instance count set, the fleet as a whole stays near the
+    /// quota while Redis is away; once Redis answers again, it decides again.
+    #[default]
     FailOpen,
+    /// Admit every request while the store fails (availability first, no limit at all).
+    Admit,
     /// Answer `503 Service Unavailable`.
     FailClosed,
 }
@@ -83,6 +122,9 @@ pub enum BuildError {
     /// The policy name cannot be used in headers.
     #[error("policy name {0:?} must be non-empty ASCII letters, digits, '-' or '_'")]
     Name(String),
+    /// `fallback_instances` must be at least 1.
+    #[error("fallback_instances must be at least 1 (the number of instances sharing the quota)")]
+    FallbackInstances,
 }
 
 struct Policy {
@@ -92,25 +134,63 @@ struct Policy {
     headers: bool,
     missing_key: MissingKey,
     on_store_error: OnStoreError,
+    /// Decides while the store fails ([`OnStoreError::FailOpen`]): this instance's share.
+    fallback: MemoryStore,
+    fallback_instances: u32,
+    fallback_quotas: Vec<Quota>,
     dry_run: bool,
+    /// Set by `count_if`: admit by `peek`, count after the response by `consume`.
+    count_after: bool,
     cost: u32,
     policy_header: HeaderValue,
+    /// `"<name>";r=`, the start of every `RateLimit` field.
+    ratelimit_prefix: Box<[u8]>,
+    /// The largest burst: `r=` never says more.
+    max_burst: u32,
     counters: Counters,
     /// Keys the shared store rejected for at least `min_wait`: rejected locally until then,
     /// without a round trip.
     local_block: Option<LocalBlock>,
 }
 
+/// One instance's share of `q` when `instances` share it: the rate divided (the period
+/// multiplied) and the burst divided, rounded down but never below 1 nor below a cost the
+/// whole quota admits (so a request that fits the quota is not "never admissible" locally).
+fn local_share(q: &Quota, instances: u32, cost: u32) -> Quota {
+    let burst = q.max_burst();
+    Quota {
+        count: q.count,
+        period: q.period.checked_mul(instances).unwrap_or(Duration::MAX),
+        burst: Some((burst / instances).max(1).max(cost.min(burst))),
+    }
+}
+
+/// Which store call decides.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// Admit and count at once.
+    Check,
+    /// Admit without counting (`count_if`).
+    Peek,
+    /// Count after the response (`count_if`).
+    Consume,
+}
+
 struct LocalBlock {
     min_wait: Duration,
-    until: moka::sync::Cache<String, tokio::time::Instant>,
+    until: moka::sync::Cache<Key, tokio::time::Instant>,
 }
 
 /// Metric handles, resolved once per policy (install the recorder before building layers).
+/// Each request counts once: `allowed` / `rejected` by the store, `fallback_allowed` /
+/// `fallback_rejected` by the local share while the store fails, `store_error` when the store
+/// failed and the request was admitted or refused without a decision (`Admit`, `FailClosed`).
 struct Counters {
     allowed: metrics::Counter,
     rejected: metrics::Counter,
     store_error: metrics::Counter,
+    fallback_allowed: metrics::Counter,
+    fallback_rejected: metrics::Counter,
 }
 
 impl Counters {
@@ -120,6 +200,8 @@ impl Counters {
             allowed: counter("allowed"),
             rejected: counter("rejected"),
             store_error: counter("store_error"),
+            fallback_allowed: counter("fallback_allowed"),
+            fallback_rejected: counter("fallback_rejected"),
         }
     }
 }
@@ -154,23 +236,25 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// assert_eq!(res.headers()["retry-after"], "1");
 /// # }
 /// ```
-pub struct RateLimitLayer<K = PeerIp, R = EmptyRejection> {
+pub struct RateLimitLayer<K = PeerIp, R = EmptyRejection, C = CountAll> {
     policy: Arc<Policy>,
     key: K,
     rejection: R,
+    count: C,
 }
 
-impl<K: Clone, R: Clone> Clone for RateLimitLayer<K, R> {
+impl<K: Clone, R: Clone, C: Clone> Clone for RateLimitLayer<K, R, C> {
     fn clone(&self) -> Self {
         Self {
             policy: Arc::clone(&self.policy),
             key: self.key.clone(),
             rejection: self.rejection.clone(),
+            count: self.count.clone(),
         }
     }
 }
 
-impl<K: fmt::Debug, R> fmt::Debug for RateLimitLayer<K, R> {
+impl<K: fmt::Debug, R, C> fmt::Debug for RateLimitLayer<K, R, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("name", &self.policy.name)
@@ -199,28 +283,42 @@ impl RateLimitLayer {
             policy: Arc::new(Policy {
                 name: String::new(),
                 policy_header: HeaderValue::from_static(""),
+                ratelimit_prefix: Box::default(),
+                max_burst: quotas.iter().map(Quota::max_burst).max().unwrap_or(0),
                 quotas,
                 store: Arc::new(store),
                 headers: true,
                 missing_key: MissingKey::Reject(StatusCode::BAD_REQUEST),
                 on_store_error: OnStoreError::FailOpen,
+                fallback: MemoryStore::new(100_000),
+                fallback_instances: 1,
+                fallback_quotas: Vec::new(),
                 dry_run: false,
+                count_after: false,
                 cost: 1,
                 counters: Counters::new("default"),
                 local_block: None,
             }),
             key: PeerIp::default(),
             rejection: EmptyRejection,
+            count: CountAll,
         };
         layer = layer.name("default")?;
         Ok(layer)
     }
 }
 
-impl<K, R> RateLimitLayer<K, R> {
+impl<K, R, C> RateLimitLayer<K, R, C> {
     fn edit(mut self, f: impl FnOnce(&mut Policy)) -> Self {
         match Arc::get_mut(&mut self.policy) {
-            Some(policy) => f(policy),
+            Some(policy) => {
+                f(policy);
+                policy.fallback_quotas = policy
+                    .quotas
+                    .iter()
+                    .map(|q| local_share(q, policy.fallback_instances, policy.cost))
+                    .collect();
+            }
             None => unreachable!("the policy is only shared once the layer is applied"),
         }
         self
@@ -247,25 +345,77 @@ impl<K, R> RateLimitLayer<K, R> {
         Ok(self.edit(|p| {
             p.name = name.to_owned();
             p.policy_header = header;
+            p.ratelimit_prefix = format!("\"{name}\";r=").into_bytes().into_boxed_slice();
             p.counters = Counters::new(name);
         }))
     }
 
     /// Replaces the key extractor.
-    pub fn key_with<K2: KeyExtractor>(self, key: K2) -> RateLimitLayer<K2, R> {
+    pub fn key_with<K2: KeyExtractor>(self, key: K2) -> RateLimitLayer<K2, R, C> {
         RateLimitLayer {
             policy: self.policy,
             key,
             rejection: self.rejection,
+            count: self.count,
         }
     }
 
     /// Replaces the response of refused requests (e.g. a JSON body for 429).
-    pub fn rejection_with<R2>(self, rejection: R2) -> RateLimitLayer<K, R2> {
+    pub fn rejection_with<R2>(self, rejection: R2) -> RateLimitLayer<K, R2, C> {
         RateLimitLayer {
             policy: self.policy,
             key: self.key,
             rejection,
+            count: self.count,
+        }
+    }
+
+    /// Counts a request only when `count` says so after its response: e.g. only failed logins
+    /// (`.count_if(|status: StatusCode| status == StatusCode::UNAUTHORIZED)`), so a client is
+    /// refused after too many failures while its successful requests cost nothing.
+    ///
+    /// A request is admitted when the store, asked without counting ([`Store::peek`]), finds
+    /// room for it; once the response is in, a counted one is counted ([`Store::consume`]).
+    /// **Race:** requests in flight together are all admitted on the same state, so
+    /// concurrent failures may overshoot the quota by the number in flight (each is counted
+    /// only while it still fits). Each decision costs two store calls for a counted request
+    /// (one round trip each on Redis) and one otherwise.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use axum::{Router, body::Body, http::{Request, StatusCode}, routing::post};
+    /// use tower::ServiceExt;
+    /// use tower_scale_ratelimit::{GlobalKey, MemoryStore, Quota, RateLimitLayer};
+    ///
+    /// // 3 failed logins per minute; successful ones are not counted.
+    /// let limit = RateLimitLayer::new(MemoryStore::new(100_000), [Quota::per_minute(3)])
+    ///     .unwrap()
+    ///     .key_with(GlobalKey)
+    ///     .count_if(|status: StatusCode| status == StatusCode::UNAUTHORIZED);
+    /// let app = Router::new()
+    ///     .route("/login", post(|body: String| async move {
+    ///         if body == "right" { StatusCode::OK } else { StatusCode::UNAUTHORIZED }
+    ///     }))
+    ///     .layer(limit);
+    /// let login = |pw: &'static str| Request::post("/login").body(Body::from(pw)).unwrap();
+    /// for _ in 0..5 {
+    ///     assert_eq!(app.clone().oneshot(login("right")).await.unwrap().status(), StatusCode::OK);
+    /// }
+    /// for _ in 0..3 {
+    ///     let res = app.clone().oneshot(login("wrong")).await.unwrap();
+    ///     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    /// }
+    /// let res = app.oneshot(login("right")).await.unwrap();
+    /// assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    /// # }
+    /// ```
+    pub fn count_if<C2: CountPolicy>(self, count: C2) -> RateLimitLayer<K, R, C2> {
+        let layer = self.edit(|p| p.count_after = true);
+        RateLimitLayer {
+            policy: layer.policy,
+            key: layer.key,
+            rejection: layer.rejection,
+            count,
         }
     }
 
@@ -281,10 +431,35 @@ impl<K, R> RateLimitLayer<K, R> {
         self.edit(|p| p.missing_key = missing)
     }
 
-    /// What to do when the store fails (default: fail open).
+    /// What to do when the store fails (default: [`OnStoreError::FailOpen`], decide locally
+    /// on this instance's share of the quota).
     #[must_use]
     pub fn on_store_error(self, mode: OnStoreError) -> Self {
         self.edit(|p| p.on_store_error = mode)
+    }
+
+    /// How many instances share the quota, for the local limiter that decides while the
+    /// shared store fails ([`OnStoreError::FailOpen`]): each instance then admits
+    /// `1 / instances` of every quota's rate and burst (the burst rounded down, at least 1).
+    /// Set it to the number of instances behind the load balancer; the default, 1, lets each
+    /// instance admit the whole quota on its own while Redis is away. Zero is an error.
+    ///
+    /// ```
+    /// use tower_scale_ratelimit::{MemoryStore, Quota, RateLimitLayer};
+    ///
+    /// // 4 instances: while Redis is down, each admits 25/s with bursts of 25.
+    /// let layer = RateLimitLayer::new(MemoryStore::new(1_000), [Quota::per_second(100)])?
+    ///     .fallback_instances(4)?;
+    /// assert!(RateLimitLayer::new(MemoryStore::new(1_000), [Quota::per_second(100)])?
+    ///     .fallback_instances(0)
+    ///     .is_err());
+    /// # Ok::<(), tower_scale_ratelimit::BuildError>(())
+    /// ```
+    pub fn fallback_instances(self, instances: u32) -> Result<Self, BuildError> {
+        if instances == 0 {
+            return Err(BuildError::FallbackInstances);
+        }
+        Ok(self.edit(|p| p.fallback_instances = instances))
     }
 
     /// Shadow mode: decide, count and set headers, but never reject.
@@ -317,8 +492,8 @@ impl<K, R> RateLimitLayer<K, R> {
     }
 }
 
-impl<S, K: Clone, R: Clone> Layer<S> for RateLimitLayer<K, R> {
-    type Service = RateLimit<S, K, R>;
+impl<S, K: Clone, R: Clone, C: Clone> Layer<S> for RateLimitLayer<K, R, C> {
+    type Service = RateLimit<S, K, R, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit {
@@ -326,30 +501,33 @@ impl<S, K: Clone, R: Clone> Layer<S> for RateLimitLayer<K, R> {
             policy: Arc::clone(&self.policy),
             key: self.key.clone(),
             rejection: self.rejection.clone(),
+            count: self.count.clone(),
         }
     }
 }
 
 /// The middleware built by [`RateLimitLayer`].
-pub struct RateLimit<S, K = PeerIp, R = EmptyRejection> {
+pub struct RateLimit<S, K = PeerIp, R = EmptyRejection, C = CountAll> {
     inner: S,
     policy: Arc<Policy>,
     key: K,
     rejection: R,
+    count: C,
 }
 
-impl<S: Clone, K: Clone, R: Clone> Clone for RateLimit<S, K, R> {
+impl<S: Clone, K: Clone, R: Clone, C: Clone> Clone for RateLimit<S, K, R, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             policy: Arc::clone(&self.policy),
             key: self.key.clone(),
             rejection: self.rejection.clone(),
+            count: self.count.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K: fmt::Debug, R> fmt::Debug for RateLimit<S, K, R> {
+impl<S: fmt::Debug, K: fmt::Debug, R, C> fmt::Debug for RateLimit<S, K, R, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -410,20 +588,34 @@ where
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789"[usize::try_from(n % 10).unwrap_or(0)];
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl Policy {
+    /// `"<name>";r=<remaining>;t=<seconds>`, written without `format!` (once per response).
     fn ratelimit_header(&self, d: &Decision) -> Option<HeaderValue> {
-        HeaderValue::from_str(&format!(
-            "\"{}\";r={};t={}",
-            self.name,
-            d.remaining
-                .min(self.quotas.iter().map(Quota::max_burst).max().unwrap_or(0)),
-            secs_ceil(d.reset)
-        ))
-        .ok()
+        let mut buf = Vec::with_capacity(self.ratelimit_prefix.len() + 26);
+        buf.extend_from_slice(&self.ratelimit_prefix);
+        push_decimal(&mut buf, u64::from(d.remaining.min(self.max_burst)));
+        buf.extend_from_slice(b";t=");
+        push_decimal(&mut buf, secs_ceil(d.reset));
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(buf)).ok()
     }
 
     fn add_headers<B>(&self, res: &mut Response<B>, d: Option<&Decision>) {
@@ -459,6 +651,8 @@ impl Policy {
     fn judge<B>(
         &self,
         rejection: &impl Rejection<B>,
+        key: &str,
+        op: Op,
         result: Result<Decision, StoreError>,
     ) -> Result<Option<Decision>, Response<B>> {
         match result {
@@ -479,21 +673,67 @@ impl Policy {
             }
             Err(e) => {
                 tracing::warn!(policy = %self.name, error = %e, "rate-limit store failed");
-                self.counters.store_error.increment(1);
                 match self.on_store_error {
+                    OnStoreError::FailOpen => {
+                        let d = self.local_decision(key, op);
+                        if d.allowed {
+                            self.counters.fallback_allowed.increment(1);
+                        } else {
+                            self.counters.fallback_rejected.increment(1);
+                            if !self.dry_run {
+                                return Err(self.reject(
+                                    rejection,
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                    Some(&d),
+                                ));
+                            }
+                        }
+                        Ok(Some(d))
+                    }
+                    OnStoreError::Admit => {
+                        self.counters.store_error.increment(1);
+                        Ok(None)
+                    }
                     OnStoreError::FailClosed => {
+                        self.counters.store_error.increment(1);
                         Err(self.reject(rejection, StatusCode::SERVICE_UNAVAILABLE, None))
                     }
-                    OnStoreError::FailOpen => Ok(None),
                 }
             }
         }
     }
+
+    /// The local limiter's decision, on this instance's share of the quotas.
+    fn local_decision(&self, key: &str, op: Op) -> Decision {
+        let (quotas, cost) = (&self.fallback_quotas, self.cost);
+        match op {
+            Op::Check => self.fallback.decide(&Key::from(key), quotas, cost),
+            Op::Peek => self.fallback.decide_counted(key, quotas, cost, false),
+            Op::Consume => self.fallback.decide_counted(key, quotas, cost, true),
+        }
+    }
+
+    /// Counts a request of a `count_if` policy after a response that counts; the decision
+    /// when it was counted (for the headers).
+    async fn consume(&self, key: &str) -> Option<Decision> {
+        let d = match self.store.consume(key, &self.quotas, self.cost).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(policy = %self.name, error = %e, "rate-limit store failed");
+                match self.on_store_error {
+                    OnStoreError::FailOpen => self.local_decision(key, Op::Consume),
+                    OnStoreError::Admit | OnStoreError::FailClosed => return None,
+                }
+            }
+        };
+        d.allowed.then_some(d)
+    }
 }
 
-impl<S, K, R, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K, R>
+impl<S, K, R, C, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, K, R, C>
 where
     R: Rejection<ResBody>,
+    C: CountPolicy,
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send,
@@ -516,18 +756,18 @@ where
         };
         let key = match (self.key.extract(&req), policy.missing_key) {
             (Some(key), _) => key,
-            (None, MissingKey::Shared) => String::from("<keyless>"),
+            (None, MissingKey::Shared) => Key::from_static("<keyless>"),
             (None, MissingKey::Reject(status)) => {
                 return answered(policy.reject(&self.rejection, status, None));
             }
         };
         // Memory: decide now, no boxed future.
-        if policy.store.is_immediate() {
+        if policy.store.is_immediate() && !policy.count_after {
             let result = policy
                 .store
-                .check_now(key, &policy.quotas, policy.cost)
+                .check_now(&key, &policy.quotas, policy.cost)
                 .ok_or_else(|| StoreError("an immediate store gave no decision".to_owned()));
-            return match policy.judge(&self.rejection, result) {
+            return match policy.judge(&self.rejection, "", Op::Check, result) {
                 Ok(decision) => ResponseFuture {
                     kind: Kind::Admitted {
                         fut: self.inner.call(req),
@@ -544,6 +784,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let policy = Arc::clone(policy);
         let rejection = self.rejection.clone();
+        let count = self.count.clone();
         ResponseFuture {
             kind: Kind::Waiting {
                 fut: Box::pin(async move {
@@ -563,14 +804,17 @@ where
                             }
                         }
                     }
-                    let mut full_key = String::with_capacity(policy.name.len() + key.len() + 1);
-                    full_key.push_str(&policy.name);
-                    full_key.push(':');
-                    full_key.push_str(&key);
-                    let result = policy
-                        .store
-                        .check(&full_key, &policy.quotas, policy.cost)
-                        .await;
+                    let full_key = format!("{}:{key}", policy.name);
+                    let op = if policy.count_after {
+                        Op::Peek
+                    } else {
+                        Op::Check
+                    };
+                    let result = match op {
+                        Op::Peek => policy.store.peek(&full_key, &policy.quotas, policy.cost),
+                        _ => policy.store.check(&full_key, &policy.quotas, policy.cost),
+                    }
+                    .await;
                     if let (Some(block), Ok(d)) = (&policy.local_block, &result)
                         && !d.allowed
                         && !d.never
@@ -580,11 +824,17 @@ where
                             .until
                             .insert(key, tokio::time::Instant::now() + d.retry_after);
                     }
-                    let decision = match policy.judge(&rejection, result) {
+                    let mut decision = match policy.judge(&rejection, &full_key, op, result) {
                         Ok(decision) => decision,
                         Err(res) => return Ok(res),
                     };
                     let mut res = inner.call(req).await?;
+                    if policy.count_after
+                        && count.counts(res.status())
+                        && let Some(counted) = policy.consume(&full_key).await
+                    {
+                        decision = Some(counted);
+                    }
                     policy.add_headers(&mut res, decision.as_ref());
                     Ok(res)
                 }),

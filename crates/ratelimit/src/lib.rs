@@ -16,7 +16,9 @@
 //! - [`HybridStore`]: leases small allowances from the shared store and decides locally, an
 //!   order of magnitude fewer round trips, the global count within a documented bound.
 //! - Requests without a key: [`MissingKey`] (reject, or one shared bucket). A failing store:
-//!   [`OnStoreError`] (fail open by default, or 503). Request cost, dry-run mode.
+//!   [`OnStoreError`] (by default, a local limiter on this instance's share of the quota;
+//!   or admit everything, or 503). Request cost, dry-run mode, and
+//!   [`count_if`](RateLimitLayer::count_if) to count only some outcomes (failed logins).
 //!
 //! # Example
 //!
@@ -47,10 +49,10 @@ mod store;
 pub use self::{
     config::{AnyKey, KeySource, MissingKeyConfig, OnStoreErrorConfig, RateLimitConfig},
     hybrid::HybridStore,
-    key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, KeyExtractor, PeerIp},
+    key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp},
     layer::{
-        BuildError, EmptyRejection, MissingKey, OnStoreError, RateLimit, RateLimitLayer, Rejection,
-        ResponseFuture,
+        BuildError, CountAll, CountPolicy, EmptyRejection, MissingKey, OnStoreError, RateLimit,
+        RateLimitLayer, Rejection, ResponseFuture,
     },
     quota::{Quota, QuotaError},
     store::{BoxFuture, Decision, MemoryStore, Store, StoreError, TokioClock, TokioInstant},

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::ops::Add;
@@ -9,7 +10,7 @@ use governor::clock::{Clock, Reference};
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 
-use crate::Quota;
+use crate::{Key, Quota};
 
 /// A boxed future, as returned by [`Store`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -70,15 +71,38 @@ pub trait Store: Send + Sync + 'static {
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 
+    /// Decides as [`check`](Self::check) would, without counting anything: the first half of
+    /// a policy that counts a request only after its response
+    /// ([`count_if`](crate::RateLimitLayer::count_if)); [`consume`](Self::consume) is the second.
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+
+    /// Counts `cost` units of `key` after a response that counts, for a policy that decides
+    /// with [`peek`](Self::peek). Like `check`, it counts only what fits: requests admitted
+    /// together by `peek` may overshoot the quota by those in flight, never more. By default
+    /// the same as `check`.
+    fn consume<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.check(key, quotas, cost)
+    }
+
     /// Whether [`check_now`](Self::check_now) answers: stores that never do I/O (memory) let
     /// the layer decide without boxing a future per request.
     fn is_immediate(&self) -> bool {
         false
     }
 
-    /// The decision, without waiting, for an [immediate](Self::is_immediate) store; takes the
-    /// key by value so the store can keep it without copying. Others answer `None`.
-    fn check_now(&self, key: String, quotas: &[Quota], cost: u32) -> Option<Decision> {
+    /// The decision, without waiting, for an [immediate](Self::is_immediate) store (the key
+    /// is borrowed: a store copies it only for a key it has not seen). Others answer `None`.
+    fn check_now(&self, key: &Key, quotas: &[Quota], cost: u32) -> Option<Decision> {
         let _ = (key, quotas, cost);
         None
     }
@@ -129,8 +153,8 @@ impl Clock for TokioClock {
 }
 
 type Limiter = governor::RateLimiter<
-    String,
-    governor::state::keyed::DashMapStateStore<String>,
+    Key,
+    governor::state::keyed::DashMapStateStore<Key>,
     TokioClock,
     StateInformationMiddleware,
 >;
@@ -151,6 +175,8 @@ pub struct MemoryStore {
 
 struct MemoryInner {
     limiters: std::sync::OnceLock<Box<[Limiter]>>,
+    /// The state of policies that count after the response (`peek` then `consume`).
+    counted: std::sync::Mutex<HashMap<String, Box<[u64]>>>,
     max_keys: usize,
     checks: std::sync::atomic::AtomicU64,
     clock: TokioClock,
@@ -171,6 +197,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(MemoryInner {
                 limiters: std::sync::OnceLock::new(),
+                counted: std::sync::Mutex::new(HashMap::new()),
                 max_keys: usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX),
                 checks: std::sync::atomic::AtomicU64::new(0),
                 clock: TokioClock::default(),
@@ -192,9 +219,7 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    // governor's keyed limiter looks keys up by `&String`: the caller's string is used as is.
-    #[allow(clippy::ptr_arg)]
-    fn decide(&self, key: &String, quotas: &[Quota], cost: u32) -> Decision {
+    pub(crate) fn decide(&self, key: &Key, quotas: &[Quota], cost: u32) -> Decision {
         let Some(cost) = NonZeroU32::new(cost) else {
             return Decision {
                 allowed: true,
@@ -261,6 +286,85 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// GCRA for policies that count after the response. governor's limiters have no
+    /// read-only check (`check_key_n` counts whenever it admits) and keep their state
+    /// private, so these keys live in a small GCRA of their own: per key, one theoretical
+    /// arrival time (TAT, nanoseconds of the store's clock) per quota.
+    pub(crate) fn decide_counted(
+        &self,
+        key: &str,
+        quotas: &[Quota],
+        cost: u32,
+        count: bool,
+    ) -> Decision {
+        if quotas.iter().any(|q| cost > q.max_burst()) {
+            return Decision::never();
+        }
+        let now = self.inner.clock.now().0;
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let mut map = self
+            .inner
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut decision = Decision {
+            allowed: true,
+            retry_after: Duration::ZERO,
+            remaining: u32::MAX,
+            reset: Duration::ZERO,
+            never: false,
+        };
+        let tats: Vec<u64> = match map.get(key) {
+            Some(t) if t.len() == quotas.len() => t.iter().map(|t| (*t).max(now)).collect(),
+            _ => vec![now; quotas.len()],
+        };
+        for (q, tat) in quotas.iter().zip(&tats) {
+            let interval = nanos(q.emission_interval());
+            let tau = interval.saturating_mul(u64::from(q.max_burst()));
+            // Admitted when the TAT after this request is within one burst of now.
+            let after = tat.saturating_add(interval.saturating_mul(u64::from(cost)));
+            let allow_at = after.saturating_sub(tau);
+            if allow_at > now {
+                decision.allowed = false;
+                decision.retry_after = decision
+                    .retry_after
+                    .max(Duration::from_nanos(allow_at - now));
+            }
+        }
+        if !decision.allowed {
+            decision.remaining = 0;
+            decision.reset = decision.retry_after;
+            return decision;
+        }
+        let mut new = tats.clone();
+        for ((q, tat), new) in quotas.iter().zip(&tats).zip(new.iter_mut()) {
+            let interval = nanos(q.emission_interval()).max(1);
+            let tau = interval.saturating_mul(u64::from(q.max_burst()));
+            if count {
+                *new = tat.saturating_add(interval.saturating_mul(u64::from(cost)));
+            }
+            let left = (now.saturating_add(tau).saturating_sub(*new)) / interval;
+            decision.remaining = decision
+                .remaining
+                .min(u32::try_from(left).unwrap_or(u32::MAX));
+            decision.reset = decision.reset.max(Duration::from_nanos(*new - now));
+        }
+        if count {
+            let n = self
+                .inner
+                .checks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_multiple_of(1024) && map.len() > self.inner.max_keys {
+                // Keys whose every quota is replenished change no decision.
+                map.retain(|_, tats| tats.iter().any(|t| *t > now));
+            }
+            map.insert(key.to_owned(), new.into_boxed_slice());
+        }
+        decision
+    }
+}
+
 fn governor_quota(q: &Quota) -> governor::Quota {
     let burst = NonZeroU32::new(q.max_burst()).unwrap_or(NonZeroU32::MIN);
     governor::Quota::with_period(q.emission_interval())
@@ -275,16 +379,38 @@ impl Store for MemoryStore {
         quotas: &'a [Quota],
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-        let decision = self.decide(&key.to_owned(), quotas, cost);
+        let decision = self.decide(&Key::from(key), quotas, cost);
         Box::pin(std::future::ready(Ok(decision)))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(std::future::ready(Ok(
+            self.decide_counted(key, quotas, cost, false)
+        )))
+    }
+
+    fn consume<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(std::future::ready(Ok(
+            self.decide_counted(key, quotas, cost, true)
+        )))
     }
 
     fn is_immediate(&self) -> bool {
         true
     }
 
-    fn check_now(&self, key: String, quotas: &[Quota], cost: u32) -> Option<Decision> {
-        Some(self.decide(&key, quotas, cost))
+    fn check_now(&self, key: &Key, quotas: &[Quota], cost: u32) -> Option<Decision> {
+        Some(self.decide(key, quotas, cost))
     }
 }
 
@@ -304,15 +430,17 @@ mod redis_store {
 
     /// GCRA over every quota of a policy in one round trip, with Redis's own clock (`TIME`) so
     /// the instances' clocks do not matter. KEYS: one per quota (sharing a hash tag).
-    /// ARGV: cost, then per quota its emission interval and burst (µs, cells). Returns
-    /// `{allowed, retry_after_us, remaining, reset_us}`; state is written only when admitted,
-    /// and expires when the quota is fully replenished.
+    /// ARGV: cost, then per quota its emission interval and burst (µs, cells), then optionally
+    /// `peek` (decide without writing anything). Returns
+    /// `{allowed, retry_after_us, remaining, reset_us}`; state is written only when admitted
+    /// (and not peeking), and expires when the quota is fully replenished.
     static GCRA: LazyLock<Script> = LazyLock::new(|| {
         Script::new(
             r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
+local peek = ARGV[2 * #KEYS + 2] == 'peek'
 local allowed = 1
 local retry_after = 0
 local tats = {}
@@ -334,7 +462,7 @@ for i = 1, #KEYS do
   local interval = tonumber(ARGV[2 * i])
   local burst = tonumber(ARGV[2 * i + 1])
   local tat = tats[i]
-  if allowed == 1 then
+  if allowed == 1 and not peek then
     tat = tat + cost * interval
     redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
   end
@@ -369,6 +497,47 @@ return {allowed, retry_after, remaining, reset}
         }
     }
 
+    impl RedisStore {
+        async fn run(
+            &self,
+            key: &str,
+            quotas: &[Quota],
+            cost: u32,
+            peek: bool,
+        ) -> Result<Decision, StoreError> {
+            if quotas.iter().any(|q| cost > q.max_burst()) {
+                return Ok(Decision::never());
+            }
+            let mut invocation = GCRA.prepare_invoke();
+            invocation.arg(cost);
+            for (i, q) in quotas.iter().enumerate() {
+                invocation.key(self.backend.keys().tagged("ratelimit", key, &i.to_string()));
+                invocation
+                    .arg(u64::try_from(q.emission_interval().as_micros()).unwrap_or(u64::MAX))
+                    .arg(q.max_burst());
+            }
+            if peek {
+                invocation.arg("peek");
+            }
+            let reply: Vec<i64> = self
+                .backend
+                .invoke(&invocation)
+                .await
+                .map_err(|e| StoreError(e.to_string()))?;
+            let [allowed, retry_after, remaining, reset] = reply[..] else {
+                return Err(StoreError(format!("unexpected script reply {reply:?}")));
+            };
+            let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+            Ok(Decision {
+                allowed: allowed == 1,
+                retry_after: micros(retry_after),
+                remaining: u32::try_from(remaining).unwrap_or(0),
+                reset: micros(reset),
+                never: false,
+            })
+        }
+    }
+
     impl Store for RedisStore {
         fn check<'a>(
             &'a self,
@@ -376,35 +545,16 @@ return {allowed, retry_after, remaining, reset}
             quotas: &'a [Quota],
             cost: u32,
         ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-            Box::pin(async move {
-                if quotas.iter().any(|q| cost > q.max_burst()) {
-                    return Ok(Decision::never());
-                }
-                let mut invocation = GCRA.prepare_invoke();
-                invocation.arg(cost);
-                for (i, q) in quotas.iter().enumerate() {
-                    invocation.key(self.backend.keys().tagged("ratelimit", key, &i.to_string()));
-                    invocation
-                        .arg(u64::try_from(q.emission_interval().as_micros()).unwrap_or(u64::MAX))
-                        .arg(q.max_burst());
-                }
-                let reply: Vec<i64> = self
-                    .backend
-                    .invoke(&invocation)
-                    .await
-                    .map_err(|e| StoreError(e.to_string()))?;
-                let [allowed, retry_after, remaining, reset] = reply[..] else {
-                    return Err(StoreError(format!("unexpected script reply {reply:?}")));
-                };
-                let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
-                Ok(Decision {
-                    allowed: allowed == 1,
-                    retry_after: micros(retry_after),
-                    remaining: u32::try_from(remaining).unwrap_or(0),
-                    reset: micros(reset),
-                    never: false,
-                })
-            })
+            Box::pin(self.run(key, quotas, cost, false))
+        }
+
+        fn peek<'a>(
+            &'a self,
+            key: &'a str,
+            quotas: &'a [Quota],
+            cost: u32,
+        ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+            Box::pin(self.run(key, quotas, cost, true))
         }
     }
 }

@@ -335,37 +335,193 @@ async fn redis_store_policies_headers_and_retry_after() {
 }
 
 #[tokio::test]
-async fn a_failing_redis_fails_open_or_closed_as_configured() {
+async fn a_failing_redis_admits_or_fails_closed_as_configured() {
     let server = RedisServer::start();
     let mut config = RedisConfig::new(server.url());
     config.command_timeout = Duration::from_millis(100);
     let backend = RedisBackend::new(config).unwrap();
     let open = app(
-        RateLimitLayer::new(RedisStore::new(backend.clone()), [Quota::per_second(1)])
+        RateLimitLayer::new(RedisStore::new(backend.clone()), [Quota::per_minute(1)])
             .unwrap()
-            .key_with(api_key()),
+            .key_with(api_key())
+            .on_store_error(OnStoreError::Admit),
     );
     let closed = app(
-        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_second(1)])
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_minute(1)])
             .unwrap()
             .key_with(api_key())
             .on_store_error(OnStoreError::FailClosed),
     );
     server.pause();
     // A hung Redis: each decision waits at most the command timeout, then the policy applies.
-    assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
-    assert_eq!(
-        hit(&closed, Some("f")).await.status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    for _ in 0..3 {
+        assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
+        assert_eq!(
+            hit(&closed, Some("f")).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
     server.resume();
     drop(server);
     // A dead Redis: the same.
-    assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
+        assert_eq!(
+            hit(&closed, Some("f")).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
+
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    server
+        .command_calls()
+        .into_iter()
+        .find(|(n, _)| n == "evalsha")
+        .map_or(0, |(_, c)| c)
+}
+
+/// Polls (real time, bounded) until Redis decides requests again after an outage: a request
+/// reaches it, then a few more (the backend's breaker closes after its half-open probes).
+async fn until_redis_decides(app: &Router, server: &RedisServer) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    loop {
+        server.reset_stats();
+        i += 1;
+        hit(app, Some(&format!("probe{i}"))).await;
+        if evalsha_calls(server) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for j in 0..4 {
+        hit(app, Some(&format!("warm{j}"))).await;
+    }
+}
+
+/// 10 per hour shared by 2 instances: while Redis is away, this instance admits its share,
+/// 5 per 2 hours (one every 24 minutes), bursts of 5.
+fn shared_by_two(backend: RedisBackend) -> Router {
+    app(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_hour(10)])
+            .unwrap()
+            .key_with(api_key())
+            .fallback_instances(2)
+            .unwrap(),
+    )
+}
+
+async fn redis_admits_the_whole_quota(app: &Router, server: &RedisServer, key: &str) {
+    hit(app, Some("load-the-script")).await;
+    server.reset_stats();
+    for _ in 0..10 {
+        assert_eq!(hit(app, Some(key)).await.status(), StatusCode::OK);
+    }
     assert_eq!(
-        hit(&closed, Some("f")).await.status(),
-        StatusCode::SERVICE_UNAVAILABLE
+        hit(app, Some(key)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
     );
+    assert_eq!(evalsha_calls(server), 11, "every decision made by Redis");
+}
+
+#[tokio::test]
+async fn a_dead_redis_falls_back_to_this_instances_share_then_redis_decides_again() {
+    let mut server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(200);
+    let backend = RedisBackend::new(config).unwrap();
+    let app = shared_by_two(backend);
+    redis_admits_the_whole_quota(&app, &server, "before").await;
+
+    server.kill();
+    // The local share on paused time: per window of 2 hours, 5 admitted, then 429s. Each
+    // failed Redis call ends within the command timeout (a refused connection, a timeout, or
+    // at once once the breaker is open), however the paused clock jumps.
+    tokio::time::pause();
+    for window in 0..3 {
+        for n in 0..5 {
+            let res = hit(&app, Some("k")).await;
+            assert_eq!(res.status(), StatusCode::OK, "window {window}, request {n}");
+            assert!(res.headers().contains_key("ratelimit"));
+        }
+        for _ in 0..3 {
+            let res = hit(&app, Some("k")).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "window {window}"
+            );
+            assert!(res.headers().contains_key("retry-after"));
+        }
+        tokio::time::advance(Duration::from_secs(7200)).await;
+    }
+    // Another key has its own local share.
+    assert_eq!(hit(&app, Some("k2")).await.status(), StatusCode::OK);
+    tokio::time::resume();
+
+    server.restart();
+    until_redis_decides(&app, &server).await;
+    // Redis decides again: the whole quota for a key, not this instance's share of 5.
+    redis_admits_the_whole_quota(&app, &server, "after").await;
+}
+
+#[tokio::test]
+async fn a_hung_redis_falls_back_to_this_instances_share_within_the_timeout() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(100);
+    let backend = RedisBackend::new(config).unwrap();
+    let app = shared_by_two(backend);
+    redis_admits_the_whole_quota(&app, &server, "before").await;
+
+    server.pause();
+    // Each request waits at most the command timeout (until the backend's breaker opens, then
+    // not at all), then the local share decides: 5 of the 5-per-2-hours share, then 429s.
+    // (The local limiter regains one request every 24 minutes.)
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        statuses.push(hit(&app, Some("k")).await.status());
+    }
+    let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(admitted, 5, "{statuses:?}");
+    assert!(statuses[..5].iter().all(|s| *s == StatusCode::OK));
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS)
+    );
+
+    server.resume();
+    until_redis_decides(&app, &server).await;
+    redis_admits_the_whole_quota(&app, &server, "after").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_instances_in_config_and_zero_is_an_error() {
+    use tower_scale_ratelimit::{OnStoreErrorConfig, RateLimitConfig};
+    let config: RateLimitConfig = serde_json::from_str(
+        r#"{"quotas": [{"count": 10, "period": "1m"}], "on_store_error": "admit",
+            "fallback_instances": 3}"#,
+    )
+    .unwrap();
+    assert_eq!(config.on_store_error, OnStoreErrorConfig::Admit);
+    assert_eq!(config.fallback_instances, 3);
+    assert!(RateLimitLayer::from_config(MemoryStore::new(10), &config).is_ok());
+    let default: RateLimitConfig =
+        serde_json::from_str(r#"{"quotas": [{"count": 10, "period": "1m"}]}"#).unwrap();
+    assert_eq!(default.on_store_error, OnStoreErrorConfig::FailOpen);
+    assert_eq!(default.fallback_instances, 1);
+    let zero = RateLimitConfig {
+        fallback_instances: 0,
+        ..default
+    };
+    let err = RateLimitLayer::from_config(MemoryStore::new(10), &zero).unwrap_err();
+    assert!(err.to_string().contains("fallback_instances"), "{err}");
 }
 
 #[tokio::test]
@@ -458,4 +614,114 @@ async fn the_rejection_body_is_customisable() {
     assert_eq!(res.headers()["retry-after"], "60");
     let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
     assert_eq!(&body[..], br#"{"error":"slow down","retry_in_s":60}"#);
+}
+
+/// A login route: 200 with the right `x-password`, 401 otherwise.
+fn login_app<C: tower_scale_ratelimit::CountPolicy>(
+    layer: RateLimitLayer<HeaderKey, tower_scale_ratelimit::EmptyRejection, C>,
+) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|headers: axum::http::HeaderMap| async move {
+                if headers.get("x-password").is_some_and(|p| p == "right") {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                }
+            }),
+        )
+        .layer(layer)
+}
+
+async fn login(app: &Router, key: &str, right: bool) -> StatusCode {
+    let req = Request::get("/")
+        .header("x-api-key", key)
+        .header("x-password", if right { "right" } else { "wrong" })
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+/// 3 failed logins per period: successes are never counted, the 4th attempt after 3 failures
+/// is refused whatever its password, and other keys are unaffected.
+async fn only_failures_count(app: &Router) {
+    for _ in 0..5 {
+        assert_eq!(login(app, "u", true).await, StatusCode::OK);
+    }
+    for _ in 0..3 {
+        assert_eq!(login(app, "u", false).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login(app, "u", true).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login(app, "u", false).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login(app, "other", false).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login(app, "other", true).await, StatusCode::OK);
+}
+
+fn failed_logins(store: impl Store, quota: Quota) -> Router {
+    login_app(
+        RateLimitLayer::new(store, [quota])
+            .unwrap()
+            .key_with(api_key())
+            .count_if(|status: StatusCode| status == StatusCode::UNAUTHORIZED),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn count_if_counts_only_failed_logins_in_memory() {
+    let app = failed_logins(MemoryStore::new(1_000), Quota::per_minute(3));
+    only_failures_count(&app).await;
+    // One emission interval later, one failure fits again; successes still cost nothing.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    for _ in 0..3 {
+        assert_eq!(login(&app, "u", true).await, StatusCode::OK);
+    }
+    assert_eq!(login(&app, "u", false).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login(&app, "u", true).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn count_if_counts_only_failed_logins_in_redis() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let app = failed_logins(RedisStore::new(backend.clone()), Quota::per_hour(3));
+    only_failures_count(&app).await;
+    // A success costs one round trip (peek), a failure two (peek, then count).
+    server.reset_stats();
+    assert_eq!(login(&app, "v", true).await, StatusCode::OK);
+    assert_eq!(evalsha_calls(&server), 1);
+    assert_eq!(login(&app, "v", false).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(evalsha_calls(&server), 3);
+    // The count lives in Redis: another instance (its own backend) sees it.
+    let other = failed_logins(
+        RedisStore::new(RedisBackend::new(RedisConfig::new(server.url())).unwrap()),
+        Quota::per_hour(3),
+    );
+    assert_eq!(
+        login(&other, "u", true).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for _ in 0..2 {
+        assert_eq!(login(&other, "v", false).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login(&app, "v", true).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn count_if_while_redis_is_down_counts_on_the_local_share() {
+    let mut server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(100);
+    let backend = RedisBackend::new(config).unwrap();
+    let app = login_app(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_hour(6)])
+            .unwrap()
+            .key_with(api_key())
+            .fallback_instances(2)
+            .unwrap()
+            .count_if(|status: StatusCode| status == StatusCode::UNAUTHORIZED),
+    );
+    server.kill();
+    // This instance's share: 3 failures per 2 hours; successes still free.
+    only_failures_count(&app).await;
 }
