@@ -25,55 +25,40 @@ async fn a_session_created_on_one_instance_works_on_all() {
 
     let login = env.post("/login?user=alice", &[]).await;
     assert_eq!(login.status, 200, "{login:?}");
-    let mut cookie = login.cookie().expect("login sets the session cookie");
-    let created_on = login.upstream().to_owned();
+    let cookie = login.cookie().expect("login sets the session cookie");
+    let session = [("cookie", cookie.as_str())];
 
     // The counter goes up by one on every request, whichever instance answers.
-    let mut counted_on = HashSet::new();
-    for n in 1..=2 * INSTANCES {
-        let res = env.get("/counter", &[("cookie", &cookie)]).await;
+    let mut n = 0;
+    env.until_every_instance_answers("/counter", &session, |res| {
+        n += 1;
         assert_eq!(
             (res.status, res.body.as_str()),
             (200, format!("{n}\n").as_str()),
             "{res:?}"
         );
-        counted_on.insert(res.upstream().to_owned());
-        if let Some(refreshed) = res.cookie() {
-            cookie = refreshed;
-        }
-    }
-    assert_eq!(
-        counted_on,
-        env.addrs(),
-        "round robin reaches every instance"
-    );
-    assert!(counted_on.iter().any(|a| *a != created_on));
-
-    let mut known_on = HashSet::new();
-    for _ in 0..INSTANCES {
-        let res = env.get("/me", &[("cookie", &cookie)]).await;
+    })
+    .await;
+    env.until_every_instance_answers("/me", &session, |res| {
         assert_eq!((res.status, res.body.as_str()), (200, "alice\n"), "{res:?}");
-        known_on.insert(res.upstream().to_owned());
-    }
-    assert_eq!(known_on, env.addrs());
+    })
+    .await;
 
     // Logging out on one instance logs out on all of them.
-    let logout = env.post("/logout", &[("cookie", &cookie)]).await;
+    let logout = env.post("/logout", &session).await;
     assert_eq!(logout.status, 200, "{logout:?}");
-    let mut gone_on = HashSet::new();
-    for _ in 0..INSTANCES {
-        let me = env.get("/me", &[("cookie", &cookie)]).await;
+    env.until_every_instance_answers("/me", &session, |res| {
         assert_eq!(
-            (me.status, me.body.as_str()),
+            (res.status, res.body.as_str()),
             (200, "anonymous\n"),
-            "{me:?}"
+            "{res:?}"
         );
-        let counter = env.get("/counter", &[("cookie", &cookie)]).await;
-        assert_eq!(counter.status, 401, "{counter:?}");
-        gone_on.insert(me.upstream().to_owned());
-        gone_on.insert(counter.upstream().to_owned());
-    }
-    assert_eq!(gone_on, env.addrs());
+    })
+    .await;
+    env.until_every_instance_answers("/counter", &session, |res| {
+        assert_eq!(res.status, 401, "{res:?}");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +75,9 @@ async fn the_global_rate_limit_admits_the_quota_once_not_once_per_instance() {
         for _ in 0..2 * INSTANCES {
             replies.push(env.get("/limited", &[("x-api-key", &key)]).await);
         }
-        if started.elapsed() >= refill {
+        // Likewise a run in which an overloaded instance shed a request and nginx moved on to
+        // the next one: the rotation was not strict.
+        if started.elapsed() >= refill || replies.iter().any(|r| r.upstreams.len() > 1) {
             continue;
         }
         let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
@@ -110,7 +97,7 @@ async fn the_global_rate_limit_admits_the_quota_once_not_once_per_instance() {
         }
         return;
     }
-    panic!("every attempt took longer than the quota's refill interval: the machine is stalled");
+    panic!("no attempt ran unhindered: the machine is overloaded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,10 +111,9 @@ async fn a_response_cached_by_one_instance_is_a_hit_on_the_others() {
         "{first:?}"
     );
 
-    // The next requests go to the two other instances, which never ran the origin for it.
-    let mut hit_on = HashSet::from([first.upstream().to_owned()]);
-    for _ in 1..INSTANCES {
-        let res = env.get("/slow/4242", &[]).await;
+    // Round robin: the next requests go to the other instances, which never ran the origin
+    // for it, and every instance answers a hit.
+    env.until_every_instance_answers("/slow/4242", &[], |res| {
         assert_eq!(res.status, 200, "{res:?}");
         assert!(
             res.header("cache-status").contains("; hit"),
@@ -135,53 +121,114 @@ async fn a_response_cached_by_one_instance_is_a_hit_on_the_others() {
             res.upstream()
         );
         assert_eq!(res.body, first.body);
+    })
+    .await;
+}
+
+/// Needs three things the quick-start example does not have yet (docs/scale-out.md): a local
+/// cache tier with Redis and `/readyz` waiting for its invalidation bus, `DELETE /slow/{id}`
+/// (the cache layer purges a URI after a successful unsafe request), and an `x-origin-call`
+/// header naming the origin call a response came from. Until then it is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs DELETE /slow/{id}, a local cache tier and x-origin-call in examples/quickstart"]
+async fn a_purge_through_one_instance_reaches_every_instance() {
+    let env = ScaleOut::start(INSTANCES).await;
+    let path = "/slow/77";
+    // `x-origin-call` names the origin call a (cached) response came from.
+    let origin_call = |res: &support::Reply| {
+        let call = res.header("x-origin-call").to_owned();
         assert!(
-            hit_on.insert(res.upstream().to_owned()),
-            "a different instance: {res:?}"
+            !call.is_empty(),
+            "no x-origin-call on {path}: the quick-start example lacks it: {res:?}"
         );
+        call
+    };
+
+    // Cached by one instance, hits on the others (asked directly here), which keep it in
+    // their local tier.
+    let first = env.get(path, &[]).await;
+    assert!(first.header("cache-status").contains("stored"), "{first:?}");
+    let before = origin_call(&first);
+    for i in 0..INSTANCES {
+        let res = env.get_direct(i, path).await;
+        assert!(res.header("cache-status").contains("; hit"), "{res:?}");
+        assert_eq!(origin_call(&res), before);
     }
-    assert_eq!(hit_on, env.addrs());
+    // With Redis frozen, every instance still answers a hit: each holds its own copy.
+    env.redis.pause();
+    for i in 0..INSTANCES {
+        let res = env.get_direct(i, path).await;
+        if !res.header("cache-status").contains("; hit") || origin_call(&res) != before {
+            env.redis.resume();
+            panic!("no local copy on instance {i}: {res:?}");
+        }
+    }
+    env.redis.resume();
+
+    // A purge through one instance...
+    let purge = env.delete(path).await;
+    assert_eq!(purge.status, 204, "{purge:?}");
+    // ...reaches every instance's local tier: the next request is a miss wherever it lands,
+    // and every instance then serves the new origin call, none its old copy.
+    let refetched = env.get(path, &[]).await;
+    assert!(
+        refetched.header("cache-status").contains("fwd=uri-miss"),
+        "{refetched:?}"
+    );
+    let after = origin_call(&refetched);
+    assert_ne!(after, before);
+    env.until_every_instance_answers(path, &[], |res| {
+        assert!(res.header("cache-status").contains("; hit"), "{res:?}");
+        let call = origin_call(res);
+        assert_eq!(call, after, "a stale copy on {}", res.upstream());
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_origin_failing_every_breaker_opens_and_answers_503_without_calling_it() {
     let env = ScaleOut::start(INSTANCES).await;
     // Closed breakers: the dependency answers through every instance.
-    let mut answered_on = HashSet::new();
-    for _ in 0..INSTANCES {
-        let res = env.get("/downstream", &[]).await;
+    env.until_every_instance_answers("/downstream", &[], |res| {
         assert_eq!(res.status, 200, "{res:?}");
-        answered_on.insert(res.upstream().to_owned());
-    }
-    assert_eq!(answered_on, env.addrs());
+    })
+    .await;
 
     // The dependency fails. Each instance has its own breaker (half of the last 4 calls
     // failed: open). nginx passes a 503 on to the next instance, so a failing request comes
-    // back 503 only once the breakers of all instances are open, each having answered 503.
+    // back 503 once every instance it tried answered 503: then each instance is asked
+    // directly whether its breaker refuses a call (a 503 without `x-shed-reason`).
+    let breaker_open = |res: &support::Reply| {
+        res.status == 503 && !res.is_shed() && !res.header("retry-after").is_empty()
+    };
     let mut opened = false;
-    for _ in 0..20 * INSTANCES {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
         let res = env.get("/downstream?fail=1", &[]).await;
         match res.status {
-            500 => {}
-            503 => {
-                assert_eq!(res.upstream_statuses, ["503"; INSTANCES], "{res:?}");
-                opened = true;
-                break;
-            }
-            other => panic!("unexpected {other}: {res:?}"),
+            500 => continue,
+            503 if res.upstream_statuses == ["503"; INSTANCES] => {}
+            _ => panic!("unexpected answer: {res:?}"),
+        }
+        let mut all = true;
+        for i in 0..INSTANCES {
+            all &= breaker_open(&env.get_direct(i, "/downstream").await);
+        }
+        if all {
+            opened = true;
+            break;
         }
     }
     assert!(opened, "the breakers never opened\n{}", env.logs());
 
-    // Open: a call that would succeed is refused by every instance, with a Retry-After,
-    // without reaching the dependency (which would have answered 200).
+    // Open: through nginx, a call that would succeed is refused by every instance in turn,
+    // with a Retry-After, without reaching the dependency (which would have answered 200).
     for _ in 0..INSTANCES {
         let res = env.get("/downstream", &[]).await;
-        assert_eq!(res.status, 503, "{res:?}");
+        assert!(breaker_open(&res), "{res:?}");
         assert_eq!(res.upstream_statuses, ["503"; INSTANCES], "{res:?}");
         let refused_by: HashSet<String> = res.upstreams.iter().cloned().collect();
         assert_eq!(refused_by, env.addrs(), "{res:?}");
-        assert!(!res.header("retry-after").is_empty(), "{res:?}");
     }
     // The rest of the app is unaffected.
     assert_eq!(env.get("/hello", &[]).await.status, 200);
@@ -193,6 +240,8 @@ struct Load {
     ok: AtomicU64,
     /// Responses that came through a second or third instance after a first one failed.
     retried: AtomicU64,
+    /// Requests shed by every instance nginx tried (an overloaded machine), sent again.
+    shed: AtomicU64,
     /// Successful responses per instance that answered.
     by_instance: Mutex<HashMap<String, u64>>,
     failures: Mutex<Vec<String>>,
@@ -224,10 +273,21 @@ impl Load {
         let mut count = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             for path in ["/hello", "/counter"] {
-                let req = http
-                    .get(format!("{base}{path}"))
-                    .header("cookie", cookie.as_str());
-                let reply = match send(req).await {
+                let reply = loop {
+                    let req = http
+                        .get(format!("{base}{path}"))
+                        .header("cookie", cookie.as_str());
+                    match send(req).await {
+                        // Every instance nginx tried shed it (the machine is overloaded; no
+                        // handler ran): like a client honouring Retry-After, send it again.
+                        Ok(r) if r.is_shed() => {
+                            self.shed.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        other => break other,
+                    }
+                };
+                let reply = match reply {
                     Ok(r) => r,
                     Err(e) => {
                         self.failed(format!("task {task}: GET {path}: {e}"));
@@ -274,7 +334,9 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One client thread: the load takes at most one of the machine's cores, so that nginx and the
+// instances are not starved (a starved instance sheds load, see `Reply::is_shed`).
+#[tokio::test(flavor = "current_thread")]
 async fn a_rolling_restart_of_every_instance_under_load_fails_no_request() {
     const CLIENTS: usize = 16;
     let mut env = ScaleOut::start(INSTANCES).await;
@@ -323,10 +385,12 @@ async fn a_rolling_restart_of_every_instance_under_load_fails_no_request() {
     let failures = load.failures.lock().unwrap().clone();
     let ok = load.ok.load(Ordering::Relaxed);
     let retried = load.retried.load(Ordering::Relaxed);
+    let shed = load.shed.load(Ordering::Relaxed);
     let by_instance = load.by_instance.lock().unwrap().clone();
     println!(
         "{ok} requests through nginx across {INSTANCES} restarts, {} failed, {retried} \
-         answered by another instance after a first one failed; per instance: {by_instance:?}",
+         answered by another instance after a first one failed, {shed} shed by every instance \
+         (overload) and sent again; per instance: {by_instance:?}",
         failures.len()
     );
     assert!(

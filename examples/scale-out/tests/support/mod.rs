@@ -351,6 +351,13 @@ impl Reply {
             .unwrap_or("")
     }
 
+    /// Whether an instance shed the request under load (`503` with `x-shed-reason`, from the
+    /// quick-start's pressure layer, before any handler ran): the machine was overloaded, which
+    /// says nothing about the behaviour under test.
+    pub fn is_shed(&self) -> bool {
+        self.status == 503 && self.headers.contains_key("x-shed-reason")
+    }
+
     /// `name=value` of the response's `Set-Cookie`, if any.
     pub fn cookie(&self) -> Option<String> {
         let set = self.headers.get("set-cookie")?.to_str().ok()?;
@@ -451,16 +458,79 @@ impl ScaleOut {
         self.call(reqwest::Method::POST, path, headers).await
     }
 
+    /// `DELETE <path>` through nginx; panics on a transport error.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(reqwest::Method::DELETE, path, &[]).await
+    }
+
+    /// Sends a request through nginx. A request shed by every instance nginx tried (the
+    /// machine is overloaded; no handler ran) is sent again after a pause, up to [`PATIENCE`].
     async fn call(&self, method: reqwest::Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base));
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            let reply = send(req)
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path} through nginx: {e}\n{}", self.logs()));
+            if !reply.is_shed() || Instant::now() > deadline {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        send(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path} through nginx: {e}\n{}", self.logs()))
+    }
+
+    /// Sends `GET <path>` through nginx until every instance has answered it, passing each
+    /// reply to `check` (which asserts on it); returns how many requests it took.
+    ///
+    /// Round robin has each instance answer in turn. An overloaded instance sheds requests for
+    /// a while (its lag window), and nginx then moves on to the next one, so the loop runs
+    /// until every instance answered, with [`PATIENCE`] as the hang guard.
+    pub async fn until_every_instance_answers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        mut check: impl FnMut(&Reply),
+    ) -> usize {
+        let all = self.addrs();
+        let mut seen = HashSet::new();
+        let deadline = Instant::now() + PATIENCE;
+        let mut sent = 0;
+        while seen != all {
+            assert!(
+                Instant::now() < deadline,
+                "GET {path}: answered only by {seen:?} within {PATIENCE:?}"
+            );
+            let reply = self.get(path, headers).await;
+            sent += 1;
+            check(&reply);
+            seen.insert(reply.upstream().to_owned());
+            if reply.upstreams.len() > 1 {
+                // An instance was skipped: give it a moment.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        sent
+    }
+
+    /// `GET <path>` on instance `i` directly, not through nginx; shed requests are sent again
+    /// as in [`ScaleOut::get`].
+    pub async fn get_direct(&self, i: usize, path: &str) -> Reply {
+        let url = format!("http://{}{path}", self.instances[i].addr());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let reply = send(self.http.get(&url))
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}\n{}", self.logs()));
+            if !reply.is_shed() || Instant::now() > deadline {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Restarts instance `i` on its port (the port can take a moment to be free again).
