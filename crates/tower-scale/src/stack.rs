@@ -97,7 +97,8 @@ pub struct CacheSection {
     /// Storability, TTLs, stale windows, size cap.
     #[serde(flatten)]
     pub response: ResponseCacheConfig,
-    /// The local tier and the cross-instance lock.
+    /// The local tier and the cross-instance lock (used with Redis only: without it the
+    /// store is already in this process).
     pub tiers: CacheConfig,
     /// Bytes of the in-memory store when there is no Redis. Default 64 MiB.
     pub memory_bytes: Option<u64>,
@@ -159,6 +160,8 @@ pub struct Stack {
     rate_limit: Option<RateLimitLayer<crate::ratelimit::AnyKey>>,
     session: Option<SessionLayer>,
     cache: Option<ResponseCacheLayer>,
+    /// Whether the cache has a local tier (then `/readyz` waits for its invalidation bus).
+    cache_l1: bool,
     compression: Option<CompressionLayer>,
 }
 
@@ -196,17 +199,29 @@ impl Stack {
             })
             .transpose()
             .map_err(|e| StackError::new("session", e))?;
+        let cache_l1 = backend.is_some()
+            && config
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.tiers.l1_max_bytes.is_some());
         let cache = config
             .cache
             .as_ref()
             .map(|c| {
+                let mut tiers = c.tiers.clone();
                 let builder = match &backend {
                     Some(b) => Cache::builder(crate::cache::RedisStore::new(b.clone())),
-                    None => Cache::builder(crate::cache::MemoryStore::new(
-                        c.memory_bytes.unwrap_or(64 * 1024 * 1024),
-                    )),
+                    None => {
+                        // In memory the store is already local and single-instance: no local
+                        // tier or cross-instance lock to add.
+                        tiers.l1_max_bytes = None;
+                        tiers.lock = None;
+                        Cache::builder(crate::cache::MemoryStore::new(
+                            c.memory_bytes.unwrap_or(64 * 1024 * 1024),
+                        ))
+                    }
                 };
-                let cache = builder.config(c.tiers.clone()).build()?;
+                let cache = builder.config(tiers).build()?;
                 ResponseCacheLayer::from_config(cache, &c.response)
             })
             .transpose()
@@ -219,6 +234,7 @@ impl Stack {
             .map_err(|e| StackError::new("compression", e))?;
         Ok(Self {
             compression,
+            cache_l1,
             shutdown: config.shutdown.clone().map(Shutdown::new),
             metrics: config.metrics.map(|_| MetricsLayer::new()),
             pressure: config.pressure.clone().map(PressureLayer::new),
@@ -256,9 +272,9 @@ impl Stack {
         router
     }
 
-    /// `/livez` and `/readyz` (ready until shutdown starts, and while Redis, if any,
-    /// answers), to merge outside the rate limit and the load shedding. `None` without a
-    /// `[shutdown]` section.
+    /// `/livez` and `/readyz` (ready until shutdown starts, while Redis, if any, answers, and
+    /// while the cache's invalidation bus is subscribed, when it has a local tier), to merge
+    /// outside the rate limit and the load shedding. `None` without a `[shutdown]` section.
     pub fn health_routes<S: Clone + Send + Sync + 'static>(&self) -> Option<Router<S>> {
         let shutdown = self.shutdown.as_ref()?;
         let mut health = shutdown.health();
@@ -266,6 +282,22 @@ impl Stack {
             health = health.check("redis", move || {
                 let redis = redis.clone();
                 async move { redis.ping().await.map(drop).map_err(|e| e.to_string()) }
+            });
+        }
+        if let Some(cache) = self.cache.as_ref().map(|l| l.cache().clone())
+            && self.cache_l1
+        {
+            // An instance whose local tier cannot hear purges must not serve: it could serve
+            // a purged entry.
+            health = health.check("cache", move || {
+                let cache = cache.clone();
+                async move {
+                    if cache.ready(std::time::Duration::from_secs(1)).await {
+                        Ok(())
+                    } else {
+                        Err("the cache's invalidation bus is not subscribed".to_owned())
+                    }
+                }
             });
         }
         Some(health.routes())

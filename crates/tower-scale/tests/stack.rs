@@ -196,3 +196,17 @@ async fn layer_order_shows_in_what_each_layer_costs_the_others() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[test]
+fn cache_sections_parse_rules_and_tiers() {
+    let text = "[cache]\nttl = \"30s\"\npublic = true\n[cache.tiers]\nl1_max_bytes = 1048576\n";
+    let config = StackConfig::from_toml(text).unwrap();
+    let cache = config.cache.as_ref().unwrap();
+    assert_eq!(cache.tiers.l1_max_bytes, Some(1_048_576));
+    assert_eq!(cache.response.ttl, Some(std::time::Duration::from_secs(30)));
+    assert!(cache.response.public);
+    let e = StackConfig::from_toml("[cache]\nttll = \"30s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ttll"), "{e}");
+}

@@ -35,7 +35,8 @@
 //!
 //! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), the
 //! other `REDIS_*` variables of `tower_scale::redis::RedisConfig::from_env`, and
-//! `PRE_STOP_DELAY` (1s).
+//! `PRE_STOP_DELAY` (overrides the config's), `PRESSURE_MAX_LAG` (`off` or a duration),
+//! `LIMITED_PERIOD` (10s), `TOWER_SCALE_CONFIG` (a stack config file).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,10 +68,23 @@ fn stack_config() -> Result<StackConfig, Box<dyn std::error::Error>> {
         Err(_) => StackConfig::from_toml(include_str!("../tower-scale.toml"))?,
     }
     .redis_from_env()?;
-    if let (Ok(delay), Some(shutdown)) = (std::env::var("PRE_STOP_DELAY"), config.shutdown.as_mut())
+    if let Ok(delay) = std::env::var("PRE_STOP_DELAY")
+        && let Some(shutdown) = config.shutdown.as_mut()
     {
         shutdown.pre_stop_delay = humantime::parse_duration(&delay)
             .map_err(|e| format!("PRE_STOP_DELAY={delay:?}: {e}"))?;
+    }
+    // PRESSURE_MAX_LAG: the lag threshold of the load shedding, or `off`.
+    if let Ok(lag) = std::env::var("PRESSURE_MAX_LAG")
+        && let Some(pressure) = config.pressure.as_mut()
+    {
+        pressure.max_lag = match lag.as_str() {
+            "off" => None,
+            _ => Some(
+                humantime::parse_duration(&lag)
+                    .map_err(|e| format!("PRESSURE_MAX_LAG={lag:?}: {e}"))?,
+            ),
+        };
     }
     Ok(config)
 }
@@ -80,14 +94,16 @@ struct Parts<'a> {
     stack: &'a Stack,
     metrics: &'a PrometheusMetrics,
     breaker: CircuitBreaker,
+    /// The period of `/limited`'s quota of 3 requests.
+    limited_period: Duration,
 }
 
 /// Builds the app: the routes, their own layers, then the whole stack around them (see
 /// `tower_scale::stack` for the order).
 fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
     let offload = Offload::builder().build()?;
-    // 3 requests per 10 s per API key: global through Redis when there is one.
-    let quota = [Quota::new(3, Duration::from_secs(10))];
+    // 3 requests per LIMITED_PERIOD (10 s) per API key: global through Redis when there is one.
+    let quota = [Quota::new(3, parts.limited_period)];
     let limit = match parts.stack.backend() {
         Some(backend) => RateLimitLayer::new(RedisStore::new(backend.clone()), quota),
         None => RateLimitLayer::new(MemoryStore::new(100_000), quota),
@@ -197,12 +213,24 @@ async fn purge(Path(id): Path<u32>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// Origin calls of `/slow/{id}` in this process, for the `x-origin-call` header.
+static ORIGIN_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A slow origin: a 200 ms "query". Its `Cache-Control` lets the stack's response cache keep
-/// it for 30 s (shared by every instance with Redis).
-async fn slow(Path(id): Path<u32>) -> ([(http::HeaderName, &'static str); 1], String) {
+/// it for 30 s (shared by every instance with Redis). `x-origin-call` names the origin call
+/// (process and count) a response came from, so a client can tell a cached copy from a fresh
+/// one.
+async fn slow(Path(id): Path<u32>) -> impl axum::response::IntoResponse {
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let n = ORIGIN_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     (
-        [(http::header::CACHE_CONTROL, "public, max-age=30")],
+        [
+            (http::header::CACHE_CONTROL, "public, max-age=30".to_owned()),
+            (
+                http::HeaderName::from_static("x-origin-call"),
+                format!("{}-{n}", std::process::id()),
+            ),
+        ],
         format!("{{\"id\":{id},\"name\":\"item {id}\"}}\n"),
     )
 }
@@ -251,10 +279,15 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     // SIGTERM / Ctrl-C: not ready at once, keep serving the pre-stop delay, then drain; a
     // second signal forces the exit.
     shutdown.listen_for_signals();
+    let limited_period = match std::env::var("LIMITED_PERIOD") {
+        Ok(p) => humantime::parse_duration(&p).map_err(|e| format!("LIMITED_PERIOD={p:?}: {e}"))?,
+        Err(_) => Duration::from_secs(10),
+    };
     let app = app(Parts {
         stack: &stack,
         metrics: &metrics,
         breaker: downstream_breaker()?,
+        limited_period,
     })?;
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
     let report = shutdown.run(async move { serve.await }).await;
@@ -282,6 +315,7 @@ mod tests {
             stack: &stack,
             metrics: &metrics,
             breaker: downstream_breaker().unwrap(),
+            limited_period: Duration::from_secs(10),
         })
         .unwrap()
     }

@@ -64,20 +64,17 @@ async fn a_session_created_on_one_instance_works_on_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_rate_limit_admits_the_quota_once_not_once_per_instance() {
     let env = ScaleOut::start(INSTANCES).await;
-    // `/limited` allows 3 requests per 10 s per key, so one slot comes back every 10/3 s. A run
-    // that took longer than that (a stalled machine) proves nothing either way: it is run again
-    // with a new key. This is a validity guard on the run, not an assertion about time.
-    let refill = Duration::from_secs(10) / 3;
+    // The instances run `/limited` at 3 requests per hour per key (LIMITED_PERIOD): no slot
+    // comes back during the test, however slow the machine.
     for attempt in 0..5 {
         let key = format!("scale-out-{attempt}");
-        let started = Instant::now();
         let mut replies = Vec::new();
         for _ in 0..2 * INSTANCES {
             replies.push(env.get("/limited", &[("x-api-key", &key)]).await);
         }
-        // Likewise a run in which an overloaded instance shed a request and nginx moved on to
-        // the next one: the rotation was not strict.
-        if started.elapsed() >= refill || replies.iter().any(|r| r.upstreams.len() > 1) {
+        // A run in which nginx moved on to another instance (one failed to answer in time)
+        // did not rotate strictly: run it again with a new key.
+        if replies.iter().any(|r| r.upstreams.len() > 1) {
             continue;
         }
         let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
@@ -93,11 +90,11 @@ async fn the_global_rate_limit_admits_the_quota_once_not_once_per_instance() {
                 .header("retry-after")
                 .parse()
                 .unwrap_or_else(|_| panic!("429 without a Retry-After in seconds: {refusal:?}"));
-            assert!((1..=10).contains(&retry_after), "{refusal:?}");
+            assert!((1..=3600).contains(&retry_after), "{refusal:?}");
         }
         return;
     }
-    panic!("no attempt ran unhindered: the machine is overloaded");
+    panic!("nginx never rotated strictly over the instances in 5 attempts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,12 +122,10 @@ async fn a_response_cached_by_one_instance_is_a_hit_on_the_others() {
     .await;
 }
 
-/// Needs three things the quick-start example does not have yet (docs/scale-out.md): a local
-/// cache tier with Redis and `/readyz` waiting for its invalidation bus, `DELETE /slow/{id}`
-/// (the cache layer purges a URI after a successful unsafe request), and an `x-origin-call`
-/// header naming the origin call a response came from. Until then it is ignored.
+/// Uses the quick-start example's local cache tier (with Redis; `/readyz` waits for its
+/// invalidation bus), `DELETE /slow/{id}` (the cache layer purges a URI after a successful
+/// unsafe request) and its `x-origin-call` header naming the origin call a response came from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs DELETE /slow/{id}, a local cache tier and x-origin-call in examples/quickstart"]
 async fn a_purge_through_one_instance_reaches_every_instance() {
     let env = ScaleOut::start(INSTANCES).await;
     let path = "/slow/77";
@@ -401,4 +396,7 @@ async fn a_rolling_restart_of_every_instance_under_load_fails_no_request() {
         env.logs()
     );
     assert_eq!(by_instance.len(), INSTANCES, "{by_instance:?}");
+    // The instances run without load shedding (PRESSURE_MAX_LAG=off): nothing may be shed,
+    // so no request was sent twice.
+    assert_eq!(shed, 0, "requests shed although load shedding is off");
 }
