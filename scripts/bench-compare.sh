@@ -9,7 +9,9 @@
 # env:
 #   SHARED_DIR   the shared folder with bench/ and peers/ (default: ../shared next to the
 #                repository, or next to the main checkout when this is a git worktree)
-#   IMPLS        which implementations, in order (default: "bare-axum tower-scale rust-tower node-express")
+#   IMPLS        which implementations, in order (default: "bare-axum tower-scale rust-tower node-express");
+#                also available: tower-scale-hybrid, the bench app with BENCH_HELLO_LIMITER=hybrid
+#                (/hello only: its limiter leases from Redis instead of one round trip per request)
 #   ROUNDS       how many times the whole sequence runs (default 1); the report takes the
 #                median of the rounds, so the implementations are interleaved in time
 #   DURATION, THREADS, CONNECTIONS, SCENARIOS, WARM_CACHED, PAUSE: passed to run-scenarios.sh
@@ -66,7 +68,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # --- build everything before anything is timed ------------------------------------------------
 for impl in $IMPLS; do
   case "$impl" in
-    bare-axum | tower-scale | rust-tower | node-express) ;;
+    bare-axum | tower-scale | tower-scale-hybrid | rust-tower | node-express) ;;
     *) echo "bench-compare: unknown implementation '$impl'" >&2; exit 2 ;;
   esac
 done
@@ -119,6 +121,7 @@ start_impl() { # name port
   case "$name" in
     bare-axum) BENCH_MODE=bare exec "$BENCH_APP" ;;
     tower-scale) BENCH_MODE=full exec "$BENCH_APP" ;;
+    tower-scale-hybrid) BENCH_MODE=full BENCH_HELLO_LIMITER=hybrid exec "$BENCH_APP" ;;
     rust-tower) exec "$RUST_PEER" ;;
     # What run.sh does, with the dependencies found through NODE_PATH.
     node-express) NODE_ENV="${NODE_ENV:-production}" NODE_PATH="$NODE_PEER_DEPS_DIR/node_modules" \
@@ -162,7 +165,7 @@ for round in $(seq "$ROUNDS"); do
       continue
     fi
     scenarios="$scenarios_all"
-    if [ "$impl" = bare-axum ]; then
+    if [ "$impl" = bare-axum ] || [ "$impl" = tower-scale-hybrid ]; then
       scenarios="hello"
     else
       check_contract "$impl" "http://127.0.0.1:$port"

@@ -13,7 +13,8 @@ import sys
 from collections import OrderedDict
 
 BASE_IMPL, BASE_SCENARIO, OURS = "bare-axum", "hello", "tower-scale"
-COLORS = {"tower-scale": "#4c72b0", "rust-tower": "#dd8452", "node-express": "#55a868"}
+COLORS = {"tower-scale": "#4c72b0", "tower-scale-hybrid": "#8fb3e0", "rust-tower": "#dd8452",
+          "node-express": "#55a868"}
 EXTRA_COLORS = ["#c44e52", "#8172b3", "#937860"]
 
 
@@ -58,7 +59,8 @@ def fmt_rps(v):
 def table(rows, impls, scenarios, nrounds):
     base = rows.get((BASE_IMPL, BASE_SCENARIO))
     shown = [i for i in impls if i != BASE_IMPL]
-    peers = [i for i in shown if i != OURS]
+    # Variants of tower-scale (e.g. tower-scale-hybrid) are shown, but are not peers.
+    peers = [i for i in shown if not i.startswith(OURS)]
     out = []
     if base:
         out.append(

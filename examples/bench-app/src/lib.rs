@@ -26,7 +26,7 @@ use tower::ServiceBuilder;
 use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
 use tower_scale::cache::{Cache, ResponseCacheLayer};
 use tower_scale::compression::{CompressionLayer, Encoding};
-use tower_scale::ratelimit::{HeaderKey, PeerIp, Quota, RateLimitLayer};
+use tower_scale::ratelimit::{HeaderKey, HybridStore, PeerIp, Quota, RateLimitLayer};
 use tower_scale::redis::RedisBackend;
 use tower_scale::session::{Session, SessionConfig, SessionError, SessionLayer};
 use tower_scale::shutdown::Shutdown;
@@ -69,6 +69,36 @@ pub fn origin_document(id: &str) -> String {
     doc
 }
 
+/// How `/hello`'s rate limiter (a quota never reached) uses Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HelloLimiter {
+    /// One GCRA decision in Redis per request (`RedisStore`): what the contract describes.
+    #[default]
+    Redis,
+    /// `HybridStore` over Redis: leases of [`HELLO_LEASE`] units taken from Redis in one round
+    /// trip, then decided in memory until spent or [`HELLO_LEASE_TTL`] old. Still one global
+    /// count, within a documented bound of one lease per instance.
+    Hybrid,
+}
+
+/// Units per lease of [`HelloLimiter::Hybrid`].
+pub const HELLO_LEASE: u32 = 1_000;
+
+/// How long a lease of [`HelloLimiter::Hybrid`] may be used.
+pub const HELLO_LEASE_TTL: Duration = Duration::from_secs(1);
+
+impl std::str::FromStr for HelloLimiter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "redis" => Ok(Self::Redis),
+            "hybrid" => Ok(Self::Hybrid),
+            other => Err(format!("{other:?}: expected \"redis\" or \"hybrid\"")),
+        }
+    }
+}
+
 /// The contract's app on `redis`: every endpoint of `SCENARIOS.md`, with the shutdown layer
 /// outermost.
 ///
@@ -78,6 +108,7 @@ pub fn origin_document(id: &str) -> String {
 pub fn app(
     redis: &RedisBackend,
     shutdown: &Shutdown,
+    hello_limiter: HelloLimiter,
 ) -> Result<Router, Box<dyn std::error::Error>> {
     use tower_scale::{cache, ratelimit, session};
 
@@ -91,10 +122,15 @@ pub fn app(
 
     // /hello's rate limit: Redis-backed, keyed by the peer's IP, a quota that is never reached
     // (one request per microsecond sustained, bursts of a billion).
-    let stack_limit = RateLimitLayer::new(
-        ratelimit::RedisStore::new(redis.clone()),
-        [Quota::per_second(1_000_000).burst(1_000_000_000)],
-    )?
+    let never_reached = [Quota::per_second(1_000_000).burst(1_000_000_000)];
+    let stack_store = ratelimit::RedisStore::new(redis.clone());
+    let stack_limit = match hello_limiter {
+        HelloLimiter::Redis => RateLimitLayer::new(stack_store, never_reached)?,
+        HelloLimiter::Hybrid => RateLimitLayer::new(
+            HybridStore::new(stack_store, HELLO_LEASE, HELLO_LEASE_TTL),
+            never_reached,
+        )?,
+    }
     .name("stack")?
     .key_with(PeerIp::default());
 

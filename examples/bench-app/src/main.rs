@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Environment: `PORT` (3000; 0 picks a free port), `REDIS_URL` (redis://127.0.0.1:6379),
-//! `BENCH_MODE` (`full`, the default, or `bare`). It listens on 127.0.0.1, prints one line
+//! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`redis`, the default:
+//! one Redis decision per `/hello`; or `hybrid`: leases through `HybridStore`). It listens on 127.0.0.1, prints one line
 //! once listening (`listening on http://127.0.0.1:<port>`) and nothing per request. SIGTERM or
 //! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
 //! exit 1; a bad setting: exit 2.
@@ -17,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use example_bench_app::HelloLimiter;
 use tower_scale::redis::{RedisBackend, RedisConfig};
 use tower_scale::shutdown::{Shutdown, ShutdownConfig};
 
@@ -36,7 +38,7 @@ enum Failure {
     Start(String),
 }
 
-fn settings() -> Result<(Mode, u16, String), Failure> {
+fn settings() -> Result<(Mode, u16, String, HelloLimiter), Failure> {
     let mode = match std::env::var("BENCH_MODE").as_deref() {
         Err(_) | Ok("" | "full") => Mode::Full,
         Ok("bare") => Mode::Bare,
@@ -54,11 +56,17 @@ fn settings() -> Result<(Mode, u16, String), Failure> {
     };
     let redis_url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    Ok((mode, port, redis_url))
+    let hello_limiter = match std::env::var("BENCH_HELLO_LIMITER") {
+        Err(_) => HelloLimiter::default(),
+        Ok(v) => v
+            .parse()
+            .map_err(|e| Failure::Config(format!("BENCH_HELLO_LIMITER={e}")))?,
+    };
+    Ok((mode, port, redis_url, hello_limiter))
 }
 
 async fn run() -> Result<(), Failure> {
-    let (mode, port, redis_url) = settings()?;
+    let (mode, port, redis_url, hello_limiter) = settings()?;
     // No load balancer to tell: no pre-stop delay; in-flight requests get 10 s.
     let shutdown = Shutdown::new(ShutdownConfig {
         pre_stop_delay: Duration::ZERO,
@@ -73,7 +81,8 @@ async fn run() -> Result<(), Failure> {
             redis.ping().await.map_err(|e| {
                 Failure::Start(format!("Redis at {redis_url} does not answer: {e}"))
             })?;
-            example_bench_app::app(&redis, &shutdown).map_err(|e| Failure::Start(e.to_string()))?
+            example_bench_app::app(&redis, &shutdown, hello_limiter)
+                .map_err(|e| Failure::Start(e.to_string()))?
         }
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -96,7 +105,7 @@ async fn run() -> Result<(), Failure> {
         if mode == Mode::Bare {
             String::new()
         } else {
-            format!(", redis {redis_url}")
+            format!(", redis {redis_url}, /hello limiter {hello_limiter:?}")
         }
     );
     shutdown.listen_for_signals();

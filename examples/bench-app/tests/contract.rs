@@ -258,6 +258,31 @@ async fn every_endpoint_follows_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hybrid_hello_limiter_leases_instead_of_a_round_trip_per_request() {
+    let redis = RedisServer::start();
+    let app = App::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("BENCH_HELLO_LIMITER", "hybrid"),
+    ])
+    .await;
+    assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
+    redis.reset_stats();
+    for _ in 0..50 {
+        let res = app.get("/hello", &[]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(header(&res, "ratelimit").is_some());
+        assert_eq!(res.text().await.unwrap(), "hello");
+    }
+    // One lease of 1000 units per second at most, never one decision per request.
+    let decisions = calls(&redis, "evalsha") + calls(&redis, "eval");
+    assert!(
+        decisions < 50,
+        "{decisions} Redis decisions for 50 requests"
+    );
+    assert!(app.exit_on_sigterm().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_mode_serves_only_hello_without_redis() {
     // No Redis anywhere: the baseline needs none.
     let app = App::start(&[("BENCH_MODE", "bare"), ("REDIS_URL", "redis://127.0.0.1:1")]).await;
@@ -285,6 +310,9 @@ async fn bad_settings_and_a_missing_redis_stop_the_start() {
     let out = run(&[("BENCH_MODE", "fast")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_MODE"));
+    let out = run(&[("BENCH_HELLO_LIMITER", "memory")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_HELLO_LIMITER"));
 
     let mut redis = RedisServer::start();
     let url = redis.url();
