@@ -1,30 +1,62 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of ../shared/bench/SCENARIOS.md, in one run, on one machine, against
+# Side-by-side comparison of shared/bench/SCENARIOS.md, in one run, on one machine, against
 # one Redis: bare axum (baseline), tower-scale's bench app, the Rust peer and the Node.js peer.
 #
-#   scripts/bench-compare.sh                  # all implementations, every scenario
+#   scripts/bench-compare.sh                  # all implementations, every scenario, one round
+#   ROUNDS=2 DURATION=10 scripts/bench-compare.sh
 #   IMPLS="tower-scale rust-tower" DURATION=5 scripts/bench-compare.sh
 #
 # env:
-#   SHARED_DIR   the shared folder with bench/ and peers/ (default: ../shared next to the repo)
-#   IMPLS        which implementations, in order (default: "bare-axum tower-scale rust-tower node-express")
-#   DURATION, THREADS, CONNECTIONS, SCENARIOS, WARM_CACHED: passed to run-scenarios.sh
+#   SHARED_DIR   the shared folder with bench/ and peers/ (default: ../shared next to the
+#                repository, or next to the main checkout when this is a git worktree)
+#   IMPLS        which implementations, in order (default: "bare-axum tower-scale rust-tower node-express");
+#                also available: tower-scale-hybrid, the bench app with BENCH_HELLO_LIMITER=hybrid
+#                (/hello only: its limiter leases from Redis instead of one round trip per request)
+#   ROUNDS       how many times the whole sequence runs (default 1); the report takes the
+#                median of the rounds, so the implementations are interleaved in time
+#   DURATION, THREADS, CONNECTIONS, SCENARIOS, WARM_CACHED, PAUSE: passed to run-scenarios.sh
 #   OUT          results folder (default: target/bench-compare/<timestamp>)
-# Writes OUT/results.txt (raw lines), OUT/table.md (ratios) and OUT/chart.svg.
-# Installs wrk, redis-server and nodejs/npm from Debian's packages when missing.
+#   RUST_PEER_TARGET_DIR  where the Rust peer is built (default: target/rust-tower-peer)
+#   NODE_PEER_DEPS_DIR    where the Node peer's locked dependencies are installed with
+#                         `npm ci` (default: target/node-express-peer)
+# The peers are run from the shared folder unmodified and never written into: the Rust peer is
+# built with its own Cargo.lock (--locked) into RUST_PEER_TARGET_DIR, the Node peer's
+# dependencies are installed from its package-lock.json into NODE_PEER_DEPS_DIR and found
+# through NODE_PATH. Each is then started with the environment its run.sh sets.
+# Writes OUT/results.txt (raw lines: round impl scenario req/s p99_ms non2xx), OUT/table.md
+# (ratios) and OUT/chart.svg.
+# Installs wrk, redis-server, curl and nodejs/npm from Debian's packages when missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
+
+if [ -z "${SHARED_DIR:-}" ]; then
+  SHARED_DIR="$ROOT/../shared"
+  if [ ! -d "$SHARED_DIR/bench" ]; then
+    # A git worktree lives elsewhere; the shared folder sits next to the main checkout.
+    common="$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)"
+    [ -n "$common" ] && SHARED_DIR="$(dirname "$common")/../shared"
+  fi
+fi
+if [ ! -f "$SHARED_DIR/bench/run-scenarios.sh" ]; then
+  echo "bench-compare: no shared/bench/run-scenarios.sh under '$SHARED_DIR'; set SHARED_DIR" >&2
+  exit 2
+fi
 SHARED_DIR="$(cd "$SHARED_DIR" && pwd)"
 IMPLS="${IMPLS:-bare-axum tower-scale rust-tower node-express}"
+ROUNDS="${ROUNDS:-1}"
 OUT="${OUT:-$ROOT/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
+RUST_PEER_TARGET_DIR="${RUST_PEER_TARGET_DIR:-$ROOT/target/rust-tower-peer}"
+NODE_PEER_DEPS_DIR="${NODE_PEER_DEPS_DIR:-$ROOT/target/node-express-peer}"
 mkdir -p "$OUT"
+case "$ROUNDS" in '' | *[!0-9]* | 0) echo "bench-compare: ROUNDS must be a positive integer" >&2; exit 2 ;; esac
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v python3 >/dev/null || need+=(python3)
 case " $IMPLS " in *" node-express "*) command -v npm >/dev/null || need+=(nodejs npm) ;; esac
 if [ "${#need[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -33,6 +65,38 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# --- build everything before anything is timed ------------------------------------------------
+for impl in $IMPLS; do
+  case "$impl" in
+    bare-axum | tower-scale | tower-scale-hybrid | rust-tower | node-express) ;;
+    *) echo "bench-compare: unknown implementation '$impl'" >&2; exit 2 ;;
+  esac
+done
+if ! (cd "$ROOT" && cargo metadata --no-deps --format-version 1 | grep -q '"name":"example-bench-app"'); then
+  echo "bench-compare: examples/bench-app is not in the workspace" >&2
+  exit 2
+fi
+echo "building tower-scale's bench app (release)"
+(cd "$ROOT" && cargo build --release --quiet -p example-bench-app)
+BENCH_APP="${CARGO_TARGET_DIR:-$ROOT/target}/release/example-bench-app"
+
+case " $IMPLS " in *" rust-tower "*)
+  echo "building the Rust peer (release, --locked) into $RUST_PEER_TARGET_DIR"
+  (cd "$SHARED_DIR/peers/rust-tower" && CARGO_TARGET_DIR="$RUST_PEER_TARGET_DIR" cargo build --release --locked --quiet)
+  RUST_PEER="$RUST_PEER_TARGET_DIR/release/rust-tower-peer" ;;
+esac
+case " $IMPLS " in *" node-express "*)
+  node_dir="$SHARED_DIR/peers/node-express"
+  mkdir -p "$NODE_PEER_DEPS_DIR"
+  if [ ! -f "$NODE_PEER_DEPS_DIR/node_modules/.package-lock.json" ] ||
+     ! cmp -s "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/package-lock.json"; then
+    echo "installing the Node peer's locked dependencies (npm ci) into $NODE_PEER_DEPS_DIR"
+    cp "$node_dir/package.json" "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/"
+    (cd "$NODE_PEER_DEPS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  fi ;;
+esac
+
+# --- one Redis for everyone --------------------------------------------------------------------
 REDIS_PORT="$(free_port)"
 REDIS_DIR="$(mktemp -d)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$REDIS_DIR" \
@@ -40,8 +104,9 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --d
 REDIS_PID=$!
 SERVER_PID=""
 cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; fi
   kill "$REDIS_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
   rm -rf "$REDIS_DIR"
 }
 trap cleanup EXIT
@@ -49,54 +114,82 @@ for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 echo "redis on $REDIS_URL; results in $OUT"
 
-if ! (cd "$ROOT" && cargo metadata --no-deps --format-version 1 | grep -q '"name":"example-bench-app"'); then
-  echo "bench-compare: examples/bench-app (tower-scale's implementation of SCENARIOS.md) is not in" >&2
-  echo "the workspace yet; it needs the session, cache and compression crates." >&2
-  exit 2
-fi
-echo "building tower-scale's bench app (release)"
-(cd "$ROOT" && cargo build --release --quiet -p example-bench-app)
-BENCH_APP="$ROOT/target/release/example-bench-app"
-if [ -n "${CARGO_TARGET_DIR:-}" ]; then BENCH_APP="$CARGO_TARGET_DIR/release/example-bench-app"; fi
-
+# Runs in a background subshell and execs the server, so $! is the server's own pid.
 start_impl() { # name port
   local name=$1 port=$2
+  export PORT=$port
   case "$name" in
-    bare-axum) PORT=$port BENCH_MODE=bare "$BENCH_APP" ;;
-    tower-scale) PORT=$port "$BENCH_APP" ;;
-    rust-tower) PORT=$port "$SHARED_DIR/peers/rust-tower/run.sh" ;;
-    node-express) PORT=$port "$SHARED_DIR/peers/node-express/run.sh" ;;
-    *) echo "unknown implementation $name" >&2; return 2 ;;
+    bare-axum) BENCH_MODE=bare exec "$BENCH_APP" ;;
+    tower-scale) BENCH_MODE=full exec "$BENCH_APP" ;;
+    tower-scale-hybrid) BENCH_MODE=full BENCH_HELLO_LIMITER=hybrid exec "$BENCH_APP" ;;
+    rust-tower) exec "$RUST_PEER" ;;
+    # What run.sh does, with the dependencies found through NODE_PATH.
+    node-express) NODE_ENV="${NODE_ENV:-production}" NODE_PATH="$NODE_PEER_DEPS_DIR/node_modules" \
+                    exec node "$SHARED_DIR/peers/node-express/server.js" ;;
   esac
 }
 
-: >"$OUT/results.txt"
-for impl in $IMPLS; do
-  redis-cli -p "$REDIS_PORT" flushall >/dev/null
-  port="$(free_port)"
-  echo "== $impl on port $port"
-  start_impl "$impl" "$port" >"$OUT/$impl.log" 2>&1 &
-  SERVER_PID=$!
-  up=0
-  for _ in $(seq 600); do
-    if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$port/hello" 2>/dev/null; then up=1; break; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.5
-  done
-  if [ "$up" -ne 1 ]; then
-    echo "$impl did not start; see $OUT/$impl.log" >&2
-    kill "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
-    continue
+# Warns (stderr) when an implementation's answers differ from the contract's.
+check_contract() { # name base
+  local name=$1 base=$2 tmp
+  tmp="$(mktemp)"
+  if ! curl -fsS -m 5 -o "$tmp" "$base/json" || ! cmp -s "$tmp" "$SHARED_DIR/bench/data/doc-20k.json"; then
+    echo "bench-compare: WARNING: $name's /json is not shared/bench/data/doc-20k.json" >&2
   fi
-  scenarios="${SCENARIOS:-hello login session limited cached json_gzip json}"
-  [ "$impl" = bare-axum ] && scenarios="hello"
-  SCENARIOS="$scenarios" OUT_DIR="$OUT/wrk-$impl" "$SHARED_DIR/bench/run-scenarios.sh" \
-    "http://127.0.0.1:$port" | sed "s/^/$impl /" | tee -a "$OUT/results.txt" || true
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
+  if curl -fsS -m 5 -o "$tmp" "$base/cached/contract-check" && [ "$(wc -c <"$tmp")" -ne 1024 ]; then
+    echo "bench-compare: WARNING: $name's /cached/{id} document is not 1024 bytes" >&2
+  fi
+  rm -f "$tmp"
+}
+
+: >"$OUT/results.txt"
+scenarios_all="${SCENARIOS:-hello login session limited cached json_gzip json}"
+for round in $(seq "$ROUNDS"); do
+  for impl in $IMPLS; do
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    port="$(free_port)"
+    echo "== round $round: $impl on port $port ($(cut -d' ' -f1-3 /proc/loadavg) load)"
+    start_impl "$impl" "$port" >>"$OUT/$impl.log" 2>&1 &
+    SERVER_PID=$!
+    up=0
+    for _ in $(seq 600); do
+      if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$port/hello" 2>/dev/null; then up=1; break; fi
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.2
+    done
+    if [ "$up" -ne 1 ]; then
+      echo "bench-compare: $impl did not start; see $OUT/$impl.log" >&2
+      kill -TERM "$SERVER_PID" 2>/dev/null || true
+      wait "$SERVER_PID" 2>/dev/null || true
+      SERVER_PID=""
+      continue
+    fi
+    scenarios="$scenarios_all"
+    if [ "$impl" = bare-axum ] || [ "$impl" = tower-scale-hybrid ]; then
+      scenarios="hello"
+    else
+      check_contract "$impl" "http://127.0.0.1:$port"
+      redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    fi
+    SCENARIOS="$scenarios" OUT_DIR="$OUT/wrk-$round-$impl" "$SHARED_DIR/bench/run-scenarios.sh" \
+      "http://127.0.0.1:$port" | sed "s/^/$round $impl /" | tee -a "$OUT/results.txt" || true
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | grep '^cmdstat_' \
+      >"$OUT/commandstats-$round-$impl.txt" || true
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    rc=0; wait "$SERVER_PID" 2>/dev/null || rc=$?
+    [ "$rc" -eq 0 ] || echo "bench-compare: $impl exited with status $rc after SIGTERM" >&2
+    SERVER_PID=""
+  done
 done
 
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1), $(nproc) vCPU"
+  echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "settings: ROUNDS=$ROUNDS DURATION=${DURATION:-10} THREADS=${THREADS:-1} CONNECTIONS=${CONNECTIONS:-64}"
+  echo "versions: $(rustc --version), node $(node --version 2>/dev/null || echo -), $(redis-server --version | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
+} >"$OUT/machine.txt"
 python3 "$ROOT/scripts/bench-report.py" "$OUT/results.txt" "$OUT/table.md" "$OUT/chart.svg"
-cat "$OUT/table.md"
+cat "$OUT/machine.txt" "$OUT/table.md"
 echo "chart: $OUT/chart.svg"

@@ -74,6 +74,13 @@ impl<B: Body> CompressionBody<B> {
     }
 }
 
+/// An empty body (what layers outside compression use to answer an error of their own).
+impl<B: Body> Default for CompressionBody<B> {
+    fn default() -> Self {
+        Self::buffered(Bytes::new(), None)
+    }
+}
+
 impl<B: Body> fmt::Debug for CompressionBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.inner {
@@ -241,5 +248,18 @@ where
         FuseFuture {
             inner: self.inner.call(req),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn the_default_body_is_empty_and_ended() {
+        let body = CompressionBody::<Full<Bytes>>::default();
+        assert!(body.is_end_stream());
+        assert!(body.collect().await.unwrap().to_bytes().is_empty());
     }
 }

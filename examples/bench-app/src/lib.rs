@@ -1,0 +1,280 @@
+//! tower-scale's implementation of the shared benchmark contract (`shared/bench/SCENARIOS.md`),
+//! the app that `scripts/bench-compare.sh` measures side by side with bare axum and the peers.
+//!
+//! Every endpoint carries only the layers its scenario measures, as in the peers:
+//!
+//! | endpoint | layers (outermost first) |
+//! |---|---|
+//! | `GET /hello` | rate limit (Redis, keyed by peer IP, a quota never reached) → session (never touched) → compression (body below the threshold) → circuit breaker (closed) |
+//! | `POST /login`, `GET /session` | session (Redis) |
+//! | `GET /limited` | rate limit (Redis, keyed by `x-api-key`, 100/s, burst 100) |
+//! | `GET /cached/{id}` | response cache (Redis, TTL 60 s, no local tier: a hit is a Redis answer) |
+//! | `GET /json` | compression (gzip only, level 6) |
+//!
+//! and the graceful-shutdown layer outside them all. [`bare_app`] is the baseline: axum's
+//! `GET /hello` with no layer at all.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use tower_scale::cache::{Cache, ResponseCacheLayer};
+use tower_scale::compression::{CompressionLayer, Encoding};
+use tower_scale::ratelimit::{HeaderKey, HybridStore, PeerIp, Quota, RateLimitLayer};
+use tower_scale::redis::RedisBackend;
+use tower_scale::session::{Session, SessionConfig, SessionError, SessionLayer};
+use tower_scale::shutdown::Shutdown;
+
+/// `GET /json`'s document: `shared/bench/data/doc-20k.json`, byte for byte (20,359 bytes).
+pub const JSON_DOC: &[u8] = include_bytes!("../data/doc-20k.json");
+
+/// The size of every `/cached/{id}` origin document.
+pub const ORIGIN_DOC_LEN: usize = 1024;
+
+/// How long the `/cached/{id}` origin takes (a simulated database query).
+pub const ORIGIN_DELAY: Duration = Duration::from_millis(5);
+
+/// How long `/cached/{id}` responses stay cached.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+
+const FILLER: &str = "lorem ipsum dolor sit amet consectetur adipiscing elit ";
+
+/// Whether `id` is a valid `/cached/{id}` id: `^[A-Za-z0-9_-]{1,64}$`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The origin document of a valid `id`:
+/// `{"id":"<id>","name":"item <id>","source":"origin","description":"<filler>"}`, the filler
+/// cut from `"lorem ipsum dolor sit amet consectetur adipiscing elit "` repeated so that the
+/// whole is exactly [`ORIGIN_DOC_LEN`] bytes. `id` must pass [`valid_id`] (no JSON escaping is
+/// needed then).
+pub fn origin_document(id: &str) -> String {
+    let head = format!(r#"{{"id":"{id}","name":"item {id}","source":"origin","description":""#);
+    let tail = r#""}"#;
+    let room = ORIGIN_DOC_LEN.saturating_sub(head.len() + tail.len());
+    let mut doc = String::with_capacity(ORIGIN_DOC_LEN);
+    doc.push_str(&head);
+    doc.extend(FILLER.chars().cycle().take(room));
+    doc.push_str(tail);
+    doc
+}
+
+/// How `/hello`'s rate limiter (a quota never reached) uses Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HelloLimiter {
+    /// One GCRA decision in Redis per request (`RedisStore`): what the contract describes.
+    #[default]
+    Redis,
+    /// `HybridStore` over Redis: leases of [`HELLO_LEASE`] units taken from Redis in one round
+    /// trip, then decided in memory until spent or [`HELLO_LEASE_TTL`] old. Still one global
+    /// count, within a documented bound of one lease per instance.
+    Hybrid,
+}
+
+/// Units per lease of [`HelloLimiter::Hybrid`].
+pub const HELLO_LEASE: u32 = 1_000;
+
+/// How long a lease of [`HelloLimiter::Hybrid`] may be used.
+pub const HELLO_LEASE_TTL: Duration = Duration::from_secs(1);
+
+impl std::str::FromStr for HelloLimiter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "redis" => Ok(Self::Redis),
+            "hybrid" => Ok(Self::Hybrid),
+            other => Err(format!("{other:?}: expected \"redis\" or \"hybrid\"")),
+        }
+    }
+}
+
+/// The contract's app on `redis`: every endpoint of `SCENARIOS.md`, with the shutdown layer
+/// outermost.
+///
+/// # Errors
+///
+/// A layer refused its configuration (not expected with the fixed settings here).
+pub fn app(
+    redis: &RedisBackend,
+    shutdown: &Shutdown,
+    hello_limiter: HelloLimiter,
+) -> Result<Router, Box<dyn std::error::Error>> {
+    use tower_scale::{cache, ratelimit, session};
+
+    // Sessions in Redis. `secure: false` only because the benchmark speaks plain HTTP on
+    // loopback; a deployment keeps the default (`Secure`).
+    let sessions =
+        SessionLayer::new(session::RedisStore::new(redis.clone())).with_config(&SessionConfig {
+            secure: false,
+            ..SessionConfig::default()
+        })?;
+
+    // /hello's rate limit: Redis-backed, keyed by the peer's IP, a quota that is never reached
+    // (one request per microsecond sustained, bursts of a billion).
+    let never_reached = [Quota::per_second(1_000_000).burst(1_000_000_000)];
+    let stack_store = ratelimit::RedisStore::new(redis.clone());
+    let stack_limit = match hello_limiter {
+        HelloLimiter::Redis => RateLimitLayer::new(stack_store, never_reached)?,
+        HelloLimiter::Hybrid => RateLimitLayer::new(
+            HybridStore::new(stack_store, HELLO_LEASE, HELLO_LEASE_TTL),
+            never_reached,
+        )?,
+    }
+    .name("stack")?
+    .key_with(PeerIp::default());
+
+    // /limited: 100 requests per second per API key, bursts of 100, counted in Redis.
+    let api_limit = RateLimitLayer::new(
+        ratelimit::RedisStore::new(redis.clone()),
+        [Quota::per_second(100).burst(100)],
+    )?
+    .name("limited")?
+    .key_with(HeaderKey(header::HeaderName::from_static("x-api-key")));
+
+    // /cached/{id}: cache-aside through Redis, 60 s. No local tier, so every hit is answered by
+    // Redis, as the contract asks.
+    let cached =
+        ResponseCacheLayer::new(Cache::new(cache::RedisStore::new(redis.clone()))).ttl(CACHE_TTL);
+
+    // gzip only (the contract's encoding), at the usual default level.
+    let gzip = CompressionLayer::new()
+        .encodings(&[Encoding::Gzip])
+        .level(Encoding::Gzip, 6);
+
+    let hello_breaker = CircuitBreaker::named("hello", BreakerConfig::default())?;
+
+    Ok(Router::new()
+        .route(
+            "/hello",
+            get(hello).route_layer(
+                ServiceBuilder::new()
+                    .layer(stack_limit)
+                    .layer(sessions.clone())
+                    .layer(gzip.clone())
+                    .layer(CircuitBreakerLayer::new(hello_breaker)),
+            ),
+        )
+        .route("/login", post(login).route_layer(sessions.clone()))
+        .route("/session", get(count).route_layer(sessions))
+        .route("/limited", get(limited).route_layer(api_limit))
+        .route("/cached/{id}", get(cached_item).route_layer(cached))
+        .route("/json", get(json).route_layer(gzip))
+        // Outermost: counts in-flight requests, closes keep-alive connections while draining.
+        .layer(shutdown.layer()))
+}
+
+/// The baseline: axum's `GET /hello` and nothing else, no middleware.
+pub fn bare_app() -> Router {
+    Router::new().route("/hello", get(hello))
+}
+
+async fn hello() -> &'static str {
+    "hello"
+}
+
+/// A new session holding `count = 0` and `user = "u<random>"`. A request that already has a
+/// session gets a new id for it (no session fixation).
+async fn login(session: Session) -> Result<String, SessionError> {
+    let user = format!("u{}", rand::random::<u64>() >> 16);
+    session.cycle_id();
+    session.insert("count", &0_i64)?;
+    session.insert("user", &user)?;
+    Ok(user)
+}
+
+/// Reads `count`, stores `count + 1` and answers it; 401 without a valid session.
+async fn count(session: Session) -> Result<Response, SessionError> {
+    let Some(count) = session.get::<i64>("count").await? else {
+        return Ok((StatusCode::UNAUTHORIZED, "no session").into_response());
+    };
+    let count = count.saturating_add(1);
+    session.insert("count", &count)?;
+    Ok(count.to_string().into_response())
+}
+
+async fn limited() -> &'static str {
+    "ok"
+}
+
+/// The origin behind the cache: 400 for a bad id, else a 5 ms "query" and the 1024-byte
+/// document.
+async fn cached_item(Path(id): Path<String>) -> Response {
+    if !valid_id(&id) {
+        return (StatusCode::BAD_REQUEST, "bad id").into_response();
+    }
+    tokio::time::sleep(ORIGIN_DELAY).await;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        origin_document(&id),
+    )
+        .into_response()
+}
+
+async fn json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from_static(JSON_DOC),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_documents_are_1024_bytes() {
+        for id in ["1", "42", "abc_DEF-9", &"x".repeat(64)] {
+            let doc = origin_document(id);
+            assert_eq!(doc.len(), ORIGIN_DOC_LEN, "{id}");
+            assert!(doc.starts_with(&format!(
+                r#"{{"id":"{id}","name":"item {id}","source":"origin","description":"lorem ipsum "#
+            )));
+            assert!(doc.ends_with(r#""}"#));
+        }
+    }
+
+    #[test]
+    fn the_origin_document_of_id_1_is_the_peers_one() {
+        // The Node peer's origin("1"), from its definition: a 59-byte head, so the filler is
+        // the first 1024 - 59 - 2 = 963 bytes of the phrase repeated.
+        let doc = origin_document("1");
+        let head = r#"{"id":"1","name":"item 1","source":"origin","description":""#;
+        assert_eq!(head.len(), 59);
+        let filler: String = FILLER.repeat(24).chars().take(1024 - 59 - 2).collect();
+        assert_eq!(doc, format!("{head}{filler}\"}}"));
+    }
+
+    #[test]
+    fn ids_follow_the_contract() {
+        assert!(valid_id("a"));
+        assert!(valid_id("A-z_0"));
+        assert!(valid_id(&"9".repeat(64)));
+        assert!(!valid_id(""));
+        assert!(!valid_id(&"9".repeat(65)));
+        assert!(!valid_id("a.b"));
+        assert!(!valid_id("a b"));
+        assert!(!valid_id("é"));
+    }
+
+    #[test]
+    fn the_json_document_is_the_shared_one() {
+        assert_eq!(JSON_DOC.len(), 20_359);
+        // When the shared folder sits next to the repository, it must be byte-identical.
+        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/bench/data/doc-20k.json");
+        if let Ok(bytes) = std::fs::read(&shared) {
+            assert_eq!(bytes, JSON_DOC, "{} differs", shared.display());
+        }
+    }
+}

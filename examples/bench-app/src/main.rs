@@ -1,0 +1,139 @@
+//! tower-scale's bench app: `shared/bench/SCENARIOS.md` served with tower-scale's layers.
+//!
+//! ```not_rust
+//! PORT=3000 REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p example-bench-app
+//! BENCH_MODE=bare PORT=3001 cargo run --release -p example-bench-app   # bare axum GET /hello
+//! ../shared/bench/run-scenarios.sh http://127.0.0.1:3000
+//! ```
+//!
+//! Environment: `PORT` (3000; 0 picks a free port), `REDIS_URL` (redis://127.0.0.1:6379),
+//! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`redis`, the default:
+//! one Redis decision per `/hello`; or `hybrid`: leases through `HybridStore`). It listens on 127.0.0.1, prints one line
+//! once listening (`listening on http://127.0.0.1:<port>`) and nothing per request. SIGTERM or
+//! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
+//! exit 1; a bad setting: exit 2.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use example_bench_app::HelloLimiter;
+use tower_scale::redis::{RedisBackend, RedisConfig};
+use tower_scale::shutdown::{Shutdown, ShutdownConfig};
+
+/// Which app to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Every endpoint of the contract, with tower-scale's layers.
+    Full,
+    /// The baseline: a bare axum `GET /hello`.
+    Bare,
+}
+
+/// A setting is invalid (exit 2) or the app cannot start (exit 1).
+#[derive(Debug)]
+enum Failure {
+    Config(String),
+    Start(String),
+}
+
+fn settings() -> Result<(Mode, u16, String, HelloLimiter), Failure> {
+    let mode = match std::env::var("BENCH_MODE").as_deref() {
+        Err(_) | Ok("" | "full") => Mode::Full,
+        Ok("bare") => Mode::Bare,
+        Ok(other) => {
+            return Err(Failure::Config(format!(
+                "BENCH_MODE={other:?}: expected \"full\" or \"bare\""
+            )));
+        }
+    };
+    let port = match std::env::var("PORT") {
+        Err(_) => 3000,
+        Ok(p) => p
+            .parse::<u16>()
+            .map_err(|e| Failure::Config(format!("PORT={p:?}: {e}")))?,
+    };
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let hello_limiter = match std::env::var("BENCH_HELLO_LIMITER") {
+        Err(_) => HelloLimiter::default(),
+        Ok(v) => v
+            .parse()
+            .map_err(|e| Failure::Config(format!("BENCH_HELLO_LIMITER={e}")))?,
+    };
+    Ok((mode, port, redis_url, hello_limiter))
+}
+
+async fn run() -> Result<(), Failure> {
+    let (mode, port, redis_url, hello_limiter) = settings()?;
+    // No load balancer to tell: no pre-stop delay; in-flight requests get 10 s.
+    let shutdown = Shutdown::new(ShutdownConfig {
+        pre_stop_delay: Duration::ZERO,
+        drain_timeout: Duration::from_secs(10),
+        ..ShutdownConfig::default()
+    });
+    let app = match mode {
+        Mode::Bare => example_bench_app::bare_app(),
+        Mode::Full => {
+            let redis = RedisBackend::new(RedisConfig::new(&redis_url))
+                .map_err(|e| Failure::Config(format!("REDIS_URL={redis_url:?}: {e}")))?;
+            redis.ping().await.map_err(|e| {
+                Failure::Start(format!("Redis at {redis_url} does not answer: {e}"))
+            })?;
+            example_bench_app::app(&redis, &shutdown, hello_limiter)
+                .map_err(|e| Failure::Start(e.to_string()))?
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| Failure::Start(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::Start(e.to_string()))?;
+    // Small responses go out at once (Node and the Rust peer set TCP_NODELAY too).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    println!(
+        "example-bench-app: listening on http://{addr} ({}{})",
+        if mode == Mode::Bare {
+            "bare axum"
+        } else {
+            "tower-scale"
+        },
+        if mode == Mode::Bare {
+            String::new()
+        } else {
+            format!(", redis {redis_url}, /hello limiter {hello_limiter:?}")
+        }
+    );
+    shutdown.listen_for_signals();
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.stop_accepting());
+    let report = shutdown.run(async move { serve.await }).await;
+    match report.exit_code() {
+        0 => Ok(()),
+        code => Err(Failure::Start(format!(
+            "shutdown did not finish in time (exit code {code}): {report:?}"
+        ))),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(msg)) => {
+            eprintln!("example-bench-app: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Start(msg)) => {
+            eprintln!("example-bench-app: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The bench app against `shared/bench/SCENARIOS.md`, over HTTP: the real binary, a real
+//! redis-server (tower-scale-testkit), every endpoint's statuses, bodies and headers, and the
+//! exit status on SIGTERM.
+
+use std::io::Read;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use example_bench_app::{JSON_DOC, ORIGIN_DOC_LEN, origin_document};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::StatusCode;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tower_scale_testkit::RedisServer;
+
+/// Long enough for a debug build on a busy 2-core machine; only a bound on hangs.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The app as a child process, killed when dropped.
+struct App {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl App {
+    /// Starts the binary on a free port and waits for its "listening" line.
+    async fn start(envs: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_example-bench-app"))
+            .env("PORT", "0")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start example-bench-app");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("the app did not say it listens")
+            .expect("read stdout")
+            .expect("the app exited before listening");
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        // Keep draining stdout so the app never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let http = reqwest::Client::builder()
+            .timeout(DEADLINE)
+            .build()
+            .expect("client");
+        Self { child, base, http }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("GET")
+    }
+
+    async fn exit_on_sigterm(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("running");
+        kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGTERM).expect("SIGTERM");
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("no exit after SIGTERM")
+            .expect("wait")
+    }
+}
+
+fn header<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ASCII header"))
+}
+
+/// The `name=value` part of the response's `Set-Cookie`.
+fn cookie(res: &reqwest::Response) -> String {
+    let set = header(res, "set-cookie").expect("Set-Cookie");
+    set.split(';').next().unwrap().to_owned()
+}
+
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    redis
+        .command_calls()
+        .iter()
+        .find(|(name, _)| name == command)
+        .map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_follows_the_contract() {
+    let redis = RedisServer::start();
+    let app = App::start(&[("REDIS_URL", &redis.url())]).await;
+
+    // GET /hello: 200 hello, through a Redis-backed limiter, a session layer that is never
+    // touched (no cookie, no session read), and compression that leaves 5 bytes alone.
+    // (A first request loads the limiter's script; count the round trips of the second.)
+    assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
+    redis.reset_stats();
+    let res = app.get("/hello", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        header(&res, "content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(header(&res, "content-encoding"), None);
+    assert_eq!(header(&res, "set-cookie"), None);
+    assert_eq!(res.text().await.unwrap(), "hello");
+    assert_eq!(calls(&redis, "evalsha") + calls(&redis, "eval"), 1);
+    assert_eq!(calls(&redis, "hgetall"), 0);
+
+    // POST /login: 200 and a session cookie, not Secure (plain HTTP), HttpOnly.
+    let res = app.http.post(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let set = header(&res, "set-cookie").unwrap().to_owned();
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(!set.to_ascii_lowercase().contains("secure"), "{set}");
+    let first = cookie(&res);
+    let user = res.text().await.unwrap();
+    assert!(
+        user.len() > 1 && user.starts_with('u') && user[1..].bytes().all(|b| b.is_ascii_digit()),
+        "{user}"
+    );
+
+    // GET /session counts 1, 2, 3 for that session.
+    for expected in ["1", "2", "3"] {
+        let res = app.get("/session", &[("cookie", &first)]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.text().await.unwrap(), expected);
+    }
+    // 401 without a session, and with an unknown id.
+    let res = app.get("/session", &[]).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app
+        .get("/session", &[("cookie", "sid=AAAAAAAAAAAAAAAAAAAAAA")])
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // Logging in again with a session: a new id, count back to 0, the old id dead.
+    let res = app
+        .http
+        .post(app.url("/login"))
+        .header("cookie", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let second = cookie(&res);
+    assert_ne!(second, first);
+    let res = app.get("/session", &[("cookie", &second)]).await;
+    assert_eq!(res.text().await.unwrap(), "1");
+    let res = app.get("/session", &[("cookie", &first)]).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // GET /limited: 100 per second per x-api-key, burst 100; then 429 with Retry-After.
+    // 300 requests at once: the first 100 pass, and no more pass than the burst plus what
+    // the sustained rate (one per 10 ms) refilled while they ran.
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let req = app
+            .http
+            .get(app.url("/limited"))
+            .header("x-api-key", "contract-test");
+        set.spawn(async move {
+            let res = req.send().await.expect("GET /limited");
+            let status = res.status();
+            let retry_after = header(&res, "retry-after").map(str::to_owned);
+            (status, retry_after, res.text().await.unwrap())
+        });
+    }
+    let (mut ok, mut limited) = (0_u64, 0_u64);
+    while let Some(res) = set.join_next().await {
+        let (status, retry_after, body) = res.unwrap();
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body, "ok");
+                ok += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let secs: u64 = retry_after.expect("Retry-After on 429").parse().unwrap();
+                assert!(secs >= 1);
+                limited += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let refilled = u64::try_from(started.elapsed().as_millis()).unwrap() / 10 + 1;
+    assert!(ok >= 100, "{ok} admitted");
+    assert!(ok <= 100 + refilled, "{ok} admitted, {refilled} refilled");
+    assert_eq!(ok + limited, 300);
+    assert!(limited > 0);
+    // Another key has its own quota; no key at all is a client error.
+    let res = app.get("/limited", &[("x-api-key", "someone-else")]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.get("/limited", &[]).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    // GET /cached/{id}: the 1024-byte origin document, then the same bytes from Redis.
+    let res = app.get("/cached/42", &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "content-type"), Some("application/json"));
+    let status = header(&res, "cache-status").unwrap().to_owned();
+    assert!(!status.contains("hit"), "{status}");
+    let body = res.bytes().await.unwrap();
+    assert_eq!(body.len(), ORIGIN_DOC_LEN);
+    assert_eq!(body, origin_document("42").as_bytes());
+    redis.reset_stats();
+    let res = app.get("/cached/42", &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let status = header(&res, "cache-status").unwrap().to_owned();
+    assert!(status.contains("hit"), "{status}");
+    assert_eq!(res.bytes().await.unwrap(), body);
+    assert!(redis.total_calls() >= 1, "a hit is answered by Redis");
+    // Bad ids: 400.
+    for bad in ["a.b", "%20", &"x".repeat(65)] {
+        let res = app.get(&format!("/cached/{bad}"), &[]).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(res.text().await.unwrap(), "bad id");
+    }
+
+    // GET /json: the shared document, gzip when accepted, identity otherwise.
+    let res = app.get("/json", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&res, "content-type"), Some("application/json"));
+    let gz = res.bytes().await.unwrap();
+    assert!(gz.len() < JSON_DOC.len() / 4, "{} bytes gzipped", gz.len());
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, JSON_DOC);
+    for accept in [None, Some("identity"), Some("br")] {
+        let headers: Vec<(&str, &str)> =
+            accept.map(|a| ("accept-encoding", a)).into_iter().collect();
+        let res = app.get("/json", &headers).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, "content-encoding"), None, "{accept:?}");
+        assert_eq!(res.bytes().await.unwrap(), JSON_DOC, "{accept:?}");
+    }
+
+    // SIGTERM: a clean exit.
+    assert!(app.exit_on_sigterm().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hybrid_hello_limiter_leases_instead_of_a_round_trip_per_request() {
+    let redis = RedisServer::start();
+    let app = App::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("BENCH_HELLO_LIMITER", "hybrid"),
+    ])
+    .await;
+    assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
+    redis.reset_stats();
+    for _ in 0..50 {
+        let res = app.get("/hello", &[]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(header(&res, "ratelimit").is_some());
+        assert_eq!(res.text().await.unwrap(), "hello");
+    }
+    // One lease of 1000 units per second at most, never one decision per request.
+    let decisions = calls(&redis, "evalsha") + calls(&redis, "eval");
+    assert!(
+        decisions < 50,
+        "{decisions} Redis decisions for 50 requests"
+    );
+    assert!(app.exit_on_sigterm().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_mode_serves_only_hello_without_redis() {
+    // No Redis anywhere: the baseline needs none.
+    let app = App::start(&[("BENCH_MODE", "bare"), ("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let res = app.get("/hello", &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "ratelimit"), None);
+    assert_eq!(res.text().await.unwrap(), "hello");
+    let res = app.http.post(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(app.exit_on_sigterm().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_and_a_missing_redis_stop_the_start() {
+    let run = |envs: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_example-bench-app"))
+            .env("PORT", "0")
+            .envs(envs.iter().copied())
+            .output()
+            .expect("run")
+    };
+    let out = run(&[("PORT", "70000")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PORT"));
+    let out = run(&[("BENCH_MODE", "fast")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_MODE"));
+    let out = run(&[("BENCH_HELLO_LIMITER", "memory")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_HELLO_LIMITER"));
+
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+    let out = run(&[("REDIS_URL", &url)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not answer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
