@@ -51,6 +51,9 @@ return user
     )
 });
 
+/// What a write did, and the user the session was bound to before it (when known).
+type Written = (SaveOutcome, Option<String>);
+
 /// Lua's `unpack` stops near 8,000 values; a save of more fields than this is refused.
 const MAX_FIELDS_PER_SAVE: usize = 3_000;
 
@@ -134,7 +137,7 @@ impl RedisStore {
         } else {
             Either::Right(self.update(&key, &save, ttl_ms))
         };
-        let (status, previous) = match save.user {
+        let (outcome, previous) = match save.user {
             None => saved.await.map_err(|e| store_error("save", e))?,
             Some(user) => {
                 // The index lives in another slot: its own command, sent concurrently. An id
@@ -160,35 +163,28 @@ impl RedisStore {
                 saved
             }
         };
-        match status {
-            1 => {
-                match (previous.as_deref(), save.user) {
-                    // Bound to another user before: leave that user's index.
-                    (Some(previous), Some(user)) if previous != user => {
-                        self.unindex(previous, save.id).await?;
-                    }
-                    // Bound, but the caller did not know it (a write without a read): keep
-                    // the index alive as long as the session it lists.
-                    (Some(previous), None) => {
-                        self.backend
-                            .query::<()>(
-                                redis::cmd("PEXPIRE")
-                                    .arg(self.user_key(previous))
-                                    .arg(ttl_ms),
-                            )
-                            .await
-                            .map_err(|e| store_error("index user", e))?;
-                    }
-                    _ => {}
+        if outcome == SaveOutcome::Saved {
+            match (previous.as_deref(), save.user) {
+                // Bound to another user before: leave that user's index.
+                (Some(previous), Some(user)) if previous != user => {
+                    self.unindex(previous, save.id).await?;
                 }
-                Ok(SaveOutcome::Saved)
+                // Bound, but the caller did not know it (a write without a read): keep the
+                // index alive as long as the session it lists.
+                (Some(previous), None) => {
+                    self.backend
+                        .query::<()>(
+                            redis::cmd("PEXPIRE")
+                                .arg(self.user_key(previous))
+                                .arg(ttl_ms),
+                        )
+                        .await
+                        .map_err(|e| store_error("index user", e))?;
+                }
+                _ => {}
             }
-            0 => Ok(SaveOutcome::Missing),
-            -1 => Ok(SaveOutcome::Collision),
-            other => Err(StoreError::new(format!(
-                "unexpected reply {other} from the session save script"
-            ))),
         }
+        Ok(outcome)
     }
 
     /// A new session: the fields, `__exp` and the TTL in one `MULTI`/`EXEC` (`HSET`,
@@ -196,18 +192,18 @@ impl RedisStore {
     /// created: fewer than written means the id was taken (two random 128-bit ids colliding,
     /// practically impossible); the other session's fields were then overwritten, and the
     /// save reports the collision.
-    async fn create(
-        &self,
-        key: &str,
-        save: &Save<'_>,
-        ttl_ms: u64,
-    ) -> Result<(i64, Option<String>), RedisError> {
+    async fn create(&self, key: &str, save: &Save<'_>, ttl_ms: u64) -> Result<Written, RedisError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let written = self.hset(&mut pipe, key, save);
         pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
         let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
-        Ok((if created == written { 1 } else { -1 }, None))
+        let outcome = if created == written {
+            SaveOutcome::Saved
+        } else {
+            SaveOutcome::Collision
+        };
+        Ok((outcome, None))
     }
 
     /// Adds to `pipe` the `HSET` of `__exp`, the user binding and the set fields; returns how
@@ -230,12 +226,7 @@ impl RedisStore {
         written
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        save: &Save<'_>,
-        ttl_ms: u64,
-    ) -> Result<(i64, Option<String>), RedisError> {
+    async fn update(&self, key: &str, save: &Save<'_>, ttl_ms: u64) -> Result<Written, RedisError> {
         if let Some(previous) = save.loaded_user {
             return self.update_loaded(key, save, ttl_ms, previous).await;
         }
@@ -251,7 +242,17 @@ impl RedisStore {
         for k in save.remove {
             invocation.arg(k);
         }
-        self.backend.invoke(&invocation).await
+        let (status, previous): (i64, Option<String>) = self.backend.invoke(&invocation).await?;
+        match status {
+            1 => Ok((SaveOutcome::Saved, previous)),
+            0 => Ok((SaveOutcome::Missing, None)),
+            other => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "unexpected reply from the session save script",
+                other.to_string(),
+            ))
+            .into()),
+        }
     }
 
     /// An update of a session this request read moments ago: one `MULTI`/`EXEC` (`HSET`,
@@ -266,23 +267,10 @@ impl RedisStore {
         save: &Save<'_>,
         ttl_ms: u64,
         previous: Option<&str>,
-    ) -> Result<(i64, Option<String>), RedisError> {
+    ) -> Result<Written, RedisError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let hset = pipe
-            .cmd("HSET")
-            .arg(key)
-            .arg(EXPIRES_FIELD)
-            .arg(save.expires_at);
-        let mut written = 1;
-        if let Some(user) = save.user {
-            hset.arg(USER_FIELD).arg(user);
-            written += 1;
-        }
-        for (k, v) in save.set {
-            hset.arg(k).arg(v);
-            written += 1;
-        }
+        let written = self.hset(&mut pipe, key, save);
         if !save.remove.is_empty() {
             pipe.cmd("HDEL").arg(key).arg(save.remove).ignore();
         }
@@ -290,9 +278,9 @@ impl RedisStore {
         let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
         if created == written {
             self.backend.query::<()>(redis::cmd("DEL").arg(key)).await?;
-            return Ok((0, None));
+            return Ok((SaveOutcome::Missing, None));
         }
-        Ok((1, previous.map(str::to_owned)))
+        Ok((SaveOutcome::Saved, previous.map(str::to_owned)))
     }
 
     async fn unindex(&self, user: &str, id: &SessionId) -> Result<(), StoreError> {
