@@ -9,33 +9,17 @@
 //! gzip level 6 (or `ENCODING=br LEVEL=4`), one request at a time on a current-thread runtime.
 #![allow(missing_docs)]
 
+mod common;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
+use common::json;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLevel;
 use tower_scale_compression::{CompressionLayer, Encoding};
-
-fn json(size: usize) -> String {
-    let mut out = String::from("[");
-    let mut i = 0;
-    while out.len() < size {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            r#"{{"id":{i},"name":"item {i}","tags":["alpha","beta"],"price":{}.{:02},"active":{}}}"#,
-            i * 7 % 1000,
-            i % 100,
-            i % 2 == 0
-        ));
-        i += 1;
-    }
-    out.push(']');
-    out
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -18,6 +18,8 @@
 //! baseline of the small request.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,37 +29,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
+use common::{env, json};
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tower_http::compression::CompressionLevel;
 use tower_scale_compression::{CompressionLayer, Encoding, Offload, PoolKind};
-
-fn json(size: usize) -> String {
-    let mut out = String::from("[");
-    let mut i = 0;
-    while out.len() < size {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            r#"{{"id":{i},"name":"item {i}","tags":["alpha","beta"],"price":{}.{:02},"active":{}}}"#,
-            i * 7 % 1000,
-            i % 100,
-            i % 2 == 0
-        ));
-        i += 1;
-    }
-    out.push(']');
-    out
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {

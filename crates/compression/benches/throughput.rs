@@ -16,6 +16,8 @@
 //! `tower_http`.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,37 +26,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use axum::routing::get;
+use common::{env, json};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLevel;
 use tower_scale_compression::{CompressionLayer, Encoding};
-
-/// A JSON document of about `size` bytes, of the kind APIs return.
-fn json(size: usize) -> String {
-    let mut out = String::from("[");
-    let mut i = 0;
-    while out.len() < size {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            r#"{{"id":{i},"name":"item {i}","tags":["alpha","beta"],"price":{}.{:02},"active":{}}}"#,
-            i * 7 % 1000,
-            i % 100,
-            i % 2 == 0
-        ));
-        i += 1;
-    }
-    out.push(']');
-    out
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// CPU time used so far by every thread of this process, in nanoseconds (Linux
 /// `/proc/self/task/*/schedstat`): unlike wall-clock time, hardly affected by other processes

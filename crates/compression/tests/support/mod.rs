@@ -12,25 +12,9 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncReadExt;
 use tower::ServiceExt;
 
-/// A JSON array of about `size` bytes.
-pub(crate) fn json(size: usize) -> String {
-    let mut out = String::from("[");
-    let mut i = 0;
-    while out.len() < size {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            r#"{{"id":{i},"name":"item {i}","tags":["alpha","beta"],"price":{}.{:02},"active":{}}}"#,
-            i * 7 % 1000,
-            i % 100,
-            i % 2 == 0
-        ));
-        i += 1;
-    }
-    out.push(']');
-    out
-}
+#[path = "../../benches/common/mod.rs"]
+mod common;
+pub(crate) use common::json;
 
 /// What `encoding` at `level` makes of `data`, encoded in one go by async-compression.
 pub(crate) async fn reference(encoding: &str, level: i32, data: &[u8]) -> Vec<u8> {
