@@ -647,6 +647,25 @@ impl Policy {
         res
     }
 
+    /// Counts `decision` and answers `429` when it rejects (unless in dry-run mode).
+    fn enforce<B>(
+        &self,
+        rejection: &impl Rejection<B>,
+        decision: Decision,
+        allowed: &metrics::Counter,
+        rejected: &metrics::Counter,
+    ) -> Result<Option<Decision>, Response<B>> {
+        if decision.allowed {
+            allowed.increment(1);
+        } else {
+            rejected.increment(1);
+            if !self.dry_run {
+                return Err(self.reject(rejection, StatusCode::TOO_MANY_REQUESTS, Some(&decision)));
+            }
+        }
+        Ok(Some(decision))
+    }
+
     /// `Ok(decision)` to call the service (with the headers of `decision`), or the answer.
     fn judge<B>(
         &self,
@@ -656,39 +675,19 @@ impl Policy {
         result: Result<Decision, StoreError>,
     ) -> Result<Option<Decision>, Response<B>> {
         match result {
-            Ok(d) => {
-                if d.allowed {
-                    self.counters.allowed.increment(1);
-                } else {
-                    self.counters.rejected.increment(1);
-                    if !self.dry_run {
-                        return Err(self.reject(
-                            rejection,
-                            StatusCode::TOO_MANY_REQUESTS,
-                            Some(&d),
-                        ));
-                    }
-                }
-                Ok(Some(d))
-            }
+            Ok(d) => self.enforce(
+                rejection,
+                d,
+                &self.counters.allowed,
+                &self.counters.rejected,
+            ),
             Err(e) => {
                 tracing::warn!(policy = %self.name, error = %e, "rate-limit store failed");
                 match self.on_store_error {
                     OnStoreError::FailOpen => {
                         let d = self.local_decision(key, op);
-                        if d.allowed {
-                            self.counters.fallback_allowed.increment(1);
-                        } else {
-                            self.counters.fallback_rejected.increment(1);
-                            if !self.dry_run {
-                                return Err(self.reject(
-                                    rejection,
-                                    StatusCode::TOO_MANY_REQUESTS,
-                                    Some(&d),
-                                ));
-                            }
-                        }
-                        Ok(Some(d))
+                        let c = &self.counters;
+                        self.enforce(rejection, d, &c.fallback_allowed, &c.fallback_rejected)
                     }
                     OnStoreError::Admit => {
                         self.counters.store_error.increment(1);
