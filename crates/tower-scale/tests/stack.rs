@@ -64,6 +64,12 @@ async fn send(app: &Router, uri: &str, headers: &[(&str, &str)]) -> axum::respon
         .unwrap()
 }
 
+/// The `name=value` pair of a response's `Set-Cookie`.
+fn session_cookie(res: &axum::response::Response) -> String {
+    let header = res.headers()["set-cookie"].to_str().unwrap();
+    header.split(';').next().unwrap().to_owned()
+}
+
 fn calls(server: &RedisServer, name: &str) -> u64 {
     server
         .command_calls()
@@ -98,13 +104,7 @@ async fn in_memory_stack_serves_sessions_cache_and_compression() {
     let key = ("x-api-key", "k1");
     let first = send(&app, "/visit", &[key]).await;
     assert_eq!(first.status(), StatusCode::OK);
-    let cookie = first.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&first);
     let second = send(&app, "/visit", &[key, ("cookie", &cookie)]).await;
     assert_eq!(
         &second.into_body().collect().await.unwrap().to_bytes()[..],
@@ -124,13 +124,7 @@ async fn layer_order_shows_in_what_each_layer_costs_the_others() {
     // Sessions and the rate limit are shared through Redis.
     let key = ("x-api-key", "k2");
     let login = send(&app, "/visit", &[key]).await;
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = session_cookie(&login);
     assert_eq!(
         send(&app, "/visit", &[key, ("cookie", &cookie)])
             .await
