@@ -22,14 +22,14 @@ use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
 use tower_scale::cache::{Cache, ResponseCacheLayer};
 use tower_scale::compression::{CompressionLayer, Encoding};
 use tower_scale::ratelimit::{HeaderKey, HybridStore, PeerIp, Quota, RateLimitLayer};
 use tower_scale::redis::RedisBackend;
 use tower_scale::session::{Session, SessionConfig, SessionError, SessionLayer};
-use tower_scale::shutdown::Shutdown;
+use tower_scale::shutdown::{InFlight, Shutdown};
 
 /// `GET /json`'s document: `shared/bench/data/doc-20k.json`, byte for byte (20,359 bytes).
 pub const JSON_DOC: &[u8] = include_bytes!("../data/doc-20k.json");
@@ -100,7 +100,8 @@ impl std::str::FromStr for HelloLimiter {
 }
 
 /// The contract's app on `redis`: every endpoint of `SCENARIOS.md`, with the shutdown layer
-/// outermost.
+/// outermost, around the whole router (not through `Router::layer`, which would wrap every
+/// route in one more boxed service and future per request).
 ///
 /// # Errors
 ///
@@ -109,7 +110,7 @@ pub fn app(
     redis: &RedisBackend,
     shutdown: &Shutdown,
     hello_limiter: HelloLimiter,
-) -> Result<Router, Box<dyn std::error::Error>> {
+) -> Result<InFlight<Router>, Box<dyn std::error::Error>> {
     use tower_scale::{cache, ratelimit, session};
 
     // Sessions in Redis. `secure: false` only because the benchmark speaks plain HTTP on
@@ -154,7 +155,7 @@ pub fn app(
 
     let hello_breaker = CircuitBreaker::named("hello", BreakerConfig::default())?;
 
-    Ok(Router::new()
+    let router = Router::new()
         .route(
             "/hello",
             get(hello).route_layer(
@@ -169,9 +170,9 @@ pub fn app(
         .route("/session", get(count).route_layer(sessions))
         .route("/limited", get(limited).route_layer(api_limit))
         .route("/cached/{id}", get(cached_item).route_layer(cached))
-        .route("/json", get(json).route_layer(gzip))
-        // Outermost: counts in-flight requests, closes keep-alive connections while draining.
-        .layer(shutdown.layer()))
+        .route("/json", get(json).route_layer(gzip));
+    // Outermost: counts in-flight requests, closes keep-alive connections while draining.
+    Ok(shutdown.layer().layer(router))
 }
 
 /// The baseline: axum's `GET /hello` and nothing else, no middleware.

@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::ServiceExt;
+use axum::extract::Request;
 use axum::serve::ListenerExt;
 use example_bench_app::HelloLimiter;
 use tower_scale::redis::{RedisBackend, RedisConfig};
@@ -74,15 +76,17 @@ async fn run() -> Result<(), Failure> {
         ..ShutdownConfig::default()
     });
     let app = match mode {
-        Mode::Bare => example_bench_app::bare_app(),
+        Mode::Bare => None,
         Mode::Full => {
             let redis = RedisBackend::new(RedisConfig::new(&redis_url))
                 .map_err(|e| Failure::Config(format!("REDIS_URL={redis_url:?}: {e}")))?;
             redis.ping().await.map_err(|e| {
                 Failure::Start(format!("Redis at {redis_url} does not answer: {e}"))
             })?;
-            example_bench_app::app(&redis, &shutdown, hello_limiter)
-                .map_err(|e| Failure::Start(e.to_string()))?
+            Some(
+                example_bench_app::app(&redis, &shutdown, hello_limiter)
+                    .map_err(|e| Failure::Start(e.to_string()))?,
+            )
         }
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -109,12 +113,21 @@ async fn run() -> Result<(), Failure> {
         }
     );
     shutdown.listen_for_signals();
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.stop_accepting());
-    let report = shutdown.run(async move { serve.await }).await;
+    let stop = shutdown.stop_accepting();
+    let report = match app {
+        None => {
+            let make =
+                example_bench_app::bare_app().into_make_service_with_connect_info::<SocketAddr>();
+            let serve = axum::serve(listener, make).with_graceful_shutdown(stop);
+            shutdown.run(async move { serve.await }).await
+        }
+        Some(app) => {
+            let make =
+                ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+            let serve = axum::serve(listener, make).with_graceful_shutdown(stop);
+            shutdown.run(async move { serve.await }).await
+        }
+    };
     match report.exit_code() {
         0 => Ok(()),
         code => Err(Failure::Start(format!(

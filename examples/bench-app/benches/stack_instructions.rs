@@ -1,0 +1,199 @@
+//! Instructions per request (deterministic, for callgrind) of the contract's `/hello` stack,
+//! whole and with one layer left out at a time, against the Rust peer's stack (tower-http
+//! compression + tower-sessions + tower_governor) and bare axum. Every store is in memory, so
+//! the figures are the layers' own cost, without Redis round trips.
+//!
+//! ```not_rust
+//! examples/bench-app/benches/stack_instructions.sh     # the table
+//! # or one variant, with N = 0 and N = 20000 (the difference / 20000 is one request):
+//! BENCH_VARIANT=tower_scale BENCH_N=20000 valgrind --tool=callgrind \
+//!     --callgrind-out-file=/dev/null target/release/deps/stack_instructions-<hash>
+//! ```
+//!
+//! Without `BENCH_VARIANT` (as under `cargo bench`), it runs every variant 1,000 times.
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, header};
+use axum::routing::get;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use tower_scale::compression::{CompressionLayer, Encoding};
+use tower_scale::ratelimit::{MemoryStore, PeerIp, Quota, RateLimitLayer};
+use tower_scale::session::{MemoryStore as SessionMemory, SessionConfig, SessionLayer};
+use tower_scale::shutdown::{Shutdown, ShutdownConfig};
+
+async fn hello() -> &'static str {
+    "hello"
+}
+
+/// The layers of the contract's `/hello`, outermost first.
+const LAYERS: [&str; 5] = ["shutdown", "ratelimit", "session", "compression", "breaker"];
+
+/// tower-scale's `/hello` route without the layers in `without`, as the bench app builds it:
+/// one `route_layer` of rate limit → session → compression → breaker. The shutdown layer goes
+/// around the router, in [`run`].
+fn tower_scale(without: &[&str]) -> Router {
+    let has = |layer: &str| !without.contains(&layer);
+    let limit = has("ratelimit").then(|| {
+        RateLimitLayer::new(
+            MemoryStore::new(100_000),
+            [Quota::per_second(1_000_000).burst(1_000_000_000)],
+        )
+        .unwrap()
+        .key_with(PeerIp::default())
+    });
+    let sessions = has("session").then(|| {
+        SessionLayer::new(SessionMemory::new())
+            .with_config(&SessionConfig {
+                secure: false,
+                ..SessionConfig::default()
+            })
+            .unwrap()
+    });
+    // The compressed body is boxed into axum's `Body` here rather than by axum at the top (the
+    // same one allocation), so that the stack has one response type with or without it.
+    let gzip = has("compression").then(|| {
+        ServiceBuilder::new()
+            .map_response(|res: Response<_>| res.map(Body::new))
+            .layer(
+                CompressionLayer::new()
+                    .encodings(&[Encoding::Gzip])
+                    .level(Encoding::Gzip, 6),
+            )
+    });
+    let breaker = has("breaker").then(|| {
+        CircuitBreakerLayer::new(CircuitBreaker::named("hello", BreakerConfig::default()).unwrap())
+    });
+    Router::new().route(
+        "/hello",
+        get(hello).route_layer(
+            ServiceBuilder::new()
+                .option_layer(limit)
+                .option_layer(sessions)
+                .option_layer(gzip)
+                .option_layer(breaker),
+        ),
+    )
+}
+
+/// The Rust peer's `/hello` (shared/peers/rust-tower), its session store in memory.
+fn peer() -> Router {
+    let governor = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(1_000_000_000)
+        .finish()
+        .unwrap();
+    let sessions = tower_sessions::SessionManagerLayer::new(tower_sessions::MemoryStore::default())
+        .with_secure(false);
+    Router::new().route(
+        "/hello",
+        get(hello).layer(
+            ServiceBuilder::new()
+                .layer(tower_http::compression::CompressionLayer::new())
+                .layer(sessions)
+                .layer(tower_governor::GovernorLayer::new(Arc::new(governor))),
+        ),
+    )
+}
+
+fn variants() -> Vec<String> {
+    let mut v = vec![
+        "bare_axum".to_owned(),
+        "peer".to_owned(),
+        "tower_scale".to_owned(),
+    ];
+    v.extend(LAYERS.iter().map(|l| format!("tower_scale_without_{l}")));
+    v.push("tower_scale_shutdown_through_router_layer".to_owned());
+    v
+}
+
+fn run(variant: &str, n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let shutdown = Shutdown::new(ShutdownConfig {
+        pre_stop_delay: Duration::ZERO,
+        ..ShutdownConfig::default()
+    });
+    match variant {
+        "bare_axum" => drive(&rt, variant, n, &Router::new().route("/hello", get(hello))),
+        "peer" => drive(&rt, variant, n, &peer()),
+        // The shutdown layer through `Router::layer`, which wraps every route in one more boxed
+        // `Route` (a clone of the boxed service and a boxed future per request).
+        "tower_scale_shutdown_through_router_layer" => {
+            drive(&rt, variant, n, &tower_scale(&[]).layer(shutdown.layer()));
+        }
+        other => {
+            let without = match other.strip_prefix("tower_scale_without_") {
+                Some(layer) if LAYERS.contains(&layer) => layer,
+                _ if other == "tower_scale" => "",
+                _ => panic!("unknown BENCH_VARIANT {other}; known: {:?}", variants()),
+            };
+            let route = tower_scale(&[without]);
+            if without == "shutdown" {
+                drive(&rt, variant, n, &route);
+            } else {
+                // Around the whole router, as the bench app does.
+                drive(&rt, variant, n, &shutdown.layer().layer(route));
+            }
+        }
+    }
+}
+
+/// Sends 1,000 warm-up requests (one per key) and then `n` more through `app`.
+fn drive<S>(rt: &tokio::runtime::Runtime, variant: &str, n: usize, app: &S)
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
+{
+    let addrs: Vec<SocketAddr> = (0..1000u32)
+        .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 40000)))
+        .collect();
+    let one = |addr: SocketAddr| {
+        let mut req = Request::get("/hello")
+            .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        rt.block_on(async {
+            let res = app.clone().oneshot(req).await.unwrap();
+            assert!(res.status().is_success(), "{variant}: {}", res.status());
+            let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+            assert_eq!(&body[..], b"hello", "{variant}");
+        });
+    };
+    // Every key seen once first (also with N = 0), so runs differ by requests on known keys.
+    for addr in &addrs {
+        one(*addr);
+    }
+    for i in 0..n {
+        one(addrs[i % addrs.len()]);
+    }
+}
+
+fn main() {
+    match std::env::var("BENCH_VARIANT") {
+        Ok(variant) => {
+            let n = std::env::var("BENCH_N")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            run(&variant, n);
+        }
+        Err(_) => {
+            for v in variants() {
+                run(&v, 1000);
+                println!("{v}: ok");
+            }
+        }
+    }
+}
