@@ -50,7 +50,10 @@
 //! ```
 
 use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::Response;
 use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
 
 use crate::cache::{Cache, CacheConfig, ResponseCacheConfig, ResponseCacheLayer};
 use crate::compression::{CompressionConfig, CompressionLayer};
@@ -246,30 +249,34 @@ impl Stack {
     }
 
     /// Wraps `router` in every configured layer, in the documented order.
+    ///
+    /// The layers are composed into one and applied with a single `Router::layer`: each
+    /// `Router::layer` call wraps every route in one more boxed service, which costs a clone of
+    /// that boxed service and a boxed future per request and layer.
     pub fn apply<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
-        let mut router = router;
-        if let Some(l) = &self.compression {
-            router = router.layer(l.clone());
-        }
-        if let Some(l) = &self.cache {
-            router = router.layer(l.clone());
-        }
-        if let Some(l) = &self.session {
-            router = router.layer(l.clone());
-        }
-        if let Some(l) = &self.rate_limit {
-            router = router.layer(l.clone());
-        }
-        if let Some(l) = &self.pressure {
-            router = router.layer(l.clone());
-        }
-        if let Some(l) = &self.metrics {
-            router = router.layer(l.clone());
-        }
-        if let Some(s) = &self.shutdown {
-            router = router.layer(s.layer());
-        }
-        router
+        // Compression and the cache change the response body's type; with the layer absent
+        // the body stays axum's, so both branches answer axum bodies. axum boxes the body once
+        // anyway; a body already boxed is not boxed again.
+        let compression = self.compression.clone().map(|l| {
+            ServiceBuilder::new()
+                .map_response(into_axum_body as fn(_) -> _)
+                .layer(l)
+        });
+        let cache = self.cache.clone().map(|l| {
+            ServiceBuilder::new()
+                .map_response(into_axum_body as fn(_) -> _)
+                .layer(l)
+        });
+        router.layer(
+            ServiceBuilder::new()
+                .option_layer(self.shutdown.as_ref().map(Shutdown::layer))
+                .option_layer(self.metrics.clone())
+                .option_layer(self.pressure.clone())
+                .option_layer(self.rate_limit.clone())
+                .option_layer(self.session.clone())
+                .option_layer(cache)
+                .option_layer(compression),
+        )
     }
 
     /// `/livez` and `/readyz` (ready until shutdown starts, while Redis, if any, answers, and
@@ -329,4 +336,13 @@ impl Stack {
     pub fn cache(&self) -> Option<&ResponseCacheLayer> {
         self.cache.as_ref()
     }
+}
+
+/// A response with its body boxed into axum's `Body` (not boxed again when it already is one).
+fn into_axum_body<B>(response: Response<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    response.map(Body::new)
 }

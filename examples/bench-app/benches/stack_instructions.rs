@@ -104,6 +104,30 @@ fn peer() -> Router {
     )
 }
 
+/// The same layers (the breaker aside) from `tower_scale::stack` and a TOML config, as the
+/// quick-start builds its app: every store in memory.
+fn from_stack() -> Router {
+    let config = tower_scale::stack::StackConfig::from_toml(
+        r#"
+        [shutdown]
+        pre_stop_delay = "0s"
+
+        [rate_limit]
+        quotas = [{ count = 1000000, period = "1s", burst = 1000000000 }]
+        key = { type = "peer_ip" }
+
+        [session]
+        secure = false
+
+        [compression]
+        encodings = ["gzip"]
+        "#,
+    )
+    .unwrap();
+    let stack = tower_scale::stack::Stack::build(&config).unwrap();
+    stack.apply(Router::new().route("/hello", get(hello)))
+}
+
 fn variants() -> Vec<String> {
     let mut v = vec![
         "bare_axum".to_owned(),
@@ -112,6 +136,7 @@ fn variants() -> Vec<String> {
     ];
     v.extend(LAYERS.iter().map(|l| format!("tower_scale_without_{l}")));
     v.push("tower_scale_shutdown_through_router_layer".to_owned());
+    v.push("tower_scale_stack".to_owned());
     v
 }
 
@@ -128,6 +153,7 @@ fn run(variant: &str, n: usize) {
     match variant {
         "bare_axum" => drive(&rt, variant, n, &Router::new().route("/hello", get(hello))),
         "peer" => drive(&rt, variant, n, &peer()),
+        "tower_scale_stack" => drive(&rt, variant, n, &from_stack()),
         // The shutdown layer through `Router::layer`, which wraps every route in one more boxed
         // `Route` (a clone of the boxed service and a boxed future per request).
         "tower_scale_shutdown_through_router_layer" => {
