@@ -246,11 +246,19 @@ mod cluster {
     const STREAM_KEY: &str = "ts:pubsub:{ts:streams}:r1";
 
     fn instance(cluster: &RedisCluster) -> Broadcaster {
+        instance_with(cluster, Duration::from_millis(500), Duration::from_secs(60))
+    }
+
+    fn instance_with(
+        cluster: &RedisCluster,
+        command_timeout: Duration,
+        publish_retry: Duration,
+    ) -> Broadcaster {
         let mut config = RedisConfig::cluster(cluster.urls());
-        config.command_timeout = Duration::from_millis(500);
+        config.command_timeout = command_timeout;
         builder(Delivery::Stream)
             .read_block(Duration::from_millis(300))
-            .publish_retry(Duration::from_secs(60))
+            .publish_retry(publish_retry)
             .redis(RedisBackend::new(config).unwrap())
             .build()
             .unwrap()
@@ -322,6 +330,67 @@ mod cluster {
         // Nothing more: no duplicate arrives after the last message.
         publish(&a, 20, 21).await.unwrap();
         expect_in_order(&mut [&mut r1, &mut r2], 20, 21).await;
+    }
+
+    /// Another master is frozen until the cluster is down: the owner answers `CLUSTERDOWN` to
+    /// everything. Publishes treat that as Redis being unavailable and retry; the reader keeps
+    /// reconnecting without taking `CLUSTERDOWN` for a lost stream; once the cluster is up
+    /// again every message arrives once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_down_cluster_delays_stream_rooms_without_loss() {
+        let cluster = RedisCluster::start();
+        let owner_index = cluster.slot_owner(cluster.keyslot(STREAM_KEY));
+        let owner = &cluster.nodes()[owner_index];
+        let other = &cluster.nodes()[(owner_index + 1) % 3];
+        // A command timeout longer than the cluster client's own retries of CLUSTERDOWN, so
+        // that publishes see the reply itself (with 500 ms they time out first).
+        let patient = Duration::from_secs(5);
+        let (a, b) = (
+            instance_with(&cluster, patient, Duration::from_secs(60)),
+            instance(&cluster),
+        );
+        let c = instance_with(&cluster, patient, Duration::ZERO);
+        let (mut r1, mut r2) = (
+            b.subscribe("r1").await.unwrap(),
+            b.subscribe("r2").await.unwrap(),
+        );
+        publish(&a, 0, 5).await.unwrap();
+        expect_in_order(&mut [&mut r1, &mut r2], 0, 5).await;
+
+        other.pause();
+        eventually("the owner considers the cluster down", || {
+            owner
+                .cli(&["CLUSTER", "INFO"])
+                .contains("cluster_state:fail")
+        })
+        .await;
+        // One attempt: CLUSTERDOWN says Redis is unavailable, not a bad request.
+        let err = c.publish("r1", "not sent").await.unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        let publisher = publish(&a, 5, 20);
+        // A retried publish runs the append-once script (EVALSHA), which nothing else sends:
+        // once the owner has refused one, a publish met CLUSTERDOWN and is retrying.
+        eventually("a publish retried through CLUSTERDOWN", || {
+            rejected_calls(owner, "evalsha") > 0
+        })
+        .await;
+        eventually("the reader noticed", || !b.is_connected()).await;
+        other.resume();
+        expect_in_order(&mut [&mut r1, &mut r2], 5, 20).await;
+        publisher.await.unwrap();
+        publish(&a, 20, 21).await.unwrap();
+        expect_in_order(&mut [&mut r1, &mut r2], 20, 21).await;
+    }
+
+    /// How many calls of `command` `node` refused before running them (`INFO commandstats`).
+    fn rejected_calls(node: &tower_scale_testkit::RedisServer, command: &str) -> u64 {
+        let prefix = format!("cmdstat_{command}:");
+        node.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .flat_map(|stats| stats.split(','))
+            .find_map(|kv| kv.strip_prefix("rejected_calls="))
+            .map_or(0, |n| n.trim().parse().unwrap())
     }
 
     /// The owner loses its data and every connection, as in a restart without persistence
