@@ -376,6 +376,18 @@ impl BroadcasterBuilder {
         self
     }
 
+    /// See [`PubSubConfig::read_block`].
+    pub fn read_block(mut self, block: Duration) -> Self {
+        self.config.read_block = block;
+        self
+    }
+
+    /// See [`PubSubConfig::cluster_stream_tag`].
+    pub fn cluster_stream_tag(mut self, tag: impl Into<String>) -> Self {
+        self.config.cluster_stream_tag = tag.into();
+        self
+    }
+
     /// Carries messages between instances through Redis.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

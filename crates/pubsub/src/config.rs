@@ -109,6 +109,13 @@ pub struct PubSubConfig {
     /// How long one blocking `XREAD` of stream rooms waits for new entries. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub read_block: Duration,
+    /// On Redis Cluster, the hash tag shared by every stream room of this broadcaster: its
+    /// streams are `<prefix>:pubsub:{<prefix>:<tag>}:<room>`, all in one slot, so that one
+    /// reader connection to the node owning that slot reads every room with one `XREAD`.
+    /// Broadcasters with different tags (or key prefixes) may land on different nodes.
+    /// Unused on one Redis server, where each room keeps its own key
+    /// (`<prefix>:pubsub:{<room>}:stream`). Default `streams`; 1..=64 bytes, no braces.
+    pub cluster_stream_tag: String,
 }
 
 impl Default for PubSubConfig {
@@ -122,6 +129,7 @@ impl Default for PubSubConfig {
             ping_interval: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(1),
             read_block: Duration::from_secs(5),
+            cluster_stream_tag: "streams".to_owned(),
         }
     }
 }
@@ -151,6 +159,15 @@ impl PubSubConfig {
                 )));
             }
         }
+        let tag = &self.cluster_stream_tag;
+        if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.contains(['{', '}']) {
+            return Err(Error::Config(format!(
+                "cluster_stream_tag = {tag:?}: expected 1..={MAX_TAG_LEN} bytes without braces"
+            )));
+        }
         Ok(())
     }
 }
+
+/// The longest [`PubSubConfig::cluster_stream_tag`].
+const MAX_TAG_LEN: usize = 64;

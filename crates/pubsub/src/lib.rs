@@ -57,7 +57,7 @@
 //! |---|---|---|
 //! | up | `Ok` once Redis has the message | every message, in the order Redis received it |
 //! | down or hung, pub/sub room | an error at once ([`Error::is_unavailable`]); not sent | keep their subscription; the instance reconnects (50 ms doubling to `reconnect_max_delay`), resubscribes every open room, and sends [`Event::Interrupted`]: messages published meanwhile are missing |
-//! | down or hung, stream room | retried until `publish_retry` (default 5 s), then an error; a retry never adds the message twice | the reader reconnects and resumes after the last id it delivered: nothing is missed while the stream holds it. [`Event::Interrupted`] only when unread entries were trimmed or lost with Redis's data |
+//! | down or hung (or a cluster down), stream room | retried until `publish_retry` (default 5 s), then an error; a retry never adds the message twice | the reader reconnects and resumes after the last id it delivered: nothing is missed while the stream holds it. [`Event::Interrupted`] only when unread entries were trimmed or lost with Redis's data |
 //! | restarted without persistence | as above | stream rooms: entries not yet read when Redis lost its data are gone; detected when the stream is gone or older |
 //!
 //! A hung Redis is noticed by the subscriber connection's `PING` every `ping_interval` (5 s)
@@ -71,8 +71,19 @@
 //! # Redis Cluster
 //!
 //! Pub/sub rooms work on a cluster: a regular `PUBLISH` reaches every node, and the subscriber
-//! connection uses one seed node (moving to the next when it fails). Stream rooms are not
-//! supported on a cluster yet ([`Error::Config`]).
+//! connection uses one seed node (moving to the next when it fails).
+//!
+//! Stream rooms work too. On a cluster every stream key of a broadcaster shares one hash tag,
+//! `<prefix>:pubsub:{<prefix>:<tag>}:<room>` with the tag from
+//! [`PubSubConfig::cluster_stream_tag`] (default `streams`), so all its rooms live in one slot
+//! and one reader connection to the master owning that slot reads them all with one `XREAD`.
+//! The reader asks a seed node which master that is (`CLUSTER SLOTS`) each time it connects,
+//! so after a redirect (`MOVED`), a failed node or a down cluster it reconnects to the current
+//! owner and resumes after the last id it delivered. Writes (`XADD`) go through the backend's
+//! cluster connection. The price: every stream room of one tag is served by one node. Use
+//! several tags (one per broadcaster) to spread them. On one server each room keeps its own
+//! key, `<prefix>:pubsub:{<room>}:stream`; moving to a cluster starts new streams (history is
+//! not carried over).
 //!
 //! # Metrics
 //!

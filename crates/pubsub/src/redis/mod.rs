@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tower_scale_redis::RedisBackend;
 
 use self::listener::{Listener, ListenerCmd};
-use self::reader::Reader;
+use self::reader::{Reader, Target};
 use crate::broadcaster::Inner;
 use crate::rooms::{Registry, Room, Subscription};
 use crate::{Delivery, Error, Message, MessageId, PubSubConfig};
 
 /// The key concern of this crate: channels `<prefix>:pubsub:<room>`, streams
-/// `<prefix>:pubsub:{<room>}:stream`.
+/// `<prefix>:pubsub:{<room>}:stream` on one server and `<prefix>:pubsub:{<prefix>:<tag>}:<room>`
+/// on a cluster (one slot for every stream room, see [`PubSubConfig::cluster_stream_tag`]).
 const CONCERN: &str = "pubsub";
 /// First wait before reconnecting; doubles up to `reconnect_max_delay`.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -50,6 +51,9 @@ pub(crate) struct RedisPlane {
     clients: Arc<[redis::Client]>,
     registry: Arc<Registry>,
     config: PubSubConfig,
+    /// On a cluster, the hash tag of every stream key (`<prefix>:<tag>`); `None` on one
+    /// server, where each room's stream has its own tag.
+    stream_tag: Option<String>,
     listener: OnceLock<mpsc::UnboundedSender<ListenerCmd>>,
     reader: OnceLock<Arc<Notify>>,
     /// Tells retried stream publishes of this instance apart from those of others.
@@ -81,9 +85,13 @@ impl RedisPlane {
                     .map_err(|e| Error::Config(format!("redis url {url:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let stream_tag = backend
+            .is_cluster()
+            .then(|| format!("{}:{}", backend.keys().prefix(), config.cluster_stream_tag));
         Ok(Self {
             backend,
             clients: clients.into(),
+            stream_tag,
             registry,
             config: config.clone(),
             listener: OnceLock::new(),
@@ -98,23 +106,16 @@ impl RedisPlane {
     fn key(&self, room: &str, delivery: Delivery) -> String {
         match delivery {
             Delivery::PubSub => self.backend.keys().key(CONCERN, room),
-            Delivery::Stream => self.backend.keys().tagged(CONCERN, room, "stream"),
+            Delivery::Stream => match &self.stream_tag {
+                None => self.backend.keys().tagged(CONCERN, room, "stream"),
+                Some(tag) => self.backend.keys().tagged(CONCERN, tag, room),
+            },
         }
     }
 
     /// Whether the subscriber and reader connections in use are up.
     pub(crate) fn is_connected(&self) -> bool {
         self.links.up()
-    }
-
-    fn check_streams(&self) -> Result<(), Error> {
-        if self.backend.is_cluster() {
-            return Err(Error::Config(
-                "stream rooms are not supported on Redis Cluster yet; use Delivery::PubSub"
-                    .to_owned(),
-            ));
-        }
-        Ok(())
     }
 
     pub(crate) async fn publish(
@@ -134,7 +135,6 @@ impl RedisPlane {
                 Ok(None)
             }
             Delivery::Stream => {
-                self.check_streams()?;
                 let id = self.append(&key, &payload).await?;
                 metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL, "delivery" => "stream")
                     .increment(1);
@@ -183,7 +183,7 @@ impl RedisPlane {
                 Err(e) => e,
             };
             let now = Instant::now();
-            if !error.is_unavailable() || now >= deadline {
+            if !crate::error::transient(&error) || now >= deadline {
                 return Err(error.into());
             }
             tracing::debug!(%error, key, "stream publish failed; retrying");
@@ -207,9 +207,6 @@ impl RedisPlane {
         delivery: Delivery,
         limit: usize,
     ) -> Result<Subscription, Error> {
-        if delivery == Delivery::Stream {
-            self.check_streams()?;
-        }
         let joined = self
             .registry
             .join(room, delivery, || Some(self.key(room, delivery).into()));
@@ -252,7 +249,6 @@ impl RedisPlane {
     }
 
     pub(crate) async fn history(&self, room: &str, limit: usize) -> Result<Vec<Message>, Error> {
-        self.check_streams()?;
         let latest = self
             .latest(&self.key(room, Delivery::Stream), limit)
             .await?;
@@ -308,7 +304,14 @@ impl RedisPlane {
             let notify = Arc::new(Notify::new());
             let reader = Reader {
                 registry: self.registry.clone(),
-                client: self.clients[0].clone(),
+                target: match &self.stream_tag {
+                    None => Target::Server(self.clients[0].clone()),
+                    // Any key with the tag names the slot.
+                    Some(_) => Target::Cluster {
+                        seeds: self.clients.clone(),
+                        slot_key: self.key("", Delivery::Stream),
+                    },
+                },
                 backend: self.backend.clone(),
                 config: self.config.clone(),
                 connect_timeout: self.backend.config().connect_timeout,

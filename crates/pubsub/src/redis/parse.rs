@@ -98,6 +98,35 @@ pub(crate) fn xinfo(v: Value) -> (Option<MessageId>, Option<MessageId>) {
     (last, deleted)
 }
 
+/// From a `CLUSTER SLOTS` reply, the address of the master serving `slot`: its host (empty
+/// when the node did not say, meaning the address it was reached at) and port.
+pub(crate) fn slot_owner(v: Value, slot: i64) -> Option<(String, u16)> {
+    let Value::Array(ranges) = v else { return None };
+    ranges.into_iter().find_map(|range| {
+        let Value::Array(parts) = range else {
+            return None;
+        };
+        let mut parts = parts.into_iter();
+        let (Some(Value::Int(start)), Some(Value::Int(end))) = (parts.next(), parts.next()) else {
+            return None;
+        };
+        if !(start..=end).contains(&slot) {
+            return None;
+        }
+        // The master comes first: [host, port, id, ...].
+        let Some(Value::Array(master)) = parts.next() else {
+            return None;
+        };
+        let mut master = master.into_iter();
+        let host = String::from_utf8_lossy(bytes(&master.next()?)?).into_owned();
+        let Some(Value::Int(port)) = master.next() else {
+            return None;
+        };
+        let host = if host == "?" { String::new() } else { host };
+        Some((host, u16::try_from(port).ok()?))
+    })
+}
+
 /// What a stream room must do after its reader reconnected, given the stream's state.
 /// Returns whether messages may have been missed, and the position to read from.
 pub(crate) fn after_reconnect(
@@ -128,6 +157,35 @@ mod tests {
             bulk(id),
             Value::Array(fields.iter().map(|f| bulk(f)).collect()),
         ])
+    }
+
+    fn range(start: i64, end: i64, host: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::Int(start),
+            Value::Int(end),
+            Value::Array(vec![bulk(host), Value::Int(port), bulk("id")]),
+            // A replica, never chosen.
+            Value::Array(vec![bulk("10.0.0.9"), Value::Int(7000), bulk("id2")]),
+        ])
+    }
+
+    #[test]
+    fn slot_owner_is_the_master_of_the_range_holding_the_slot() {
+        let reply = || {
+            Value::Array(vec![
+                range(0, 5460, "127.0.0.1", 7001),
+                range(5461, 10922, "", 7002),
+                range(10923, 16383, "?", 7003),
+            ])
+        };
+        assert_eq!(slot_owner(reply(), 0), Some(("127.0.0.1".into(), 7001)));
+        assert_eq!(slot_owner(reply(), 5460), Some(("127.0.0.1".into(), 7001)));
+        assert_eq!(slot_owner(reply(), 5461), Some((String::new(), 7002)));
+        assert_eq!(slot_owner(reply(), 16383), Some((String::new(), 7003)));
+        assert_eq!(slot_owner(reply(), 16384), None);
+        assert_eq!(slot_owner(Value::Nil, 1), None);
+        let bad_port = Value::Array(vec![range(0, 16383, "h", 70_000)]);
+        assert_eq!(slot_owner(bad_port, 1), None);
     }
 
     #[test]

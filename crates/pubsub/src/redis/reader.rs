@@ -1,11 +1,17 @@
 //! The stream reader of the instance: one connection reading every stream room with a
 //! blocking `XREAD`, resuming from the last delivered id after a reconnect.
+//!
+//! On a cluster every stream key shares one hash tag, so the read goes to the master owning
+//! that slot: the reader asks a seed node where the slot lives (`CLUSTER KEYSLOT`,
+//! `CLUSTER SLOTS`) on every (re)connection, and wakes its blocked read through a second
+//! connection to that node. A `MOVED` reply, a failed node or a down cluster ends the session
+//! like a lost connection, and the next one looks the owner up again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_scale_redis::RedisBackend;
@@ -19,7 +25,7 @@ const READ_COUNT: usize = 512;
 
 pub(crate) struct Reader {
     pub(crate) registry: Arc<Registry>,
-    pub(crate) client: redis::Client,
+    pub(crate) target: Target,
     pub(crate) backend: RedisBackend,
     pub(crate) config: PubSubConfig,
     pub(crate) connect_timeout: Duration,
@@ -28,6 +34,26 @@ pub(crate) struct Reader {
     pub(crate) links: Arc<super::Links>,
     /// Woken when a stream room opens, to read it at once.
     pub(crate) wake: Arc<Notify>,
+}
+
+/// Where the reader connects.
+pub(crate) enum Target {
+    /// One server. `CLIENT UNBLOCK` goes through the backend, which talks to the same server.
+    Server(redis::Client),
+    /// A cluster: the master owning the slot of `slot_key`, found through `seeds` (tried in
+    /// turn, starting after the last one that answered).
+    Cluster {
+        seeds: Arc<[redis::Client]>,
+        slot_key: String,
+    },
+}
+
+/// The reader's connections of one session.
+struct Session {
+    /// Carries the blocking `XREAD`.
+    read: MultiplexedConnection,
+    /// On a cluster, a second connection to the same node for `CLIENT UNBLOCK`.
+    unblock: Option<MultiplexedConnection>,
 }
 
 /// A stream room as one `XREAD` reads it.
@@ -45,25 +71,22 @@ impl Reader {
             .set_connection_timeout(Some(self.connect_timeout))
             // Blocking reads are bounded here, per read.
             .set_response_timeout(None);
+        let mut next_seed = 0;
         loop {
             let connected = tokio::select! {
                 () = self.stop.cancelled() => return,
-                r = tokio::time::timeout(
-                    self.connect_timeout,
-                    self.client.get_multiplexed_async_connection_with_config(&config),
-                ) => r,
+                r = self.connect(&config, &mut next_seed) => r,
             };
             match connected {
-                Ok(Ok(conn)) => {
-                    match self.serve(conn, failed).await {
+                Ok(session) => {
+                    match self.serve(session, failed).await {
                         Exit::Stop => return,
                         Exit::Lost => {}
                     }
                     delay = FIRST_RETRY_DELAY;
                     tracing::warn!("pubsub: lost the Redis stream reader connection; reconnecting");
                 }
-                Ok(Err(error)) => tracing::debug!(%error, "pubsub: cannot connect to Redis"),
-                Err(_) => tracing::debug!("pubsub: connecting to Redis timed out"),
+                Err(error) => tracing::debug!(%error, "pubsub: stream reader cannot connect"),
             }
             failed = true;
             self.links.set(Delivery::Stream, false);
@@ -73,7 +96,116 @@ impl Reader {
         }
     }
 
-    async fn serve(&self, mut conn: MultiplexedConnection, failed: bool) -> Exit {
+    /// Opens the connections of a session: to the server, or to the master that owns the
+    /// stream rooms' slot.
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+        next_seed: &mut usize,
+    ) -> Result<Session, String> {
+        match &self.target {
+            Target::Server(client) => Ok(Session {
+                read: self.open(client, config).await?,
+                unblock: None,
+            }),
+            Target::Cluster { seeds, slot_key } => {
+                let owner = self.locate(seeds, slot_key, config, next_seed).await?;
+                Ok(Session {
+                    read: self.open(&owner, config).await?,
+                    unblock: Some(self.open(&owner, config).await?),
+                })
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        client: &redis::Client,
+        config: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, String> {
+        match tokio::time::timeout(
+            self.connect_timeout,
+            client.get_multiplexed_async_connection_with_config(config),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(error)) => Err(format!("cannot connect to Redis: {error}")),
+            Err(_) => Err("connecting to Redis timed out".to_owned()),
+        }
+    }
+
+    /// A client for the master that owns `slot_key`'s slot, asked of the seeds in turn; it
+    /// keeps the seed URL's settings (TLS, user, password) with the owner's address.
+    async fn locate(
+        &self,
+        seeds: &[redis::Client],
+        slot_key: &str,
+        config: &AsyncConnectionConfig,
+        next_seed: &mut usize,
+    ) -> Result<redis::Client, String> {
+        let mut last = String::from("no seed node");
+        for _ in 0..seeds.len() {
+            let seed = &seeds[*next_seed % seeds.len()];
+            match self.ask_owner(seed, slot_key, config).await {
+                Ok(owner) => return Ok(owner),
+                Err(error) => last = error,
+            }
+            *next_seed = next_seed.wrapping_add(1);
+        }
+        Err(format!("cannot find the node of the stream rooms: {last}"))
+    }
+
+    async fn ask_owner(
+        &self,
+        seed: &redis::Client,
+        slot_key: &str,
+        config: &AsyncConnectionConfig,
+    ) -> Result<redis::Client, String> {
+        let mut conn = self.open(seed, config).await?;
+        let ask = async {
+            let slot = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(slot_key)
+                .query_async::<i64>(&mut conn)
+                .await?;
+            let slots = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<redis::Value>(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((slot, slots))
+        };
+        let (slot, slots) = match tokio::time::timeout(self.command_timeout, ask).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => return Err(format!("CLUSTER SLOTS failed: {error}")),
+            Err(_) => return Err("CLUSTER SLOTS timed out".to_owned()),
+        };
+        let (host, port) = parse::slot_owner(slots, slot)
+            .ok_or_else(|| format!("no master serves slot {slot}"))?;
+        let info = seed.get_connection_info().clone();
+        let mut addr = info.addr().clone();
+        match &mut addr {
+            ConnectionAddr::Tcp(h, p)
+            | ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => {
+                // An empty host means "the address you reached me at".
+                if !host.is_empty() {
+                    *h = host;
+                }
+                *p = port;
+            }
+            _ => return Err(format!("seed {addr} is not a TCP address")),
+        }
+        tracing::debug!(%addr, slot, "pubsub: stream rooms are on this node");
+        redis::Client::open(info.set_addr(addr)).map_err(|e| e.to_string())
+    }
+
+    async fn serve(&self, session: Session, failed: bool) -> Exit {
+        let Session {
+            read: mut conn,
+            unblock,
+        } = session;
         let id = redis::cmd("CLIENT").arg("ID").clone();
         let id = id.query_async::<i64>(&mut conn);
         let Ok(Ok(client_id)) = tokio::time::timeout(self.command_timeout, id).await else {
@@ -113,8 +245,17 @@ impl Reader {
                 r = tokio::time::timeout(limit, &mut read) => r,
                 () = self.wake.notified() => {
                     // A room opened: cut the blocking read short to read it too.
-                    let unblock = redis::cmd("CLIENT").arg("UNBLOCK").arg(client_id).clone();
-                    let _ = self.backend.query::<i64>(&unblock).await;
+                    let cmd = redis::cmd("CLIENT").arg("UNBLOCK").arg(client_id).clone();
+                    if let Some(unblock) = &unblock {
+                        let mut unblock = unblock.clone();
+                        let _ = tokio::time::timeout(
+                            self.command_timeout,
+                            cmd.query_async::<i64>(&mut unblock),
+                        )
+                        .await;
+                    } else {
+                        let _ = self.backend.query::<i64>(&cmd).await;
+                    }
                     tokio::time::timeout(limit, &mut read).await
                 }
             };
@@ -183,10 +324,9 @@ impl Reader {
             let info = info.query_async::<redis::Value>(conn);
             let info = match tokio::time::timeout(self.command_timeout, info).await {
                 Ok(Ok(value)) => Some(parse::xinfo(value)),
-                // "no such key": the stream is gone.
-                Ok(Err(e)) if !(e.is_io_error() || e.is_connection_dropped() || e.is_timeout()) => {
-                    None
-                }
+                // "no such key": the stream is gone. A down cluster or a moving slot is not
+                // an answer about the stream: reconnect and ask again.
+                Ok(Err(e)) if !crate::error::transient_reply(&e) => None,
                 _ => return false,
             };
             let (gap, position) = parse::after_reconnect(read.position, info);
