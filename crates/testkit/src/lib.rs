@@ -311,6 +311,29 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// The nodes, to kill or restart one. A restarted node keeps its `nodes.conf`, so it
+    /// rejoins the cluster with its slots (and no data: nothing is persisted); see
+    /// [`wait_ok`](Self::wait_ok).
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// Waits until every node reports `cluster_state:ok` with every slot assigned.
+    ///
+    /// # Panics
+    ///
+    /// When that takes longer than 20 s.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "cluster_state did not become ok within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The index (in [`nodes`](Self::nodes)) of the master that serves `slot`, read from
     /// each node's own line of `CLUSTER NODES`.
     ///
