@@ -8,7 +8,8 @@ use tower_scale_redis::{Error as RedisError, RedisBackend};
 
 use crate::SessionId;
 use crate::store::{
-    BoxFuture, EXPIRES_FIELD, Record, Save, SaveOutcome, SessionStore, StoreError, USER_FIELD,
+    BoxFuture, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, SessionStore, StoreError,
+    USER_FIELD,
 };
 
 /// Updates the changed fields of an existing session hash, in one round trip; a session that
@@ -57,6 +58,11 @@ type Written = (SaveOutcome, Option<String>);
 /// Lua's `unpack` stops near 8,000 values; a save of more fields than this is refused.
 const MAX_FIELDS_PER_SAVE: usize = 3_000;
 
+/// A user's index is refreshed only when the expiry recorded in the session would leave it
+/// less than this beyond the session's new expiry: room for clock differences between
+/// instances and Redis.
+const INDEX_MARGIN_MS: u64 = 60_000;
+
 /// Sessions in Redis, shared by every instance, through the shared [`RedisBackend`].
 ///
 /// Layout: one hash per session, `<prefix>:session:<id>`, one field per session value (JSON
@@ -66,11 +72,15 @@ const MAX_FIELDS_PER_SAVE: usize = 3_000;
 ///
 /// Round trips: a load is one `HGETALL`; a new session is one `MULTI`/`EXEC` transaction
 /// (`HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
-/// and refreshing the TTL, and never recreating a session that is gone. For a session bound to a user, the user's set gets the
-/// same TTL as the session on every save (so it outlives every session it lists): one
-/// `SADD`/`PEXPIRE` transaction sent concurrently when the caller names the user (as the
-/// layer does after a read), or one `PEXPIRE` after the save when it does not. A delete is one
-/// `EVALSHA`, plus one `SREM` when the session had a user.
+/// and refreshing the TTL, and never recreating a session that is gone. For a session bound
+/// to a user, the user's set must outlive every session it lists: a save that names the user
+/// sends one `SADD`/`PEXPIRE` transaction concurrently, setting the set's TTL to twice the
+/// session's and recording that expiry in the session (`__idx`); a later save of a session
+/// read in the same request skips it while the recorded expiry is more than a minute beyond
+/// the session's new one, so a session saved on every request refreshes its index about once
+/// per TTL. A save that does not name the user (a write without a read) refreshes the set's
+/// TTL with one `PEXPIRE` after the save. A delete is one `EVALSHA`, plus one `SREM` when the
+/// session had a user.
 ///
 /// Every command is bounded by the backend's command timeout; failures come back as
 /// [`StoreError`]. Works unchanged on Redis Cluster: every command touches one key.
@@ -119,7 +129,13 @@ impl RedisStore {
             }
         };
         let user = fields.remove(USER_FIELD);
-        Ok(Some(Record::new(fields, expires_at, user)))
+        // A missing or unreadable value only means the next save refreshes the index.
+        let indexed = fields
+            .remove(INDEXED_FIELD)
+            .and_then(|v| v.parse::<u64>().ok());
+        Ok(Some(
+            Record::new(fields, expires_at, user).with_user_indexed_until(indexed),
+        ))
     }
 
     async fn save_now(&self, save: Save<'_>) -> Result<SaveOutcome, StoreError> {
@@ -132,12 +148,22 @@ impl RedisStore {
         let ttl_ms = u64::try_from(save.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
+        // The user's index, when this save must refresh it: its TTL and the expiry recorded.
+        let index = save.user.filter(|user| {
+            let indexed = save.loaded_user == Some(Some(*user))
+                && save
+                    .user_indexed_until
+                    .is_some_and(|until| until >= save.expires_at.saturating_add(INDEX_MARGIN_MS));
+            !indexed
+        });
+        let index_ttl_ms = ttl_ms.saturating_mul(2);
+        let indexed_until = index.map(|_| save.expires_at.saturating_add(ttl_ms));
         let saved = if save.create {
-            Either::Left(self.create(&key, &save, ttl_ms))
+            Either::Left(self.create(&key, &save, ttl_ms, indexed_until))
         } else {
-            Either::Right(self.update(&key, &save, ttl_ms))
+            Either::Right(self.update(&key, &save, ttl_ms, indexed_until))
         };
-        let (outcome, previous) = match save.user {
+        let (outcome, previous) = match index {
             None => saved.await.map_err(|e| store_error("save", e))?,
             Some(user) => {
                 // The index lives in another slot: its own command, sent concurrently. An id
@@ -153,7 +179,7 @@ impl RedisStore {
                     .ignore()
                     .cmd("PEXPIRE")
                     .arg(&user_key)
-                    .arg(ttl_ms)
+                    .arg(index_ttl_ms)
                     .ignore();
                 let (saved, indexed) =
                     futures_util::future::join(saved, self.backend.query_pipeline::<()>(&index))
@@ -176,7 +202,7 @@ impl RedisStore {
                         .query::<()>(
                             redis::cmd("PEXPIRE")
                                 .arg(self.user_key(previous))
-                                .arg(ttl_ms),
+                                .arg(ttl_ms.saturating_mul(2)),
                         )
                         .await
                         .map_err(|e| store_error("index user", e))?;
@@ -192,10 +218,16 @@ impl RedisStore {
     /// created: fewer than written means the id was taken (two random 128-bit ids colliding,
     /// practically impossible); the other session's fields were then overwritten, and the
     /// save reports the collision.
-    async fn create(&self, key: &str, save: &Save<'_>, ttl_ms: u64) -> Result<Written, RedisError> {
+    async fn create(
+        &self,
+        key: &str,
+        save: &Save<'_>,
+        ttl_ms: u64,
+        indexed_until: Option<u64>,
+    ) -> Result<Written, RedisError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let written = self.hset(&mut pipe, key, save);
+        let written = self.hset(&mut pipe, key, save, indexed_until);
         pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
         let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
         let outcome = if created == written {
@@ -206,9 +238,15 @@ impl RedisStore {
         Ok((outcome, None))
     }
 
-    /// Adds to `pipe` the `HSET` of `__exp`, the user binding and the set fields; returns how
-    /// many fields it writes.
-    fn hset(&self, pipe: &mut redis::Pipeline, key: &str, save: &Save<'_>) -> i64 {
+    /// Adds to `pipe` the `HSET` of `__exp`, the user binding, the user index's expiry and the
+    /// set fields; returns how many fields it writes.
+    fn hset(
+        &self,
+        pipe: &mut redis::Pipeline,
+        key: &str,
+        save: &Save<'_>,
+        indexed_until: Option<u64>,
+    ) -> i64 {
         let hset = pipe
             .cmd("HSET")
             .arg(key)
@@ -219,6 +257,10 @@ impl RedisStore {
             hset.arg(USER_FIELD).arg(user);
             written += 1;
         }
+        if let Some(until) = indexed_until {
+            hset.arg(INDEXED_FIELD).arg(until);
+            written += 1;
+        }
         for (k, v) in save.set {
             hset.arg(k).arg(v);
             written += 1;
@@ -226,16 +268,27 @@ impl RedisStore {
         written
     }
 
-    async fn update(&self, key: &str, save: &Save<'_>, ttl_ms: u64) -> Result<Written, RedisError> {
+    async fn update(
+        &self,
+        key: &str,
+        save: &Save<'_>,
+        ttl_ms: u64,
+        indexed_until: Option<u64>,
+    ) -> Result<Written, RedisError> {
         if let Some(previous) = save.loaded_user {
-            return self.update_loaded(key, save, ttl_ms, previous).await;
+            return self
+                .update_loaded(key, save, ttl_ms, previous, indexed_until)
+                .await;
         }
         let mut invocation = SAVE.key(key);
         invocation
             .arg(ttl_ms)
             .arg(save.expires_at)
             .arg(save.user.unwrap_or(""))
-            .arg(save.set.len());
+            .arg(save.set.len() + usize::from(indexed_until.is_some()));
+        if let Some(until) = indexed_until {
+            invocation.arg(INDEXED_FIELD).arg(until);
+        }
         for (k, v) in save.set {
             invocation.arg(k).arg(v);
         }
@@ -267,10 +320,11 @@ impl RedisStore {
         save: &Save<'_>,
         ttl_ms: u64,
         previous: Option<&str>,
+        indexed_until: Option<u64>,
     ) -> Result<Written, RedisError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let written = self.hset(&mut pipe, key, save);
+        let written = self.hset(&mut pipe, key, save, indexed_until);
         if !save.remove.is_empty() {
             pipe.cmd("HDEL").arg(key).arg(save.remove).ignore();
         }

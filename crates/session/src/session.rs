@@ -402,6 +402,7 @@ impl Session {
                     ttl,
                     expires_at,
                     loaded_user: loaded.map(|r| r.user.as_deref()),
+                    user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
                 };
                 match shared.store.save(save).await? {
                     SaveOutcome::Saved => return Ok(Some(shared.cookie.set(id))),
@@ -430,6 +431,7 @@ impl Session {
                 ttl,
                 expires_at,
                 loaded_user: loaded.map(|r| r.user.as_deref()),
+                user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
             };
             if shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(Some(shared.cookie.set(id)));
@@ -458,6 +460,7 @@ impl Session {
                 ttl,
                 expires_at,
                 loaded_user: None,
+                user_indexed_until: None,
             };
             if self.inner.shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(id);

@@ -16,6 +16,9 @@ pub const RESERVED_PREFIX: &str = "__";
 pub(crate) const EXPIRES_FIELD: &str = "__exp";
 /// Field holding the user the session is bound to.
 pub(crate) const USER_FIELD: &str = "__user";
+/// Field holding when the user's index was last made to live until (ms since the epoch), so
+/// that saves refresh the index only about once per TTL.
+pub(crate) const INDEXED_FIELD: &str = "__idx";
 
 /// A stored session, as loaded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +30,10 @@ pub struct Record {
     pub expires_at: u64,
     /// The user the session is bound to, if any (see `Session::set_user`).
     pub user: Option<String>,
+    /// For a store that keeps an index of each user's sessions with an expiry: until when
+    /// (ms since the epoch) that index was last made to live, as recorded in the session.
+    /// `None`: not recorded (every save of a bound session then refreshes the index).
+    pub user_indexed_until: Option<u64>,
 }
 
 impl Record {
@@ -36,7 +43,15 @@ impl Record {
             fields,
             expires_at,
             user,
+            user_indexed_until: None,
         }
+    }
+
+    /// The record, with the user index's recorded expiry.
+    #[must_use]
+    pub fn with_user_indexed_until(mut self, until: Option<u64>) -> Self {
+        self.user_indexed_until = until;
+        self
     }
 }
 
@@ -67,6 +82,9 @@ pub struct Save<'a> {
     /// so it existed moments ago and its user is known; `None` when it did not read it.
     /// Stores may take a cheaper path with this knowledge.
     pub loaded_user: Option<Option<&'a str>>,
+    /// With `loaded_user`: the loaded record's
+    /// [`user_indexed_until`](Record::user_indexed_until).
+    pub user_indexed_until: Option<u64>,
 }
 
 impl<'a> Save<'a> {
@@ -90,6 +108,7 @@ impl<'a> Save<'a> {
             ttl,
             expires_at,
             loaded_user: None,
+            user_indexed_until: None,
         }
     }
 
@@ -97,6 +116,14 @@ impl<'a> Save<'a> {
     #[must_use]
     pub fn loaded(mut self, user: Option<&'a str>) -> Self {
         self.loaded_user = Some(user);
+        self
+    }
+
+    /// Declares that the session read in this request recorded its user's index as living
+    /// until `until` (ms since the epoch), see [`Record::user_indexed_until`].
+    #[must_use]
+    pub fn user_indexed_until(mut self, until: Option<u64>) -> Self {
+        self.user_indexed_until = until;
         self
     }
 }

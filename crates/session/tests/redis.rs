@@ -224,7 +224,8 @@ fn expect(lists: &[&[(&str, u64)]]) -> HashMap<String, u64> {
 #[tokio::test]
 async fn redis_commands_per_request_type() {
     let redis = RedisServer::start();
-    let app = app(layer(backend(&redis.url())));
+    let store_backend = backend(&redis.url());
+    let app = app(layer(store_backend.clone()));
     // Warm up: load the scripts, open the connection.
     let cookie = call(&app, "POST", "/login/dave", None).await.cookie();
     call(&app, "POST", "/logout", Some(&cookie)).await;
@@ -289,6 +290,25 @@ async fn redis_commands_per_request_type() {
             dave = reply.cookie();
         }
     }
+
+    // A bound session read and written: the index's expiry recorded at login is far enough
+    // ahead, so no index transaction; and the index outlives the session.
+    redis.reset_stats();
+    let reply = call(&app, "POST", "/incr", Some(&dave)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        calls(&redis),
+        expect(&[&[("hgetall", 1)], UPDATE_AFTER_READ]),
+        "a bound session's update: HGETALL + MULTI/EXEC, no user index refresh"
+    );
+    let prefix = store_backend.keys().prefix();
+    let pttl = |key: String| -> i64 { redis.cli(&["PTTL", &key]).trim().parse().unwrap() };
+    let session_ttl = pttl(format!("{prefix}:session:{}", &dave["sid=".len()..]));
+    let index_ttl = pttl(format!("{prefix}:session-user:dave"));
+    assert!(
+        session_ttl > 0 && index_ttl > session_ttl,
+        "session {session_ttl} ms, index {index_ttl} ms"
+    );
 
     redis.reset_stats();
     call(&app, "POST", "/logout", Some(&dave)).await;
@@ -376,6 +396,40 @@ async fn sessions_expire_with_the_ttl_and_redis_holds_the_same_ttl() {
         (r.status, r.body.as_str(), r.set_cookie.as_deref()),
         (StatusCode::OK, "none", None)
     );
+}
+
+/// A bound session saved on every request refreshes its user's index only when the expiry it
+/// recorded would no longer cover the session's new expiry with a minute to spare.
+#[tokio::test(flavor = "current_thread")]
+async fn the_user_index_is_refreshed_about_once_per_ttl() {
+    let redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let app = app(layer(store_backend.clone()));
+    let index = format!("{}:session-user:fay", store_backend.keys().prefix());
+    let fay = call(&app, "POST", "/login/fay", None).await.cookie();
+    let refreshes = |redis: &RedisServer| calls(redis).get("sadd").copied().unwrap_or(0);
+
+    // 600 s TTL: the index was made to live 1,200 s at login. Up to 539 s later, a save
+    // (new expiry at most 1,139 s after login) leaves more than a minute: no refresh.
+    for (advance, expected) in [(100, 0), (439, 0), (2, 1), (100, 0)] {
+        // The session's clock follows tokio's; resumed before the call, whose Redis
+        // commands have timeouts.
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(advance)).await;
+        tokio::time::resume();
+        // Redis's clock does not move: hand the index a short TTL, to see a refresh raise it.
+        redis.cli(&["PEXPIRE", &index, "1000"]);
+        redis.reset_stats();
+        let r = call(&app, "POST", "/incr", Some(&fay)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(refreshes(&redis), expected, "after +{advance} s");
+        let ttl: i64 = redis.cli(&["PTTL", &index]).trim().parse().unwrap();
+        if expected == 1 {
+            assert!((1_190_000..=1_200_000).contains(&ttl), "index TTL {ttl} ms");
+        } else {
+            assert!(ttl <= 1_000, "index TTL {ttl} ms");
+        }
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
