@@ -3,9 +3,9 @@
 //!
 //! ```not_rust
 //! cargo bench -p tower-scale-ratelimit --bench memory_instructions --no-run
-//! # then, per variant, with N = 0 and N = 20000 (the difference / 20000 is one request):
+//! # then, per variant (the count / 20000 is one request):
 //! RL_VARIANT=tower_governor RL_N=20000 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/deps/memory_instructions-<hash>
+//!     --toggle-collect='*memory_instructions::measured*' target/release/deps/memory_instructions-<hash>
 //! ```
 //!
 //! `crates/ratelimit/benches/instructions.sh` runs every variant and prints the table. Without `RL_VARIANT` (as under `cargo bench`), it runs every variant 1,000 times.
@@ -80,6 +80,14 @@ fn run(variant: &str, n: usize) {
         let res = rt.block_on(router.clone().oneshot(req)).unwrap();
         assert!(res.status().is_success());
     }
+    measured(&rt, &router, &addrs, n);
+}
+
+/// The requests counted: `instructions.sh` has callgrind collect inside this function only
+/// (`--toggle-collect`), so start-up work that varies from run to run (tower_governor's
+/// clock calibrates against wall time) is left out.
+#[inline(never)]
+fn measured(rt: &tokio::runtime::Runtime, router: &Router, addrs: &[SocketAddr], n: usize) {
     for i in 0..n {
         let mut req = Request::get("/").body(Body::empty()).unwrap();
         req.extensions_mut()

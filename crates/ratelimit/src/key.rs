@@ -15,15 +15,30 @@ use http::{Extensions, HeaderMap, HeaderName, Request};
 /// let ip: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
 /// assert_eq!(Key::ip(ip, 64).to_string(), "2001:db8:1:2::/64");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key(Repr);
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Repr {
     V4(u32),
     /// The masked address and the prefix length.
     V6(u128, u8),
     Text(Cow<'static, str>),
+}
+
+/// One hasher call per IPv4 key (the derived impl feeds the enum's discriminant and the bits
+/// separately): the in-memory limiter hashes the key once per request.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.0 {
+            Repr::V4(bits) => state.write_u64(u64::from(*bits) | 1 << 32),
+            Repr::V6(bits, prefix) => {
+                state.write_u128(*bits);
+                state.write_u8(*prefix);
+            }
+            Repr::Text(text) => text.hash(state),
+        }
+    }
 }
 
 impl Key {
@@ -51,6 +66,34 @@ impl Key {
     /// A key from static text, without allocating.
     pub const fn from_static(text: &'static str) -> Self {
         Self(Repr::Text(Cow::Borrowed(text)))
+    }
+}
+
+impl Key {
+    /// Appends the text form (as `Display` writes it), IPv4 addresses without the formatting
+    /// machinery: this runs once per request sent to a shared store.
+    pub(crate) fn write_to(&self, out: &mut String) {
+        match &self.0 {
+            Repr::V4(bits) => {
+                for (i, octet) in bits.to_be_bytes().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    if octet >= 100 {
+                        out.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        out.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    out.push(char::from(b'0' + octet % 10));
+                }
+            }
+            Repr::Text(text) => out.push_str(text),
+            Repr::V6(..) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{self}");
+            }
+        }
     }
 }
 
@@ -385,6 +428,24 @@ mod tests {
             one.extract(&r).map(|k| k.to_string()).as_deref(),
             Some("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn written_text_is_the_display_form() {
+        let keys = [
+            Key::ip("0.0.0.0".parse().unwrap(), 64),
+            Key::ip("10.0.99.100".parse().unwrap(), 64),
+            Key::ip("255.9.10.199".parse().unwrap(), 64),
+            Key::ip("::ffff:1.2.3.4".parse().unwrap(), 64),
+            Key::ip("2001:db8:1:2:aaaa::1".parse().unwrap(), 48),
+            Key::from("api-{key}"),
+            Key::from_static("global"),
+        ];
+        for key in keys {
+            let mut out = String::from("p:");
+            key.write_to(&mut out);
+            assert_eq!(out, format!("p:{key}"));
+        }
     }
 
     #[test]

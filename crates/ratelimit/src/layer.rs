@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::key::{Key, KeyExtractor, PeerIp};
 use crate::quota::{Quota, QuotaError};
-use crate::store::{Decision, MemoryStore, Store, StoreError};
+use crate::store::{Decision, MemoryStore, Store, StoreError, policy_key};
 
 /// Builds the response of a request the layer refuses (429 over the limit, the missing-key
 /// status, 503 when the store fails closed). The layer adds `Retry-After` and the `RateLimit`
@@ -547,8 +547,9 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
-        // Decided without I/O (memory store): call the service, then add the headers.
-        Admitted { #[pin] fut: F, policy: Arc<Policy>, decision: Option<Decision> },
+        // Decided without I/O (memory store, a live lease): call the service, then add the
+        // headers, written before the call (none when they are off).
+        Admitted { #[pin] fut: F, headers: Option<Headers> },
         // Answered by the layer itself.
         Answered { res: Option<Response<B>> },
         // Waiting for the store (Redis).
@@ -570,13 +571,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Admitted {
-                fut,
-                policy,
-                decision,
-            } => {
+            // Headers off: the service's own future, nothing to add.
+            KindProj::Admitted { fut, headers } if headers.is_none() => fut.poll(cx),
+            KindProj::Admitted { fut, headers } => {
                 let mut res = std::task::ready!(fut.poll(cx))?;
-                policy.add_headers(&mut res, decision.as_ref());
+                if let Some(headers) = headers.take() {
+                    headers.insert(&mut res);
+                }
                 Poll::Ready(Ok(res))
             }
             KindProj::Answered { res } => match res.take() {
@@ -588,45 +589,52 @@ where
     }
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789"[usize::try_from(n % 10).unwrap_or(0)];
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[i..]);
-}
-
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// The `RateLimit-Policy` and `RateLimit` fields of one response.
+pub(crate) struct Headers {
+    policy: HeaderValue,
+    ratelimit: Option<HeaderValue>,
+}
+
+impl Headers {
+    fn insert<B>(self, res: &mut Response<B>) {
+        let headers = res.headers_mut();
+        headers.reserve(2);
+        headers.insert(RATELIMIT_POLICY.clone(), self.policy);
+        if let Some(value) = self.ratelimit {
+            headers.insert(RATELIMIT.clone(), value);
+        }
+    }
+}
+
 impl Policy {
+    /// The header fields for `d`, when they are on.
+    #[inline]
+    fn headers_for(&self, d: Option<&Decision>) -> Option<Headers> {
+        self.headers.then(|| Headers {
+            policy: self.policy_header.clone(),
+            ratelimit: d.and_then(|d| self.ratelimit_header(d)),
+        })
+    }
+
     /// `"<name>";r=<remaining>;t=<seconds>`, written without `format!` (once per response).
     fn ratelimit_header(&self, d: &Decision) -> Option<HeaderValue> {
-        let mut buf = Vec::with_capacity(self.ratelimit_prefix.len() + 26);
+        let mut numbers = itoa::Buffer::new();
+        let remaining = numbers.format(d.remaining.min(self.max_burst));
+        let mut buf = Vec::with_capacity(self.ratelimit_prefix.len() + remaining.len() + 23);
         buf.extend_from_slice(&self.ratelimit_prefix);
-        push_decimal(&mut buf, u64::from(d.remaining.min(self.max_burst)));
+        buf.extend_from_slice(remaining.as_bytes());
         buf.extend_from_slice(b";t=");
-        push_decimal(&mut buf, secs_ceil(d.reset));
+        buf.extend_from_slice(numbers.format(secs_ceil(d.reset)).as_bytes());
         HeaderValue::from_maybe_shared(bytes::Bytes::from(buf)).ok()
     }
 
     fn add_headers<B>(&self, res: &mut Response<B>, d: Option<&Decision>) {
-        if !self.headers {
-            return;
-        }
-        res.headers_mut().reserve(2);
-        res.headers_mut()
-            .insert(RATELIMIT_POLICY.clone(), self.policy_header.clone());
-        if let Some(value) = d.and_then(|d| self.ratelimit_header(d)) {
-            res.headers_mut().insert(RATELIMIT.clone(), value);
+        if let Some(headers) = self.headers_for(d) {
+            headers.insert(res);
         }
     }
 
@@ -670,7 +678,7 @@ impl Policy {
     fn judge<B>(
         &self,
         rejection: &impl Rejection<B>,
-        key: &str,
+        key: &Key,
         op: Op,
         result: Result<Decision, StoreError>,
     ) -> Result<Option<Decision>, Response<B>> {
@@ -685,7 +693,7 @@ impl Policy {
                 tracing::warn!(policy = %self.name, error = %e, "rate-limit store failed");
                 match self.on_store_error {
                     OnStoreError::FailOpen => {
-                        let d = self.local_decision(key, op);
+                        let d = self.local_decision(&policy_key(&self.name, key), op);
                         let c = &self.counters;
                         self.enforce(rejection, d, &c.fallback_allowed, &c.fallback_rejected)
                     }
@@ -710,6 +718,20 @@ impl Policy {
             Op::Peek => self.fallback.decide_counted(key, quotas, cost, false),
             Op::Consume => self.fallback.decide_counted(key, quotas, cost, true),
         }
+    }
+
+    /// A 429 for a key this instance remembers as blocked ([`block_locally`](
+    /// RateLimitLayer::block_locally)), unless in dry-run mode.
+    fn blocked<B>(&self, rejection: &impl Rejection<B>, key: &Key) -> Option<Response<B>> {
+        let until = self.local_block.as_ref()?.until.get(key)?;
+        let now = tokio::time::Instant::now();
+        if until <= now {
+            return None;
+        }
+        let decision = Decision::rejected(until - now);
+        self.counters.rejected.increment(1);
+        (!self.dry_run)
+            .then(|| self.reject(rejection, StatusCode::TOO_MANY_REQUESTS, Some(&decision)))
     }
 
     /// Counts a request of a `count_if` policy after a response that counts; the decision
@@ -760,25 +782,56 @@ where
                 return answered(policy.reject(&self.rejection, status, None));
             }
         };
-        // Memory: decide now, no boxed future.
-        if policy.store.is_immediate() && !policy.count_after {
-            let result = policy
-                .store
-                .check_now(&key, &policy.quotas, policy.cost)
-                .ok_or_else(|| StoreError("an immediate store gave no decision".to_owned()));
-            return match policy.judge(&self.rejection, "", Op::Check, result) {
-                Ok(decision) => ResponseFuture {
-                    kind: Kind::Admitted {
-                        fut: self.inner.call(req),
-                        policy: Arc::clone(policy),
-                        decision,
-                    },
-                },
-                Err(res) => answered(res),
+        if let Some(res) = policy.blocked(&self.rejection, &key) {
+            return answered(res);
+        }
+        // Decided in this process (memory, a live lease): no boxed future, no clone of the
+        // inner service.
+        if !policy.count_after
+            && let Some(d) =
+                policy
+                    .store
+                    .check_local(&policy.name, &key, &policy.quotas, policy.cost)
+        {
+            let c = &policy.counters;
+            let decision = match policy.enforce(&self.rejection, d, &c.allowed, &c.rejected) {
+                Ok(decision) => decision,
+                Err(res) => return answered(res),
+            };
+            let headers = if policy.headers {
+                policy.headers_for(decision.as_ref())
+            } else {
+                None
+            };
+            let fut = self.inner.call(req);
+            return ResponseFuture {
+                kind: Kind::Admitted { fut, headers },
             };
         }
-        // A store doing I/O: the service that was polled ready handles this request later; a
-        // clone takes its place.
+        self.call_store(key, req)
+    }
+}
+
+impl<S, K, R, C> RateLimit<S, K, R, C> {
+    /// A request the store decides by I/O (Redis, a spent lease): one boxed future.
+    #[inline(never)]
+    fn call_store<ReqBody, ResBody>(
+        &mut self,
+        key: Key,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        R: Rejection<ResBody>,
+        C: CountPolicy,
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+        ReqBody: Send + 'static,
+        ResBody: Send + 'static,
+    {
+        let policy = &self.policy;
+        // The service that was polled ready handles this request later; a clone takes its
+        // place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let policy = Arc::clone(policy);
@@ -787,33 +840,20 @@ where
         ResponseFuture {
             kind: Kind::Waiting {
                 fut: Box::pin(async move {
-                    if let Some(block) = &policy.local_block
-                        && let Some(until) = block.until.get(&key)
-                    {
-                        let now = tokio::time::Instant::now();
-                        if until > now {
-                            let decision = Decision::rejected(until - now);
-                            policy.counters.rejected.increment(1);
-                            if !policy.dry_run {
-                                return Ok(policy.reject(
-                                    &rejection,
-                                    StatusCode::TOO_MANY_REQUESTS,
-                                    Some(&decision),
-                                ));
-                            }
-                        }
-                    }
-                    let full_key = format!("{}:{key}", policy.name);
-                    let op = if policy.count_after {
-                        Op::Peek
+                    let (op, result, full_key) = if policy.count_after {
+                        let full_key = policy_key(&policy.name, &key);
+                        let result = policy
+                            .store
+                            .peek(&full_key, &policy.quotas, policy.cost)
+                            .await;
+                        (Op::Peek, result, Some(full_key))
                     } else {
-                        Op::Check
+                        let result = policy
+                            .store
+                            .check_key(&policy.name, &key, &policy.quotas, policy.cost)
+                            .await;
+                        (Op::Check, result, None)
                     };
-                    let result = match op {
-                        Op::Peek => policy.store.peek(&full_key, &policy.quotas, policy.cost),
-                        _ => policy.store.check(&full_key, &policy.quotas, policy.cost),
-                    }
-                    .await;
                     if let (Some(block), Ok(d)) = (&policy.local_block, &result)
                         && !d.allowed
                         && !d.never
@@ -821,16 +861,16 @@ where
                     {
                         block
                             .until
-                            .insert(key, tokio::time::Instant::now() + d.retry_after);
+                            .insert(key.clone(), tokio::time::Instant::now() + d.retry_after);
                     }
-                    let mut decision = match policy.judge(&rejection, &full_key, op, result) {
+                    let mut decision = match policy.judge(&rejection, &key, op, result) {
                         Ok(decision) => decision,
                         Err(res) => return Ok(res),
                     };
                     let mut res = inner.call(req).await?;
-                    if policy.count_after
+                    if let Some(full_key) = &full_key
                         && count.counts(res.status())
-                        && let Some(counted) = policy.consume(&full_key).await
+                        && let Some(counted) = policy.consume(full_key).await
                     {
                         decision = Some(counted);
                     }

@@ -106,6 +106,46 @@ pub trait Store: Send + Sync + 'static {
         let _ = (key, quotas, cost);
         None
     }
+
+    /// What the layer asks first for a request of the policy named `policy`: a decision made
+    /// in this process without waiting when the store can make one (memory: always;
+    /// [`HybridStore`](crate::HybridStore): while a lease lasts), else `None` and the layer
+    /// calls [`check_key`](Self::check_key). By default [`check_now`](Self::check_now).
+    fn check_local(
+        &self,
+        policy: &str,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Option<Decision> {
+        let _ = policy;
+        self.check_now(key, quotas, cost)
+    }
+
+    /// [`check`](Self::check) for `key` of the policy named `policy`, as the layer calls it:
+    /// stores may build their own key from the parts instead of the `"<policy>:<key>"` text
+    /// `check` is given (which this default builds).
+    fn check_key<'a>(
+        &'a self,
+        policy: &'a str,
+        key: &'a Key,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(async move {
+            let key = policy_key(policy, key);
+            self.check(&key, quotas, cost).await
+        })
+    }
+}
+
+/// `"<policy>:<key>"`, the key a policy's requests are counted under in a shared store.
+pub(crate) fn policy_key(policy: &str, key: &Key) -> String {
+    let mut out = String::with_capacity(policy.len() + 1 + 40);
+    out.push_str(policy);
+    out.push(':');
+    key.write_to(&mut out);
+    out
 }
 
 /// tokio time as a governor clock, so tests can pause and advance it.
@@ -173,8 +213,17 @@ pub struct MemoryStore {
     inner: Arc<MemoryInner>,
 }
 
+/// One quota's limiter, with the figures the decision needs precomputed (a `Duration`
+/// division per request is not free).
+struct QuotaLimiter {
+    limiter: Limiter,
+    /// The emission interval, in nanoseconds.
+    interval_ns: u64,
+    burst: u32,
+}
+
 struct MemoryInner {
-    limiters: std::sync::OnceLock<Box<[Limiter]>>,
+    limiters: std::sync::OnceLock<Box<[QuotaLimiter]>>,
     /// The state of policies that count after the response (`peek` then `consume`).
     counted: std::sync::Mutex<HashMap<String, Box<[u64]>>>,
     max_keys: usize,
@@ -211,7 +260,7 @@ impl MemoryStore {
             .limiters
             .get()
             .and_then(|l| l.first())
-            .map_or(0, |l| l.len() as u64)
+            .map_or(0, |l| l.limiter.len() as u64)
     }
 
     /// Whether no key is held.
@@ -233,12 +282,15 @@ impl MemoryStore {
         let limiters = inner.limiters.get_or_init(|| {
             quotas
                 .iter()
-                .map(|q| {
-                    governor::RateLimiter::dashmap_with_clock(
+                .map(|q| QuotaLimiter {
+                    limiter: governor::RateLimiter::dashmap_with_clock(
                         governor_quota(q),
                         inner.clock.clone(),
                     )
-                    .with_middleware::<StateInformationMiddleware>()
+                    .with_middleware::<StateInformationMiddleware>(),
+                    interval_ns: u64::try_from(q.emission_interval().as_nanos())
+                        .unwrap_or(u64::MAX),
+                    burst: q.max_burst(),
                 })
                 .collect()
         });
@@ -247,10 +299,14 @@ impl MemoryStore {
         let n = inner
             .checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n.is_multiple_of(1024) && limiters.first().is_some_and(|l| l.len() > inner.max_keys) {
+        if n.is_multiple_of(1024)
+            && limiters
+                .first()
+                .is_some_and(|l| l.limiter.len() > inner.max_keys)
+        {
             for l in limiters.iter() {
-                l.retain_recent();
-                l.shrink_to_fit();
+                l.limiter.retain_recent();
+                l.limiter.shrink_to_fit();
             }
         }
         let mut decision = Decision {
@@ -260,25 +316,25 @@ impl MemoryStore {
             reset: Duration::ZERO,
             never: false,
         };
-        for (limiter, quota) in limiters.iter().zip(quotas) {
-            match limiter.check_key_n(key, cost) {
+        for l in limiters.iter() {
+            match l.limiter.check_key_n(key, cost) {
                 Err(_) => return Decision::never(),
                 Ok(Err(not_until)) => {
                     decision.allowed = false;
                     decision.remaining = 0;
                     decision.retry_after = not_until.wait_time_from(inner.clock.now());
-                    decision.reset = decision
-                        .reset
-                        .max(quota.emission_interval() * quota.max_burst());
+                    decision.reset = decision.reset.max(Duration::from_nanos(
+                        l.interval_ns.saturating_mul(u64::from(l.burst)),
+                    ));
                     return decision;
                 }
                 Ok(Ok(snapshot)) => {
                     let remaining = snapshot.remaining_burst_capacity();
                     decision.remaining = decision.remaining.min(remaining);
-                    decision.reset = decision.reset.max(
-                        quota.emission_interval()
-                            * (quota.max_burst() - remaining.min(quota.max_burst())),
-                    );
+                    let spent = l.burst - remaining.min(l.burst);
+                    decision.reset = decision.reset.max(Duration::from_nanos(
+                        l.interval_ns.saturating_mul(u64::from(spent)),
+                    ));
                 }
             }
         }
@@ -412,6 +468,16 @@ impl Store for MemoryStore {
     fn check_now(&self, key: &Key, quotas: &[Quota], cost: u32) -> Option<Decision> {
         Some(self.decide(key, quotas, cost))
     }
+
+    fn check_local(
+        &self,
+        _policy: &str,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Option<Decision> {
+        Some(self.decide(key, quotas, cost))
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -423,7 +489,7 @@ mod redis_store {
     use std::time::Duration;
 
     use tower_scale_redis::RedisBackend;
-    use tower_scale_redis::redis::Script;
+    use tower_scale_redis::redis::{ErrorKind, Script, ServerErrorKind, Value};
 
     use super::{BoxFuture, Decision, Store, StoreError};
     use crate::Quota;
@@ -432,11 +498,13 @@ mod redis_store {
     /// the instances' clocks do not matter. KEYS: one per quota (sharing a hash tag).
     /// ARGV: cost, then per quota its emission interval and burst (µs, cells), then optionally
     /// `peek` (decide without writing anything). Returns
-    /// `{allowed, retry_after_us, remaining, reset_us}`; state is written only when admitted
-    /// (and not peeking), and expires when the quota is fully replenished.
-    static GCRA: LazyLock<Script> = LazyLock::new(|| {
-        Script::new(
-            r"
+    /// `"<allowed> <retry_after_us> <remaining> <reset_us>"`: one bulk string, which the
+    /// client parses for a fraction of the cost of an array of four integers. State is
+    /// written only when admitted (and not peeking), and expires when the quota is fully
+    /// replenished.
+    static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_CODE));
+
+    const GCRA_CODE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
@@ -471,10 +539,8 @@ for i = 1, #KEYS do
   if remaining < 0 or left < remaining then remaining = left end
   if tat - now > reset then reset = tat - now end
 end
-return {allowed, retry_after, remaining, reset}
-",
-        )
-    });
+return string.format('%d %.0f %.0f %.0f', allowed, retry_after, remaining, reset)
+";
 
     /// The SHA1 of the GCRA script (for comparing with `redis-benchmark EVALSHA`).
     #[doc(hidden)]
@@ -498,9 +564,52 @@ return {allowed, retry_after, remaining, reset}
     }
 
     impl RedisStore {
+        /// `EVALSHA <gcra> <n> <key 0>… <cost> <interval µs> <burst>… [peek]`, written straight
+        /// into one command: the keys `<prefix>:ratelimit:{<tag>}:<i>` (as
+        /// [`Keys::tagged`](tower_scale_redis::Keys::tagged) writes them) in one buffer, no
+        /// argument allocated on its own.
+        fn command(
+            &self,
+            tag: &str,
+            quotas: &[Quota],
+            cost: u32,
+            peek: bool,
+        ) -> tower_scale_redis::redis::Cmd {
+            let prefix = self.backend.keys().prefix();
+            let mut key = Vec::with_capacity(prefix.len() + tag.len() + 18);
+            key.extend_from_slice(prefix.as_bytes());
+            key.extend_from_slice(b":ratelimit:{");
+            key.extend(
+                tag.bytes()
+                    .map(|b| if matches!(b, b'{' | b'}') { b'_' } else { b }),
+            );
+            key.extend_from_slice(b"}:");
+            let base = key.len();
+            let mut cmd = tower_scale_redis::redis::Cmd::with_capacity(
+                3 + 3 * quotas.len() + 2,
+                60 + quotas.len() * (key.len() + 24),
+            );
+            cmd.arg("EVALSHA").arg(GCRA.get_hash()).arg(quotas.len());
+            let mut index = itoa::Buffer::new();
+            for i in 0..quotas.len() {
+                key.truncate(base);
+                key.extend_from_slice(index.format(i).as_bytes());
+                cmd.arg(&key[..]);
+            }
+            cmd.arg(cost);
+            for q in quotas {
+                cmd.arg(u64::try_from(q.emission_interval().as_micros()).unwrap_or(u64::MAX))
+                    .arg(q.max_burst());
+            }
+            if peek {
+                cmd.arg("peek");
+            }
+            cmd
+        }
+
         async fn run(
             &self,
-            key: &str,
+            tag: &str,
             quotas: &[Quota],
             cost: u32,
             peek: bool,
@@ -508,34 +617,56 @@ return {allowed, retry_after, remaining, reset}
             if quotas.iter().any(|q| cost > q.max_burst()) {
                 return Ok(Decision::never());
             }
-            let mut invocation = GCRA.prepare_invoke();
-            invocation.arg(cost);
-            for (i, q) in quotas.iter().enumerate() {
-                invocation.key(self.backend.keys().tagged("ratelimit", key, &i.to_string()));
-                invocation
-                    .arg(u64::try_from(q.emission_interval().as_micros()).unwrap_or(u64::MAX))
-                    .arg(q.max_burst());
+            let cmd = self.command(tag, quotas, cost, peek);
+            let reply: Value = match self.backend.query(&cmd).await {
+                Err(tower_scale_redis::Error::Redis(e))
+                    if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
+                    // First use, restart, failover or `SCRIPT FLUSH`: load it, then again.
+                    let load = tower_scale_redis::redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(GCRA_CODE)
+                        .to_owned();
+                    self.backend
+                        .query::<()>(&load)
+                        .await
+                        .map_err(|e| StoreError(e.to_string()))?;
+                    self.backend.query(&cmd).await
+                }
+                reply => reply,
             }
-            if peek {
-                invocation.arg("peek");
-            }
-            let reply: Vec<i64> = self
-                .backend
-                .invoke(&invocation)
-                .await
-                .map_err(|e| StoreError(e.to_string()))?;
-            let [allowed, retry_after, remaining, reset] = reply[..] else {
-                return Err(StoreError(format!("unexpected script reply {reply:?}")));
-            };
-            let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
-            Ok(Decision {
-                allowed: allowed == 1,
-                retry_after: micros(retry_after),
-                remaining: u32::try_from(remaining).unwrap_or(0),
-                reset: micros(reset),
-                never: false,
-            })
+            .map_err(|e| StoreError(e.to_string()))?;
+            parse_reply(&reply)
+                .ok_or_else(|| StoreError(format!("unexpected script reply {reply:?}")))
         }
+    }
+
+    /// The script's `"<allowed> <retry_after_us> <remaining> <reset_us>"`.
+    fn parse_reply(reply: &Value) -> Option<Decision> {
+        let Value::BulkString(text) = reply else {
+            return None;
+        };
+        let mut fields = text.split(|b| *b == b' ').map(|field| {
+            // Digits only (a negative or fractional figure is garbage), at most u64.
+            if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            field.iter().try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
+        });
+        let mut next = || fields.next().flatten();
+        let (allowed, retry_after, remaining, reset) = (next()?, next()?, next()?, next()?);
+        if fields.next().is_some() || allowed > 1 {
+            return None;
+        }
+        Some(Decision {
+            allowed: allowed == 1,
+            retry_after: Duration::from_micros(retry_after),
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset: Duration::from_micros(reset),
+            never: false,
+        })
     }
 
     impl Store for RedisStore {
@@ -548,6 +679,21 @@ return {allowed, retry_after, remaining, reset}
             Box::pin(self.run(key, quotas, cost, false))
         }
 
+        /// Writes the Redis keys from the policy name and the key, with no `"<policy>:<key>"`
+        /// string in between.
+        fn check_key<'a>(
+            &'a self,
+            policy: &'a str,
+            key: &'a crate::Key,
+            quotas: &'a [Quota],
+            cost: u32,
+        ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+            Box::pin(async move {
+                let tag = super::policy_key(policy, key);
+                self.run(&tag, quotas, cost, false).await
+            })
+        }
+
         fn peek<'a>(
             &'a self,
             key: &'a str,
@@ -555,6 +701,40 @@ return {allowed, retry_after, remaining, reset}
             cost: u32,
         ) -> BoxFuture<'a, Result<Decision, StoreError>> {
             Box::pin(self.run(key, quotas, cost, true))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn script_replies_parse_or_are_refused() {
+            let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+            let d = parse_reply(&bulk("1 0 99 10000")).unwrap();
+            assert!(d.allowed);
+            assert_eq!(
+                (d.retry_after, d.remaining, d.reset),
+                (Duration::ZERO, 99, Duration::from_millis(10))
+            );
+            let d = parse_reply(&bulk("0 2500000 0 2500000")).unwrap();
+            assert!(!d.allowed);
+            assert_eq!(d.retry_after, Duration::from_millis(2500));
+            for garbage in [
+                "",
+                "1 0 99",
+                "1 0 99 10 5",
+                "2 0 0 0",
+                "1 -1 0 0",
+                "1 0.5 0 0",
+                "1  0 0 0",
+                "x 0 0 0",
+                "1 0 0 99999999999999999999999",
+            ] {
+                assert!(parse_reply(&bulk(garbage)).is_none(), "{garbage:?}");
+            }
+            assert!(parse_reply(&Value::Int(1)).is_none());
+            assert!(parse_reply(&Value::Array(vec![Value::Int(1); 4])).is_none());
         }
     }
 }

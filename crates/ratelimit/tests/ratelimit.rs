@@ -287,6 +287,64 @@ async fn hybrid_leases_cut_round_trips_tenfold() {
     assert_eq!(evalsha(&server), 100, "one round trip per lease of 10");
 }
 
+/// Through the layer: requests served from a lease make no round trip and still carry the
+/// headers; a key's lease is its own, and two policies sharing one `HybridStore` never share
+/// a lease (nor Redis keys); the quota still binds once the leases are spent.
+#[tokio::test]
+async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
+    use tower_scale_ratelimit::HybridStore;
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let store = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60));
+    let policy = |name: &str| {
+        app(RateLimitLayer::new(store.clone(), [Quota::per_hour(25)])
+            .unwrap()
+            .name(name)
+            .unwrap()
+            .key_with(api_key()))
+    };
+    let (a, b) = (policy("a"), policy("b"));
+    hit(&a, Some("warm")).await; // loads the script
+    server.reset_stats();
+    for i in 0..20 {
+        let res = hit(&a, Some("k1")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["ratelimit-policy"], "\"a\";q=25;w=3600");
+        // Taking a lease answers Redis's figures (what the quota has left); the requests
+        // it serves answer the lease's count.
+        let field = res.headers()["ratelimit"].to_str().unwrap().to_owned();
+        let expected = if i % 10 == 0 {
+            format!("\"a\";r={};", 25 - 10 * (i / 10 + 1))
+        } else {
+            format!("\"a\";r={};t=0", 9 - i % 10)
+        };
+        assert!(field.starts_with(&expected), "request {i}: {field}");
+    }
+    assert_eq!(evalsha_calls(&server), 2, "one round trip per lease of 10");
+    // Policy b, same store, same key: its own lease and its own Redis key.
+    server.reset_stats();
+    assert_eq!(hit(&b, Some("k1")).await.status(), StatusCode::OK);
+    assert_eq!(evalsha_calls(&server), 1);
+    let mut keys = server.cli(&["--scan", "--pattern", "*ratelimit*"]);
+    keys = keys.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    assert!(keys.contains("{a:k1}") && keys.contains("{b:k1}"), "{keys}");
+    // Another key of policy a: a lease of its own.
+    server.reset_stats();
+    assert_eq!(hit(&a, Some("k2")).await.status(), StatusCode::OK);
+    assert_eq!(evalsha_calls(&server), 1);
+    // k1 of policy a: 20 units leased of 25; 5 are left, less than a lease, so each request
+    // asks for a lease, is refused it, and is decided alone (two round trips); then the quota
+    // binds (one: not even a single unit is left).
+    server.reset_stats();
+    for _ in 0..5 {
+        assert_eq!(hit(&a, Some("k1")).await.status(), StatusCode::OK);
+    }
+    let res = hit(&a, Some("k1")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(evalsha_calls(&server), 2 * 5 + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_limit_is_exact_across_four_instances() {
     let server = RedisServer::start();
