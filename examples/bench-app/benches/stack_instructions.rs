@@ -125,7 +125,13 @@ fn from_stack() -> Router {
     )
     .unwrap();
     let stack = tower_scale::stack::Stack::build(&config).unwrap();
-    stack.apply(Router::new().route("/hello", get(hello)))
+    served(stack.apply(Router::new().route("/hello", get(hello))))
+}
+
+/// The router as `axum::serve` runs it: `with_state(())` turns every handler into a route once.
+/// Called directly, a router without state would apply the route layers again on every request.
+fn served(router: Router) -> Router {
+    router.with_state(())
 }
 
 fn variants() -> Vec<String> {
@@ -137,6 +143,14 @@ fn variants() -> Vec<String> {
     v.extend(LAYERS.iter().map(|l| format!("tower_scale_without_{l}")));
     v.push("tower_scale_shutdown_through_router_layer".to_owned());
     v.push("tower_scale_stack".to_owned());
+    v.extend(
+        [
+            "ratelimit_only",
+            "ratelimit_only_no_headers",
+            "tower_governor_only",
+        ]
+        .map(str::to_owned),
+    );
     v
 }
 
@@ -151,13 +165,55 @@ fn run(variant: &str, n: usize) {
         ..ShutdownConfig::default()
     });
     match variant {
-        "bare_axum" => drive(&rt, variant, n, &Router::new().route("/hello", get(hello))),
-        "peer" => drive(&rt, variant, n, &peer()),
+        "bare_axum" => drive(
+            &rt,
+            variant,
+            n,
+            &served(Router::new().route("/hello", get(hello))),
+        ),
+        "peer" => drive(&rt, variant, n, &served(peer())),
         "tower_scale_stack" => drive(&rt, variant, n, &from_stack()),
+        // The in-memory limiters alone. Built here, tokio has no `test-util` (which the rate-limit
+        // crate's own benches get from its dev-dependencies, and which makes every
+        // `tokio::time::Instant::now` take a lock), as in a release build of an app.
+        "ratelimit_only" | "ratelimit_only_no_headers" => {
+            let limit = RateLimitLayer::new(
+                MemoryStore::new(100_000),
+                [Quota::per_second(1_000_000).burst(1_000_000_000)],
+            )
+            .unwrap()
+            .key_with(PeerIp::default())
+            .headers(variant == "ratelimit_only");
+            drive(
+                &rt,
+                variant,
+                n,
+                &served(Router::new().route("/hello", get(hello).route_layer(limit))),
+            );
+        }
+        "tower_governor_only" => {
+            let governor = tower_governor::governor::GovernorConfigBuilder::default()
+                .per_nanosecond(1)
+                .burst_size(1_000_000_000)
+                .finish()
+                .unwrap();
+            let layer = tower_governor::GovernorLayer::new(Arc::new(governor));
+            drive(
+                &rt,
+                variant,
+                n,
+                &served(Router::new().route("/hello", get(hello).route_layer(layer))),
+            );
+        }
         // The shutdown layer through `Router::layer`, which wraps every route in one more boxed
         // `Route` (a clone of the boxed service and a boxed future per request).
         "tower_scale_shutdown_through_router_layer" => {
-            drive(&rt, variant, n, &tower_scale(&[]).layer(shutdown.layer()));
+            drive(
+                &rt,
+                variant,
+                n,
+                &served(tower_scale(&[]).layer(shutdown.layer())),
+            );
         }
         other => {
             let without = match other.strip_prefix("tower_scale_without_") {
@@ -165,7 +221,7 @@ fn run(variant: &str, n: usize) {
                 _ if other == "tower_scale" => "",
                 _ => panic!("unknown BENCH_VARIANT {other}; known: {:?}", variants()),
             };
-            let route = tower_scale(&[without]);
+            let route = served(tower_scale(&[without]));
             if without == "shutdown" {
                 drive(&rt, variant, n, &route);
             } else {
