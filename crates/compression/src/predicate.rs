@@ -1,9 +1,7 @@
-use std::sync::Arc;
-
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response};
 use http_body::Body;
-use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::predicate::{Predicate, SizeAbove};
 
 /// Types already compressed, or that must reach the client byte for byte, never compressed.
 /// Server-sent events (`text/event-stream`) are compressed and flushed event by event.
@@ -26,11 +24,10 @@ const SKIPPED_TYPES: &[&str] = &[
 
 /// The layer's decision on a response: large enough, of a compressible type, and not marked
 /// `Cache-Control: no-transform`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct DefaultPredicate {
     min_size: u64,
     size: SizeAbove,
-    skipped: Arc<[NotForContentType]>,
 }
 
 impl DefaultPredicate {
@@ -38,20 +35,12 @@ impl DefaultPredicate {
         Self {
             min_size: u64::from(min_size),
             size: SizeAbove::new(u64::from(min_size)),
-            skipped: SKIPPED_TYPES
-                .iter()
-                .map(|t| NotForContentType::const_new(t))
-                .collect(),
         }
     }
 
     /// Whether a response with these headers is one whose body depends on `Accept-Encoding`
     /// (content type, `no-transform`, and the body's size when known).
     pub(crate) fn varies(&self, headers: &HeaderMap, body_size: Option<u64>) -> bool {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
         let small = body_size
             .or_else(|| {
                 headers
@@ -60,9 +49,7 @@ impl DefaultPredicate {
                     .and_then(|v| v.parse::<u64>().ok())
             })
             .is_some_and(|len| len < self.min_size);
-        !small
-            && !SKIPPED_TYPES.iter().any(|t| content_type.starts_with(t))
-            && !no_transform(headers)
+        !small && !skipped_type(headers) && !no_transform(headers)
     }
 }
 
@@ -72,14 +59,23 @@ impl Predicate for DefaultPredicate {
         B: Body,
     {
         self.size.should_compress(response)
-            && self.skipped.iter().all(|p| p.should_compress(response))
+            && !skipped_type(response.headers())
             && !no_transform(response.headers())
     }
 }
 
+/// Whether the `Content-Type` is one of [`SKIPPED_TYPES`] (one header lookup for all of them).
+fn skipped_type(headers: &HeaderMap) -> bool {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    SKIPPED_TYPES.iter().any(|t| content_type.starts_with(t))
+}
+
 /// The predicate of one tower-http variant: the default decision, minus the bodies this layer
 /// encodes on the pool itself (known length from `offload_from` up to `max_buffered`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct VariantPredicate {
     pub(crate) base: DefaultPredicate,
     pub(crate) offload: Option<(u64, u64)>,
