@@ -38,7 +38,8 @@ pin_project! {
         },
         Buffered {
             data: Option<Bytes>,
-            trailers: Option<HeaderMap>,
+            // Boxed: rare, and the body stays small for every response.
+            trailers: Option<Box<HeaderMap>>,
         },
         Failed {
             error: Option<BoxError>,
@@ -65,7 +66,7 @@ impl<B: Body> CompressionBody<B> {
         Self {
             inner: BodyInner::Buffered {
                 data: (!data.is_empty()).then_some(data),
-                trailers,
+                trailers: trailers.map(Box::new),
             },
         }
     }
@@ -122,7 +123,7 @@ where
             BodyInnerProj::Buffered { data, trailers } => Poll::Ready(
                 data.take()
                     .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
                     .map(Ok),
             ),
             BodyInnerProj::Failed { error } => Poll::Ready(error.take().map(Err)),

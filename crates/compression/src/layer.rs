@@ -328,13 +328,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
+        let mut values = req.headers().get_all(header::ACCEPT_ENCODING).iter();
+        let accept = values.next().and_then(|v| v.to_str().ok());
         let chosen = if req.method() == Method::HEAD {
             None
         } else {
-            let accept = req
-                .headers()
-                .get(header::ACCEPT_ENCODING)
-                .and_then(|v| v.to_str().ok());
             negotiate_index(accept, &shared.preference)
         };
         let Some(index) = chosen else {
@@ -342,12 +340,13 @@ where
         };
         let load = shared.signal.as_ref().map_or(Load::Normal, |s| s.load());
         let variant = index * shared.tiers + load.index().min(shared.tiers - 1);
-        let encoding = shared.preference[index];
-        // tower-http negotiates again from this header: the one token leaves it no other choice.
-        req.headers_mut().insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static(encoding.token()),
-        );
+        let token = shared.preference[index].token();
+        // tower-http negotiates again from this header: the one token leaves it no other choice
+        // (already the case when the client sent just that token).
+        if accept != Some(token) || values.next().is_some() {
+            req.headers_mut()
+                .insert(header::ACCEPT_ENCODING, HeaderValue::from_static(token));
+        }
         let fut = shared.variants[variant]
             .layer(Lend::new(&mut self.inner))
             .call(req);

@@ -110,8 +110,15 @@ fn no_transform(headers: &HeaderMap) -> bool {
 }
 
 fn lists_accept_encoding(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::VARY)
+    let values = headers.get_all(header::VARY);
+    // The usual value (the one tower-http adds), without splitting it.
+    if values
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"accept-encoding"))
+    {
+        return true;
+    }
+    values
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -173,14 +180,31 @@ pub(crate) fn weaken_etag(headers: &mut HeaderMap) {
 
 /// The position in `preference` of the encoding to use for `accept` (an `Accept-Encoding`
 /// value); `None` means identity.
+///
+/// One pass over the header, in place, without allocating: an encoding's q-value is that of its
+/// first entry, else that of the last `*`, else 0; a q-value that does not parse counts as 1.
 pub(crate) fn negotiate_index(
     accept: Option<&str>,
     preference: &[crate::Encoding],
 ) -> Option<usize> {
     let accept = accept?;
+    let mut explicit = [None; crate::Encoding::ALL.len()];
+    let mut star = None;
+    for item in accept.split(',') {
+        let (coding, params) = item.split_once(';').unwrap_or((item, ""));
+        let coding = coding.trim();
+        if coding == "*" {
+            star = Some(q_value(params));
+        } else if let Some(encoding) = crate::Encoding::from_token(coding) {
+            let slot = &mut explicit[encoding.index()];
+            if slot.is_none() {
+                *slot = Some(q_value(params));
+            }
+        }
+    }
     let mut best: Option<(usize, f32)> = None;
     for (index, encoding) in preference.iter().enumerate() {
-        let q = q_of(accept, encoding.token()).unwrap_or(0.0);
+        let q = explicit[encoding.index()].or(star).unwrap_or(0.0);
         // Strictly greater: on a tie the earlier (preferred) encoding stays.
         if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
             best = Some((index, q));
@@ -189,32 +213,19 @@ pub(crate) fn negotiate_index(
     best.map(|(i, _)| i)
 }
 
-/// The q-value `accept` gives `token`: its own entry, else `*`'s, else `None`. Parses in
-/// place, without allocating.
-fn q_of(accept: &str, token: &str) -> Option<f32> {
-    let mut star = None;
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim();
-        if coding.is_empty() {
-            continue;
-        }
-        let explicit = coding.eq_ignore_ascii_case(token);
-        if !explicit && coding != "*" {
-            continue;
-        }
-        let q = parts
-            .filter_map(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
-            })
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0)
-            .clamp(0.0, 1.0);
-        if explicit {
-            return Some(q);
-        }
-        star = Some(q);
+/// The q-value in the parameters of one `Accept-Encoding` entry (what follows its first `;`):
+/// the first `q=` that parses, clamped to 0..=1; 1 without one.
+fn q_value(params: &str) -> f32 {
+    if params.is_empty() {
+        return 1.0;
     }
-    star
+    params
+        .split(';')
+        .filter_map(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
+        })
+        .find_map(|q| q.trim().parse::<f32>().ok())
+        .unwrap_or(1.0)
+        .clamp(0.0, 1.0)
 }
