@@ -6,7 +6,8 @@
 //! <bench binary> tower_scale|tower_scale_no_offload|tower_http|none <body bytes> <requests>
 //! ```
 //!
-//! gzip level 6 (or `ENCODING=br LEVEL=4`), one request at a time on a current-thread runtime;
+//! gzip level 6 (or `ENCODING=br LEVEL=4`), one request at a time on a current-thread runtime,
+//! through an axum router whose layers are applied once, as when it is served;
 //! `none` is the same router without a compression layer. `ACCEPT=none` sends no
 //! `Accept-Encoding`. Bodies of 64 bytes or more are JSON (`application/json`); smaller ones are
 //! text (`text/plain`, like the bench app's `/hello`), under both layers' thresholds (tower-scale
@@ -65,13 +66,17 @@ fn main() {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
         )
     };
-    let ours = CompressionLayer::new()
-        .encodings(&[encoding])
-        .min_size(512)
-        .level(encoding, level);
+    // Built only for its own variant: the others neither start its pool nor share its
+    // allocations.
+    let ours = || {
+        CompressionLayer::new()
+            .encodings(&[encoding])
+            .min_size(512)
+            .level(encoding, level)
+    };
     let app = match variant {
-        "tower_scale" => routes.layer(ours),
-        "tower_scale_no_offload" => routes.layer(ours.no_offload()),
+        "tower_scale" => routes.layer(ours()),
+        "tower_scale_no_offload" => routes.layer(ours().no_offload()),
         "tower_http" => routes.layer(
             tower_http::compression::CompressionLayer::new()
                 .no_br()
@@ -85,6 +90,10 @@ fn main() {
         "none" => routes,
         other => panic!("unknown variant {other}"),
     };
+    // As `axum::serve` does for each connection: the handlers become routes and the layers are
+    // applied once. (A router without state called as a service does that for each request,
+    // which would count building the layer's service as part of every request.)
+    let app: Router = app.with_state(());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -146,7 +146,7 @@ where
                     body,
                     exact.unwrap_or(0),
                     plan.clone(),
-                    shared.offload.clone(),
+                    shared.offload(),
                 ));
                 self.as_mut().project().state.set(State::Offloading { fut });
                 return self.poll(cx);

@@ -27,7 +27,8 @@ use crate::{BoxError, CompressionBody, CompressionConfig, ConfigError, Encoding}
 #[derive(Clone)]
 pub struct CompressionLayer {
     config: Arc<CompressionConfig>,
-    offload: Offload,
+    /// `None`: the pool shared by the process, built on the first encode that needs it.
+    offload: Option<Offload>,
     signal: Option<SignalSource>,
     shared: Arc<Shared>,
 }
@@ -42,7 +43,7 @@ impl fmt::Debug for CompressionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompressionLayer")
             .field("config", &self.config)
-            .field("offload", &self.offload)
+            .field("offload", &OffloadDebug(self.offload.as_ref()))
             .field(
                 "signal",
                 &match self.signal {
@@ -64,17 +65,18 @@ impl Default for CompressionLayer {
 impl CompressionLayer {
     /// The defaults of [`CompressionConfig`].
     pub fn new() -> Self {
-        Self::build(CompressionConfig::default(), shared_pool(), None)
+        Self::build(CompressionConfig::default(), None, None)
     }
 
     /// From a config; an invalid one is an error naming the field.
     pub fn from_config(config: CompressionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let offload = match &config.offload.pool {
-            None => shared_pool(),
-            Some(pool) => {
-                Offload::from_config(pool).map_err(|e| ConfigError(format!("offload.pool: {e}")))?
-            }
+            None => None,
+            Some(pool) => Some(
+                Offload::from_config(pool)
+                    .map_err(|e| ConfigError(format!("offload.pool: {e}")))?,
+            ),
         };
         Ok(Self::build(config, offload, None))
     }
@@ -128,7 +130,11 @@ impl CompressionLayer {
     /// built from [`OffloadPolicy::pool`](crate::OffloadPolicy::pool).
     #[must_use]
     pub fn offload_with(self, offload: Offload) -> Self {
-        Self::build(Arc::unwrap_or_clone(self.config), offload, self.signal)
+        Self::build(
+            Arc::unwrap_or_clone(self.config),
+            Some(offload),
+            self.signal,
+        )
     }
 
     /// Lowers the levels while the tokio scheduling lag measured by a
@@ -156,8 +162,12 @@ impl CompressionLayer {
     }
 
     /// A layer with the variants, predicates and load signal of `config` prepared once.
-    fn build(config: CompressionConfig, offload: Offload, signal: Option<SignalSource>) -> Self {
-        let shared = Arc::new(Shared::new(&config, &offload, signal.as_ref()));
+    fn build(
+        config: CompressionConfig,
+        offload: Option<Offload>,
+        signal: Option<SignalSource>,
+    ) -> Self {
+        let shared = Arc::new(Shared::new(&config, offload.as_ref(), signal.as_ref()));
         Self {
             config: Arc::new(config),
             offload,
@@ -177,6 +187,25 @@ fn level_at(config: &CompressionConfig, encoding: Encoding, load: Load) -> i32 {
         Load::Busy => busy,
         Load::Saturated => {
             lookup(&adaptive.saturated_levels, encoding).map_or(busy, |l| busy.min(l))
+        }
+    }
+}
+
+impl Shared {
+    /// The pool bodies are encoded on.
+    pub(crate) fn offload(&self) -> Offload {
+        self.offload.clone().unwrap_or_else(shared_pool)
+    }
+}
+
+/// Prints the process-wide pool as such, without building it.
+struct OffloadDebug<'a>(Option<&'a Offload>);
+
+impl fmt::Debug for OffloadDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(offload) => offload.fmt(f),
+            None => f.write_str("the process's shared pool"),
         }
     }
 }
@@ -204,12 +233,17 @@ pub(crate) struct Shared {
     /// Indexed like the plans.
     pub(crate) variants: Box<[Variant]>,
     pub(crate) predicate: DefaultPredicate,
-    pub(crate) offload: Offload,
+    /// `None`: [`shared_pool`], fetched when a body is first encoded on it.
+    pub(crate) offload: Option<Offload>,
     pub(crate) signal: Option<Arc<dyn LoadSignal>>,
 }
 
 impl Shared {
-    fn new(config: &CompressionConfig, offload: &Offload, signal: Option<&SignalSource>) -> Self {
+    fn new(
+        config: &CompressionConfig,
+        offload: Option<&Offload>,
+        signal: Option<&SignalSource>,
+    ) -> Self {
         let signal: Option<Arc<dyn LoadSignal>> = match signal {
             None => None,
             Some(SignalSource::Custom(s)) => Some(Arc::clone(s)),
@@ -266,7 +300,7 @@ impl Shared {
             plans: plans.into(),
             variants: variants.into(),
             predicate: base,
-            offload: offload.clone(),
+            offload: offload.cloned(),
             signal,
         }
     }
@@ -299,7 +333,7 @@ impl<S> fmt::Debug for Compression<S> {
         f.debug_struct("Compression")
             .field("encodings", &self.shared.preference)
             .field("plans", &self.shared.plans)
-            .field("offload", &self.shared.offload)
+            .field("offload", &OffloadDebug(self.shared.offload.as_ref()))
             .field("adaptive", &self.shared.signal.is_some())
             .finish()
     }
