@@ -3,10 +3,15 @@
 //! the difference by `n` (`benches/instructions.sh` does this for every variant and size).
 //!
 //! ```not_rust
-//! <bench binary> tower_scale|tower_scale_no_offload|tower_http <body bytes> <requests>
+//! <bench binary> tower_scale|tower_scale_no_offload|tower_http|none <body bytes> <requests>
 //! ```
 //!
-//! gzip level 6 (or `ENCODING=br LEVEL=4`), one request at a time on a current-thread runtime.
+//! gzip level 6 (or `ENCODING=br LEVEL=4`), one request at a time on a current-thread runtime,
+//! through an axum router whose layers are applied once, as when it is served;
+//! `none` is the same router without a compression layer. `ACCEPT=none` sends no
+//! `Accept-Encoding`. Bodies of 64 bytes or more are JSON (`application/json`); smaller ones are
+//! text (`text/plain`, like the bench app's `/hello`), under both layers' thresholds (tower-scale
+//! here: 512 bytes; tower-http's default: 32), so they pass through.
 #![allow(missing_docs)]
 
 mod common;
@@ -36,6 +41,9 @@ fn main() {
         Ok("br") => (Encoding::Br, "br"),
         _ => (Encoding::Gzip, "gzip"),
     };
+    let accept = std::env::var("ACCEPT").map_or(true, |a| a != "none");
+    // The layers' thresholds: 512 bytes (tower-scale, below), 32 bytes (tower-http's default).
+    let encoded = accept && variant != "none" && size >= 512;
     let level: i32 = std::env::var("LEVEL")
         .ok()
         .and_then(|l| l.parse().ok())
@@ -45,6 +53,12 @@ fn main() {
     let routes = if std::env::var("STRING_STATE").is_ok() {
         let doc = json(size);
         Router::new().route("/", get(move || async move { doc }))
+    } else if size < 64 {
+        let text = bytes::Bytes::from("h".repeat(size));
+        Router::new().route(
+            "/",
+            get(move || async move { ([(header::CONTENT_TYPE, "text/plain")], text) }),
+        )
     } else {
         let doc = bytes::Bytes::from(json(size));
         Router::new().route(
@@ -52,13 +66,17 @@ fn main() {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
         )
     };
-    let ours = CompressionLayer::new()
-        .encodings(&[encoding])
-        .min_size(512)
-        .level(encoding, level);
+    // Built only for its own variant: the others neither start its pool nor share its
+    // allocations.
+    let ours = || {
+        CompressionLayer::new()
+            .encodings(&[encoding])
+            .min_size(512)
+            .level(encoding, level)
+    };
     let app = match variant {
-        "tower_scale" => routes.layer(ours),
-        "tower_scale_no_offload" => routes.layer(ours.no_offload()),
+        "tower_scale" => routes.layer(ours()),
+        "tower_scale_no_offload" => routes.layer(ours().no_offload()),
         "tower_http" => routes.layer(
             tower_http::compression::CompressionLayer::new()
                 .no_br()
@@ -69,20 +87,27 @@ fn main() {
                 .gzip(encoding == Encoding::Gzip)
                 .quality(CompressionLevel::Precise(level)),
         ),
+        "none" => routes,
         other => panic!("unknown variant {other}"),
     };
+    // As `axum::serve` does for each connection: the handlers become routes and the layers are
+    // applied once. (A router without state called as a service does that for each request,
+    // which would count building the layer's service as part of every request.)
+    let app: Router = app.with_state(());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
         for _ in 0..n {
-            let req = Request::get("/")
-                .header("accept-encoding", token)
-                .body(Body::empty())
-                .unwrap();
+            let mut req = Request::get("/");
+            if accept {
+                req = req.header("accept-encoding", token);
+            }
+            let req = req.body(Body::empty()).unwrap();
             let res = app.clone().oneshot(req).await.unwrap();
-            assert_eq!(res.headers()["content-encoding"], token);
+            let got = res.headers().get("content-encoding");
+            assert_eq!(got.map(|v| v.to_str().unwrap()), encoded.then_some(token));
             std::hint::black_box(res.into_body().collect().await.unwrap().to_bytes());
         }
     });

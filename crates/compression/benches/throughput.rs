@@ -6,8 +6,8 @@
 //! ROUNDS=7 ROUND_MS=1000 SIZES=1024,20000,200000 ENCODING=gzip LEVEL=6 cargo bench -p tower-scale-compression --bench throughput
 //! ```
 //!
-//! Requests go through an axum router in process (no sockets), on a 2-worker multi-thread
-//! runtime, `1` or `16` at a time. Variants: `tower_scale` (the defaults: the 200 KB body is
+//! Requests go through an axum router in process (no sockets; its layers applied once, as when
+//! it is served), on a 2-worker multi-thread runtime, `1` or `16` at a time. Variants: `tower_scale` (the defaults: the 200 KB body is
 //! encoded on the pool), `tower_scale_no_offload` (everything on the workers, through
 //! tower-http), `tower_http` (plain `CompressionLayer`, the same single encoding, `Precise(level)`). Each round
 //! runs every variant for `ROUND_MS`, starting with another variant each round; the report gives each variant's median requests/s and
@@ -121,30 +121,36 @@ fn main() {
             let doc = doc.clone();
             Router::new().route("/", get(move || async move { doc }))
         };
-        let ours = route().layer(
-            CompressionLayer::new()
-                .encodings(&[encoding])
-                .min_size(512)
-                .level(encoding, level),
-        );
-        let ours_inline = route().layer(
-            CompressionLayer::new()
-                .encodings(&[encoding])
-                .min_size(512)
-                .level(encoding, level)
-                .no_offload(),
-        );
-        let plain = route().layer(
-            tower_http::compression::CompressionLayer::new()
-                .no_br()
-                .no_deflate()
-                .no_gzip()
-                .no_zstd()
-                .br(encoding == Encoding::Br)
-                .gzip(encoding == Encoding::Gzip)
-                .zstd(encoding == Encoding::Zstd)
-                .quality(CompressionLevel::Precise(level)),
-        );
+        let ours = route()
+            .layer(
+                CompressionLayer::new()
+                    .encodings(&[encoding])
+                    .min_size(512)
+                    .level(encoding, level),
+            )
+            .with_state(());
+        let ours_inline = route()
+            .layer(
+                CompressionLayer::new()
+                    .encodings(&[encoding])
+                    .min_size(512)
+                    .level(encoding, level)
+                    .no_offload(),
+            )
+            .with_state(());
+        let plain = route()
+            .layer(
+                tower_http::compression::CompressionLayer::new()
+                    .no_br()
+                    .no_deflate()
+                    .no_gzip()
+                    .no_zstd()
+                    .br(encoding == Encoding::Br)
+                    .gzip(encoding == Encoding::Gzip)
+                    .zstd(encoding == Encoding::Zstd)
+                    .quality(CompressionLevel::Precise(level)),
+            )
+            .with_state(());
         let variants = [
             ("tower_scale", ours),
             ("tower_scale_no_offload", ours_inline),

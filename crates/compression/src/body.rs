@@ -27,9 +27,10 @@ pin_project! {
     where
         B: Body,
     {
+        // Boxed: tower-http's body holds room for every encoder's state (kilobytes), which
+        // would otherwise be moved with every response, encoded or not.
         Streamed {
-            #[pin]
-            inner: tower_http::compression::CompressionBody<FuseBody<B>>,
+            inner: Pin<Box<tower_http::compression::CompressionBody<FuseBody<B>>>>,
         },
         Identity {
             #[pin]
@@ -37,7 +38,8 @@ pin_project! {
         },
         Buffered {
             data: Option<Bytes>,
-            trailers: Option<HeaderMap>,
+            // Boxed: rare, and the body stays small for every response.
+            trailers: Option<Box<HeaderMap>>,
         },
         Failed {
             error: Option<BoxError>,
@@ -48,7 +50,9 @@ pin_project! {
 impl<B: Body> CompressionBody<B> {
     pub(crate) fn streamed(inner: tower_http::compression::CompressionBody<FuseBody<B>>) -> Self {
         Self {
-            inner: BodyInner::Streamed { inner },
+            inner: BodyInner::Streamed {
+                inner: Box::pin(inner),
+            },
         }
     }
 
@@ -62,7 +66,7 @@ impl<B: Body> CompressionBody<B> {
         Self {
             inner: BodyInner::Buffered {
                 data: (!data.is_empty()).then_some(data),
-                trailers,
+                trailers: trailers.map(Box::new),
             },
         }
     }
@@ -108,7 +112,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().inner.project() {
-            BodyInnerProj::Streamed { inner } => inner.poll_frame(cx),
+            BodyInnerProj::Streamed { inner } => inner.as_mut().poll_frame(cx),
             BodyInnerProj::Identity { inner } => match ready!(inner.poll_frame(cx)) {
                 Some(Ok(frame)) => Poll::Ready(Some(Ok(
                     frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
@@ -119,7 +123,7 @@ where
             BodyInnerProj::Buffered { data, trailers } => Poll::Ready(
                 data.take()
                     .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
                     .map(Ok),
             ),
             BodyInnerProj::Failed { error } => Poll::Ready(error.take().map(Err)),
@@ -202,7 +206,7 @@ impl<B: Body> Body for FuseBody<B> {
 }
 
 pin_project! {
-    /// Response future of [`Fuse`].
+    /// The inner service's response future, its body wrapped in a [`FuseBody`].
     pub(crate) struct FuseFuture<F> {
         #[pin]
         inner: F,
@@ -220,19 +224,20 @@ where
     }
 }
 
-/// The inner service as tower-http's encoder sees it: responses with a [`FuseBody`].
-#[derive(Clone, Debug)]
-pub(crate) struct Fuse<S> {
-    inner: S,
+/// The inner service lent to tower-http's `Compression` for one call, its responses seen with a
+/// [`FuseBody`]. Lending it (rather than giving tower-http a clone of its own) costs no clone and
+/// no readiness round per request: the caller has polled the inner service ready.
+pub(crate) struct Lend<'a, S> {
+    inner: &'a mut S,
 }
 
-impl<S> Fuse<S> {
-    pub(crate) fn new(inner: S) -> Self {
+impl<'a, S> Lend<'a, S> {
+    pub(crate) fn new(inner: &'a mut S) -> Self {
         Self { inner }
     }
 }
 
-impl<S, Req, B> tower_service::Service<Req> for Fuse<S>
+impl<S, Req, B> tower_service::Service<Req> for Lend<'_, S>
 where
     S: tower_service::Service<Req, Response = http::Response<B>>,
 {

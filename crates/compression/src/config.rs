@@ -20,6 +20,25 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    pub(crate) const ALL: [Self; 4] = [Self::Zstd, Self::Br, Self::Gzip, Self::Deflate];
+
+    /// The position in [`Self::ALL`].
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            Self::Zstd => 0,
+            Self::Br => 1,
+            Self::Gzip => 2,
+            Self::Deflate => 3,
+        }
+    }
+
+    /// The encoding of a token of `Accept-Encoding`, in any case.
+    pub(crate) fn from_token(token: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.token().eq_ignore_ascii_case(token))
+    }
+
     /// The token in `Accept-Encoding` / `Content-Encoding`.
     pub const fn token(self) -> &'static str {
         match self {

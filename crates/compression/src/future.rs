@@ -9,16 +9,19 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tower::util::Oneshot;
 use tower_http::compression::predicate::Predicate;
 use tower_scale_offload::Offload;
 use tower_service::Service;
 
-use crate::layer::{Inner, Plan, Shared};
-use crate::predicate::{add_vary, remove_vary, weaken_etag};
+use crate::body::FuseFuture;
+use crate::layer::{Plan, Shared};
+use crate::predicate::{DefaultPredicate, VariantPredicate, add_vary, remove_vary, weaken_etag};
 use crate::{BoxError, CompressionBody, Encoding};
 
 type Offloaded<B> = Pin<Box<dyn Future<Output = Response<CompressionBody<B>>> + Send>>;
+
+/// What tower-http's `Compression` answers when it is lent the inner service.
+type Encoded<F> = tower_http::compression::ResponseFuture<FuseFuture<F>, VariantPredicate>;
 
 pin_project! {
     /// Response future of [`Compression`](crate::Compression).
@@ -28,27 +31,27 @@ pin_project! {
         ResBody: Body,
     {
         #[pin]
-        state: State<S, ReqBody, ResBody>,
-        shared: Arc<Shared>,
+        state: State<S::Future, ResBody>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqBody, ResBody>
+    enum State<F, ResBody>
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         ResBody: Body,
     {
         // The client takes no encoding (or `HEAD`): the inner service, untouched.
         Identity {
             #[pin]
-            fut: Oneshot<S, Request<ReqBody>>,
+            fut: F,
+            predicate: DefaultPredicate,
         },
         // Through the tower-http variant of the chosen encoding and level.
         Encoded {
             #[pin]
-            fut: Oneshot<Inner<S>, Request<ReqBody>>,
+            fut: Encoded<F>,
+            shared: Arc<Shared>,
             variant: usize,
         },
         // Collecting the body, then encoding it on the pool.
@@ -63,21 +66,19 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
 {
-    pub(crate) fn identity(fut: Oneshot<S, Request<ReqBody>>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn identity(fut: S::Future, predicate: DefaultPredicate) -> Self {
         Self {
-            state: State::Identity { fut },
-            shared,
+            state: State::Identity { fut, predicate },
         }
     }
 
-    pub(crate) fn encoded(
-        fut: Oneshot<Inner<S>, Request<ReqBody>>,
-        shared: Arc<Shared>,
-        variant: usize,
-    ) -> Self {
+    pub(crate) fn encoded(fut: Encoded<S::Future>, shared: Arc<Shared>, variant: usize) -> Self {
         Self {
-            state: State::Encoded { fut, variant },
-            shared,
+            state: State::Encoded {
+                fut,
+                shared,
+                variant,
+            },
         }
     }
 }
@@ -109,54 +110,65 @@ where
     type Output = Result<Response<CompressionBody<ResBody>>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.as_mut().project();
-        let shared = &**this.shared;
-        let (plan, res) = match this.state.project() {
-            StateProj::Identity { fut } => {
-                let mut res = ready!(fut.poll(cx))?;
-                let size = res.body().size_hint().exact();
-                if shared.predicate.varies(res.headers(), size) {
-                    add_vary(res.headers_mut());
-                } else {
-                    remove_vary(res.headers_mut());
-                }
-                return Poll::Ready(Ok(res.map(CompressionBody::identity)));
+        let (shared, variant, res) = match self.as_mut().project().state.project() {
+            StateProj::Identity { fut, predicate } => {
+                let res = ready!(fut.poll(cx))?;
+                return Poll::Ready(Ok(pass_through(predicate, res)));
             }
             StateProj::Offloading { fut } => return fut.as_mut().poll(cx).map(Ok),
-            StateProj::Encoded { fut, variant } => (&shared.plans[*variant], ready!(fut.poll(cx))?),
+            StateProj::Encoded {
+                fut,
+                shared,
+                variant,
+            } => (&**shared, *variant, ready!(fut.poll(cx))?),
         };
-        let encoded = res.headers().contains_key(header::CONTENT_ENCODING);
-        if !encoded && !res.headers().contains_key(header::CONTENT_RANGE) {
+        if res.headers().contains_key(header::CONTENT_ENCODING) {
+            // Encoded by tower-http (or by the inner service already).
+            let (mut parts, body) = res.into_parts();
+            add_vary(&mut parts.headers);
+            weaken_etag(&mut parts.headers);
+            return Poll::Ready(Ok(Response::from_parts(
+                parts,
+                CompressionBody::streamed(body),
+            )));
+        }
+        // tower-http left the body as it is: unwrap it, so that what is passed on is the inner
+        // body, not tower-http's (which holds room for every encoder's state).
+        let res = res.map(|body| body.into_inner().into_inner());
+        let plan = &shared.plans[variant];
+        if !res.headers().contains_key(header::CONTENT_RANGE) {
             let exact = res.body().size_hint().exact();
             if plan.predicate.offloads(exact) && plan.predicate.base.should_compress(&res) {
-                // tower-http left this body alone: it is ours to encode on the pool.
+                // Left alone for us to encode on the pool.
                 let (parts, body) = res.into_parts();
                 let fut = Box::pin(encode_on_pool(
                     parts,
-                    body.into_inner().into_inner(),
+                    body,
                     exact.unwrap_or(0),
                     plan.clone(),
-                    shared.offload.clone(),
+                    shared.offload(),
                 ));
                 self.as_mut().project().state.set(State::Offloading { fut });
                 return self.poll(cx);
             }
         }
-        let (mut parts, body) = res.into_parts();
-        let size = body.size_hint().exact();
-        if encoded || shared.predicate.varies(&parts.headers, size) {
-            add_vary(&mut parts.headers);
-        } else {
-            remove_vary(&mut parts.headers);
-        }
-        if encoded {
-            weaken_etag(&mut parts.headers);
-        }
-        Poll::Ready(Ok(Response::from_parts(
-            parts,
-            CompressionBody::streamed(body),
-        )))
+        Poll::Ready(Ok(pass_through(&shared.predicate, res)))
     }
+}
+
+/// A response sent as the inner service made it, with `Vary: Accept-Encoding` when another
+/// request could get it encoded, and without when none could.
+fn pass_through<B: Body>(
+    predicate: &DefaultPredicate,
+    mut res: Response<B>,
+) -> Response<CompressionBody<B>> {
+    let size = res.body().size_hint().exact();
+    if predicate.varies(res.headers(), size) {
+        add_vary(res.headers_mut());
+    } else {
+        remove_vary(res.headers_mut());
+    }
+    res.map(CompressionBody::identity)
 }
 
 /// Collects the body (on the async worker: it is I/O), encodes it on the pool, and answers
