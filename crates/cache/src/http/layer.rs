@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use super::key::{DefaultKey, MakeCacheKey};
 use super::policy::{
     BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
 };
+use super::values::{self, HitStatuses};
 use crate::cache::{Coordinated, flight_key, millis};
-use crate::entry::{Entry, EntryBody, Freshness, StoredResponse};
+use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse};
 use crate::flight::{Join, Leader, Outcome};
 use crate::{BoxError, Cache, Error};
 
@@ -119,6 +121,8 @@ struct Settings {
     public: bool,
     tag_header: Option<HeaderName>,
     name: Arc<str>,
+    /// `Cache-Status` values of fresh hits, computed once.
+    hit_statuses: Arc<HitStatuses>,
     invalidate_on_unsafe: bool,
 }
 
@@ -153,6 +157,7 @@ impl Settings {
             public: c.public,
             tag_header,
             name: c.name.as_str().into(),
+            hit_statuses: Arc::new(HitStatuses::new(&c.name)),
             invalidate_on_unsafe: c.invalidate_on_unsafe,
         })
     }
@@ -461,7 +466,8 @@ enum HttpOutcome {
 struct Found {
     entry: Option<Arc<Entry>>,
     names: Option<Arc<[HeaderName]>>,
-    field: String,
+    /// The field looked up: the base field (no allocation) or a variant.
+    field: Cow<'static, str>,
     vary_miss: bool,
 }
 
@@ -536,7 +542,7 @@ where
             let found = Found {
                 entry: None,
                 names: None,
-                field: BASE_FIELD.to_owned(),
+                field: Cow::Borrowed(BASE_FIELD),
                 vary_miss: false,
             };
             (found, true)
@@ -547,8 +553,8 @@ where
     if let Some(entry) = found.entry {
         match entry.freshness(now) {
             Freshness::Fresh(left) => {
-                let detail = format!("hit; ttl={}", left / 1000);
-                return Ok(shared.serve(&entry, &parts, &detail));
+                let status = s.hit_statuses.get(left / 1000);
+                return Ok(shared.respond(entry, &parts, now, status));
             }
             Freshness::Stale(by) if entry.can_revalidate_stale(now) => {
                 if parts.method == Method::GET
@@ -665,7 +671,7 @@ impl<K: MakeCacheKey> Shared<K> {
     /// else the group's base field (a response, or the `Vary` marker and then the variant).
     async fn find(&self, group: &str, headers: &HeaderMap) -> Result<Found, crate::StoreError> {
         let cache = &self.cache;
-        let known = cache.inner.vary.get(group);
+        let known = cache.inner.vary_names(group);
         if let Some(names) = &known {
             let field = variant_field(names, headers);
             if let Some(e) = cache.lookup(group, &field).await?
@@ -674,7 +680,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 return Ok(Found {
                     entry: Some(e),
                     names: known.clone(),
-                    field,
+                    field: field.into(),
                     vary_miss: false,
                 });
             }
@@ -683,9 +689,9 @@ impl<K: MakeCacheKey> Shared<K> {
         let Some(base) = base else {
             return Ok(Found {
                 entry: None,
-                field: known
-                    .as_ref()
-                    .map_or_else(|| BASE_FIELD.to_owned(), |n| variant_field(n, headers)),
+                field: known.as_ref().map_or(Cow::Borrowed(BASE_FIELD), |n| {
+                    Cow::Owned(variant_field(n, headers))
+                }),
                 names: known,
                 vary_miss: false,
             });
@@ -694,7 +700,7 @@ impl<K: MakeCacheKey> Shared<K> {
             EntryBody::Response(_) => Ok(Found {
                 entry: Some(base),
                 names: None,
-                field: BASE_FIELD.to_owned(),
+                field: Cow::Borrowed(BASE_FIELD),
                 vary_miss: false,
             }),
             EntryBody::Vary(names) => {
@@ -702,10 +708,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 let field = variant_field(&names, headers);
                 let same = known.as_deref() == Some(&*names);
                 if !same {
-                    cache
-                        .inner
-                        .vary
-                        .insert(group.to_owned(), Arc::clone(&names));
+                    cache.inner.remember_vary(group, Arc::clone(&names));
                 }
                 let entry = if same {
                     None
@@ -719,13 +722,13 @@ impl<K: MakeCacheKey> Shared<K> {
                     vary_miss: entry.is_none(),
                     entry,
                     names: Some(names),
-                    field,
+                    field: field.into(),
                 })
             }
             EntryBody::Value(_) => Ok(Found {
                 entry: None,
                 names: None,
-                field: BASE_FIELD.to_owned(),
+                field: Cow::Borrowed(BASE_FIELD),
                 vary_miss: false,
             }),
         }
@@ -745,11 +748,31 @@ impl<K: MakeCacheKey> Shared<K> {
     }
 
     /// A response from a stored entry: `304` when `If-None-Match` matches its `ETag`.
-    fn serve<B>(&self, entry: &Entry, parts: &Parts, detail: &str) -> Response<ResponseBody<B>> {
+    fn serve<B>(
+        &self,
+        entry: &Arc<Entry>,
+        parts: &Parts,
+        detail: &str,
+    ) -> Response<ResponseBody<B>> {
+        let status = status(&self.settings.name, detail);
+        self.respond(Arc::clone(entry), parts, self.cache.now_ms(), status)
+    }
+
+    /// A response from a stored entry with the `Cache-Status` value `cache_status`. The
+    /// entry's headers and body are moved into the response when nothing else holds the entry
+    /// (a hit read from Redis), else copied into a map sized for them and the two headers
+    /// added here (header values and the body share their bytes with the entry either way).
+    fn respond<B>(
+        &self,
+        entry: Arc<Entry>,
+        parts: &Parts,
+        now: u64,
+        cache_status: HeaderValue,
+    ) -> Response<ResponseBody<B>> {
+        let age = values::age(entry.age_secs(now));
         let EntryBody::Response(stored) = &entry.body else {
             unreachable!("only responses are served")
         };
-        let age = HeaderValue::from(entry.age_secs(self.cache.now_ms()));
         if let (Some(inm), Some(etag)) = (
             parts.headers.get(header::IF_NONE_MATCH),
             stored.headers.get(header::ETAG),
@@ -771,18 +794,37 @@ impl<K: MakeCacheKey> Shared<K> {
                 }
             }
             h.insert(header::AGE, age);
-            return with_status(res, status(&self.settings.name, detail));
+            return with_status(res, cache_status);
         }
-        let body = if parts.method == Method::HEAD {
+        let head = parts.method == Method::HEAD;
+        let (status, mut headers, body) = match Arc::try_unwrap(entry) {
+            Ok(Entry {
+                body: EntryBody::Response(stored),
+                ..
+            }) => (stored.status, stored.headers, stored.body),
+            Ok(_) => unreachable!("only responses are served"),
+            Err(shared) => {
+                let EntryBody::Response(stored) = &shared.body else {
+                    unreachable!("only responses are served")
+                };
+                let mut headers = HeaderMap::with_capacity(stored.headers.len() + ADDED_HEADERS);
+                for (name, value) in &stored.headers {
+                    headers.append(name.clone(), value.clone());
+                }
+                (stored.status, headers, stored.body.clone())
+            }
+        };
+        headers.insert(header::AGE, age);
+        headers.append(CACHE_STATUS, cache_status);
+        let body = if head {
             ResponseBody::empty()
         } else {
-            ResponseBody::full(stored.body.clone())
+            ResponseBody::full(body)
         };
         let mut res = Response::new(body);
-        *res.status_mut() = stored.status;
-        *res.headers_mut() = stored.headers.clone();
-        res.headers_mut().insert(header::AGE, age);
-        with_status(res, status(&self.settings.name, detail))
+        *res.status_mut() = status;
+        *res.headers_mut() = headers;
+        res
     }
 
     /// The leader of a miss: takes the cross-instance lock (if on), calls the origin, stores
@@ -956,10 +998,7 @@ impl<K: MakeCacheKey> Shared<K> {
                     &tags,
                 )
                 .await;
-            cache
-                .inner
-                .vary
-                .insert(group.to_owned(), Arc::clone(&names));
+            cache.inner.remember_vary(group, Arc::clone(&names));
         }
         cache.unlock(group, &field, token).await;
         finish(
@@ -991,8 +1030,7 @@ impl<K: MakeCacheKey> Shared<K> {
     fn names_of(&self, group: &str) -> Arc<[HeaderName]> {
         self.cache
             .inner
-            .vary
-            .get(group)
+            .vary_names(group)
             .unwrap_or_else(|| Arc::new([]))
     }
 
