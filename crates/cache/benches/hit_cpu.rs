@@ -148,20 +148,24 @@ fn main() {
             ),
         )
         .with_state(backend.clone());
-    let cache_app = Router::new().route(
-        "/cached/{id}",
-        get(|Path(id): Path<String>| async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                origin_doc(&id),
-            )
-        })
-        .route_layer(
-            ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
-                .ttl(Duration::from_secs(60)),
-        ),
-    );
+    // `with_state` turns the handler and its layers into a service once, as `axum::serve`
+    // does (a `Router` called directly would build the layer's service on every request).
+    let cache_app = Router::new()
+        .route(
+            "/cached/{id}",
+            get(|Path(id): Path<String>| async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    origin_doc(&id),
+                )
+            })
+            .route_layer(
+                ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
+                    .ttl(Duration::from_secs(60)),
+            ),
+        )
+        .with_state(());
     // Warm both (and the cache entry).
     rt.block_on(run(&raw_app, concurrency * 10, concurrency));
     rt.block_on(run(&cache_app, concurrency * 10, concurrency));

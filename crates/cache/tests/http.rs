@@ -217,6 +217,9 @@ async fn a_hit_is_one_get_of_a_string() {
     assert_eq!(hit.cache_status(), "tower-scale; hit; ttl=58");
     assert_eq!(hit.headers["age"], "2");
     assert_eq!(hit.headers["cache-control"], "max-age=60");
+    for name in ["age", "cache-status", "cache-control", "content-type"] {
+        assert_eq!(hit.headers.get_all(name).iter().count(), 1, "{name}");
+    }
     let calls: Vec<(String, u64)> = server
         .command_calls()
         .into_iter()
@@ -1150,4 +1153,41 @@ async fn outside_compression_a_hit_serves_the_stored_encoded_variant() {
         2,
         "one origin call per encoding"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_from_the_local_tier_and_from_redis_carry_the_same_headers() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let l1 = Cache::builder(RedisStore::new(backend(&server)))
+        .l1(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert!(l1.ready(Duration::from_secs(5)).await);
+    assert!(l1.l1_active());
+    let calls = counter();
+    // Local-tier hits serve a shared entry (headers copied), Redis hits a decoded one of
+    // their own (headers moved): the responses must not differ.
+    let local = counting_app(ResponseCacheLayer::new(l1), calls.clone(), "max-age=60");
+    let remote = counting_app(
+        ResponseCacheLayer::new(cache(&server, &clock)),
+        calls.clone(),
+        "max-age=60",
+    );
+    fetch(&local, "/item/1").await;
+    clock.advance(Duration::from_secs(3));
+    server.reset_stats();
+    let a = fetch(&local, "/item/1").await;
+    let b = fetch(&local, "/item/1").await;
+    assert_eq!(server.total_calls(), 0, "both from the local tier");
+    let c = fetch(&remote, "/item/1").await;
+    assert_eq!(server.total_calls(), 1, "one GET");
+    assert_eq!(a.headers["age"], "3");
+    assert_eq!(a.cache_status(), "tower-scale; hit; ttl=57");
+    for r in [&a, &b, &c] {
+        assert_eq!(r.text(), "item 1 #1");
+        assert_eq!(r.headers, a.headers);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

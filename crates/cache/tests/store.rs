@@ -144,6 +144,12 @@ async fn redis_keys_share_a_slot_per_group_and_tag() {
         store.entry_key("/x", "GET|accept-encoding=gzip"),
         "ts:cache:{/x}:s:GET|accept-encoding=gzip"
     );
+    let long = format!("GET|accept-language={}", "é".repeat(100));
+    assert_eq!(
+        store.entry_key("/x", &long),
+        format!("ts:cache:{{/x}}:s:{long}"),
+        "a field longer than the stack buffer"
+    );
     assert_eq!(store.index_key("/x"), "ts:cache:{/x}:i");
     // A purge leaves nothing of the group.
     store.purge(&["/x".into()]).await.unwrap();

@@ -15,7 +15,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{Buffered, ResponseBody, buffer};
-use super::key::{DefaultKey, MakeCacheKey};
+use super::key::{CacheKey, DefaultKey, MakeCacheKey};
 use super::policy::{
     BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
 };
@@ -199,17 +199,14 @@ impl Settings {
 /// # }
 /// ```
 pub struct ResponseCacheLayer<K = DefaultKey> {
-    cache: Cache,
-    settings: Settings,
-    key: Arc<K>,
+    /// Built once; [`Layer::layer`] only clones the `Arc` (setters copy it when shared).
+    shared: Arc<Shared<K>>,
 }
 
 impl<K> Clone for ResponseCacheLayer<K> {
     fn clone(&self) -> Self {
         Self {
-            cache: self.cache.clone(),
-            settings: self.settings.clone(),
-            key: Arc::clone(&self.key),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -217,8 +214,8 @@ impl<K> Clone for ResponseCacheLayer<K> {
 impl<K> std::fmt::Debug for ResponseCacheLayer<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCacheLayer")
-            .field("cache", &self.cache)
-            .field("settings", &self.settings)
+            .field("cache", &self.shared.cache)
+            .field("settings", &self.shared.settings)
             .finish_non_exhaustive()
     }
 }
@@ -243,9 +240,11 @@ impl ResponseCacheLayer<DefaultKey> {
             key = key.ignore_query_param(p.as_str());
         }
         Ok(Self {
-            cache,
-            settings: Settings::from_config(config)?,
-            key: Arc::new(key),
+            shared: Arc::new(Shared {
+                cache,
+                settings: Settings::from_config(config)?,
+                key: Arc::new(key),
+            }),
         })
     }
 }
@@ -253,20 +252,24 @@ impl ResponseCacheLayer<DefaultKey> {
 impl<K> ResponseCacheLayer<K> {
     /// The cache (to purge: [`Cache::invalidate`] with a key, [`Cache::invalidate_tag`]).
     pub fn cache(&self) -> &Cache {
-        &self.cache
+        &self.shared.cache
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut Arc::make_mut(&mut self.shared).settings
     }
 
     /// Lifetime of responses without `s-maxage`/`max-age`: the route's TTL.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings.route_ttl = Some(millis(ttl));
+        self.settings_mut().route_ttl = Some(millis(ttl));
         self
     }
 
     /// Use the route's TTL even when the response has `s-maxage`/`max-age`.
     #[must_use]
     pub fn override_origin_ttl(mut self, yes: bool) -> Self {
-        self.settings.override_origin_ttl = yes;
+        self.settings_mut().override_origin_ttl = yes;
         self
     }
 
@@ -274,7 +277,7 @@ impl<K> ResponseCacheLayer<K> {
     /// is served at once while one background request refreshes it.
     #[must_use]
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.settings.swr_ms = millis(window);
+        self.settings_mut().swr_ms = millis(window);
         self
     }
 
@@ -282,49 +285,49 @@ impl<K> ResponseCacheLayer<K> {
     /// when the origin fails or answers 5xx.
     #[must_use]
     pub fn stale_if_error(mut self, window: Duration) -> Self {
-        self.settings.sie_ms = millis(window);
+        self.settings_mut().sie_ms = millis(window);
         self
     }
 
     /// Largest body stored (default 1 MiB); larger bodies stream through uncached.
     #[must_use]
     pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.settings.max_body = bytes;
+        self.settings_mut().max_body = bytes;
         self
     }
 
     /// Statuses that may be stored.
     #[must_use]
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
-        self.settings.statuses = statuses.into_iter().map(|s| s.as_u16()).collect();
+        self.settings_mut().statuses = statuses.into_iter().map(|s| s.as_u16()).collect();
         self
     }
 
     /// Use the cache for requests with `Authorization` (RFC 9111 §3.5 rules apply).
     #[must_use]
     pub fn cache_authorized(mut self, yes: bool) -> Self {
-        self.settings.cache_authorized = yes;
+        self.settings_mut().cache_authorized = yes;
         self
     }
 
     /// Mark the route public: requests with `Cookie` use the cache.
     #[must_use]
     pub fn public(mut self, yes: bool) -> Self {
-        self.settings.public = yes;
+        self.settings_mut().public = yes;
         self
     }
 
     /// The response header carrying tags (default `surrogate-key`); `None` for none.
     #[must_use]
     pub fn tag_header(mut self, name: Option<HeaderName>) -> Self {
-        self.settings.tag_header = name;
+        self.settings_mut().tag_header = name;
         self
     }
 
     /// Whether a successful unsafe request purges its URI (default true).
     #[must_use]
     pub fn invalidate_on_unsafe(mut self, yes: bool) -> Self {
-        self.settings.invalidate_on_unsafe = yes;
+        self.settings_mut().invalidate_on_unsafe = yes;
         self
     }
 
@@ -332,9 +335,11 @@ impl<K> ResponseCacheLayer<K> {
     #[must_use]
     pub fn key_with<K2: MakeCacheKey>(self, key: K2) -> ResponseCacheLayer<K2> {
         ResponseCacheLayer {
-            cache: self.cache,
-            settings: self.settings,
-            key: Arc::new(key),
+            shared: Arc::new(Shared {
+                cache: self.shared.cache.clone(),
+                settings: self.shared.settings.clone(),
+                key: Arc::new(key),
+            }),
         }
     }
 }
@@ -345,11 +350,7 @@ impl<S, K> Layer<S> for ResponseCacheLayer<K> {
     fn layer(&self, inner: S) -> Self::Service {
         ResponseCache {
             inner,
-            shared: Arc::new(Shared {
-                cache: self.cache.clone(),
-                settings: self.settings.clone(),
-                key: Arc::clone(&self.key),
-            }),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -358,6 +359,16 @@ struct Shared<K> {
     cache: Cache,
     settings: Settings,
     key: Arc<K>,
+}
+
+impl<K> Clone for Shared<K> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            settings: self.settings.clone(),
+            key: Arc::clone(&self.key),
+        }
+    }
 }
 
 /// The response cache middleware; see [`ResponseCacheLayer`].
@@ -496,27 +507,12 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
+    // The paths that may call the origin or purge run in boxed futures of their own, so that
+    // this future (allocated and moved for every request) stays the size a hit needs.
     let s = &shared.settings;
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
-        let purge = s.invalidate_on_unsafe
-            && matches!(
-                *method,
-                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-            );
-        let (parts, body) = req.into_parts();
-        let key = if purge {
-            shared.key.make_cache_key(&parts)
-        } else {
-            None
-        };
-        let res = inner.call(Request::from_parts(parts, body)).await?;
-        if let Some(key) = key
-            && (res.status().is_success() || res.status().is_redirection())
-        {
-            shared.purge_after_unsafe(key.as_str(), res.headers()).await;
-        }
-        return Ok(shared.pass(res, "fwd=method"));
+        return Box::pin(unsafe_method(shared, inner, req)).await;
     }
     let headers = req.headers();
     let authorized = headers.contains_key(header::AUTHORIZATION);
@@ -549,11 +545,81 @@ where
         }
     };
     let now = cache.now_ms();
+    if let Some(entry) = &found.entry
+        && let Freshness::Fresh(left) = entry.freshness(now)
+    {
+        let status = s.hit_statuses.get(left / 1000);
+        let Some(entry) = found.entry else {
+            unreachable!("checked above")
+        };
+        return Ok(shared.respond(entry, &parts, now, status));
+    }
+    let req = Request::from_parts(parts, body);
+    Box::pin(forward(shared, inner, req, key, found, store_down, now)).await
+}
+
+/// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its key (and the paths its response
+/// names) once the origin answered; other methods pass through.
+async fn unsafe_method<S, K, ReqBody, ResBody>(
+    shared: Arc<Shared<K>>,
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: MakeCacheKey,
+{
+    let method = req.method();
+    let purge = shared.settings.invalidate_on_unsafe
+        && matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+    let (parts, body) = req.into_parts();
+    let key = if purge {
+        shared.key.make_cache_key(&parts)
+    } else {
+        None
+    };
+    let res = inner.call(Request::from_parts(parts, body)).await?;
+    if let Some(key) = key
+        && (res.status().is_success() || res.status().is_redirection())
+    {
+        shared.purge_after_unsafe(key.as_str(), res.headers()).await;
+    }
+    Ok(shared.pass(res, "fwd=method"))
+}
+
+/// Everything but a fresh hit: stale entries, misses (single flight, lock, store), `HEAD`
+/// misses.
+async fn forward<S, K, ReqBody, ResBody>(
+    shared: Arc<Shared<K>>,
+    inner: S,
+    req: Request<ReqBody>,
+    key: CacheKey,
+    found: Found,
+    store_down: bool,
+    now: u64,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    K: MakeCacheKey,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let mut inner = inner;
+    let (parts, body) = req.into_parts();
+    let cache = &shared.cache;
+    let group = key.as_str();
     let mut stale = None;
     if let Some(entry) = found.entry {
         match entry.freshness(now) {
             Freshness::Fresh(left) => {
-                let status = s.hit_statuses.get(left / 1000);
+                let status = shared.settings.hit_statuses.get(left / 1000);
                 return Ok(shared.respond(entry, &parts, now, status));
             }
             Freshness::Stale(by) if entry.can_revalidate_stale(now) => {

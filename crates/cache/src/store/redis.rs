@@ -106,10 +106,20 @@ impl RedisStore {
 
     /// The key of the string holding entry `field` of `group`.
     pub fn entry_key(&self, group: &str, field: &str) -> String {
-        let mut s = String::with_capacity(field.len() + 2);
-        s.push_str("s:");
-        s.push_str(field);
-        self.backend.keys().tagged(CONCERN, group, &s)
+        // The suffix `s:<field>` on the stack when it fits (every lookup builds a key).
+        let mut buf = [0u8; 128];
+        let len = field.len() + 2;
+        if let Some(room) = buf.get_mut(..len) {
+            room[..2].copy_from_slice(b"s:");
+            room[2..].copy_from_slice(field.as_bytes());
+            if let Ok(suffix) = std::str::from_utf8(room) {
+                return self.backend.keys().tagged(CONCERN, group, suffix);
+            }
+        }
+        let mut suffix = String::with_capacity(len);
+        suffix.push_str("s:");
+        suffix.push_str(field);
+        self.backend.keys().tagged(CONCERN, group, &suffix)
     }
 
     /// The key of a group's index: the set of its fields.
