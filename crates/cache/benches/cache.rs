@@ -10,7 +10,7 @@
 //! - `l1_hit`: one request answered from the local tier, against a handler returning the
 //!   document from memory (the difference is the cost of an L1 hit); and a typed
 //!   `get_or_fetch` answered from the local tier.
-//! - `miss_overhead`: one request that misses (unique URI: one `HGET`, one store script),
+//! - `miss_overhead`: one request that misses (unique URI: one `GET`, one store script),
 //!   against the same handler without the cache.
 //! - `cached_scenario`: `/cached/{id}` of the shared bench contract (origin sleeps 5 ms and
 //!   returns a 1024-byte JSON document; TTL 60 s) over 100 ids at 64 concurrent requests,
