@@ -102,7 +102,7 @@ impl Default for ResponseCacheConfig {
             cache_authorized: false,
             public: false,
             tag_header: Some("surrogate-key".to_owned()),
-            name: "tower-scale".to_owned(),
+            name: values::DEFAULT_NAME.to_owned(),
             invalidate_on_unsafe: true,
             ignore_query_params: Vec::new(),
         }
@@ -157,7 +157,7 @@ impl Settings {
             public: c.public,
             tag_header,
             name: c.name.as_str().into(),
-            hit_statuses: Arc::new(HitStatuses::new(&c.name)),
+            hit_statuses: HitStatuses::for_name(&c.name),
             invalidate_on_unsafe: c.invalidate_on_unsafe,
         })
     }

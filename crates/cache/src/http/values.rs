@@ -2,10 +2,13 @@
 //! the usual ages and lifetimes, allocates nothing: `Age` values, and each layer's
 //! `Cache-Status` values of fresh hits (`<name>; hit; ttl=<seconds>`).
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
+
+/// The default name of the cache in `Cache-Status`.
+pub(crate) const DEFAULT_NAME: &str = "tower-scale";
 
 /// Seconds covered by the tables; larger numbers are written per response.
 const TABLE: u64 = 1024;
@@ -76,9 +79,23 @@ impl std::fmt::Debug for HitStatuses {
     }
 }
 
+/// The table of the default name, shared by every layer that keeps it.
+static DEFAULT: LazyLock<Arc<HitStatuses>> =
+    LazyLock::new(|| Arc::new(HitStatuses::new(DEFAULT_NAME)));
+
 impl HitStatuses {
+    /// The values of the cache named `name`: one table (about 70 KB) shared by every layer
+    /// with the default name, one per layer for another name.
+    pub(crate) fn for_name(name: &str) -> Arc<Self> {
+        if name == DEFAULT_NAME {
+            Arc::clone(&DEFAULT)
+        } else {
+            Arc::new(Self::new(name))
+        }
+    }
+
     /// The values of the cache named `name` (a token: checked by the layer's settings).
-    pub(crate) fn new(name: &str) -> Self {
+    fn new(name: &str) -> Self {
         let prefix = Bytes::from(format!("{name}; hit; ttl="));
         let mut all = BytesMut::with_capacity(
             (prefix.len() + 4) * usize::try_from(TABLE).unwrap_or(usize::MAX),
@@ -143,9 +160,15 @@ mod tests {
 
     #[test]
     fn hit_statuses_name_the_cache_and_the_seconds_left() {
-        let s = HitStatuses::new("edge");
+        let s = HitStatuses::for_name("edge");
         for n in [0, 7, 60, 1023, 1024, 31_536_000, u64::MAX] {
             assert_eq!(s.get(n), format!("edge; hit; ttl={n}").as_str(), "{n}");
         }
+        let a = HitStatuses::for_name(DEFAULT_NAME);
+        assert!(
+            Arc::ptr_eq(&a, &HitStatuses::for_name("tower-scale")),
+            "shared"
+        );
+        assert_eq!(a.get(59), "tower-scale; hit; ttl=59");
     }
 }
