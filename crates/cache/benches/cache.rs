@@ -10,7 +10,7 @@
 //! - `l1_hit`: one request answered from the local tier, against a handler returning the
 //!   document from memory (the difference is the cost of an L1 hit); and a typed
 //!   `get_or_fetch` answered from the local tier.
-//! - `miss_overhead`: one request that misses (unique URI: one `HGET`, one store script),
+//! - `miss_overhead`: one request that misses (unique URI: one `GET`, one store script),
 //!   against the same handler without the cache.
 //! - `cached_scenario`: `/cached/{id}` of the shared bench contract (origin sleeps 5 ms and
 //!   returns a 1024-byte JSON document; TTL 60 s) over 100 ids at 64 concurrent requests,
@@ -84,6 +84,13 @@ fn cached_handler() -> Router {
     )
 }
 
+/// What `axum::serve` does before serving: turns the handlers (and their layers) into services
+/// once. Without it a `Router` called directly does that on every request, which would
+/// charge the layer's construction to every request.
+fn ready(app: Router) -> Router {
+    app.with_state(())
+}
+
 fn layer(cache: Cache) -> ResponseCacheLayer {
     ResponseCacheLayer::new(cache).ttl(Duration::from_secs(60))
 }
@@ -123,7 +130,7 @@ fn benches(c: &mut Criterion) {
             .with_state(backend.clone())
     };
     let redis_cache = Cache::new(RedisStore::new(backend.clone()));
-    let hit_app = cached_handler().layer(layer(redis_cache));
+    let hit_app = ready(cached_handler().layer(layer(redis_cache)));
     rt.block_on(call(&hit_app, "/cached/1"));
     let mut g = c.benchmark_group("hit_vs_raw_get");
     g.throughput(Throughput::Elements(CONCURRENCY as u64));
@@ -138,7 +145,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     // --- L1 hit cost -------------------------------------------------------------------------
-    let bare = {
+    let bare = ready({
         Router::new().route(
             "/cached/{id}",
             get(move || {
@@ -146,14 +153,14 @@ fn benches(c: &mut Criterion) {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
-    };
+    });
     let l1_cache = Cache::builder(RedisStore::new(backend.clone()))
         .l1(64 << 20)
         .l1_ttl(Duration::from_secs(600))
         .build()
         .unwrap();
     assert!(rt.block_on(l1_cache.ready(Duration::from_secs(5))));
-    let l1_app = cached_handler().layer(layer(l1_cache.clone()));
+    let l1_app = ready(cached_handler().layer(layer(l1_cache.clone())));
     rt.block_on(call(&l1_app, "/cached/1"));
     rt.block_on(async {
         l1_cache
@@ -199,9 +206,9 @@ fn benches(c: &mut Criterion) {
             }),
         )
     };
-    let no_cache = fast_origin();
-    let miss_app = fast_origin().layer(ResponseCacheLayer::new(Cache::new(RedisStore::new(
-        backend.clone(),
+    let no_cache = ready(fast_origin());
+    let miss_app = ready(fast_origin().layer(ResponseCacheLayer::new(Cache::new(
+        RedisStore::new(backend.clone()),
     ))));
     let next = Arc::new(AtomicU64::new(0));
     let mut g = c.benchmark_group("miss_overhead");
@@ -222,8 +229,8 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     // --- the /cached/{id} scenario -----------------------------------------------------------
-    let uncached = cached_handler();
-    let warm = cached_handler().layer(layer(Cache::new(RedisStore::new(backend))));
+    let uncached = ready(cached_handler());
+    let warm = ready(cached_handler().layer(layer(Cache::new(RedisStore::new(backend)))));
     rt.block_on(async {
         for id in 0..100 {
             call(&warm, &format!("/cached/{id}")).await;

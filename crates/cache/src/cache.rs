@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -54,7 +55,10 @@ pub(crate) struct Inner {
     pub(crate) l1: Option<Arc<L1>>,
     pub(crate) flights: Arc<Flights>,
     /// The `Vary` header names last seen per URI group, to read a variant in one round trip.
-    pub(crate) vary: moka::sync::Cache<String, Arc<[HeaderName]>>,
+    vary: moka::sync::Cache<String, Arc<[HeaderName]>>,
+    /// Whether `vary` ever held names: until then a lookup skips it (most caches never see a
+    /// `Vary` response, and a skipped lookup is only one more read if one arrives meanwhile).
+    any_vary: AtomicBool,
     pub(crate) lock: Option<LockConfig>,
     purge_timeout: Duration,
     #[cfg(feature = "redis")]
@@ -230,6 +234,7 @@ impl CacheBuilder {
                 l1,
                 flights: Arc::default(),
                 vary: moka::sync::Cache::new(10_000),
+                any_vary: AtomicBool::new(false),
                 lock: c.lock,
                 purge_timeout: c.purge_timeout,
                 #[cfg(feature = "redis")]
@@ -296,6 +301,22 @@ pub(crate) enum Coordinated {
     Filled(Arc<Entry>),
     /// Another instance is recomputing; serve the stale entry.
     ServeStale,
+}
+
+impl Inner {
+    /// The `Vary` names last seen for `group`.
+    pub(crate) fn vary_names(&self, group: &str) -> Option<Arc<[HeaderName]>> {
+        if !self.any_vary.load(Ordering::Acquire) {
+            return None;
+        }
+        self.vary.get(group)
+    }
+
+    /// Remembers the `Vary` names of `group`.
+    pub(crate) fn remember_vary(&self, group: &str, names: Arc<[HeaderName]>) {
+        self.any_vary.store(true, Ordering::Release);
+        self.vary.insert(group.to_owned(), names);
+    }
 }
 
 pub(crate) fn millis(d: Duration) -> u64 {

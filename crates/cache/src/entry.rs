@@ -1,18 +1,29 @@
 //! Cache entries and their compact binary encoding.
 //!
-//! Layout (big endian): `"TSC" 1` magic and version, a kind byte, four `u64` (stored at, ttl,
+//! Layout (big endian): `"TSC"` and a version byte, a kind byte, four `u64` (stored at, ttl,
 //! stale-while-revalidate and stale-if-error windows in milliseconds), then per kind:
 //! - response: status `u16`, origin `Age` `u32`, header count `u16`, each header as
 //!   `u16` name length, name, `u16` value length, value; body `u32` length and bytes;
 //! - vary marker: count `u16`, each header name with a `u16` length;
 //! - value: `u32` length and bytes.
+//!
+//! Decoding copies nothing: the body and the header values are slices of the stored bytes.
+//! Version 2 is the layout of one Redis string per entry (version 1 entries were fields of one
+//! hash per group). Bytes of any other version do not decode: a lookup treats them as a miss
+//! and the next store overwrites them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::StoreError;
 
-const MAGIC: &[u8; 4] = b"TSC\x01";
+/// Magic and version of the current layout.
+const MAGIC: &[u8; 4] = b"TSC\x02";
+/// Fixed bytes before the kind's own part: magic and version, kind, four `u64`.
+const FIXED: usize = MAGIC.len() + 1 + 4 * 8;
+/// Headers a served response adds to the stored ones (`Age`, `Cache-Status`): decoded header
+/// maps reserve room for them so that serving does not grow the map.
+pub(crate) const ADDED_HEADERS: usize = 2;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARY: u8 = 2;
 const KIND_VALUE: u8 = 3;
@@ -118,7 +129,7 @@ impl Entry {
             EntryBody::Vary(names) => names.iter().map(|n| n.as_str().len() + 2).sum::<usize>() + 2,
             EntryBody::Value(v) => v.len() + 4,
         };
-        let mut out = BytesMut::with_capacity(MAGIC.len() + 33 + extra);
+        let mut out = BytesMut::with_capacity(FIXED + extra);
         out.put_slice(MAGIC);
         out.put_u8(match &self.body {
             EntryBody::Response(_) => KIND_RESPONSE,
@@ -153,8 +164,11 @@ impl Entry {
     }
 
     pub(crate) fn decode(mut buf: Bytes) -> Result<Self, StoreError> {
-        if buf.len() < MAGIC.len() + 33 || &buf[..4] != MAGIC {
-            return Err(corrupt("bad magic or version"));
+        if buf.len() < FIXED || buf[..3] != MAGIC[..3] {
+            return Err(corrupt("bad magic"));
+        }
+        if buf[3] != MAGIC[3] {
+            return Err(corrupt("another layout version"));
         }
         buf.advance(4);
         let kind = buf.get_u8();
@@ -169,7 +183,7 @@ impl Entry {
                     StatusCode::from_u16(buf.get_u16()).map_err(|_| corrupt("invalid status"))?;
                 let age = buf.get_u32();
                 let count = buf.get_u16();
-                let mut headers = HeaderMap::with_capacity(usize::from(count));
+                let mut headers = HeaderMap::with_capacity(usize::from(count) + ADDED_HEADERS);
                 for _ in 0..count {
                     let name = get_short(&mut buf)?;
                     let value = get_short(&mut buf)?;
@@ -245,6 +259,7 @@ pub(crate) fn get_short(buf: &mut Bytes) -> Result<Bytes, StoreError> {
     Ok(buf.split_to(len))
 }
 
+/// A slice of `buf`, not a copy.
 fn get_long(buf: &mut Bytes) -> Result<Bytes, StoreError> {
     need(buf, 4)?;
     let len = buf.get_u32() as usize;
@@ -332,6 +347,45 @@ mod tests {
         let mut extra = BytesMut::from(&bytes[..]);
         extra.put_u8(0);
         assert!(Entry::decode(extra.freeze()).is_err());
+    }
+
+    #[test]
+    fn other_versions_do_not_decode() {
+        // A version 1 entry (the hash-field layout), byte for byte as version 1 wrote it.
+        let mut v1 = BytesMut::from(&b"TSC\x01"[..]);
+        v1.put_u8(KIND_RESPONSE);
+        for t in [1_000_u64, 60_000, 0, 0] {
+            v1.put_u64(t);
+        }
+        v1.put_u16(200);
+        v1.put_u32(0);
+        v1.put_u16(0);
+        v1.put_u32(2);
+        v1.put_slice(b"{}");
+        let err = Entry::decode(v1.freeze()).unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
+        let mut next = BytesMut::from(&response().encode()[..]);
+        next[3] = 3;
+        assert!(Entry::decode(next.freeze()).is_err());
+    }
+
+    #[test]
+    fn decoding_shares_the_stored_bytes() {
+        let bytes = response().encode();
+        let EntryBody::Response(r) = Entry::decode(bytes.clone()).unwrap().body else {
+            panic!("not a response")
+        };
+        let within = |p: *const u8| bytes.as_ptr_range().contains(&p);
+        assert!(
+            within(r.body.as_ptr()),
+            "the body is a slice of the stored bytes"
+        );
+        let value = r.headers.get("content-type").unwrap();
+        assert!(within(value.as_bytes().as_ptr()), "so are header values");
+        assert!(
+            r.headers.capacity() >= r.headers.len() + ADDED_HEADERS,
+            "room for Age and Cache-Status"
+        );
     }
 
     #[test]

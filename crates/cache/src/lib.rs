@@ -20,8 +20,9 @@
 //!   response header (`Surrogate-Key`) or [`CacheTags`]; a successful unsafe request purges
 //!   its URI.
 //! - Stores: [`MemoryStore`] (the default for one process) and `RedisStore` (feature
-//!   `redis`): one hash per resource, entries in a compact binary encoding, every script on
-//!   one key so it runs on Redis Cluster.
+//!   `redis`): one Redis string per entry (a hit is one `GET`), in a compact binary encoding
+//!   decoded without copies; the keys of one resource share a hash tag, so every script runs
+//!   on Redis Cluster.
 //! - The local tier ([`CacheBuilder::l1`]): decoded entries in process memory, invalidated
 //!   over Redis pub/sub with acknowledgements. When a purge returns `Ok`, no instance serves
 //!   the purged entry any more; see [`Cache::invalidate`] for the exact guarantee.

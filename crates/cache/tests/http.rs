@@ -118,13 +118,114 @@ async fn entries_are_binary_not_json() {
         "max-age=60",
     );
     fetch(&app, "/item/1").await;
-    let raw = server.cli(&["--no-raw", "HGET", "ts:cache:{/item/1}:e", "GET"]);
+    let raw = server.cli(&["--no-raw", "GET", "ts:cache:{/item/1}:s:GET"]);
     assert!(
-        raw.starts_with("\"TSC\\x01"),
-        "binary entry with magic: {raw}"
+        raw.starts_with("\"TSC\\x02"),
+        "binary entry with magic and version: {raw}"
     );
     assert!(raw.contains("item 1 #1"), "body stored as is: {raw}");
     assert!(!raw.contains("\"status\""), "not JSON: {raw}");
+}
+
+/// Bytes of a version 1 entry (the hash-field layout) of a fresh 200 response with `body`.
+fn version_1_entry(body: &[u8]) -> Vec<u8> {
+    let mut v = b"TSC\x01\x01".to_vec();
+    for t in [T0, 60_000, 0, 0] {
+        v.extend_from_slice(&t.to_be_bytes());
+    }
+    v.extend_from_slice(&200u16.to_be_bytes());
+    v.extend_from_slice(&0u32.to_be_bytes());
+    v.extend_from_slice(&0u16.to_be_bytes());
+    v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+#[tokio::test]
+async fn entries_of_an_older_layout_or_type_are_misses_then_overwritten() {
+    use tower_scale_redis::redis;
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let calls = counter();
+    let app = counting_app(
+        ResponseCacheLayer::new(cache(&server, &clock)),
+        calls.clone(),
+        "max-age=60",
+    );
+    let raw = backend(&server);
+    // A version 1 entry where this version keeps its strings, and a version 1 hash at the
+    // old key (still written by instances of the old version during a rolling deploy).
+    let old = version_1_entry(b"old body");
+    raw.query::<()>(redis::cmd("SET").arg("ts:cache:{/item/1}:s:GET").arg(&old))
+        .await
+        .unwrap();
+    raw.query::<()>(
+        redis::cmd("HSET")
+            .arg("ts:cache:{/item/1}:e")
+            .arg("GET")
+            .arg(&old),
+    )
+    .await
+    .unwrap();
+    let first = fetch(&app, "/item/1").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.text(), "item 1 #1", "a miss, not the old body");
+    assert_eq!(first.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    let second = fetch(&app, "/item/1").await;
+    assert_eq!(second.text(), "item 1 #1");
+    assert!(second.cache_status().starts_with("tower-scale; hit; ttl="));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "overwritten by the miss");
+    // A purge also deletes the old layout's hash.
+    let cache = cache(&server, &clock);
+    cache.invalidate("/item/1").await.unwrap();
+    assert_eq!(server.cli(&["EXISTS", "ts:cache:{/item/1}:e"]), "0");
+
+    // Something of another type under the entry's key (a hash): a miss, then overwritten.
+    server.cli(&["HSET", "ts:cache:{/item/2}:s:GET", "GET", "x"]);
+    let third = fetch(&app, "/item/2").await;
+    assert_eq!(third.text(), "item 2 #2");
+    assert_eq!(third.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    assert_eq!(fetch(&app, "/item/2").await.text(), "item 2 #2");
+    assert_eq!(server.cli(&["TYPE", "ts:cache:{/item/2}:s:GET"]), "string");
+
+    // Garbage and truncated entries: misses too.
+    for bad in [b"garbage".to_vec(), old[..old.len() - 3].to_vec()] {
+        raw.query::<()>(redis::cmd("SET").arg("ts:cache:{/item/3}:s:GET").arg(&bad))
+            .await
+            .unwrap();
+        let n = calls.load(Ordering::SeqCst) + 1;
+        let r = fetch(&app, "/item/3").await;
+        assert_eq!(r.text(), format!("item 3 #{n}"));
+        assert_eq!(r.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    }
+}
+
+#[tokio::test]
+async fn a_hit_is_one_get_of_a_string() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let app = counting_app(
+        ResponseCacheLayer::new(cache(&server, &clock)),
+        counter(),
+        "max-age=60",
+    );
+    fetch(&app, "/item/1").await;
+    clock.advance(Duration::from_secs(2));
+    server.reset_stats();
+    let hit = fetch(&app, "/item/1").await;
+    assert_eq!(hit.text(), "item 1 #1");
+    assert_eq!(hit.cache_status(), "tower-scale; hit; ttl=58");
+    assert_eq!(hit.headers["age"], "2");
+    assert_eq!(hit.headers["cache-control"], "max-age=60");
+    for name in ["age", "cache-status", "cache-control", "content-type"] {
+        assert_eq!(hit.headers.get_all(name).iter().count(), 1, "{name}");
+    }
+    let calls: Vec<(String, u64)> = server
+        .command_calls()
+        .into_iter()
+        .filter(|(c, _)| c != "info" && !c.starts_with("config"))
+        .collect();
+    assert_eq!(calls, [("get".to_owned(), 1)]);
 }
 
 #[tokio::test]
@@ -398,7 +499,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
     eventually("the background refresh stored #2", || {
         calls.load(Ordering::SeqCst) == 2
             && server
-                .cli(&["HGET", "ts:cache:{/item/1}:e", "GET"])
+                .cli(&["GET", "ts:cache:{/item/1}:s:GET"])
                 .contains("#2")
     })
     .await;
@@ -1052,4 +1153,41 @@ async fn outside_compression_a_hit_serves_the_stored_encoded_variant() {
         2,
         "one origin call per encoding"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_from_the_local_tier_and_from_redis_carry_the_same_headers() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let l1 = Cache::builder(RedisStore::new(backend(&server)))
+        .l1(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert!(l1.ready(Duration::from_secs(5)).await);
+    assert!(l1.l1_active());
+    let calls = counter();
+    // Local-tier hits serve a shared entry (headers copied), Redis hits a decoded one of
+    // their own (headers moved): the responses must not differ.
+    let local = counting_app(ResponseCacheLayer::new(l1), calls.clone(), "max-age=60");
+    let remote = counting_app(
+        ResponseCacheLayer::new(cache(&server, &clock)),
+        calls.clone(),
+        "max-age=60",
+    );
+    fetch(&local, "/item/1").await;
+    clock.advance(Duration::from_secs(3));
+    server.reset_stats();
+    let a = fetch(&local, "/item/1").await;
+    let b = fetch(&local, "/item/1").await;
+    assert_eq!(server.total_calls(), 0, "both from the local tier");
+    let c = fetch(&remote, "/item/1").await;
+    assert_eq!(server.total_calls(), 1, "one GET");
+    assert_eq!(a.headers["age"], "3");
+    assert_eq!(a.cache_status(), "tower-scale; hit; ttl=57");
+    for r in [&a, &b, &c] {
+        assert_eq!(r.text(), "item 1 #1");
+        assert_eq!(r.headers, a.headers);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

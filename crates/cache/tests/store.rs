@@ -126,9 +126,37 @@ async fn redis_keys_share_a_slot_per_group_and_tag() {
         .map(str::to_owned)
         .collect();
     keys.sort();
-    assert_eq!(keys, ["ts:cache:{/x}:e", "ts:cache:{t:t}:groups"]);
-    let ttl: i64 = server.cli(&["PTTL", "ts:cache:{/x}:e"]).parse().unwrap();
-    assert!(ttl > 0 && ttl <= 60_000);
+    assert_eq!(
+        keys,
+        [
+            "ts:cache:{/x}:i",
+            "ts:cache:{/x}:s:GET",
+            "ts:cache:{t:t}:groups"
+        ]
+    );
+    assert_eq!(server.cli(&["TYPE", "ts:cache:{/x}:s:GET"]), "string");
+    assert_eq!(server.cli(&["GET", "ts:cache:{/x}:s:GET"]), "1");
+    for key in ["ts:cache:{/x}:s:GET", "ts:cache:{/x}:i"] {
+        let ttl: i64 = server.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "{key}: {ttl}");
+    }
+    assert_eq!(
+        store.entry_key("/x", "GET|accept-encoding=gzip"),
+        "ts:cache:{/x}:s:GET|accept-encoding=gzip"
+    );
+    let long = format!("GET|accept-language={}", "é".repeat(100));
+    assert_eq!(
+        store.entry_key("/x", &long),
+        format!("ts:cache:{{/x}}:s:{long}"),
+        "a field longer than the stack buffer"
+    );
+    assert_eq!(store.index_key("/x"), "ts:cache:{/x}:i");
+    // A purge leaves nothing of the group.
+    store.purge(&["/x".into()]).await.unwrap();
+    assert_eq!(
+        server.cli(&["EXISTS", "ts:cache:{/x}:i", "ts:cache:{/x}:s:GET"]),
+        "0"
+    );
 }
 
 #[tokio::test]

@@ -283,7 +283,7 @@ async fn redis_paused_or_garbage_falls_back_to_the_fetch() {
     let calls = AtomicUsize::new(0);
     let ttl = Duration::from_secs(60);
     // Garbage under the key: treated as a miss and overwritten.
-    server.cli(&["HSET", "ts:cache:{k}:e", "v", "garbage"]);
+    server.cli(&["SET", "ts:cache:{k}:s:v", "garbage"]);
     assert_eq!(
         cache.get_or_fetch("k", ttl, || load(&calls)).await.unwrap(),
         user(1)

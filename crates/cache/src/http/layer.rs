@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,12 +15,13 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{Buffered, ResponseBody, buffer};
-use super::key::{DefaultKey, MakeCacheKey};
+use super::key::{CacheKey, DefaultKey, MakeCacheKey};
 use super::policy::{
     BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
 };
+use super::values::{self, HitStatuses};
 use crate::cache::{Coordinated, flight_key, millis};
-use crate::entry::{Entry, EntryBody, Freshness, StoredResponse};
+use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse};
 use crate::flight::{Join, Leader, Outcome};
 use crate::{BoxError, Cache, Error};
 
@@ -100,7 +102,7 @@ impl Default for ResponseCacheConfig {
             cache_authorized: false,
             public: false,
             tag_header: Some("surrogate-key".to_owned()),
-            name: "tower-scale".to_owned(),
+            name: values::DEFAULT_NAME.to_owned(),
             invalidate_on_unsafe: true,
             ignore_query_params: Vec::new(),
         }
@@ -119,6 +121,8 @@ struct Settings {
     public: bool,
     tag_header: Option<HeaderName>,
     name: Arc<str>,
+    /// `Cache-Status` values of fresh hits, computed once.
+    hit_statuses: Arc<HitStatuses>,
     invalidate_on_unsafe: bool,
 }
 
@@ -153,6 +157,7 @@ impl Settings {
             public: c.public,
             tag_header,
             name: c.name.as_str().into(),
+            hit_statuses: HitStatuses::for_name(&c.name),
             invalidate_on_unsafe: c.invalidate_on_unsafe,
         })
     }
@@ -194,17 +199,14 @@ impl Settings {
 /// # }
 /// ```
 pub struct ResponseCacheLayer<K = DefaultKey> {
-    cache: Cache,
-    settings: Settings,
-    key: Arc<K>,
+    /// Built once; [`Layer::layer`] only clones the `Arc` (setters copy it when shared).
+    shared: Arc<Shared<K>>,
 }
 
 impl<K> Clone for ResponseCacheLayer<K> {
     fn clone(&self) -> Self {
         Self {
-            cache: self.cache.clone(),
-            settings: self.settings.clone(),
-            key: Arc::clone(&self.key),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -212,8 +214,8 @@ impl<K> Clone for ResponseCacheLayer<K> {
 impl<K> std::fmt::Debug for ResponseCacheLayer<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCacheLayer")
-            .field("cache", &self.cache)
-            .field("settings", &self.settings)
+            .field("cache", &self.shared.cache)
+            .field("settings", &self.shared.settings)
             .finish_non_exhaustive()
     }
 }
@@ -238,9 +240,11 @@ impl ResponseCacheLayer<DefaultKey> {
             key = key.ignore_query_param(p.as_str());
         }
         Ok(Self {
-            cache,
-            settings: Settings::from_config(config)?,
-            key: Arc::new(key),
+            shared: Arc::new(Shared {
+                cache,
+                settings: Settings::from_config(config)?,
+                key: Arc::new(key),
+            }),
         })
     }
 }
@@ -248,20 +252,24 @@ impl ResponseCacheLayer<DefaultKey> {
 impl<K> ResponseCacheLayer<K> {
     /// The cache (to purge: [`Cache::invalidate`] with a key, [`Cache::invalidate_tag`]).
     pub fn cache(&self) -> &Cache {
-        &self.cache
+        &self.shared.cache
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut Arc::make_mut(&mut self.shared).settings
     }
 
     /// Lifetime of responses without `s-maxage`/`max-age`: the route's TTL.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings.route_ttl = Some(millis(ttl));
+        self.settings_mut().route_ttl = Some(millis(ttl));
         self
     }
 
     /// Use the route's TTL even when the response has `s-maxage`/`max-age`.
     #[must_use]
     pub fn override_origin_ttl(mut self, yes: bool) -> Self {
-        self.settings.override_origin_ttl = yes;
+        self.settings_mut().override_origin_ttl = yes;
         self
     }
 
@@ -269,7 +277,7 @@ impl<K> ResponseCacheLayer<K> {
     /// is served at once while one background request refreshes it.
     #[must_use]
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.settings.swr_ms = millis(window);
+        self.settings_mut().swr_ms = millis(window);
         self
     }
 
@@ -277,49 +285,49 @@ impl<K> ResponseCacheLayer<K> {
     /// when the origin fails or answers 5xx.
     #[must_use]
     pub fn stale_if_error(mut self, window: Duration) -> Self {
-        self.settings.sie_ms = millis(window);
+        self.settings_mut().sie_ms = millis(window);
         self
     }
 
     /// Largest body stored (default 1 MiB); larger bodies stream through uncached.
     #[must_use]
     pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.settings.max_body = bytes;
+        self.settings_mut().max_body = bytes;
         self
     }
 
     /// Statuses that may be stored.
     #[must_use]
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
-        self.settings.statuses = statuses.into_iter().map(|s| s.as_u16()).collect();
+        self.settings_mut().statuses = statuses.into_iter().map(|s| s.as_u16()).collect();
         self
     }
 
     /// Use the cache for requests with `Authorization` (RFC 9111 §3.5 rules apply).
     #[must_use]
     pub fn cache_authorized(mut self, yes: bool) -> Self {
-        self.settings.cache_authorized = yes;
+        self.settings_mut().cache_authorized = yes;
         self
     }
 
     /// Mark the route public: requests with `Cookie` use the cache.
     #[must_use]
     pub fn public(mut self, yes: bool) -> Self {
-        self.settings.public = yes;
+        self.settings_mut().public = yes;
         self
     }
 
     /// The response header carrying tags (default `surrogate-key`); `None` for none.
     #[must_use]
     pub fn tag_header(mut self, name: Option<HeaderName>) -> Self {
-        self.settings.tag_header = name;
+        self.settings_mut().tag_header = name;
         self
     }
 
     /// Whether a successful unsafe request purges its URI (default true).
     #[must_use]
     pub fn invalidate_on_unsafe(mut self, yes: bool) -> Self {
-        self.settings.invalidate_on_unsafe = yes;
+        self.settings_mut().invalidate_on_unsafe = yes;
         self
     }
 
@@ -327,9 +335,11 @@ impl<K> ResponseCacheLayer<K> {
     #[must_use]
     pub fn key_with<K2: MakeCacheKey>(self, key: K2) -> ResponseCacheLayer<K2> {
         ResponseCacheLayer {
-            cache: self.cache,
-            settings: self.settings,
-            key: Arc::new(key),
+            shared: Arc::new(Shared {
+                cache: self.shared.cache.clone(),
+                settings: self.shared.settings.clone(),
+                key: Arc::new(key),
+            }),
         }
     }
 }
@@ -340,11 +350,7 @@ impl<S, K> Layer<S> for ResponseCacheLayer<K> {
     fn layer(&self, inner: S) -> Self::Service {
         ResponseCache {
             inner,
-            shared: Arc::new(Shared {
-                cache: self.cache.clone(),
-                settings: self.settings.clone(),
-                key: Arc::clone(&self.key),
-            }),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -353,6 +359,16 @@ struct Shared<K> {
     cache: Cache,
     settings: Settings,
     key: Arc<K>,
+}
+
+impl<K> Clone for Shared<K> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            settings: self.settings.clone(),
+            key: Arc::clone(&self.key),
+        }
+    }
 }
 
 /// The response cache middleware; see [`ResponseCacheLayer`].
@@ -461,7 +477,8 @@ enum HttpOutcome {
 struct Found {
     entry: Option<Arc<Entry>>,
     names: Option<Arc<[HeaderName]>>,
-    field: String,
+    /// The field looked up: the base field (no allocation) or a variant.
+    field: Cow<'static, str>,
     vary_miss: bool,
 }
 
@@ -490,27 +507,12 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
+    // The paths that may call the origin or purge run in boxed futures of their own, so that
+    // this future (allocated and moved for every request) stays the size a hit needs.
     let s = &shared.settings;
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
-        let purge = s.invalidate_on_unsafe
-            && matches!(
-                *method,
-                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-            );
-        let (parts, body) = req.into_parts();
-        let key = if purge {
-            shared.key.make_cache_key(&parts)
-        } else {
-            None
-        };
-        let res = inner.call(Request::from_parts(parts, body)).await?;
-        if let Some(key) = key
-            && (res.status().is_success() || res.status().is_redirection())
-        {
-            shared.purge_after_unsafe(key.as_str(), res.headers()).await;
-        }
-        return Ok(shared.pass(res, "fwd=method"));
+        return Box::pin(unsafe_method(shared, inner, req)).await;
     }
     let headers = req.headers();
     let authorized = headers.contains_key(header::AUTHORIZATION);
@@ -536,19 +538,89 @@ where
             let found = Found {
                 entry: None,
                 names: None,
-                field: BASE_FIELD.to_owned(),
+                field: Cow::Borrowed(BASE_FIELD),
                 vary_miss: false,
             };
             (found, true)
         }
     };
     let now = cache.now_ms();
+    if let Some(entry) = &found.entry
+        && let Freshness::Fresh(left) = entry.freshness(now)
+    {
+        let status = s.hit_statuses.get(left / 1000);
+        let Some(entry) = found.entry else {
+            unreachable!("checked above")
+        };
+        return Ok(shared.respond(entry, &parts, now, status));
+    }
+    let req = Request::from_parts(parts, body);
+    Box::pin(forward(shared, inner, req, key, found, store_down, now)).await
+}
+
+/// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its key (and the paths its response
+/// names) once the origin answered; other methods pass through.
+async fn unsafe_method<S, K, ReqBody, ResBody>(
+    shared: Arc<Shared<K>>,
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: MakeCacheKey,
+{
+    let method = req.method();
+    let purge = shared.settings.invalidate_on_unsafe
+        && matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+    let (parts, body) = req.into_parts();
+    let key = if purge {
+        shared.key.make_cache_key(&parts)
+    } else {
+        None
+    };
+    let res = inner.call(Request::from_parts(parts, body)).await?;
+    if let Some(key) = key
+        && (res.status().is_success() || res.status().is_redirection())
+    {
+        shared.purge_after_unsafe(key.as_str(), res.headers()).await;
+    }
+    Ok(shared.pass(res, "fwd=method"))
+}
+
+/// Everything but a fresh hit: stale entries, misses (single flight, lock, store), `HEAD`
+/// misses.
+async fn forward<S, K, ReqBody, ResBody>(
+    shared: Arc<Shared<K>>,
+    inner: S,
+    req: Request<ReqBody>,
+    key: CacheKey,
+    found: Found,
+    store_down: bool,
+    now: u64,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    K: MakeCacheKey,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let mut inner = inner;
+    let (parts, body) = req.into_parts();
+    let cache = &shared.cache;
+    let group = key.as_str();
     let mut stale = None;
     if let Some(entry) = found.entry {
         match entry.freshness(now) {
             Freshness::Fresh(left) => {
-                let detail = format!("hit; ttl={}", left / 1000);
-                return Ok(shared.serve(&entry, &parts, &detail));
+                let status = shared.settings.hit_statuses.get(left / 1000);
+                return Ok(shared.respond(entry, &parts, now, status));
             }
             Freshness::Stale(by) if entry.can_revalidate_stale(now) => {
                 if parts.method == Method::GET
@@ -665,7 +737,7 @@ impl<K: MakeCacheKey> Shared<K> {
     /// else the group's base field (a response, or the `Vary` marker and then the variant).
     async fn find(&self, group: &str, headers: &HeaderMap) -> Result<Found, crate::StoreError> {
         let cache = &self.cache;
-        let known = cache.inner.vary.get(group);
+        let known = cache.inner.vary_names(group);
         if let Some(names) = &known {
             let field = variant_field(names, headers);
             if let Some(e) = cache.lookup(group, &field).await?
@@ -674,7 +746,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 return Ok(Found {
                     entry: Some(e),
                     names: known.clone(),
-                    field,
+                    field: field.into(),
                     vary_miss: false,
                 });
             }
@@ -683,9 +755,9 @@ impl<K: MakeCacheKey> Shared<K> {
         let Some(base) = base else {
             return Ok(Found {
                 entry: None,
-                field: known
-                    .as_ref()
-                    .map_or_else(|| BASE_FIELD.to_owned(), |n| variant_field(n, headers)),
+                field: known.as_ref().map_or(Cow::Borrowed(BASE_FIELD), |n| {
+                    Cow::Owned(variant_field(n, headers))
+                }),
                 names: known,
                 vary_miss: false,
             });
@@ -694,7 +766,7 @@ impl<K: MakeCacheKey> Shared<K> {
             EntryBody::Response(_) => Ok(Found {
                 entry: Some(base),
                 names: None,
-                field: BASE_FIELD.to_owned(),
+                field: Cow::Borrowed(BASE_FIELD),
                 vary_miss: false,
             }),
             EntryBody::Vary(names) => {
@@ -702,10 +774,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 let field = variant_field(&names, headers);
                 let same = known.as_deref() == Some(&*names);
                 if !same {
-                    cache
-                        .inner
-                        .vary
-                        .insert(group.to_owned(), Arc::clone(&names));
+                    cache.inner.remember_vary(group, Arc::clone(&names));
                 }
                 let entry = if same {
                     None
@@ -719,13 +788,13 @@ impl<K: MakeCacheKey> Shared<K> {
                     vary_miss: entry.is_none(),
                     entry,
                     names: Some(names),
-                    field,
+                    field: field.into(),
                 })
             }
             EntryBody::Value(_) => Ok(Found {
                 entry: None,
                 names: None,
-                field: BASE_FIELD.to_owned(),
+                field: Cow::Borrowed(BASE_FIELD),
                 vary_miss: false,
             }),
         }
@@ -745,11 +814,31 @@ impl<K: MakeCacheKey> Shared<K> {
     }
 
     /// A response from a stored entry: `304` when `If-None-Match` matches its `ETag`.
-    fn serve<B>(&self, entry: &Entry, parts: &Parts, detail: &str) -> Response<ResponseBody<B>> {
+    fn serve<B>(
+        &self,
+        entry: &Arc<Entry>,
+        parts: &Parts,
+        detail: &str,
+    ) -> Response<ResponseBody<B>> {
+        let status = status(&self.settings.name, detail);
+        self.respond(Arc::clone(entry), parts, self.cache.now_ms(), status)
+    }
+
+    /// A response from a stored entry with the `Cache-Status` value `cache_status`. The
+    /// entry's headers and body are moved into the response when nothing else holds the entry
+    /// (a hit read from Redis), else copied into a map sized for them and the two headers
+    /// added here (header values and the body share their bytes with the entry either way).
+    fn respond<B>(
+        &self,
+        entry: Arc<Entry>,
+        parts: &Parts,
+        now: u64,
+        cache_status: HeaderValue,
+    ) -> Response<ResponseBody<B>> {
+        let age = values::age(entry.age_secs(now));
         let EntryBody::Response(stored) = &entry.body else {
             unreachable!("only responses are served")
         };
-        let age = HeaderValue::from(entry.age_secs(self.cache.now_ms()));
         if let (Some(inm), Some(etag)) = (
             parts.headers.get(header::IF_NONE_MATCH),
             stored.headers.get(header::ETAG),
@@ -771,18 +860,37 @@ impl<K: MakeCacheKey> Shared<K> {
                 }
             }
             h.insert(header::AGE, age);
-            return with_status(res, status(&self.settings.name, detail));
+            return with_status(res, cache_status);
         }
-        let body = if parts.method == Method::HEAD {
+        let head = parts.method == Method::HEAD;
+        let (status, mut headers, body) = match Arc::try_unwrap(entry) {
+            Ok(Entry {
+                body: EntryBody::Response(stored),
+                ..
+            }) => (stored.status, stored.headers, stored.body),
+            Ok(_) => unreachable!("only responses are served"),
+            Err(shared) => {
+                let EntryBody::Response(stored) = &shared.body else {
+                    unreachable!("only responses are served")
+                };
+                let mut headers = HeaderMap::with_capacity(stored.headers.len() + ADDED_HEADERS);
+                for (name, value) in &stored.headers {
+                    headers.append(name.clone(), value.clone());
+                }
+                (stored.status, headers, stored.body.clone())
+            }
+        };
+        headers.insert(header::AGE, age);
+        headers.append(CACHE_STATUS, cache_status);
+        let body = if head {
             ResponseBody::empty()
         } else {
-            ResponseBody::full(stored.body.clone())
+            ResponseBody::full(body)
         };
         let mut res = Response::new(body);
-        *res.status_mut() = stored.status;
-        *res.headers_mut() = stored.headers.clone();
-        res.headers_mut().insert(header::AGE, age);
-        with_status(res, status(&self.settings.name, detail))
+        *res.status_mut() = status;
+        *res.headers_mut() = headers;
+        res
     }
 
     /// The leader of a miss: takes the cross-instance lock (if on), calls the origin, stores
@@ -956,10 +1064,7 @@ impl<K: MakeCacheKey> Shared<K> {
                     &tags,
                 )
                 .await;
-            cache
-                .inner
-                .vary
-                .insert(group.to_owned(), Arc::clone(&names));
+            cache.inner.remember_vary(group, Arc::clone(&names));
         }
         cache.unlock(group, &field, token).await;
         finish(
@@ -991,8 +1096,7 @@ impl<K: MakeCacheKey> Shared<K> {
     fn names_of(&self, group: &str) -> Arc<[HeaderName]> {
         self.cache
             .inner
-            .vary
-            .get(group)
+            .vary_names(group)
             .unwrap_or_else(|| Arc::new([]))
     }
 

@@ -4,6 +4,7 @@ mod body;
 mod key;
 mod layer;
 mod policy;
+mod values;
 
 pub use self::body::ResponseBody;
 pub use self::key::{CacheKey, DefaultKey, MakeCacheKey};

@@ -12,14 +12,37 @@ use crate::StoreError;
 /// Key concern of every cache key: `<prefix>:cache:...`.
 pub(crate) const CONCERN: &str = "cache";
 
-/// Sets fields of a group's hash and keeps the hash at least `ARGV[1]` ms.
+/// Sets the entries of one group, each a string expiring after `ARGV[1]` ms: `KEYS[1]` is the
+/// group's index (the set of its field names), `KEYS[2..]` the entries' keys, `ARGV[2..]` the
+/// field names then the values in the same order. The index is kept as long as its
+/// longest-lived entry.
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 local ttl = tonumber(ARGV[1])
+local n = #KEYS - 1
+for i = 1, n do
+  redis.call('SET', KEYS[i + 1], ARGV[n + 1 + i], 'PX', ttl)
+end
+redis.call('SADD', KEYS[1], unpack(ARGV, 2, n + 1))
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1",
+    )
+});
+
+/// Deletes a group: every entry its index `KEYS[1]` names (the key of field `f` is
+/// `ARGV[1] .. f`, in the same slot), the index, and `KEYS[2]`, the group's hash of the
+/// version 1 layout (so that a purge also reaches instances still running it). The entries'
+/// keys are not declared in `KEYS` (only the script learns their names); they hash to the
+/// index's slot, so the script still touches one slot and runs on Redis Cluster (tested by the
+/// conformance suite on a local cluster).
+static PURGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local fields = redis.call('SMEMBERS', KEYS[1])
+for _, f in ipairs(fields) do redis.call('DEL', ARGV[1] .. f) end
+redis.call('DEL', KEYS[1], KEYS[2])
+return #fields",
     )
 });
 
@@ -55,8 +78,10 @@ return 0",
 
 /// The Redis store: every instance shares the entries.
 ///
-/// - A group is one hash, `<prefix>:cache:{<group>}:e`, one field per entry (a URI's
-///   variants live together, so purging a URI is one `DEL`); reads are one `HGET`.
+/// - An entry is one string, `<prefix>:cache:{<group>}:s:<field>`, written with its expiry
+///   (`SET … PX`); a hit is one `GET`. The group's index, `<prefix>:cache:{<group>}:i`, is the
+///   set of its fields (a URI's `Vary` variants), so that purging the group (one script)
+///   deletes them all; every key of a group shares one hash tag.
 /// - A tag is a set of groups, `<prefix>:cache:{t:<tag>}:groups`.
 /// - Locks are `SET NX PX` keys, `<prefix>:cache:{<group>}:lock:<field>`.
 ///
@@ -82,8 +107,32 @@ impl RedisStore {
         Self { backend }
     }
 
-    /// The key of a group's hash.
-    pub fn group_key(&self, group: &str) -> String {
+    /// The key of the string holding entry `field` of `group`.
+    pub fn entry_key(&self, group: &str, field: &str) -> String {
+        // The suffix `s:<field>` on the stack when it fits (every lookup builds a key).
+        let mut buf = [0u8; 128];
+        let len = field.len() + 2;
+        if let Some(room) = buf.get_mut(..len) {
+            room[..2].copy_from_slice(b"s:");
+            room[2..].copy_from_slice(field.as_bytes());
+            if let Ok(suffix) = std::str::from_utf8(room) {
+                return self.backend.keys().tagged(CONCERN, group, suffix);
+            }
+        }
+        let mut suffix = String::with_capacity(len);
+        suffix.push_str("s:");
+        suffix.push_str(field);
+        self.backend.keys().tagged(CONCERN, group, &suffix)
+    }
+
+    /// The key of a group's index: the set of its fields.
+    pub fn index_key(&self, group: &str) -> String {
+        self.backend.keys().tagged(CONCERN, group, "i")
+    }
+
+    /// The key of a group's hash in the version 1 layout (one hash per group), deleted by
+    /// purges; nothing reads it.
+    fn legacy_key(&self, group: &str) -> String {
         self.backend.keys().tagged(CONCERN, group, "e")
     }
 
@@ -113,11 +162,19 @@ impl Store for RedisStore {
         field: &'a str,
     ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
         Box::pin(async move {
-            let value: Option<Vec<u8>> = self
+            let value: Result<Option<Vec<u8>>, _> = self
                 .backend
-                .query(redis::cmd("HGET").arg(self.group_key(group)).arg(field))
-                .await?;
-            Ok(value.map(Bytes::from))
+                .query(redis::cmd("GET").arg(self.entry_key(group, field)))
+                .await;
+            match value {
+                Ok(value) => Ok(value.map(Bytes::from)),
+                // Not a string (e.g. left by something else under our name): a miss, which the
+                // next store overwrites.
+                Err(tower_scale_redis::Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
+            }
         })
     }
 
@@ -129,12 +186,20 @@ impl Store for RedisStore {
         tags: &'a [String],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            if fields.is_empty() {
+                return Ok(());
+            }
             let ttl = millis(ttl);
-            let key = self.group_key(group);
-            let mut put = PUT.key(&key);
+            let mut put = PUT.key(self.index_key(group));
+            for (field, _) in fields {
+                put.key(self.entry_key(group, field));
+            }
             put.arg(ttl);
-            for (field, value) in fields {
-                put.arg(*field).arg(value.as_ref());
+            for (field, _) in fields {
+                put.arg(*field);
+            }
+            for (_, value) in fields {
+                put.arg(value.as_ref());
             }
             let tag_keys: Vec<String> = tags.iter().map(|t| self.tag_key(t)).collect();
             let tag_calls = tag_keys.iter().map(|k| async move {
@@ -158,18 +223,19 @@ impl Store for RedisStore {
             if groups.is_empty() {
                 return Ok(());
             }
-            let keys: Vec<String> = groups.iter().map(|g| self.group_key(g)).collect();
-            if self.backend.is_cluster() {
-                // Groups live in different slots: one DEL each, concurrently.
-                try_join_all(keys.iter().map(|k| async move {
-                    self.backend.query::<()>(redis::cmd("DEL").arg(k)).await
-                }))
-                .await?;
-            } else {
+            // One script per group (each group is one slot), concurrently.
+            try_join_all(groups.iter().map(|g| async move {
+                let prefix = self.entry_key(g, "");
                 self.backend
-                    .query::<()>(redis::cmd("DEL").arg(&keys))
-                    .await?;
-            }
+                    .invoke::<()>(
+                        PURGE
+                            .key(self.index_key(g))
+                            .key(self.legacy_key(g))
+                            .arg(prefix),
+                    )
+                    .await
+            }))
+            .await?;
             Ok(())
         })
     }
