@@ -23,7 +23,7 @@ static AGES: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
     let mut at = 0;
     (0..TABLE)
         .map(|n| {
-            let len = decimal_len(n);
+            let len = itoa::Buffer::new().format(n).len();
             let value = HeaderValue::from_static(&digits[at..at + len]);
             at += len;
             value
@@ -31,29 +31,9 @@ static AGES: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
         .collect()
 });
 
-fn decimal_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
-    }
-    len
-}
-
 /// Appends `n` in decimal.
 fn put_decimal(out: &mut BytesMut, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
+    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// The `Age` header value of `secs`.
