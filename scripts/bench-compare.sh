@@ -10,8 +10,10 @@
 #   SHARED_DIR   the shared folder with bench/ and peers/ (default: ../shared next to the
 #                repository, or next to the main checkout when this is a git worktree)
 #   IMPLS        which implementations, in order (default: "bare-axum tower-scale rust-tower node-express");
-#                also available: tower-scale-hybrid, the bench app with BENCH_HELLO_LIMITER=hybrid
-#                (/hello only: its limiter leases from Redis instead of one round trip per request)
+#                also available: tower-scale-redis-hello, the bench app with BENCH_HELLO_LIMITER=redis
+#                (/hello only: one Redis decision per request instead of HybridStore's leases), and
+#                tower-scale-headers, the bench app with BENCH_RATELIMIT_HEADERS=on (/hello and
+#                /limited only: the IETF RateLimit fields on every response)
 #   ROUNDS       how many times the whole sequence runs (default 1); the report takes the
 #                median of the rounds, so the implementations are interleaved in time
 #   DURATION, THREADS, CONNECTIONS, SCENARIOS, WARM_CACHED, PAUSE: passed to run-scenarios.sh
@@ -68,7 +70,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # --- build everything before anything is timed ------------------------------------------------
 for impl in $IMPLS; do
   case "$impl" in
-    bare-axum | tower-scale | tower-scale-hybrid | rust-tower | node-express) ;;
+    bare-axum | tower-scale | tower-scale-redis-hello | tower-scale-headers | rust-tower | node-express) ;;
     *) echo "bench-compare: unknown implementation '$impl'" >&2; exit 2 ;;
   esac
 done
@@ -121,7 +123,8 @@ start_impl() { # name port
   case "$name" in
     bare-axum) BENCH_MODE=bare exec "$BENCH_APP" ;;
     tower-scale) BENCH_MODE=full exec "$BENCH_APP" ;;
-    tower-scale-hybrid) BENCH_MODE=full BENCH_HELLO_LIMITER=hybrid exec "$BENCH_APP" ;;
+    tower-scale-redis-hello) BENCH_MODE=full BENCH_HELLO_LIMITER=redis exec "$BENCH_APP" ;;
+    tower-scale-headers) BENCH_MODE=full BENCH_RATELIMIT_HEADERS=on exec "$BENCH_APP" ;;
     rust-tower) exec "$RUST_PEER" ;;
     # What run.sh does, with the dependencies found through NODE_PATH.
     node-express) NODE_ENV="${NODE_ENV:-production}" NODE_PATH="$NODE_PEER_DEPS_DIR/node_modules" \
@@ -165,8 +168,10 @@ for round in $(seq "$ROUNDS"); do
       continue
     fi
     scenarios="$scenarios_all"
-    if [ "$impl" = bare-axum ] || [ "$impl" = tower-scale-hybrid ]; then
+    if [ "$impl" = bare-axum ] || [ "$impl" = tower-scale-redis-hello ]; then
       scenarios="hello"
+    elif [ "$impl" = tower-scale-headers ]; then
+      scenarios="hello limited"
     else
       check_contract "$impl" "http://127.0.0.1:$port"
       redis-cli -p "$REDIS_PORT" flushall >/dev/null

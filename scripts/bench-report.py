@@ -13,7 +13,7 @@ import sys
 from collections import OrderedDict
 
 BASE_IMPL, BASE_SCENARIO, OURS = "bare-axum", "hello", "tower-scale"
-COLORS = {"tower-scale": "#4c72b0", "tower-scale-hybrid": "#8fb3e0", "rust-tower": "#dd8452",
+COLORS = {"tower-scale": "#4c72b0", "tower-scale-redis-hello": "#8fb3e0", "tower-scale-headers": "#a6c8ea", "rust-tower": "#dd8452",
           "node-express": "#55a868"}
 EXTRA_COLORS = ["#c44e52", "#8172b3", "#937860"]
 
@@ -59,7 +59,7 @@ def fmt_rps(v):
 def table(rows, impls, scenarios, nrounds):
     base = rows.get((BASE_IMPL, BASE_SCENARIO))
     shown = [i for i in impls if i != BASE_IMPL]
-    # Variants of tower-scale (e.g. tower-scale-hybrid) are shown, but are not peers.
+    # Variants of tower-scale (e.g. tower-scale-redis-hello) are shown, but are not peers.
     peers = [i for i in shown if not i.startswith(OURS)]
     out = []
     if base:

@@ -5,7 +5,7 @@
 //!
 //! | endpoint | layers (outermost first) |
 //! |---|---|
-//! | `GET /hello` | rate limit (Redis, keyed by peer IP, a quota never reached) → session (never touched) → compression (body below the threshold) → circuit breaker (closed) |
+//! | `GET /hello` | rate limit (Redis-backed through `HybridStore` leases by default, keyed by peer IP, a quota never reached) → session (never touched) → compression (body below the threshold) → circuit breaker (closed) |
 //! | `POST /login`, `GET /session` | session (Redis) |
 //! | `GET /limited` | rate limit (Redis, keyed by `x-api-key`, 100/s, burst 100) |
 //! | `GET /cached/{id}` | response cache (Redis, TTL 60 s, no local tier: a hit is a Redis answer) |
@@ -13,6 +13,11 @@
 //!
 //! and the graceful-shutdown layer outside them all. [`bare_app`] is the baseline: axum's
 //! `GET /hello` with no layer at all.
+//!
+//! The rate limiters answer as the contract asks (200, or 429 with `Retry-After`) and, by
+//! default, without the IETF `RateLimit`/`RateLimit-Policy` fields, which the contract does
+//! not ask for and the peers do not send; [`Options::ratelimit_headers`] turns them on (the
+//! layer's own default).
 
 use std::time::Duration;
 
@@ -72,13 +77,24 @@ pub fn origin_document(id: &str) -> String {
 /// How `/hello`'s rate limiter (a quota never reached) uses Redis.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HelloLimiter {
-    /// One GCRA decision in Redis per request (`RedisStore`): what the contract describes.
-    #[default]
+    /// One GCRA decision in Redis per request (`RedisStore`).
     Redis,
-    /// `HybridStore` over Redis: leases of [`HELLO_LEASE`] units taken from Redis in one round
-    /// trip, then decided in memory until spent or [`HELLO_LEASE_TTL`] old. Still one global
-    /// count, within a documented bound of one lease per instance.
+    /// `HybridStore` over Redis (the default): leases of [`HELLO_LEASE`] units taken from
+    /// Redis in one round trip, then decided in memory until spent or [`HELLO_LEASE_TTL`] old.
+    /// Still one global count, within a documented bound of one lease per instance: what a
+    /// user of tower-scale picks for a limit far from being reached.
+    #[default]
     Hybrid,
+}
+
+/// The bench app's settings beyond the contract's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `/hello`'s limiter (`BENCH_HELLO_LIMITER`).
+    pub hello_limiter: HelloLimiter,
+    /// Whether the rate limiters add the IETF `RateLimit`/`RateLimit-Policy` fields
+    /// (`BENCH_RATELIMIT_HEADERS=on`); off by default, as in the peers.
+    pub ratelimit_headers: bool,
 }
 
 /// Units per lease of [`HelloLimiter::Hybrid`].
@@ -109,7 +125,7 @@ impl std::str::FromStr for HelloLimiter {
 pub fn app(
     redis: &RedisBackend,
     shutdown: &Shutdown,
-    hello_limiter: HelloLimiter,
+    options: Options,
 ) -> Result<InFlight<Router>, Box<dyn std::error::Error>> {
     use tower_scale::{cache, ratelimit, session};
 
@@ -125,7 +141,7 @@ pub fn app(
     // (one request per microsecond sustained, bursts of a billion).
     let never_reached = [Quota::per_second(1_000_000).burst(1_000_000_000)];
     let stack_store = ratelimit::RedisStore::new(redis.clone());
-    let stack_limit = match hello_limiter {
+    let stack_limit = match options.hello_limiter {
         HelloLimiter::Redis => RateLimitLayer::new(stack_store, never_reached)?,
         HelloLimiter::Hybrid => RateLimitLayer::new(
             HybridStore::new(stack_store, HELLO_LEASE, HELLO_LEASE_TTL),
@@ -133,6 +149,7 @@ pub fn app(
         )?,
     }
     .name("stack")?
+    .headers(options.ratelimit_headers)
     .key_with(PeerIp::default());
 
     // /limited: 100 requests per second per API key, bursts of 100, counted in Redis.
@@ -141,6 +158,7 @@ pub fn app(
         [Quota::per_second(100).burst(100)],
     )?
     .name("limited")?
+    .headers(options.ratelimit_headers)
     .key_with(HeaderKey(header::HeaderName::from_static("x-api-key")));
 
     // /cached/{id}: cache-aside through Redis, 60 s. No local tier, so every hit is answered by

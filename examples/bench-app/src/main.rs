@@ -7,9 +7,10 @@
 //! ```
 //!
 //! Environment: `PORT` (3000; 0 picks a free port), `REDIS_URL` (redis://127.0.0.1:6379),
-//! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`redis`, the default:
-//! one Redis decision per `/hello`; or `hybrid`: leases through `HybridStore`). It listens on 127.0.0.1, prints one line
-//! once listening (`listening on http://127.0.0.1:<port>`) and nothing per request. SIGTERM or
+//! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`hybrid`, the
+//! default: leases through `HybridStore`; or `redis`: one Redis decision per `/hello`),
+//! `BENCH_RATELIMIT_HEADERS` (`off`, the default, or `on`: the IETF `RateLimit` fields on the
+//! rate-limited routes). It listens on 127.0.0.1, prints one line once listening (`listening on http://127.0.0.1:<port>`) and nothing per request. SIGTERM or
 //! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
 //! exit 1; a bad setting: exit 2.
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 use axum::ServiceExt;
 use axum::extract::Request;
 use axum::serve::ListenerExt;
-use example_bench_app::HelloLimiter;
+use example_bench_app::{HelloLimiter, Options};
 use tower_scale::redis::{RedisBackend, RedisConfig};
 use tower_scale::shutdown::{Shutdown, ShutdownConfig};
 
@@ -40,7 +41,7 @@ enum Failure {
     Start(String),
 }
 
-fn settings() -> Result<(Mode, u16, String, HelloLimiter), Failure> {
+fn settings() -> Result<(Mode, u16, String, Options), Failure> {
     let mode = match std::env::var("BENCH_MODE").as_deref() {
         Err(_) | Ok("" | "full") => Mode::Full,
         Ok("bare") => Mode::Bare,
@@ -64,11 +65,24 @@ fn settings() -> Result<(Mode, u16, String, HelloLimiter), Failure> {
             .parse()
             .map_err(|e| Failure::Config(format!("BENCH_HELLO_LIMITER={e}")))?,
     };
-    Ok((mode, port, redis_url, hello_limiter))
+    let ratelimit_headers = match std::env::var("BENCH_RATELIMIT_HEADERS").as_deref() {
+        Err(_) | Ok("" | "off") => false,
+        Ok("on") => true,
+        Ok(other) => {
+            return Err(Failure::Config(format!(
+                "BENCH_RATELIMIT_HEADERS={other:?}: expected \"on\" or \"off\""
+            )));
+        }
+    };
+    let options = Options {
+        hello_limiter,
+        ratelimit_headers,
+    };
+    Ok((mode, port, redis_url, options))
 }
 
 async fn run() -> Result<(), Failure> {
-    let (mode, port, redis_url, hello_limiter) = settings()?;
+    let (mode, port, redis_url, options) = settings()?;
     // No load balancer to tell: no pre-stop delay; in-flight requests get 10 s.
     let shutdown = Shutdown::new(ShutdownConfig {
         pre_stop_delay: Duration::ZERO,
@@ -84,7 +98,7 @@ async fn run() -> Result<(), Failure> {
                 Failure::Start(format!("Redis at {redis_url} does not answer: {e}"))
             })?;
             Some(
-                example_bench_app::app(&redis, &shutdown, hello_limiter)
+                example_bench_app::app(&redis, &shutdown, options)
                     .map_err(|e| Failure::Start(e.to_string()))?,
             )
         }
@@ -109,7 +123,7 @@ async fn run() -> Result<(), Failure> {
         if mode == Mode::Bare {
             String::new()
         } else {
-            format!(", redis {redis_url}, /hello limiter {hello_limiter:?}")
+            format!(", redis {redis_url}, {options:?}")
         }
     );
     shutdown.listen_for_signals();

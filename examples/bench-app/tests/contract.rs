@@ -102,10 +102,14 @@ fn calls(redis: &RedisServer, command: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_follows_the_contract() {
     let redis = RedisServer::start();
-    let app = App::start(&[("REDIS_URL", &redis.url())]).await;
+    let app = App::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("BENCH_HELLO_LIMITER", "redis"),
+    ])
+    .await;
 
-    // GET /hello: 200 hello, through a Redis-backed limiter, a session layer that is never
-    // touched (no cookie, no session read), and compression that leaves 5 bytes alone.
+    // GET /hello: 200 hello, through a limiter deciding in Redis, a session layer that is
+    // never touched (no cookie, no session read), and compression that leaves 5 bytes alone.
     // (A first request loads the limiter's script; count the round trips of the second.)
     assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
     redis.reset_stats();
@@ -258,19 +262,16 @@ async fn every_endpoint_follows_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hybrid_hello_limiter_leases_instead_of_a_round_trip_per_request() {
+async fn the_default_hello_limiter_leases_instead_of_a_round_trip_per_request() {
     let redis = RedisServer::start();
-    let app = App::start(&[
-        ("REDIS_URL", &redis.url()),
-        ("BENCH_HELLO_LIMITER", "hybrid"),
-    ])
-    .await;
+    // The defaults: the hybrid limiter, without the IETF RateLimit fields.
+    let app = App::start(&[("REDIS_URL", &redis.url())]).await;
     assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
     redis.reset_stats();
     for _ in 0..50 {
         let res = app.get("/hello", &[]).await;
         assert_eq!(res.status(), StatusCode::OK);
-        assert!(header(&res, "ratelimit").is_some());
+        assert_eq!(header(&res, "ratelimit"), None);
         assert_eq!(res.text().await.unwrap(), "hello");
     }
     // One lease of 1000 units per second at most, never one decision per request.
@@ -279,6 +280,24 @@ async fn the_hybrid_hello_limiter_leases_instead_of_a_round_trip_per_request() {
         decisions < 50,
         "{decisions} Redis decisions for 50 requests"
     );
+    assert!(app.exit_on_sigterm().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ietf_ratelimit_fields_can_be_turned_on() {
+    let redis = RedisServer::start();
+    let app = App::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("BENCH_RATELIMIT_HEADERS", "on"),
+    ])
+    .await;
+    for (path, key) in [("/hello", None), ("/limited", Some("fields"))] {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        let res = app.get(path, &headers).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(header(&res, "ratelimit").is_some(), "{path}");
+        assert!(header(&res, "ratelimit-policy").is_some(), "{path}");
+    }
     assert!(app.exit_on_sigterm().await.success());
 }
 
@@ -313,6 +332,9 @@ async fn bad_settings_and_a_missing_redis_stop_the_start() {
     let out = run(&[("BENCH_HELLO_LIMITER", "memory")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_HELLO_LIMITER"));
+    let out = run(&[("BENCH_RATELIMIT_HEADERS", "yes")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_RATELIMIT_HEADERS"));
 
     let mut redis = RedisServer::start();
     let url = redis.url();
