@@ -21,9 +21,10 @@ use crate::StoreError;
 const MAGIC: &[u8; 4] = b"TSC\x02";
 /// Fixed bytes before the kind's own part: magic and version, kind, four `u64`.
 const FIXED: usize = MAGIC.len() + 1 + 4 * 8;
-/// Headers a served response adds to the stored ones (`Age`, `Cache-Status`): decoded header
-/// maps reserve room for them so that serving does not grow the map.
-pub(crate) const ADDED_HEADERS: usize = 2;
+/// Headers a served response adds to the stored ones (`Age`, `Cache-Status`, and the
+/// `Content-Length` that axum's router sets on a body of known size): decoded header maps
+/// reserve room for them so that serving does not grow the map.
+pub(crate) const ADDED_HEADERS: usize = 3;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARY: u8 = 2;
 const KIND_VALUE: u8 = 3;
