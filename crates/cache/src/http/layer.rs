@@ -870,10 +870,10 @@ impl<K: MakeCacheKey> Shared<K> {
         let EntryBody::Response(stored) = &entry.body else {
             unreachable!("only responses are served")
         };
-        if let (Some(inm), Some(etag)) = (
-            parts.headers.get(header::IF_NONE_MATCH),
-            stored.headers.get(header::ETAG),
-        ) && etag_matches(inm, etag)
+        // The stored `ETag` is looked up only for a conditional request.
+        if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH)
+            && let Some(etag) = stored.headers.get(header::ETAG)
+            && etag_matches(inm, etag)
         {
             let mut res = Response::new(ResponseBody::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
