@@ -21,9 +21,10 @@ use crate::StoreError;
 const MAGIC: &[u8; 4] = b"TSC\x02";
 /// Fixed bytes before the kind's own part: magic and version, kind, four `u64`.
 const FIXED: usize = MAGIC.len() + 1 + 4 * 8;
-/// Headers a served response adds to the stored ones (`Age`, `Cache-Status`): decoded header
-/// maps reserve room for them so that serving does not grow the map.
-pub(crate) const ADDED_HEADERS: usize = 2;
+/// Headers a served response adds to the stored ones (`Age`, `Cache-Status`, and the
+/// `Content-Length` that axum's router sets on a body of known size): decoded header maps
+/// reserve room for them so that serving does not grow the map.
+pub(crate) const ADDED_HEADERS: usize = 3;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARY: u8 = 2;
 const KIND_VALUE: u8 = 3;
@@ -185,10 +186,9 @@ impl Entry {
                 let count = buf.get_u16();
                 let mut headers = HeaderMap::with_capacity(usize::from(count) + ADDED_HEADERS);
                 for _ in 0..count {
-                    let name = get_short(&mut buf)?;
+                    // The name is parsed in place (a standard name keeps no bytes).
+                    let name = get_name(&mut buf).ok_or_else(|| corrupt("invalid header name"))?;
                     let value = get_short(&mut buf)?;
-                    let name = HeaderName::from_bytes(&name)
-                        .map_err(|_| corrupt("invalid header name"))?;
                     let value = HeaderValue::from_maybe_shared(value)
                         .map_err(|_| corrupt("invalid header value"))?;
                     headers.append(name, value);
@@ -257,6 +257,18 @@ pub(crate) fn get_short(buf: &mut Bytes) -> Result<Bytes, StoreError> {
     let len = usize::from(buf.get_u16());
     need(buf, len)?;
     Ok(buf.split_to(len))
+}
+
+/// A header name of `buf`'s 2-byte length-prefixed bytes, read in place; `None` if truncated
+/// or invalid.
+fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+    let name = HeaderName::from_bytes(buf.get(2..2 + len)?).ok()?;
+    buf.advance(2 + len);
+    Some(name)
 }
 
 /// A slice of `buf`, not a copy.

@@ -150,6 +150,18 @@ async fn redis_keys_share_a_slot_per_group_and_tag() {
         format!("ts:cache:{{/x}}:s:{long}"),
         "a field longer than the stack buffer"
     );
+    assert_eq!(
+        store.entry_key("/a{b}?c", "GET"),
+        "ts:cache:{/a_b_?c}:s:GET",
+        "braces of a group cannot move the hash tag"
+    );
+    assert_eq!(
+        store.entry_key("/é?q=1", "GET|x=y"),
+        support::backend(&server)
+            .keys()
+            .tagged("cache", "/é?q=1", "s:GET|x=y"),
+        "the brace-free path builds what `Keys::tagged` builds"
+    );
     assert_eq!(store.index_key("/x"), "ts:cache:{/x}:i");
     // A purge leaves nothing of the group.
     store.purge(&["/x".into()]).await.unwrap();

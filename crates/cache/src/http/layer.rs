@@ -457,8 +457,38 @@ where
         // The ready service goes with this request; a clone stays for the next one.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        // Which path the request takes is decided here, before any future exists: each path
+        // is a future of its own, so that a lookup's (allocated for every request) holds only
+        // what a hit needs.
+        let s = &shared.settings;
+        let method = req.method();
+        let headers = req.headers();
+        let bypass_detail = if method != Method::GET && method != Method::HEAD {
+            return ResponseFuture {
+                inner: Box::pin(unsafe_method(shared, inner, req)),
+            };
+        } else if !s.public && headers.contains_key(header::COOKIE) {
+            Some("fwd=bypass; detail=cookie")
+        } else if !s.cache_authorized && headers.contains_key(header::AUTHORIZATION) {
+            Some("fwd=bypass; detail=authorization")
+        } else {
+            None
+        };
+        if let Some(detail) = bypass_detail {
+            return ResponseFuture {
+                inner: Box::pin(bypass(shared, inner, req, detail)),
+            };
+        }
+        let (parts, body) = req.into_parts();
+        let Some(key) = shared.key.make_cache_key(&parts) else {
+            let req = Request::from_parts(parts, body);
+            return ResponseFuture {
+                inner: Box::pin(bypass(shared, inner, req, "fwd=bypass; detail=key")),
+            };
+        };
         ResponseFuture {
-            inner: Box::pin(handle(Arc::clone(&self.shared), inner, req)),
+            inner: Box::pin(handle(shared, inner, parts, body, key)),
         }
     }
 }
@@ -492,10 +522,14 @@ fn with_status<B>(mut res: Response<B>, value: HeaderValue) -> Response<B> {
     res
 }
 
+/// A `GET`/`HEAD` request with a key: the lookup, then a fresh hit served here or the rest
+/// in [`forward`].
 async fn handle<S, K, ReqBody, ResBody>(
     shared: Arc<Shared<K>>,
-    mut inner: S,
-    req: Request<ReqBody>,
+    inner: S,
+    parts: Parts,
+    body: ReqBody,
+    key: CacheKey,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -507,26 +541,9 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
-    // The paths that may call the origin or purge run in boxed futures of their own, so that
-    // this future (allocated and moved for every request) stays the size a hit needs.
+    // The paths that may call the origin run in a boxed future of their own, so that this
+    // future stays the size a hit needs.
     let s = &shared.settings;
-    let method = req.method();
-    if method != Method::GET && method != Method::HEAD {
-        return Box::pin(unsafe_method(shared, inner, req)).await;
-    }
-    let headers = req.headers();
-    let authorized = headers.contains_key(header::AUTHORIZATION);
-    if headers.contains_key(header::COOKIE) && !s.public {
-        return Ok(shared.pass(inner.call(req).await?, "fwd=bypass; detail=cookie"));
-    }
-    if authorized && !s.cache_authorized {
-        return Ok(shared.pass(inner.call(req).await?, "fwd=bypass; detail=authorization"));
-    }
-    let (parts, body) = req.into_parts();
-    let Some(key) = shared.key.make_cache_key(&parts) else {
-        let res = inner.call(Request::from_parts(parts, body)).await?;
-        return Ok(shared.pass(res, "fwd=bypass; detail=key"));
-    };
     let group = key.as_str();
     let cache = &shared.cache;
 
@@ -556,6 +573,20 @@ where
     }
     let req = Request::from_parts(parts, body);
     Box::pin(forward(shared, inner, req, key, found, store_down, now)).await
+}
+
+/// A request the cache does not look up: the origin's response, passed through.
+async fn bypass<S, K, ReqBody, ResBody>(
+    shared: Arc<Shared<K>>,
+    mut inner: S,
+    req: Request<ReqBody>,
+    detail: &'static str,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: MakeCacheKey,
+{
+    Ok(shared.pass(inner.call(req).await?, detail))
 }
 
 /// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its key (and the paths its response
@@ -839,10 +870,10 @@ impl<K: MakeCacheKey> Shared<K> {
         let EntryBody::Response(stored) = &entry.body else {
             unreachable!("only responses are served")
         };
-        if let (Some(inm), Some(etag)) = (
-            parts.headers.get(header::IF_NONE_MATCH),
-            stored.headers.get(header::ETAG),
-        ) && etag_matches(inm, etag)
+        // The stored `ETag` is looked up only for a conditional request.
+        if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH)
+            && let Some(etag) = stored.headers.get(header::ETAG)
+            && etag_matches(inm, etag)
         {
             let mut res = Response::new(ResponseBody::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;

@@ -109,20 +109,25 @@ impl RedisStore {
 
     /// The key of the string holding entry `field` of `group`.
     pub fn entry_key(&self, group: &str, field: &str) -> String {
-        // The suffix `s:<field>` on the stack when it fits (every lookup builds a key).
-        let mut buf = [0u8; 128];
-        let len = field.len() + 2;
-        if let Some(room) = buf.get_mut(..len) {
-            room[..2].copy_from_slice(b"s:");
-            room[2..].copy_from_slice(field.as_bytes());
-            if let Ok(suffix) = std::str::from_utf8(room) {
-                return self.backend.keys().tagged(CONCERN, group, suffix);
-            }
+        // Every lookup builds one: written in one allocation, byte slices at a time, when the
+        // group holds no brace to neutralise (the usual path-and-query key); else by `Keys`.
+        if group.bytes().any(|b| matches!(b, b'{' | b'}')) {
+            let mut suffix = String::with_capacity(field.len() + 2);
+            suffix.push_str("s:");
+            suffix.push_str(field);
+            return self.backend.keys().tagged(CONCERN, group, &suffix);
         }
-        let mut suffix = String::with_capacity(len);
-        suffix.push_str("s:");
-        suffix.push_str(field);
-        self.backend.keys().tagged(CONCERN, group, &suffix)
+        let prefix = self.backend.keys().prefix();
+        let mut key =
+            String::with_capacity(prefix.len() + CONCERN.len() + group.len() + field.len() + 7);
+        key.push_str(prefix);
+        key.push(':');
+        key.push_str(CONCERN);
+        key.push_str(":{");
+        key.push_str(group);
+        key.push_str("}:s:");
+        key.push_str(field);
+        key
     }
 
     /// The key of a group's index: the set of its fields.

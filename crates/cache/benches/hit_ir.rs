@@ -1,0 +1,154 @@
+//! Instructions per Redis-backed cache hit under callgrind (deterministic, unlike CPU time on
+//! a shared machine), against a hand-written handler doing the Rust peer's one `GET`:
+//!
+//! ```not_rust
+//! scripts/instructions-per-request.sh tower-scale-cache hit_ir raw_get cache_hit
+//! ```
+//!
+//! The script runs this binary under callgrind with `BENCH_VARIANT` and `BENCH_N=0`, then
+//! `BENCH_N=$N`; the difference divided by `N` is one request, without start-up and warm-up.
+//! Run it without callgrind to check it (`cargo bench -p tower-scale-cache --bench hit_ir`).
+//!
+//! Both variants are an axum `Router` resolved once with `.with_state(..)` (as `axum::serve`
+//! does), called directly (no sockets, no HTTP parsing) on a current-thread runtime, for
+//! `GET /cached/{id}` over `BENCH_IDS` ids (1,000) warmed first, against a real redis-server:
+//!
+//! - `raw_get`: the peer's handler: `GET raw:cached:{id}` through the same `RedisBackend`
+//!   (`backend.query(redis::cmd("GET")..)`) → `Vec<u8>` → response with `content-type`;
+//! - `cache_hit`: `ResponseCacheLayer` (Redis store, TTL 60 s, no local tier, as
+//!   `examples/bench-app` configures `/cached/{id}`) as a route layer; every request a hit.
+//!
+//! Each request's body is collected and its length checked, in both variants.
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{Request, header};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use tower::Service;
+use tower_scale_cache::{Cache, RedisStore, ResponseCacheLayer};
+use tower_scale_redis::{RedisBackend, RedisConfig, redis};
+use tower_scale_testkit::RedisServer;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `/cached/{id}` origin document of the bench contract: exactly 1024 bytes.
+fn origin_doc(id: &str) -> String {
+    let head = format!(
+        "{{\"id\":\"{id}\",\"name\":\"item {id}\",\"source\":\"origin\",\"description\":\""
+    );
+    let tail = "\"}";
+    let filler = "lorem ipsum dolor sit amet consectetur adipiscing elit ";
+    let need = 1024 - head.len() - tail.len();
+    let mut desc = filler.repeat(need / filler.len() + 1);
+    desc.truncate(need);
+    format!("{head}{desc}{tail}")
+}
+
+async fn call(app: &mut Router, uri: String) {
+    let res = app
+        .call(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 1024);
+}
+
+/// The measured requests: `n` hits cycling over the ids (`#[inline(never)]` so that
+/// `callgrind --toggle-collect=*hit_ir*measured*` can count them alone).
+#[inline(never)]
+async fn measured(app: &mut Router, uris: &[String], n: usize) {
+    for uri in uris.iter().cycle().take(n) {
+        call(app, uri.clone()).await;
+    }
+}
+
+fn main() {
+    let variant = std::env::var("BENCH_VARIANT").unwrap_or_else(|_| "cache_hit".to_owned());
+    let n = env_usize("BENCH_N", 20_000);
+    let ids = env_usize("BENCH_IDS", 1_000).max(1);
+    let uris: Vec<String> = (1..=ids).map(|i| format!("/cached/{i}")).collect();
+
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = rt.block_on(async { RedisBackend::new(RedisConfig::new(server.url())).unwrap() });
+
+    let mut app = match variant.as_str() {
+        "raw_get" => {
+            rt.block_on(async {
+                for i in 1..=ids {
+                    let id = i.to_string();
+                    backend
+                        .query::<()>(
+                            redis::cmd("SET")
+                                .arg(format!("raw:cached:{id}"))
+                                .arg(origin_doc(&id)),
+                        )
+                        .await
+                        .unwrap();
+                }
+            });
+            Router::new()
+                .route(
+                    "/cached/{id}",
+                    get(
+                        |State(b): State<RedisBackend>, Path(id): Path<String>| async move {
+                            let body: Vec<u8> = b
+                                .query(redis::cmd("GET").arg(format!("raw:cached:{id}")))
+                                .await
+                                .unwrap();
+                            ([(header::CONTENT_TYPE, "application/json")], body)
+                        },
+                    ),
+                )
+                .with_state(backend)
+        }
+        "cache_hit" => Router::new()
+            .route(
+                "/cached/{id}",
+                get(|Path(id): Path<String>| async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        origin_doc(&id),
+                    )
+                })
+                .route_layer(
+                    ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
+                        .ttl(Duration::from_secs(60)),
+                ),
+            )
+            .with_state(()),
+        other => panic!("BENCH_VARIANT: unknown variant {other:?} (raw_get or cache_hit)"),
+    };
+    rt.block_on(async {
+        // Two warm passes: the cache's first stores every entry, the second hits; the same
+        // for the raw handler so that both warm their connections and allocator alike.
+        for uri in uris.iter().chain(&uris) {
+            call(&mut app, uri.clone()).await;
+        }
+        measured(&mut app, &uris, n).await;
+    });
+    if variant == "cache_hit" {
+        let misses = server
+            .command_calls()
+            .into_iter()
+            .find(|(c, _)| c == "evalsha")
+            .map_or(0, |(_, n)| n);
+        println!("{variant}: {n} requests ({misses} store scripts)");
+    } else {
+        println!("{variant}: {n} requests");
+    }
+}
