@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("ratelimit_memory_store_decision", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            store.check_now(&keys[i], &quotas, 1).unwrap()
+            store.check_local("bench", &keys[i], &quotas, 1).unwrap()
         })
     });
 }

@@ -32,6 +32,18 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Admitted with nothing spent yet: the start of a decision over several quotas, each of
+    /// which lowers `remaining` and raises `reset`; also the answer for a cost of zero.
+    pub(crate) fn unlimited() -> Self {
+        Self {
+            allowed: true,
+            retry_after: Duration::ZERO,
+            remaining: u32::MAX,
+            reset: Duration::ZERO,
+            never: false,
+        }
+    }
+
     /// A rejection with this wait.
     pub(crate) fn rejected(retry_after: Duration) -> Self {
         Self {
@@ -94,23 +106,10 @@ pub trait Store: Send + Sync + 'static {
         self.check(key, quotas, cost)
     }
 
-    /// Whether [`check_now`](Self::check_now) answers: stores that never do I/O (memory) let
-    /// the layer decide without boxing a future per request.
-    fn is_immediate(&self) -> bool {
-        false
-    }
-
-    /// The decision, without waiting, for an [immediate](Self::is_immediate) store (the key
-    /// is borrowed: a store copies it only for a key it has not seen). Others answer `None`.
-    fn check_now(&self, key: &Key, quotas: &[Quota], cost: u32) -> Option<Decision> {
-        let _ = (key, quotas, cost);
-        None
-    }
-
     /// What the layer asks first for a request of the policy named `policy`: a decision made
     /// in this process without waiting when the store can make one (memory: always;
     /// [`HybridStore`](crate::HybridStore): while a lease lasts), else `None` and the layer
-    /// calls [`check_key`](Self::check_key). By default [`check_now`](Self::check_now).
+    /// calls [`check_key`](Self::check_key). By default `None` (a store that does I/O).
     fn check_local(
         &self,
         policy: &str,
@@ -118,8 +117,8 @@ pub trait Store: Send + Sync + 'static {
         quotas: &[Quota],
         cost: u32,
     ) -> Option<Decision> {
-        let _ = policy;
-        self.check_now(key, quotas, cost)
+        let _ = (policy, key, quotas, cost);
+        None
     }
 
     /// [`check`](Self::check) for `key` of the policy named `policy`, as the layer calls it:
@@ -270,13 +269,7 @@ impl MemoryStore {
 
     pub(crate) fn decide(&self, key: &Key, quotas: &[Quota], cost: u32) -> Decision {
         let Some(cost) = NonZeroU32::new(cost) else {
-            return Decision {
-                allowed: true,
-                retry_after: Duration::ZERO,
-                remaining: u32::MAX,
-                reset: Duration::ZERO,
-                never: false,
-            };
+            return Decision::unlimited();
         };
         let inner = &self.inner;
         let limiters = inner.limiters.get_or_init(|| {
@@ -309,13 +302,7 @@ impl MemoryStore {
                 l.limiter.shrink_to_fit();
             }
         }
-        let mut decision = Decision {
-            allowed: true,
-            retry_after: Duration::ZERO,
-            remaining: u32::MAX,
-            reset: Duration::ZERO,
-            never: false,
-        };
+        let mut decision = Decision::unlimited();
         for l in limiters.iter() {
             match l.limiter.check_key_n(key, cost) {
                 Err(_) => return Decision::never(),
@@ -364,13 +351,7 @@ impl MemoryStore {
             .counted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut decision = Decision {
-            allowed: true,
-            retry_after: Duration::ZERO,
-            remaining: u32::MAX,
-            reset: Duration::ZERO,
-            never: false,
-        };
+        let mut decision = Decision::unlimited();
         let tats: Vec<u64> = match map.get(key) {
             Some(t) if t.len() == quotas.len() => t.iter().map(|t| (*t).max(now)).collect(),
             _ => vec![now; quotas.len()],
@@ -459,14 +440,6 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(
             self.decide_counted(key, quotas, cost, true)
         )))
-    }
-
-    fn is_immediate(&self) -> bool {
-        true
-    }
-
-    fn check_now(&self, key: &Key, quotas: &[Quota], cost: u32) -> Option<Decision> {
-        Some(self.decide(key, quotas, cost))
     }
 
     fn check_local(
