@@ -22,49 +22,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{Request, header};
+use axum::extract::Path;
+use axum::http::header;
 use axum::routing::get;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::future::join_all;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 use tower_scale_cache::{Cache, RedisStore, ResponseCacheLayer};
-use tower_scale_redis::{RedisBackend, RedisConfig, redis};
+use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::RedisServer;
 
+mod common;
+
+use common::{call, origin_doc};
+
 const CONCURRENCY: usize = 64;
-
-/// The `/cached/{id}` origin document of the bench contract: exactly 1024 bytes.
-fn origin_doc(id: &str) -> String {
-    let head = format!(
-        "{{\"id\":\"{id}\",\"name\":\"item {id}\",\"source\":\"origin\",\"description\":\""
-    );
-    let tail = "\"}";
-    let filler = "lorem ipsum dolor sit amet consectetur adipiscing elit ";
-    let need = 1024 - head.len() - tail.len();
-    let mut desc = filler.repeat(need / filler.len() + 1);
-    desc.truncate(need);
-    format!("{head}{desc}{tail}")
-}
-
-async fn call(app: &Router, uri: &str) {
-    let res = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert!(!body.is_empty());
-}
 
 async fn concurrent(app: &Router, uri: impl Fn(usize) -> String) {
     let tasks = (0..CONCURRENCY).map(|i| {
         let app = app.clone();
         let uri = uri(i);
-        tokio::spawn(async move { call(&app, &uri).await })
+        tokio::spawn(async move { assert!(call(&app, &uri).await > 0) })
     });
     for t in join_all(tasks).await {
         t.unwrap();
@@ -72,16 +49,7 @@ async fn concurrent(app: &Router, uri: impl Fn(usize) -> String) {
 }
 
 fn cached_handler() -> Router {
-    Router::new().route(
-        "/cached/{id}",
-        get(|Path(id): Path<String>| async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                origin_doc(&id),
-            )
-        }),
-    )
+    common::origin(Duration::from_millis(5))
 }
 
 /// What `axum::serve` does before serving: turns the handlers (and their layers) into services
@@ -107,28 +75,8 @@ fn benches(c: &mut Criterion) {
     assert_eq!(doc.len(), 1024);
 
     // --- hit throughput against one raw GET ------------------------------------------------
-    let raw_app = {
-        rt.block_on(async {
-            backend
-                .query::<()>(redis::cmd("SET").arg("raw:cached:1").arg(&doc))
-                .await
-                .unwrap();
-        });
-        Router::new()
-            .route(
-                "/cached/{id}",
-                get(
-                    |State(b): State<RedisBackend>, Path(id): Path<String>| async move {
-                        let body: Vec<u8> = b
-                            .query(redis::cmd("GET").arg(format!("raw:cached:{id}")))
-                            .await
-                            .unwrap();
-                        ([(header::CONTENT_TYPE, "application/json")], body)
-                    },
-                ),
-            )
-            .with_state(backend.clone())
-    };
+    rt.block_on(common::store_raw(&backend, "1"));
+    let raw_app = common::raw_get_app(backend.clone());
     let redis_cache = Cache::new(RedisStore::new(backend.clone()));
     let hit_app = ready(cached_handler().layer(layer(redis_cache)));
     rt.block_on(call(&hit_app, "/cached/1"));
@@ -233,7 +181,7 @@ fn benches(c: &mut Criterion) {
     let warm = ready(cached_handler().layer(layer(Cache::new(RedisStore::new(backend)))));
     rt.block_on(async {
         for id in 0..100 {
-            call(&warm, &format!("/cached/{id}")).await;
+            assert_eq!(call(&warm, &format!("/cached/{id}")).await, 1024);
         }
     });
     let round = Arc::new(AtomicU64::new(0));

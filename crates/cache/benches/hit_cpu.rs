@@ -24,36 +24,14 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{Request, header};
-use axum::routing::get;
 use futures_util::future::join_all;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 use tower_scale_cache::{Cache, RedisStore, ResponseCacheLayer};
-use tower_scale_redis::{RedisBackend, RedisConfig, redis};
+use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::RedisServer;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-/// The `/cached/{id}` origin document of the bench contract: exactly 1024 bytes.
-fn origin_doc(id: &str) -> String {
-    let head = format!(
-        "{{\"id\":\"{id}\",\"name\":\"item {id}\",\"source\":\"origin\",\"description\":\""
-    );
-    let tail = "\"}";
-    let filler = "lorem ipsum dolor sit amet consectetur adipiscing elit ";
-    let need = 1024 - head.len() - tail.len();
-    let mut desc = filler.repeat(need / filler.len() + 1);
-    desc.truncate(need);
-    format!("{head}{desc}{tail}")
-}
+use common::{call, env_usize};
 
 /// CPU nanoseconds used so far by every thread of process `pid` (`self` for this one).
 fn cpu_ns(pid: &str) -> u64 {
@@ -67,24 +45,13 @@ fn cpu_ns(pid: &str) -> u64 {
         .sum()
 }
 
-async fn call(app: &Router, uri: &str) {
-    let res = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body.len(), 1024);
-}
-
 async fn run(app: &Router, hits: usize, concurrency: usize) {
     let per_task = hits / concurrency;
     let tasks = (0..concurrency).map(|_| {
         let app = app.clone();
         tokio::spawn(async move {
             for _ in 0..per_task {
-                call(&app, "/cached/1").await;
+                assert_eq!(call(&app, "/cached/1").await, 1024);
             }
         })
     });
@@ -126,44 +93,14 @@ fn main() {
         .build()
         .unwrap();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
-    let doc = origin_doc("1");
-
-    rt.block_on(async {
-        backend
-            .query::<()>(redis::cmd("SET").arg("raw:cached:1").arg(&doc))
-            .await
-            .unwrap();
-    });
-    let raw_app = Router::new()
-        .route(
-            "/cached/{id}",
-            get(
-                |State(b): State<RedisBackend>, Path(id): Path<String>| async move {
-                    let body: Vec<u8> = b
-                        .query(redis::cmd("GET").arg(format!("raw:cached:{id}")))
-                        .await
-                        .unwrap();
-                    ([(header::CONTENT_TYPE, "application/json")], body)
-                },
-            ),
-        )
-        .with_state(backend.clone());
+    rt.block_on(common::store_raw(&backend, "1"));
+    let raw_app = common::raw_get_app(backend.clone());
     // `with_state` turns the handler and its layers into a service once, as `axum::serve`
     // does (a `Router` called directly would build the layer's service on every request).
-    let cache_app = Router::new()
-        .route(
-            "/cached/{id}",
-            get(|Path(id): Path<String>| async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    origin_doc(&id),
-                )
-            })
-            .route_layer(
-                ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
-                    .ttl(Duration::from_secs(60)),
-            ),
+    let cache_app = common::origin(Duration::from_millis(5))
+        .route_layer(
+            ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
+                .ttl(Duration::from_secs(60)),
         )
         .with_state(());
     // Warm both (and the cache entry).

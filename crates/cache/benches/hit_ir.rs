@@ -25,34 +25,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{Request, header};
-use axum::routing::get;
+use axum::http::Request;
 use http_body_util::BodyExt;
 use tower::Service;
 use tower_scale_cache::{Cache, RedisStore, ResponseCacheLayer};
-use tower_scale_redis::{RedisBackend, RedisConfig, redis};
+use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::RedisServer;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-/// The `/cached/{id}` origin document of the bench contract: exactly 1024 bytes.
-fn origin_doc(id: &str) -> String {
-    let head = format!(
-        "{{\"id\":\"{id}\",\"name\":\"item {id}\",\"source\":\"origin\",\"description\":\""
-    );
-    let tail = "\"}";
-    let filler = "lorem ipsum dolor sit amet consectetur adipiscing elit ";
-    let need = 1024 - head.len() - tail.len();
-    let mut desc = filler.repeat(need / filler.len() + 1);
-    desc.truncate(need);
-    format!("{head}{desc}{tail}")
-}
+use common::env_usize;
 
 async fn call(app: &mut Router, uri: String) {
     let res = app
@@ -90,45 +72,15 @@ fn main() {
         "raw_get" => {
             rt.block_on(async {
                 for i in 1..=ids {
-                    let id = i.to_string();
-                    backend
-                        .query::<()>(
-                            redis::cmd("SET")
-                                .arg(format!("raw:cached:{id}"))
-                                .arg(origin_doc(&id)),
-                        )
-                        .await
-                        .unwrap();
+                    common::store_raw(&backend, &i.to_string()).await;
                 }
             });
-            Router::new()
-                .route(
-                    "/cached/{id}",
-                    get(
-                        |State(b): State<RedisBackend>, Path(id): Path<String>| async move {
-                            let body: Vec<u8> = b
-                                .query(redis::cmd("GET").arg(format!("raw:cached:{id}")))
-                                .await
-                                .unwrap();
-                            ([(header::CONTENT_TYPE, "application/json")], body)
-                        },
-                    ),
-                )
-                .with_state(backend)
+            common::raw_get_app(backend)
         }
-        "cache_hit" => Router::new()
-            .route(
-                "/cached/{id}",
-                get(|Path(id): Path<String>| async move {
-                    (
-                        [(header::CONTENT_TYPE, "application/json")],
-                        origin_doc(&id),
-                    )
-                })
-                .route_layer(
-                    ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
-                        .ttl(Duration::from_secs(60)),
-                ),
+        "cache_hit" => common::origin(Duration::ZERO)
+            .route_layer(
+                ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
+                    .ttl(Duration::from_secs(60)),
             )
             .with_state(()),
         other => panic!("BENCH_VARIANT: unknown variant {other:?} (raw_get or cache_hit)"),
