@@ -36,6 +36,33 @@ fn cache(server: &RedisServer, clock: &ManualClock) -> Cache {
         .unwrap()
 }
 
+/// A Redis server, a manual clock at `T0`, and [`counting_app`] with the default layer on a
+/// cache over both; `calls` counts the origin's calls.
+struct Setup {
+    /// Stops the server when dropped: bind it (`server: _server`) for the test's length.
+    server: RedisServer,
+    clock: ManualClock,
+    calls: Arc<AtomicUsize>,
+    app: Router,
+}
+
+fn setup(cc: &'static str) -> Setup {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let calls = counter();
+    let app = counting_app(
+        ResponseCacheLayer::new(cache(&server, &clock)),
+        calls.clone(),
+        cc,
+    );
+    Setup {
+        server,
+        clock,
+        calls,
+        app,
+    }
+}
+
 /// `/item/{id}`: counts calls and answers `item <id> #<call>` with the given Cache-Control.
 fn counting_app(layer: ResponseCacheLayer, calls: Arc<AtomicUsize>, cc: &'static str) -> Router {
     Router::new()
@@ -79,14 +106,13 @@ fn fixed_route(
 
 #[tokio::test]
 async fn miss_then_hit_with_age_and_cache_status() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let calls = counter();
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        calls.clone(),
-        "max-age=60",
-    );
+    let Setup {
+        server: _server,
+        clock,
+        calls,
+        app,
+        ..
+    } = setup("max-age=60");
     let first = fetch(&app, "/item/1").await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.cache_status(), "tower-scale; fwd=uri-miss; stored");
@@ -110,13 +136,7 @@ async fn miss_then_hit_with_age_and_cache_status() {
 
 #[tokio::test]
 async fn entries_are_binary_not_json() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        counter(),
-        "max-age=60",
-    );
+    let Setup { server, app, .. } = setup("max-age=60");
     fetch(&app, "/item/1").await;
     let raw = server.cli(&["--no-raw", "GET", "ts:cache:{/item/1}:s:GET"]);
     assert!(
@@ -144,14 +164,12 @@ fn version_1_entry(body: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn entries_of_an_older_layout_or_type_are_misses_then_overwritten() {
     use tower_scale_redis::redis;
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let calls = counter();
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        calls.clone(),
-        "max-age=60",
-    );
+    let Setup {
+        server,
+        clock,
+        calls,
+        app,
+    } = setup("max-age=60");
     let raw = backend(&server);
     // A version 1 entry where this version keeps its strings, and a version 1 hash at the
     // old key (still written by instances of the old version during a rolling deploy).
@@ -202,13 +220,9 @@ async fn entries_of_an_older_layout_or_type_are_misses_then_overwritten() {
 
 #[tokio::test]
 async fn a_hit_is_one_get_of_a_string() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        counter(),
-        "max-age=60",
-    );
+    let Setup {
+        server, clock, app, ..
+    } = setup("max-age=60");
     fetch(&app, "/item/1").await;
     clock.advance(Duration::from_secs(2));
     server.reset_stats();
@@ -230,14 +244,9 @@ async fn a_hit_is_one_get_of_a_string() {
 
 #[tokio::test]
 async fn ttl_from_s_maxage_max_age_or_the_route() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let calls = counter();
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        calls.clone(),
-        "max-age=60, s-maxage=10",
-    );
+    let Setup {
+        server, clock, app, ..
+    } = setup("max-age=60, s-maxage=10");
     fetch(&app, "/item/1").await;
     clock.advance(Duration::from_secs(9));
     assert_eq!(
@@ -365,14 +374,12 @@ async fn unstorable_responses_are_not_stored() {
 
 #[tokio::test]
 async fn authorization_and_cookie_bypass_unless_configured() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let calls = counter();
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        calls.clone(),
-        "max-age=60",
-    );
+    let Setup {
+        server,
+        clock,
+        calls,
+        app,
+    } = setup("max-age=60");
     let with = |name: &str, value: &str| {
         Request::get("/item/1")
             .header(name, value)
@@ -477,14 +484,12 @@ async fn large_bodies_stream_through_uncached() {
 
 #[tokio::test]
 async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let calls = counter();
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        calls.clone(),
-        "max-age=10, stale-while-revalidate=30",
-    );
+    let Setup {
+        server,
+        clock,
+        calls,
+        app,
+    } = setup("max-age=10, stale-while-revalidate=30");
     assert_eq!(fetch(&app, "/item/1").await.text(), "item 1 #1");
     clock.advance(Duration::from_secs(15));
     // 50 concurrent requests on the stale entry: all served stale at once, one refresh.
@@ -770,14 +775,12 @@ async fn successful_unsafe_requests_purge_their_uri() {
 
 #[tokio::test]
 async fn head_is_answered_from_the_get_entry() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new(T0);
-    let calls = counter();
-    let app = counting_app(
-        ResponseCacheLayer::new(cache(&server, &clock)),
-        calls.clone(),
-        "max-age=60",
-    );
+    let Setup {
+        server: _server,
+        calls,
+        app,
+        ..
+    } = setup("max-age=60");
     fetch(&app, "/item/1").await;
     let r = send(&app, Request::head("/item/1").body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, StatusCode::OK);
