@@ -61,9 +61,10 @@ fn main() {
             gcra_script_hash(),
             "1",
             "ts:ratelimit:{default:bench}:0",
-            "1",
+            // The quota above as the script takes it: increment 1 µs, window 10^9 µs, 60 s steps.
             "1",
             "1000000000",
+            "60000",
         ])
         .output()
         .expect("redis-benchmark (Debian: apt-get install redis-tools)");

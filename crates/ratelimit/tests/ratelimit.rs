@@ -267,24 +267,21 @@ async fn hybrid_leases_cut_round_trips_tenfold() {
     let quotas = [Quota::per_second(100_000)];
     let plain = RedisStore::new(backend.clone());
     let hybrid = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60));
-    let evalsha = |server: &RedisServer| {
-        server
-            .command_calls()
-            .into_iter()
-            .find(|(n, _)| n == "evalsha")
-            .map_or(0, |(_, c)| c)
-    };
     plain.check("warm", &quotas, 1).await.unwrap(); // loads the script
     server.reset_stats();
     for _ in 0..1_000 {
         assert!(plain.check("p", &quotas, 1).await.unwrap().allowed);
     }
-    assert_eq!(evalsha(&server), 1_000);
+    assert_eq!(evalsha_calls(&server), 1_000);
     server.reset_stats();
     for _ in 0..1_000 {
         assert!(hybrid.check("h", &quotas, 1).await.unwrap().allowed);
     }
-    assert_eq!(evalsha(&server), 100, "one round trip per lease of 10");
+    assert_eq!(
+        evalsha_calls(&server),
+        100,
+        "one round trip per lease of 10"
+    );
 }
 
 /// Through the layer: requests served from a lease make no round trip and still carry the
@@ -384,12 +381,76 @@ async fn redis_store_policies_headers_and_retry_after() {
         .parse()
         .unwrap();
     assert!((29..=30).contains(&wait), "{wait}");
-    // Keys expire by themselves once the quota has refilled (TTL set, never persistent).
+    // Keys expire by themselves after the quota has refilled (TTL set, never persistent):
+    // the TAT is 60 s ahead, and the expiry lies one to two 60 s steps after it.
     let ttl: i64 = server
         .cli(&["PTTL", "ts:ratelimit:{default:r}:0"])
         .parse()
         .unwrap();
-    assert!(ttl > 0 && ttl <= 60_001, "{ttl}");
+    assert!(ttl > 60_000 + 59_000 && ttl <= 180_000, "{ttl}");
+}
+
+fn calls_of(server: &RedisServer, command: &str) -> u64 {
+    server
+        .command_calls()
+        .into_iter()
+        .find(|(n, _)| n == command)
+        .map_or(0, |(_, c)| c)
+}
+
+#[tokio::test]
+async fn redis_keys_outlive_their_tat_and_their_expiry_moves_in_steps() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    // 600 per minute: each request moves the TAT 100 ms ahead, a window of 60 s, so 600
+    // requests carry the TAT across at least one 60 s expiry step.
+    let store = RedisStore::new(backend);
+    let quota = [Quota::per_minute(600)];
+    let key = "ts:ratelimit:{steps}:0";
+    for i in 0..600 {
+        let d = store.check("steps", &quota, 1).await.unwrap();
+        assert!(d.allowed, "request {i}");
+        let tat_us: u64 = server.cli(&["GET", key]).parse().unwrap();
+        let expires_ms: u64 = server.cli(&["PEXPIRETIME", key]).parse().unwrap();
+        // Never lost before the quota has refilled: at least one step after the TAT.
+        assert!(expires_ms * 1000 >= tat_us + 60_000_000, "request {i}");
+        assert!(expires_ms * 1000 <= tat_us + 120_000_000, "request {i}");
+    }
+    // One SET for the new key, then INCRBY; the expiry rewritten only when the TAT crossed
+    // into a new step (once or twice in 60 s), not per request.
+    assert_eq!(calls_of(&server, "set"), 1);
+    assert_eq!(calls_of(&server, "incrby"), 599);
+    assert!((1..=2).contains(&calls_of(&server, "pexpireat")));
+}
+
+#[tokio::test]
+async fn a_redis_key_holding_garbage_is_overwritten_and_counting_goes_on() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let store = RedisStore::new(backend);
+    let quota = [Quota::per_minute(2)];
+    let key = "ts:ratelimit:{junk}:0";
+    // Not a number, a number `INCRBY` refuses, a TAT far in the past.
+    for junk in ["junk", "1.5", "12"] {
+        server.cli(&["SET", key, junk]);
+        assert!(
+            store.check("junk", &quota, 1).await.unwrap().allowed,
+            "{junk}"
+        );
+        assert!(
+            store.check("junk", &quota, 1).await.unwrap().allowed,
+            "{junk}"
+        );
+        let third = store.check("junk", &quota, 1).await.unwrap();
+        assert!(!third.allowed, "{junk}");
+        assert!(third.retry_after > Duration::from_secs(29), "{junk}");
+        let ttl: i64 = server.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0, "{junk}: {ttl}");
+    }
+    // A key of another type is the store's error (the layer's `OnStoreError` decides).
+    server.cli(&["DEL", key]);
+    server.cli(&["HSET", key, "f", "v"]);
+    assert!(store.check("junk", &quota, 1).await.is_err());
 }
 
 #[tokio::test]
@@ -432,11 +493,7 @@ async fn a_failing_redis_admits_or_fails_closed_as_configured() {
 }
 
 fn evalsha_calls(server: &RedisServer) -> u64 {
-    server
-        .command_calls()
-        .into_iter()
-        .find(|(n, _)| n == "evalsha")
-        .map_or(0, |(_, c)| c)
+    calls_of(server, "evalsha")
 }
 
 /// Polls (real time, bounded) until Redis decides requests again after an outage: a request

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Instructions per call that redis-server spends on a GCRA script, counted by callgrind: the
+# server runs under valgrind, redis-benchmark sends N calls (1 connection, 16 pipelined, over
+# KEYS random keys) after 200 unmeasured ones, and the figure is the difference with the same
+# run answering PING, divided by N. Deterministic to within a few hundred instructions.
+#
+#   crates/ratelimit/benches/script-instructions.sh
+#
+# Scripts measured: RedisStore's current one (from src/store.rs), the previous one (from git,
+# PREV, default 401bb21), and tower-rate-limit-redis's (from the cargo registry), each with one
+# quota, every call admitted. Environment: N (20000), KEYS (10), PREV.
+set -euo pipefail
+N="${N:-20000}"
+NKEYS="${KEYS:-10}"
+PREV="${PREV:-401bb21}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../../.." && pwd)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+extract() { python3 -c '
+import sys
+s = sys.stdin.read()
+mark = "const GCRA_CODE: &str = r\""
+i = s.index(mark) + len(mark)
+print(s[i:s.index("\";", i)])'; }
+extract <"$ROOT/crates/ratelimit/src/store.rs" >"$WORK/ours.lua"
+git -C "$ROOT" show "$PREV:crates/ratelimit/src/store.rs" | extract >"$WORK/previous.lua"
+PEER="$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -path '*tower-rate-limit-redis-1.0.2/scripts/rate_limit.lua' | head -1)"
+[ -n "$PEER" ] || { echo "tower-rate-limit-redis 1.0.2 not in the cargo registry: cargo fetch first" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# run <script file or -> <redis-benchmark command...>: total instructions of the server
+run() {
+  local file=$1; shift
+  local port; port="$(free_port)"
+  local out="$WORK/cg.$port"
+  valgrind --tool=callgrind --callgrind-out-file="$out" redis-server --port "$port" \
+    --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 200); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+  if [ "$file" != - ]; then
+    local sha; sha="$(redis-cli -p "$port" SCRIPT LOAD "$(cat "$file")")"
+    set -- EVALSHA "$sha" "$@"
+  fi
+  redis-benchmark -p "$port" -n 200 -c 1 -P 16 -r "$NKEYS" -q "$@" >/dev/null 2>&1
+  redis-benchmark -p "$port" -n "$N" -c 1 -P 16 -r "$NKEYS" -q "$@" >/dev/null 2>&1
+  redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+  wait "$pid" 2>/dev/null || true
+  awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+
+base="$(run - PING)"
+per_call() { echo $(( ($(run "$@") - base) / N )); }
+key='ts:ratelimit:{bench:__rand_int__}:0'
+# Under the rate (the TAT behind now at every call: 1 µs per request) and at the rate (the
+# TAT always ahead: 100 ms per request, a window far larger than the run).
+printf '%-40s %12s %12s\n' script under-rate at-rate
+printf '%-40s %12s %12s\n' "RedisStore (this tree)" \
+  "$(per_call "$WORK/ours.lua" 1 "$key" 1 1000000 60000)" \
+  "$(per_call "$WORK/ours.lua" 1 "$key" 100000 100000000000 60000)"
+printf '%-40s %12s %12s\n' "RedisStore ($PREV)" \
+  "$(per_call "$WORK/previous.lua" 1 "$key" 1 1 1000000)" \
+  "$(per_call "$WORK/previous.lua" 1 "$key" 1 100000 1000000)"
+printf '%-40s %12s %12s\n' "tower-rate-limit-redis 1.0.2" \
+  "$(per_call "$PEER" 1 "$key" 1000000 0.001)" \
+  "$(per_call "$PEER" 1 "$key" 1000000 100)"
