@@ -45,9 +45,24 @@ fn memory(quotas: Vec<Quota>) -> RateLimitLayer<HeaderKey> {
 
 #[tokio::test(start_paused = true)]
 async fn gcra_burst_then_steady_rate() {
-    let app = app(memory(vec![Quota::per_second(10).burst(5)]));
-    for _ in 0..5 {
-        assert_eq!(hit(&app, Some("a")).await.status(), StatusCode::OK);
+    gcra_burst_then_steady_rate_with(true).await;
+}
+
+/// With the header fields off, `MemoryStore` decides without governor's state snapshot: the
+/// same decisions.
+#[tokio::test(start_paused = true)]
+async fn gcra_burst_then_steady_rate_without_headers() {
+    gcra_burst_then_steady_rate_with(false).await;
+}
+
+async fn gcra_burst_then_steady_rate_with(headers: bool) {
+    let app = app(memory(vec![Quota::per_second(10).burst(5)]).headers(headers));
+    for i in 0..5 {
+        let res = hit(&app, Some("a")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let field = res.headers().get("ratelimit").map(|v| v.to_str().unwrap());
+        let expected = format!(r#""default";r={};t=1"#, 4 - i);
+        assert_eq!(field, headers.then_some(expected.as_str()));
     }
     let res = hit(&app, Some("a")).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
