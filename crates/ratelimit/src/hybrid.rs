@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -17,6 +18,14 @@ use crate::{Key, Quota};
 /// expires are lost, never given twice). When less than a lease is left, requests fall back to
 /// one round trip each, so the last units of the quota are not stranded.
 ///
+/// Requests the layer sends never wait for a lease while the quota has room: once a key's
+/// lease falls below a low-water mark (a quarter of the lease by default,
+/// [`prefetch_below`](Self::prefetch_below)), the next lease is taken in the background and
+/// added to what is left. Without it, every request of a busy key that arrives while the lease
+/// is being renewed waits for that round trip (all of them, when one client sends them: the
+/// tail latency of a hot key). An instance then holds at most `lease + low-water` units, so
+/// the lower bound above becomes `quota - n × (lease + low-water)`.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use tower_scale_ratelimit::{HybridStore, Quota, RateLimitLayer, RedisStore};
@@ -25,15 +34,26 @@ use crate::{Key, Quota};
 /// let layer = RateLimitLayer::new(store, [Quota::per_second(1000)])?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct HybridStore<S> {
     inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for HybridStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 struct Inner<S> {
     shared: S,
     lease: u32,
     lease_ttl: Duration,
+    /// Below this many units left, the next lease is taken in the background (0: never).
+    low_water: AtomicU32,
+    /// Background lease renewals under way.
+    prefetching: AtomicUsize,
     /// Per policy name (`""` for keys given whole to [`Store::check`]), per key: the lease.
     /// Read-locked on the hot path; written only to add a key or drop stale ones.
     slots: RwLock<Slots>,
@@ -73,6 +93,8 @@ struct Slot {
 struct Lease {
     remaining: u32,
     expires: Instant,
+    /// A background renewal was started for this lease (reset when a lease is installed).
+    renewing: bool,
 }
 
 impl Slot {
@@ -81,6 +103,7 @@ impl Slot {
             lease: StdMutex::new(Lease {
                 remaining: 0,
                 expires: Instant::now(),
+                renewing: false,
             }),
             refill: Mutex::new(()),
         }
@@ -90,20 +113,33 @@ impl Slot {
         self.lease.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Spends `cost` from a live lease, if it holds that much.
-    fn spend(&self, cost: u32) -> Option<Decision> {
+    /// Spends `cost` from a live lease, if it holds that much. The flag: whether this request
+    /// left fewer than `low_water` units and no renewal was started yet (the caller starts
+    /// one).
+    fn spend(&self, cost: u32, low_water: u32) -> Option<(Decision, bool)> {
         let mut lease = self.lease();
         if lease.remaining >= cost && lease.expires > Instant::now() {
             lease.remaining -= cost;
-            return Some(Decision {
+            let renew = lease.remaining < low_water && !lease.renewing;
+            lease.renewing |= renew;
+            let decision = Decision {
                 allowed: true,
                 retry_after: Duration::ZERO,
                 remaining: lease.remaining,
                 reset: Duration::ZERO,
                 never: false,
-            });
+            };
+            return Some((decision, renew));
         }
         None
+    }
+
+    /// Installs a new lease of `units`, keeping what is left of the current one.
+    fn install(&self, units: u32, expires: Instant) {
+        let mut lease = self.lease();
+        lease.remaining = lease.remaining.saturating_add(units);
+        lease.expires = expires;
+        lease.renewing = false;
     }
 
     /// Whether dropping the slot loses nothing: no live lease, no refill under way.
@@ -123,10 +159,26 @@ impl<S: Store> HybridStore<S> {
                 shared,
                 lease: lease.max(1),
                 lease_ttl,
+                low_water: AtomicU32::new(lease.max(1) / 4),
+                prefetching: AtomicUsize::new(0),
                 slots: RwLock::new(Vec::new()),
                 max_keys: MAX_KEYS,
             }),
         }
+    }
+
+    /// Takes a key's next lease in the background once fewer than `units` are left of its
+    /// current one (default: a quarter of the lease; 0 turns it off). Only requests decided
+    /// through the layer ([`Store::check_local`]) start a renewal.
+    #[must_use]
+    pub fn prefetch_below(self, units: u32) -> Self {
+        self.inner.low_water.store(units, Ordering::Relaxed);
+        self
+    }
+
+    /// Background lease renewals under way now (for monitoring and tests).
+    pub fn prefetches_in_flight(&self) -> usize {
+        self.inner.prefetching.load(Ordering::Relaxed)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Slots> {
@@ -186,25 +238,17 @@ impl<S: Store> HybridStore<S> {
         let slot = self.slot(policy, key);
         let _refill = slot.refill.lock().await;
         // Another request may have refilled the lease while this one waited.
-        if let Some(d) = slot.spend(cost) {
+        if let Some((d, _)) = slot.spend(cost, 0) {
             return Ok(d);
         }
         let shared = &self.inner.shared;
         let now = Instant::now();
-        // A new lease, never larger than the smallest burst.
-        let size = quotas
-            .iter()
-            .map(Quota::max_burst)
-            .min()
-            .unwrap_or(1)
-            .min(self.inner.lease)
-            .max(cost);
+        let size = self.lease_size(quotas).max(cost);
         if size > cost {
             let d = shared.check(shared_key, quotas, size).await?;
             if d.allowed {
-                let mut lease = slot.lease();
-                lease.remaining = size - cost;
-                lease.expires = now + self.inner.lease_ttl;
+                slot.lease().remaining = 0;
+                slot.install(size - cost, now + self.inner.lease_ttl);
                 return Ok(d);
             }
             if d.remaining < cost {
@@ -224,6 +268,57 @@ impl<S: Store> HybridStore<S> {
         // Less than a lease left: this request alone.
         slot.lease().remaining = 0;
         shared.check(shared_key, quotas, cost).await
+    }
+
+    /// A lease's size: never larger than the smallest burst.
+    fn lease_size(&self, quotas: &[Quota]) -> u32 {
+        quotas
+            .iter()
+            .map(Quota::max_burst)
+            .min()
+            .unwrap_or(1)
+            .min(self.inner.lease)
+    }
+
+    /// Starts taking `slot`'s next lease in the background (outside a tokio runtime: not at
+    /// all; the request that finds the lease spent takes it).
+    fn renew(&self, policy: &str, key: &Key, quotas: &[Quota], slot: &Arc<Slot>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            slot.lease().renewing = false;
+            return;
+        };
+        self.inner.prefetching.fetch_add(1, Ordering::Relaxed);
+        let store = self.clone();
+        let slot = Arc::clone(slot);
+        let (policy, key, quotas) = (policy.to_owned(), key.clone(), quotas.to_vec());
+        runtime.spawn(async move {
+            store.renew_now(&policy, &key, &quotas, &slot).await;
+            store.inner.prefetching.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    async fn renew_now(&self, policy: &str, key: &Key, quotas: &[Quota], slot: &Slot) {
+        let _refill = slot.refill.lock().await;
+        let low_water = self.inner.low_water.load(Ordering::Relaxed);
+        {
+            let lease = slot.lease();
+            // A request that found the lease spent renewed it meanwhile.
+            if lease.remaining >= low_water || !lease.renewing {
+                return;
+            }
+        }
+        let now = Instant::now();
+        let size = self.lease_size(quotas);
+        let shared_key = crate::store::policy_key(policy, key);
+        match self.inner.shared.check(&shared_key, quotas, size).await {
+            Ok(d) if d.allowed => slot.install(size, now + self.inner.lease_ttl),
+            // Less than a lease left in the quota: the requests after this lease ask for
+            // themselves (`renewing` stays set: no second attempt for this lease).
+            Ok(_) => {}
+            // The request that finds the lease spent meets the error and the layer's
+            // `OnStoreError`.
+            Err(e) => tracing::debug!(error = %e, "background lease renewal failed"),
+        }
     }
 }
 
@@ -246,10 +341,19 @@ impl<S: Store> Store for HybridStore<S> {
         &self,
         policy: &str,
         key: &Key,
-        _quotas: &[Quota],
+        quotas: &[Quota],
         cost: u32,
     ) -> Option<Decision> {
-        keys_of(&self.read(), policy)?.get(key)?.spend(cost)
+        let low_water = self.inner.low_water.load(Ordering::Relaxed);
+        let slots = self.read();
+        let slot = keys_of(&slots, policy)?.get(key)?;
+        let (decision, renew) = slot.spend(cost, low_water)?;
+        if renew {
+            let slot = Arc::clone(slot);
+            drop(slots);
+            self.renew(policy, key, quotas, &slot);
+        }
+        Some(decision)
     }
 
     fn check_key<'a>(

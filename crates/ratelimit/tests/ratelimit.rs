@@ -274,6 +274,63 @@ async fn hybrid_leases_stay_within_the_documented_bound() {
     .await;
 }
 
+/// A store asked the way the layer asks it: a local decision first, else the store's own.
+struct AsTheLayerAsks<S>(S);
+
+impl<S: Store> Store for AsTheLayerAsks<S> {
+    fn check<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> tower_scale_ratelimit::BoxFuture<
+        'a,
+        Result<tower_scale_ratelimit::Decision, tower_scale_ratelimit::StoreError>,
+    > {
+        Box::pin(async move {
+            let key = tower_scale_ratelimit::Key::from(key);
+            match self.0.check_local("acc", &key, quotas, cost) {
+                Some(d) => Ok(d),
+                None => self.0.check_key("acc", &key, quotas, cost).await,
+            }
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        key: &'a str,
+        quotas: &'a [Quota],
+        cost: u32,
+    ) -> tower_scale_ratelimit::BoxFuture<
+        'a,
+        Result<tower_scale_ratelimit::Decision, tower_scale_ratelimit::StoreError>,
+    > {
+        self.0.peek(key, quotas, cost)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_leases_renewed_ahead_stay_within_the_documented_bound() {
+    use tower_scale_ratelimit::HybridStore;
+    let server = RedisServer::start();
+    let backends = (0..4)
+        .map(|_| RedisBackend::new(RedisConfig::new(server.url())).unwrap())
+        .collect();
+    // 4 instances × (leases of 5 + a low-water mark of 2): at most 28 below the quota, never
+    // above it.
+    accuracy_with(
+        backends,
+        |b| {
+            Arc::new(AsTheLayerAsks(
+                HybridStore::new(RedisStore::new(b), 5, Duration::from_millis(200))
+                    .prefetch_below(2),
+            )) as Arc<dyn Store>
+        },
+        4 * (5 + 2),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn hybrid_leases_cut_round_trips_tenfold() {
     use tower_scale_ratelimit::HybridStore;
@@ -307,7 +364,9 @@ async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
     use tower_scale_ratelimit::HybridStore;
     let server = RedisServer::start();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
-    let store = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60));
+    // Leases taken only when spent (no background renewal: its timing is the next test's).
+    let store =
+        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(0);
     let policy = |name: &str| {
         app(RateLimitLayer::new(store.clone(), [Quota::per_hour(25)])
             .unwrap()
@@ -355,6 +414,57 @@ async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(evalsha_calls(&server), 2 * 5 + 1);
+}
+
+/// Through the layer, a busy key's next lease is taken in the background once its lease falls
+/// below the low-water mark: after the first request, no request waits for a round trip, and
+/// the quota still binds once the leases are spent.
+#[tokio::test]
+async fn hybrid_leases_are_renewed_before_they_run_out() {
+    use tower_scale_ratelimit::HybridStore;
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let store =
+        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(5);
+    let app = app(RateLimitLayer::new(store.clone(), [Quota::per_hour(115)])
+        .unwrap()
+        .key_with(api_key()));
+    hit(&app, Some("warm")).await; // loads the script
+    server.reset_stats();
+    // Until the background renewal of a lease has landed (real I/O: bounded polling).
+    let settled = || async {
+        for _ in 0..5_000 {
+            if store.prefetches_in_flight() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("a lease renewal never finished");
+    };
+    for i in 0..100 {
+        let res = hit(&app, Some("k")).await;
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        settled().await;
+    }
+    // Request 0 took the first lease itself; requests 5, 15, …, 95 each left 4 units and
+    // started one renewal of 10: 11 round trips, none made while a request waited.
+    assert_eq!(evalsha_calls(&server), 11);
+    // 110 units leased of 115, 10 of them still here: they serve 10 more requests, and the
+    // renewal started on the way is refused (5 left in the quota, less than a lease); once
+    // the lease is spent each request asks alone: 5 more, then the quota binds.
+    server.reset_stats();
+    for i in 0..10 + 5 {
+        assert_eq!(
+            hit(&app, Some("k")).await.status(),
+            StatusCode::OK,
+            "request {i}"
+        );
+        settled().await;
+    }
+    assert_eq!(
+        hit(&app, Some("k")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
