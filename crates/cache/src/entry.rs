@@ -2,23 +2,29 @@
 //!
 //! Layout (big endian): `"TSC"` and a version byte, a kind byte, four `u64` (stored at, ttl,
 //! stale-while-revalidate and stale-if-error windows in milliseconds), then per kind:
-//! - response: status `u16`, origin `Age` `u32`, header count `u16`, each header as
-//!   `u16` name length, name, `u16` value length, value; body `u32` length and bytes;
-//! - vary marker: count `u16`, each header name with a `u16` length;
+//! - response: status `u16`, origin `Age` `u32`, header count `u16`, each header as its name
+//!   then `u16` value length, value; body `u32` length and bytes;
+//! - vary marker: count `u16`, each header name;
 //! - value: `u32` length and bytes.
 //!
+//! A header name is one byte: `n` in `1..=WELL_KNOWN.len()` for the well-known name
+//! `WELL_KNOWN[n - 1]` (taken as is when decoding: nothing to parse), or `0` followed by the
+//! name with a `u16` length.
+//!
 //! Decoding copies nothing: the body and the header values are slices of the stored bytes.
-//! Version 2 is the layout of one Redis string per entry (version 1 entries were fields of one
-//! hash per group). Bytes of any other version do not decode: a lookup treats them as a miss
-//! and the next store overwrites them.
+//! Version 3 stores well-known header names as table indices; version 2 (one Redis string per
+//! entry) stored every name as text, and version 1 entries were fields of one hash per group.
+//! Bytes of any other version do not decode: a lookup treats them as a miss and the next store
+//! overwrites them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::StoreError;
 
 /// Magic and version of the current layout.
-const MAGIC: &[u8; 4] = b"TSC\x02";
+const MAGIC: &[u8; 4] = b"TSC\x03";
 /// Fixed bytes before the kind's own part: magic and version, kind, four `u64`.
 const FIXED: usize = MAGIC.len() + 1 + 4 * 8;
 /// Headers a served response adds to the stored ones (`Age`, `Cache-Status`, and the
@@ -28,6 +34,35 @@ pub(crate) const ADDED_HEADERS: usize = 3;
 const KIND_RESPONSE: u8 = 1;
 const KIND_VARY: u8 = 2;
 const KIND_VALUE: u8 = 3;
+
+/// Header names stored as one byte (their index plus one). Append only: an index, once
+/// written, names the same header for as long as version 3 entries exist.
+static WELL_KNOWN: [HeaderName; 24] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_LOCATION,
+    header::CONTENT_DISPOSITION,
+    header::CACHE_CONTROL,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::EXPIRES,
+    header::DATE,
+    header::VARY,
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    header::X_CONTENT_TYPE_OPTIONS,
+    header::STRICT_TRANSPORT_SECURITY,
+    header::CONTENT_SECURITY_POLICY,
+    header::X_FRAME_OPTIONS,
+    header::REFERRER_POLICY,
+    header::LINK,
+    header::LOCATION,
+    header::SERVER,
+    header::ACCEPT_RANGES,
+];
 
 /// One stored thing: a response, the `Vary` marker of a URI, or a typed value.
 #[derive(Clone, Debug)]
@@ -123,11 +158,11 @@ impl Entry {
                 r.body.len()
                     + r.headers
                         .iter()
-                        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                        .map(|(n, v)| name_len(n) + v.len() + 2)
                         .sum::<usize>()
                     + 12
             }
-            EntryBody::Vary(names) => names.iter().map(|n| n.as_str().len() + 2).sum::<usize>() + 2,
+            EntryBody::Vary(names) => names.iter().map(name_len).sum::<usize>() + 2,
             EntryBody::Value(v) => v.len() + 4,
         };
         let mut out = BytesMut::with_capacity(FIXED + extra);
@@ -148,7 +183,7 @@ impl Entry {
                 let count = r.headers.len().min(usize::from(u16::MAX));
                 out.put_u16(count as u16);
                 for (name, value) in r.headers.iter().take(count) {
-                    put_short(&mut out, name.as_str().as_bytes());
+                    put_name(&mut out, name);
                     put_short(&mut out, value.as_bytes());
                 }
                 put_long(&mut out, &r.body);
@@ -156,7 +191,7 @@ impl Entry {
             EntryBody::Vary(names) => {
                 out.put_u16(names.len() as u16);
                 for name in names.iter() {
-                    put_short(&mut out, name.as_str().as_bytes());
+                    put_name(&mut out, name);
                 }
             }
             EntryBody::Value(v) => put_long(&mut out, v),
@@ -186,7 +221,7 @@ impl Entry {
                 let count = buf.get_u16();
                 let mut headers = HeaderMap::with_capacity(usize::from(count) + ADDED_HEADERS);
                 for _ in 0..count {
-                    // The name is parsed in place (a standard name keeps no bytes).
+                    // A well-known name is taken from the table; another is parsed in place.
                     let name = get_name(&mut buf).ok_or_else(|| corrupt("invalid header name"))?;
                     let value = get_short(&mut buf)?;
                     let value = HeaderValue::from_maybe_shared(value)
@@ -206,10 +241,7 @@ impl Entry {
                 let count = buf.get_u16();
                 let mut names = Vec::with_capacity(usize::from(count));
                 for _ in 0..count {
-                    let name = get_short(&mut buf)?;
-                    names.push(
-                        HeaderName::from_bytes(&name).map_err(|_| corrupt("invalid vary name"))?,
-                    );
+                    names.push(get_name(&mut buf).ok_or_else(|| corrupt("invalid vary name"))?);
                 }
                 EntryBody::Vary(names.into())
             }
@@ -259,15 +291,48 @@ pub(crate) fn get_short(buf: &mut Bytes) -> Result<Bytes, StoreError> {
     Ok(buf.split_to(len))
 }
 
-/// A header name of `buf`'s 2-byte length-prefixed bytes, read in place; `None` if truncated
-/// or invalid.
+/// The index plus one of a well-known name, else 0.
+fn name_code(name: &HeaderName) -> u8 {
+    WELL_KNOWN
+        .iter()
+        .position(|n| n == name)
+        .and_then(|i| u8::try_from(i + 1).ok())
+        .unwrap_or(0)
+}
+
+/// Encoded length of a header name.
+fn name_len(name: &HeaderName) -> usize {
+    if name_code(name) == 0 {
+        3 + name.as_str().len()
+    } else {
+        1
+    }
+}
+
+/// Writes a header name: its well-known code, or 0 and the name with its length.
+fn put_name(out: &mut BytesMut, name: &HeaderName) {
+    let code = name_code(name);
+    out.put_u8(code);
+    if code == 0 {
+        put_short(out, name.as_str().as_bytes());
+    }
+}
+
+/// A header name written by [`put_name`], read in place; `None` if truncated, invalid or an
+/// unknown code.
 fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
-    if buf.remaining() < 2 {
+    let code = *buf.first()?;
+    if code != 0 {
+        let name = WELL_KNOWN.get(usize::from(code) - 1)?.clone();
+        buf.advance(1);
+        return Some(name);
+    }
+    if buf.remaining() < 3 {
         return None;
     }
-    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
-    let name = HeaderName::from_bytes(buf.get(2..2 + len)?).ok()?;
-    buf.advance(2 + len);
+    let len = usize::from(u16::from_be_bytes([buf[1], buf[2]]));
+    let name = HeaderName::from_bytes(buf.get(3..3 + len)?).ok()?;
+    buf.advance(3 + len);
     Some(name)
 }
 
@@ -319,8 +384,8 @@ mod tests {
             (1_000, 60_000, 5_000, 10_000)
         );
         // Compact: 45 fixed bytes, then names, values and body with their lengths; no JSON
-        // or base64 of the body.
-        let headers = (2 + 12 + 2 + 16) + 2 * (2 + 6 + 2 + 1);
+        // or base64 of the body. `content-type` is one byte; `x-many` is written out.
+        let headers = (1 + 2 + 16) + 2 * (1 + 2 + 6 + 2 + 1);
         assert_eq!(bytes.len(), 45 + headers + 4 + 7);
     }
 
@@ -376,9 +441,59 @@ mod tests {
         v1.put_slice(b"{}");
         let err = Entry::decode(v1.freeze()).unwrap_err().to_string();
         assert!(err.contains("version"), "{err}");
+        // A version 2 entry (every header name written out), byte for byte as version 2
+        // wrote it.
+        let mut v2 = BytesMut::from(&b"TSC\x02"[..]);
+        v2.put_u8(KIND_RESPONSE);
+        for t in [1_000_u64, 60_000, 0, 0] {
+            v2.put_u64(t);
+        }
+        v2.put_u16(200);
+        v2.put_u32(0);
+        v2.put_u16(1);
+        put_short(&mut v2, b"content-type");
+        put_short(&mut v2, b"application/json");
+        v2.put_u32(2);
+        v2.put_slice(b"{}");
+        let err = Entry::decode(v2.freeze()).unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
         let mut next = BytesMut::from(&response().encode()[..]);
-        next[3] = 3;
+        next[3] = 4;
         assert!(Entry::decode(next.freeze()).is_err());
+    }
+
+    #[test]
+    fn well_known_names_are_one_byte_and_others_round_trip() {
+        // Every name of the table, and names that are not in it (standard or not).
+        let mut headers = HeaderMap::new();
+        for (i, name) in WELL_KNOWN.iter().enumerate() {
+            headers.insert(name.clone(), HeaderValue::from(i));
+        }
+        headers.insert(header::WARNING, HeaderValue::from_static("199 - x"));
+        headers.insert("x-custom", HeaderValue::from_static("y"));
+        let entry = Entry {
+            body: EntryBody::Response(StoredResponse {
+                status: StatusCode::OK,
+                age: 0,
+                headers: headers.clone(),
+                body: Bytes::new(),
+            }),
+            ..response()
+        };
+        let bytes = entry.encode();
+        let EntryBody::Response(r) = Entry::decode(bytes.clone()).unwrap().body else {
+            panic!("not a response")
+        };
+        assert_eq!(r.headers, headers);
+        let values: usize = headers.values().map(|v| 2 + v.len()).sum();
+        let names = WELL_KNOWN.len() + (3 + "warning".len()) + (3 + "x-custom".len());
+        assert_eq!(bytes.len(), 45 + names + values + 4);
+        // A code past the table is an error, not a panic.
+        let mut unknown = BytesMut::from(&response().encode()[..]);
+        let at = 45; // the first header's name code
+        assert_eq!(unknown[at], 1, "content-type is the first well-known name");
+        unknown[at] = u8::try_from(WELL_KNOWN.len() + 1).unwrap();
+        assert!(Entry::decode(unknown.freeze()).is_err());
     }
 
     #[test]

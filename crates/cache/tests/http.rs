@@ -140,7 +140,7 @@ async fn entries_are_binary_not_json() {
     fetch(&app, "/item/1").await;
     let raw = server.cli(&["--no-raw", "GET", "ts:cache:{/item/1}:s:GET"]);
     assert!(
-        raw.starts_with("\"TSC\\x02"),
+        raw.starts_with("\"TSC\\x03"),
         "binary entry with magic and version: {raw}"
     );
     assert!(raw.contains("item 1 #1"), "body stored as is: {raw}");
@@ -159,6 +159,51 @@ fn version_1_entry(body: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
     v.extend_from_slice(body);
     v
+}
+
+/// Bytes of a version 2 entry (header names written out) of a fresh 200 `text/plain`
+/// response with `body`.
+fn version_2_entry(body: &[u8]) -> Vec<u8> {
+    let mut v = b"TSC\x02\x01".to_vec();
+    for t in [T0, 60_000, 0, 0] {
+        v.extend_from_slice(&t.to_be_bytes());
+    }
+    v.extend_from_slice(&200u16.to_be_bytes());
+    v.extend_from_slice(&0u32.to_be_bytes());
+    v.extend_from_slice(&1u16.to_be_bytes());
+    for part in [&b"content-type"[..], b"text/plain"] {
+        v.extend_from_slice(&u16::try_from(part.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(part);
+    }
+    v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+#[tokio::test]
+async fn version_2_entries_are_misses_then_overwritten_by_version_3() {
+    use tower_scale_redis::redis;
+    let Setup {
+        server, calls, app, ..
+    } = setup("max-age=60");
+    let raw = backend(&server);
+    let key = "ts:cache:{/item/1}:s:GET";
+    raw.query::<()>(redis::cmd("SET").arg(key).arg(version_2_entry(b"v2 body")))
+        .await
+        .unwrap();
+    let first = fetch(&app, "/item/1").await;
+    assert_eq!(first.text(), "item 1 #1", "a miss, not the version 2 body");
+    assert_eq!(first.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    assert!(
+        server
+            .cli(&["--no-raw", "GET", key])
+            .starts_with("\"TSC\\x03"),
+        "overwritten in the current layout"
+    );
+    let second = fetch(&app, "/item/1").await;
+    assert_eq!(second.text(), "item 1 #1");
+    assert!(second.cache_status().starts_with("tower-scale; hit; ttl="));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
