@@ -6,15 +6,17 @@
 #
 # <scenario> is a contract path with its wrk script: limited, cached, login, session or hello.
 # Starts one redis-server on a free loopback port; per round and per server: FLUSHALL, start it
-# (PORT, REDIS_URL), a 2 s untimed wrk pass (fills /cached), CONFIG RESETSTAT, wrk -t1 -c64 for
+# (PORT, REDIS_URL), a WARM-second untimed wrk pass (fills /cached), CONFIG RESETSTAT, wrk -t1 -c64 for
 # DURATION seconds, reading the CPU time (utime + stime) of the server and of Redis around it.
 # Prints requests/s, server µs/request, Redis µs/request and the usec_per_call of the
 # scenario's main Redis command, then the medians per server.
-# Environment: ROUNDS (3), DURATION (5), SHARED (the folder holding bench/).
+# Environment: ROUNDS (3), DURATION (5), WARM (2), CACHED_IDS (1000, for cached), SHARED (the
+# folder holding bench/).
 set -euo pipefail
 SCENARIO="$1"; shift
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
+WARM="${WARM:-2}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 SHARED="${SHARED:-$HERE/../../shared}"
 [ -d "$SHARED/bench" ] || SHARED=/work/shared
@@ -56,7 +58,7 @@ for round in $(seq "$ROUNDS"); do
     PORT="$PORT" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$bin" >/dev/null 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/hello" >/dev/null 2>&1 && break; sleep 0.1; done
-    wrk "${wrk_args[@]}" -d2s "http://127.0.0.1:$PORT$URL_PATH" >/dev/null 2>&1
+    wrk "${wrk_args[@]}" -d"${WARM}s" "http://127.0.0.1:$PORT$URL_PATH" >/dev/null 2>&1
     rcli CONFIG RESETSTAT >/dev/null
     s0="$(cpu_ticks "$SERVER_PID")"; r0="$(cpu_ticks "$REDIS_PID")"
     out="$(wrk "${wrk_args[@]}" -d"${DURATION}s" "http://127.0.0.1:$PORT$URL_PATH")"
