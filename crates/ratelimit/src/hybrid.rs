@@ -134,9 +134,13 @@ impl Slot {
         None
     }
 
-    /// Installs a new lease of `units`, keeping what is left of the current one.
+    /// Installs a new lease of `units`, keeping what is left of the current one while it is
+    /// live (units of an expired lease are lost, never revived).
     fn install(&self, units: u32, expires: Instant) {
         let mut lease = self.lease();
+        if lease.expires <= Instant::now() {
+            lease.remaining = 0;
+        }
         lease.remaining = lease.remaining.saturating_add(units);
         lease.expires = expires;
         lease.renewing = false;
@@ -387,5 +391,57 @@ impl<S: Store> Store for HybridStore<S> {
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         self.inner.shared.consume(key, quotas, cost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_adds_to_a_live_lease_and_never_revives_an_expired_one() {
+        let slot = Slot::new();
+        slot.install(10, Instant::now() + Duration::from_secs(1));
+        let (_, renew) = slot.spend(6, 5).unwrap();
+        assert!(renew, "4 left, below 5: renew");
+        assert!(!slot.spend(1, 5).unwrap().1, "one renewal per lease");
+        slot.install(10, Instant::now() + Duration::from_secs(1));
+        assert_eq!(slot.lease().remaining, 13, "3 left + 10");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(slot.spend(1, 5).is_none(), "expired");
+        slot.install(10, Instant::now() + Duration::from_secs(1));
+        assert_eq!(slot.lease().remaining, 10, "the expired 13 are lost");
+    }
+
+    /// Over an in-memory shared store with paused time: the renewal runs on the runtime and
+    /// lands before the lease is spent, so no request goes to the shared store itself.
+    #[tokio::test(start_paused = true)]
+    async fn the_layers_requests_renew_the_lease_in_the_background() {
+        let store =
+            HybridStore::new(MemoryStore::new(100), 10, Duration::from_secs(60)).prefetch_below(5);
+        let quotas = [Quota::per_second(1_000).burst(40)];
+        let key = Key::from("k");
+        assert!(
+            store.check_local("p", &key, &quotas, 1).is_none(),
+            "no lease yet"
+        );
+        assert!(
+            store
+                .check_key("p", &key, &quotas, 1)
+                .await
+                .unwrap()
+                .allowed
+        );
+        // Leases at requests 0 (taken by the request), 5, 15 and 25 (renewals): 40 units.
+        for i in 1..40 {
+            let d = store.check_local("p", &key, &quotas, 1);
+            assert!(d.is_some_and(|d| d.allowed), "request {i} decided locally");
+            tokio::task::yield_now().await; // lets a renewal started by it run
+        }
+        assert_eq!(store.prefetches_in_flight(), 0);
+        // The whole burst leased: the renewal started at request 35 is refused, the lease runs
+        // out, and request 40 goes to the shared store.
+        assert!(store.check_local("p", &key, &quotas, 1).is_none());
     }
 }
