@@ -479,7 +479,17 @@ impl Cache {
         let deadline = tokio::time::Instant::now() + lock.wait;
         loop {
             match self.inner.store.try_lock(group, field, lock.ttl).await {
-                Ok(Some(token)) => return Coordinated::Fetch(Some(token)),
+                Ok(Some(token)) => {
+                    // The holder before us may have stored the entry and released the lock
+                    // between our read and our lock: read once more before fetching.
+                    if let Some(e) = poll().await
+                        && e.is_fresh(self.now_ms())
+                    {
+                        self.unlock(group, field, Some(token)).await;
+                        return Coordinated::Filled(e);
+                    }
+                    return Coordinated::Fetch(Some(token));
+                }
                 Ok(None) if have_stale => return Coordinated::ServeStale,
                 Ok(None) => {}
                 Err(e) => {

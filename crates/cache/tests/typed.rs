@@ -306,3 +306,103 @@ async fn redis_paused_or_garbage_falls_back_to_the_fetch() {
     );
     server.resume();
 }
+
+/// A shared store in which another instance (the lock's previous holder) stores the entry
+/// and releases its lock just before this instance's first `try_lock`: the window between a
+/// miss and the lock, made deterministic.
+#[derive(Debug)]
+struct LeaderFinishesFirst {
+    inner: MemoryStore,
+    leader: Cache,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl tower_scale_cache::Store for LeaderFinishesFirst {
+    fn get<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+    ) -> tower_scale_cache::BoxFuture<'a, Result<Option<bytes::Bytes>, tower_scale_cache::StoreError>>
+    {
+        self.inner.get(group, field)
+    }
+
+    fn put<'a>(
+        &'a self,
+        group: &'a str,
+        fields: &'a [(&'a str, bytes::Bytes)],
+        ttl: Duration,
+        tags: &'a [String],
+    ) -> tower_scale_cache::BoxFuture<'a, Result<(), tower_scale_cache::StoreError>> {
+        self.inner.put(group, fields, ttl, tags)
+    }
+
+    fn purge<'a>(
+        &'a self,
+        groups: &'a [String],
+    ) -> tower_scale_cache::BoxFuture<'a, Result<(), tower_scale_cache::StoreError>> {
+        self.inner.purge(groups)
+    }
+
+    fn purge_tag<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> tower_scale_cache::BoxFuture<'a, Result<Vec<String>, tower_scale_cache::StoreError>> {
+        self.inner.purge_tag(tag)
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+        ttl: Duration,
+    ) -> tower_scale_cache::BoxFuture<'a, Result<Option<u64>, tower_scale_cache::StoreError>> {
+        Box::pin(async move {
+            if !self.done.swap(true, Ordering::SeqCst) {
+                let calls = AtomicUsize::new(0);
+                self.leader
+                    .get_or_fetch("hot", Duration::from_secs(60), || load(&calls))
+                    .await
+                    .unwrap();
+            }
+            self.inner.try_lock(group, field, ttl).await
+        })
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+        token: u64,
+    ) -> tower_scale_cache::BoxFuture<'a, Result<(), tower_scale_cache::StoreError>> {
+        self.inner.unlock(group, field, token)
+    }
+}
+
+#[tokio::test]
+async fn a_lock_taken_after_the_leader_stored_the_entry_does_not_fetch_again() {
+    let shared = MemoryStore::new(1024 * 1024);
+    let leader = Cache::builder(shared.clone())
+        .lock(LockConfig::default())
+        .build()
+        .unwrap();
+    let follower = Cache::builder(LeaderFinishesFirst {
+        inner: shared,
+        leader,
+        done: false.into(),
+    })
+    .lock(LockConfig::default())
+    .build()
+    .unwrap();
+    let calls = AtomicUsize::new(0);
+    let v = follower
+        .get_or_fetch("hot", Duration::from_secs(60), || load(&calls))
+        .await
+        .unwrap();
+    assert_eq!(v, user(1), "the leader's value");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the follower fetched again"
+    );
+}
