@@ -80,8 +80,9 @@ pub enum HelloLimiter {
     /// One GCRA decision in Redis per request (`RedisStore`).
     Redis,
     /// `HybridStore` over Redis (the default): leases of [`HELLO_LEASE`] units taken from
-    /// Redis in one round trip, then decided in memory until spent or [`HELLO_LEASE_TTL`] old.
-    /// Still one global count, within a documented bound of one lease per instance: what a
+    /// Redis in one round trip, then decided in memory until spent or [`HELLO_LEASE_TTL`] old;
+    /// the next lease is taken in the background once a quarter of one is left. Still one
+    /// global count, within a documented bound of a lease and a quarter per instance: what a
     /// user of tower-scale picks for a limit far from being reached.
     #[default]
     Hybrid,
