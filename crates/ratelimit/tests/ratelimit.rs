@@ -415,16 +415,7 @@ async fn hybrid_leases_are_renewed_before_they_run_out() {
         .key_with(api_key()));
     hit(&app, Some("warm")).await; // loads the script
     server.reset_stats();
-    // Until the background renewal of a lease has landed (real I/O: bounded polling).
-    let settled = || async {
-        for _ in 0..5_000 {
-            if store.prefetches_in_flight() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("a lease renewal never finished");
-    };
+    let settled = || renewals_settled(&store);
     for i in 0..100 {
         let res = hit(&app, Some("k")).await;
         assert_eq!(res.status(), StatusCode::OK, "request {i}");
@@ -562,12 +553,59 @@ async fn a_redis_key_holding_garbage_is_overwritten_and_counting_goes_on() {
     assert!(store.check("junk", &quota, 1).await.is_err());
 }
 
+/// A backend whose commands give up after 100 ms (for the fault tests).
+fn impatient_backend(server: &RedisServer) -> RedisBackend {
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(100);
+    RedisBackend::new(config).unwrap()
+}
+
+/// Until the background lease renewals under way have ended (real I/O: bounded polling).
+async fn renewals_settled(store: &tower_scale_ratelimit::HybridStore<RedisStore>) {
+    for _ in 0..5_000 {
+        if store.prefetches_in_flight() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("a lease renewal never finished");
+}
+
+/// A lease renewal that meets a hung Redis (SIGSTOP) fails in the background: the lease still
+/// serves its units, and the request that finds it spent gets the layer's `OnStoreError`.
+#[tokio::test]
+async fn a_failed_background_renewal_leaves_the_lease_serving_then_the_policy_applies() {
+    use tower_scale_ratelimit::HybridStore;
+    let server = RedisServer::start();
+    let backend = impatient_backend(&server);
+    let store =
+        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(5);
+    let app = app(RateLimitLayer::new(store.clone(), [Quota::per_hour(1000)])
+        .unwrap()
+        .key_with(api_key())
+        .on_store_error(OnStoreError::FailClosed));
+    assert_eq!(hit(&app, Some("k")).await.status(), StatusCode::OK); // the lease: 9 left
+    server.pause();
+    for i in 1..10 {
+        assert_eq!(
+            hit(&app, Some("k")).await.status(),
+            StatusCode::OK,
+            "request {i}"
+        );
+    }
+    // The renewal started at request 5 waits out the command timeout.
+    renewals_settled(&store).await;
+    assert_eq!(
+        hit(&app, Some("k")).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    server.resume();
+}
+
 #[tokio::test]
 async fn a_failing_redis_admits_or_fails_closed_as_configured() {
     let server = RedisServer::start();
-    let mut config = RedisConfig::new(server.url());
-    config.command_timeout = Duration::from_millis(100);
-    let backend = RedisBackend::new(config).unwrap();
+    let backend = impatient_backend(&server);
     let open = app(
         RateLimitLayer::new(RedisStore::new(backend.clone()), [Quota::per_minute(1)])
             .unwrap()
@@ -697,9 +735,7 @@ async fn a_dead_redis_falls_back_to_this_instances_share_then_redis_decides_agai
 #[tokio::test]
 async fn a_hung_redis_falls_back_to_this_instances_share_within_the_timeout() {
     let server = RedisServer::start();
-    let mut config = RedisConfig::new(server.url());
-    config.command_timeout = Duration::from_millis(100);
-    let backend = RedisBackend::new(config).unwrap();
+    let backend = impatient_backend(&server);
     let app = shared_by_two(backend);
     redis_admits_the_whole_quota(&app, &server, "before").await;
 
@@ -934,9 +970,7 @@ async fn count_if_counts_only_failed_logins_in_redis() {
 #[tokio::test]
 async fn count_if_while_redis_is_down_counts_on_the_local_share() {
     let mut server = RedisServer::start();
-    let mut config = RedisConfig::new(server.url());
-    config.command_timeout = Duration::from_millis(100);
-    let backend = RedisBackend::new(config).unwrap();
+    let backend = impatient_backend(&server);
     let app = login_app(
         RateLimitLayer::new(RedisStore::new(backend), [Quota::per_hour(6)])
             .unwrap()
