@@ -98,19 +98,5 @@ fn measured(rt: &tokio::runtime::Runtime, router: &Router, addrs: &[SocketAddr],
 }
 
 fn main() {
-    match std::env::var("RL_VARIANT") {
-        Ok(variant) => {
-            let n = std::env::var("RL_N")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            run(&variant, n);
-        }
-        Err(_) => {
-            for v in VARIANTS {
-                run(v, 1000);
-                println!("{v}: ok");
-            }
-        }
-    }
+    tower_scale_testkit::bench_main("RL_VARIANT", "RL_N", VARIANTS, 1000, run);
 }

@@ -182,19 +182,7 @@ fn main() {
             (Some(server), url)
         }
     };
-    match std::env::var("RL_VARIANT") {
-        Ok(variant) => {
-            let n = std::env::var("RL_N")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            run(&variant, n, &url);
-        }
-        Err(_) => {
-            for v in VARIANTS {
-                run(v, 500, &url);
-                println!("{v}: ok");
-            }
-        }
-    }
+    tower_scale_testkit::bench_main("RL_VARIANT", "RL_N", VARIANTS, 500, |v, n| {
+        run(v, n, &url);
+    });
 }

@@ -451,3 +451,38 @@ fn free_port(cluster_bus: bool) -> u16 {
 fn port_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
+
+/// The `main` of the instruction benches that scripts run under callgrind, one variant per
+/// process: with `variant_var` set, runs that variant with the request count in `n_var` (0
+/// when unset: start-up alone, which the scripts subtract or leave out); without it (as under
+/// `cargo bench`), runs every one of `variants` with `smoke` requests as a check that each
+/// still works.
+///
+/// ```no_run
+/// fn run(variant: &str, n: usize) { /* build the variant's router, serve n requests */ }
+///
+/// tower_scale_testkit::bench_main("BENCH_VARIANT", "BENCH_N", ["bare", "layered"], 1000, run);
+/// ```
+pub fn bench_main<V: AsRef<str>>(
+    variant_var: &str,
+    n_var: &str,
+    variants: impl IntoIterator<Item = V>,
+    smoke: usize,
+    mut run: impl FnMut(&str, usize),
+) {
+    match std::env::var(variant_var) {
+        Ok(variant) => {
+            let n = std::env::var(n_var)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            run(&variant, n);
+        }
+        Err(_) => {
+            for v in variants {
+                run(v.as_ref(), smoke);
+                println!("{}: ok", v.as_ref());
+            }
+        }
+    }
+}

@@ -263,19 +263,5 @@ where
 }
 
 fn main() {
-    match std::env::var("BENCH_VARIANT") {
-        Ok(variant) => {
-            let n = std::env::var("BENCH_N")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            run(&variant, n);
-        }
-        Err(_) => {
-            for v in variants() {
-                run(&v, 1000);
-                println!("{v}: ok");
-            }
-        }
-    }
+    tower_scale_testkit::bench_main("BENCH_VARIANT", "BENCH_N", variants(), 1000, run);
 }
