@@ -147,33 +147,21 @@ async fn entries_are_binary_not_json() {
     assert!(!raw.contains("\"status\""), "not JSON: {raw}");
 }
 
-/// Bytes of a version 1 entry (the hash-field layout) of a fresh 200 response with `body`.
-fn version_1_entry(body: &[u8]) -> Vec<u8> {
-    let mut v = b"TSC\x01\x01".to_vec();
+/// Bytes of an entry of an older `version` (1: the hash-field layout; 2: header names written
+/// out) of a fresh 200 response with `headers` and `body`: both share the layout.
+fn older_entry(version: u8, headers: &[(&[u8], &[u8])], body: &[u8]) -> Vec<u8> {
+    let mut v = vec![b'T', b'S', b'C', version, 1];
     for t in [T0, 60_000, 0, 0] {
         v.extend_from_slice(&t.to_be_bytes());
     }
     v.extend_from_slice(&200u16.to_be_bytes());
     v.extend_from_slice(&0u32.to_be_bytes());
-    v.extend_from_slice(&0u16.to_be_bytes());
-    v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-/// Bytes of a version 2 entry (header names written out) of a fresh 200 `text/plain`
-/// response with `body`.
-fn version_2_entry(body: &[u8]) -> Vec<u8> {
-    let mut v = b"TSC\x02\x01".to_vec();
-    for t in [T0, 60_000, 0, 0] {
-        v.extend_from_slice(&t.to_be_bytes());
-    }
-    v.extend_from_slice(&200u16.to_be_bytes());
-    v.extend_from_slice(&0u32.to_be_bytes());
-    v.extend_from_slice(&1u16.to_be_bytes());
-    for part in [&b"content-type"[..], b"text/plain"] {
-        v.extend_from_slice(&u16::try_from(part.len()).unwrap().to_be_bytes());
-        v.extend_from_slice(part);
+    v.extend_from_slice(&u16::try_from(headers.len()).unwrap().to_be_bytes());
+    for (name, value) in headers {
+        for part in [name, value] {
+            v.extend_from_slice(&u16::try_from(part.len()).unwrap().to_be_bytes());
+            v.extend_from_slice(part);
+        }
     }
     v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
     v.extend_from_slice(body);
@@ -188,9 +176,13 @@ async fn version_2_entries_are_misses_then_overwritten_by_version_3() {
     } = setup("max-age=60");
     let raw = backend(&server);
     let key = "ts:cache:{/item/1}:s:GET";
-    raw.query::<()>(redis::cmd("SET").arg(key).arg(version_2_entry(b"v2 body")))
-        .await
-        .unwrap();
+    raw.query::<()>(redis::cmd("SET").arg(key).arg(older_entry(
+        2,
+        &[(b"content-type", b"text/plain")],
+        b"v2 body",
+    )))
+    .await
+    .unwrap();
     let first = fetch(&app, "/item/1").await;
     assert_eq!(first.text(), "item 1 #1", "a miss, not the version 2 body");
     assert_eq!(first.cache_status(), "tower-scale; fwd=uri-miss; stored");
@@ -218,7 +210,7 @@ async fn entries_of_an_older_layout_or_type_are_misses_then_overwritten() {
     let raw = backend(&server);
     // A version 1 entry where this version keeps its strings, and a version 1 hash at the
     // old key (still written by instances of the old version during a rolling deploy).
-    let old = version_1_entry(b"old body");
+    let old = older_entry(1, &[], b"old body");
     raw.query::<()>(redis::cmd("SET").arg("ts:cache:{/item/1}:s:GET").arg(&old))
         .await
         .unwrap();

@@ -11,7 +11,8 @@ use axum::http::{Request, Response, StatusCode};
 use axum::routing::get;
 use tower::ServiceExt;
 use tower_scale_ratelimit::{
-    HeaderKey, MemoryStore, MissingKey, OnStoreError, Quota, RateLimitLayer, RedisStore, Store,
+    BoxFuture, Decision, HeaderKey, HybridStore, Key, MemoryStore, MissingKey, OnStoreError, Quota,
+    RateLimitLayer, RedisStore, Store, StoreError,
 };
 use tower_scale_redis::{RedisBackend, RedisConfig, redis};
 use tower_scale_testkit::{RedisCluster, RedisServer};
@@ -261,12 +262,9 @@ impl<S: Store> Store for AsTheLayerAsks<S> {
         key: &'a str,
         quotas: &'a [Quota],
         cost: u32,
-    ) -> tower_scale_ratelimit::BoxFuture<
-        'a,
-        Result<tower_scale_ratelimit::Decision, tower_scale_ratelimit::StoreError>,
-    > {
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(async move {
-            let key = tower_scale_ratelimit::Key::from(key);
+            let key = Key::from(key);
             match self.0.check_local("acc", &key, quotas, cost) {
                 Some(d) => Ok(d),
                 None => self.0.check_key("acc", &key, quotas, cost).await,
@@ -279,10 +277,7 @@ impl<S: Store> Store for AsTheLayerAsks<S> {
         key: &'a str,
         quotas: &'a [Quota],
         cost: u32,
-    ) -> tower_scale_ratelimit::BoxFuture<
-        'a,
-        Result<tower_scale_ratelimit::Decision, tower_scale_ratelimit::StoreError>,
-    > {
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         self.0.peek(key, quotas, cost)
     }
 }
@@ -291,7 +286,6 @@ impl<S: Store> Store for AsTheLayerAsks<S> {
 /// renewal) or as the layer asks (renewed below 2 units left): at most `4 × 5` (or
 /// `4 × (5 + 2)`) below the quota, never above it.
 async fn hybrid_bound(as_the_layer: bool) {
-    use tower_scale_ratelimit::HybridStore;
     let server = RedisServer::start();
     let backends = (0..4)
         .map(|_| RedisBackend::new(RedisConfig::new(server.url())).unwrap())
@@ -317,7 +311,6 @@ async fn hybrid_leases_renewed_ahead_stay_within_the_documented_bound() {
 
 #[tokio::test]
 async fn hybrid_leases_cut_round_trips_tenfold() {
-    use tower_scale_ratelimit::HybridStore;
     let server = RedisServer::start();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
     let quotas = [Quota::per_second(100_000)];
@@ -345,7 +338,6 @@ async fn hybrid_leases_cut_round_trips_tenfold() {
 /// a lease (nor Redis keys); the quota still binds once the leases are spent.
 #[tokio::test]
 async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
-    use tower_scale_ratelimit::HybridStore;
     let server = RedisServer::start();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
     // Leases taken only when spent (no background renewal: its timing is the next test's).
@@ -405,7 +397,6 @@ async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
 /// the quota still binds once the leases are spent.
 #[tokio::test]
 async fn hybrid_leases_are_renewed_before_they_run_out() {
-    use tower_scale_ratelimit::HybridStore;
     let server = RedisServer::start();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
     let store =
@@ -561,7 +552,7 @@ fn impatient_backend(server: &RedisServer) -> RedisBackend {
 }
 
 /// Until the background lease renewals under way have ended (real I/O: bounded polling).
-async fn renewals_settled(store: &tower_scale_ratelimit::HybridStore<RedisStore>) {
+async fn renewals_settled(store: &HybridStore<RedisStore>) {
     for _ in 0..5_000 {
         if store.prefetches_in_flight() == 0 {
             return;
@@ -575,7 +566,6 @@ async fn renewals_settled(store: &tower_scale_ratelimit::HybridStore<RedisStore>
 /// serves its units, and the request that finds it spent gets the layer's `OnStoreError`.
 #[tokio::test]
 async fn a_failed_background_renewal_leaves_the_lease_serving_then_the_policy_applies() {
-    use tower_scale_ratelimit::HybridStore;
     let server = RedisServer::start();
     let backend = impatient_backend(&server);
     let store =
