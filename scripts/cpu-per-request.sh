@@ -11,7 +11,8 @@
 # Prints requests/s, server µs/request, Redis µs/request and the usec_per_call of the
 # scenario's main Redis command, then the medians per server.
 # Environment: ROUNDS (3), DURATION (5), WARM (2), CACHED_IDS (1000, for cached), SHARED (the
-# folder holding bench/).
+# folder holding bench/). Needs wrk, curl, python3, redis-server and redis-cli (Debian: wrk,
+# curl, python3, redis-server, redis-tools); the test suite does not.
 set -euo pipefail
 SCENARIO="$1"; shift
 ROUNDS="${ROUNDS:-3}"

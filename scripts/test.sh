@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or a developer's one:
 #   scripts/test.sh
-# Installs what the tests need when it is missing (redis-server, redis-cli and PostgreSQL from Debian's
-# packages, using sudo when not root; a Rust toolchain through rustup when cargo is absent),
+# Installs what the tests need when it is missing (redis-server, redis-cli, nginx and PostgreSQL from
+# Debian's packages, using sudo when not root; a Rust toolchain through rustup when cargo is absent),
 # then runs formatting, lint, doc and test checks of the whole workspace.
 # Tests start their own redis-server processes on free loopback ports; nothing uses 6379.
 set -euo pipefail

@@ -8,7 +8,9 @@
 #
 # Scripts measured: RedisStore's current one (from src/store.rs), the previous one (from git,
 # PREV, default 401bb21), and tower-rate-limit-redis's (from the cargo registry), each with one
-# quota, every call admitted. Environment: N (20000), KEYS (10), PREV.
+# quota, every call admitted. Environment: N (20000), KEYS (10), PREV. Needs valgrind,
+# redis-server, redis-cli, redis-benchmark (Debian: valgrind, redis-server, redis-tools) and
+# python3; the test suite does not.
 set -euo pipefail
 N="${N:-20000}"
 NKEYS="${KEYS:-10}"
