@@ -19,7 +19,7 @@ use axum::http::Request;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::ServiceExt;
-use tower_scale_ratelimit::{Key, MemoryStore, Quota, RateLimitLayer, Store};
+use tower_scale_ratelimit::{Key, LimiterClock, MemoryStore, Quota, RateLimitLayer, Store};
 
 fn app() -> Router {
     Router::new().route("/", get(|| async { "ok" }))
@@ -33,14 +33,14 @@ fn bench(c: &mut Criterion) {
     let _guard = rt.enter();
     let ours = app().layer(
         RateLimitLayer::new(
-            MemoryStore::new(100_000),
+            MemoryStore::new(100_000).with_clock(LimiterClock::system()),
             [Quota::per_second(1_000_000).burst(1_000_000)],
         )
         .unwrap(),
     );
     let ours_no_headers = app().layer(
         RateLimitLayer::new(
-            MemoryStore::new(100_000),
+            MemoryStore::new(100_000).with_clock(LimiterClock::system()),
             [Quota::per_second(1_000_000).burst(1_000_000)],
         )
         .unwrap()
@@ -93,7 +93,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     // The store alone: one decision for one of 1,000 keys.
-    let store = MemoryStore::new(100_000);
+    let store = MemoryStore::new(100_000).with_clock(LimiterClock::system());
     let quotas = [Quota::per_second(1_000_000).burst(1_000_000)];
     let keys: Vec<Key> = addrs.iter().map(|a| Key::ip(a.ip(), 64)).collect();
     let mut i = 0usize;

@@ -714,7 +714,7 @@ impl Policy {
     fn local_decision(&self, key: &str, op: Op) -> Decision {
         let (quotas, cost) = (&self.fallback_quotas, self.cost);
         match op {
-            Op::Check => self.fallback.decide(&Key::from(key), quotas, cost),
+            Op::Check => self.fallback.decide::<true>(&Key::from(key), quotas, cost),
             Op::Peek => self.fallback.decide_counted(key, quotas, cost, false),
             Op::Consume => self.fallback.decide_counted(key, quotas, cost, true),
         }
@@ -787,12 +787,15 @@ where
         }
         // Decided in this process (memory, a live lease): no boxed future, no clone of the
         // inner service.
-        if !policy.count_after
-            && let Some(d) =
-                policy
-                    .store
-                    .check_local(&policy.name, &key, &policy.quotas, policy.cost)
-        {
+        let store = &policy.store;
+        let local = if policy.count_after {
+            None
+        } else if policy.headers {
+            store.check_local(&policy.name, &key, &policy.quotas, policy.cost)
+        } else {
+            store.admit_local(&policy.name, &key, &policy.quotas, policy.cost)
+        };
+        if let Some(d) = local {
             let c = &policy.counters;
             let decision = match policy.enforce(&self.rejection, d, &c.allowed, &c.rejected) {
                 Ok(decision) => decision,

@@ -35,6 +35,14 @@
 //! Ok(Router::new().route("/limited", get(|| async { "ok" })).layer(limit))
 //! # }
 //! ```
+//!
+//! # Testing with paused time
+//!
+//! A [`MemoryStore`] counts in quanta's clock (the CPU's time-stamp counter, as governor and
+//! tower_governor do), which `tokio::time::pause` does not stop. To test limits with paused
+//! and advanced time, turn on this crate's `test-util` feature in your `[dev-dependencies]`:
+//! stores then count in tokio's clock by default. Or choose per store with
+//! [`MemoryStore::with_clock`] and [`LimiterClock`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
@@ -55,7 +63,7 @@ pub use self::{
         RateLimitLayer, Rejection, ResponseFuture,
     },
     quota::{Quota, QuotaError},
-    store::{BoxFuture, Decision, MemoryStore, Store, StoreError, TokioClock, TokioInstant},
+    store::{BoxFuture, Decision, LimiterClock, LimiterInstant, MemoryStore, Store, StoreError},
 };
 
 #[cfg(feature = "redis")]

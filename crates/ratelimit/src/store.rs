@@ -121,6 +121,21 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// [`check_local`](Self::check_local) for a caller that needs only the verdict: whether
+    /// the request is admitted and, when not, `retry_after` and `never`. The layer asks this
+    /// instead when its `RateLimit` header fields are off; a store may then leave `remaining`
+    /// and `reset` unset (as [`MemoryStore`] does, to spare their arithmetic). By default
+    /// `check_local`.
+    fn admit_local(
+        &self,
+        policy: &str,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Option<Decision> {
+        self.check_local(policy, key, quotas, cost)
+    }
+
     /// [`check`](Self::check) for `key` of the policy named `policy`, as the layer calls it:
     /// stores may build their own key from the parts instead of the `"<policy>:<key>"` text
     /// `check` is given (which this default builds).
@@ -147,25 +162,83 @@ pub(crate) fn policy_key(policy: &str, key: &Key) -> String {
     out
 }
 
-/// tokio time as a governor clock, so tests can pause and advance it.
+/// The time a [`MemoryStore`] counts in, as a governor clock.
+///
+/// Two sources:
+/// - [`system`](Self::system): the CPU's time-stamp counter read through quanta (the clock
+///   governor and tower_governor use by default; quanta falls back to the OS's monotonic clock
+///   where the counter is not reliable). The cheapest to read: a decision reads it once.
+/// - [`tokio`](Self::tokio): tokio's clock, which follows `tokio::time::pause` and `advance`,
+///   so tests of time-based behaviour run without sleeping.
+///
+/// The [`default`](Self::default) is `system`, or `tokio` when this crate's `test-util`
+/// feature is on: enable it in your `[dev-dependencies]` to test limits with paused time, as
+/// tokio's own `test-util` does for `tokio::time`.
+///
+/// ```
+/// use tower_scale_ratelimit::{LimiterClock, MemoryStore};
+///
+/// // Follows tokio's paused time, whatever the features.
+/// let store = MemoryStore::new(100_000).with_clock(LimiterClock::tokio());
+/// # let _ = store;
+/// ```
 #[derive(Clone, Debug)]
-pub struct TokioClock {
-    base: tokio::time::Instant,
+pub struct LimiterClock {
+    source: ClockSource,
 }
 
-impl Default for TokioClock {
-    fn default() -> Self {
+#[derive(Clone, Debug)]
+enum ClockSource {
+    System {
+        clock: governor::clock::QuantaClock,
+        base: governor::clock::QuantaInstant,
+    },
+    Tokio {
+        base: tokio::time::Instant,
+    },
+}
+
+impl LimiterClock {
+    /// The CPU's time-stamp counter (quanta), starting now.
+    pub fn system() -> Self {
+        let clock = governor::clock::QuantaClock::default();
+        let base = clock.now();
         Self {
-            base: tokio::time::Instant::now(),
+            source: ClockSource::System { clock, base },
+        }
+    }
+
+    /// tokio's clock (pausable in tests), starting now.
+    pub fn tokio() -> Self {
+        Self {
+            source: ClockSource::Tokio {
+                base: tokio::time::Instant::now(),
+            },
+        }
+    }
+
+    /// Whether this clock follows tokio's (pausable) time.
+    pub fn is_tokio(&self) -> bool {
+        matches!(self.source, ClockSource::Tokio { .. })
+    }
+}
+
+impl Default for LimiterClock {
+    /// [`system`](Self::system), or [`tokio`](Self::tokio) with feature `test-util`.
+    fn default() -> Self {
+        if cfg!(feature = "test-util") {
+            Self::tokio()
+        } else {
+            Self::system()
         }
     }
 }
 
-/// An instant of [`TokioClock`]: nanoseconds since the clock was made.
+/// An instant of [`LimiterClock`]: nanoseconds since the clock was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TokioInstant(u64);
+pub struct LimiterInstant(u64);
 
-impl Add<Nanos> for TokioInstant {
+impl Add<Nanos> for LimiterInstant {
     type Output = Self;
 
     fn add(self, rhs: Nanos) -> Self {
@@ -173,7 +246,7 @@ impl Add<Nanos> for TokioInstant {
     }
 }
 
-impl Reference for TokioInstant {
+impl Reference for LimiterInstant {
     fn duration_since(&self, earlier: Self) -> Nanos {
         Nanos::from(self.0.saturating_sub(earlier.0))
     }
@@ -183,18 +256,24 @@ impl Reference for TokioInstant {
     }
 }
 
-impl Clock for TokioClock {
-    type Instant = TokioInstant;
+impl Clock for LimiterClock {
+    type Instant = LimiterInstant;
 
-    fn now(&self) -> TokioInstant {
-        TokioInstant(u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    #[inline]
+    fn now(&self) -> LimiterInstant {
+        LimiterInstant(match &self.source {
+            ClockSource::System { clock, base } => clock.now().duration_since(*base).as_u64(),
+            ClockSource::Tokio { base } => {
+                u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            }
+        })
     }
 }
 
 type Limiter = governor::RateLimiter<
     Key,
-    governor::state::keyed::DashMapStateStore<Key>,
-    TokioClock,
+    governor::state::keyed::DashMapStateStore<Key, foldhash::quality::RandomState>,
+    LimiterClock,
     StateInformationMiddleware,
 >;
 
@@ -227,7 +306,7 @@ struct MemoryInner {
     counted: std::sync::Mutex<HashMap<String, Box<[u64]>>>,
     max_keys: usize,
     checks: std::sync::atomic::AtomicU64,
-    clock: TokioClock,
+    clock: LimiterClock,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -248,9 +327,28 @@ impl MemoryStore {
                 counted: std::sync::Mutex::new(HashMap::new()),
                 max_keys: usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX),
                 checks: std::sync::atomic::AtomicU64::new(0),
-                clock: TokioClock::default(),
+                clock: LimiterClock::default(),
             }),
         }
+    }
+
+    /// The clock decisions are made in (default: [`LimiterClock::default`]). Meant for
+    /// construction: a store that has decided already, or has been cloned, is replaced by a
+    /// fresh one on the new clock (its counts are not carried over, as they were measured in
+    /// the other clock's time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: LimiterClock) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) if inner.limiters.get().is_none() => inner.clock = clock,
+            _ => {
+                let max_keys = u64::try_from(self.inner.max_keys).unwrap_or(u64::MAX);
+                self = Self::new(max_keys);
+                if let Some(inner) = Arc::get_mut(&mut self.inner) {
+                    inner.clock = clock;
+                }
+            }
+        }
+        self
     }
 
     /// Keys held now (of the first quota).
@@ -267,7 +365,14 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    pub(crate) fn decide(&self, key: &Key, quotas: &[Quota], cost: u32) -> Decision {
+    /// Checks `cost` units of `key` against every quota. With `DETAIL` false, only the
+    /// verdict is filled in (`remaining` and `reset` are left as they start).
+    pub(crate) fn decide<const DETAIL: bool>(
+        &self,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Decision {
         let Some(cost) = NonZeroU32::new(cost) else {
             return Decision::unlimited();
         };
@@ -276,9 +381,10 @@ impl MemoryStore {
             quotas
                 .iter()
                 .map(|q| QuotaLimiter {
-                    limiter: governor::RateLimiter::dashmap_with_clock(
+                    limiter: governor::RateLimiter::dashmap_with_clock_and_hasher(
                         governor_quota(q),
                         inner.clock.clone(),
+                        foldhash::quality::RandomState::default(),
                     )
                     .with_middleware::<StateInformationMiddleware>(),
                     interval_ns: u64::try_from(q.emission_interval().as_nanos())
@@ -304,7 +410,13 @@ impl MemoryStore {
         }
         let mut decision = Decision::unlimited();
         for l in limiters.iter() {
-            match l.limiter.check_key_n(key, cost) {
+            // A cost of one (most requests) needs none of `check_key_n`'s capacity check.
+            let checked = if cost == NonZeroU32::MIN {
+                Ok(l.limiter.check_key(key))
+            } else {
+                l.limiter.check_key_n(key, cost)
+            };
+            match checked {
                 Err(_) => return Decision::never(),
                 Ok(Err(not_until)) => {
                     decision.allowed = false;
@@ -315,6 +427,7 @@ impl MemoryStore {
                     ));
                     return decision;
                 }
+                Ok(Ok(_)) if !DETAIL => {}
                 Ok(Ok(snapshot)) => {
                     let remaining = snapshot.remaining_burst_capacity();
                     decision.remaining = decision.remaining.min(remaining);
@@ -416,7 +529,7 @@ impl Store for MemoryStore {
         quotas: &'a [Quota],
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-        let decision = self.decide(&Key::from(key), quotas, cost);
+        let decision = self.decide::<true>(&Key::from(key), quotas, cost);
         Box::pin(std::future::ready(Ok(decision)))
     }
 
@@ -449,7 +562,17 @@ impl Store for MemoryStore {
         quotas: &[Quota],
         cost: u32,
     ) -> Option<Decision> {
-        Some(self.decide(key, quotas, cost))
+        Some(self.decide::<true>(key, quotas, cost))
+    }
+
+    fn admit_local(
+        &self,
+        _policy: &str,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Option<Decision> {
+        Some(self.decide::<false>(key, quotas, cost))
     }
 }
 

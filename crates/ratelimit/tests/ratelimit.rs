@@ -11,8 +11,8 @@ use axum::http::{Request, Response, StatusCode};
 use axum::routing::get;
 use tower::ServiceExt;
 use tower_scale_ratelimit::{
-    BoxFuture, Decision, HeaderKey, HybridStore, Key, MemoryStore, MissingKey, OnStoreError, Quota,
-    RateLimitLayer, RedisStore, Store, StoreError,
+    BoxFuture, Decision, HeaderKey, HybridStore, Key, LimiterClock, MemoryStore, MissingKey,
+    OnStoreError, Quota, RateLimitLayer, RedisStore, Store, StoreError,
 };
 use tower_scale_redis::{RedisBackend, RedisConfig, redis};
 use tower_scale_testkit::{RedisCluster, RedisServer};
@@ -49,8 +49,8 @@ async fn gcra_burst_then_steady_rate() {
     gcra_burst_then_steady_rate_with(true).await;
 }
 
-/// With the header fields off, `MemoryStore` decides without governor's state snapshot: the
-/// same decisions.
+/// With the header fields off, the layer asks for the verdict only (`Store::admit_local`):
+/// the same decisions.
 #[tokio::test(start_paused = true)]
 async fn gcra_burst_then_steady_rate_without_headers() {
     gcra_burst_then_steady_rate_with(false).await;
@@ -180,6 +180,55 @@ fn bad_policies_are_errors() {
     assert!(err.to_string().contains("bad name"), "{err}");
     let q: Quota = serde_json::from_str(r#"{"count": 100, "period": "1m", "burst": 10}"#).unwrap();
     assert_eq!(q, Quota::per_minute(100).burst(10));
+}
+
+/// This crate's tests turn on its `test-util` feature, so stores count in tokio's paused time
+/// by default. A store given the system clock does not see tokio's time move: a key refused
+/// for a minute stays refused however far tokio's clock is advanced, while the store on tokio's
+/// clock admits it again.
+#[tokio::test(start_paused = true)]
+async fn stores_count_in_the_clock_they_are_given() {
+    assert!(LimiterClock::default().is_tokio());
+    assert!(!LimiterClock::system().is_tokio());
+    let limit = |store: MemoryStore| {
+        RateLimitLayer::new(store, [Quota::per_minute(1)])
+            .unwrap()
+            .key_with(api_key())
+    };
+    let system = app(limit(
+        MemoryStore::new(10).with_clock(LimiterClock::system()),
+    ));
+    let tokio_time = app(limit(MemoryStore::new(10)));
+    for app in [&system, &tokio_time] {
+        assert_eq!(hit(app, Some("k")).await.status(), StatusCode::OK);
+        assert_eq!(
+            hit(app, Some("k")).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert_eq!(hit(&tokio_time, Some("k")).await.status(), StatusCode::OK);
+    assert_eq!(
+        hit(&system, Some("k")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// A clock given to a store that has counted already starts a fresh store: counts measured in
+/// one clock's time mean nothing in another's. The store it was cloned from keeps its keys.
+#[test]
+fn a_clock_given_after_use_starts_the_store_afresh() {
+    let quotas = [Quota::per_minute(1)];
+    let store = MemoryStore::new(10);
+    let key = Key::from("k");
+    assert!(store.check_local("p", &key, &quotas, 1).unwrap().allowed);
+    assert_eq!(store.len(), 1);
+    let kept = store.clone();
+    let fresh = store.with_clock(LimiterClock::tokio());
+    assert_eq!(fresh.len(), 0);
+    assert!(fresh.check_local("p", &key, &quotas, 1).unwrap().allowed);
+    assert_eq!(kept.len(), 1);
+    assert!(!kept.check_local("p", &key, &quotas, 1).unwrap().allowed);
 }
 
 /// Four independent limiters (separate backends, as four processes would have) hammer one key
