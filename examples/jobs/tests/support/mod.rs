@@ -243,10 +243,18 @@ impl Env {
 /// binaries are built like the tests): keeps the jobs long enough to be caught mid-way in a
 /// debug and in a release build alike. Only picks a size; nothing is asserted on time.
 pub fn calibrated_rounds(target: Duration) -> u32 {
-    let probe = 50u32;
-    let start = Instant::now();
-    std::hint::black_box(frame_digest("calibration", 0, probe));
-    let per_round = start.elapsed().as_secs_f64() / f64::from(probe);
+    // The fastest of several probes: a probe the scheduler preempted (other tests, builds on
+    // the machine) reads slow, and rounds computed from it would make frames far shorter than
+    // `target`. From the fastest, a frame lasts at least `target` on this machine, longer when
+    // it is loaded; the tests need frames no shorter than asked.
+    let probe = 200u32;
+    let per_round = (0..10)
+        .map(|i| {
+            let start = Instant::now();
+            std::hint::black_box(frame_digest("calibration", i, probe));
+            start.elapsed().as_secs_f64() / f64::from(probe)
+        })
+        .fold(f64::INFINITY, f64::min);
     let rounds = (target.as_secs_f64() / per_round.max(1e-9)).round();
     (rounds as u32).clamp(10, 1_000_000)
 }
