@@ -20,7 +20,7 @@ use super::policy::{
     BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
 };
 use super::values::{self, HitStatuses};
-use crate::cache::{Coordinated, flight_key, millis};
+use crate::cache::{Coordinated, Read, flight_key, millis};
 use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse};
 use crate::flight::{Join, Leader, Outcome};
 use crate::{BoxError, Cache, Error};
@@ -505,7 +505,7 @@ enum HttpOutcome {
 
 /// What a lookup found.
 struct Found {
-    entry: Option<Arc<Entry>>,
+    entry: Option<Read>,
     names: Option<Arc<[HeaderName]>>,
     /// The field looked up: the base field (no allocation) or a variant.
     field: Cow<'static, str>,
@@ -520,6 +520,14 @@ fn status(name: &str, detail: &str) -> HeaderValue {
 fn with_status<B>(mut res: Response<B>, value: HeaderValue) -> Response<B> {
     res.headers_mut().append(CACHE_STATUS, value);
     res
+}
+
+/// Whether a response of `status` may carry `Content-Length` (not 1xx, 204 or 304, RFC 9110
+/// §8.6).
+fn may_have_content_length(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
 }
 
 /// A `GET`/`HEAD` request with a key: the lookup, then a fresh hit served here or the rest
@@ -647,42 +655,46 @@ where
     let cache = &shared.cache;
     let group = key.as_str();
     let mut stale = None;
-    if let Some(entry) = found.entry {
-        match entry.freshness(now) {
+    if let Some(read) = found.entry {
+        let by = match read.freshness(now) {
             Freshness::Fresh(left) => {
                 let status = shared.settings.hit_statuses.get(left / 1000);
-                return Ok(shared.respond(entry, &parts, now, status));
+                return Ok(shared.respond(read, &parts, now, status));
             }
-            Freshness::Stale(by) if entry.can_revalidate_stale(now) => {
-                if parts.method == Method::GET
-                    && let Join::Leader(leader) =
-                        cache.inner.flights.join(flight_key(group, &found.field))
-                {
-                    let req = rebuild::<ReqBody>(&parts);
-                    let shared = Arc::clone(&shared);
-                    let group = group.to_owned();
-                    let names = found.names.clone();
-                    let stale = Arc::clone(&entry);
-                    tokio::spawn(async move {
-                        let (parts, body) = req.into_parts();
-                        let miss = Miss {
-                            group: &group,
-                            names,
-                            stale: Some(stale),
-                            verb: "fwd=stale",
-                            store_down: false,
-                        };
-                        drop(shared.lead(inner, parts, body, miss, leader).await);
-                    });
-                }
-                let detail = format!(
-                    "hit; ttl=-{}; detail=stale-while-revalidate",
-                    by.div_ceil(1000)
-                );
-                return Ok(shared.serve(&entry, &parts, &detail));
+            Freshness::Stale(by) => by,
+        };
+        // A stale entry is shared: with the background refresh, or kept for an origin error.
+        let entry = read.into_shared();
+        if entry.can_revalidate_stale(now) {
+            if parts.method == Method::GET
+                && let Join::Leader(leader) =
+                    cache.inner.flights.join(flight_key(group, &found.field))
+            {
+                let req = rebuild::<ReqBody>(&parts);
+                let shared = Arc::clone(&shared);
+                let group = group.to_owned();
+                let names = found.names.clone();
+                let stale = Arc::clone(&entry);
+                tokio::spawn(async move {
+                    let (parts, body) = req.into_parts();
+                    let miss = Miss {
+                        group: &group,
+                        names,
+                        stale: Some(stale),
+                        verb: "fwd=stale",
+                        store_down: false,
+                    };
+                    drop(shared.lead(inner, parts, body, miss, leader).await);
+                });
             }
-            Freshness::Stale(_) if entry.can_serve_on_error(now) => stale = Some(entry),
-            Freshness::Stale(_) => {}
+            let detail = format!(
+                "hit; ttl=-{}; detail=stale-while-revalidate",
+                by.div_ceil(1000)
+            );
+            return Ok(shared.serve(&entry, &parts, &detail));
+        }
+        if entry.can_serve_on_error(now) {
+            stale = Some(entry);
         }
     }
     if parts.method == Method::HEAD {
@@ -782,53 +794,58 @@ impl<K: MakeCacheKey> Shared<K> {
                 });
             }
         }
-        let base = cache.lookup(group, BASE_FIELD).await?;
-        let Some(base) = base else {
-            return Ok(Found {
-                entry: None,
-                field: known.as_ref().map_or(Cow::Borrowed(BASE_FIELD), |n| {
-                    Cow::Owned(variant_field(n, headers))
-                }),
-                names: known,
-                vary_miss: false,
-            });
-        };
-        match &base.body {
-            EntryBody::Response(_) => Ok(Found {
-                entry: Some(base),
-                names: None,
-                field: Cow::Borrowed(BASE_FIELD),
-                vary_miss: false,
-            }),
-            EntryBody::Vary(names) => {
-                let names: Arc<[HeaderName]> = names.to_vec().into();
-                let field = variant_field(&names, headers);
-                let same = known.as_deref() == Some(&*names);
-                if !same {
-                    cache.inner.remember_vary(group, Arc::clone(&names));
+        // The base entry is dropped before any other read (the future stays small).
+        let names = {
+            let base = cache.lookup(group, BASE_FIELD).await?;
+            let Some(base) = base else {
+                return Ok(Found {
+                    entry: None,
+                    field: known.as_ref().map_or(Cow::Borrowed(BASE_FIELD), |n| {
+                        Cow::Owned(variant_field(n, headers))
+                    }),
+                    names: known,
+                    vary_miss: false,
+                });
+            };
+            match &base.body {
+                EntryBody::Response(_) => {
+                    return Ok(Found {
+                        entry: Some(base),
+                        names: None,
+                        field: Cow::Borrowed(BASE_FIELD),
+                        vary_miss: false,
+                    });
                 }
-                let entry = if same {
-                    None
-                } else {
-                    cache
-                        .lookup(group, &field)
-                        .await?
-                        .filter(|e| matches!(e.body, EntryBody::Response(_)))
-                };
-                Ok(Found {
-                    vary_miss: entry.is_none(),
-                    entry,
-                    names: Some(names),
-                    field: field.into(),
-                })
+                EntryBody::Vary(names) => Arc::<[HeaderName]>::from(names.to_vec()),
+                EntryBody::Value(_) => {
+                    return Ok(Found {
+                        entry: None,
+                        names: None,
+                        field: Cow::Borrowed(BASE_FIELD),
+                        vary_miss: false,
+                    });
+                }
             }
-            EntryBody::Value(_) => Ok(Found {
-                entry: None,
-                names: None,
-                field: Cow::Borrowed(BASE_FIELD),
-                vary_miss: false,
-            }),
+        };
+        let field = variant_field(&names, headers);
+        let same = known.as_deref() == Some(&*names);
+        if !same {
+            cache.inner.remember_vary(group, Arc::clone(&names));
         }
+        let entry = if same {
+            None
+        } else {
+            cache
+                .lookup(group, &field)
+                .await?
+                .filter(|e| matches!(e.body, EntryBody::Response(_)))
+        };
+        Ok(Found {
+            vary_miss: entry.is_none(),
+            entry,
+            names: Some(names),
+            field: field.into(),
+        })
     }
 
     /// A response from the origin, passed through.
@@ -852,7 +869,8 @@ impl<K: MakeCacheKey> Shared<K> {
         detail: &str,
     ) -> Response<ResponseBody<B>> {
         let status = status(&self.settings.name, detail);
-        self.respond(Arc::clone(entry), parts, self.cache.now_ms(), status)
+        let entry = Read::Shared(Arc::clone(entry));
+        self.respond(entry, parts, self.cache.now_ms(), status)
     }
 
     /// A response from a stored entry with the `Cache-Status` value `cache_status`. The
@@ -861,7 +879,7 @@ impl<K: MakeCacheKey> Shared<K> {
     /// added here (header values and the body share their bytes with the entry either way).
     fn respond<B>(
         &self,
-        entry: Arc<Entry>,
+        entry: Read,
         parts: &Parts,
         now: u64,
         cache_status: HeaderValue,
@@ -894,7 +912,7 @@ impl<K: MakeCacheKey> Shared<K> {
             return with_status(res, cache_status);
         }
         let head = parts.method == Method::HEAD;
-        let (status, mut headers, body) = match Arc::try_unwrap(entry) {
+        let (status, mut headers, body) = match entry.try_into_owned() {
             Ok(Entry {
                 body: EntryBody::Response(stored),
                 ..
@@ -953,7 +971,7 @@ impl<K: MakeCacheKey> Shared<K> {
             cache
                 .coordinate(group, &field, miss.stale.is_some(), || async {
                     let found = self.find(group, &parts.headers).await.ok()?;
-                    found.entry
+                    found.entry.map(Read::into_shared)
                 })
                 .await
         };
@@ -1159,6 +1177,11 @@ impl<K: MakeCacheKey> Shared<K> {
                 continue;
             }
             headers.append(name.clone(), value.clone());
+        }
+        // Stored with the entry, a hit's `Content-Length` is a slice of the bytes read (else
+        // a server or router would format it for every hit); a `HEAD` hit carries it too.
+        if !headers.contains_key(header::CONTENT_LENGTH) && may_have_content_length(parts.status) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
         let age = parts
             .headers
