@@ -293,43 +293,6 @@ impl FetchOptions {
 /// What a typed leader hands its followers.
 type TypedOutcome<E> = Result<Arc<Entry>, Arc<E>>;
 
-/// An entry a lookup read: decoded from the store's bytes for this request alone (a hit
-/// without a local tier moves its headers and body into the response, and shares it with
-/// nothing: no `Arc`), or shared with the local tier.
-pub(crate) enum Read {
-    Decoded(Entry),
-    Shared(Arc<Entry>),
-}
-
-impl Read {
-    /// The entry, to share (with waiting requests, a background refresh).
-    pub(crate) fn into_shared(self) -> Arc<Entry> {
-        match self {
-            Self::Decoded(e) => Arc::new(e),
-            Self::Shared(e) => e,
-        }
-    }
-
-    /// The entry itself when nothing else holds it, else the shared one.
-    pub(crate) fn try_into_owned(self) -> Result<Entry, Arc<Entry>> {
-        match self {
-            Self::Decoded(e) => Ok(e),
-            Self::Shared(e) => Arc::try_unwrap(e),
-        }
-    }
-}
-
-impl std::ops::Deref for Read {
-    type Target = Entry;
-
-    fn deref(&self) -> &Entry {
-        match self {
-            Self::Decoded(e) => e,
-            Self::Shared(e) => e,
-        }
-    }
-}
-
 /// What the cross-instance lock decided.
 pub(crate) enum Coordinated {
     /// Go to the origin; release the lock (if any) afterwards.
@@ -442,13 +405,13 @@ impl Cache {
         &self,
         group: &str,
         field: &str,
-    ) -> Result<Option<Read>, StoreError> {
+    ) -> Result<Option<Arc<Entry>>, StoreError> {
         let epoch = match &self.inner.l1 {
             Some(l1) => {
                 #[cfg(feature = "redis")]
                 self.bus();
                 if let Some(e) = l1.get(group, field) {
-                    return Ok(Some(Read::Shared(e)));
+                    return Ok(Some(e));
                 }
                 Some(l1.epoch())
             }
@@ -458,7 +421,7 @@ impl Cache {
             return Ok(None);
         };
         let entry = match Entry::decode(bytes) {
-            Ok(e) => e,
+            Ok(e) => Arc::new(e),
             Err(e) => {
                 tracing::warn!(error = %e, group, field, "dropping a corrupt cache entry");
                 return Ok(None);
@@ -467,11 +430,9 @@ impl Cache {
         if let (Some(l1), Some(epoch)) = (&self.inner.l1, epoch)
             && entry.is_usable(self.now_ms())
         {
-            let entry = Arc::new(entry);
             l1.fill(group, field, &entry, epoch);
-            return Ok(Some(Read::Shared(entry)));
         }
-        Ok(Some(Read::Decoded(entry)))
+        Ok(Some(entry))
     }
 
     /// Writes entries of one group; failures are logged (the cache fails open).
@@ -608,8 +569,7 @@ impl Cache {
                 {
                     return Ok(v);
                 }
-                (entry.is_usable(now) && decode_value::<T>(&entry).is_some())
-                    .then(|| entry.into_shared())
+                (entry.is_usable(now) && decode_value::<T>(&entry).is_some()).then_some(entry)
             }
             Ok(None) => None,
             Err(e) => {
@@ -666,8 +626,7 @@ impl Cache {
         };
         let coordinated = self
             .coordinate(key, VALUE_FIELD, stale.is_some(), || async {
-                let read = self.lookup(key, VALUE_FIELD).await.ok().flatten();
-                read.map(Read::into_shared)
+                self.lookup(key, VALUE_FIELD).await.ok().flatten()
             })
             .await;
         let token = match coordinated {

@@ -20,7 +20,7 @@ use super::policy::{
     BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
 };
 use super::values::{self, HitStatuses};
-use crate::cache::{Coordinated, Read, flight_key, millis};
+use crate::cache::{Coordinated, flight_key, millis};
 use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse};
 use crate::flight::{Join, Leader, Outcome};
 use crate::{BoxError, Cache, Error};
@@ -505,7 +505,7 @@ enum HttpOutcome {
 
 /// What a lookup found.
 struct Found {
-    entry: Option<Read>,
+    entry: Option<Arc<Entry>>,
     names: Option<Arc<[HeaderName]>>,
     /// The field looked up: the base field (no allocation) or a variant.
     field: Cow<'static, str>,
@@ -550,37 +550,37 @@ where
     ResBody::Error: Into<BoxError>,
 {
     // The paths that may call the origin run in a boxed future of their own, so that this
-    // future stays the size a hit needs.
-    let s = &shared.settings;
-    let group = key.as_str();
-    let cache = &shared.cache;
-
-    // A failing store is a miss: the origin answers, still once for concurrent requests.
-    let (found, store_down) = match shared.find(group, &parts.headers).await {
-        Ok(found) => (found, false),
-        Err(e) => {
-            tracing::debug!(error = %e, "cache store unavailable; forwarding");
-            let found = Found {
-                entry: None,
-                names: None,
-                field: Cow::Borrowed(BASE_FIELD),
-                vary_miss: false,
-            };
-            (found, true)
-        }
-    };
-    let now = cache.now_ms();
-    if let Some(entry) = &found.entry
-        && let Freshness::Fresh(left) = entry.freshness(now)
-    {
-        let status = s.hit_statuses.get(left / 1000);
-        let Some(entry) = found.entry else {
-            unreachable!("checked above")
+    // future stays the size a hit needs: what the lookup found lives only inside this block
+    // (a local of the function would be kept in the future across the forward's `await`).
+    let forwarded = {
+        // A failing store is a miss: the origin answers, still once for concurrent requests.
+        let (found, store_down) = match shared.find(key.as_str(), &parts.headers).await {
+            Ok(found) => (found, false),
+            Err(e) => {
+                tracing::debug!(error = %e, "cache store unavailable; forwarding");
+                let found = Found {
+                    entry: None,
+                    names: None,
+                    field: Cow::Borrowed(BASE_FIELD),
+                    vary_miss: false,
+                };
+                (found, true)
+            }
         };
-        return Ok(shared.respond(entry, &parts, now, status));
-    }
-    let req = Request::from_parts(parts, body);
-    Box::pin(forward(shared, inner, req, key, found, store_down, now)).await
+        let now = shared.cache.now_ms();
+        if let Some(entry) = &found.entry
+            && let Freshness::Fresh(left) = entry.freshness(now)
+        {
+            let status = shared.settings.hit_statuses.get(left / 1000);
+            let Some(entry) = found.entry else {
+                unreachable!("checked above")
+            };
+            return Ok(shared.respond(entry, &parts, now, status));
+        }
+        let req = Request::from_parts(parts, body);
+        Box::pin(forward(shared, inner, req, key, found, store_down, now))
+    };
+    forwarded.await
 }
 
 /// A request the cache does not look up: the origin's response, passed through.
@@ -655,46 +655,42 @@ where
     let cache = &shared.cache;
     let group = key.as_str();
     let mut stale = None;
-    if let Some(read) = found.entry {
-        let by = match read.freshness(now) {
+    if let Some(entry) = found.entry {
+        match entry.freshness(now) {
             Freshness::Fresh(left) => {
                 let status = shared.settings.hit_statuses.get(left / 1000);
-                return Ok(shared.respond(read, &parts, now, status));
+                return Ok(shared.respond(entry, &parts, now, status));
             }
-            Freshness::Stale(by) => by,
-        };
-        // A stale entry is shared: with the background refresh, or kept for an origin error.
-        let entry = read.into_shared();
-        if entry.can_revalidate_stale(now) {
-            if parts.method == Method::GET
-                && let Join::Leader(leader) =
-                    cache.inner.flights.join(flight_key(group, &found.field))
-            {
-                let req = rebuild::<ReqBody>(&parts);
-                let shared = Arc::clone(&shared);
-                let group = group.to_owned();
-                let names = found.names.clone();
-                let stale = Arc::clone(&entry);
-                tokio::spawn(async move {
-                    let (parts, body) = req.into_parts();
-                    let miss = Miss {
-                        group: &group,
-                        names,
-                        stale: Some(stale),
-                        verb: "fwd=stale",
-                        store_down: false,
-                    };
-                    drop(shared.lead(inner, parts, body, miss, leader).await);
-                });
+            Freshness::Stale(by) if entry.can_revalidate_stale(now) => {
+                if parts.method == Method::GET
+                    && let Join::Leader(leader) =
+                        cache.inner.flights.join(flight_key(group, &found.field))
+                {
+                    let req = rebuild::<ReqBody>(&parts);
+                    let shared = Arc::clone(&shared);
+                    let group = group.to_owned();
+                    let names = found.names.clone();
+                    let stale = Arc::clone(&entry);
+                    tokio::spawn(async move {
+                        let (parts, body) = req.into_parts();
+                        let miss = Miss {
+                            group: &group,
+                            names,
+                            stale: Some(stale),
+                            verb: "fwd=stale",
+                            store_down: false,
+                        };
+                        drop(shared.lead(inner, parts, body, miss, leader).await);
+                    });
+                }
+                let detail = format!(
+                    "hit; ttl=-{}; detail=stale-while-revalidate",
+                    by.div_ceil(1000)
+                );
+                return Ok(shared.serve(&entry, &parts, &detail));
             }
-            let detail = format!(
-                "hit; ttl=-{}; detail=stale-while-revalidate",
-                by.div_ceil(1000)
-            );
-            return Ok(shared.serve(&entry, &parts, &detail));
-        }
-        if entry.can_serve_on_error(now) {
-            stale = Some(entry);
+            Freshness::Stale(_) if entry.can_serve_on_error(now) => stale = Some(entry),
+            Freshness::Stale(_) => {}
         }
     }
     if parts.method == Method::HEAD {
@@ -794,58 +790,53 @@ impl<K: MakeCacheKey> Shared<K> {
                 });
             }
         }
-        // The base entry is dropped before any other read (the future stays small).
-        let names = {
-            let base = cache.lookup(group, BASE_FIELD).await?;
-            let Some(base) = base else {
-                return Ok(Found {
-                    entry: None,
-                    field: known.as_ref().map_or(Cow::Borrowed(BASE_FIELD), |n| {
-                        Cow::Owned(variant_field(n, headers))
-                    }),
-                    names: known,
-                    vary_miss: false,
-                });
-            };
-            match &base.body {
-                EntryBody::Response(_) => {
-                    return Ok(Found {
-                        entry: Some(base),
-                        names: None,
-                        field: Cow::Borrowed(BASE_FIELD),
-                        vary_miss: false,
-                    });
+        let base = cache.lookup(group, BASE_FIELD).await?;
+        let Some(base) = base else {
+            return Ok(Found {
+                entry: None,
+                field: known.as_ref().map_or(Cow::Borrowed(BASE_FIELD), |n| {
+                    Cow::Owned(variant_field(n, headers))
+                }),
+                names: known,
+                vary_miss: false,
+            });
+        };
+        match &base.body {
+            EntryBody::Response(_) => Ok(Found {
+                entry: Some(base),
+                names: None,
+                field: Cow::Borrowed(BASE_FIELD),
+                vary_miss: false,
+            }),
+            EntryBody::Vary(names) => {
+                let names: Arc<[HeaderName]> = names.to_vec().into();
+                let field = variant_field(&names, headers);
+                let same = known.as_deref() == Some(&*names);
+                if !same {
+                    cache.inner.remember_vary(group, Arc::clone(&names));
                 }
-                EntryBody::Vary(names) => Arc::<[HeaderName]>::from(names.to_vec()),
-                EntryBody::Value(_) => {
-                    return Ok(Found {
-                        entry: None,
-                        names: None,
-                        field: Cow::Borrowed(BASE_FIELD),
-                        vary_miss: false,
-                    });
-                }
+                let entry = if same {
+                    None
+                } else {
+                    cache
+                        .lookup(group, &field)
+                        .await?
+                        .filter(|e| matches!(e.body, EntryBody::Response(_)))
+                };
+                Ok(Found {
+                    vary_miss: entry.is_none(),
+                    entry,
+                    names: Some(names),
+                    field: field.into(),
+                })
             }
-        };
-        let field = variant_field(&names, headers);
-        let same = known.as_deref() == Some(&*names);
-        if !same {
-            cache.inner.remember_vary(group, Arc::clone(&names));
+            EntryBody::Value(_) => Ok(Found {
+                entry: None,
+                names: None,
+                field: Cow::Borrowed(BASE_FIELD),
+                vary_miss: false,
+            }),
         }
-        let entry = if same {
-            None
-        } else {
-            cache
-                .lookup(group, &field)
-                .await?
-                .filter(|e| matches!(e.body, EntryBody::Response(_)))
-        };
-        Ok(Found {
-            vary_miss: entry.is_none(),
-            entry,
-            names: Some(names),
-            field: field.into(),
-        })
     }
 
     /// A response from the origin, passed through.
@@ -869,8 +860,7 @@ impl<K: MakeCacheKey> Shared<K> {
         detail: &str,
     ) -> Response<ResponseBody<B>> {
         let status = status(&self.settings.name, detail);
-        let entry = Read::Shared(Arc::clone(entry));
-        self.respond(entry, parts, self.cache.now_ms(), status)
+        self.respond(Arc::clone(entry), parts, self.cache.now_ms(), status)
     }
 
     /// A response from a stored entry with the `Cache-Status` value `cache_status`. The
@@ -879,7 +869,7 @@ impl<K: MakeCacheKey> Shared<K> {
     /// added here (header values and the body share their bytes with the entry either way).
     fn respond<B>(
         &self,
-        entry: Read,
+        entry: Arc<Entry>,
         parts: &Parts,
         now: u64,
         cache_status: HeaderValue,
@@ -912,7 +902,7 @@ impl<K: MakeCacheKey> Shared<K> {
             return with_status(res, cache_status);
         }
         let head = parts.method == Method::HEAD;
-        let (status, mut headers, body) = match entry.try_into_owned() {
+        let (status, mut headers, body) = match Arc::try_unwrap(entry) {
             Ok(Entry {
                 body: EntryBody::Response(stored),
                 ..
@@ -971,7 +961,7 @@ impl<K: MakeCacheKey> Shared<K> {
             cache
                 .coordinate(group, &field, miss.stale.is_some(), || async {
                     let found = self.find(group, &parts.headers).await.ok()?;
-                    found.entry.map(Read::into_shared)
+                    found.entry
                 })
                 .await
         };
