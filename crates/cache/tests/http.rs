@@ -1231,3 +1231,158 @@ async fn hits_from_the_local_tier_and_from_redis_carry_the_same_headers() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// Every header of a response, sorted (a name once per value), to compare whole sets.
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    list.sort();
+    list
+}
+
+fn expected_list(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    list.sort();
+    list
+}
+
+#[tokio::test]
+async fn a_hit_carries_exactly_the_stored_headers_its_length_age_and_cache_status() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let calls = counter();
+    // Forty headers: well-known names, names written out, repeated values, the tag header
+    // (not stored) and the origin's `Age` (added to the resident time).
+    let origin: Vec<(String, String)> = [
+        ("content-type", "application/json"),
+        ("cache-control", "max-age=100000"),
+        ("etag", "\"v1\""),
+        ("x-many", "a"),
+        ("x-many", "b"),
+        ("surrogate-key", "t1 t2"),
+        ("age", "3"),
+    ]
+    .iter()
+    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+    .chain((0..33).map(|i| (format!("x-header-{i}"), format!("value {i}"))))
+    .collect();
+    let app = {
+        let calls = calls.clone();
+        let origin = origin.clone();
+        Router::new()
+            .route(
+                "/doc",
+                get(move || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let mut h = HeaderMap::new();
+                    for (n, v) in &origin {
+                        h.append(
+                            header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                            HeaderValue::from_str(v).unwrap(),
+                        );
+                    }
+                    async move { (h, "0123456789") }
+                }),
+            )
+            .layer(ResponseCacheLayer::new(cache(&server, &clock)))
+    };
+    let first = fetch(&app, "/doc").await;
+    assert_eq!(first.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    let stored: Vec<(&str, &str)> = origin
+        .iter()
+        .filter(|(n, _)| n != "surrogate-key" && n != "age")
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain([("content-length", "10")])
+        .collect();
+
+    clock.advance(Duration::from_secs(5));
+    let hit = fetch(&app, "/doc").await;
+    assert_eq!(hit.text(), "0123456789");
+    let mut want = stored.clone();
+    want.extend([
+        ("age", "8"),
+        ("cache-status", "tower-scale; hit; ttl=99995"),
+    ]);
+    assert_eq!(header_list(&hit.headers), expected_list(&want));
+
+    // `HEAD`: the same headers, the `GET`'s length, no body.
+    let head = send(&app, Request::head("/doc").body(Body::empty()).unwrap()).await;
+    assert!(head.body.is_empty());
+    assert_eq!(header_list(&head.headers), expected_list(&want));
+
+    // Past the precomputed values: `Age` 2003 (2,000 s resident and the origin's 3), 98,000 s
+    // of the lifetime left.
+    clock.advance(Duration::from_secs(1995));
+    let later = fetch(&app, "/doc").await;
+    let mut want = stored.clone();
+    want.extend([
+        ("age", "2003"),
+        ("cache-status", "tower-scale; hit; ttl=98000"),
+    ]);
+    assert_eq!(header_list(&later.headers), expected_list(&want));
+
+    // A matching `If-None-Match`: 304 with the validators and caching headers only.
+    let not_modified = send(
+        &app,
+        Request::get("/doc")
+            .header(header::IF_NONE_MATCH, "\"v0\", W/\"v1\"")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.body.is_empty());
+    assert_eq!(
+        header_list(&not_modified.headers),
+        expected_list(&[
+            ("cache-control", "max-age=100000"),
+            ("etag", "\"v1\""),
+            ("age", "2003"),
+            ("cache-status", "tower-scale; hit; ttl=98000"),
+            ("content-length", "0"),
+        ])
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn entries_store_their_content_length_except_for_204() {
+    use tower_scale_redis::redis;
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let app = Router::new()
+        .route(
+            "/empty",
+            get(|| async {
+                (
+                    StatusCode::NO_CONTENT,
+                    [(header::CACHE_CONTROL, "max-age=60")],
+                )
+            }),
+        )
+        .route(
+            "/full",
+            get(|| async { ([(header::CACHE_CONTROL, "max-age=60")], "abc") }),
+        )
+        .layer(ResponseCacheLayer::new(cache(&server, &clock)));
+    let raw = backend(&server);
+    // The header count: after the magic, kind, four lifetimes, status and origin `Age`.
+    let stored_headers = |bytes: &[u8]| u16::from_be_bytes([bytes[43], bytes[44]]);
+    // `/empty`: `cache-control`; `/full`: that, axum's `content-type` and the length.
+    for (path, headers) in [("/empty", 1), ("/full", 3)] {
+        fetch(&app, path).await;
+        let key = format!("ts:cache:{{{path}}}:s:GET");
+        let bytes: Vec<u8> = raw.query(redis::cmd("GET").arg(&key)).await.unwrap();
+        assert_eq!(stored_headers(&bytes), headers, "{path}");
+        let hit = fetch(&app, path).await;
+        assert_eq!(hit.cache_status(), "tower-scale; hit; ttl=60", "{path}");
+    }
+    let full = fetch(&app, "/full").await;
+    assert_eq!(full.headers["content-length"], "3");
+    assert_eq!(full.text(), "abc");
+}

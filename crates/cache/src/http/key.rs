@@ -1,33 +1,67 @@
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use http::request::Parts;
+use http::uri::PathAndQuery;
 
 /// The cache key of an HTTP resource: what one purge removes (the resource with all its
 /// `Vary` variants). The variant is chosen by the cache from the response's `Vary`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CacheKey(String);
+#[derive(Clone)]
+pub struct CacheKey(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(String),
+    /// The request's own path and query, when it is the key as is (shares the request's
+    /// bytes: no allocation).
+    Uri(PathAndQuery),
+}
 
 impl CacheKey {
     /// A key from any string.
     pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
+        Self(Repr::Owned(key.into()))
     }
 
     /// The key as a string (pass it to [`Cache::invalidate`](crate::Cache::invalidate)).
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Owned(s) => s,
+            Repr::Uri(pq) => pq.as_str(),
+        }
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CacheKey").field(&self.as_str()).finish()
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl From<String> for CacheKey {
     fn from(s: String) -> Self {
-        Self(s)
+        Self::new(s)
     }
 }
 
 impl From<&str> for CacheKey {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self::new(s)
     }
 }
 
@@ -113,6 +147,16 @@ impl MakeCacheKey for DefaultKey {
         } else {
             ""
         };
+        // The usual key, the request's path and query as they are (no host, a query without
+        // anything to drop or reorder), shares the request's bytes.
+        if host.is_empty()
+            && let Some(pq) = parts.uri.path_and_query()
+            && pq.path() == path
+            && pq.query() == parts.uri.query()
+            && (pq.query().is_none() || self.is_normalised(query))
+        {
+            return Some(CacheKey(Repr::Uri(pq.clone())));
+        }
         let mut key = String::with_capacity(host.len() + path.len() + query.len() + 1);
         key.push_str(host);
         key.push_str(path);
@@ -120,7 +164,7 @@ impl MakeCacheKey for DefaultKey {
             let mut pairs: Vec<&str> = query
                 .split('&')
                 .filter(|p| !p.is_empty())
-                .filter(|p| !self.ignored.iter().any(|i| i == param_name(p)))
+                .filter(|p| !self.is_ignored(p))
                 .collect();
             if pairs.len() > 1 {
                 // Stable: repeated parameters keep their order.
@@ -131,7 +175,27 @@ impl MakeCacheKey for DefaultKey {
                 key.push_str(p);
             }
         }
-        Some(CacheKey(key))
+        Some(CacheKey::new(key))
+    }
+}
+
+impl DefaultKey {
+    fn is_ignored(&self, pair: &str) -> bool {
+        self.ignored.iter().any(|i| i == param_name(pair))
+    }
+
+    /// Whether normalising leaves the non-empty `query` as it is: no empty or ignored
+    /// parameter, names already in order.
+    fn is_normalised(&self, query: &str) -> bool {
+        let mut last = "";
+        for pair in query.split('&') {
+            let name = param_name(pair);
+            if pair.is_empty() || name < last || self.is_ignored(pair) {
+                return false;
+            }
+            last = name;
+        }
+        !query.is_empty()
     }
 }
 
@@ -145,7 +209,7 @@ mod tests {
 
     fn key(k: &DefaultKey, uri: &str) -> String {
         let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
-        k.make_cache_key(&parts).unwrap().0
+        k.make_cache_key(&parts).unwrap().as_str().to_owned()
     }
 
     #[test]
@@ -163,5 +227,40 @@ mod tests {
         assert_eq!(key(&k, "/a?&&b=1&"), "/a?b=1");
         let host = DefaultKey::new().with_host(true);
         assert_eq!(key(&host, "http://example.com/a?b"), "example.com/a?b");
+    }
+
+    #[test]
+    fn a_path_and_query_left_as_is_is_shared_with_the_request() {
+        let k = DefaultKey::new().ignore_query_param("utm");
+        for (uri, expected, shared) in [
+            ("/a", "/a", true),
+            ("/a/b%20c", "/a/b%20c", true),
+            ("/a?b=1", "/a?b=1", true),
+            ("/a?a=1&b=2&b=1", "/a?a=1&b=2&b=1", true),
+            ("http://example.com/a?b", "/a?b", true),
+            ("/a?", "/a", false),
+            ("/a?b=1&a=2", "/a?a=2&b=1", false),
+            ("/a?&b=1", "/a?b=1", false),
+            ("/a?b=1&", "/a?b=1", false),
+            ("/a?utm=x", "/a", false),
+            ("/a?b=1&utm=x", "/a?b=1", false),
+        ] {
+            let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+            let made = k.make_cache_key(&parts).unwrap();
+            assert_eq!(made.as_str(), expected, "{uri}");
+            assert_eq!(made, CacheKey::new(expected), "{uri}");
+            let request = parts.uri.path_and_query().unwrap().as_str().as_bytes();
+            let within = request.as_ptr_range().contains(&made.as_str().as_ptr());
+            assert_eq!(within, shared, "{uri}: shares the request's bytes");
+        }
+        let host = DefaultKey::new().with_host(true);
+        let (parts, ()) = http::Request::get("http://example.com/a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            host.make_cache_key(&parts).unwrap().as_str(),
+            "example.com/a"
+        );
     }
 }

@@ -522,6 +522,14 @@ fn with_status<B>(mut res: Response<B>, value: HeaderValue) -> Response<B> {
     res
 }
 
+/// Whether a response of `status` may carry `Content-Length` (not 1xx, 204 or 304, RFC 9110
+/// §8.6).
+fn may_have_content_length(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
 /// A `GET`/`HEAD` request with a key: the lookup, then a fresh hit served here or the rest
 /// in [`forward`].
 async fn handle<S, K, ReqBody, ResBody>(
@@ -542,37 +550,37 @@ where
     ResBody::Error: Into<BoxError>,
 {
     // The paths that may call the origin run in a boxed future of their own, so that this
-    // future stays the size a hit needs.
-    let s = &shared.settings;
-    let group = key.as_str();
-    let cache = &shared.cache;
-
-    // A failing store is a miss: the origin answers, still once for concurrent requests.
-    let (found, store_down) = match shared.find(group, &parts.headers).await {
-        Ok(found) => (found, false),
-        Err(e) => {
-            tracing::debug!(error = %e, "cache store unavailable; forwarding");
-            let found = Found {
-                entry: None,
-                names: None,
-                field: Cow::Borrowed(BASE_FIELD),
-                vary_miss: false,
-            };
-            (found, true)
-        }
-    };
-    let now = cache.now_ms();
-    if let Some(entry) = &found.entry
-        && let Freshness::Fresh(left) = entry.freshness(now)
-    {
-        let status = s.hit_statuses.get(left / 1000);
-        let Some(entry) = found.entry else {
-            unreachable!("checked above")
+    // future stays the size a hit needs: what the lookup found lives only inside this block
+    // (a local of the function would be kept in the future across the forward's `await`).
+    let forwarded = {
+        // A failing store is a miss: the origin answers, still once for concurrent requests.
+        let (found, store_down) = match shared.find(key.as_str(), &parts.headers).await {
+            Ok(found) => (found, false),
+            Err(e) => {
+                tracing::debug!(error = %e, "cache store unavailable; forwarding");
+                let found = Found {
+                    entry: None,
+                    names: None,
+                    field: Cow::Borrowed(BASE_FIELD),
+                    vary_miss: false,
+                };
+                (found, true)
+            }
         };
-        return Ok(shared.respond(entry, &parts, now, status));
-    }
-    let req = Request::from_parts(parts, body);
-    Box::pin(forward(shared, inner, req, key, found, store_down, now)).await
+        let now = shared.cache.now_ms();
+        if let Some(entry) = &found.entry
+            && let Freshness::Fresh(left) = entry.freshness(now)
+        {
+            let status = shared.settings.hit_statuses.get(left / 1000);
+            let Some(entry) = found.entry else {
+                unreachable!("checked above")
+            };
+            return Ok(shared.respond(entry, &parts, now, status));
+        }
+        let req = Request::from_parts(parts, body);
+        Box::pin(forward(shared, inner, req, key, found, store_down, now))
+    };
+    forwarded.await
 }
 
 /// A request the cache does not look up: the origin's response, passed through.
@@ -1159,6 +1167,11 @@ impl<K: MakeCacheKey> Shared<K> {
                 continue;
             }
             headers.append(name.clone(), value.clone());
+        }
+        // Stored with the entry, a hit's `Content-Length` is a slice of the bytes read (else
+        // a server or router would format it for every hit); a `HEAD` hit carries it too.
+        if !headers.contains_key(header::CONTENT_LENGTH) && may_have_content_length(parts.status) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
         let age = parts
             .headers

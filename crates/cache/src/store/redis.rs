@@ -1,10 +1,11 @@
+use std::io::Write;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::try_join_all;
 use tower_scale_redis::RedisBackend;
-use tower_scale_redis::redis::{self, Script};
+use tower_scale_redis::redis::{self, RedisWrite, Script};
 
 use super::{BoxFuture, Store, token};
 use crate::StoreError;
@@ -109,25 +110,51 @@ impl RedisStore {
 
     /// The key of the string holding entry `field` of `group`.
     pub fn entry_key(&self, group: &str, field: &str) -> String {
-        // Every lookup builds one: written in one allocation, byte slices at a time, when the
-        // group holds no brace to neutralise (the usual path-and-query key); else by `Keys`.
-        if group.bytes().any(|b| matches!(b, b'{' | b'}')) {
+        let Some(pieces) = self.entry_key_pieces(group, field) else {
             let mut suffix = String::with_capacity(field.len() + 2);
             suffix.push_str("s:");
             suffix.push_str(field);
             return self.backend.keys().tagged(CONCERN, group, &suffix);
+        };
+        let mut key = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+        for piece in pieces {
+            key.push_str(piece);
+        }
+        key
+    }
+
+    /// The entry key's pieces, `<prefix>:cache:{<group>}:s:<field>`, when the group holds no
+    /// brace to neutralise (the usual path-and-query key); else `None` (then `Keys::tagged`
+    /// writes the key).
+    fn entry_key_pieces<'a>(&'a self, group: &'a str, field: &'a str) -> Option<[&'a str; 7]> {
+        if group.bytes().any(|b| matches!(b, b'{' | b'}')) {
+            return None;
         }
         let prefix = self.backend.keys().prefix();
-        let mut key =
-            String::with_capacity(prefix.len() + CONCERN.len() + group.len() + field.len() + 7);
-        key.push_str(prefix);
-        key.push(':');
-        key.push_str(CONCERN);
-        key.push_str(":{");
-        key.push_str(group);
-        key.push_str("}:s:");
-        key.push_str(field);
-        key
+        Some([prefix, ":", CONCERN, ":{", group, "}:s:", field])
+    }
+
+    /// The `GET` of an entry, its buffers sized once and the key written straight into it
+    /// (the same bytes as [`entry_key`](Self::entry_key), without a string of its own).
+    fn get_command(&self, group: &str, field: &str) -> redis::Cmd {
+        let Some(pieces) = self.entry_key_pieces(group, field) else {
+            let key = self.entry_key(group, field);
+            let mut cmd = redis::Cmd::with_capacity(2, 3 + key.len());
+            cmd.arg("GET").arg(key);
+            return cmd;
+        };
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        let mut cmd = redis::Cmd::with_capacity(2, 3 + len);
+        cmd.arg("GET");
+        let mut key = cmd.writer_for_next_arg();
+        for piece in pieces {
+            // Appends to the command's buffer: cannot fail.
+            if key.write_all(piece.as_bytes()).is_err() {
+                unreachable!("writing into a Vec does not fail");
+            }
+        }
+        drop(key);
+        cmd
     }
 
     /// The key of a group's index: the set of its fields.
@@ -167,10 +194,8 @@ impl Store for RedisStore {
         field: &'a str,
     ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
         Box::pin(async move {
-            let value: Result<Option<Vec<u8>>, _> = self
-                .backend
-                .query(redis::cmd("GET").arg(self.entry_key(group, field)))
-                .await;
+            let value: Result<Option<Vec<u8>>, _> =
+                self.backend.query(&self.get_command(group, field)).await;
             match value {
                 Ok(value) => Ok(value.map(Bytes::from)),
                 // Not a string (e.g. left by something else under our name): a miss, which the
@@ -295,5 +320,36 @@ impl Store for RedisStore {
 
     fn redis_backend(&self) -> Option<&RedisBackend> {
         Some(&self.backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_scale_redis::{RedisBackend, RedisConfig};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_get_command_reads_the_entry_key() {
+        // The backend connects lazily: nothing listens on this port, nothing is sent.
+        let store =
+            RedisStore::new(RedisBackend::new(RedisConfig::new("redis://127.0.0.1:1")).unwrap());
+        let long = format!("GET|accept-language={}", "é".repeat(100));
+        for (group, field) in [
+            ("/cached/1", "GET"),
+            ("/x?a=1&b=2", "GET|accept-encoding=gzip"),
+            ("/x", long.as_str()),
+            ("/a{b}?c", "GET"),
+            ("", ""),
+        ] {
+            let expected = redis::cmd("GET")
+                .arg(store.entry_key(group, field))
+                .get_packed_command();
+            assert_eq!(
+                store.get_command(group, field).get_packed_command(),
+                expected,
+                "{group} {field}"
+            );
+        }
     }
 }
