@@ -57,6 +57,7 @@ mod breaker_state;
 mod config;
 mod error;
 mod keys;
+mod link;
 
 #[doc(inline)]
 pub use self::{
