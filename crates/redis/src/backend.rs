@@ -29,8 +29,33 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 ///
 /// Cloning is cheap (an `Arc`). Building it does no I/O: connections are opened on first use
 /// and reopened by themselves after a failure, so a service starts even while Redis is down.
-/// Every command runs under the configured `command_timeout`: a Redis that hangs answers
-/// [`Error::Timeout`], never a hung request.
+/// A Redis that hangs answers [`Error::Timeout`], never a hung request.
+///
+/// # How the wait for Redis is bounded
+///
+/// In the default mode (standalone, [`ConnectionKind::Multiplexed`], a `redis://` URL over
+/// TCP) each of the `pool_size` connections has a watchdog instead of a timer per command:
+/// every `command_timeout / 4` it looks whether commands are waiting on the connection and
+/// whether any byte arrived since its last look. When commands have been waiting and nothing
+/// at all has arrived for `command_timeout`, the connection is declared hung and closed:
+/// every command waiting on it ends at once with [`Error::Timeout`], and the next command
+/// opens a new connection. So a command on a hung Redis fails within
+/// `command_timeout + command_timeout / 4` (1.25 × `command_timeout`) of being sent, as long
+/// as the runtime runs the watchdog's ticks on time; a command queued behind a hung one may
+/// fail sooner, with the same error. A Redis that is slow but keeps answering other commands
+/// on the connection is not hung: the watchdog lets its commands wait. An idle connection is
+/// never closed by the watchdog.
+///
+/// Opening a connection (TCP connect plus the `AUTH`/`SELECT`/`HELLO` setup the URL asks for)
+/// is bounded by `connect_timeout`; commands that arrive meanwhile share that one attempt,
+/// each waiting at most `command_timeout`. After a failed attempt the next one waits 50 ms,
+/// doubling per further failure up to 1 s, and until then commands fail at once with a
+/// connection error (the breaker then opens as for any connection error). Once every clone
+/// of the backend is dropped, its connections close and their tasks stop.
+///
+/// The other modes (pooled, cluster) and URLs that are not plain TCP (`redis+unix://`,
+/// `rediss://`) keep a timer of `command_timeout` on each command, covering the wait for a
+/// connection too.
 ///
 /// ```no_run
 /// use tower_scale_redis::{RedisBackend, RedisConfig, redis};
@@ -272,7 +297,8 @@ impl RedisBackend {
         self.inner.breaker.as_ref()
     }
 
-    /// Runs `op` under the bound on its wait, the breaker and the metrics.
+    /// Runs `op` under the bound on its wait (the link's watchdog, or a timer), the breaker
+    /// and the metrics.
     async fn run<T: FromRedisValue>(&self, op: impl Op) -> Result<T, Error> {
         let timeout = self.inner.command_timeout;
         self.timed(async {
