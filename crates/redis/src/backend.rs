@@ -145,12 +145,14 @@ impl RedisBackend {
         let conns = match (config.mode, config.connection) {
             (Mode::Standalone, ConnectionKind::Multiplexed) => {
                 let client = redis::Client::open(config.url.as_str())?;
-                if let ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr() {
+                let info = client.get_connection_info();
+                if let ConnectionAddr::Tcp(host, port) = info.addr() {
                     let links = (0..size).map(|_| {
                         Arc::new(Link::new(
                             host.clone(),
                             *port,
-                            client.get_connection_info().redis_settings().clone(),
+                            info.tcp_settings().nodelay(),
+                            info.redis_settings().clone(),
                             config.connect_timeout,
                             config.command_timeout,
                         ))

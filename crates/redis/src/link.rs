@@ -52,6 +52,10 @@ pub(crate) struct Link {
 struct Target {
     host: String,
     port: u16,
+    /// `TCP_NODELAY`, as redis-rs would set it for this URL (off by default: under load,
+    /// Nagle's algorithm coalesces the small writes of pipelined commands into fewer packets;
+    /// each reply acknowledges the data before it, so a command is not held back).
+    nodelay: bool,
     info: RedisConnectionInfo,
     connect_timeout: Duration,
 }
@@ -93,6 +97,19 @@ impl Tasks {
     }
 }
 
+/// An attempt to connect under way. Should its task be dropped unfinished (its runtime shut
+/// down), the link no longer waits for it: the next command starts another.
+struct Attempt(Option<Weak<Link>>);
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.take().and_then(|l| l.upgrade()) {
+            link.lock().connecting = false;
+            link.attempt_done.notify_waiters();
+        }
+    }
+}
+
 /// Counts a command as in flight until dropped (cancelled commands included).
 pub(crate) struct InFlight<'a>(&'a AtomicUsize);
 
@@ -106,6 +123,7 @@ impl Link {
     pub(crate) fn new(
         host: String,
         port: u16,
+        nodelay: bool,
         info: RedisConnectionInfo,
         connect_timeout: Duration,
         command_timeout: Duration,
@@ -114,6 +132,7 @@ impl Link {
             target: Arc::new(Target {
                 host,
                 port,
+                nodelay,
                 info,
                 connect_timeout,
             }),
@@ -182,11 +201,11 @@ impl Link {
                         return Err(not_connected(&retry.error, retry.at - now));
                     }
                     slow.connecting = true;
-                    let link = Arc::downgrade(self);
+                    let mut attempt = Attempt(Some(Arc::downgrade(self)));
                     let target = Arc::clone(&self.target);
                     tokio::spawn(async move {
                         let opened = target.open().await;
-                        if let Some(link) = link.upgrade() {
+                        if let Some(link) = attempt.0.take().and_then(|l| l.upgrade()) {
                             link.attempt_ended(opened);
                         }
                     });
@@ -318,7 +337,7 @@ impl Target {
     async fn open(&self) -> RedisResult<Opened> {
         let open = async {
             let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
-            stream.set_nodelay(true)?;
+            stream.set_nodelay(self.nodelay)?;
             let reads = Arc::new(AtomicU64::new(0));
             let stream = CountedReads {
                 inner: stream,

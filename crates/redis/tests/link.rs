@@ -252,3 +252,40 @@ fn command_futures_are_send() {
     let script = redis::Script::new("return 1");
     send(&b.invoke::<i64>(&script.prepare_invoke()));
 }
+
+/// Runs `fut` on a fresh current-thread runtime, dropped afterwards with all its tasks.
+fn on_runtime<T>(fut: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(fut)
+}
+
+/// Pings until one succeeds; returns the failures before it.
+async fn failures_before_ok(b: &RedisBackend) -> usize {
+    for failures in 0..100 {
+        if bounded(b.ping()).await.is_ok() {
+            return failures;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no answer after 100 attempts");
+}
+
+#[test]
+fn a_backend_outlives_the_runtimes_it_ran_on() {
+    let server = RedisServer::start();
+    let b = backend(server.url(), 1);
+    // Runtime A shuts down while its attempt to connect to a frozen server is under way...
+    server.pause();
+    let err = on_runtime(b.ping()).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    server.resume();
+    // ...so runtime B does not wait for it: it connects anew.
+    on_runtime(failures_before_ok(&b));
+    // The connection's driver ran on B and is gone with it: on runtime C the link notices at
+    // the first command and reconnects.
+    let failures = on_runtime(failures_before_ok(&b));
+    assert!(failures <= 1, "{failures} failures before reconnecting");
+}
