@@ -202,9 +202,9 @@ async fn a_busy_silent_connection_is_stopped_by_the_watchdog() {
     let server = RedisServer::start_with_args(&["--enable-debug-command", "yes"]);
     let b = backend(server.url(), 1);
     let id = client_id(&b).await;
-    // A command that holds Redis for 4 command timeouts: nothing is read meanwhile, so the
+    // A command that holds Redis for 10 command timeouts: nothing is read meanwhile, so the
     // watchdog stops the connection and the command ends with a timeout...
-    let err = bounded(b.query::<()>(redis::cmd("DEBUG").arg("SLEEP").arg("0.8")))
+    let err = bounded(b.query::<()>(redis::cmd("DEBUG").arg("SLEEP").arg("2")))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout(d) if d == TIMEOUT), "{err}");
