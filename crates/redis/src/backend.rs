@@ -5,13 +5,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::{PoolConfig, Runtime, Timeouts};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
+use redis::{
+    Cmd, ConnectionAddr, FromRedisValue, Pipeline, RedisFuture, RedisResult, ScriptInvocation,
+    Value,
+};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use crate::link::Link;
 use crate::{ConnectionKind, Error, Keys, Mode, RedisConfig};
 
 /// Histogram of Redis command latency in seconds, timeouts included.
@@ -23,8 +29,33 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 ///
 /// Cloning is cheap (an `Arc`). Building it does no I/O: connections are opened on first use
 /// and reopened by themselves after a failure, so a service starts even while Redis is down.
-/// Every command runs under the configured `command_timeout`: a Redis that hangs answers
-/// [`Error::Timeout`], never a hung request.
+/// A Redis that hangs answers [`Error::Timeout`], never a hung request.
+///
+/// # How the wait for Redis is bounded
+///
+/// In the default mode (standalone, [`ConnectionKind::Multiplexed`], a `redis://` URL over
+/// TCP) each of the `pool_size` connections has a watchdog instead of a timer per command:
+/// every `command_timeout / 4` it looks whether commands are waiting on the connection and
+/// whether any byte arrived since its last look. When commands have been waiting and nothing
+/// at all has arrived for `command_timeout`, the connection is declared hung and closed:
+/// every command waiting on it ends at once with [`Error::Timeout`], and the next command
+/// opens a new connection. So a command on a hung Redis fails within
+/// `command_timeout + command_timeout / 4` (1.25 × `command_timeout`) of being sent, as long
+/// as the runtime runs the watchdog's ticks on time; a command queued behind a hung one may
+/// fail sooner, with the same error. A Redis that is slow but keeps answering other commands
+/// on the connection is not hung: the watchdog lets its commands wait. An idle connection is
+/// never closed by the watchdog.
+///
+/// Opening a connection (TCP connect plus the `AUTH`/`SELECT`/`HELLO` setup the URL asks for)
+/// is bounded by `connect_timeout`; commands that arrive meanwhile share that one attempt,
+/// each waiting at most `command_timeout`. After a failed attempt the next one waits 50 ms,
+/// doubling per further failure up to 1 s, and until then commands fail at once with a
+/// connection error (the breaker then opens as for any connection error). Once every clone
+/// of the backend is dropped, its connections close and their tasks stop.
+///
+/// The other modes (pooled, cluster) and URLs that are not plain TCP (`redis+unix://`,
+/// `rediss://`) keep a timer of `command_timeout` on each command, covering the wait for a
+/// connection too.
 ///
 /// ```no_run
 /// use tower_scale_redis::{RedisBackend, RedisConfig, redis};
@@ -53,6 +84,11 @@ struct Inner {
 }
 
 enum Conns {
+    /// The default: our own reconnecting links, each with a watchdog instead of a timer per
+    /// command.
+    Link(Box<[Arc<Link>]>),
+    /// Multiplexed connections to a non-TCP address (Unix socket, TLS): redis-rs
+    /// `ConnectionManager`, under a timer per command.
     Multiplexed(Box<[LazyManager]>),
     Pooled(deadpool_redis::Pool),
     Cluster(Box<[LazyCluster]>),
@@ -76,7 +112,7 @@ struct LazyCluster {
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.inner.conns {
-            Conns::Multiplexed(_) => "multiplexed",
+            Conns::Link(_) | Conns::Multiplexed(_) => "multiplexed",
             Conns::Pooled(_) => "pooled",
             Conns::Cluster(_) => "cluster multiplexed",
             Conns::ClusterPooled(_) => "cluster pooled",
@@ -109,6 +145,20 @@ impl RedisBackend {
         let conns = match (config.mode, config.connection) {
             (Mode::Standalone, ConnectionKind::Multiplexed) => {
                 let client = redis::Client::open(config.url.as_str())?;
+                let info = client.get_connection_info();
+                if let ConnectionAddr::Tcp(host, port) = info.addr() {
+                    let links = (0..size).map(|_| {
+                        Arc::new(Link::new(
+                            host.clone(),
+                            *port,
+                            info.tcp_settings().nodelay(),
+                            info.redis_settings().clone(),
+                            config.connect_timeout,
+                            config.command_timeout,
+                        ))
+                    });
+                    return Self::build(Conns::Link(links.collect()), config);
+                }
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     // The backend bounds every command itself; a second timer per command inside
@@ -153,6 +203,10 @@ impl RedisBackend {
                 )
             }
         };
+        Self::build(conns, config)
+    }
+
+    fn build(conns: Conns, config: RedisConfig) -> Result<Self, Error> {
         #[cfg(feature = "breaker")]
         let breaker = if config.breaker_enabled {
             Some(
@@ -192,21 +246,13 @@ impl RedisBackend {
 
     /// Runs one command and converts its reply.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        self.timed(async {
-            let mut conn = self.conn().await?;
-            Ok(cmd.query_async(&mut conn).await?)
-        })
-        .await
+        self.run(cmd).await
     }
 
     /// Runs a pipeline (or a `MULTI`/`EXEC` transaction built with [`Pipeline::atomic`]) in
     /// one round trip. On a cluster every key of the pipeline must be in one slot.
     pub async fn query_pipeline<T: FromRedisValue>(&self, pipeline: &Pipeline) -> Result<T, Error> {
-        self.timed(async {
-            let mut conn = self.conn().await?;
-            Ok(pipeline.query_async(&mut conn).await?)
-        })
-        .await
+        self.run(pipeline).await
     }
 
     /// Runs a Lua script with `EVALSHA`: the script body is sent only when the server does not
@@ -227,11 +273,7 @@ impl RedisBackend {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, Error> {
-        self.timed(async {
-            let mut conn = self.conn().await?;
-            Ok(invocation.invoke_async(&mut conn).await?)
-        })
-        .await
+        self.run(invocation).await
     }
 
     /// Health probe: a `PING` under the command timeout, returning its round-trip time.
@@ -255,6 +297,37 @@ impl RedisBackend {
     #[cfg(feature = "breaker")]
     pub fn breaker(&self) -> Option<&tower_scale_breaker::CircuitBreaker> {
         self.inner.breaker.as_ref()
+    }
+
+    /// Runs `op` under the bound on its wait (the link's watchdog, or a timer), the breaker
+    /// and the metrics.
+    async fn run<T: FromRedisValue>(&self, op: impl Op) -> Result<T, Error> {
+        let timeout = self.inner.command_timeout;
+        self.timed(async {
+            let Conns::Link(links) = &self.inner.conns else {
+                return bounded(timeout, async {
+                    let mut conn = self.conn().await?;
+                    Ok(op.run(&mut conn).await?)
+                })
+                .await;
+            };
+            let link = self.pick(links);
+            // The fast path: a live connection, watched by its watchdog, no timer.
+            if let Some((generation, conn)) = link.current() {
+                let _in_flight = link.begin();
+                let result = op.run(&mut Conn::Mux(conn)).await;
+                return link.finish(generation, result);
+            }
+            // No live connection: connect (or wait for the attempt under way), under a timer.
+            bounded(timeout, async {
+                let (generation, conn) = link.connect().await?;
+                let _in_flight = link.begin();
+                let result = op.run(&mut Conn::Mux(conn)).await;
+                link.finish(generation, result)
+            })
+            .await
+        })
+        .await
     }
 
     async fn timed<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
@@ -284,14 +357,14 @@ impl RedisBackend {
         &self,
         fut: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let timeout = self.inner.command_timeout;
         let start = Instant::now();
-        let result = match tokio::time::timeout(timeout, fut).await {
-            // redis-rs's own response timeout (set to the same value) may fire first: report
-            // both the same way.
-            Ok(Err(Error::Redis(e))) if e.is_timeout() => Err(Error::Timeout(timeout)),
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(timeout)),
+        let result = match fut.await {
+            // redis-rs's own timeouts (the cluster client's response timeout, set to the same
+            // value; a connect timeout) are reported the same way.
+            Err(Error::Redis(e)) if e.is_timeout() => {
+                Err(Error::Timeout(self.inner.command_timeout))
+            }
+            result => result,
         };
         metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS).record(start.elapsed().as_secs_f64());
         if let Err(e) = &result {
@@ -321,6 +394,7 @@ impl RedisBackend {
         // The pool and cluster-connect futures are large (kilobytes); they are boxed so that
         // every command's future stays small. The default multiplexed path allocates nothing.
         Ok(match &self.inner.conns {
+            Conns::Link(_) => unreachable!("links are run by RedisBackend::run"),
             Conns::Multiplexed(lazies) => {
                 let lazy = self.pick(lazies);
                 Conn::Manager(match lazy.manager.get() {
@@ -354,6 +428,40 @@ impl RedisBackend {
     }
 }
 
+/// Bounds `fut` with a timer of `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)))
+}
+
+/// What a command runs on its connection: a command, a pipeline or a script call. A trait
+/// rather than an enum so that each kind's future is only as large as it needs.
+trait Op: Copy {
+    fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>>;
+}
+
+impl Op for &Cmd {
+    fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>> {
+        self.query_async(conn)
+    }
+}
+
+impl Op for &Pipeline {
+    fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>> {
+        self.query_async(conn)
+    }
+}
+
+impl Op for &ScriptInvocation<'_> {
+    fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>> {
+        self.invoke_async(conn)
+    }
+}
+
 fn cluster_client(config: &RedisConfig) -> Result<ClusterClient, Error> {
     Ok(ClusterClient::builder(config.all_urls())
         .connection_timeout(config.connect_timeout)
@@ -364,6 +472,7 @@ fn cluster_client(config: &RedisConfig) -> Result<ClusterClient, Error> {
 
 /// One connection, whatever kind the backend holds.
 enum Conn {
+    Mux(MultiplexedConnection),
     Manager(ConnectionManager),
     Pooled(deadpool_redis::Connection),
     Cluster(ClusterConnection),
@@ -373,6 +482,7 @@ enum Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
+            Self::Mux(c) => c.req_packed_command(cmd),
             Self::Manager(c) => c.req_packed_command(cmd),
             Self::Pooled(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
@@ -387,6 +497,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
+            Self::Mux(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
@@ -396,6 +507,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
+            Self::Mux(c) => c.get_db(),
             Self::Manager(c) => c.get_db(),
             Self::Pooled(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),

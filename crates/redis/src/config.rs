@@ -22,9 +22,10 @@ pub enum Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {
-    /// `pool_size` multiplexed connections (redis-rs `ConnectionManager`, or the cluster client),
-    /// shared by all requests round-robin: commands of concurrent requests are pipelined on
-    /// the same socket. Reconnects by itself. The default: it was the faster one at 64
+    /// `pool_size` multiplexed connections (redis-rs `MultiplexedConnection`s that the
+    /// backend reopens itself, watched for hangs; `ConnectionManager` for Unix-socket and TLS
+    /// URLs; the cluster client in cluster mode), shared by all requests round-robin:
+    /// commands of concurrent requests are pipelined on the same socket. Reconnects by itself. The default: it was the faster one at 64
     /// concurrent requests.
     #[default]
     Multiplexed,
@@ -70,8 +71,15 @@ pub struct RedisConfig {
     /// How long establishing a connection may take. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// How long one command (including waiting for a connection) may take before it fails
-    /// with [`Error::Timeout`]. Default 500 ms.
+    /// How long one command (including waiting for a connection) may wait for Redis before
+    /// it fails with [`Error::Timeout`]. Default 500 ms.
+    ///
+    /// In the default mode (standalone, multiplexed, over TCP) this is the silence the
+    /// watchdog of a connection tolerates while commands wait on it, checked every quarter
+    /// of it: a command on a hung Redis fails within 1.25 × `command_timeout`, and a Redis
+    /// that keeps answering on the connection is never cut off (see
+    /// [`RedisBackend`](crate::RedisBackend)). In the other modes it is a timer on each
+    /// command.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
     /// Prefix of every key written by tower-scale (`<prefix>:<concern>:<key>`). Default `ts`.

@@ -11,7 +11,8 @@ pub enum Error {
     #[error("invalid Redis config: {0}")]
     Config(String),
     /// The command (including waiting for a connection) did not finish within the configured
-    /// `command_timeout`.
+    /// `command_timeout`; in the default multiplexed mode, the connection it waited on stayed
+    /// silent for `command_timeout` and was closed (see [`RedisBackend`](crate::RedisBackend)).
     #[error("Redis command timed out after {0:?}")]
     Timeout(Duration),
     /// No connection could be had from the pool.

@@ -7,8 +7,9 @@
 //!   serde-deserializable and readable from `REDIS_URL` and friends
 //!   ([`RedisConfig::from_env`]). A bad value is an [`Error::Config`] naming the field.
 //! - [`RedisBackend`]: multiplexed connections (the default, measured faster) or a
-//!   deadpool-redis pool, on one server or a cluster. Every command runs under the
-//!   configured timeout; connections reopen by themselves after a restart.
+//!   deadpool-redis pool, on one server or a cluster. Every command's wait for Redis is
+//!   bounded by the configured timeout (by a watchdog per connection in the default mode,
+//!   with no timer per command); connections reopen by themselves after a restart.
 //! - Lua scripts through [`RedisBackend::invoke`]: `EVALSHA`, with the script reloaded
 //!   transparently on `NOSCRIPT`.
 //! - [`Keys`]: `<prefix>:<concern>:<key>`, with hash tags for keys a script touches
@@ -38,7 +39,7 @@
 //! | Redis is… | what a command returns |
 //! |---|---|
 //! | down (connection refused) | an error at once ([`Error::is_unavailable`]) |
-//! | hung or paused (`SIGSTOP`), or the network drops packets | [`Error::Timeout`] after `command_timeout` |
+//! | hung or paused (`SIGSTOP`), or the network drops packets | [`Error::Timeout`] after `command_timeout` (default mode: at most 1.25 × `command_timeout`, see [`RedisBackend`]) |
 //! | restarted | the command in flight fails; the connection reopens by itself and later commands succeed |
 //! | flushed its scripts | nothing visible: the script is reloaded and the call repeated |
 //! | found down or hung by the circuit breaker (feature `breaker`, on by default) | [`Error::CircuitOpen`] at once, without sending; probes find out when Redis is back |
@@ -57,6 +58,7 @@ mod breaker_state;
 mod config;
 mod error;
 mod keys;
+mod link;
 
 #[doc(inline)]
 pub use self::{
