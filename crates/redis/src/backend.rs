@@ -35,14 +35,14 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 ///
 /// In the default mode (standalone, [`ConnectionKind::Multiplexed`], a `redis://` URL over
 /// TCP) each of the `pool_size` connections has a watchdog instead of a timer per command:
-/// every `command_timeout / 4` it looks whether commands are waiting on the connection and
-/// whether any byte arrived since its last look. When commands have been waiting and nothing
-/// at all has arrived for `command_timeout`, the connection is declared hung and closed:
-/// every command waiting on it ends at once with [`Error::Timeout`], and the next command
-/// opens a new connection. So a command on a hung Redis fails within
-/// `command_timeout + command_timeout / 4` (1.25 × `command_timeout`) of being sent, as long
-/// as the runtime runs the watchdog's ticks on time; a command queued behind a hung one may
-/// fail sooner, with the same error. A Redis that is slow but keeps answering other commands
+/// every `command_timeout / 10` it looks whether commands are waiting on the connection and
+/// whether any byte arrived since its last look. When nine looks in a row found commands
+/// waiting and nothing at all arrived, the connection is declared hung and closed: every
+/// command waiting on it ends at once with [`Error::Timeout`], and the next command opens a
+/// new connection. So a command on a hung Redis fails within `command_timeout` of being
+/// sent (after between nine tenths of it and all of it), as long as the runtime runs the
+/// watchdog's ticks on time; a command queued behind a hung one may fail sooner, with the
+/// same error. A Redis that is slow but keeps answering other commands
 /// on the connection is not hung: the watchdog lets its commands wait. An idle connection is
 /// never closed by the watchdog.
 ///

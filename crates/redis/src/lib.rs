@@ -39,7 +39,7 @@
 //! | Redis is… | what a command returns |
 //! |---|---|
 //! | down (connection refused) | an error at once ([`Error::is_unavailable`]) |
-//! | hung or paused (`SIGSTOP`), or the network drops packets | [`Error::Timeout`] after `command_timeout` (default mode: at most 1.25 × `command_timeout`, see [`RedisBackend`]) |
+//! | hung or paused (`SIGSTOP`), or the network drops packets | [`Error::Timeout`] within `command_timeout` (default mode: after nine tenths to all of it, see [`RedisBackend`]) |
 //! | restarted | the command in flight fails; the connection reopens by itself and later commands succeed |
 //! | flushed its scripts | nothing visible: the script is reloaded and the call repeated |
 //! | found down or hung by the circuit breaker (feature `breaker`, on by default) | [`Error::CircuitOpen`] at once, without sending; probes find out when Redis is back |

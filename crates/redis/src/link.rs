@@ -30,7 +30,11 @@ pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between two failed connection attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The watchdog looks at a connection this many times per `command_timeout`.
-pub(crate) const TICKS_PER_TIMEOUT: u32 = 4;
+pub(crate) const TICKS_PER_TIMEOUT: u32 = 10;
+/// Looks in a row that found commands waiting and nothing read before the connection is
+/// declared hung: one fewer than a timeout's worth, so that a command sent just after a look
+/// still fails within `command_timeout` (between nine tenths of it and all of it).
+const SILENT_LOOKS: u32 = TICKS_PER_TIMEOUT - 1;
 
 /// One reconnecting multiplexed connection to a Redis server reached over TCP.
 pub(crate) struct Link {
@@ -370,32 +374,53 @@ impl Target {
 }
 
 /// Watches connection `generation`: when commands are in flight and no byte has been read
-/// for `command_timeout` (checked every `command_timeout / 4`), the connection is hung and
-/// is stopped. Ends when the connection or the link is gone.
+/// through [`SILENT_LOOKS`] looks in a row (one every `command_timeout / 10`), the connection
+/// is hung and is stopped. Ends when the connection or the link is gone.
 async fn watchdog(link: Weak<Link>, generation: u64, reads: Arc<AtomicU64>, timeout: Duration) {
     let tick = (timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(1));
     let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_reads = reads.load(Ordering::Relaxed);
-    let mut was_busy = false;
-    // Intervals in a row that began and ended with commands in flight and read nothing.
-    let mut silent = 0;
+    let mut silence = Silence::new(reads.load(Ordering::Relaxed));
     loop {
         interval.tick().await;
         let Some(link) = link.upgrade() else { return };
-        let now_reads = reads.load(Ordering::Relaxed);
         let busy = link.in_flight.load(Ordering::Relaxed) > 0;
-        if busy && was_busy && now_reads == last_reads {
-            silent += 1;
-        } else {
-            silent = 0;
-        }
-        was_busy = busy;
-        last_reads = now_reads;
-        if silent >= TICKS_PER_TIMEOUT {
+        if silence.look(busy, reads.load(Ordering::Relaxed)) {
             link.hung(generation);
             return;
         }
+    }
+}
+
+/// The watchdog's count of silent looks at one connection.
+struct Silence {
+    last_reads: u64,
+    was_busy: bool,
+    /// Intervals in a row that began and ended with commands in flight and read nothing.
+    silent: u32,
+}
+
+impl Silence {
+    fn new(reads: u64) -> Self {
+        Self {
+            last_reads: reads,
+            was_busy: false,
+            silent: 0,
+        }
+    }
+
+    /// One look: whether commands are in flight now, and the reads counter. True when the
+    /// connection is hung: [`SILENT_LOOKS`] intervals in a row began and ended with commands
+    /// in flight and read nothing.
+    fn look(&mut self, busy: bool, reads: u64) -> bool {
+        if busy && self.was_busy && reads == self.last_reads {
+            self.silent += 1;
+        } else {
+            self.silent = 0;
+        }
+        self.was_busy = busy;
+        self.last_reads = reads;
+        self.silent >= SILENT_LOOKS
     }
 }
 
@@ -451,5 +476,52 @@ impl AsyncWrite for CountedReads {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Silence, TICKS_PER_TIMEOUT};
+
+    /// Looks until the watchdog declares the connection hung, at most `limit`.
+    fn looks_until_hung(silence: &mut Silence, limit: u32, busy: bool, reads: u64) -> Option<u32> {
+        (1..=limit).find(|_| silence.look(busy, reads))
+    }
+
+    /// A command sent between two looks on an idle connection of a frozen server: it is
+    /// declared hung at the tenth look after the command was sent, that is after more than
+    /// nine tenths of `command_timeout` and within all of it (looks are a tenth apart).
+    #[test]
+    fn a_silent_command_is_declared_hung_at_the_tenth_look() {
+        let mut silence = Silence::new(7);
+        assert!(!silence.look(false, 7), "idle");
+        assert_eq!(
+            looks_until_hung(&mut silence, 100, true, 7),
+            Some(TICKS_PER_TIMEOUT)
+        );
+    }
+
+    /// Idle connections and busy ones that keep reading are never declared hung; a read
+    /// starts the count again.
+    #[test]
+    fn idle_or_answering_connections_are_never_hung() {
+        let mut silence = Silence::new(0);
+        assert_eq!(looks_until_hung(&mut silence, 1_000, false, 0), None);
+        let mut reads = 0;
+        for _ in 0..1_000 {
+            reads += 1;
+            assert!(!silence.look(true, reads));
+        }
+        // Silent for all but one look, then a byte arrives: counted again from there.
+        assert_eq!(
+            looks_until_hung(&mut silence, TICKS_PER_TIMEOUT - 2, true, reads),
+            None
+        );
+        reads += 1;
+        assert!(!silence.look(true, reads));
+        assert_eq!(
+            looks_until_hung(&mut silence, 100, true, reads),
+            Some(TICKS_PER_TIMEOUT - 1)
+        );
     }
 }
