@@ -235,7 +235,7 @@ impl Shutdown {
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.inner.phase.load(Ordering::Acquire))
+        self.inner.phase()
     }
 
     /// Whether `/readyz` should answer ready: until the shutdown starts.
@@ -450,6 +450,19 @@ impl std::fmt::Debug for Inner {
 /// Counts a request in flight until dropped.
 pub(crate) struct InFlightGuard {
     inner: Arc<Inner>,
+}
+
+impl InFlightGuard {
+    /// The shutdown's phase now.
+    pub(crate) fn phase(&self) -> Phase {
+        self.inner.phase()
+    }
+}
+
+impl Inner {
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
 }
 
 impl Drop for InFlightGuard {

@@ -62,7 +62,6 @@ where
         let http11 = req.version() == Version::HTTP_11 || req.version() == Version::HTTP_10;
         ResponseFuture {
             guard: Some(self.shutdown.enter()),
-            shutdown: self.shutdown.clone(),
             http11,
             inner: self.inner.call(req),
         }
@@ -74,8 +73,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        // Counts the request until it is answered; also how the answer reads the phase.
         guard: Option<InFlightGuard>,
-        shutdown: Shutdown,
         http11: bool,
     }
 }
@@ -95,9 +94,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
-        drop(this.guard.take());
+        let draining = this
+            .guard
+            .take()
+            .is_some_and(|guard| guard.phase() >= crate::Phase::NotReady);
         if *this.http11
-            && this.shutdown.phase() >= crate::Phase::NotReady
+            && draining
             && let Ok(res) = &mut result
         {
             res.headers_mut()
