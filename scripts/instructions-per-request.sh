@@ -8,6 +8,9 @@
 # each VARIANT twice, with BENCH_VARIANT=<variant> and BENCH_N=0, then BENCH_N=$N (default
 # 20000): the difference divided by N is one request, without start-up and warm-up. Prints one
 # line per variant: the variant and its instructions per request. Run from the workspace root.
+# COLLECT=<function>: the bench runs its N requests inside a function of that name; callgrind
+# then counts inside it only (--toggle-collect), in one run per variant, divided by N (start-up
+# work that varies between runs, such as a clock's calibration, is left out).
 set -eu
 [ $# -ge 3 ] || { echo "usage: $0 PACKAGE BENCH VARIANT..." >&2; exit 2; }
 command -v valgrind >/dev/null 2>&1 || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
@@ -21,6 +24,15 @@ ir() {
     BENCH_VARIANT=$1 BENCH_N=$2 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" 2>&1 \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
+if [ -n "${COLLECT:-}" ]; then
+    for v in "$@"; do
+        n=$(BENCH_VARIANT=$v BENCH_N=$N valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+            --toggle-collect="*::${COLLECT}*" "$bin" 2>&1 \
+            | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+        echo "$v $(( n / N ))"
+    done
+    exit 0
+fi
 for v in "$@"; do
     base=$(ir "$v" 0)
     full=$(ir "$v" "$N")
