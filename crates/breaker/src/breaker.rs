@@ -176,8 +176,10 @@ struct Inner {
     base: Instant,
     open_until: AtomicU64,
     half_open_since: AtomicU64,
-    half_open_permits: AtomicU32,
-    half_open_successes: AtomicU32,
+    /// Probes left in the half-open state, tagged with its generation (see [`tagged`]).
+    half_open_permits: AtomicU64,
+    /// Successful probes of the half-open state, tagged with its generation.
+    half_open_successes: AtomicU64,
     consecutive_opens: AtomicU32,
     window: Window,
     on_open: std::sync::OnceLock<OpenListener>,
@@ -218,8 +220,8 @@ impl CircuitBreaker {
                 base: Instant::now(),
                 open_until: AtomicU64::new(0),
                 half_open_since: AtomicU64::new(0),
-                half_open_permits: AtomicU32::new(0),
-                half_open_successes: AtomicU32::new(0),
+                half_open_permits: AtomicU64::new(0),
+                half_open_successes: AtomicU64::new(0),
                 consecutive_opens: AtomicU32::new(0),
                 window,
                 on_open: std::sync::OnceLock::new(),
@@ -421,11 +423,18 @@ impl Inner {
                             retry_after: Some(Duration::from_nanos(until - now)),
                         });
                     }
-                    self.half_open_permits
-                        .store(self.config.permitted_calls_in_half_open, Ordering::Release);
-                    self.half_open_successes.store(0, Ordering::Release);
+                    // Several callers may get here for the same open state. The counters of
+                    // the half-open generation are set once (by whichever caller comes first,
+                    // before its state change is visible), never reset after probes began.
+                    let next = generation + 1;
+                    init_tagged(
+                        &self.half_open_permits,
+                        next,
+                        self.config.permitted_calls_in_half_open,
+                    );
+                    init_tagged(&self.half_open_successes, next, 0);
                     self.half_open_since.store(now, Ordering::Release);
-                    self.cas(word, pack(generation + 1, HALF_OPEN), State::HalfOpen);
+                    self.cas(word, pack(next, HALF_OPEN), State::HalfOpen);
                 }
                 _ => {
                     let since = self.half_open_since.load(Ordering::Acquire);
@@ -434,12 +443,9 @@ impl Inner {
                         self.transition_to_open(word, None);
                         continue;
                     }
-                    let took = self.half_open_permits.fetch_update(
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                        |n| n.checked_sub(1),
-                    );
-                    if took.is_err() {
+                    let took =
+                        update_tagged(&self.half_open_permits, generation, |n| n.checked_sub(1));
+                    if took.is_none() {
                         return Err(Rejected {
                             state: State::HalfOpen,
                             retry_after: None,
@@ -481,13 +487,15 @@ impl Inner {
                 }
             }
             (HALF_OPEN, Outcome::Ignored) => {
-                self.half_open_permits.fetch_add(1, Ordering::AcqRel);
+                update_tagged(&self.half_open_permits, generation, |n| n.checked_add(1));
             }
             (HALF_OPEN, Outcome::Failure { retry_after }) => {
                 self.transition_to_open(word, retry_after);
             }
             (HALF_OPEN, Outcome::Success) => {
-                let done = self.half_open_successes.fetch_add(1, Ordering::AcqRel) + 1;
+                let done =
+                    update_tagged(&self.half_open_successes, generation, |n| n.checked_add(1))
+                        .unwrap_or(0);
                 if done >= self.config.permitted_calls_in_half_open
                     && self.cas(word, pack(generation + 1, CLOSED), State::Closed)
                 {
@@ -754,4 +762,36 @@ impl TimeWindow {
     fn reset(&mut self) {
         self.buckets.fill(Bucket::default());
     }
+}
+
+/// A count tagged with the generation of the state it belongs to: the generation's low 32 bits
+/// above the count, so that a count left from an earlier half-open state is never mistaken for
+/// the current one's.
+fn tagged(generation: u64, count: u32) -> u64 {
+    (generation << 32) | u64::from(count)
+}
+
+/// Sets `cell` to `count` for `generation`, unless it already holds a count of it.
+fn init_tagged(cell: &AtomicU64, generation: u64, count: u32) {
+    let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+        (w >> 32 != generation & 0xffff_ffff).then(|| tagged(generation, count))
+    });
+}
+
+/// Applies `f` to the count of `generation` held in `cell`; `None` when the cell holds another
+/// generation's count or `f` refuses. Returns the new count.
+fn update_tagged(cell: &AtomicU64, generation: u64, f: impl Fn(u32) -> Option<u32>) -> Option<u32> {
+    let mut new = None;
+    cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+        if w >> 32 != generation & 0xffff_ffff {
+            return None;
+        }
+        // The low 32 bits are the count.
+        #[allow(clippy::cast_possible_truncation)]
+        let n = f(w as u32)?;
+        new = Some(n);
+        Some(tagged(generation, n))
+    })
+    .ok()
+    .and(new)
 }
