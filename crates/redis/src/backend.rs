@@ -42,9 +42,9 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 /// new connection. So a command on a hung Redis fails within `command_timeout` of being
 /// sent (after between nine tenths of it and all of it), as long as the runtime runs the
 /// watchdog's ticks on time; a command queued behind a hung one may fail sooner, with the
-/// same error. A Redis that is slow but keeps answering other commands
-/// on the connection is not hung: the watchdog lets its commands wait. An idle connection is
-/// never closed by the watchdog.
+/// same error. A Redis that is slow but keeps answering other commands on the connection is
+/// not hung: the watchdog lets its commands wait. An idle connection is never closed by the
+/// watchdog.
 ///
 /// Opening a connection (TCP connect plus the `AUTH`/`SELECT`/`HELLO` setup the URL asks for)
 /// is bounded by `connect_timeout`; commands that arrive meanwhile share that one attempt,
@@ -312,6 +312,8 @@ impl RedisBackend {
                 .await;
             };
             let link = self.pick(links);
+            // The two paths are written out: sharing them through a closure made every
+            // command's future larger (+640 instructions per GET under callgrind).
             // The fast path: a live connection, watched by its watchdog, no timer.
             if let Some((generation, conn)) = link.current() {
                 let _in_flight = link.begin();

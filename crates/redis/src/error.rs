@@ -12,7 +12,8 @@ pub enum Error {
     Config(String),
     /// The command (including waiting for a connection) did not finish within the configured
     /// `command_timeout`; in the default multiplexed mode, the connection it waited on stayed
-    /// silent for `command_timeout` and was closed (see [`RedisBackend`](crate::RedisBackend)).
+    /// silent for nine tenths of `command_timeout` or more and was closed (see
+    /// [`RedisBackend`](crate::RedisBackend)).
     #[error("Redis command timed out after {0:?}")]
     Timeout(Duration),
     /// No connection could be had from the pool.

@@ -3,7 +3,8 @@
 //! A [`Link`] owns at most one live redis-rs [`MultiplexedConnection`] at a time, whose driver
 //! task it spawns itself so that it can stop it. Commands on a live connection run with no
 //! timer of their own: a watchdog task per connection declares the connection hung when
-//! commands are waiting and not one byte has arrived for `command_timeout`, and then stops
+//! commands have been waiting through nine looks in a row (one every tenth of
+//! `command_timeout`) and not one byte has arrived, and then stops
 //! the driver, which ends every waiting command at once. The slow path (no live connection
 //! yet, or the last one failed) connects once for every command that waits, and keeps a
 //! per-command timer since it is rare.
@@ -64,7 +65,6 @@ struct Target {
     connect_timeout: Duration,
 }
 
-#[derive(Clone)]
 struct Live {
     generation: u64,
     conn: MultiplexedConnection,
