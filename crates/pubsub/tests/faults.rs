@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep};
+use tokio::time::sleep;
 use tower_scale_pubsub::{Broadcaster, Delivery, Event, Subscription};
 use tower_scale_testkit::RedisServer;
 
@@ -21,12 +21,8 @@ fn builder(delivery: Delivery) -> tower_scale_pubsub::BroadcasterBuilder {
 }
 
 /// Polls `check` until it holds (a guard against hanging, not a timing assertion).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
+async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    tower_scale_testkit::eventually(what, PATIENCE, check).await;
 }
 
 /// Skips events until `Interrupted`; messages before it are allowed (published before the

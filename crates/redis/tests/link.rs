@@ -36,15 +36,9 @@ fn backend_clients(server: &RedisServer) -> usize {
         .count()
 }
 
-/// Polls `cond` (the server closes connections asynchronously), at most 5 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..250 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never happened: {what}");
+/// Waits until `cond` holds (the server closes connections asynchronously), at most 5 s.
+async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    tower_scale_testkit::eventually(what, Duration::from_secs(5), cond).await;
 }
 
 async fn client_id(b: &RedisBackend) -> i64 {

@@ -486,3 +486,26 @@ pub fn bench_main<V: AsRef<str>>(
         }
     }
 }
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` once `patience` has passed.
+/// For conditions a test waits on (a server closing connections, a message arriving): the
+/// bound only stops a hung test, it is not a timing assertion.
+///
+/// ```no_run
+/// # async fn run(done: std::sync::atomic::AtomicBool) {
+/// use std::sync::atomic::Ordering;
+/// use std::time::Duration;
+///
+/// tower_scale_testkit::eventually("the flag is set", Duration::from_secs(5), || {
+///     done.load(Ordering::Relaxed)
+/// })
+/// .await;
+/// # }
+/// ```
+pub async fn eventually(what: &str, patience: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -71,12 +71,6 @@ pub async fn fetch(app: &Router, uri: &str) -> Reply {
 
 /// Waits (bounded) until `cond` holds; panics after 10 s. Not a timing assertion: the
 /// condition is what the test checks, the bound only stops a hung test.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never happened: {what}");
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    tower_scale_testkit::eventually(what, Duration::from_secs(10), cond).await;
 }
