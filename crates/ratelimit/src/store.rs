@@ -321,34 +321,31 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     /// A store holding at most about `max_keys` keys (100,000 is a sensible default).
     pub fn new(max_keys: u64) -> Self {
+        Self::build(
+            usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX),
+            LimiterClock::default(),
+        )
+    }
+
+    /// The clock decisions are made in (default: [`LimiterClock::default`]). Meant for
+    /// construction: the store returned is a fresh one on the new clock, holding as many keys;
+    /// the counts of a store that has decided already are not carried over (they were
+    /// measured in the other clock's time), and its clones keep them.
+    #[must_use]
+    pub fn with_clock(self, clock: LimiterClock) -> Self {
+        Self::build(self.inner.max_keys, clock)
+    }
+
+    fn build(max_keys: usize, clock: LimiterClock) -> Self {
         Self {
             inner: Arc::new(MemoryInner {
                 limiters: std::sync::OnceLock::new(),
                 counted: std::sync::Mutex::new(HashMap::new()),
-                max_keys: usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX),
+                max_keys,
                 checks: std::sync::atomic::AtomicU64::new(0),
-                clock: LimiterClock::default(),
+                clock,
             }),
         }
-    }
-
-    /// The clock decisions are made in (default: [`LimiterClock::default`]). Meant for
-    /// construction: a store that has decided already, or has been cloned, is replaced by a
-    /// fresh one on the new clock (its counts are not carried over, as they were measured in
-    /// the other clock's time).
-    #[must_use]
-    pub fn with_clock(mut self, clock: LimiterClock) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) if inner.limiters.get().is_none() => inner.clock = clock,
-            _ => {
-                let max_keys = u64::try_from(self.inner.max_keys).unwrap_or(u64::MAX);
-                self = Self::new(max_keys);
-                if let Some(inner) = Arc::get_mut(&mut self.inner) {
-                    inner.clock = clock;
-                }
-            }
-        }
-        self
     }
 
     /// Keys held now (of the first quota).
