@@ -137,10 +137,12 @@ where
     }
 }
 
+#[inline]
 fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> Key {
     Key::ip(ip, ipv6_prefix)
 }
 
+#[inline]
 fn peer_ip(ext: &Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {

@@ -547,8 +547,11 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
-        // Decided without I/O (memory store, a live lease): call the service, then add the
-        // headers, written before the call (none when they are off).
+        // Decided without I/O (memory store, a live lease) with the header fields off: the
+        // service's own future, nothing else (so that it is written in place).
+        Passthrough { #[pin] fut: F },
+        // Decided without I/O with the header fields on: call the service, then add the
+        // headers, written before the call.
         Admitted { #[pin] fut: F, headers: Option<Headers> },
         // Answered by the layer itself.
         Answered { res: Option<Response<B>> },
@@ -571,8 +574,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            // Headers off: the service's own future, nothing to add.
-            KindProj::Admitted { fut, headers } if headers.is_none() => fut.poll(cx),
+            KindProj::Passthrough { fut } => fut.poll(cx),
             KindProj::Admitted { fut, headers } => {
                 let mut res = std::task::ready!(fut.poll(cx))?;
                 if let Some(headers) = headers.take() {
@@ -801,11 +803,14 @@ where
                 Ok(decision) => decision,
                 Err(res) => return answered(res),
             };
-            let headers = if policy.headers {
-                policy.headers_for(decision.as_ref())
-            } else {
-                None
-            };
+            if !policy.headers {
+                return ResponseFuture {
+                    kind: Kind::Passthrough {
+                        fut: self.inner.call(req),
+                    },
+                };
+            }
+            let headers = policy.headers_for(decision.as_ref());
             let fut = self.inner.call(req);
             return ResponseFuture {
                 kind: Kind::Admitted { fut, headers },

@@ -305,7 +305,6 @@ struct MemoryInner {
     /// The state of policies that count after the response (`peek` then `consume`).
     counted: std::sync::Mutex<HashMap<String, Box<[u64]>>>,
     max_keys: usize,
-    checks: std::sync::atomic::AtomicU64,
     clock: LimiterClock,
 }
 
@@ -342,7 +341,6 @@ impl MemoryStore {
                 limiters: std::sync::OnceLock::new(),
                 counted: std::sync::Mutex::new(HashMap::new()),
                 max_keys,
-                checks: std::sync::atomic::AtomicU64::new(0),
                 clock,
             }),
         }
@@ -390,12 +388,10 @@ impl MemoryStore {
                 })
                 .collect()
         });
-        // Every 1,024 checks, drop the keys whose quota is fully replenished once more than
-        // `max_keys` are held: forgetting them changes no decision.
-        let n = inner
-            .checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n.is_multiple_of(1024)
+        // Every 1,024 checks made on a thread, drop the keys whose quota is fully replenished
+        // once more than `max_keys` are held: forgetting them changes no decision. The count
+        // is the thread's own, so that deciding writes to no memory other threads share.
+        if housekeeping_due()
             && limiters
                 .first()
                 .is_some_and(|l| l.limiter.len() > inner.max_keys)
@@ -498,11 +494,7 @@ impl MemoryStore {
             decision.reset = decision.reset.max(Duration::from_nanos(*new - now));
         }
         if count {
-            let n = self
-                .inner
-                .checks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n.is_multiple_of(1024) && map.len() > self.inner.max_keys {
+            if housekeeping_due() && map.len() > self.inner.max_keys {
                 // Keys whose every quota is replenished change no decision.
                 map.retain(|_, tats| tats.iter().any(|t| *t > now));
             }
@@ -510,6 +502,20 @@ impl MemoryStore {
         }
         decision
     }
+}
+
+/// Whether this thread's count of in-memory checks (of every store) reached a multiple of
+/// 1,024: a thread-local count, no shared write per decision.
+#[inline]
+fn housekeeping_due() -> bool {
+    thread_local! {
+        static CHECKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    CHECKS.with(|c| {
+        let n = c.get();
+        c.set(n.wrapping_add(1));
+        n.is_multiple_of(1024)
+    })
 }
 
 fn governor_quota(q: &Quota) -> governor::Quota {
