@@ -1,10 +1,13 @@
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use deadpool_redis::{PoolConfig, Runtime, Timeouts};
+use pin_project_lite::pin_project;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -245,14 +248,22 @@ impl RedisBackend {
     }
 
     /// Runs one command and converts its reply.
-    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        self.run(cmd).await
+    // `fn … -> impl Future` rather than `async fn` here and below: the future is `run`'s own,
+    // not one more state around it.
+    pub fn query<'a, T: FromRedisValue>(
+        &'a self,
+        cmd: &'a Cmd,
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.run(cmd)
     }
 
     /// Runs a pipeline (or a `MULTI`/`EXEC` transaction built with [`Pipeline::atomic`]) in
     /// one round trip. On a cluster every key of the pipeline must be in one slot.
-    pub async fn query_pipeline<T: FromRedisValue>(&self, pipeline: &Pipeline) -> Result<T, Error> {
-        self.run(pipeline).await
+    pub fn query_pipeline<'a, T: FromRedisValue>(
+        &'a self,
+        pipeline: &'a Pipeline,
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.run(pipeline)
     }
 
     /// Runs a Lua script with `EVALSHA`: the script body is sent only when the server does not
@@ -269,11 +280,11 @@ impl RedisBackend {
     /// let n: i64 = backend.invoke(INCR_BY.key("ts:demo:n").arg(5)).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn invoke<T: FromRedisValue>(
-        &self,
-        invocation: &ScriptInvocation<'_>,
-    ) -> Result<T, Error> {
-        self.run(invocation).await
+    pub fn invoke<'a, T: FromRedisValue>(
+        &'a self,
+        invocation: &'a ScriptInvocation<'_>,
+    ) -> impl Future<Output = Result<T, Error>> {
+        self.run(invocation)
     }
 
     /// Health probe: a `PING` under the command timeout, returning its round-trip time.
@@ -321,67 +332,42 @@ impl RedisBackend {
                 return link.finish(generation, result);
             }
             // No live connection: connect (or wait for the attempt under way), under a timer.
-            bounded(timeout, async {
+            // Boxed: rare, and the largest of the three paths.
+            Box::pin(bounded(timeout, async {
                 let (generation, conn) = link.connect().await?;
                 let _in_flight = link.begin();
                 let result = op.run(&mut Conn::Mux(conn)).await;
                 link.finish(generation, result)
-            })
+            }))
             .await
-        })
+        })?
         .await
     }
 
-    async fn timed<T>(&self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    /// `fut` under the breaker (a permit now, or [`Error::CircuitOpen`]) and the metrics.
+    ///
+    /// A combinator rather than an `async fn`: an `async fn` keeps its future argument in its
+    /// own state beside the copy it awaits, so each such layer doubled the command's future
+    /// (1,944 bytes for a `GET` through two of them; every cache and session future that holds
+    /// one grows with it).
+    fn timed<F>(&self, fut: F) -> Result<Timed<'_, F>, Error> {
         #[cfg(feature = "breaker")]
-        if let Some(breaker) = &self.inner.breaker {
-            use tower_scale_breaker::Outcome;
-            let permit = match breaker.try_acquire() {
-                Ok(permit) => permit,
-                Err(rejected) => {
-                    metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => "circuit_open")
-                        .increment(1);
-                    return Err(Error::CircuitOpen(rejected.retry_after()));
-                }
-            };
-            let result = self.timed_inner(fut).await;
-            // Timeouts and connection errors are failures; an error reply means Redis is up.
-            permit.record(match &result {
-                Err(e) if e.is_unavailable() => Outcome::FAILURE,
-                _ => Outcome::Success,
-            });
-            return result;
-        }
-        self.timed_inner(fut).await
-    }
-
-    async fn timed_inner<T>(
-        &self,
-        fut: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        let start = Instant::now();
-        let result = match fut.await {
-            // redis-rs's own timeouts (the cluster client's response timeout, set to the same
-            // value; a connect timeout) are reported the same way.
-            Err(Error::Redis(e)) if e.is_timeout() => {
-                Err(Error::Timeout(self.inner.command_timeout))
-            }
-            result => result,
+        let permit = match &self.inner.breaker {
+            Some(breaker) => Some(breaker.try_acquire().map_err(|rejected| {
+                metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => "circuit_open")
+                    .increment(1);
+                Error::CircuitOpen(rejected.retry_after())
+            })?),
+            None => None,
         };
-        metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS).record(start.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            let kind = match e {
-                Error::Timeout(_) => "timeout",
-                Error::Pool(_) => "pool",
-                Error::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
-                Error::Redis(_) => "server",
-                Error::Config(_) => "config",
-                Error::CircuitOpen(_) => "circuit_open",
-            };
-            metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => kind).increment(1);
-            tracing::debug!(error = %e, kind, "redis command failed");
-        }
-        result
+        #[cfg(not(feature = "breaker"))]
+        let permit = ();
+        Ok(Timed {
+            fut,
+            inner: &self.inner,
+            start: Instant::now(),
+            permit,
+        })
     }
 
     fn pick<'a, T>(&self, items: &'a [T]) -> &'a T {
@@ -430,14 +416,95 @@ impl RedisBackend {
     }
 }
 
-/// Bounds `fut` with a timer of `timeout`.
-async fn bounded<T>(
-    timeout: Duration,
-    fut: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    tokio::time::timeout(timeout, fut)
-        .await
-        .unwrap_or(Err(Error::Timeout(timeout)))
+/// Bounds `fut` with a timer of `timeout` (a combinator, like [`Timed`], so that `fut` is
+/// held once).
+fn bounded<F: Future>(timeout: Duration, fut: F) -> Bounded<F> {
+    Bounded {
+        fut: tokio::time::timeout(timeout, fut),
+        timeout,
+    }
+}
+
+pin_project! {
+    /// [`bounded`]'s future: [`Error::Timeout`] once the timer fires first.
+    struct Bounded<F> {
+        #[pin]
+        fut: tokio::time::Timeout<F>,
+        timeout: Duration,
+    }
+}
+
+impl<T, F> Future for Bounded<F>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let done = std::task::ready!(this.fut.poll(cx));
+        Poll::Ready(done.unwrap_or(Err(Error::Timeout(*this.timeout))))
+    }
+}
+
+pin_project! {
+    /// A command under way: its future, the breaker's permit and its start, for the metrics.
+    struct Timed<'a, F> {
+        #[pin]
+        fut: F,
+        inner: &'a Inner,
+        start: Instant,
+        permit: MaybePermit,
+    }
+}
+
+/// The breaker's permit for one command (nothing without the `breaker` feature).
+#[cfg(feature = "breaker")]
+type MaybePermit = Option<tower_scale_breaker::Permit>;
+#[cfg(not(feature = "breaker"))]
+type MaybePermit = ();
+
+impl<T, F> Future for Timed<'_, F>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match std::task::ready!(this.fut.poll(cx)) {
+            // redis-rs's own timeouts (the cluster client's response timeout, set to the same
+            // value; a connect timeout) are reported the same way.
+            Err(Error::Redis(e)) if e.is_timeout() => {
+                Err(Error::Timeout(this.inner.command_timeout))
+            }
+            result => result,
+        };
+        metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS)
+            .record(this.start.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let kind = match e {
+                Error::Timeout(_) => "timeout",
+                Error::Pool(_) => "pool",
+                Error::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
+                Error::Redis(_) => "server",
+                Error::Config(_) => "config",
+                Error::CircuitOpen(_) => "circuit_open",
+            };
+            metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => kind).increment(1);
+            tracing::debug!(error = %e, kind, "redis command failed");
+        }
+        // Timeouts and connection errors are failures; an error reply means Redis is up.
+        #[cfg(feature = "breaker")]
+        if let Some(permit) = this.permit.take() {
+            use tower_scale_breaker::Outcome;
+            permit.record(match &result {
+                Err(e) if e.is_unavailable() => Outcome::FAILURE,
+                _ => Outcome::Success,
+            });
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// What a command runs on its connection: a command, a pipeline or a script call. A trait

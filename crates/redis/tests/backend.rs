@@ -320,10 +320,14 @@ async fn cluster_node_paused_times_out() {
     assert!(ok, "no answer after resume");
 }
 
+/// A command's future is held inside every cache, session and rate-limit future, and those
+/// are boxed: a box up to 1,032 bytes is served from glibc's per-thread cache, a larger one
+/// takes malloc's slow path (and its arena lock) on every request. The cache's `GET` future
+/// is this one plus about 120 bytes.
 #[test]
 fn command_futures_stay_small() {
     let b = RedisBackend::new(RedisConfig::default()).unwrap();
     let cmd = redis::cmd("PING");
     let size = std::mem::size_of_val(&b.query::<String>(&cmd));
-    assert!(size < 2048, "a command future is {size} bytes");
+    assert!(size <= 896, "a command future is {size} bytes");
 }
