@@ -73,14 +73,19 @@ fn build_quickstart() -> PathBuf {
         "--profile",
         &profile,
     ]);
-    // `<target>/<triple>/<profile>` when the tests were built with `--target <triple>`.
-    if above.join("CACHEDIR.TAG").exists() {
+    // `<target>/<triple>/<profile>` when the tests were built with `--target <triple>`. The
+    // target directory is known from cargo (`CARGO_TARGET_TMPDIR` is `<target>/tmp`), not
+    // guessed from its contents: a `target/` made by something else first (a bench script's
+    // results folder) has no `CACHEDIR.TAG`.
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR lies in the target directory");
+    if above == target_dir {
         cmd.arg("--target-dir").arg(above);
     } else {
         let triple = above.file_name().expect("a target triple directory");
         cmd.arg("--target").arg(triple);
-        cmd.arg("--target-dir")
-            .arg(above.parent().expect("a target directory"));
+        cmd.arg("--target-dir").arg(target_dir);
     }
     let out = cmd
         .stdin(Stdio::null())
