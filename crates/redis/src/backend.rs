@@ -380,7 +380,7 @@ impl RedisBackend {
 
     async fn conn(&self) -> Result<Conn, Error> {
         // The pool and cluster-connect futures are large (kilobytes); they are boxed so that
-        // every command's future stays small. The default multiplexed path allocates nothing.
+        // every command's future stays small. The manager path allocates nothing.
         Ok(match &self.inner.conns {
             Conns::Link(_) => unreachable!("links are run by RedisBackend::run"),
             Conns::Multiplexed(lazies) => {
