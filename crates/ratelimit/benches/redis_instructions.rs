@@ -174,14 +174,7 @@ fn measured(rt: &tokio::runtime::Runtime, router: &Router, n: usize) -> usize {
 
 fn main() {
     // RL_REDIS_URL: a server started outside (so it is not counted); else the test kit's.
-    let (_server, url) = match std::env::var("RL_REDIS_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = RedisServer::start();
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    let (_server, url) = RedisServer::from_env_or_start("RL_REDIS_URL");
     tower_scale_testkit::bench_main("RL_VARIANT", "RL_N", VARIANTS, 500, |v, n| {
         run(v, n, &url);
     });

@@ -90,14 +90,7 @@ fn measured(rt: &tokio::runtime::Runtime, client: &Client, n: usize) -> usize {
 
 fn main() {
     // REDIS_IR_URL: a server started outside (so it is not counted); else the test kit's.
-    let (_server, url) = match std::env::var("REDIS_IR_URL") {
-        Ok(url) => (None, url),
-        Err(_) => {
-            let server = RedisServer::start();
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    let (_server, url) = RedisServer::from_env_or_start("REDIS_IR_URL");
     tower_scale_testkit::bench_main("REDIS_IR_VARIANT", "REDIS_IR_N", VARIANTS, 500, |v, n| {
         run(v, n, &url);
     });

@@ -55,6 +55,24 @@ impl RedisServer {
         Self::start_with_args(&[])
     }
 
+    /// The URL in the environment variable `var` (a server started outside, e.g. so that a
+    /// callgrind run does not count it), else a server of the kit's, returned with its URL
+    /// (keep it alive while the URL is used).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`], when `var` is unset.
+    pub fn from_env_or_start(var: &str) -> (Option<Self>, String) {
+        match std::env::var(var) {
+            Ok(url) => (None, url),
+            Err(_) => {
+                let server = Self::start();
+                let url = server.url();
+                (Some(server), url)
+            }
+        }
+    }
+
     /// Starts a server with extra `redis-server` arguments (e.g. `["--maxmemory", "1mb"]`).
     ///
     /// # Panics

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::{PATIENCE, ScaleOut, send};
+use tower_scale_testkit::eventually;
 
 /// The number of instances behind nginx.
 const INSTANCES: usize = 3;
@@ -320,15 +321,6 @@ impl Load {
     }
 }
 
-/// Polls `done` until it holds, failing after [`PATIENCE`] (a hang guard).
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 // One client thread: the load takes at most one of the machine's cores, so that nginx and the
 // instances are not starved (a starved instance sheds load, see `Reply::is_shed`).
 #[tokio::test(flavor = "current_thread")]
@@ -339,7 +331,7 @@ async fn a_rolling_restart_of_every_instance_under_load_fails_no_request() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|task| tokio::spawn(load.clone().run(support::client(), env.base.clone(), task)))
         .collect();
-    wait_until("the load to flow", || {
+    eventually("the load to flow", PATIENCE, || {
         load.ok.load(Ordering::Relaxed) >= 200
     })
     .await;
@@ -357,14 +349,16 @@ async fn a_rolling_restart_of_every_instance_under_load_fails_no_request() {
         );
         // While it is gone, the other instances serve everything.
         let now = load.ok.load(Ordering::Relaxed);
-        wait_until("requests served while an instance is down", || {
-            load.ok.load(Ordering::Relaxed) >= now + 100
-        })
+        eventually(
+            "requests served while an instance is down",
+            PATIENCE,
+            || load.ok.load(Ordering::Relaxed) >= now + 100,
+        )
         .await;
         env.start_again(i).await;
         // Back in rotation: it serves its share again.
         let before = load.served_by(&addr);
-        wait_until("the restarted instance to serve", || {
+        eventually("the restarted instance to serve", PATIENCE, || {
             load.served_by(&addr) >= before + 20
         })
         .await;
