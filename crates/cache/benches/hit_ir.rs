@@ -15,6 +15,8 @@
 //!
 //! - `raw_get`: the peer's handler: `GET raw:cached:{id}` through the same `RedisBackend`
 //!   (`backend.query(redis::cmd("GET")..)`) → `Vec<u8>` → response with `content-type`;
+//! - `redis_rs_get`: the same handler on a bare redis-rs `MultiplexedConnection`, the peer's own
+//!   connection (what `RedisBackend` adds: its breaker, metrics and hung-connection watchdog);
 //! - `cache_hit`: `ResponseCacheLayer` (Redis store, TTL 60 s, no local tier, as
 //!   `examples/bench-app` configures `/cached/{id}`) as a route layer; every request a hit.
 //!
@@ -77,13 +79,28 @@ fn main() {
             });
             common::raw_get_app(backend)
         }
+        "redis_rs_get" => {
+            let conn = rt.block_on(async {
+                for i in 1..=ids {
+                    common::store_raw(&backend, &i.to_string()).await;
+                }
+                tower_scale_redis::redis::Client::open(server.url())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap()
+            });
+            common::redis_rs_get_app(conn)
+        }
         "cache_hit" => common::origin(Duration::ZERO)
             .route_layer(
                 ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
                     .ttl(Duration::from_secs(60)),
             )
             .with_state(()),
-        other => panic!("BENCH_VARIANT: unknown variant {other:?} (raw_get or cache_hit)"),
+        other => {
+            panic!("BENCH_VARIANT: unknown variant {other:?} (raw_get, redis_rs_get or cache_hit)")
+        }
     };
     rt.block_on(async {
         // Two warm passes: the cache's first stores every entry, the second hits; the same

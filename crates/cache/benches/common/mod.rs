@@ -66,6 +66,26 @@ pub(crate) fn raw_get_app(backend: RedisBackend) -> Router {
         .with_state(backend)
 }
 
+/// The peer's handler on the peer's connection: the same `GET` as [`raw_get_app`] on a bare
+/// redis-rs `MultiplexedConnection`, without `RedisBackend`.
+pub(crate) fn redis_rs_get_app(conn: redis::aio::MultiplexedConnection) -> Router {
+    Router::new()
+        .route(
+            "/cached/{id}",
+            get(
+                |State(mut c): State<redis::aio::MultiplexedConnection>, Path(id): Path<String>| async move {
+                    let body: Vec<u8> = redis::cmd("GET")
+                        .arg(format!("raw:cached:{id}"))
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
+                    ([(header::CONTENT_TYPE, "application/json")], body)
+                },
+            ),
+        )
+        .with_state(conn)
+}
+
 /// Stores the document of `id` for [`raw_get_app`].
 pub(crate) async fn store_raw(backend: &RedisBackend, id: &str) {
     backend
