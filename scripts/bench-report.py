@@ -6,7 +6,9 @@ usage: bench-report.py results.txt table.md chart.svg
 Each input line: "<round> <impl> <scenario> <requests_per_s> <p99_ms> <non2xx>" (or the same
 without the round). Lines with NA (a failed run) are skipped. With several rounds, each figure
 is the median of its rounds. Ratios are to bare axum's GET /hello measured in the same run, and
-between tower-scale and each peer.
+between tower-scale and each peer; with several rounds, the comparison with each peer also
+counts the rounds in which tower-scale was ahead (each round's figures against the same
+round's, the implementations having run one after the other).
 """
 import statistics
 import sys
@@ -20,6 +22,7 @@ EXTRA_COLORS = ["#c44e52", "#8172b3", "#937860"]
 
 def load(path):
     samples = OrderedDict()  # (impl, scenario) -> [(rps, p99, non2xx)]
+    by_round = {}  # (impl, scenario) -> {round: (rps, p99)}
     impls, scenarios, rounds = [], [], set()
     with open(path) as f:
         for line in f:
@@ -34,6 +37,7 @@ def load(path):
             except ValueError:
                 continue  # NA: the run failed; run-scenarios.sh said why
             samples.setdefault((impl, scenario), []).append(sample)
+            by_round.setdefault((impl, scenario), {})[rnd] = sample[:2]
             rounds.add(rnd)
             if impl not in impls:
                 impls.append(impl)
@@ -48,12 +52,22 @@ def load(path):
             "non2xx": max(x[2] for x in s),
             "n": len(s),
             "rps_spread": (max(rps) - min(rps)) / (2 * statistics.median(rps)) if len(s) > 1 else 0.0,
+            "rounds": by_round[key],
         }
     return rows, impls, scenarios, len(rounds)
 
 
 def fmt_rps(v):
     return f"{v:,.0f}"
+
+
+def rounds_ahead(ours, peer):
+    """In how many of the rounds both ran tower-scale had more requests/s, and a lower p99:
+    "k/n, m/n"."""
+    common = [r for r in ours["rounds"] if r in peer["rounds"]]
+    rps = sum(ours["rounds"][r][0] > peer["rounds"][r][0] for r in common)
+    p99 = sum(ours["rounds"][r][1] < peer["rounds"][r][1] for r in common)
+    return f"{rps}/{len(common)}, {p99}/{len(common)}"
 
 
 def table(rows, impls, scenarios, nrounds):
@@ -99,8 +113,11 @@ def table(rows, impls, scenarios, nrounds):
     if (OURS in shown) and peers:
         out.append("tower-scale against each peer (requests/s: tower-scale ÷ peer, higher is better; "
                    "p99: tower-scale ÷ peer, lower is better):\n")
-        out.append("| scenario | " + " | ".join(f"÷ {p} req/s | ÷ {p} p99" for p in peers) + " | verdict |")
-        out.append("|---" * (2 + 2 * len(peers)) + "|")
+        per_round = nrounds > 1
+        out.append("| scenario | " + " | ".join(
+            f"÷ {p} req/s | ÷ {p} p99" + (f" | rounds ahead of {p}" if per_round else "")
+            for p in peers) + " | verdict |")
+        out.append("|---" * (2 + (3 if per_round else 2) * len(peers)) + "|")
         for s in scenarios:
             ours = rows.get((OURS, s))
             if ours is None:
@@ -109,11 +126,11 @@ def table(rows, impls, scenarios, nrounds):
             for p in peers:
                 r = rows.get((p, s))
                 if r is None:
-                    cells += ["–", "–"]
+                    cells += ["–", "–"] + (["–"] if per_round else [])
                     missing.append(p)
                     continue
                 rr, pr = ours["rps"] / r["rps"], ours["p99"] / r["p99"]
-                cells += [f"{rr:.2f}", f"{pr:.2f}"]
+                cells += [f"{rr:.2f}", f"{pr:.2f}"] + ([rounds_ahead(ours, r)] if per_round else [])
                 if rr < 1:
                     behind.append(f"req/s vs {p}")
                 if pr > 1:
@@ -123,6 +140,9 @@ def table(rows, impls, scenarios, nrounds):
                 verdict += " (no figure for " + ", ".join(missing) + ")"
             cells.append(verdict)
             out.append("| " + " | ".join(cells) + " |")
+        if per_round:
+            out.append("\nrounds ahead: in how many rounds tower-scale had more requests/s, then a "
+                       "lower p99, than the peer in the same round. The verdict is the medians'.")
     return "\n".join(out) + "\n"
 
 
