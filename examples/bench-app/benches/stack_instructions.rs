@@ -21,6 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::handler::Handler;
 use axum::http::{Request, Response, header};
 use axum::routing::get;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -38,9 +39,11 @@ async fn hello() -> &'static str {
 const LAYERS: [&str; 5] = ["shutdown", "ratelimit", "session", "compression", "breaker"];
 
 /// tower-scale's `/hello` route without the layers in `without`, as the bench app builds it:
-/// one `route_layer` of rate limit → session → compression → breaker. The shutdown layer goes
-/// around the router, in [`run`].
-fn tower_scale(without: &[&str]) -> Router {
+/// rate limit → session → compression → breaker around the handler (`Handler::layer`). The
+/// shutdown layer goes around the router, in [`run`]. With `around_route`, the layers go around
+/// the route instead (`MethodRouter::route_layer`: their inner service is then a boxed `Route`,
+/// which a layer that clones its inner per request clones with an allocation).
+fn tower_scale(without: &[&str], around_route: bool) -> Router {
     let has = |layer: &str| !without.contains(&layer);
     let limit = has("ratelimit").then(|| {
         RateLimitLayer::new(
@@ -72,16 +75,17 @@ fn tower_scale(without: &[&str]) -> Router {
     let breaker = has("breaker").then(|| {
         CircuitBreakerLayer::new(CircuitBreaker::named("hello", BreakerConfig::default()).unwrap())
     });
-    Router::new().route(
-        "/hello",
-        get(hello).route_layer(
-            ServiceBuilder::new()
-                .option_layer(limit)
-                .option_layer(sessions)
-                .option_layer(gzip)
-                .option_layer(breaker),
-        ),
-    )
+    let stack = ServiceBuilder::new()
+        .option_layer(limit)
+        .option_layer(sessions)
+        .option_layer(gzip)
+        .option_layer(breaker);
+    let route = if around_route {
+        get(hello).route_layer(stack)
+    } else {
+        get(hello.layer(stack))
+    };
+    Router::new().route("/hello", route)
 }
 
 /// The Rust peer's `/hello` (shared/peers/rust-tower), its session store in memory.
@@ -142,6 +146,7 @@ fn variants() -> Vec<String> {
     ];
     v.extend(LAYERS.iter().map(|l| format!("tower_scale_without_{l}")));
     v.push("tower_scale_shutdown_through_router_layer".to_owned());
+    v.push("tower_scale_route_layer".to_owned());
     v.push("tower_scale_stack".to_owned());
     v.extend(
         [
@@ -212,16 +217,16 @@ fn run(variant: &str, n: usize) {
                 &rt,
                 variant,
                 n,
-                &served(tower_scale(&[]).layer(shutdown.layer())),
+                &served(tower_scale(&[], false).layer(shutdown.layer())),
             );
         }
         other => {
             let without = match other.strip_prefix("tower_scale_without_") {
                 Some(layer) if LAYERS.contains(&layer) => layer,
-                _ if other == "tower_scale" => "",
+                _ if other == "tower_scale" || other == "tower_scale_route_layer" => "",
                 _ => panic!("unknown BENCH_VARIANT {other}; known: {:?}", variants()),
             };
-            let route = served(tower_scale(&[without]));
+            let route = served(tower_scale(&[without], other == "tower_scale_route_layer"));
             if without == "shutdown" {
                 drive(&rt, variant, n, &route);
             } else {

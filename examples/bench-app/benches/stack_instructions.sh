@@ -7,5 +7,5 @@ export COLLECT=measured
 exec "$(dirname "$0")/../../../scripts/instructions-per-request.sh" example-bench-app stack_instructions \
     bare_axum peer tower_scale tower_scale_without_shutdown tower_scale_without_ratelimit \
     tower_scale_without_session tower_scale_without_compression tower_scale_without_breaker \
-    tower_scale_shutdown_through_router_layer tower_scale_stack \
+    tower_scale_shutdown_through_router_layer tower_scale_route_layer tower_scale_stack \
     ratelimit_only ratelimit_only_no_headers tower_governor_only

@@ -24,6 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::Path;
+use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -174,22 +175,26 @@ pub fn app(
 
     let hello_breaker = CircuitBreaker::named("hello", BreakerConfig::default())?;
 
+    // Each route's layers wrap its handler (`Handler::layer`) rather than its route
+    // (`route_layer`): a layer's inner service is then the handler's own, whose clone costs
+    // nothing, where a route is a boxed service that a layer cloning its inner per request (as
+    // the cache does, to keep tower's `poll_ready` contract) clones with an allocation.
     let router = Router::new()
         .route(
             "/hello",
-            get(hello).route_layer(
+            get(hello.layer(
                 ServiceBuilder::new()
                     .layer(stack_limit)
                     .layer(sessions.clone())
                     .layer(gzip.clone())
                     .layer(CircuitBreakerLayer::new(hello_breaker)),
-            ),
+            )),
         )
-        .route("/login", post(login).route_layer(sessions.clone()))
-        .route("/session", get(count).route_layer(sessions))
-        .route("/limited", get(limited).route_layer(api_limit))
-        .route("/cached/{id}", get(cached_item).route_layer(cached))
-        .route("/json", get(json).route_layer(gzip));
+        .route("/login", post(login.layer(sessions.clone())))
+        .route("/session", get(count.layer(sessions)))
+        .route("/limited", get(limited.layer(api_limit)))
+        .route("/cached/{id}", get(cached_item.layer(cached)))
+        .route("/json", get(json.layer(gzip)));
     // Outermost: counts in-flight requests, closes keep-alive connections while draining.
     Ok(shutdown.layer().layer(router))
 }

@@ -31,6 +31,15 @@ pub(crate) fn origin_doc(id: &str) -> String {
     format!("{head}{desc}{tail}")
 }
 
+/// The contract's origin without a delay, as a handler of its own (to wrap with
+/// `Handler::layer`).
+pub(crate) async fn origin_handler(Path(id): Path<String>) -> impl axum::response::IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        origin_doc(&id),
+    )
+}
+
 /// The contract's origin: a 5 ms "query" (`delay`; zero for none), then the document.
 pub(crate) fn origin(delay: Duration) -> Router {
     Router::new().route(
