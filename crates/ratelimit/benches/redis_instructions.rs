@@ -45,8 +45,12 @@ impl tower_rate_limit_redis::KeyResolver for ApiKey {
     }
 }
 
+async fn ok() -> &'static str {
+    "ok"
+}
+
 fn app() -> Router {
-    Router::new().route("/", get(|| async { "ok" }))
+    Router::new().route("/", get(ok))
 }
 
 async fn router(variant: &str, url: &str) -> Router {
@@ -64,6 +68,20 @@ async fn router(variant: &str, url: &str) -> Router {
             .unwrap()
             .key_with(HeaderKey(http::HeaderName::from_static("x-api-key"))),
         ),
+        // The same limiter around the handler (`Handler::layer`), as the bench app now applies
+        // it: its inner service is the handler's, not a boxed `Route`.
+        "limited_tower_scale_handler_layer" => {
+            use axum::handler::Handler;
+            let limit = RateLimitLayer::new(
+                RedisStore::new(backend()),
+                [Quota::per_second(100).burst(100)],
+            )
+            .unwrap()
+            .name("limited")
+            .unwrap()
+            .key_with(HeaderKey(http::HeaderName::from_static("x-api-key")));
+            Router::new().route("/", get(ok.layer(limit)))
+        }
         // The Rust peer's /limited.
         "limited_tower_rate_limit_redis" => {
             let conn = redis032::Client::open(url)
