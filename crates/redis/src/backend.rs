@@ -1,13 +1,11 @@
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use deadpool_redis::{PoolConfig, Runtime, Timeouts};
-use pin_project_lite::pin_project;
+use futures_util::FutureExt;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -346,11 +344,14 @@ impl RedisBackend {
 
     /// `fut` under the breaker (a permit now, or [`Error::CircuitOpen`]) and the metrics.
     ///
-    /// A combinator rather than an `async fn`: an `async fn` keeps its future argument in its
-    /// own state beside the copy it awaits, so each such layer doubled the command's future
-    /// (1,944 bytes for a `GET` through two of them; every cache and session future that holds
-    /// one grows with it).
-    fn timed<F>(&self, fut: F) -> Result<Timed<'_, F>, Error> {
+    /// `fut` mapped, rather than awaited in an `async fn`: an `async fn` keeps its future
+    /// argument in its own state beside the copy it awaits, so each such layer doubled the
+    /// command's future (1,944 bytes for a `GET` through two of them; every cache and session
+    /// future that holds one grows with it).
+    fn timed<T, F>(&self, fut: F) -> Result<impl Future<Output = Result<T, Error>>, Error>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
         #[cfg(feature = "breaker")]
         let permit = match &self.inner.breaker {
             Some(breaker) => Some(breaker.try_acquire().map_err(|rejected| {
@@ -360,14 +361,41 @@ impl RedisBackend {
             })?),
             None => None,
         };
-        #[cfg(not(feature = "breaker"))]
-        let permit = ();
-        Ok(Timed {
-            fut,
-            inner: &self.inner,
-            start: Instant::now(),
-            permit,
-        })
+        let start = Instant::now();
+        Ok(fut.map(move |result| {
+            let result = match result {
+                // redis-rs's own timeouts (the cluster client's response timeout, set to the
+                // same value; a connect timeout) are reported the same way.
+                Err(Error::Redis(e)) if e.is_timeout() => {
+                    Err(Error::Timeout(self.inner.command_timeout))
+                }
+                result => result,
+            };
+            metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS)
+                .record(start.elapsed().as_secs_f64());
+            if let Err(e) = &result {
+                let kind = match e {
+                    Error::Timeout(_) => "timeout",
+                    Error::Pool(_) => "pool",
+                    Error::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
+                    Error::Redis(_) => "server",
+                    Error::Config(_) => "config",
+                    Error::CircuitOpen(_) => "circuit_open",
+                };
+                metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => kind).increment(1);
+                tracing::debug!(error = %e, kind, "redis command failed");
+            }
+            // Timeouts and connection errors are failures; an error reply means Redis is up.
+            #[cfg(feature = "breaker")]
+            if let Some(permit) = permit {
+                use tower_scale_breaker::Outcome;
+                permit.record(match &result {
+                    Err(e) if e.is_unavailable() => Outcome::FAILURE,
+                    _ => Outcome::Success,
+                });
+            }
+            result
+        }))
     }
 
     fn pick<'a, T>(&self, items: &'a [T]) -> &'a T {
@@ -416,95 +444,13 @@ impl RedisBackend {
     }
 }
 
-/// Bounds `fut` with a timer of `timeout` (a combinator, like [`Timed`], so that `fut` is
-/// held once).
-fn bounded<F: Future>(timeout: Duration, fut: F) -> Bounded<F> {
-    Bounded {
-        fut: tokio::time::timeout(timeout, fut),
-        timeout,
-    }
-}
-
-pin_project! {
-    /// [`bounded`]'s future: [`Error::Timeout`] once the timer fires first.
-    struct Bounded<F> {
-        #[pin]
-        fut: tokio::time::Timeout<F>,
-        timeout: Duration,
-    }
-}
-
-impl<T, F> Future for Bounded<F>
+/// Bounds `fut` with a timer of `timeout` (mapped, like [`RedisBackend::timed`], so that `fut`
+/// is held once).
+fn bounded<T, F>(timeout: Duration, fut: F) -> impl Future<Output = Result<T, Error>>
 where
     F: Future<Output = Result<T, Error>>,
 {
-    type Output = Result<T, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let done = std::task::ready!(this.fut.poll(cx));
-        Poll::Ready(done.unwrap_or(Err(Error::Timeout(*this.timeout))))
-    }
-}
-
-pin_project! {
-    /// A command under way: its future, the breaker's permit and its start, for the metrics.
-    struct Timed<'a, F> {
-        #[pin]
-        fut: F,
-        inner: &'a Inner,
-        start: Instant,
-        permit: MaybePermit,
-    }
-}
-
-/// The breaker's permit for one command (nothing without the `breaker` feature).
-#[cfg(feature = "breaker")]
-type MaybePermit = Option<tower_scale_breaker::Permit>;
-#[cfg(not(feature = "breaker"))]
-type MaybePermit = ();
-
-impl<T, F> Future for Timed<'_, F>
-where
-    F: Future<Output = Result<T, Error>>,
-{
-    type Output = Result<T, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match std::task::ready!(this.fut.poll(cx)) {
-            // redis-rs's own timeouts (the cluster client's response timeout, set to the same
-            // value; a connect timeout) are reported the same way.
-            Err(Error::Redis(e)) if e.is_timeout() => {
-                Err(Error::Timeout(this.inner.command_timeout))
-            }
-            result => result,
-        };
-        metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS)
-            .record(this.start.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            let kind = match e {
-                Error::Timeout(_) => "timeout",
-                Error::Pool(_) => "pool",
-                Error::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
-                Error::Redis(_) => "server",
-                Error::Config(_) => "config",
-                Error::CircuitOpen(_) => "circuit_open",
-            };
-            metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => kind).increment(1);
-            tracing::debug!(error = %e, kind, "redis command failed");
-        }
-        // Timeouts and connection errors are failures; an error reply means Redis is up.
-        #[cfg(feature = "breaker")]
-        if let Some(permit) = this.permit.take() {
-            use tower_scale_breaker::Outcome;
-            permit.record(match &result {
-                Err(e) if e.is_unavailable() => Outcome::FAILURE,
-                _ => Outcome::Success,
-            });
-        }
-        Poll::Ready(result)
-    }
+    tokio::time::timeout(timeout, fut).map(move |done| done.unwrap_or(Err(Error::Timeout(timeout))))
 }
 
 /// What a command runs on its connection: a command, a pipeline or a script call. A trait
