@@ -20,7 +20,9 @@
 //! - `cache_hit`: `ResponseCacheLayer` (Redis store, TTL 60 s, no local tier, as
 //!   `examples/bench-app` configures `/cached/{id}`) as a route layer; every request a hit;
 //! - `cache_hit_handler_layer`: the same layer around the handler (`Handler::layer`) instead of
-//!   its route, so that its inner service is the handler's own, not a boxed `Route`.
+//!   its route, so that its inner service is the handler's own, not a boxed `Route`;
+//! - `fetch_bytes`: the peer's handler on tower-scale's typed API, `Cache::get_or_fetch_bytes`
+//!   (Redis store, TTL 60 s, no local tier): the same cache-aside, with single-flight misses.
 //!
 //! Each request's body is collected and its length checked, in both variants.
 #![allow(missing_docs)]
@@ -111,9 +113,10 @@ fn main() {
                 )
                 .with_state(())
         }
+        "fetch_bytes" => common::fetch_bytes_app(Cache::new(RedisStore::new(backend))),
         other => panic!(
             "BENCH_VARIANT: unknown variant {other:?} \
-             (raw_get, redis_rs_get, cache_hit or cache_hit_handler_layer)"
+             (raw_get, redis_rs_get, cache_hit, cache_hit_handler_layer or fetch_bytes)"
         ),
     };
     rt.block_on(async {
@@ -124,7 +127,7 @@ fn main() {
         }
         measured(&mut app, &uris, n).await;
     });
-    if variant.starts_with("cache_hit") {
+    if variant.starts_with("cache_hit") || variant == "fetch_bytes" {
         let misses = server
             .command_calls()
             .into_iter()

@@ -561,15 +561,95 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
         E: Send + Sync + 'static,
     {
+        self.fetch_coded::<Json<T>, F, Fut, E>(key, options, fetch)
+            .await
+    }
+
+    /// [`get_or_fetch`](Cache::get_or_fetch) for bytes stored as they are, without serde: an
+    /// already serialized document, a rendered page, an image. A hit is the stored bytes
+    /// (shared, not copied); nothing is parsed.
+    ///
+    /// A key holds either kind: bytes stored by this method are not a valid JSON value for
+    /// [`get_or_fetch`](Cache::get_or_fetch) in general (and the other way round they are
+    /// JSON text), so read a key with the method that wrote it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use tower_scale_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::default());
+    /// let page = cache
+    ///     .get_or_fetch_bytes("page:home", Duration::from_secs(60), || async {
+    ///         Ok::<_, std::io::Error>(Bytes::from_static(b"<h1>home</h1>"))
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(page, "<h1>home</h1>");
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_fetch`](Cache::get_or_fetch).
+    pub async fn get_or_fetch_bytes<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        fetch: F,
+    ) -> Result<Bytes, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.get_or_fetch_bytes_with(key, &FetchOptions::new(ttl), fetch)
+            .await
+    }
+
+    /// [`get_or_fetch_bytes`](Cache::get_or_fetch_bytes) with a stale window and tags.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_or_fetch_with`](Cache::get_or_fetch_with).
+    pub async fn get_or_fetch_bytes_with<F, Fut, E>(
+        &self,
+        key: &str,
+        options: &FetchOptions,
+        fetch: F,
+    ) -> Result<Bytes, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.fetch_coded::<Raw, F, Fut, E>(key, options, fetch)
+            .await
+    }
+
+    /// The body of the `get_or_fetch` methods, for values stored with the codec `C`.
+    async fn fetch_coded<C, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &FetchOptions,
+        fetch: F,
+    ) -> Result<C::Value, Arc<E>>
+    where
+        C: Codec,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<C::Value, E>>,
+        E: Send + Sync + 'static,
+    {
         let stale = match self.lookup(key, VALUE_FIELD).await {
             Ok(Some(entry)) => {
                 let now = self.now_ms();
                 if entry.is_fresh(now)
-                    && let Some(v) = decode_value(&entry)
+                    && let Some(v) = decode_value::<C>(&entry)
                 {
                     return Ok(v);
                 }
-                (entry.is_usable(now) && decode_value::<T>(&entry).is_some()).then_some(entry)
+                (entry.is_usable(now) && decode_value::<C>(&entry).is_some()).then_some(entry)
             }
             Ok(None) => None,
             Err(e) => {
@@ -584,7 +664,7 @@ impl Cache {
                     None => continue,
                     Some(outcome) => match outcome.downcast_ref::<TypedOutcome<E>>() {
                         Some(Ok(entry)) => {
-                            if let Some(v) = decode_value(entry) {
+                            if let Some(v) = decode_value::<C>(entry) {
                                 return Ok(v);
                             }
                         }
@@ -594,7 +674,7 @@ impl Cache {
                 },
                 Join::Leader(leader) => {
                     return self
-                        .lead_typed(key, options, stale, leader, fetch.take())
+                        .lead_typed::<C, F, Fut, E>(key, options, stale, leader, fetch.take())
                         .await;
                 }
             }
@@ -607,18 +687,18 @@ impl Cache {
         }
     }
 
-    async fn lead_typed<T, F, Fut, E>(
+    async fn lead_typed<C, F, Fut, E>(
         &self,
         key: &str,
         options: &FetchOptions,
         stale: Option<Arc<Entry>>,
         leader: crate::flight::Leader,
         fetch: Option<F>,
-    ) -> Result<T, Arc<E>>
+    ) -> Result<C::Value, Arc<E>>
     where
-        T: Serialize + DeserializeOwned,
+        C: Codec,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<C::Value, E>>,
         E: Send + Sync + 'static,
     {
         let finish = |leader: crate::flight::Leader, o: TypedOutcome<E>| {
@@ -631,7 +711,7 @@ impl Cache {
             .await;
         let token = match coordinated {
             Coordinated::Filled(entry) => {
-                if let Some(v) = decode_value(&entry) {
+                if let Some(v) = decode_value::<C>(&entry) {
                     finish(leader, Ok(entry));
                     return Ok(v);
                 }
@@ -639,7 +719,7 @@ impl Cache {
             }
             Coordinated::ServeStale => {
                 if let Some(entry) = &stale
-                    && let Some(v) = decode_value(entry)
+                    && let Some(v) = decode_value::<C>(entry)
                 {
                     finish(leader, Ok(Arc::clone(entry)));
                     return Ok(v);
@@ -653,14 +733,14 @@ impl Cache {
         };
         let result = fetch().await;
         let outcome = match result {
-            Ok(value) => match serde_json::to_vec(&value) {
+            Ok(value) => match C::encode(&value) {
                 Ok(bytes) => {
                     let entry = Arc::new(Entry {
                         stored_at: self.now_ms(),
                         ttl_ms: millis(options.ttl),
                         swr_ms: millis(options.stale),
                         sie_ms: millis(options.stale),
-                        body: EntryBody::Value(Bytes::from(bytes)),
+                        body: EntryBody::Value(bytes),
                     });
                     self.save(key, &[(VALUE_FIELD, Arc::clone(&entry))], &options.tags)
                         .await;
@@ -680,7 +760,7 @@ impl Cache {
         self.unlock(key, VALUE_FIELD, token).await;
         if let Some(entry) = stale
             && entry.can_serve_on_error(self.now_ms())
-            && let Some(v) = decode_value(&entry)
+            && let Some(v) = decode_value::<C>(&entry)
         {
             finish(leader, Ok(entry));
             return Ok(v);
@@ -783,15 +863,56 @@ impl Cache {
     }
 }
 
-fn decode_value<T: DeserializeOwned>(entry: &Entry) -> Option<T> {
+fn decode_value<C: Codec>(entry: &Entry) -> Option<C::Value> {
     match &entry.body {
-        EntryBody::Value(bytes) => match serde_json::from_slice(bytes) {
+        EntryBody::Value(bytes) => C::decode(bytes),
+        _ => None,
+    }
+}
+
+/// How the `get_or_fetch` methods turn a value into stored bytes and back.
+trait Codec {
+    type Value;
+    /// The bytes to store, or why `value` cannot be stored.
+    fn encode(value: &Self::Value) -> Result<Bytes, String>;
+    /// The value of stored bytes; `None` (logged) when they do not decode, a miss.
+    fn decode(bytes: &Bytes) -> Option<Self::Value>;
+}
+
+/// serde values as JSON ([`Cache::get_or_fetch`]).
+struct Json<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
+    type Value = T;
+
+    fn encode(value: &T) -> Result<Bytes, String> {
+        serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    }
+
+    fn decode(bytes: &Bytes) -> Option<T> {
+        match serde_json::from_slice(bytes) {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::debug!(error = %e, "cached value does not decode; refetching");
                 None
             }
-        },
-        _ => None,
+        }
+    }
+}
+
+/// Bytes as they are ([`Cache::get_or_fetch_bytes`]).
+struct Raw;
+
+impl Codec for Raw {
+    type Value = Bytes;
+
+    fn encode(value: &Bytes) -> Result<Bytes, String> {
+        Ok(value.clone())
+    }
+
+    fn decode(bytes: &Bytes) -> Option<Bytes> {
+        Some(bytes.clone())
     }
 }

@@ -228,7 +228,7 @@ impl Entry {
                         .map_err(|_| corrupt("invalid header value"))?;
                     headers.append(name, value);
                 }
-                let body = get_long(&mut buf)?;
+                let body = get_last(&mut buf)?;
                 EntryBody::Response(StoredResponse {
                     status,
                     age,
@@ -245,7 +245,7 @@ impl Entry {
                 }
                 EntryBody::Vary(names.into())
             }
-            KIND_VALUE => EntryBody::Value(get_long(&mut buf)?),
+            KIND_VALUE => EntryBody::Value(get_last(&mut buf)?),
             _ => return Err(corrupt("unknown kind")),
         };
         if buf.has_remaining() {
@@ -337,11 +337,17 @@ fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
 }
 
 /// A slice of `buf`, not a copy.
-fn get_long(buf: &mut Bytes) -> Result<Bytes, StoreError> {
+/// The last field: a `u32` length and that many bytes, which must end the entry. The rest
+/// of the buffer itself is taken rather than split off, so that a value read from Redis (a
+/// buffer of its own) stays unshared: no reference count is allocated for it.
+fn get_last(buf: &mut Bytes) -> Result<Bytes, StoreError> {
     need(buf, 4)?;
     let len = buf.get_u32() as usize;
     need(buf, len)?;
-    Ok(buf.split_to(len))
+    if buf.len() > len {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok(std::mem::take(buf))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! - [`Cache`]: the handle. [`Cache::get_or_fetch`] returns a cached serde value or runs the
 //!   fetch **once** for all concurrent callers of the instance (single-flight), and with the
 //!   cross-instance lock ([`LockConfig`]) once for all instances, the others waiting briefly
-//!   for its entry or serving a stale one. [`Cache::invalidate`] and
+//!   for its entry or serving a stale one. [`Cache::get_or_fetch_bytes`] does the same for
+//!   bytes stored as they are, without serde. [`Cache::invalidate`] and
 //!   [`Cache::invalidate_tag`] purge.
 //! - [`ResponseCacheLayer`]: caches `GET`/`HEAD` responses as a shared cache (RFC 9111):
 //!   `Cache-Control` (`no-store`, `private`, `no-cache`, `max-age`, `s-maxage`,

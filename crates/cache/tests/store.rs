@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tower_scale_cache::{MemoryStore, RedisStore, Store};
+use tower_scale_cache::{Cache, MemoryStore, RedisStore, Store};
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
 async fn conformance(store: &dyn Store) {
@@ -105,6 +105,36 @@ async fn redis_store() {
 async fn redis_cluster_store() {
     let cluster = RedisCluster::start();
     conformance(&RedisStore::new(support::cluster_backend(&cluster))).await;
+    // The typed APIs on the cluster: a value and raw bytes, each fetched once, then hits.
+    let cache = Cache::new(RedisStore::new(support::cluster_backend(&cluster)));
+    let ttl = Duration::from_secs(60);
+    for key in ["user:1", "user:2"] {
+        let fetched = cache
+            .get_or_fetch(key, ttl, || async { Ok::<_, std::io::Error>(7_u32) })
+            .await
+            .unwrap();
+        let hit = cache
+            .get_or_fetch(key, ttl, || async {
+                Err::<u32, _>(std::io::Error::other("a hit does not fetch"))
+            })
+            .await
+            .unwrap();
+        assert_eq!((fetched, hit), (7, 7));
+        let page = format!("page:{key}");
+        cache
+            .get_or_fetch_bytes(&page, ttl, || async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"<p>raw</p>"))
+            })
+            .await
+            .unwrap();
+        let hit = cache
+            .get_or_fetch_bytes(&page, ttl, || async {
+                Err::<Bytes, _>(std::io::Error::other("a hit does not fetch"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(hit, "<p>raw</p>");
+    }
 }
 
 #[tokio::test]

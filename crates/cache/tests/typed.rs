@@ -406,3 +406,91 @@ async fn a_lock_taken_after_the_leader_stored_the_entry_does_not_fetch_again() {
         "the follower fetched again"
     );
 }
+
+/// `get_or_fetch_bytes` stores the bytes as they are: Redis holds them unchanged at the end
+/// of the entry (no JSON text), concurrent misses fetch once, a hit is the stored bytes until
+/// the TTL ends, and bytes under a key read by `get_or_fetch` (not JSON) are a miss that
+/// fetches, never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_are_stored_as_they_are() {
+    const PAGE: &[u8] = b"<h1>\"not\" json</h1>";
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let cache = Cache::builder(RedisStore::new(support::patient_backend(&server)))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let fetch_page = |calls: Arc<AtomicUsize>| async move {
+        calls.fetch_add(1, Ordering::SeqCst);
+        // Slow enough for the concurrent callers to find this fetch running.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(PAGE))
+    };
+    let results = join_all((0..100).map(|_| {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch_bytes("page", ttl, || fetch_page(calls))
+                .await
+                .unwrap()
+        })
+    }))
+    .await;
+    for r in results {
+        assert_eq!(r.unwrap(), PAGE);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for 100 misses");
+    let stored = server.cli(&["GET", "ts:cache:{page}:s:v"]);
+    assert!(
+        stored.trim_end().ends_with("<h1>\"not\" json</h1>"),
+        "the bytes end the Redis value unchanged: {stored:?}"
+    );
+    let hit = cache
+        .get_or_fetch_bytes("page", ttl, || async {
+            Err::<bytes::Bytes, _>(std::io::Error::other("a hit does not fetch"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(hit, PAGE);
+    clock.advance(Duration::from_secs(61));
+    cache
+        .get_or_fetch_bytes("page", ttl, || fetch_page(calls.clone()))
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "expired: fetched again");
+
+    // Read typed, the page is not JSON: a miss, fetched and stored as JSON over it.
+    let typed = AtomicUsize::new(0);
+    assert_eq!(
+        cache
+            .get_or_fetch("page", ttl, || load(&typed))
+            .await
+            .unwrap(),
+        user(1)
+    );
+    assert_eq!(typed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn memory_bytes_hit_is_the_stored_bytes() {
+    let cache = Cache::new(MemoryStore::default());
+    let ttl = Duration::from_secs(60);
+    let first = cache
+        .get_or_fetch_bytes("k", ttl, || async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"\x00\xffraw"))
+        })
+        .await
+        .unwrap();
+    let again = cache
+        .get_or_fetch_bytes("k", ttl, || async {
+            Err::<bytes::Bytes, _>(std::io::Error::other("a hit does not fetch"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (&first[..], &again[..]),
+        (&b"\x00\xffraw"[..], &b"\x00\xffraw"[..])
+    );
+}

@@ -95,6 +95,33 @@ pub(crate) fn redis_rs_get_app(conn: redis::aio::MultiplexedConnection) -> Route
         .with_state(conn)
 }
 
+/// The peer's handler on tower-scale's typed API: `cache.get_or_fetch_bytes("cached:{id}")`,
+/// the origin on a miss, the bytes as JSON.
+pub(crate) fn fetch_bytes_app(cache: tower_scale_cache::Cache) -> Router {
+    Router::new()
+        .route(
+            "/cached/{id}",
+            get(
+                |State(cache): State<tower_scale_cache::Cache>, Path(id): Path<String>| async move {
+                    let body = cache
+                        .get_or_fetch_bytes(
+                            &format!("cached:{id}"),
+                            Duration::from_secs(60),
+                            || async {
+                                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(origin_doc(
+                                    &id,
+                                )))
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    ([(header::CONTENT_TYPE, "application/json")], body)
+                },
+            ),
+        )
+        .with_state(cache)
+}
+
 /// Stores the document of `id` for [`raw_get_app`].
 pub(crate) async fn store_raw(backend: &RedisBackend, id: &str) {
     backend
