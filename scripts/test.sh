@@ -65,6 +65,15 @@ cargo fmt --all --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# A crate used with `default-features = false` (the in-memory cache, sessions without axum)
+# must build, and its tests that need a feature declare it (`required-features`).
+for manifest in crates/*/Cargo.toml; do
+  grep -q '^\[features\]' "$manifest" || continue
+  crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)
+  log "cargo clippy -p $crate --no-default-features --all-targets -- -D warnings"
+  cargo clippy -p "$crate" --no-default-features --all-targets --locked -- -D warnings
+done
+
 log "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 

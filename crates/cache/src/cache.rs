@@ -1,7 +1,9 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+#[cfg(feature = "redis")]
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,6 +62,8 @@ pub(crate) struct Inner {
     /// `Vary` response, and a skipped lookup is only one more read if one arrives meanwhile).
     any_vary: AtomicBool,
     pub(crate) lock: Option<LockConfig>,
+    /// How long a purge waits for the other instances' acknowledgements (the Redis bus).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     purge_timeout: Duration,
     #[cfg(feature = "redis")]
     bus: OnceLock<Option<crate::bus::BusHandle>>,

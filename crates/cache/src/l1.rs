@@ -91,7 +91,9 @@ impl L1 {
         }
     }
 
-    /// Marks the tier usable or not; becoming unusable drops everything.
+    /// Marks the tier usable or not; becoming unusable drops everything. Called by the Redis
+    /// invalidation bus, as it loses and regains its subscription.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_healthy(&self, healthy: bool) {
         if healthy {
             self.healthy.store(true, Ordering::Release);

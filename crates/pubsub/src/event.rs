@@ -70,6 +70,7 @@ impl FromStr for MessageId {
 }
 
 impl MessageId {
+    #[cfg(feature = "redis")]
     pub(crate) fn parse_bytes(b: &[u8]) -> Option<Self> {
         std::str::from_utf8(b).ok()?.parse().ok()
     }

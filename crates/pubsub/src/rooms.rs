@@ -49,8 +49,10 @@ pub(crate) struct Room {
 pub(crate) struct Joined {
     pub(crate) rx: Receiver<Event>,
     pub(crate) name: Arc<str>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) key: Option<Arc<str>>,
     /// Pub/sub: the room is subscribed on Redis. Streams: the read position is known.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) ready: bool,
 }
 
@@ -126,6 +128,7 @@ impl Registry {
     /// Delivers a pub/sub message to the local subscribers of a room, if it has any and Redis
     /// confirmed its subscription (a message that comes before the confirmation was published
     /// before the room opened).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn dispatch(&self, room: &str, payload: Bytes) {
         let state = self.lock();
         if let Some(r) = state
@@ -142,6 +145,7 @@ impl Registry {
     }
 
     /// Sends [`Event::Interrupted`] to the rooms of `delivery` that `pick` selects.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn interrupt(&self, delivery: Delivery, mut pick: impl FnMut(&str) -> bool) {
         let state = self.lock();
         for r in state.rooms.values() {
@@ -206,6 +210,7 @@ impl Subscription {
 
     /// Makes the subscription begin with `backlog` (oldest first); live messages up to its
     /// last id are then skipped.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_backlog(&mut self, backlog: Vec<Message>) {
         self.last_id = backlog.last().and_then(Message::id);
         self.backlog = backlog.into();

@@ -15,7 +15,10 @@ fn backend(url: String, pool_size: usize) -> RedisBackend {
     config.command_timeout = TIMEOUT;
     config.pool_size = Some(pool_size);
     // The breaker would turn timeouts into `CircuitOpen`: these tests look at the link alone.
-    config.breaker_enabled = false;
+    #[cfg(feature = "breaker")]
+    {
+        config.breaker_enabled = false;
+    }
     RedisBackend::new(config).unwrap()
 }
 

@@ -13,11 +13,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// handler cannot write them.
 pub const RESERVED_PREFIX: &str = "__";
 /// Field holding the absolute expiry time, in milliseconds since the Unix epoch.
+#[cfg(feature = "redis")]
 pub(crate) const EXPIRES_FIELD: &str = "__exp";
 /// Field holding the user the session is bound to.
+#[cfg(feature = "redis")]
 pub(crate) const USER_FIELD: &str = "__user";
 /// Field holding when the user's index was last made to live until (ms since the epoch), so
 /// that saves refresh the index only about once per TTL.
+#[cfg(feature = "redis")]
 pub(crate) const INDEXED_FIELD: &str = "__idx";
 
 /// A stored session, as loaded.
