@@ -336,10 +336,10 @@ fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
     Some(name)
 }
 
-/// A slice of `buf`, not a copy.
-/// The last field: a `u32` length and that many bytes, which must end the entry. The rest
-/// of the buffer itself is taken rather than split off, so that a value read from Redis (a
-/// buffer of its own) stays unshared: no reference count is allocated for it.
+/// The last field (a response's body, a value): a `u32` length and that many bytes, which
+/// must end the entry. The rest of `buf` itself is taken, not a copy and not split off: a value
+/// read from Redis (a buffer of its own, which no header value shares) stays unshared, with no
+/// reference count allocated for it.
 fn get_last(buf: &mut Bytes) -> Result<Bytes, StoreError> {
     need(buf, 4)?;
     let len = buf.get_u32() as usize;
@@ -413,6 +413,10 @@ mod tests {
             panic!()
         };
         assert_eq!(v, "42");
+        // The value is the entry's last field: a byte after it is corruption, not part of it.
+        let mut extra = BytesMut::from(&value.encode()[..]);
+        extra.put_u8(b'3');
+        assert!(Entry::decode(extra.freeze()).is_err());
     }
 
     #[test]
