@@ -329,5 +329,5 @@ fn command_futures_stay_small() {
     let b = RedisBackend::new(RedisConfig::default()).unwrap();
     let cmd = redis::cmd("PING");
     let size = std::mem::size_of_val(&b.query::<String>(&cmd));
-    assert!(size <= 896, "a command future is {size} bytes");
+    assert!(size <= 768, "a command future is {size} bytes");
 }
