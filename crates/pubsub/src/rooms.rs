@@ -45,6 +45,30 @@ pub(crate) struct Room {
     pub(crate) position: Option<MessageId>,
 }
 
+impl Room {
+    /// Delivers entries read from a stream room's key: those after the room's position,
+    /// which moves to the last one delivered.
+    ///
+    /// A room whose position is not known yet gets none. It opened (or opened again after its
+    /// last subscriber left) while the read was running, and the read was for the room as it
+    /// was before; the subscribe that opened it sets where it starts, and the entries up to
+    /// there were published before it subscribed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn deliver_stream(&mut self, entries: impl IntoIterator<Item = (MessageId, Bytes)>) {
+        for (id, payload) in entries {
+            match self.position {
+                Some(position) if id > position => self.position = Some(id),
+                _ => continue,
+            }
+            let _ = self.tx.send(Event::Message(Message {
+                room: self.name.clone(),
+                payload,
+                id: Some(id),
+            }));
+        }
+    }
+}
+
 /// What joining a room found.
 pub(crate) struct Joined {
     pub(crate) rx: Receiver<Event>,
@@ -277,5 +301,54 @@ impl fmt::Debug for Subscription {
             .field("room", &self.room)
             .field("backlog", &self.backlog.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(rx: &mut Receiver<Event>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(Event::into_message)
+            .map(|m| String::from_utf8_lossy(m.payload()).into_owned())
+            .collect()
+    }
+
+    fn entry(seq: u64, text: &'static str) -> (MessageId, Bytes) {
+        (MessageId::new(1, seq), Bytes::from_static(text.as_bytes()))
+    }
+
+    #[test]
+    fn a_stream_room_gets_the_entries_after_its_position() {
+        let registry = Registry::new(16);
+        let mut joined = registry.join("r", Delivery::Stream, || Some("key".into()));
+        let mut state = registry.lock();
+        let room = state.rooms.get_mut("r").unwrap();
+        room.position = Some(MessageId::new(1, 2));
+        room.deliver_stream([entry(1, "old"), entry(2, "last"), entry(3, "new")]);
+        assert_eq!(room.position, Some(MessageId::new(1, 3)));
+        // A read that ran from an older position delivers nothing twice.
+        room.deliver_stream([entry(2, "last"), entry(3, "new"), entry(4, "newer")]);
+        drop(state);
+        assert_eq!(texts(&mut joined.rx), ["new", "newer"]);
+    }
+
+    #[test]
+    fn a_stream_room_opening_during_a_read_gets_none_of_it() {
+        // The last subscriber left, an entry was published, and a subscriber came back while
+        // the reader's XREAD of the room as it was still ran; that read returns the entry.
+        let registry = Registry::new(16);
+        let mut joined = registry.join("r", Delivery::Stream, || Some("key".into()));
+        let mut state = registry.lock();
+        let room = state.rooms.get_mut("r").unwrap();
+        assert_eq!(room.position, None);
+        room.deliver_stream([entry(1, "published before the subscribe")]);
+        assert_eq!(
+            room.position, None,
+            "the subscribe sets where the room starts"
+        );
+        drop(state);
+        assert!(texts(&mut joined.rx).is_empty());
     }
 }

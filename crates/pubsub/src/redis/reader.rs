@@ -18,7 +18,7 @@ use tower_scale_redis::RedisBackend;
 
 use super::{Exit, FIRST_RETRY_DELAY, backoff, parse};
 use crate::rooms::Registry;
-use crate::{Delivery, Event, Message, MessageId, PubSubConfig};
+use crate::{Delivery, MessageId, PubSubConfig};
 
 /// The most entries one `XREAD` returns per stream.
 const READ_COUNT: usize = 512;
@@ -301,17 +301,7 @@ impl Reader {
             else {
                 continue;
             };
-            for (id, payload) in entries {
-                if room.position.is_some_and(|p| id <= p) {
-                    continue;
-                }
-                room.position = Some(id);
-                let _ = room.tx.send(Event::Message(Message {
-                    room: room.name.clone(),
-                    payload,
-                    id: Some(id),
-                }));
-            }
+            room.deliver_stream(entries);
         }
     }
 
