@@ -38,10 +38,11 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 # The Debian package starts a system redis on 6379; the tests never use it.
 
+# rustc links with the system C compiler (`cc`), even when cargo itself is already present.
+command -v cc >/dev/null 2>&1 || apt_install build-essential
 if ! command -v cargo >/dev/null 2>&1; then
   log "installing a Rust toolchain with rustup"
   command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
-  command -v cc >/dev/null 2>&1 || apt_install build-essential
   curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
