@@ -64,6 +64,11 @@ async fn send(app: &Router, uri: &str, headers: &[(&str, &str)]) -> axum::respon
         .unwrap()
 }
 
+async fn body(res: axum::response::Response) -> String {
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 /// The `name=value` pair of a response's `Set-Cookie`.
 fn session_cookie(res: &axum::response::Response) -> String {
     let header = res.headers()["set-cookie"].to_str().unwrap();
@@ -203,4 +208,42 @@ fn cache_sections_parse_rules_and_tiers() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("ttll"), "{e}");
+}
+
+/// A login form that puts a CSRF token in a new session: the response carries the session's
+/// `Set-Cookie`, added by the session layer after the cache (inside it) saw the response. Were
+/// it stored, every later anonymous visitor would get the first visitor's token, without the
+/// cookie that goes with it.
+#[tokio::test]
+async fn a_response_that_created_a_session_is_never_served_to_another_visitor() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let config =
+        StackConfig::from_toml("[session]\nsecure = false\n\n[cache]\nttl = \"60s\"\n").unwrap();
+    let stack = Stack::build(&config).unwrap();
+    let routes = Router::new().route(
+        "/login",
+        get(|s: Session| async move {
+            let token = format!("csrf-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+            s.insert("csrf", &token).unwrap();
+            token
+        }),
+    );
+    let app = stack.apply(routes);
+
+    let first = send(&app, "/login", &[]).await;
+    assert!(first.headers().contains_key("set-cookie"));
+    let first_token = body(first).await;
+    for _ in 0..3 {
+        let other = send(&app, "/login", &[]).await;
+        assert!(
+            other.headers().contains_key("set-cookie"),
+            "an anonymous visitor got a page without its session cookie"
+        );
+        assert_ne!(
+            body(other).await,
+            first_token,
+            "a visitor got another visitor's token"
+        );
+    }
 }
