@@ -75,6 +75,16 @@ for manifest in crates/*/Cargo.toml; do
   cargo clippy -p "$crate" --no-default-features --all-targets --locked -- -D warnings
 done
 
+log "every published crate ships its licence files"
+for manifest in crates/*/Cargo.toml; do
+  grep -q '^publish = false' "$manifest" && continue
+  crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)
+  files=$(cargo package -p "$crate" --list --allow-dirty --locked 2>/dev/null)
+  for licence in LICENSE-MIT LICENSE-APACHE; do
+    grep -qx "$licence" <<<"$files" || { echo "$crate: $licence is not in the package" >&2; exit 1; }
+  done
+done
+
 log "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
