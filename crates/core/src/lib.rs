@@ -1,10 +1,22 @@
-//! Types shared by the tower-scale middleware crates.
+//! What the tower-scale middleware crates share: one clock, one store error, one refusal
+//! policy, one reconnect backoff, and the marker that keeps personal responses out of shared
+//! caches. Users meet these types through the layers' APIs; the crate is small on purpose
+//! (as axum-core and tower-layer are).
 //!
 //! # Overview
 //!
-//! - [`PrivateMark`]: a request-scoped flag saying that the response to this request is
-//!   personal to its client (it created or changed a session, for example) and must not be
-//!   stored by a shared cache, whatever the order of the layers.
+//! - [`Clock`]: wall-clock milliseconds, with [`SystemClock`], [`TokioClock`] (follows
+//!   tokio's paused time) and [`ManualClock`] for tests.
+//! - [`StoreError`]: the opaque error of every store, with `source()`,
+//!   [`is_unavailable`](StoreError::is_unavailable) and [`is_corrupt`](StoreError::is_corrupt).
+//! - [`Refuse`] and [`Refusal`]: the response of a request a layer refuses (rate limited,
+//!   circuit open, overloaded, store down), status and body configurable, closures welcome;
+//!   [`retry_after_secs`] rounds `Retry-After` the same way everywhere.
+//! - [`Backoff`]: delays between reconnection attempts.
+//! - [`PrivateMark`]: a request-scoped flag saying that the response is personal to its
+//!   client (it created or changed a session) and must not be stored by a shared cache,
+//!   whatever the order of the layers.
+//! - [`BoxFuture`] and [`BoxError`].
 //!
 //! # Example
 //!
@@ -23,45 +35,51 @@
 //! assert!(mark.is_set());
 //! ```
 
-use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod backoff;
+mod clock;
+mod error;
+mod mark;
+mod refusal;
 
-/// Marks the response to a request as personal to its client: a shared cache must not store
-/// it (as if it said `Cache-Control: private`).
+pub use self::backoff::Backoff;
+pub use self::clock::{Clock, ManualClock, SystemClock, TokioClock, millis};
+pub use self::error::{BoxError, StoreError};
+pub use self::mark::PrivateMark;
+pub use self::refusal::{
+    BoxFuture, DefaultRefusal, Refusal, Refuse, TextRefusal, retry_after_secs, retry_after_value,
+};
+
+/// Implements `get_ref`, `get_mut` and `into_inner` for a middleware service whose wrapped
+/// service is the field `inner` (tower-http's `define_inner_service_accessors!`).
 ///
-/// Clones share the flag. A layer that personalises responses (sessions) sets it; a shared
-/// cache takes the request's mark (or inserts one) before calling the inner service and does
-/// not store the response when the mark is set once the response is there.
-#[derive(Clone, Default)]
-pub struct PrivateMark(Arc<AtomicBool>);
+/// ```
+/// struct Timeout<S> {
+///     inner: S,
+/// }
+/// impl<S> Timeout<S> {
+///     tower_scale_core::inner_service_accessors!();
+/// }
+/// let mut t = Timeout { inner: 1 };
+/// *t.get_mut() += 1;
+/// assert_eq!(*t.get_ref(), 2);
+/// assert_eq!(t.into_inner(), 2);
+/// ```
+#[macro_export]
+macro_rules! inner_service_accessors {
+    () => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
 
-impl PrivateMark {
-    /// A new, unset mark.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
+        /// The wrapped service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
 
-    /// The mark in `extensions`, inserting an unset one when there is none.
-    pub fn get_or_insert(extensions: &mut http::Extensions) -> Self {
-        extensions.get_or_insert_with(Self::new).clone()
-    }
-
-    /// Marks the response as personal.
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// Whether the response is personal.
-    #[must_use]
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-impl fmt::Debug for PrivateMark {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PrivateMark").field(&self.is_set()).finish()
-    }
+        /// Consumes the middleware, returning the wrapped service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
 }
