@@ -175,6 +175,15 @@ impl RedisServer {
             .collect()
     }
 
+    /// Calls of one command since the last `CONFIG RESETSTAT` (0 when never called); `name`
+    /// in lower case, e.g. `"evalsha"`.
+    pub fn calls(&self, name: &str) -> u64 {
+        self.command_calls()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, calls)| calls)
+    }
+
     /// Total calls of all commands since the last `CONFIG RESETSTAT`, excluding the
     /// `INFO`/`CONFIG` calls of the kit itself.
     pub fn total_calls(&self) -> u64 {
@@ -468,6 +477,16 @@ fn free_port(cluster_bus: bool) -> u16 {
 
 fn port_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
+/// The `name=value` pair of a `Set-Cookie` header value (what a client sends back in
+/// `Cookie`), without its attributes.
+///
+/// ```
+/// assert_eq!(tower_scale_testkit::cookie_pair("id=abc; Path=/; HttpOnly"), "id=abc");
+/// ```
+pub fn cookie_pair(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap_or_default().trim()
 }
 
 /// The `main` of the instruction benches that scripts run under callgrind, one variant per
