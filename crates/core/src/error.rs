@@ -112,6 +112,54 @@ impl StdError for StoreError {
     }
 }
 
+/// A config value that cannot work, naming the field: `"ttl: must be more than 0"`.
+///
+/// Every layer's `from_config` and `build` return it; the stack builder adds the section.
+///
+/// ```
+/// use tower_scale_core::ConfigError;
+///
+/// let e = ConfigError::new("quotas", "at least one quota is needed");
+/// assert_eq!(e.field(), "quotas");
+/// assert_eq!(e.to_string(), "quotas: at least one quota is needed");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: std::borrow::Cow<'static, str>,
+    message: String,
+}
+
+impl ConfigError {
+    /// `field` cannot be what it is, because of `message`.
+    pub fn new(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl fmt::Display,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The field, e.g. `ttl` or `quotas[1].period`.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What is wrong with it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl StdError for ConfigError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

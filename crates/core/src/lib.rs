@@ -12,6 +12,7 @@
 //! - [`Refuse`] and [`Refusal`]: the response of a request a layer refuses (rate limited,
 //!   circuit open, overloaded, store down), status and body configurable, closures welcome;
 //!   [`retry_after_secs`] rounds `Retry-After` the same way everywhere.
+//! - [`ConfigError`]: a config value that cannot work, naming its field.
 //! - [`Backoff`]: delays between reconnection attempts.
 //! - [`PrivateMark`]: a request-scoped flag saying that the response is personal to its
 //!   client (it created or changed a session) and must not be stored by a shared cache,
@@ -43,7 +44,7 @@ mod refusal;
 
 pub use self::backoff::Backoff;
 pub use self::clock::{Clock, ManualClock, SystemClock, TokioClock, millis};
-pub use self::error::{BoxError, StoreError};
+pub use self::error::{BoxError, ConfigError, StoreError};
 pub use self::mark::PrivateMark;
 pub use self::refusal::{
     BoxFuture, DefaultRefusal, Refusal, Refuse, TextRefusal, retry_after_secs, retry_after_value,
