@@ -1,0 +1,8 @@
+//! Regression tests of the security review (issue 21), each named after the attack it stops,
+//! against the memory store and a real redis-server where the store matters.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod common;
+mod private_mark;
