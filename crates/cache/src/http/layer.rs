@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::{Deserialize, Serialize};
 use tower_layer::Layer;
+use tower_scale_core::PrivateMark;
 use tower_service::Service;
 
 use super::body::{Buffered, ResponseBody, buffer};
@@ -937,7 +938,7 @@ impl<K: MakeCacheKey> Shared<K> {
     async fn lead<S, ReqBody, ResBody>(
         &self,
         mut inner: S,
-        parts: Parts,
+        mut parts: Parts,
         body: ReqBody,
         miss: Miss<'_>,
         leader: Leader,
@@ -1002,6 +1003,8 @@ impl<K: MakeCacheKey> Shared<K> {
         let authorized = parts.headers.contains_key(header::AUTHORIZATION);
         let req_headers = parts.headers.clone();
         let method = parts.method.clone();
+        // A layer inside (sessions) sets the mark when it makes the response personal.
+        let mark = PrivateMark::get_or_insert(&mut parts.extensions);
         let called = inner.call(Request::from_parts(parts, body)).await;
         let stale_for_error = |now: u64| {
             miss.stale
@@ -1041,11 +1044,16 @@ impl<K: MakeCacheKey> Shared<K> {
             return Ok(self.serve(&stale, &p, &detail));
         }
         let (mut rparts, rbody) = res.into_parts();
-        let lifetimes = match storable(
-            &self.settings.rules(authorized),
-            rparts.status,
-            &rparts.headers,
-        ) {
+        let verdict = if mark.is_set() {
+            Err("private")
+        } else {
+            storable(
+                &self.settings.rules(authorized),
+                rparts.status,
+                &rparts.headers,
+            )
+        };
+        let lifetimes = match verdict {
             Ok((lifetimes, _)) => lifetimes,
             Err(reason) => {
                 cache.unlock(group, &field, token).await;
