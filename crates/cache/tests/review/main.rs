@@ -5,4 +5,5 @@
 mod support;
 
 mod common;
+mod ignored_params;
 mod private_mark;
