@@ -82,6 +82,14 @@ impl From<&str> for CacheKey {
 pub trait MakeCacheKey: Send + Sync + 'static {
     /// The key of this request, or `None` to bypass the cache.
     fn make_cache_key(&self, parts: &Parts) -> Option<CacheKey>;
+
+    /// Removes from a request what its key leaves out, so that a response stored under the
+    /// key cannot depend on it: called on a request that may be stored, before it goes to
+    /// the inner service. The default changes nothing; [`DefaultKey`] removes the query
+    /// parameters it ignores.
+    fn strip_unkeyed(&self, parts: &mut Parts) {
+        let _ = parts;
+    }
 }
 
 impl<F> MakeCacheKey for F
@@ -95,6 +103,10 @@ where
 
 /// The default key: the path and the normalised query (parameters sorted, empty ones
 /// dropped, ignored ones removed), optionally prefixed by the host.
+///
+/// Ignored parameters are also removed from the request the inner service sees when the
+/// response may be stored ([`MakeCacheKey::strip_unkeyed`]): a handler cannot reflect them
+/// into a response served to requests without them.
 ///
 /// ```
 /// use tower_scale_cache::{DefaultKey, MakeCacheKey};
@@ -134,6 +146,30 @@ impl DefaultKey {
 }
 
 impl MakeCacheKey for DefaultKey {
+    fn strip_unkeyed(&self, parts: &mut Parts) {
+        let Some(query) = parts.uri.query() else {
+            return;
+        };
+        if !query.split('&').any(|p| self.is_ignored(p)) {
+            return;
+        }
+        let path = parts.uri.path();
+        let mut pq = String::with_capacity(path.len() + query.len() + 1);
+        pq.push_str(path);
+        for (i, p) in query.split('&').filter(|p| !self.is_ignored(p)).enumerate() {
+            pq.push(if i == 0 { '?' } else { '&' });
+            pq.push_str(p);
+        }
+        // Pieces of a valid URI make a valid one; should they not, the request stays as is.
+        let mut uri = parts.uri.clone().into_parts();
+        if let Ok(pq) = PathAndQuery::try_from(pq) {
+            uri.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(uri) {
+                parts.uri = uri;
+            }
+        }
+    }
+
     fn make_cache_key(&self, parts: &Parts) -> Option<CacheKey> {
         let path = parts.uri.path();
         let query = parts.uri.query().unwrap_or("");

@@ -652,7 +652,9 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let mut inner = inner;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // What the key leaves out must not reach the origin of a response that may be stored.
+    shared.key.strip_unkeyed(&mut parts);
     let cache = &shared.cache;
     let group = key.as_str();
     let mut stale = None;
