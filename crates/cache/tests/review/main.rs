@@ -5,5 +5,6 @@
 mod support;
 
 mod common;
+mod host_key;
 mod ignored_params;
 mod private_mark;
