@@ -136,8 +136,12 @@ impl DefaultKey {
         self
     }
 
-    /// Prefixes the key with the `Host` (or the URI's authority), for a service that answers
-    /// several hosts.
+    /// Prefixes the key with the `Host` (or the URI's authority), lowercased, for a service
+    /// that answers several hosts.
+    ///
+    /// A request without a host, or whose host is not a valid authority (`host[:port]`, no
+    /// user info, no `/`, `?` or `#`), bypasses the cache. As a valid authority has no `/`, the
+    /// path's leading `/` separates host and path: `example.com/a` + `/x` cannot be sent.
     #[must_use]
     pub fn with_host(mut self, host: bool) -> Self {
         self.host = host;
@@ -174,12 +178,17 @@ impl MakeCacheKey for DefaultKey {
         let path = parts.uri.path();
         let query = parts.uri.query().unwrap_or("");
         let host = if self.host {
-            parts
+            // Only a valid authority is keyed (else the cache is bypassed): it has no `/`, so
+            // the path's leading `/` ends it unambiguously.
+            let host = parts
                 .uri
                 .authority()
                 .map(|a| a.as_str())
-                .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
-                .unwrap_or("")
+                .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())?;
+            if !is_authority(host) || !path.starts_with('/') {
+                return None;
+            }
+            host
         } else {
             ""
         };
@@ -194,7 +203,8 @@ impl MakeCacheKey for DefaultKey {
             return Some(CacheKey(Repr::Uri(pq.clone())));
         }
         let mut key = String::with_capacity(host.len() + path.len() + query.len() + 1);
-        key.push_str(host);
+        // Host names are case-insensitive: one entry whatever the case.
+        key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
         key.push_str(path);
         if !query.is_empty() {
             let mut pairs: Vec<&str> = query
@@ -233,6 +243,13 @@ impl DefaultKey {
         }
         !query.is_empty()
     }
+}
+
+/// Whether `host` is a valid authority without user info: what a `Host` field may hold.
+fn is_authority(host: &str) -> bool {
+    !host.is_empty()
+        && !host.contains('@')
+        && host.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == host)
 }
 
 fn param_name(pair: &str) -> &str {
