@@ -5,6 +5,7 @@
 mod support;
 
 mod common;
+mod fill;
 mod host_key;
 mod ignored_params;
 mod private_mark;
