@@ -249,7 +249,9 @@ impl DefaultKey {
 fn is_authority(host: &str) -> bool {
     !host.is_empty()
         && !host.contains('@')
-        && host.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == host)
+        && host
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == host)
 }
 
 fn param_name(pair: &str) -> &str {

@@ -18,7 +18,8 @@ use tower_service::Service;
 use super::body::{Buffered, ResponseBody, buffer};
 use super::key::{CacheKey, DefaultKey, MakeCacheKey};
 use super::policy::{
-    BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
+    BASE_FIELD, Lifetimes, Rules, coding_matches, etag_matches, is_unstored, negotiated_coding,
+    storable, variant_field, vary_names,
 };
 use super::values::{self, HitStatuses};
 use crate::cache::{Coordinated, flight_key, millis};
@@ -87,8 +88,17 @@ pub struct ResponseCacheConfig {
     /// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its URI (and `Location`,
     /// `Content-Location` paths). Default true.
     pub invalidate_on_unsafe: bool,
-    /// Query parameters left out of the key (e.g. `utm_source`).
+    /// Query parameters left out of the key (e.g. `utm_source`); they are also removed from
+    /// the request the inner service sees when its response may be stored.
     pub ignore_query_params: Vec<String>,
+    /// Most `Vary` variants stored per resource (URI); a response that would be one more is
+    /// served, not stored. Default 16.
+    pub max_variants: usize,
+    /// Longest cache key, in bytes; a request with a longer one bypasses the cache. Default
+    /// 1024.
+    pub max_key_length: usize,
+    /// Most query parameters; a request with more bypasses the cache. Default 32.
+    pub max_query_params: usize,
 }
 
 impl Default for ResponseCacheConfig {
@@ -106,6 +116,9 @@ impl Default for ResponseCacheConfig {
             name: values::DEFAULT_NAME.to_owned(),
             invalidate_on_unsafe: true,
             ignore_query_params: Vec::new(),
+            max_variants: 16,
+            max_key_length: 1024,
+            max_query_params: 32,
         }
     }
 }
@@ -125,6 +138,9 @@ struct Settings {
     /// `Cache-Status` values of fresh hits, computed once.
     hit_statuses: Arc<HitStatuses>,
     invalidate_on_unsafe: bool,
+    max_variants: usize,
+    max_key_length: usize,
+    max_query_params: usize,
 }
 
 impl Settings {
@@ -160,6 +176,9 @@ impl Settings {
             name: c.name.as_str().into(),
             hit_statuses: HitStatuses::for_name(&c.name),
             invalidate_on_unsafe: c.invalidate_on_unsafe,
+            max_variants: c.max_variants,
+            max_key_length: c.max_key_length,
+            max_query_params: c.max_query_params,
         })
     }
 
@@ -332,6 +351,30 @@ impl<K> ResponseCacheLayer<K> {
         self
     }
 
+    /// Most `Vary` variants stored per resource (default 16); a response that would be one
+    /// more is served, not stored (`Cache-Status` `detail=too-many-variants`).
+    #[must_use]
+    pub fn max_variants(mut self, n: usize) -> Self {
+        self.settings_mut().max_variants = n;
+        self
+    }
+
+    /// Longest cache key in bytes (default 1024); a request with a longer one bypasses the
+    /// cache (`detail=key-too-long`).
+    #[must_use]
+    pub fn max_key_length(mut self, bytes: usize) -> Self {
+        self.settings_mut().max_key_length = bytes;
+        self
+    }
+
+    /// Most query parameters (default 32); a request with more bypasses the cache
+    /// (`detail=too-many-params`).
+    #[must_use]
+    pub fn max_query_params(mut self, n: usize) -> Self {
+        self.settings_mut().max_query_params = n;
+        self
+    }
+
     /// Replaces the key function.
     #[must_use]
     pub fn key_with<K2: MakeCacheKey>(self, key: K2) -> ResponseCacheLayer<K2> {
@@ -482,10 +525,22 @@ where
             };
         }
         let (parts, body) = req.into_parts();
-        let Some(key) = shared.key.make_cache_key(&parts) else {
+        let key = shared.key.make_cache_key(&parts);
+        let refused = match &key {
+            None => Some("fwd=bypass; detail=key"),
+            Some(key) if key.as_str().len() > s.max_key_length => {
+                Some("fwd=bypass; detail=key-too-long")
+            }
+            Some(_) if too_many_params(parts.uri.query(), s.max_query_params) => {
+                Some("fwd=bypass; detail=too-many-params")
+            }
+            Some(_) => None,
+        };
+        let (Some(key), None) = (key, refused) else {
             let req = Request::from_parts(parts, body);
+            let detail = refused.unwrap_or("fwd=bypass; detail=key");
             return ResponseFuture {
-                inner: Box::pin(bypass(shared, inner, req, "fwd=bypass; detail=key")),
+                inner: Box::pin(bypass(shared, inner, req, detail)),
             };
         };
         ResponseFuture {
@@ -521,6 +576,12 @@ fn status(name: &str, detail: &str) -> HeaderValue {
 fn with_status<B>(mut res: Response<B>, value: HeaderValue) -> Response<B> {
     res.headers_mut().append(CACHE_STATUS, value);
     res
+}
+
+/// Whether `query` has more than `max` (non-empty) parameters.
+fn too_many_params(query: Option<&str>, max: usize) -> bool {
+    // Fewer bytes than `max + 1` parameters take: nothing to count.
+    query.is_some_and(|q| q.len() > 2 * max && q.split('&').filter(|p| !p.is_empty()).count() > max)
 }
 
 /// Whether a response of `status` may carry `Content-Length` (not 1xx, 204 or 304, RFC 9110
@@ -1065,6 +1126,31 @@ impl<K: MakeCacheKey> Shared<K> {
             }
         };
         let names: Arc<[HeaderName]> = vary_names(&rparts.headers).unwrap_or_default().into();
+        // A variant keyed by the request's negotiated coding holds a response in that coding
+        // (or identity): another one (a compression layer preferring differently) is not stored.
+        let refused = if names.contains(&header::ACCEPT_ENCODING)
+            && !coding_matches(
+                rparts.headers.get(header::CONTENT_ENCODING),
+                negotiated_coding(&req_headers),
+            ) {
+            Some("content-encoding")
+        } else if !names.is_empty()
+            && !miss.store_down
+            && miss.stale.is_none()
+            && !cache
+                .has_room(group, self.settings.max_variants.saturating_add(1))
+                .await
+        {
+            Some("too-many-variants")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            cache.unlock(group, &field, token).await;
+            finish(leader, HttpOutcome::Pass);
+            let res = Response::from_parts(rparts, rbody);
+            return Ok(self.pass(res, &format!("{verb}; detail={reason}")));
+        }
         let buffered = buffer(Box::pin(rbody), self.settings.max_body).await;
         let (bytes, trailers) = match buffered {
             Buffered::Complete(bytes, trailers) => (bytes, trailers),

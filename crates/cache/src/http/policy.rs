@@ -75,28 +75,92 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
 }
 
 /// The variant field of a request for `names`: `GET|name=value|...`; values are the request's
-/// values joined by `,` (`Accept-Encoding` tokens also lowercased and sorted).
+/// values joined by `,`, except `Accept-Encoding`'s: the content coding it would be answered
+/// in ([`negotiated_coding`]), so that however a client spells it, it picks one of five.
 pub(crate) fn variant_field(names: &[HeaderName], request: &HeaderMap) -> String {
     let mut field = String::from(BASE_FIELD);
     for name in names {
         field.push('|');
         field.push_str(name.as_str());
         field.push('=');
+        if name == header::ACCEPT_ENCODING {
+            field.push_str(negotiated_coding(request));
+            continue;
+        }
         let mut values: Vec<String> = Vec::new();
         for v in request.get_all(name) {
             let v = String::from_utf8_lossy(v.as_bytes());
-            if name == header::ACCEPT_ENCODING {
-                values.extend(split_list(&v).map(|t| t.replace(' ', "").to_ascii_lowercase()));
-            } else {
-                values.extend(split_list(&v).map(str::to_owned));
-            }
-        }
-        if name == header::ACCEPT_ENCODING {
-            values.sort();
+            values.extend(split_list(&v).map(str::to_owned));
         }
         field.push_str(&values.join(","));
     }
     field
+}
+
+/// The content codings a stored response can be in besides `identity`, the server's preference
+/// first (the compression layer's default order).
+pub(crate) const CODINGS: [&str; 4] = ["zstd", "br", "gzip", "deflate"];
+
+/// The content coding a request's `Accept-Encoding` gets: the one of [`CODINGS`] with the
+/// highest q-value (its first entry's, else the last `*`'s, else 0; ties go to the preferred),
+/// or `identity` when none is acceptable or the field is absent. Codings and `q` are
+/// case-insensitive; a q-value that does not parse counts as 1, others are clamped to 0..=1.
+pub(crate) fn negotiated_coding(request: &HeaderMap) -> &'static str {
+    let mut explicit = [None::<f32>; CODINGS.len()];
+    let mut star = None;
+    for value in request.get_all(header::ACCEPT_ENCODING) {
+        // Not text: no coding named, nothing accepted from this line.
+        let Ok(value) = value.to_str() else { continue };
+        for item in split_list(value) {
+            let (coding, params) = item.split_once(';').unwrap_or((item, ""));
+            let coding = coding.trim();
+            if coding == "*" {
+                star = Some(q_value(params));
+            } else if let Some(i) = CODINGS.iter().position(|c| c.eq_ignore_ascii_case(coding))
+                && explicit[i].is_none()
+            {
+                explicit[i] = Some(q_value(params));
+            }
+        }
+    }
+    let mut best: Option<(usize, f32)> = None;
+    for (i, q) in explicit.iter().enumerate() {
+        let q = q.or(star).unwrap_or(0.0);
+        if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((i, q));
+        }
+    }
+    best.map_or("identity", |(i, _)| CODINGS[i])
+}
+
+/// The q-value of one `Accept-Encoding` entry's parameters: the first `q=` that parses,
+/// clamped to 0..=1; 1 without one (or when it does not parse).
+fn q_value(params: &str) -> f32 {
+    params
+        .split(';')
+        .filter_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("q")
+                .then_some(value.trim())
+        })
+        .find_map(|q| q.parse::<f32>().ok())
+        .filter(|q| !q.is_nan())
+        .unwrap_or(1.0)
+        .clamp(0.0, 1.0)
+}
+
+/// Whether a response in `content_encoding` (its field, if any) may be stored as the variant
+/// of a request negotiated to `coding`: `identity` suits every request, another coding only
+/// the requests negotiated to it.
+pub(crate) fn coding_matches(content_encoding: Option<&HeaderValue>, coding: &str) -> bool {
+    match content_encoding.map(|v| v.to_str().map(str::trim)) {
+        None => true,
+        Some(Ok(ce)) => {
+            ce.is_empty() || ce.eq_ignore_ascii_case("identity") || ce.eq_ignore_ascii_case(coding)
+        }
+        Some(Err(_)) => false,
+    }
 }
 
 /// The field of a resource without `Vary` (or of its `Vary` marker).
@@ -351,13 +415,30 @@ mod tests {
         let names = vary_names(&h).unwrap();
         assert_eq!(names, ["accept-encoding", "accept-language"]);
         let a = variant_field(&names, &headers(&[("accept-encoding", "gzip, br")]));
-        let b = variant_field(&names, &headers(&[("accept-encoding", "BR,gzip")]));
+        let b = variant_field(&names, &headers(&[("accept-encoding", "BR,gzip;q=0.9")]));
         assert_eq!(a, b);
-        assert_eq!(a, "GET|accept-encoding=br,gzip|accept-language=");
+        assert_eq!(a, "GET|accept-encoding=br|accept-language=");
         assert_ne!(
             a,
             variant_field(&names, &headers(&[("accept-encoding", "gzip")]))
         );
+        for (accept, coding) in [
+            ("", "identity"),
+            ("gzip;q=0", "identity"),
+            ("x-custom, identity", "identity"),
+            ("gzip;q=0.5, deflate;q=0.6", "deflate"),
+            ("*", "zstd"),
+            ("*;q=0.5, zstd;q=0", "br"),
+            ("gzip;q=bad", "gzip"),
+            ("gzip, deflate, br, zstd", "zstd"),
+        ] {
+            assert_eq!(
+                negotiated_coding(&headers(&[("accept-encoding", accept)])),
+                coding,
+                "{accept}"
+            );
+        }
+        assert_eq!(negotiated_coding(&HeaderMap::new()), "identity");
     }
 
     #[test]
