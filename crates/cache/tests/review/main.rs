@@ -9,3 +9,4 @@ mod fill;
 mod host_key;
 mod ignored_params;
 mod private_mark;
+mod unsafe_methods;
