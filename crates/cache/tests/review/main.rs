@@ -5,6 +5,7 @@
 mod support;
 
 mod common;
+mod connection;
 mod fill;
 mod host_key;
 mod ignored_params;
