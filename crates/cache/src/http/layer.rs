@@ -18,8 +18,8 @@ use tower_service::Service;
 use super::body::{Buffered, ResponseBody, buffer};
 use super::key::{CacheKey, DefaultKey, MakeCacheKey};
 use super::policy::{
-    BASE_FIELD, Lifetimes, Rules, coding_matches, etag_matches, is_unstored, negotiated_coding,
-    storable, variant_field, vary_names,
+    BASE_FIELD, Lifetimes, Rules, coding_matches, etag_matches, is_unstored, named_by_connection,
+    negotiated_coding, storable, variant_field, vary_names,
 };
 use super::values::{self, HitStatuses};
 use crate::cache::{Coordinated, flight_key, millis};
@@ -1263,7 +1263,10 @@ impl<K: MakeCacheKey> Shared<K> {
     fn entry(&self, parts: &http::response::Parts, body: Bytes, l: Lifetimes, now: u64) -> Entry {
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
-            if is_unstored(name) || self.settings.tag_header.as_ref() == Some(name) {
+            if is_unstored(name)
+                || self.settings.tag_header.as_ref() == Some(name)
+                || named_by_connection(&parts.headers, name)
+            {
                 continue;
             }
             headers.append(name.clone(), value.clone());

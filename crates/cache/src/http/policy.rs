@@ -265,6 +265,15 @@ pub(crate) fn is_unstored(name: &HeaderName) -> bool {
     )
 }
 
+/// Whether the response's `Connection` field names `name` (a hop-by-hop header of that
+/// connection, never stored: RFC 9111 §3.1).
+pub(crate) fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| split_list(v).any(|t| t.eq_ignore_ascii_case(name.as_str())))
+    })
+}
+
 /// Weak comparison of `If-None-Match` against an `ETag` (RFC 9110 §13.1.2).
 pub(crate) fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
     let (Ok(inm), Ok(etag)) = (if_none_match.to_str(), etag.to_str()) else {
