@@ -9,5 +9,6 @@ mod connection;
 mod fill;
 mod host_key;
 mod ignored_params;
+mod long_header;
 mod private_mark;
 mod unsafe_methods;
