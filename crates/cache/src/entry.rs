@@ -261,6 +261,16 @@ impl Entry {
     }
 }
 
+/// Whether `headers` fit the response layout: at most `u16::MAX` fields, each name and value
+/// at most `u16::MAX` bytes (a response that does not is not stored rather than stored cut).
+pub(crate) fn headers_fit(headers: &HeaderMap) -> bool {
+    let max = usize::from(u16::MAX);
+    headers.len() <= max
+        && headers
+            .iter()
+            .all(|(n, v)| n.as_str().len() <= max && v.len() <= max)
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }

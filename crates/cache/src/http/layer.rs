@@ -23,7 +23,7 @@ use super::policy::{
 };
 use super::values::{self, HitStatuses};
 use crate::cache::{Coordinated, flight_key, millis};
-use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse};
+use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse, headers_fit};
 use crate::flight::{Join, Leader, Outcome};
 use crate::{BoxError, Cache, Error};
 
@@ -1132,11 +1132,14 @@ impl<K: MakeCacheKey> Shared<K> {
         let names: Arc<[HeaderName]> = vary_names(&rparts.headers).unwrap_or_default().into();
         // A variant keyed by the request's negotiated coding holds a response in that coding
         // (or identity): another one (a compression layer preferring differently) is not stored.
-        let refused = if names.contains(&header::ACCEPT_ENCODING)
+        let refused = if !headers_fit(&rparts.headers) {
+            Some("header-too-large")
+        } else if names.contains(&header::ACCEPT_ENCODING)
             && !coding_matches(
                 rparts.headers.get(header::CONTENT_ENCODING),
                 negotiated_coding(&req_headers),
-            ) {
+            )
+        {
             Some("content-encoding")
         } else if !names.is_empty()
             && !miss.store_down
