@@ -8,6 +8,7 @@ mod common;
 mod connection;
 mod fill;
 mod host_key;
+mod if_none_match;
 mod ignored_params;
 mod long_header;
 mod private_mark;
