@@ -920,7 +920,7 @@ impl<K: MakeCacheKey> Shared<K> {
         }
     }
 
-    /// A response from a stored entry: `304` when `If-None-Match` matches its `ETag`.
+    /// A response from a stored entry: `304` when it is a 2xx response `If-None-Match` matches.
     fn serve<B>(
         &self,
         entry: &Arc<Entry>,
@@ -946,10 +946,11 @@ impl<K: MakeCacheKey> Shared<K> {
         let EntryBody::Response(stored) = &entry.body else {
             unreachable!("only responses are served")
         };
-        // The stored `ETag` is looked up only for a conditional request.
+        // The stored `ETag` is looked up only for a conditional request; only a 2xx response
+        // is "not modified" (RFC 9110 §13.1.2).
         if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH)
-            && let Some(etag) = stored.headers.get(header::ETAG)
-            && etag_matches(inm, etag)
+            && stored.status.is_success()
+            && etag_matches(inm, stored.headers.get(header::ETAG))
         {
             let mut res = Response::new(ResponseBody::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;

@@ -274,17 +274,19 @@ pub(crate) fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> boo
     })
 }
 
-/// Weak comparison of `If-None-Match` against an `ETag` (RFC 9110 §13.1.2).
-pub(crate) fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
-    let (Ok(inm), Ok(etag)) = (if_none_match.to_str(), etag.to_str()) else {
+/// Whether `If-None-Match` matches a stored response with `etag` (RFC 9110 §13.1.2): `*`
+/// matches any, a list of entity tags the `ETag` by weak comparison. Only a stored 2xx
+/// response may be matched at all (the caller checks).
+pub(crate) fn etag_matches(if_none_match: &HeaderValue, etag: Option<&HeaderValue>) -> bool {
+    let Ok(inm) = if_none_match.to_str() else {
         return false;
     };
     // Compared in place: a conditional hit allocates nothing here.
     fn opaque(t: &str) -> &str {
         t.trim().trim_start_matches("W/")
     }
-    let etag = opaque(etag);
-    split_list(inm).any(|t| t == "*" || opaque(t) == etag)
+    let etag = etag.and_then(|e| e.to_str().ok()).map(opaque);
+    split_list(inm).any(|t| t == "*" || etag.is_some_and(|e| opaque(t) == e))
 }
 
 #[cfg(test)]
@@ -452,19 +454,22 @@ mod tests {
 
     #[test]
     fn etags_compare_weakly() {
-        let etag = HeaderValue::from_static("\"v1\"");
-        assert!(etag_matches(&HeaderValue::from_static("\"v1\""), &etag));
-        assert!(etag_matches(&HeaderValue::from_static("W/\"v1\""), &etag));
+        let e = HeaderValue::from_static("\"v1\"");
+        let etag = Some(&e);
+        assert!(etag_matches(&HeaderValue::from_static("\"v1\""), etag));
+        assert!(etag_matches(&HeaderValue::from_static("W/\"v1\""), etag));
         assert!(etag_matches(
             &HeaderValue::from_static("\"x\", \"v1\""),
-            &etag
+            etag
         ));
-        assert!(etag_matches(&HeaderValue::from_static("*"), &etag));
-        assert!(!etag_matches(&HeaderValue::from_static("\"v2\""), &etag));
-        assert!(!etag_matches(&HeaderValue::from_static("\"v1"), &etag));
+        assert!(etag_matches(&HeaderValue::from_static("*"), etag));
+        assert!(etag_matches(&HeaderValue::from_static("*"), None));
+        assert!(!etag_matches(&HeaderValue::from_static("\"v1\""), None));
+        assert!(!etag_matches(&HeaderValue::from_static("\"v2\""), etag));
+        assert!(!etag_matches(&HeaderValue::from_static("\"v1"), etag));
         assert!(etag_matches(
             &HeaderValue::from_static("\"v2\" , W/\"v1\""),
-            &HeaderValue::from_static("W/\"v1\"")
+            Some(&HeaderValue::from_static("W/\"v1\""))
         ));
     }
 }
