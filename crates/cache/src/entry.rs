@@ -550,4 +550,111 @@ mod tests {
         assert_eq!(e.store_ttl_ms(), 70_000);
         assert_eq!(e.age_secs(3_500), 5, "2 s resident + 3 s origin Age");
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn name() -> impl Strategy<Value = HeaderName> {
+            prop_oneof![
+                (0..WELL_KNOWN.len()).prop_map(|i| WELL_KNOWN[i].clone()),
+                "[a-z0-9-]{1,12}".prop_map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap()),
+            ]
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            let headers =
+                prop::collection::vec((name(), prop::collection::vec(b' '..=b'~', 0..20)), 0..12);
+            let body = prop_oneof![
+                (
+                    100u16..=999,
+                    any::<u32>(),
+                    headers,
+                    prop::collection::vec(any::<u8>(), 0..64)
+                )
+                    .prop_map(|(status, age, headers, body)| {
+                        let mut map = HeaderMap::new();
+                        for (n, v) in headers {
+                            map.append(n, HeaderValue::from_bytes(&v).unwrap());
+                        }
+                        EntryBody::Response(StoredResponse {
+                            status: StatusCode::from_u16(status).unwrap(),
+                            age,
+                            headers: map,
+                            body: Bytes::from(body),
+                        })
+                    }),
+                prop::collection::vec(name(), 0..6).prop_map(|n| EntryBody::Vary(n.into())),
+                prop::collection::vec(any::<u8>(), 0..64)
+                    .prop_map(|v| EntryBody::Value(Bytes::from(v))),
+            ];
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), body).prop_map(
+                |(stored_at, ttl_ms, swr_ms, sie_ms, body)| Entry {
+                    stored_at,
+                    ttl_ms,
+                    swr_ms,
+                    sie_ms,
+                    body,
+                },
+            )
+        }
+
+        fn same(a: &Entry, b: &Entry) -> bool {
+            let times = |e: &Entry| (e.stored_at, e.ttl_ms, e.swr_ms, e.sie_ms);
+            times(a) == times(b)
+                && match (&a.body, &b.body) {
+                    (EntryBody::Response(x), EntryBody::Response(y)) => {
+                        x.status == y.status
+                            && x.age == y.age
+                            && x.headers == y.headers
+                            && x.body == y.body
+                    }
+                    (EntryBody::Vary(x), EntryBody::Vary(y)) => x == y,
+                    (EntryBody::Value(x), EntryBody::Value(y)) => x == y,
+                    _ => false,
+                }
+        }
+
+        /// Bytes that look like an entry (the current magic, a kind) followed by anything, or
+        /// anything at all.
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                (1u8..=3, prop::collection::vec(any::<u8>(), 32..200)).prop_map(|(kind, rest)| {
+                    let mut v = MAGIC.to_vec();
+                    v.push(kind);
+                    v.extend(rest);
+                    v
+                }),
+                entry().prop_flat_map(|e| {
+                    let bytes = e.encode().to_vec();
+                    let len = bytes.len();
+                    (Just(bytes), 0..len, any::<u8>()).prop_map(|(mut b, at, x)| {
+                        b[at] = x;
+                        b
+                    })
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn an_encoded_entry_decodes_to_the_same_entry(e in entry()) {
+                let back = Entry::decode(e.encode()).unwrap();
+                prop_assert!(same(&e, &back), "{e:?} came back as {back:?}");
+            }
+
+            #[test]
+            fn any_bytes_decode_without_panic_and_a_decoded_entry_re_encodes_to_them(
+                b in bytes()
+            ) {
+                if let Ok(e) = Entry::decode(Bytes::from(b.clone())) {
+                    prop_assert_eq!(&e.encode()[..], &b[..]);
+                }
+            }
+        }
+    }
 }
