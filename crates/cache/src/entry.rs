@@ -447,6 +447,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_entry_claiming_65535_headers_is_an_error_not_a_panic() {
+        // Bytes in the store are not trusted: a count beyond what a header map may hold (or
+        // the bytes hold) used to panic the request that read them.
+        let mut bytes = BytesMut::from(&response().encode()[..FIXED]);
+        bytes.put_u16(200);
+        bytes.put_u32(0);
+        bytes.put_u16(u16::MAX);
+        for _ in 0..u16::MAX {
+            bytes.put_u8(1);
+            put_short(&mut bytes, b"x");
+        }
+        bytes.put_u32(0);
+        assert!(Entry::decode(bytes.freeze()).is_err());
+    }
+
+    #[test]
     fn other_versions_do_not_decode() {
         // A version 1 entry (the hash-field layout), byte for byte as version 1 wrote it.
         let mut v1 = BytesMut::from(&b"TSC\x01"[..]);
