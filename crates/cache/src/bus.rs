@@ -240,8 +240,12 @@ fn decode_purge(mut p: Bytes) -> Option<(u64, u64, Option<Vec<String>>)> {
     }
     let sender = p.get_u64();
     let seq = p.get_u64();
-    if p.get_u8() == 0 {
-        return Some((sender, seq, None));
+    // Exactly what `encode_purge` writes: kind 0 (everything) ends the message, kind 1 lists
+    // the groups and nothing follows them.
+    match p.get_u8() {
+        0 if !p.has_remaining() => return Some((sender, seq, None)),
+        1 => {}
+        _ => return None,
     }
     if p.remaining() < 4 {
         return None;
@@ -257,6 +261,9 @@ fn decode_purge(mut p: Bytes) -> Option<(u64, u64, Option<Vec<String>>)> {
             return None;
         }
         groups.push(String::from_utf8(p.split_to(len).to_vec()).ok()?);
+    }
+    if p.has_remaining() {
+        return None;
     }
     Some((sender, seq, Some(groups)))
 }

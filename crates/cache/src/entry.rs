@@ -219,14 +219,30 @@ impl Entry {
                     StatusCode::from_u16(buf.get_u16()).map_err(|_| corrupt("invalid status"))?;
                 let age = buf.get_u32();
                 let count = buf.get_u16();
-                let mut headers = HeaderMap::with_capacity(usize::from(count) + ADDED_HEADERS);
+                // Each field takes at least 3 bytes; a count the bytes cannot hold, or a map
+                // larger than a `HeaderMap` may be, is corruption (not a panic).
+                if usize::from(count) * 3 > buf.remaining() {
+                    return Err(corrupt("truncated"));
+                }
+                let mut headers = HeaderMap::try_with_capacity(usize::from(count) + ADDED_HEADERS)
+                    .map_err(|_| corrupt("too many headers"))?;
+                let mut last: Option<HeaderName> = None;
                 for _ in 0..count {
                     // A well-known name is taken from the table; another is parsed in place.
                     let name = get_name(&mut buf).ok_or_else(|| corrupt("invalid header name"))?;
                     let value = get_short(&mut buf)?;
                     let value = HeaderValue::from_maybe_shared(value)
                         .map_err(|_| corrupt("invalid header value"))?;
-                    headers.append(name, value);
+                    // A name's values are written together (as a map iterates them): bytes
+                    // with them apart were not written by `encode`.
+                    let again = last.as_ref() == Some(&name);
+                    let existed = headers
+                        .try_append(name.clone(), value)
+                        .map_err(|_| corrupt("too many headers"))?;
+                    if existed && !again {
+                        return Err(corrupt("a header's values apart"));
+                    }
+                    last = Some(name);
                 }
                 let body = get_last(&mut buf)?;
                 EntryBody::Response(StoredResponse {
@@ -328,8 +344,8 @@ fn put_name(out: &mut BytesMut, name: &HeaderName) {
     }
 }
 
-/// A header name written by [`put_name`], read in place; `None` if truncated, invalid or an
-/// unknown code.
+/// A header name written by [`put_name`], read in place; `None` if truncated, invalid, an
+/// unknown code, or not as `put_name` writes it (a name of the table written out, uppercase).
 fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
     let code = *buf.first()?;
     if code != 0 {
@@ -341,7 +357,12 @@ fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
         return None;
     }
     let len = usize::from(u16::from_be_bytes([buf[1], buf[2]]));
-    let name = HeaderName::from_bytes(buf.get(3..3 + len)?).ok()?;
+    let raw = buf.get(3..3 + len)?;
+    let name = HeaderName::from_bytes(raw).ok()?;
+    // Only the form `put_name` writes: lowercase, and not a name of the table.
+    if name.as_str().as_bytes() != raw || name_code(&name) != 0 {
+        return None;
+    }
     buf.advance(3 + len);
     Some(name)
 }
