@@ -318,4 +318,86 @@ mod tests {
             "example.com/a"
         );
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A request in a small space (so that distinct ones often look alike): an optional
+        /// host, a path, and query pairs (`utm` ignored).
+        #[derive(Clone, Debug)]
+        struct Req {
+            host: Option<String>,
+            path: String,
+            pairs: Option<Vec<String>>,
+        }
+
+        fn req() -> impl Strategy<Value = Req> {
+            let host = prop::option::of("[a-cA-C.:/@]{0,4}");
+            let path = "(/[a-c%&=?]{0,2}){1,3}".prop_map(|p| p.replace('?', "%3F"));
+            let pair = prop_oneof![Just("utm=x".to_owned()), "[a-c]{0,2}(=[a-c=]{0,2})?"];
+            let pairs = prop::option::of(prop::collection::vec(pair, 0..4));
+            (host, path, pairs).prop_map(|(host, path, pairs)| Req { host, path, pairs })
+        }
+
+        fn parts(r: &Req) -> Parts {
+            let mut uri = r.path.clone();
+            if let Some(pairs) = &r.pairs {
+                uri.push('?');
+                uri.push_str(&pairs.join("&"));
+            }
+            let mut b = http::Request::get(uri);
+            if let Some(h) = &r.host {
+                b = b.header(http::header::HOST, h.as_str());
+            }
+            b.body(()).unwrap().into_parts().0
+        }
+
+        /// What must tell two requests apart: the host (lowercased, when valid), the path, the
+        /// non-empty parameters but the ignored one, in a stable order of their names.
+        fn canonical(r: &Req, with_host: bool) -> Option<(String, String, Vec<String>)> {
+            let host = match (&r.host, with_host) {
+                (_, false) => String::new(),
+                (Some(h), true) if is_authority(h) => h.to_ascii_lowercase(),
+                (_, true) => return None,
+            };
+            let mut pairs: Vec<String> = r
+                .pairs
+                .iter()
+                .flatten()
+                .flat_map(|p| p.split('&'))
+                .filter(|p| !p.is_empty() && param_name(p) != "utm")
+                .map(str::to_owned)
+                .collect();
+            pairs.sort_by(|a, b| param_name(a).cmp(param_name(b)));
+            Some((host, r.path.clone(), pairs))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn distinct_requests_never_share_a_key(a in req(), b in req(), with_host in any::<bool>()) {
+                let k = DefaultKey::new().ignore_query_param("utm").with_host(with_host);
+                let (ka, kb) = (k.make_cache_key(&parts(&a)), k.make_cache_key(&parts(&b)));
+                let (ca, cb) = (canonical(&a, with_host), canonical(&b, with_host));
+                prop_assert_eq!(ka.is_some(), ca.is_some(), "{:?}", a);
+                prop_assert_eq!(kb.is_some(), cb.is_some(), "{:?}", b);
+                if let (Some(ka), Some(kb)) = (ka, kb) {
+                    prop_assert_eq!(ka == kb, ca == cb, "{:?} {:?} vs {:?} {:?}", a, ka, b, kb);
+                }
+            }
+
+            #[test]
+            fn stripping_leaves_the_key_as_it_was(a in req()) {
+                let k = DefaultKey::new().ignore_query_param("utm");
+                let mut p = parts(&a);
+                let before = k.make_cache_key(&p);
+                k.strip_unkeyed(&mut p);
+                prop_assert_eq!(k.make_cache_key(&p), before);
+                prop_assert!(!p.uri.query().unwrap_or("").split('&').any(|q| param_name(q) == "utm"));
+            }
+        }
+    }
 }

@@ -472,4 +472,149 @@ mod tests {
             Some(&HeaderValue::from_static("W/\"v1\""))
         ));
     }
+
+    mod props {
+        use proptest::prelude::*;
+        use tower_scale_compression::{Encoding, negotiate};
+
+        use super::*;
+
+        const SHAPES: [&str; 5] = ["identity", "zstd", "br", "gzip", "deflate"];
+
+        fn accept_with(value: &[u8]) -> Option<HeaderMap> {
+            let v = HeaderValue::from_bytes(value).ok()?;
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, v);
+            Some(h)
+        }
+
+        /// A well-formed `Accept-Encoding` list: codings (known, `*`, others) with q-values.
+        fn list() -> impl Strategy<Value = String> {
+            let coding = prop_oneof![
+                Just("gzip"),
+                Just("deflate"),
+                Just("br"),
+                Just("zstd"),
+                Just("identity"),
+                Just("*"),
+                Just("x-other"),
+            ];
+            let q = prop_oneof![
+                Just(String::new()),
+                (0u16..=1000).prop_map(|m| format!(";q={}", f32::from(m) / 1000.0)),
+                Just(";q=0".to_owned()),
+                Just(";q=1".to_owned()),
+            ];
+            prop::collection::vec((coding, q, prop_oneof![Just(""), Just(" ")]), 0..6).prop_map(
+                |items| {
+                    items
+                        .into_iter()
+                        .map(|(c, q, sp)| format!("{sp}{c}{q}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            )
+        }
+
+        fn directive() -> impl Strategy<Value = String> {
+            let name = prop_oneof![
+                Just("no-store"),
+                Just("no-cache"),
+                Just("private"),
+                Just("public"),
+                Just("must-revalidate"),
+                Just("proxy-revalidate"),
+                Just("max-age"),
+                Just("s-maxage"),
+                Just("stale-while-revalidate"),
+                Just("stale-if-error"),
+                Just("MAX-AGE"),
+                Just("x-ext"),
+            ];
+            let arg = prop_oneof![
+                Just(String::new()),
+                any::<u64>().prop_map(|n| format!("={n}")),
+                "=\"?[0-9a-z]{0,4}\"?",
+            ];
+            (name, arg).prop_map(|(n, a)| format!("{n}{a}"))
+        }
+
+        /// The directives as one `Cache-Control` value.
+        fn serialise(d: &Directives) -> String {
+            let mut out = Vec::new();
+            for (on, name) in [
+                (d.no_store, "no-store"),
+                (d.no_cache, "no-cache"),
+                (d.private, "private"),
+                (d.public, "public"),
+                (d.must_revalidate, "must-revalidate"),
+            ] {
+                if on {
+                    out.push(name.to_owned());
+                }
+            }
+            for (value, name) in [
+                (d.max_age, "max-age"),
+                (d.s_maxage, "s-maxage"),
+                (d.stale_while_revalidate, "stale-while-revalidate"),
+                (d.stale_if_error, "stale-if-error"),
+            ] {
+                if let Some(v) = value {
+                    out.push(format!("{name}={v}"));
+                }
+            }
+            out.join(", ")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn any_accept_encoding_negotiates_one_of_five_codings_stably(
+                value in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..40),
+                    list().prop_map(String::into_bytes),
+                ]
+            ) {
+                if let Some(h) = accept_with(&value) {
+                    let coding = negotiated_coding(&h);
+                    prop_assert!(SHAPES.contains(&coding), "{coding}");
+                    // Normalised: the chosen coding, sent alone, is chosen again.
+                    let again = accept_with(coding.as_bytes()).unwrap();
+                    prop_assert_eq!(negotiated_coding(&again), coding);
+                    // The variant field names it and only it.
+                    let names = [header::ACCEPT_ENCODING];
+                    prop_assert_eq!(
+                        variant_field(&names, &h),
+                        format!("GET|accept-encoding={coding}")
+                    );
+                }
+            }
+
+            #[test]
+            fn negotiation_picks_what_the_compression_layer_sends(value in list()) {
+                let h = accept_with(value.as_bytes()).unwrap();
+                let preference = [Encoding::Zstd, Encoding::Br, Encoding::Gzip, Encoding::Deflate];
+                let sent = negotiate(Some(&value), &preference).map_or("identity", Encoding::token);
+                prop_assert_eq!(negotiated_coding(&h), sent, "{}", value);
+            }
+
+            #[test]
+            fn cache_control_parses_without_panic_and_its_re_serialisation_parses_the_same(
+                raw in prop::collection::vec(any::<u8>(), 0..60),
+                list in prop::collection::vec(directive(), 0..6),
+                sep in prop_oneof![Just(","), Just(", "), Just(" ,")],
+            ) {
+                for value in [raw, list.join(sep).into_bytes()] {
+                    let Ok(v) = HeaderValue::from_bytes(&value) else { continue };
+                    let mut h = HeaderMap::new();
+                    h.insert(header::CACHE_CONTROL, v);
+                    let d = Directives::parse(&h);
+                    let mut again = HeaderMap::new();
+                    again.insert(header::CACHE_CONTROL, HeaderValue::from_str(&serialise(&d)).unwrap());
+                    prop_assert_eq!(Directives::parse(&again), d);
+                }
+            }
+        }
+    }
 }
