@@ -85,8 +85,8 @@ pub struct ResponseCacheConfig {
     pub tag_header: Option<String>,
     /// The cache's name in `Cache-Status`. Default `tower-scale`.
     pub name: String,
-    /// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its URI (and `Location`,
-    /// `Content-Location` paths). Default true.
+    /// A successful response to an unsafe method (any but `GET`, `HEAD`, `OPTIONS`, `TRACE`)
+    /// purges its URI and the `Location`, `Content-Location` URIs on its origin. Default true.
     pub invalidate_on_unsafe: bool,
     /// Query parameters left out of the key (e.g. `utm_source`); they are also removed from
     /// the request the inner service sees when its response may be stored.
@@ -344,7 +344,8 @@ impl<K> ResponseCacheLayer<K> {
         self
     }
 
-    /// Whether a successful unsafe request purges its URI (default true).
+    /// Whether a successful unsafe request (any method but `GET`, `HEAD`, `OPTIONS`, `TRACE`)
+    /// purges its URI and the same-origin `Location`/`Content-Location` URIs (default true).
     #[must_use]
     pub fn invalidate_on_unsafe(mut self, yes: bool) -> Self {
         self.settings_mut().invalidate_on_unsafe = yes;
