@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::body::Body;
+use axum::http::{Method, Request};
+
 use tower_scale_cache::{Cache, ManualClock, MemoryStore, RedisStore};
 use tower_scale_testkit::RedisServer;
 
@@ -51,4 +54,15 @@ pub(crate) fn count(calls: &AtomicUsize) -> usize {
 /// The count.
 pub(crate) fn calls(calls: &AtomicUsize) -> usize {
     calls.load(Ordering::SeqCst)
+}
+
+/// A `method` request for `uri` with `headers`.
+pub(crate) fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(uri);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(Body::empty()).unwrap()
 }

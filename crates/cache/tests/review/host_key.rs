@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, Uri, header};
 use tower_scale_cache::{DefaultKey, ResponseCacheLayer};
 
-use crate::common::stores;
+use crate::common::{request, stores};
 use crate::support::send;
 
 /// Echoes the host and path it was asked for.
@@ -26,10 +26,7 @@ fn echo(layer: ResponseCacheLayer<DefaultKey>) -> Router {
 }
 
 fn get(host: &str, path: &str) -> Request<Body> {
-    Request::get(path)
-        .header(header::HOST, host)
-        .body(Body::empty())
-        .unwrap()
+    request("GET", path, &[("host", host)])
 }
 
 #[tokio::test]

@@ -7,14 +7,11 @@ use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use tower_scale_cache::ResponseCacheLayer;
 
-use crate::common::stores;
+use crate::common::{request, stores};
 use crate::support::{fetch, send};
 
 fn conditional(uri: &str, inm: &str) -> Request<Body> {
-    Request::get(uri)
-        .header(header::IF_NONE_MATCH, inm)
-        .body(Body::empty())
-        .unwrap()
+    request("GET", uri, &[("if-none-match", inm)])
 }
 
 #[tokio::test]

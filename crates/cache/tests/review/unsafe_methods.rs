@@ -10,7 +10,7 @@ use axum::extract::Request as AxumRequest;
 use axum::http::{Method, Request, StatusCode, header};
 use tower_scale_cache::ResponseCacheLayer;
 
-use crate::common::{count, counter, stores};
+use crate::common::{count, counter, request, stores};
 use crate::support::{fetch, send};
 
 /// Any method on any path: `GET` answers `<path> #<call>` (cacheable); other methods answer
@@ -49,14 +49,9 @@ fn app(layer: ResponseCacheLayer, n: &Arc<AtomicUsize>) -> Router {
 }
 
 fn unsafe_req(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
-    let mut b = Request::builder()
-        .method(Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(uri)
-        .header(header::HOST, "example.com");
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    b.body(Body::empty()).unwrap()
+    let mut all = vec![("host", "example.com")];
+    all.extend_from_slice(headers);
+    request(method, uri, &all)
 }
 
 /// Whether `/path` is still cached.
