@@ -151,9 +151,7 @@ impl Bus {
             }
             let bus = Arc::clone(self);
             tokio::spawn(async move {
-                let mut ack = BytesMut::with_capacity(9);
-                ack.put_u8(ACK);
-                ack.put_u64(seq);
+                let ack = encode_signal(ACK, seq);
                 let sent = bus
                     .backend
                     .query::<()>(
@@ -166,9 +164,10 @@ impl Bus {
                     tracing::debug!(error = %e, "cache invalidation not acknowledged");
                 }
             });
-        } else if channel == self.own_ack.as_bytes() && payload.len() == 9 {
-            let mut p = payload;
-            match (p.get_u8(), p.get_u64()) {
+        } else if channel == self.own_ack.as_bytes()
+            && let Some(signal) = decode_signal(&payload)
+        {
+            match signal {
                 (ACK, seq) => {
                     if let Some(w) = self
                         .waiters
@@ -201,6 +200,21 @@ impl Drop for RemoveWaiter<'_> {
     }
 }
 
+/// A message on a cache's own channel: its kind (`ACK` of a purge, `PROBE` of the
+/// subscription) and a `u64` (the purge's sequence number).
+fn encode_signal(kind: u8, seq: u64) -> [u8; 9] {
+    let mut out = [0; 9];
+    out[0] = kind;
+    out[1..].copy_from_slice(&seq.to_be_bytes());
+    out
+}
+
+/// The kind and number of a message of [`encode_signal`]; `None` unless it is 9 bytes.
+fn decode_signal(payload: &[u8]) -> Option<(u8, u64)> {
+    let (&kind, seq) = payload.split_first()?;
+    Some((kind, u64::from_be_bytes(seq.try_into().ok()?)))
+}
+
 fn encode_purge(sender: u64, seq: u64, groups: Option<&[String]>) -> Bytes {
     let len = groups.map_or(0, |g| g.iter().map(|s| s.len() + 4).sum());
     let mut out = BytesMut::with_capacity(22 + len);
@@ -226,8 +240,12 @@ fn decode_purge(mut p: Bytes) -> Option<(u64, u64, Option<Vec<String>>)> {
     }
     let sender = p.get_u64();
     let seq = p.get_u64();
-    if p.get_u8() == 0 {
-        return Some((sender, seq, None));
+    // Exactly what `encode_purge` writes: kind 0 (everything) ends the message, kind 1 lists
+    // the groups and nothing follows them.
+    match p.get_u8() {
+        0 if !p.has_remaining() => return Some((sender, seq, None)),
+        1 => {}
+        _ => return None,
     }
     if p.remaining() < 4 {
         return None;
@@ -243,6 +261,9 @@ fn decode_purge(mut p: Bytes) -> Option<(u64, u64, Option<Vec<String>>)> {
             return None;
         }
         groups.push(String::from_utf8(p.split_to(len).to_vec()).ok()?);
+    }
+    if p.has_remaining() {
+        return None;
     }
     Some((sender, seq, Some(groups)))
 }
@@ -288,9 +309,7 @@ impl SubConn {
     }
 
     async fn probe(&mut self, channel: &str) -> redis::RedisResult<()> {
-        let mut msg = BytesMut::with_capacity(9);
-        msg.put_u8(PROBE);
-        msg.put_u64(0);
+        let msg = encode_signal(PROBE, 0);
         match self {
             Self::Single(c) => {
                 redis::cmd("PUBLISH")
@@ -377,6 +396,65 @@ mod tests {
         let full = encode_purge(7, 9, Some(&["abc".to_owned()]));
         for cut in 0..full.len() {
             assert!(decode_purge(full.slice(..cut)).is_none(), "cut at {cut}");
+        }
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn groups() -> impl Strategy<Value = Option<Vec<String>>> {
+            prop::option::of(prop::collection::vec(".{0,12}", 0..6))
+        }
+
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..64),
+                (any::<u64>(), any::<u64>(), groups()).prop_flat_map(|(s, q, g)| {
+                    let bytes = encode_purge(s, q, g.as_deref()).to_vec();
+                    let len = bytes.len();
+                    (Just(bytes), 0..len, any::<u8>(), any::<bool>()).prop_map(
+                        |(mut b, at, x, grow)| {
+                            if grow {
+                                b.push(x);
+                            } else {
+                                b[at] = x;
+                            }
+                            b
+                        },
+                    )
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn purges_round_trip(sender in any::<u64>(), seq in any::<u64>(), g in groups()) {
+                let back = decode_purge(encode_purge(sender, seq, g.as_deref()));
+                prop_assert_eq!(back, Some((sender, seq, g)));
+            }
+
+            #[test]
+            fn any_purge_bytes_decode_without_panic_and_re_encode_to_themselves(b in bytes()) {
+                if let Some((sender, seq, g)) = decode_purge(Bytes::from(b.clone())) {
+                    prop_assert_eq!(&encode_purge(sender, seq, g.as_deref())[..], &b[..]);
+                }
+            }
+
+            #[test]
+            fn acknowledgements_round_trip_and_any_bytes_decode_without_panic(
+                kind in prop_oneof![Just(ACK), Just(PROBE)],
+                seq in any::<u64>(),
+                b in prop::collection::vec(any::<u8>(), 0..12),
+            ) {
+                prop_assert_eq!(decode_signal(&encode_signal(kind, seq)), Some((kind, seq)));
+                if let Some((kind, seq)) = decode_signal(&b) {
+                    prop_assert_eq!(&encode_signal(kind, seq)[..], &b[..]);
+                }
+            }
         }
     }
 }

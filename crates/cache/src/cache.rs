@@ -440,6 +440,18 @@ impl Cache {
     }
 
     /// Writes entries of one group; failures are logged (the cache fails open).
+    /// Whether `group` may take one more field when it may hold `max` (always with a store
+    /// that does not count; never when the store fails to count: not stored).
+    pub(crate) async fn has_room(&self, group: &str, max: usize) -> bool {
+        match self.inner.store.field_count(group).await {
+            Ok(count) => count.is_none_or(|n| n < max),
+            Err(e) => {
+                tracing::warn!(error = %e, group, "cache store failed; entry not stored");
+                false
+            }
+        }
+    }
+
     pub(crate) async fn save(&self, group: &str, fields: &[(&str, Arc<Entry>)], tags: &[String]) {
         let ttl = fields
             .iter()

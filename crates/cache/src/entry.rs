@@ -219,14 +219,30 @@ impl Entry {
                     StatusCode::from_u16(buf.get_u16()).map_err(|_| corrupt("invalid status"))?;
                 let age = buf.get_u32();
                 let count = buf.get_u16();
-                let mut headers = HeaderMap::with_capacity(usize::from(count) + ADDED_HEADERS);
+                // Each field takes at least 3 bytes; a count the bytes cannot hold, or a map
+                // larger than a `HeaderMap` may be, is corruption (not a panic).
+                if usize::from(count) * 3 > buf.remaining() {
+                    return Err(corrupt("truncated"));
+                }
+                let mut headers = HeaderMap::try_with_capacity(usize::from(count) + ADDED_HEADERS)
+                    .map_err(|_| corrupt("too many headers"))?;
+                let mut last: Option<HeaderName> = None;
                 for _ in 0..count {
                     // A well-known name is taken from the table; another is parsed in place.
                     let name = get_name(&mut buf).ok_or_else(|| corrupt("invalid header name"))?;
                     let value = get_short(&mut buf)?;
                     let value = HeaderValue::from_maybe_shared(value)
                         .map_err(|_| corrupt("invalid header value"))?;
-                    headers.append(name, value);
+                    // A name's values are written together (as a map iterates them): bytes
+                    // with them apart were not written by `encode`.
+                    let again = last.as_ref() == Some(&name);
+                    let existed = headers
+                        .try_append(name.clone(), value)
+                        .map_err(|_| corrupt("too many headers"))?;
+                    if existed && !again {
+                        return Err(corrupt("a header's values apart"));
+                    }
+                    last = Some(name);
                 }
                 let body = get_last(&mut buf)?;
                 EntryBody::Response(StoredResponse {
@@ -259,6 +275,16 @@ impl Entry {
             body,
         })
     }
+}
+
+/// Whether `headers` fit the response layout: at most `u16::MAX` fields, each name and value
+/// at most `u16::MAX` bytes (a response that does not is not stored rather than stored cut).
+pub(crate) fn headers_fit(headers: &HeaderMap) -> bool {
+    let max = usize::from(u16::MAX);
+    headers.len() <= max
+        && headers
+            .iter()
+            .all(|(n, v)| n.as_str().len() <= max && v.len() <= max)
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -318,8 +344,8 @@ fn put_name(out: &mut BytesMut, name: &HeaderName) {
     }
 }
 
-/// A header name written by [`put_name`], read in place; `None` if truncated, invalid or an
-/// unknown code.
+/// A header name written by [`put_name`], read in place; `None` if truncated, invalid, an
+/// unknown code, or not as `put_name` writes it (a name of the table written out, uppercase).
 fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
     let code = *buf.first()?;
     if code != 0 {
@@ -331,7 +357,12 @@ fn get_name(buf: &mut Bytes) -> Option<HeaderName> {
         return None;
     }
     let len = usize::from(u16::from_be_bytes([buf[1], buf[2]]));
-    let name = HeaderName::from_bytes(buf.get(3..3 + len)?).ok()?;
+    let raw = buf.get(3..3 + len)?;
+    let name = HeaderName::from_bytes(raw).ok()?;
+    // Only the form `put_name` writes: lowercase, and not a name of the table.
+    if name.as_str().as_bytes() != raw || name_code(&name) != 0 {
+        return None;
+    }
     buf.advance(3 + len);
     Some(name)
 }
@@ -437,6 +468,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_entry_claiming_65535_headers_is_an_error_not_a_panic() {
+        // Bytes in the store are not trusted: a count beyond what a header map may hold (or
+        // the bytes hold) used to panic the request that read them.
+        let mut bytes = BytesMut::from(&response().encode()[..FIXED]);
+        bytes.put_u16(200);
+        bytes.put_u32(0);
+        bytes.put_u16(u16::MAX);
+        for _ in 0..u16::MAX {
+            bytes.put_u8(1);
+            put_short(&mut bytes, b"x");
+        }
+        bytes.put_u32(0);
+        assert!(Entry::decode(bytes.freeze()).is_err());
+    }
+
+    #[test]
     fn other_versions_do_not_decode() {
         // A version 1 entry (the hash-field layout), byte for byte as version 1 wrote it.
         let mut v1 = BytesMut::from(&b"TSC\x01"[..]);
@@ -539,5 +586,112 @@ mod tests {
         assert!(!e.is_usable(71_000));
         assert_eq!(e.store_ttl_ms(), 70_000);
         assert_eq!(e.age_secs(3_500), 5, "2 s resident + 3 s origin Age");
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn name() -> impl Strategy<Value = HeaderName> {
+            prop_oneof![
+                (0..WELL_KNOWN.len()).prop_map(|i| WELL_KNOWN[i].clone()),
+                "[a-z0-9-]{1,12}".prop_map(|n| HeaderName::from_bytes(n.as_bytes()).unwrap()),
+            ]
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            let headers =
+                prop::collection::vec((name(), prop::collection::vec(b' '..=b'~', 0..20)), 0..12);
+            let body = prop_oneof![
+                (
+                    100u16..=999,
+                    any::<u32>(),
+                    headers,
+                    prop::collection::vec(any::<u8>(), 0..64)
+                )
+                    .prop_map(|(status, age, headers, body)| {
+                        let mut map = HeaderMap::new();
+                        for (n, v) in headers {
+                            map.append(n, HeaderValue::from_bytes(&v).unwrap());
+                        }
+                        EntryBody::Response(StoredResponse {
+                            status: StatusCode::from_u16(status).unwrap(),
+                            age,
+                            headers: map,
+                            body: Bytes::from(body),
+                        })
+                    }),
+                prop::collection::vec(name(), 0..6).prop_map(|n| EntryBody::Vary(n.into())),
+                prop::collection::vec(any::<u8>(), 0..64)
+                    .prop_map(|v| EntryBody::Value(Bytes::from(v))),
+            ];
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), body).prop_map(
+                |(stored_at, ttl_ms, swr_ms, sie_ms, body)| Entry {
+                    stored_at,
+                    ttl_ms,
+                    swr_ms,
+                    sie_ms,
+                    body,
+                },
+            )
+        }
+
+        fn same(a: &Entry, b: &Entry) -> bool {
+            let times = |e: &Entry| (e.stored_at, e.ttl_ms, e.swr_ms, e.sie_ms);
+            times(a) == times(b)
+                && match (&a.body, &b.body) {
+                    (EntryBody::Response(x), EntryBody::Response(y)) => {
+                        x.status == y.status
+                            && x.age == y.age
+                            && x.headers == y.headers
+                            && x.body == y.body
+                    }
+                    (EntryBody::Vary(x), EntryBody::Vary(y)) => x == y,
+                    (EntryBody::Value(x), EntryBody::Value(y)) => x == y,
+                    _ => false,
+                }
+        }
+
+        /// Bytes that look like an entry (the current magic, a kind) followed by anything, or
+        /// anything at all.
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                (1u8..=3, prop::collection::vec(any::<u8>(), 32..200)).prop_map(|(kind, rest)| {
+                    let mut v = MAGIC.to_vec();
+                    v.push(kind);
+                    v.extend(rest);
+                    v
+                }),
+                entry().prop_flat_map(|e| {
+                    let bytes = e.encode().to_vec();
+                    let len = bytes.len();
+                    (Just(bytes), 0..len, any::<u8>()).prop_map(|(mut b, at, x)| {
+                        b[at] = x;
+                        b
+                    })
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn an_encoded_entry_decodes_to_the_same_entry(e in entry()) {
+                let back = Entry::decode(e.encode()).unwrap();
+                prop_assert!(same(&e, &back), "{e:?} came back as {back:?}");
+            }
+
+            #[test]
+            fn any_bytes_decode_without_panic_and_a_decoded_entry_re_encodes_to_them(
+                b in bytes()
+            ) {
+                if let Ok(e) = Entry::decode(Bytes::from(b.clone())) {
+                    prop_assert_eq!(&e.encode()[..], &b[..]);
+                }
+            }
+        }
     }
 }

@@ -12,14 +12,16 @@
 //!   [`Cache::invalidate_tag`] purge.
 //! - [`ResponseCacheLayer`]: caches `GET`/`HEAD` responses as a shared cache (RFC 9111):
 //!   `Cache-Control` (`no-store`, `private`, `no-cache`, `max-age`, `s-maxage`,
-//!   `must-revalidate`), never a `Set-Cookie` response nor `Vary: *`, requests with
+//!   `must-revalidate`), never a `Set-Cookie` response nor `Vary: *` nor a response made
+//!   personal by an inner layer (`tower_scale_core::PrivateMark`), requests with
 //!   `Authorization` or `Cookie` bypassed unless configured, configured statuses only, a body
 //!   size cap (larger bodies stream through). Keys are the path and normalised query plus the
 //!   request headers named by the response's `Vary`, or your [`MakeCacheKey`].
 //!   `stale-while-revalidate` (stale served, one background refresh), `stale-if-error`,
 //!   `Age` and `Cache-Status` (RFC 9211), `304` for a matching `If-None-Match`. Tags from a
 //!   response header (`Surrogate-Key`) or [`CacheTags`]; a successful unsafe request purges
-//!   its URI.
+//!   its URI. Bounded per client: `Accept-Encoding` variants are the negotiated coding, and
+//!   variants per resource, key length and query parameters have limits.
 //! - Stores: [`MemoryStore`] (the default for one process) and `RedisStore` (feature
 //!   `redis`): one Redis string per entry (a hit is one `GET`), in a compact binary encoding
 //!   decoded without copies; the keys of one resource share a hash tag, so every script runs

@@ -28,8 +28,14 @@ async fn conformance(store: &dyn Store) {
     assert_eq!(store.get("g1", "a").await.unwrap(), Some(v("1")));
     assert_eq!(store.get("g1", "b").await.unwrap(), Some(v("2b")));
 
+    // The count of a group's fields (the bound on a resource's variants).
+    assert_eq!(store.field_count("g1").await.unwrap(), Some(2));
+    assert_eq!(store.field_count("g3").await.unwrap(), Some(1));
+    assert_eq!(store.field_count("none").await.unwrap(), Some(0));
+
     // Purging a group removes all its fields, nothing else.
     store.purge(&["g3".into()]).await.unwrap();
+    assert_eq!(store.field_count("g3").await.unwrap(), Some(0));
     assert_eq!(store.get("g3", "a").await.unwrap(), None);
     assert_eq!(store.get("g1", "a").await.unwrap(), Some(v("1")));
 

@@ -82,6 +82,14 @@ impl From<&str> for CacheKey {
 pub trait MakeCacheKey: Send + Sync + 'static {
     /// The key of this request, or `None` to bypass the cache.
     fn make_cache_key(&self, parts: &Parts) -> Option<CacheKey>;
+
+    /// Removes from a request what its key leaves out, so that a response stored under the
+    /// key cannot depend on it: called on a request that may be stored, before it goes to
+    /// the inner service. The default changes nothing; [`DefaultKey`] removes the query
+    /// parameters it ignores.
+    fn strip_unkeyed(&self, parts: &mut Parts) {
+        let _ = parts;
+    }
 }
 
 impl<F> MakeCacheKey for F
@@ -95,6 +103,10 @@ where
 
 /// The default key: the path and the normalised query (parameters sorted, empty ones
 /// dropped, ignored ones removed), optionally prefixed by the host.
+///
+/// Ignored parameters are also removed from the request the inner service sees when the
+/// response may be stored ([`MakeCacheKey::strip_unkeyed`]): a handler cannot reflect them
+/// into a response served to requests without them.
 ///
 /// ```
 /// use tower_scale_cache::{DefaultKey, MakeCacheKey};
@@ -124,8 +136,12 @@ impl DefaultKey {
         self
     }
 
-    /// Prefixes the key with the `Host` (or the URI's authority), for a service that answers
-    /// several hosts.
+    /// Prefixes the key with the `Host` (or the URI's authority), lowercased, for a service
+    /// that answers several hosts.
+    ///
+    /// A request without a host, or whose host is not a valid authority (`host[:port]`, no
+    /// user info, no `/`, `?` or `#`), bypasses the cache. As a valid authority has no `/`, the
+    /// path's leading `/` separates host and path: `example.com/a` + `/x` cannot be sent.
     #[must_use]
     pub fn with_host(mut self, host: bool) -> Self {
         self.host = host;
@@ -134,16 +150,45 @@ impl DefaultKey {
 }
 
 impl MakeCacheKey for DefaultKey {
+    fn strip_unkeyed(&self, parts: &mut Parts) {
+        let Some(query) = parts.uri.query() else {
+            return;
+        };
+        if !query.split('&').any(|p| self.is_ignored(p)) {
+            return;
+        }
+        let path = parts.uri.path();
+        let mut pq = String::with_capacity(path.len() + query.len() + 1);
+        pq.push_str(path);
+        for (i, p) in query.split('&').filter(|p| !self.is_ignored(p)).enumerate() {
+            pq.push(if i == 0 { '?' } else { '&' });
+            pq.push_str(p);
+        }
+        // Pieces of a valid URI make a valid one; should they not, the request stays as is.
+        let mut uri = parts.uri.clone().into_parts();
+        if let Ok(pq) = PathAndQuery::try_from(pq) {
+            uri.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(uri) {
+                parts.uri = uri;
+            }
+        }
+    }
+
     fn make_cache_key(&self, parts: &Parts) -> Option<CacheKey> {
         let path = parts.uri.path();
         let query = parts.uri.query().unwrap_or("");
         let host = if self.host {
-            parts
+            // Only a valid authority is keyed (else the cache is bypassed): it has no `/`, so
+            // the path's leading `/` ends it unambiguously.
+            let host = parts
                 .uri
                 .authority()
                 .map(|a| a.as_str())
-                .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())
-                .unwrap_or("")
+                .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())?;
+            if !is_authority(host) || !path.starts_with('/') {
+                return None;
+            }
+            host
         } else {
             ""
         };
@@ -158,7 +203,8 @@ impl MakeCacheKey for DefaultKey {
             return Some(CacheKey(Repr::Uri(pq.clone())));
         }
         let mut key = String::with_capacity(host.len() + path.len() + query.len() + 1);
-        key.push_str(host);
+        // Host names are case-insensitive: one entry whatever the case.
+        key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
         key.push_str(path);
         if !query.is_empty() {
             let mut pairs: Vec<&str> = query
@@ -197,6 +243,15 @@ impl DefaultKey {
         }
         !query.is_empty()
     }
+}
+
+/// Whether `host` is a valid authority without user info: what a `Host` field may hold.
+fn is_authority(host: &str) -> bool {
+    !host.is_empty()
+        && !host.contains('@')
+        && host
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == host)
 }
 
 fn param_name(pair: &str) -> &str {
@@ -262,5 +317,87 @@ mod tests {
             host.make_cache_key(&parts).unwrap().as_str(),
             "example.com/a"
         );
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A request in a small space (so that distinct ones often look alike): an optional
+        /// host, a path, and query pairs (`utm` ignored).
+        #[derive(Clone, Debug)]
+        struct Req {
+            host: Option<String>,
+            path: String,
+            pairs: Option<Vec<String>>,
+        }
+
+        fn req() -> impl Strategy<Value = Req> {
+            let host = prop::option::of("[a-cA-C.:/@]{0,4}");
+            let path = "(/[a-c%&=?]{0,2}){1,3}".prop_map(|p| p.replace('?', "%3F"));
+            let pair = prop_oneof![Just("utm=x".to_owned()), "[a-c]{0,2}(=[a-c=]{0,2})?"];
+            let pairs = prop::option::of(prop::collection::vec(pair, 0..4));
+            (host, path, pairs).prop_map(|(host, path, pairs)| Req { host, path, pairs })
+        }
+
+        fn parts(r: &Req) -> Parts {
+            let mut uri = r.path.clone();
+            if let Some(pairs) = &r.pairs {
+                uri.push('?');
+                uri.push_str(&pairs.join("&"));
+            }
+            let mut b = http::Request::get(uri);
+            if let Some(h) = &r.host {
+                b = b.header(http::header::HOST, h.as_str());
+            }
+            b.body(()).unwrap().into_parts().0
+        }
+
+        /// What must tell two requests apart: the host (lowercased, when valid), the path, the
+        /// non-empty parameters but the ignored one, in a stable order of their names.
+        fn canonical(r: &Req, with_host: bool) -> Option<(String, String, Vec<String>)> {
+            let host = match (&r.host, with_host) {
+                (_, false) => String::new(),
+                (Some(h), true) if is_authority(h) => h.to_ascii_lowercase(),
+                (_, true) => return None,
+            };
+            let mut pairs: Vec<String> = r
+                .pairs
+                .iter()
+                .flatten()
+                .flat_map(|p| p.split('&'))
+                .filter(|p| !p.is_empty() && param_name(p) != "utm")
+                .map(str::to_owned)
+                .collect();
+            pairs.sort_by(|a, b| param_name(a).cmp(param_name(b)));
+            Some((host, r.path.clone(), pairs))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn distinct_requests_never_share_a_key(a in req(), b in req(), with_host in any::<bool>()) {
+                let k = DefaultKey::new().ignore_query_param("utm").with_host(with_host);
+                let (ka, kb) = (k.make_cache_key(&parts(&a)), k.make_cache_key(&parts(&b)));
+                let (ca, cb) = (canonical(&a, with_host), canonical(&b, with_host));
+                prop_assert_eq!(ka.is_some(), ca.is_some(), "{:?}", a);
+                prop_assert_eq!(kb.is_some(), cb.is_some(), "{:?}", b);
+                if let (Some(ka), Some(kb)) = (ka, kb) {
+                    prop_assert_eq!(ka == kb, ca == cb, "{:?} {:?} vs {:?} {:?}", a, ka, b, kb);
+                }
+            }
+
+            #[test]
+            fn stripping_leaves_the_key_as_it_was(a in req()) {
+                let k = DefaultKey::new().ignore_query_param("utm");
+                let mut p = parts(&a);
+                let before = k.make_cache_key(&p);
+                k.strip_unkeyed(&mut p);
+                prop_assert_eq!(k.make_cache_key(&p), before);
+                prop_assert!(!p.uri.query().unwrap_or("").split('&').any(|q| param_name(q) == "utm"));
+            }
+        }
     }
 }

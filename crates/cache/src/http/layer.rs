@@ -12,16 +12,18 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::{Deserialize, Serialize};
 use tower_layer::Layer;
+use tower_scale_core::PrivateMark;
 use tower_service::Service;
 
 use super::body::{Buffered, ResponseBody, buffer};
 use super::key::{CacheKey, DefaultKey, MakeCacheKey};
 use super::policy::{
-    BASE_FIELD, Lifetimes, Rules, etag_matches, is_unstored, storable, variant_field, vary_names,
+    BASE_FIELD, Lifetimes, Rules, coding_matches, etag_matches, is_unstored, named_by_connection,
+    negotiated_coding, storable, variant_field, vary_names,
 };
 use super::values::{self, HitStatuses};
 use crate::cache::{Coordinated, flight_key, millis};
-use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse};
+use crate::entry::{ADDED_HEADERS, Entry, EntryBody, Freshness, StoredResponse, headers_fit};
 use crate::flight::{Join, Leader, Outcome};
 use crate::{BoxError, Cache, Error};
 
@@ -83,11 +85,20 @@ pub struct ResponseCacheConfig {
     pub tag_header: Option<String>,
     /// The cache's name in `Cache-Status`. Default `tower-scale`.
     pub name: String,
-    /// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its URI (and `Location`,
-    /// `Content-Location` paths). Default true.
+    /// A successful response to an unsafe method (any but `GET`, `HEAD`, `OPTIONS`, `TRACE`)
+    /// purges its URI and the `Location`, `Content-Location` URIs on its origin. Default true.
     pub invalidate_on_unsafe: bool,
-    /// Query parameters left out of the key (e.g. `utm_source`).
+    /// Query parameters left out of the key (e.g. `utm_source`); they are also removed from
+    /// the request the inner service sees when its response may be stored.
     pub ignore_query_params: Vec<String>,
+    /// Most `Vary` variants stored per resource (URI); a response that would be one more is
+    /// served, not stored. Default 16.
+    pub max_variants: usize,
+    /// Longest cache key, in bytes; a request with a longer one bypasses the cache. Default
+    /// 1024.
+    pub max_key_length: usize,
+    /// Most query parameters; a request with more bypasses the cache. Default 32.
+    pub max_query_params: usize,
 }
 
 impl Default for ResponseCacheConfig {
@@ -105,6 +116,9 @@ impl Default for ResponseCacheConfig {
             name: values::DEFAULT_NAME.to_owned(),
             invalidate_on_unsafe: true,
             ignore_query_params: Vec::new(),
+            max_variants: 16,
+            max_key_length: 1024,
+            max_query_params: 32,
         }
     }
 }
@@ -124,6 +138,9 @@ struct Settings {
     /// `Cache-Status` values of fresh hits, computed once.
     hit_statuses: Arc<HitStatuses>,
     invalidate_on_unsafe: bool,
+    max_variants: usize,
+    max_key_length: usize,
+    max_query_params: usize,
 }
 
 impl Settings {
@@ -159,6 +176,9 @@ impl Settings {
             name: c.name.as_str().into(),
             hit_statuses: HitStatuses::for_name(&c.name),
             invalidate_on_unsafe: c.invalidate_on_unsafe,
+            max_variants: c.max_variants,
+            max_key_length: c.max_key_length,
+            max_query_params: c.max_query_params,
         })
     }
 
@@ -324,10 +344,35 @@ impl<K> ResponseCacheLayer<K> {
         self
     }
 
-    /// Whether a successful unsafe request purges its URI (default true).
+    /// Whether a successful unsafe request (any method but `GET`, `HEAD`, `OPTIONS`, `TRACE`)
+    /// purges its URI and the same-origin `Location`/`Content-Location` URIs (default true).
     #[must_use]
     pub fn invalidate_on_unsafe(mut self, yes: bool) -> Self {
         self.settings_mut().invalidate_on_unsafe = yes;
+        self
+    }
+
+    /// Most `Vary` variants stored per resource (default 16); a response that would be one
+    /// more is served, not stored (`Cache-Status` `detail=too-many-variants`).
+    #[must_use]
+    pub fn max_variants(mut self, n: usize) -> Self {
+        self.settings_mut().max_variants = n;
+        self
+    }
+
+    /// Longest cache key in bytes (default 1024); a request with a longer one bypasses the
+    /// cache (`detail=key-too-long`).
+    #[must_use]
+    pub fn max_key_length(mut self, bytes: usize) -> Self {
+        self.settings_mut().max_key_length = bytes;
+        self
+    }
+
+    /// Most query parameters (default 32); a request with more bypasses the cache
+    /// (`detail=too-many-params`).
+    #[must_use]
+    pub fn max_query_params(mut self, n: usize) -> Self {
+        self.settings_mut().max_query_params = n;
         self
     }
 
@@ -481,10 +526,22 @@ where
             };
         }
         let (parts, body) = req.into_parts();
-        let Some(key) = shared.key.make_cache_key(&parts) else {
+        let key = shared.key.make_cache_key(&parts);
+        let refused = match &key {
+            None => Some("fwd=bypass; detail=key"),
+            Some(key) if key.as_str().len() > s.max_key_length => {
+                Some("fwd=bypass; detail=key-too-long")
+            }
+            Some(_) if too_many_params(parts.uri.query(), s.max_query_params) => {
+                Some("fwd=bypass; detail=too-many-params")
+            }
+            Some(_) => None,
+        };
+        let (Some(key), None) = (key, refused) else {
             let req = Request::from_parts(parts, body);
+            let detail = refused.unwrap_or("fwd=bypass; detail=key");
             return ResponseFuture {
-                inner: Box::pin(bypass(shared, inner, req, "fwd=bypass; detail=key")),
+                inner: Box::pin(bypass(shared, inner, req, detail)),
             };
         };
         ResponseFuture {
@@ -520,6 +577,12 @@ fn status(name: &str, detail: &str) -> HeaderValue {
 fn with_status<B>(mut res: Response<B>, value: HeaderValue) -> Response<B> {
     res.headers_mut().append(CACHE_STATUS, value);
     res
+}
+
+/// Whether `query` has more than `max` (non-empty) parameters.
+fn too_many_params(query: Option<&str>, max: usize) -> bool {
+    // Fewer bytes than `max + 1` parameters take: nothing to count.
+    query.is_some_and(|q| q.len() > 2 * max && q.split('&').filter(|p| !p.is_empty()).count() > max)
 }
 
 /// Whether a response of `status` may carry `Content-Length` (not 1xx, 204 or 304, RFC 9110
@@ -597,8 +660,9 @@ where
     Ok(shared.pass(inner.call(req).await?, detail))
 }
 
-/// A successful `POST`/`PUT`/`PATCH`/`DELETE` purges its key (and the paths its response
-/// names) once the origin answered; other methods pass through.
+/// A successful (2xx, 3xx) response to an unsafe method (any but `GET`, `HEAD`, `OPTIONS`,
+/// `TRACE`) purges the request's key and the same-origin URIs its response names once the
+/// origin answered; other methods pass through.
 async fn unsafe_method<S, K, ReqBody, ResBody>(
     shared: Arc<Shared<K>>,
     mut inner: S,
@@ -608,23 +672,26 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     K: MakeCacheKey,
 {
-    let method = req.method();
+    // Every method but the safe ones (RFC 9110 §9.2.1), unknown ones included.
     let purge = shared.settings.invalidate_on_unsafe
-        && matches!(
-            *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        );
+        && !matches!(*req.method(), Method::OPTIONS | Method::TRACE);
     let (parts, body) = req.into_parts();
-    let key = if purge {
-        shared.key.make_cache_key(&parts)
+    let target = if purge {
+        let host = request_host(&parts).map(str::to_owned);
+        shared
+            .key
+            .make_cache_key(&parts)
+            .map(|key| (key, parts.uri.clone(), host))
     } else {
         None
     };
     let res = inner.call(Request::from_parts(parts, body)).await?;
-    if let Some(key) = key
+    if let Some((key, uri, host)) = target
         && (res.status().is_success() || res.status().is_redirection())
     {
-        shared.purge_after_unsafe(key.as_str(), res.headers()).await;
+        shared
+            .purge_after_unsafe(key.as_str(), &uri, host.as_deref(), res.headers())
+            .await;
     }
     Ok(shared.pass(res, "fwd=method"))
 }
@@ -651,7 +718,9 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let mut inner = inner;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // What the key leaves out must not reach the origin of a response that may be stored.
+    shared.key.strip_unkeyed(&mut parts);
     let cache = &shared.cache;
     let group = key.as_str();
     let mut stale = None;
@@ -852,7 +921,7 @@ impl<K: MakeCacheKey> Shared<K> {
         }
     }
 
-    /// A response from a stored entry: `304` when `If-None-Match` matches its `ETag`.
+    /// A response from a stored entry: `304` when it is a 2xx response `If-None-Match` matches.
     fn serve<B>(
         &self,
         entry: &Arc<Entry>,
@@ -878,10 +947,11 @@ impl<K: MakeCacheKey> Shared<K> {
         let EntryBody::Response(stored) = &entry.body else {
             unreachable!("only responses are served")
         };
-        // The stored `ETag` is looked up only for a conditional request.
+        // The stored `ETag` is looked up only for a conditional request; only a 2xx response
+        // is "not modified" (RFC 9110 §13.1.2).
         if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH)
-            && let Some(etag) = stored.headers.get(header::ETAG)
-            && etag_matches(inm, etag)
+            && stored.status.is_success()
+            && etag_matches(inm, stored.headers.get(header::ETAG))
         {
             let mut res = Response::new(ResponseBody::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
@@ -937,7 +1007,7 @@ impl<K: MakeCacheKey> Shared<K> {
     async fn lead<S, ReqBody, ResBody>(
         &self,
         mut inner: S,
-        parts: Parts,
+        mut parts: Parts,
         body: ReqBody,
         miss: Miss<'_>,
         leader: Leader,
@@ -1002,6 +1072,8 @@ impl<K: MakeCacheKey> Shared<K> {
         let authorized = parts.headers.contains_key(header::AUTHORIZATION);
         let req_headers = parts.headers.clone();
         let method = parts.method.clone();
+        // A layer inside (sessions) sets the mark when it makes the response personal.
+        let mark = PrivateMark::get_or_insert(&mut parts.extensions);
         let called = inner.call(Request::from_parts(parts, body)).await;
         let stale_for_error = |now: u64| {
             miss.stale
@@ -1041,11 +1113,16 @@ impl<K: MakeCacheKey> Shared<K> {
             return Ok(self.serve(&stale, &p, &detail));
         }
         let (mut rparts, rbody) = res.into_parts();
-        let lifetimes = match storable(
-            &self.settings.rules(authorized),
-            rparts.status,
-            &rparts.headers,
-        ) {
+        let verdict = if mark.is_set() {
+            Err("private")
+        } else {
+            storable(
+                &self.settings.rules(authorized),
+                rparts.status,
+                &rparts.headers,
+            )
+        };
+        let lifetimes = match verdict {
             Ok((lifetimes, _)) => lifetimes,
             Err(reason) => {
                 cache.unlock(group, &field, token).await;
@@ -1055,6 +1132,34 @@ impl<K: MakeCacheKey> Shared<K> {
             }
         };
         let names: Arc<[HeaderName]> = vary_names(&rparts.headers).unwrap_or_default().into();
+        // A variant keyed by the request's negotiated coding holds a response in that coding
+        // (or identity): another one (a compression layer preferring differently) is not stored.
+        let refused = if !headers_fit(&rparts.headers) {
+            Some("header-too-large")
+        } else if names.contains(&header::ACCEPT_ENCODING)
+            && !coding_matches(
+                rparts.headers.get(header::CONTENT_ENCODING),
+                negotiated_coding(&req_headers),
+            )
+        {
+            Some("content-encoding")
+        } else if !names.is_empty()
+            && !miss.store_down
+            && miss.stale.is_none()
+            && !cache
+                .has_room(group, self.settings.max_variants.saturating_add(1))
+                .await
+        {
+            Some("too-many-variants")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            cache.unlock(group, &field, token).await;
+            finish(leader, HttpOutcome::Pass);
+            let res = Response::from_parts(rparts, rbody);
+            return Ok(self.pass(res, &format!("{verb}; detail={reason}")));
+        }
         let buffered = buffer(Box::pin(rbody), self.settings.max_body).await;
         let (bytes, trailers) = match buffered {
             Buffered::Complete(bytes, trailers) => (bytes, trailers),
@@ -1163,7 +1268,10 @@ impl<K: MakeCacheKey> Shared<K> {
     fn entry(&self, parts: &http::response::Parts, body: Bytes, l: Lifetimes, now: u64) -> Entry {
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
-            if is_unstored(name) || self.settings.tag_header.as_ref() == Some(name) {
+            if is_unstored(name)
+                || self.settings.tag_header.as_ref() == Some(name)
+                || named_by_connection(&parts.headers, name)
+            {
                 continue;
             }
             headers.append(name.clone(), value.clone());
@@ -1193,20 +1301,31 @@ impl<K: MakeCacheKey> Shared<K> {
     }
 
     /// Purges the target URI of a successful unsafe request, and the `Location` and
-    /// `Content-Location` paths it names (RFC 9111 §4.4). Failures are logged.
-    async fn purge_after_unsafe(&self, key: &str, headers: &HeaderMap) {
+    /// `Content-Location` URIs it names when they are on the request's origin (RFC 9111 §4.4).
+    /// Failures are logged.
+    async fn purge_after_unsafe(
+        &self,
+        key: &str,
+        uri: &http::Uri,
+        host: Option<&str>,
+        headers: &HeaderMap,
+    ) {
         let mut groups = vec![key.to_owned()];
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(path) = headers.get(&name).and_then(|v| v.to_str().ok())
-                && path.starts_with('/')
-                && let Ok(req) = Request::get(path).body(())
+            if let Some(reference) = headers.get(&name).and_then(|v| v.to_str().ok())
+                && let Some(target) = same_origin_target(reference, uri.path(), host)
+                && let Ok(req) = Request::get(target.as_str()).body(())
             {
-                let (parts, ()) = req.into_parts();
+                let (mut parts, ()) = req.into_parts();
+                if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+                    parts.headers.insert(header::HOST, host);
+                }
                 if let Some(k) = self.key.make_cache_key(&parts) {
                     groups.push(k.as_str().to_owned());
                 }
             }
         }
+        groups.sort();
         groups.dedup();
         for g in &groups {
             if let Err(e) = self.cache.invalidate(g).await {
@@ -1214,4 +1333,57 @@ impl<K: MakeCacheKey> Shared<K> {
             }
         }
     }
+}
+
+/// The request's host: the URI's authority, else its `Host` field.
+fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+}
+
+/// The path and query `reference` (a `Location` or `Content-Location` value) names, resolved
+/// against the request's `path`, when it is on the request's origin: a path (absolute or
+/// relative), or an `http`/`https` URI or network-path reference (`//host/path`) whose
+/// authority is the request's `host` (compared case-insensitively). `None` for another origin,
+/// another scheme, or no host to compare with.
+fn same_origin_target(reference: &str, path: &str, host: Option<&str>) -> Option<String> {
+    let reference = reference.split('#').next().unwrap_or("").trim();
+    let rest = if let Some(net) = reference.strip_prefix("//") {
+        Some(net)
+    } else if let Some((scheme, rest)) = reference.split_once(':')
+        && !scheme.contains(['/', '?'])
+    {
+        if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+            return None;
+        }
+        Some(rest.strip_prefix("//")?)
+    } else {
+        None
+    };
+    let target = match rest {
+        Some(rest) => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, target) = rest.split_at(end);
+            if !host.is_some_and(|h| h.eq_ignore_ascii_case(authority)) {
+                return None;
+            }
+            if target.starts_with('/') {
+                target.to_owned()
+            } else {
+                format!("/{target}")
+            }
+        }
+        None if reference.starts_with('/') => reference.to_owned(),
+        None if reference.is_empty() => return None,
+        None if reference.starts_with('?') => format!("{path}{reference}"),
+        None => {
+            // A relative path: from the request path's last segment on.
+            let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+            format!("{dir}{reference}")
+        }
+    };
+    Some(target)
 }

@@ -75,28 +75,92 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
 }
 
 /// The variant field of a request for `names`: `GET|name=value|...`; values are the request's
-/// values joined by `,` (`Accept-Encoding` tokens also lowercased and sorted).
+/// values joined by `,`, except `Accept-Encoding`'s: the content coding it would be answered
+/// in ([`negotiated_coding`]), so that however a client spells it, it picks one of five.
 pub(crate) fn variant_field(names: &[HeaderName], request: &HeaderMap) -> String {
     let mut field = String::from(BASE_FIELD);
     for name in names {
         field.push('|');
         field.push_str(name.as_str());
         field.push('=');
+        if name == header::ACCEPT_ENCODING {
+            field.push_str(negotiated_coding(request));
+            continue;
+        }
         let mut values: Vec<String> = Vec::new();
         for v in request.get_all(name) {
             let v = String::from_utf8_lossy(v.as_bytes());
-            if name == header::ACCEPT_ENCODING {
-                values.extend(split_list(&v).map(|t| t.replace(' ', "").to_ascii_lowercase()));
-            } else {
-                values.extend(split_list(&v).map(str::to_owned));
-            }
-        }
-        if name == header::ACCEPT_ENCODING {
-            values.sort();
+            values.extend(split_list(&v).map(str::to_owned));
         }
         field.push_str(&values.join(","));
     }
     field
+}
+
+/// The content codings a stored response can be in besides `identity`, the server's preference
+/// first (the compression layer's default order).
+pub(crate) const CODINGS: [&str; 4] = ["zstd", "br", "gzip", "deflate"];
+
+/// The content coding a request's `Accept-Encoding` gets: the one of [`CODINGS`] with the
+/// highest q-value (its first entry's, else the last `*`'s, else 0; ties go to the preferred),
+/// or `identity` when none is acceptable or the field is absent. Codings and `q` are
+/// case-insensitive; a q-value that does not parse counts as 1, others are clamped to 0..=1.
+pub(crate) fn negotiated_coding(request: &HeaderMap) -> &'static str {
+    let mut explicit = [None::<f32>; CODINGS.len()];
+    let mut star = None;
+    for value in request.get_all(header::ACCEPT_ENCODING) {
+        // Not text: no coding named, nothing accepted from this line.
+        let Ok(value) = value.to_str() else { continue };
+        for item in split_list(value) {
+            let (coding, params) = item.split_once(';').unwrap_or((item, ""));
+            let coding = coding.trim();
+            if coding == "*" {
+                star = Some(q_value(params));
+            } else if let Some(i) = CODINGS.iter().position(|c| c.eq_ignore_ascii_case(coding))
+                && explicit[i].is_none()
+            {
+                explicit[i] = Some(q_value(params));
+            }
+        }
+    }
+    let mut best: Option<(usize, f32)> = None;
+    for (i, q) in explicit.iter().enumerate() {
+        let q = q.or(star).unwrap_or(0.0);
+        if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
+            best = Some((i, q));
+        }
+    }
+    best.map_or("identity", |(i, _)| CODINGS[i])
+}
+
+/// The q-value of one `Accept-Encoding` entry's parameters: the first `q=` that parses,
+/// clamped to 0..=1; 1 without one (or when it does not parse).
+fn q_value(params: &str) -> f32 {
+    params
+        .split(';')
+        .filter_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("q")
+                .then_some(value.trim())
+        })
+        .find_map(|q| q.parse::<f32>().ok())
+        .filter(|q| !q.is_nan())
+        .unwrap_or(1.0)
+        .clamp(0.0, 1.0)
+}
+
+/// Whether a response in `content_encoding` (its field, if any) may be stored as the variant
+/// of a request negotiated to `coding`: `identity` suits every request, another coding only
+/// the requests negotiated to it.
+pub(crate) fn coding_matches(content_encoding: Option<&HeaderValue>, coding: &str) -> bool {
+    match content_encoding.map(|v| v.to_str().map(str::trim)) {
+        None => true,
+        Some(Ok(ce)) => {
+            ce.is_empty() || ce.eq_ignore_ascii_case("identity") || ce.eq_ignore_ascii_case(coding)
+        }
+        Some(Err(_)) => false,
+    }
 }
 
 /// The field of a resource without `Vary` (or of its `Vary` marker).
@@ -201,17 +265,28 @@ pub(crate) fn is_unstored(name: &HeaderName) -> bool {
     )
 }
 
-/// Weak comparison of `If-None-Match` against an `ETag` (RFC 9110 §13.1.2).
-pub(crate) fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
-    let (Ok(inm), Ok(etag)) = (if_none_match.to_str(), etag.to_str()) else {
+/// Whether the response's `Connection` field names `name` (a hop-by-hop header of that
+/// connection, never stored: RFC 9111 §3.1).
+pub(crate) fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| split_list(v).any(|t| t.eq_ignore_ascii_case(name.as_str())))
+    })
+}
+
+/// Whether `If-None-Match` matches a stored response with `etag` (RFC 9110 §13.1.2): `*`
+/// matches any, a list of entity tags the `ETag` by weak comparison. Only a stored 2xx
+/// response may be matched at all (the caller checks).
+pub(crate) fn etag_matches(if_none_match: &HeaderValue, etag: Option<&HeaderValue>) -> bool {
+    let Ok(inm) = if_none_match.to_str() else {
         return false;
     };
     // Compared in place: a conditional hit allocates nothing here.
     fn opaque(t: &str) -> &str {
         t.trim().trim_start_matches("W/")
     }
-    let etag = opaque(etag);
-    split_list(inm).any(|t| t == "*" || opaque(t) == etag)
+    let etag = etag.and_then(|e| e.to_str().ok()).map(opaque);
+    split_list(inm).any(|t| t == "*" || etag.is_some_and(|e| opaque(t) == e))
 }
 
 #[cfg(test)]
@@ -351,30 +426,195 @@ mod tests {
         let names = vary_names(&h).unwrap();
         assert_eq!(names, ["accept-encoding", "accept-language"]);
         let a = variant_field(&names, &headers(&[("accept-encoding", "gzip, br")]));
-        let b = variant_field(&names, &headers(&[("accept-encoding", "BR,gzip")]));
+        let b = variant_field(&names, &headers(&[("accept-encoding", "BR,gzip;q=0.9")]));
         assert_eq!(a, b);
-        assert_eq!(a, "GET|accept-encoding=br,gzip|accept-language=");
+        assert_eq!(a, "GET|accept-encoding=br|accept-language=");
         assert_ne!(
             a,
             variant_field(&names, &headers(&[("accept-encoding", "gzip")]))
         );
+        for (accept, coding) in [
+            ("", "identity"),
+            ("gzip;q=0", "identity"),
+            ("x-custom, identity", "identity"),
+            ("gzip;q=0.5, deflate;q=0.6", "deflate"),
+            ("*", "zstd"),
+            ("*;q=0.5, zstd;q=0", "br"),
+            ("gzip;q=bad", "gzip"),
+            ("gzip, deflate, br, zstd", "zstd"),
+        ] {
+            assert_eq!(
+                negotiated_coding(&headers(&[("accept-encoding", accept)])),
+                coding,
+                "{accept}"
+            );
+        }
+        assert_eq!(negotiated_coding(&HeaderMap::new()), "identity");
     }
 
     #[test]
     fn etags_compare_weakly() {
-        let etag = HeaderValue::from_static("\"v1\"");
-        assert!(etag_matches(&HeaderValue::from_static("\"v1\""), &etag));
-        assert!(etag_matches(&HeaderValue::from_static("W/\"v1\""), &etag));
+        let e = HeaderValue::from_static("\"v1\"");
+        let etag = Some(&e);
+        assert!(etag_matches(&HeaderValue::from_static("\"v1\""), etag));
+        assert!(etag_matches(&HeaderValue::from_static("W/\"v1\""), etag));
         assert!(etag_matches(
             &HeaderValue::from_static("\"x\", \"v1\""),
-            &etag
+            etag
         ));
-        assert!(etag_matches(&HeaderValue::from_static("*"), &etag));
-        assert!(!etag_matches(&HeaderValue::from_static("\"v2\""), &etag));
-        assert!(!etag_matches(&HeaderValue::from_static("\"v1"), &etag));
+        assert!(etag_matches(&HeaderValue::from_static("*"), etag));
+        assert!(etag_matches(&HeaderValue::from_static("*"), None));
+        assert!(!etag_matches(&HeaderValue::from_static("\"v1\""), None));
+        assert!(!etag_matches(&HeaderValue::from_static("\"v2\""), etag));
+        assert!(!etag_matches(&HeaderValue::from_static("\"v1"), etag));
         assert!(etag_matches(
             &HeaderValue::from_static("\"v2\" , W/\"v1\""),
-            &HeaderValue::from_static("W/\"v1\"")
+            Some(&HeaderValue::from_static("W/\"v1\""))
         ));
+    }
+
+    mod props {
+        use proptest::prelude::*;
+        use tower_scale_compression::{Encoding, negotiate};
+
+        use super::*;
+
+        const SHAPES: [&str; 5] = ["identity", "zstd", "br", "gzip", "deflate"];
+
+        fn accept_with(value: &[u8]) -> Option<HeaderMap> {
+            let v = HeaderValue::from_bytes(value).ok()?;
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, v);
+            Some(h)
+        }
+
+        /// A well-formed `Accept-Encoding` list: codings (known, `*`, others) with q-values.
+        fn list() -> impl Strategy<Value = String> {
+            let coding = prop_oneof![
+                Just("gzip"),
+                Just("deflate"),
+                Just("br"),
+                Just("zstd"),
+                Just("identity"),
+                Just("*"),
+                Just("x-other"),
+            ];
+            let q = prop_oneof![
+                Just(String::new()),
+                (0u16..=1000).prop_map(|m| format!(";q={}", f32::from(m) / 1000.0)),
+                Just(";q=0".to_owned()),
+                Just(";q=1".to_owned()),
+            ];
+            prop::collection::vec((coding, q, prop_oneof![Just(""), Just(" ")]), 0..6).prop_map(
+                |items| {
+                    items
+                        .into_iter()
+                        .map(|(c, q, sp)| format!("{sp}{c}{q}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            )
+        }
+
+        fn directive() -> impl Strategy<Value = String> {
+            let name = prop_oneof![
+                Just("no-store"),
+                Just("no-cache"),
+                Just("private"),
+                Just("public"),
+                Just("must-revalidate"),
+                Just("proxy-revalidate"),
+                Just("max-age"),
+                Just("s-maxage"),
+                Just("stale-while-revalidate"),
+                Just("stale-if-error"),
+                Just("MAX-AGE"),
+                Just("x-ext"),
+            ];
+            let arg = prop_oneof![
+                Just(String::new()),
+                any::<u64>().prop_map(|n| format!("={n}")),
+                "=\"?[0-9a-z]{0,4}\"?",
+            ];
+            (name, arg).prop_map(|(n, a)| format!("{n}{a}"))
+        }
+
+        /// The directives as one `Cache-Control` value.
+        fn serialise(d: &Directives) -> String {
+            let mut out = Vec::new();
+            for (on, name) in [
+                (d.no_store, "no-store"),
+                (d.no_cache, "no-cache"),
+                (d.private, "private"),
+                (d.public, "public"),
+                (d.must_revalidate, "must-revalidate"),
+            ] {
+                if on {
+                    out.push(name.to_owned());
+                }
+            }
+            for (value, name) in [
+                (d.max_age, "max-age"),
+                (d.s_maxage, "s-maxage"),
+                (d.stale_while_revalidate, "stale-while-revalidate"),
+                (d.stale_if_error, "stale-if-error"),
+            ] {
+                if let Some(v) = value {
+                    out.push(format!("{name}={v}"));
+                }
+            }
+            out.join(", ")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn any_accept_encoding_negotiates_one_of_five_codings_stably(
+                value in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..40),
+                    list().prop_map(String::into_bytes),
+                ]
+            ) {
+                if let Some(h) = accept_with(&value) {
+                    let coding = negotiated_coding(&h);
+                    prop_assert!(SHAPES.contains(&coding), "{coding}");
+                    // Normalised: the chosen coding, sent alone, is chosen again.
+                    let again = accept_with(coding.as_bytes()).unwrap();
+                    prop_assert_eq!(negotiated_coding(&again), coding);
+                    // The variant field names it and only it.
+                    let names = [header::ACCEPT_ENCODING];
+                    prop_assert_eq!(
+                        variant_field(&names, &h),
+                        format!("GET|accept-encoding={coding}")
+                    );
+                }
+            }
+
+            #[test]
+            fn negotiation_picks_what_the_compression_layer_sends(value in list()) {
+                let h = accept_with(value.as_bytes()).unwrap();
+                let preference = [Encoding::Zstd, Encoding::Br, Encoding::Gzip, Encoding::Deflate];
+                let sent = negotiate(Some(&value), &preference).map_or("identity", Encoding::token);
+                prop_assert_eq!(negotiated_coding(&h), sent, "{}", value);
+            }
+
+            #[test]
+            fn cache_control_parses_without_panic_and_its_re_serialisation_parses_the_same(
+                raw in prop::collection::vec(any::<u8>(), 0..60),
+                list in prop::collection::vec(directive(), 0..6),
+                sep in prop_oneof![Just(","), Just(", "), Just(" ,")],
+            ) {
+                for value in [raw, list.join(sep).into_bytes()] {
+                    let Ok(v) = HeaderValue::from_bytes(&value) else { continue };
+                    let mut h = HeaderMap::new();
+                    h.insert(header::CACHE_CONTROL, v);
+                    let d = Directives::parse(&h);
+                    let mut again = HeaderMap::new();
+                    again.insert(header::CACHE_CONTROL, HeaderValue::from_str(&serialise(&d)).unwrap());
+                    prop_assert_eq!(Directives::parse(&again), d);
+                }
+            }
+        }
     }
 }

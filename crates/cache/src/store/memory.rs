@@ -150,6 +150,14 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn field_count<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, StoreError>> {
+        let count = self.inner.groups.get(group).map_or(0, |g| g.fields.len());
+        Box::pin(std::future::ready(Ok(Some(count))))
+    }
+
     fn purge<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
         for group in groups {
             self.inner.groups.invalidate(group);

@@ -49,6 +49,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         tags: &'a [String],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// How many fields `group` holds (an HTTP resource's `Vary` variants and its marker),
+    /// entries that expired since they were stored possibly included; `None` when the store
+    /// does not tell (the default), which leaves the number of variants per resource unbounded.
+    fn field_count<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, StoreError>> {
+        let _ = group;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Deletes whole groups.
     fn purge<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>>;
 

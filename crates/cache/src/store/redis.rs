@@ -248,6 +248,19 @@ impl Store for RedisStore {
         })
     }
 
+    fn field_count<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, StoreError>> {
+        Box::pin(async move {
+            let count: usize = self
+                .backend
+                .query(redis::cmd("SCARD").arg(self.index_key(group)))
+                .await?;
+            Ok(Some(count))
+        })
+    }
+
     fn purge<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if groups.is_empty() {
