@@ -191,6 +191,16 @@ async fn logout_and_log_out_everywhere() {
     );
 }
 
+#[tokio::test]
+async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session() {
+    let (app, _) = setup(&config());
+    let (_, bob) = common::destroy_then_write_starts_a_new_session(&app).await;
+    assert_eq!(
+        call(&app, "POST", "/logout-all/bob", Some(&bob)).await.body,
+        "1"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn sessions_expire_after_the_ttl() {
     let (app, _) = setup(&config());

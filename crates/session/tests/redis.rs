@@ -149,6 +149,30 @@ async fn two_instances_share_sessions() {
     assert_eq!(http.body(&a, "GET", "/user", Some(&admin)).await, "admin");
 }
 
+#[tokio::test]
+async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session() {
+    let redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let app = app(layer(store_backend.clone()));
+    let (flash, bob) = common::destroy_then_write_starts_a_new_session(&app).await;
+    let prefix = store_backend.keys().prefix();
+    // Only bob's new session in bob's index; alice's has none left.
+    assert_eq!(
+        redis
+            .cli(&["SMEMBERS", &format!("{prefix}:session-user:bob")])
+            .trim(),
+        &bob["sid=".len()..]
+    );
+    assert_eq!(
+        redis
+            .cli(&["SCARD", &format!("{prefix}:session-user:alice")])
+            .trim(),
+        "0"
+    );
+    let flash_key = format!("{prefix}:session:{}", &flash["sid=".len()..]);
+    assert_eq!(redis.cli(&["HGET", &flash_key, "__user"]).trim(), "");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_two_instances_lose_no_field() {
     let redis = RedisServer::start();

@@ -78,6 +78,25 @@ pub fn app(layer: SessionLayer) -> Router {
             }),
         )
         .route(
+            "/logout-flash",
+            post(|session: Session| async move {
+                session.destroy();
+                session.insert("flash", "bye")?;
+                Ok::<_, SessionError>("bye")
+            }),
+        )
+        .route(
+            "/switch/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                // Switch account: end the old session, start the new user's.
+                session.destroy();
+                session.set_user(&user);
+                session.insert("user", &user)?;
+                let secret: Option<String> = session.get("secret").await?;
+                Ok::<_, SessionError>(secret.unwrap_or_else(|| "none".into()))
+            }),
+        )
+        .route(
             "/logout-all/{user}",
             post(|session: Session, Path(user): Path<String>| async move {
                 let n = session.destroy_all_for_user(&user).await?;
@@ -289,4 +308,60 @@ pub async fn conformance(store: &dyn SessionStore) {
     // Deleting is idempotent.
     store.delete(&id).await.unwrap();
     store.delete(&SessionId::random()).await.unwrap();
+}
+
+/// `destroy()` then writes in the same request: the writes start a new session under a new
+/// id; the old id is dead and out of its user's index. Returns the new sessions' cookies
+/// (after the flash logout, after the account switch).
+pub async fn destroy_then_write_starts_a_new_session(app: &Router) -> (String, String) {
+    // A logout handler that also sets a flash message.
+    let old = call(app, "POST", "/login/alice", None).await.cookie();
+    call(app, "POST", "/set/secret/alice-data", Some(&old)).await;
+    let r = call(app, "POST", "/logout-flash", Some(&old)).await;
+    let flash = r.cookie();
+    assert_ne!(flash, old, "the flash message went into the old session");
+    assert_eq!(call(app, "GET", "/user", Some(&old)).await.body, "none");
+    assert_eq!(
+        call(app, "GET", "/get/secret", Some(&old)).await.body,
+        "none"
+    );
+    assert_eq!(
+        call(app, "GET", "/get/flash", Some(&flash)).await.body,
+        "bye"
+    );
+    assert_eq!(call(app, "GET", "/user", Some(&flash)).await.body, "none");
+    assert_eq!(
+        call(app, "GET", "/get/secret", Some(&flash)).await.body,
+        "none"
+    );
+    let admin = call(app, "POST", "/login/admin", None).await.cookie();
+    assert_eq!(
+        call(app, "POST", "/logout-all/alice", Some(&admin))
+            .await
+            .body,
+        "0",
+        "the old id left alice's index"
+    );
+
+    // Switch account: alice's session must not be merged into bob's.
+    let old = call(app, "POST", "/login/alice", None).await.cookie();
+    call(app, "POST", "/set/secret/alice-data", Some(&old)).await;
+    let r = call(app, "POST", "/switch/bob", Some(&old)).await;
+    assert_eq!(r.body, "none", "bob's request read alice's data");
+    let bob = r.cookie();
+    assert_ne!(bob, old, "bob was merged into alice's session");
+    assert_eq!(call(app, "GET", "/user", Some(&old)).await.body, "none");
+    assert_eq!(call(app, "GET", "/user", Some(&bob)).await.body, "bob");
+    assert_eq!(
+        call(app, "GET", "/get/secret", Some(&bob)).await.body,
+        "none"
+    );
+    assert_eq!(
+        call(app, "POST", "/logout-all/alice", Some(&admin))
+            .await
+            .body,
+        "0"
+    );
+    assert_eq!(call(app, "GET", "/user", Some(&bob)).await.body, "bob");
+    (flash, bob)
 }
