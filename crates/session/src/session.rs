@@ -105,10 +105,12 @@ impl axum::response::IntoResponse for SessionError {
 
 #[derive(Default)]
 struct State {
-    /// Changed fields: `Some(json)` set, `None` removed.
+    /// Changed fields: `Some(json)` set, `None` removed. After a destroy: the fields of the
+    /// new session.
     changes: BTreeMap<String, Option<String>>,
     user: Option<String>,
     cycle: bool,
+    /// The presented session is ended; whatever is written afterwards goes to a new session.
     destroy: bool,
 }
 
@@ -206,11 +208,11 @@ impl Session {
         };
         {
             let state = lock(&self.inner.state);
-            if state.destroy {
-                return Ok(None);
-            }
             if let Some(change) = state.changes.get(key) {
                 return change.as_deref().map(decode).transpose();
+            }
+            if state.destroy {
+                return Ok(None);
             }
         }
         let record = self.record().await.map_err(|e| self.load_error(e))?;
@@ -230,9 +232,9 @@ impl Session {
             key: key.to_owned(),
             source,
         })?;
-        let mut state = lock(&self.inner.state);
-        state.destroy = false;
-        state.changes.insert(key.to_owned(), Some(json));
+        lock(&self.inner.state)
+            .changes
+            .insert(key.to_owned(), Some(json));
         Ok(())
     }
 
@@ -251,8 +253,11 @@ impl Session {
         lock(&self.inner.state).cycle = true;
     }
 
-    /// Ends the session (logout): it is deleted from the store and the cookie removed.
-    /// Fields set afterwards in the same request start a new session.
+    /// Ends the session (logout): it is deleted from the store (and from its user's index)
+    /// and the cookie removed. Whatever the request writes afterwards ([`insert`](Self::insert),
+    /// [`set_user`](Self::set_user)) goes to a new session under a new id, which the response's
+    /// cookie then carries: a logout that sets a flash message still logs out, and an account
+    /// switch never merges the new user into the old session.
     pub fn destroy(&self) {
         let mut state = lock(&self.inner.state);
         state.destroy = true;
@@ -264,20 +269,15 @@ impl Session {
     /// Binds the session to a user, so that [`destroy_all_for_user`](Self::destroy_all_for_user)
     /// can end it. Typically called on login, with [`cycle_id`](Self::cycle_id).
     pub fn set_user(&self, user: &str) {
-        let mut state = lock(&self.inner.state);
-        state.destroy = false;
-        state.user = Some(user.to_owned());
+        lock(&self.inner.state).user = Some(user.to_owned());
     }
 
     /// The user the session is bound to.
     pub async fn user(&self) -> Result<Option<String>, SessionError> {
         {
             let state = lock(&self.inner.state);
-            if state.destroy {
-                return Ok(None);
-            }
-            if let Some(user) = &state.user {
-                return Ok(Some(user.clone()));
+            if state.user.is_some() || state.destroy {
+                return Ok(state.user.clone());
             }
         }
         let record = self.record().await.map_err(|e| self.load_error(e))?;
@@ -285,7 +285,11 @@ impl Session {
     }
 
     /// Whether this request's client holds a live stored session (loads it if needed).
+    /// `false` once [`destroy`](Self::destroy) was called in this request.
     pub async fn exists(&self) -> Result<bool, SessionError> {
+        if lock(&self.inner.state).destroy {
+            return Ok(false);
+        }
         let record = self.record().await.map_err(|e| self.load_error(e))?;
         Ok(record.is_some())
     }
@@ -304,8 +308,8 @@ impl Session {
     /// Whether the layer has anything to write for this request (cheap, no store call).
     pub(crate) fn needs_commit(&self) -> bool {
         let state = lock(&self.inner.state);
-        if state.destroy {
-            return self.inner.presented.is_some();
+        if state.destroy && self.inner.presented.is_some() {
+            return true;
         }
         if state.cycle || state.user.is_some() || !state.changes.is_empty() {
             return true;
@@ -335,13 +339,6 @@ impl Session {
         let state = std::mem::take(&mut *lock(&self.inner.state));
         let shared = &*self.inner.shared;
         let presented = self.inner.presented.as_ref();
-        if state.destroy {
-            if let Some(id) = presented {
-                shared.store.delete(id).await?;
-                return Ok(Some(shared.cookie.removal()));
-            }
-            return Ok(None);
-        }
         let ttl = shared.ttl;
         let expires_at = shared.clock.now_millis().saturating_add(shared.ttl_ms());
         let (set, remove): (Vec<_>, Vec<_>) =
@@ -351,6 +348,20 @@ impl Session {
             .map(|(k, v)| (k, v.unwrap_or_default()))
             .collect();
         let remove: Vec<String> = remove.into_iter().map(|(k, _)| k).collect();
+
+        if state.destroy {
+            // The old session ends, whatever follows; writes after the destroy start a new one.
+            if let Some(id) = presented {
+                shared.store.delete(id).await?;
+            }
+            if !set.is_empty() || state.user.is_some() {
+                let id = self
+                    .create(&set, state.user.as_deref(), ttl, expires_at)
+                    .await?;
+                return Ok(Some(shared.cookie.set(&id)));
+            }
+            return Ok(presented.map(|_| shared.cookie.removal()));
+        }
 
         if state.cycle {
             // A new id for the same data: write it all under the new id, then drop the old.
