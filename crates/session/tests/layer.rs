@@ -6,9 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
 use common::{Counting, Counts, app, call};
-use tower_scale_session::{MemoryStore, SessionConfig, SessionId, SessionLayer};
+use tower::ServiceExt;
+use tower_scale_core::PrivateMark;
+use tower_scale_session::{MemoryStore, Session, SessionConfig, SessionId, SessionLayer};
 
 fn setup(config: &SessionConfig) -> (Router, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
@@ -350,4 +354,83 @@ async fn memory_store_is_bounded() {
 #[tokio::test]
 async fn memory_store_conformance() {
     common::conformance(&MemoryStore::new()).await;
+}
+
+/// Sends a request carrying a [`PrivateMark`] (as a shared cache outside the session layer
+/// puts there) and tells whether the mark was set once the response is there.
+async fn marked(app: &Router, method: &str, uri: &str, cookie: Option<&str>) -> bool {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let mut req = req.body(Body::empty()).unwrap();
+    let mark = PrivateMark::get_or_insert(req.extensions_mut());
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{method} {uri}");
+    mark.is_set()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_that_changes_the_session_cannot_be_stored_by_a_shared_cache() {
+    let (app, _) = setup(&config());
+    // Creating a session (Set-Cookie): the outer cache's mark is set.
+    assert!(marked(&app, "POST", "/set/a/1", None).await);
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    // Only reading an existing session, or not touching it: not set.
+    assert!(!marked(&app, "GET", "/get/a", Some(&cookie)).await);
+    assert!(!marked(&app, "GET", "/untouched", Some(&cookie)).await);
+    assert!(!marked(&app, "GET", "/user", Some(&cookie)).await);
+    // Changing, binding, cycling, destroying: set.
+    for (method, uri) in [
+        ("POST", "/set/b/2"),
+        ("POST", "/remove/b"),
+        ("POST", "/incr"),
+        ("POST", "/login/mallory"),
+    ] {
+        assert!(marked(&app, method, uri, Some(&cookie)).await, "{uri}");
+    }
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    assert!(marked(&app, "POST", "/cycle", Some(&cookie)).await);
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    assert!(marked(&app, "POST", "/logout", Some(&cookie)).await);
+    // A read that refreshes the sliding expiry sends a Set-Cookie: set.
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(marked(&app, "GET", "/get/a", Some(&cookie)).await);
+    assert!(!marked(&app, "GET", "/get/a", Some(&cookie)).await);
+}
+
+#[tokio::test]
+async fn a_cache_inside_the_session_layer_sees_the_session_mark() {
+    // A stand-in for a response cache inside the session layer: it takes the request's mark
+    // (inserting one if none) and reports it once the handler answered.
+    let probe = axum::middleware::from_fn(
+        |mut req: Request<Body>, next: axum::middleware::Next| async move {
+            let mark = PrivateMark::get_or_insert(req.extensions_mut());
+            let mut res = next.run(req).await;
+            let private = if mark.is_set() { "yes" } else { "no" };
+            res.headers_mut()
+                .insert("x-private", axum::http::HeaderValue::from_static(private));
+            res
+        },
+    );
+    let sessions = SessionLayer::new(MemoryStore::new())
+        .with_config(&config())
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/set",
+            post(|session: Session| async move {
+                session.insert("a", "1").unwrap();
+                "set"
+            }),
+        )
+        .route("/plain", post(|| async { "plain" }))
+        .layer(probe)
+        .layer(sessions);
+    for (uri, expected) in [("/set", "yes"), ("/plain", "no")] {
+        let req = Request::post(uri).body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["x-private"], expected, "{uri}");
+    }
 }
