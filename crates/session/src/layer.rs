@@ -9,6 +9,7 @@ use cookie::Key;
 use http::{Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
+use tower_scale_core::PrivateMark;
 use tower_service::Service;
 
 use crate::clock::Clock;
@@ -19,6 +20,12 @@ use crate::store::{SessionStore, StoreError};
 
 /// Puts a lazy [`Session`] in every request's extensions and writes its changes, before the
 /// response is sent.
+///
+/// It also makes sure the request carries a [`PrivateMark`] (reusing one an outer layer put
+/// there) and sets it as soon as the handler creates, changes, cycles or destroys the session,
+/// or a read refreshes its expiry: whenever the response gets a `Set-Cookie`. A shared
+/// response cache, inside or outside this layer, then does not store that response. Reading
+/// a session without changing it leaves the mark alone.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -163,7 +170,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let presented = self.shared.cookie.read(req.headers());
-        let session = Session::new(self.shared.clone(), presented);
+        // A shared cache outside (or inside) this layer must not store a response that
+        // changes the session: reuse the mark an outer layer put there, or put one for the
+        // inner layers.
+        let mark = PrivateMark::get_or_insert(req.extensions_mut());
+        let session = Session::new(self.shared.clone(), presented, mark);
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
             state: State::Inner {

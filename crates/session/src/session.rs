@@ -7,6 +7,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
+use tower_scale_core::PrivateMark;
 
 use crate::SessionId;
 use crate::clock::Clock;
@@ -121,6 +122,9 @@ struct Handle {
     /// The stored session, once loaded (`None`: unknown or expired, never adopted).
     loaded: OnceCell<Option<Record>>,
     state: Mutex<State>,
+    /// The request's mark: set as soon as the request changes the session (or its expiry is
+    /// refreshed), so that no shared cache stores the response.
+    mark: PrivateMark,
 }
 
 /// The request's session: an axum extractor (feature `axum`) and a request extension set by
@@ -159,15 +163,26 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, presented: Option<SessionId>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        presented: Option<SessionId>,
+        mark: PrivateMark,
+    ) -> Self {
         Self {
             inner: Arc::new(Handle {
                 shared,
                 presented,
                 loaded: OnceCell::new(),
                 state: Mutex::new(State::default()),
+                mark,
             }),
         }
+    }
+
+    /// The state, to change it: the response becomes personal (see [`PrivateMark`]).
+    fn change(&self) -> MutexGuard<'_, State> {
+        self.inner.mark.set();
+        lock(&self.inner.state)
     }
 
     fn load_error(&self, source: StoreError) -> SessionError {
@@ -191,7 +206,12 @@ impl Session {
                 count("load", record.is_ok());
                 let record = record?;
                 let now = handle.shared.clock.now_millis();
-                Ok::<_, StoreError>(record.filter(|r| r.expires_at > now))
+                let record = record.filter(|r| r.expires_at > now);
+                if record.as_ref().is_some_and(|r| self.touch_due(r)) {
+                    // The refresh sends a Set-Cookie.
+                    handle.mark.set();
+                }
+                Ok::<_, StoreError>(record)
             })
             .await?;
         Ok(record.as_ref())
@@ -232,9 +252,7 @@ impl Session {
             key: key.to_owned(),
             source,
         })?;
-        lock(&self.inner.state)
-            .changes
-            .insert(key.to_owned(), Some(json));
+        self.change().changes.insert(key.to_owned(), Some(json));
         Ok(())
     }
 
@@ -243,14 +261,14 @@ impl Session {
         if key.starts_with(RESERVED_PREFIX) {
             return;
         }
-        lock(&self.inner.state).changes.insert(key.to_owned(), None);
+        self.change().changes.insert(key.to_owned(), None);
     }
 
     /// Gives the session a new id, keeping its data; the old id stops working. Call it on
     /// login (and on any privilege change): an id planted by an attacker before the login
     /// is worth nothing after it (session fixation).
     pub fn cycle_id(&self) {
-        lock(&self.inner.state).cycle = true;
+        self.change().cycle = true;
     }
 
     /// Ends the session (logout): it is deleted from the store (and from its user's index)
@@ -259,7 +277,7 @@ impl Session {
     /// cookie then carries: a logout that sets a flash message still logs out, and an account
     /// switch never merges the new user into the old session.
     pub fn destroy(&self) {
-        let mut state = lock(&self.inner.state);
+        let mut state = self.change();
         state.destroy = true;
         state.cycle = false;
         state.user = None;
@@ -269,7 +287,7 @@ impl Session {
     /// Binds the session to a user, so that [`destroy_all_for_user`](Self::destroy_all_for_user)
     /// can end it. Typically called on login, with [`cycle_id`](Self::cycle_id).
     pub fn set_user(&self, user: &str) {
-        lock(&self.inner.state).user = Some(user.to_owned());
+        self.change().user = Some(user.to_owned());
     }
 
     /// The user the session is bound to.
