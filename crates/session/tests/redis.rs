@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{Reply, app, call, conformance};
+use tower_scale_redis::redis;
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_session::{RedisStore, SessionConfig, SessionLayer};
+use tower_scale_session::{RedisStore, Save, SessionConfig, SessionId, SessionLayer, SessionStore};
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
 fn config() -> SessionConfig {
@@ -553,4 +554,75 @@ async fn works_on_redis_cluster() {
         assert_eq!(call(&app, "GET", "/user", Some(cookie)).await.body, "none");
     }
     assert_eq!(call(&app, "GET", "/user", Some(&other)).await.body, "gina");
+}
+
+/// Logins loop while log-out-everywhere runs again and again: a login that lands between a
+/// log-out-everywhere's read of the user's index and its clean-up must stay in the index, so
+/// that the next log-out-everywhere ends it.
+async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let logins = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let id = SessionId::random();
+                let save = Save::new(
+                    &id,
+                    true,
+                    &[],
+                    &[],
+                    Some("race"),
+                    Duration::from_secs(600),
+                    u64::MAX / 2,
+                );
+                store.save(save).await.unwrap();
+                ids.push(id);
+            }
+            ids
+        }
+    });
+    for _ in 0..300 {
+        store.delete_user("race").await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let ids = logins.await.unwrap();
+    let indexed: Vec<String> = store
+        .backend()
+        .query(redis::cmd("SMEMBERS").arg(store.user_key("race")))
+        .await
+        .unwrap();
+    let mut alive = 0;
+    for id in &ids {
+        if store.load(id).await.unwrap().is_some() {
+            assert!(
+                indexed.iter().any(|i| i == id.as_str()),
+                "a live session of the user is missing from the index ({} logins)",
+                ids.len()
+            );
+            alive += 1;
+        }
+    }
+    assert!(alive > 0, "no login ran after the last log-out-everywhere");
+    assert_eq!(store.delete_user("race").await.unwrap(), alive);
+    for id in &ids {
+        assert_eq!(store.load(id).await.unwrap(), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_during_log_out_everywhere_stays_indexed() {
+    let redis = RedisServer::start();
+    logins_during_log_out_everywhere_stay_indexed(RedisStore::new(backend(&redis.url()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_during_log_out_everywhere_stays_indexed_on_cluster() {
+    let cluster = RedisCluster::start();
+    let mut c = RedisConfig::cluster(cluster.urls());
+    c.command_timeout = Duration::from_secs(2);
+    logins_during_log_out_everywhere_stay_indexed(RedisStore::new(RedisBackend::new(c).unwrap()))
+        .await;
 }
