@@ -1,8 +1,6 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use futures_util::future::Either;
-
 use tower_scale_redis::redis::{self, Script};
 use tower_scale_redis::{Error as RedisError, RedisBackend};
 
@@ -74,13 +72,15 @@ const INDEX_MARGIN_MS: u64 = 60_000;
 /// (`HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
 /// and refreshing the TTL, and never recreating a session that is gone. For a session bound
 /// to a user, the user's set must outlive every session it lists: a save that names the user
-/// sends one `SADD`/`PEXPIRE` transaction concurrently, setting the set's TTL to twice the
+/// sends one `SADD`/`PEXPIRE` transaction once the session is written, setting the set's TTL to twice the
 /// session's and recording that expiry in the session (`__idx`); a later save of a session
 /// read in the same request skips it while the recorded expiry is more than a minute beyond
 /// the session's new one, so a session saved on every request refreshes its index about once
 /// per TTL. A save that does not name the user (a write without a read) refreshes the set's
 /// TTL with one `PEXPIRE` after the save. A delete is one `EVALSHA`, plus one `SREM` when the
-/// session had a user.
+/// session had a user. A log-out-everywhere reads the user's set (`SMEMBERS`), deletes each
+/// session listed, then removes exactly those ids from the set (`SREM`): a login in between
+/// stays listed.
 ///
 /// Every command is bounded by the backend's command timeout; failures come back as
 /// [`StoreError`]. Works unchanged on Redis Cluster: every command touches one key.
@@ -159,56 +159,54 @@ impl RedisStore {
         let index_ttl_ms = ttl_ms.saturating_mul(2);
         let indexed_until = index.map(|_| save.expires_at.saturating_add(ttl_ms));
         let saved = if save.create {
-            Either::Left(self.create(&key, &save, ttl_ms, indexed_until))
+            self.create(&key, &save, ttl_ms, indexed_until).await
         } else {
-            Either::Right(self.update(&key, &save, ttl_ms, indexed_until))
+            self.update(&key, &save, ttl_ms, indexed_until).await
         };
-        let (outcome, previous) = match index {
-            None => saved.await.map_err(|e| store_error("save", e))?,
-            Some(user) => {
-                // The index lives in another slot: its own command, sent concurrently. An id
-                // indexed for a save that then finds the session missing is harmless: the
-                // log-out-everywhere deletes of unknown ids are no-ops.
-                let user_key = self.user_key(user);
-                let mut index = redis::pipe();
-                index
-                    .atomic()
-                    .cmd("SADD")
-                    .arg(&user_key)
-                    .arg(save.id.as_str())
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&user_key)
-                    .arg(index_ttl_ms)
-                    .ignore();
-                let (saved, indexed) =
-                    futures_util::future::join(saved, self.backend.query_pipeline::<()>(&index))
-                        .await;
-                let saved = saved.map_err(|e| store_error("save", e))?;
-                indexed.map_err(|e| store_error("index user", e))?;
-                saved
+        let (outcome, previous) = saved.map_err(|e| store_error("save", e))?;
+        if outcome != SaveOutcome::Saved {
+            return Ok(outcome);
+        }
+        if let Some(user) = index {
+            // The index lives in another slot: its own transaction, sent once the session is
+            // written, never before. A log-out-everywhere that reads the index in between
+            // either misses the id (this SADD then keeps it listed for the next one) or sees
+            // it once the session exists, and deletes it.
+            let user_key = self.user_key(user);
+            let mut index = redis::pipe();
+            index
+                .atomic()
+                .cmd("SADD")
+                .arg(&user_key)
+                .arg(save.id.as_str())
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&user_key)
+                .arg(index_ttl_ms)
+                .ignore();
+            self.backend
+                .query_pipeline::<()>(&index)
+                .await
+                .map_err(|e| store_error("index user", e))?;
+        }
+        match (previous.as_deref(), save.user) {
+            // Bound to another user before: leave that user's index.
+            (Some(previous), Some(user)) if previous != user => {
+                self.unindex(previous, save.id).await?;
             }
-        };
-        if outcome == SaveOutcome::Saved {
-            match (previous.as_deref(), save.user) {
-                // Bound to another user before: leave that user's index.
-                (Some(previous), Some(user)) if previous != user => {
-                    self.unindex(previous, save.id).await?;
-                }
-                // Bound, but the caller did not know it (a write without a read): keep the
-                // index alive as long as the session it lists.
-                (Some(previous), None) => {
-                    self.backend
-                        .query::<()>(
-                            redis::cmd("PEXPIRE")
-                                .arg(self.user_key(previous))
-                                .arg(ttl_ms.saturating_mul(2)),
-                        )
-                        .await
-                        .map_err(|e| store_error("index user", e))?;
-                }
-                _ => {}
+            // Bound, but the caller did not know it (a write without a read): keep the
+            // index alive as long as the session it lists.
+            (Some(previous), None) => {
+                self.backend
+                    .query::<()>(
+                        redis::cmd("PEXPIRE")
+                            .arg(self.user_key(previous))
+                            .arg(ttl_ms.saturating_mul(2)),
+                    )
+                    .await
+                    .map_err(|e| store_error("index user", e))?;
             }
+            _ => {}
         }
         Ok(outcome)
     }
@@ -378,10 +376,14 @@ impl RedisStore {
         for result in futures_util::future::join_all(deletes).await {
             deleted += result.map_err(|e| store_error("delete user sessions", e))?;
         }
-        self.backend
-            .query::<()>(redis::cmd("DEL").arg(&user_key))
-            .await
-            .map_err(|e| store_error("delete user index", e))?;
+        // Only the ids read leave the index: a login since the SMEMBERS stays listed, for
+        // the next log-out-everywhere.
+        if !ids.is_empty() {
+            self.backend
+                .query::<()>(redis::cmd("SREM").arg(&user_key).arg(&ids))
+                .await
+                .map_err(|e| store_error("unindex user sessions", e))?;
+        }
         Ok(deleted)
     }
 }

@@ -302,7 +302,7 @@ async fn redis_commands_per_request_type() {
                 CREATE,
                 &[("multi", 1), ("sadd", 1), ("pexpire", 1), ("exec", 1)],
             ],
-            "login: MULTI/EXEC, and the user index (MULTI SADD PEXPIRE EXEC) concurrently",
+            "login: MULTI/EXEC, then the user index (MULTI SADD PEXPIRE EXEC)",
         ),
     ];
     let mut dave = String::new();
