@@ -12,7 +12,9 @@ use axum::routing::post;
 use common::{Counting, Counts, app, call};
 use tower::ServiceExt;
 use tower_scale_core::PrivateMark;
-use tower_scale_session::{MemoryStore, Session, SessionConfig, SessionId, SessionLayer};
+use tower_scale_session::{
+    MemoryStore, Session, SessionConfig, SessionId, SessionLayer, SessionStore,
+};
 
 fn setup(config: &SessionConfig) -> (Router, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
@@ -349,6 +351,13 @@ async fn memory_store_is_bounded() {
         call(&app, "POST", &format!("/set/k/{i}"), None).await;
     }
     assert!(store.len() <= 1_000, "{} sessions held", store.len());
+}
+
+#[tokio::test]
+async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
+    let store = MemoryStore::new();
+    common::a_late_save_does_not_revive(&store, &store).await;
+    assert_eq!(store.delete_user("ivy").await.unwrap(), 0);
 }
 
 #[tokio::test]

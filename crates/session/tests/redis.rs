@@ -492,6 +492,31 @@ async fn sliding_refresh_extends_the_redis_ttl_without_rewriting_data() {
     assert_eq!(redis.cli(&["HGET", &key, "a"]).trim(), "\"1\"");
 }
 
+/// Instance A's Redis user may not run `DEL` (an ACL): a clean-up that depends on a `DEL`
+/// after the fact fails there, as it would on a timeout or a dropped connection.
+#[tokio::test]
+async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
+    let redis = RedisServer::start();
+    redis.cli(&[
+        "ACL", "SETUSER", "nodel", "on", ">pw", "~*", "&*", "+@all", "-del",
+    ]);
+    let a = RedisStore::new(backend(&format!(
+        "redis://nodel:pw@127.0.0.1:{}",
+        redis.port()
+    )));
+    let b = RedisStore::new(backend(&redis.url()));
+    let id = common::a_late_save_does_not_revive(&a, &b).await;
+    let index: Vec<String> = b
+        .backend()
+        .query(redis::cmd("SMEMBERS").arg(b.user_key("ivy")))
+        .await
+        .unwrap();
+    assert!(
+        !index.iter().any(|i| i == id.as_str()),
+        "the logged-out session is back in its user's index"
+    );
+}
+
 #[tokio::test]
 async fn redis_store_conformance() {
     let redis = RedisServer::start();

@@ -365,3 +365,38 @@ pub async fn destroy_then_write_starts_a_new_session(app: &Router) -> (String, S
     assert_eq!(call(app, "GET", "/user", Some(&bob)).await.body, "bob");
     (flash, bob)
 }
+
+/// A request on instance A loads a session bound to a user; instance B logs it out; A then
+/// saves a change. The session must stay gone: `a` must not recreate it (nor, for a store
+/// with a user index, put it back there; the caller checks that). Returns the session's id.
+pub async fn a_late_save_does_not_revive(a: &dyn SessionStore, b: &dyn SessionStore) -> SessionId {
+    use std::time::Duration;
+    let ttl = Duration::from_secs(600);
+    let far = u64::MAX / 2;
+    let id = SessionId::random();
+    let set = vec![("a".to_owned(), "1".to_owned())];
+    let created = a.save(Save::new(&id, true, &set, &[], Some("ivy"), ttl, far));
+    assert_eq!(created.await.unwrap(), SaveOutcome::Saved);
+    let loaded = a.load(&id).await.unwrap().expect("the session A loads");
+    assert_eq!(loaded.user.as_deref(), Some("ivy"));
+    b.delete(&id).await.unwrap();
+    // A's save of the request that loaded the session before the logout; its user index is
+    // due for a refresh (as for a session whose recorded index expiry is near).
+    let change = vec![("a".to_owned(), "2".to_owned())];
+    let late = Save::new(&id, false, &change, &[], Some("ivy"), ttl, far)
+        .loaded(Some("ivy"))
+        .user_indexed_until(None);
+    let outcome = a.save(late).await;
+    assert_eq!(
+        b.load(&id).await.unwrap(),
+        None,
+        "the logged-out session came back"
+    );
+    assert_eq!(
+        a.load(&id).await.unwrap(),
+        None,
+        "the logged-out session came back"
+    );
+    assert_eq!(outcome.unwrap(), SaveOutcome::Missing);
+    id
+}
