@@ -266,6 +266,9 @@ impl RedisStore {
         written
     }
 
+    /// An update, read in this request or not: the save script checks that the session exists
+    /// and writes in one atomic step, so a session gone since (logged out elsewhere, expired)
+    /// is never recreated, not even for a moment, and no clean-up is needed.
     async fn update(
         &self,
         key: &str,
@@ -273,11 +276,6 @@ impl RedisStore {
         ttl_ms: u64,
         indexed_until: Option<u64>,
     ) -> Result<Written, RedisError> {
-        if let Some(previous) = save.loaded_user {
-            return self
-                .update_loaded(key, save, ttl_ms, previous, indexed_until)
-                .await;
-        }
         let mut invocation = SAVE.key(key);
         invocation
             .arg(ttl_ms)
@@ -304,35 +302,6 @@ impl RedisStore {
             ))
             .into()),
         }
-    }
-
-    /// An update of a session this request read moments ago: one `MULTI`/`EXEC` (`HSET`,
-    /// `HDEL`, `PEXPIRE`), cheaper for Redis than the script. The session still existing is
-    /// checked after the fact: `HSET` reports how many fields it created, and `__exp` exists
-    /// in every live session, so "every field new" means the session had gone (logged out or
-    /// expired since the read). The few fields written are then deleted at once; until that
-    /// `DEL`, within one round trip, they hold no user binding, and they carry the TTL.
-    async fn update_loaded(
-        &self,
-        key: &str,
-        save: &Save<'_>,
-        ttl_ms: u64,
-        previous: Option<&str>,
-        indexed_until: Option<u64>,
-    ) -> Result<Written, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let written = self.hset(&mut pipe, key, save, indexed_until);
-        if !save.remove.is_empty() {
-            pipe.cmd("HDEL").arg(key).arg(save.remove).ignore();
-        }
-        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
-        let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
-        if created == written {
-            self.backend.query::<()>(redis::cmd("DEL").arg(key)).await?;
-            return Ok((SaveOutcome::Missing, None));
-        }
-        Ok((SaveOutcome::Saved, previous.map(str::to_owned)))
     }
 
     async fn unindex(&self, user: &str, id: &SessionId) -> Result<(), StoreError> {

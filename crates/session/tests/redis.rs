@@ -231,8 +231,8 @@ type Case<'a> = (
     &'a str,
 );
 
-/// The commands of an update of a session read in the same request: one `MULTI`/`EXEC`.
-const UPDATE_AFTER_READ: &[(&str, u64)] = &[("multi", 1), ("hset", 1), ("pexpire", 1), ("exec", 1)];
+/// The commands of an update of a session read in the same request: the save script too.
+const UPDATE_AFTER_READ: &[(&str, u64)] = SAVE_SCRIPT;
 
 /// The commands of a new session: one `MULTI`/`EXEC` transaction.
 const CREATE: &[(&str, u64)] = &[("multi", 1), ("hset", 1), ("pexpire", 1), ("exec", 1)];
@@ -285,7 +285,7 @@ async fn redis_commands_per_request_type() {
             "/incr",
             Some(&anon),
             &[&[("hgetall", 1)], UPDATE_AFTER_READ],
-            "read-modify-write: HGETALL + MULTI/EXEC",
+            "read-modify-write: HGETALL + EVALSHA",
         ),
         (
             "POST",
@@ -324,7 +324,7 @@ async fn redis_commands_per_request_type() {
     assert_eq!(
         calls(&redis),
         expect(&[&[("hgetall", 1)], UPDATE_AFTER_READ]),
-        "a bound session's update: HGETALL + MULTI/EXEC, no user index refresh"
+        "a bound session's update: HGETALL + EVALSHA, no user index refresh"
     );
     let prefix = store_backend.keys().prefix();
     let pttl = |key: String| -> i64 { redis.cli(&["PTTL", &key]).trim().parse().unwrap() };
@@ -479,7 +479,7 @@ async fn sliding_refresh_extends_the_redis_ttl_without_rewriting_data() {
     let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
     assert_eq!(r.body, "1");
     assert!(r.set_cookie.as_deref().unwrap().contains("Max-Age=600"));
-    // One read, then one transaction writing only the expiry field (HSET of `__exp` alone).
+    // One read, then one save script writing only the expiry field (HSET of `__exp` alone).
     assert_eq!(
         calls(&redis),
         expect(&[&[("hgetall", 1)], UPDATE_AFTER_READ])
