@@ -169,6 +169,30 @@ async fn login_cycles_the_id_against_fixation() {
 }
 
 #[tokio::test]
+async fn a_csrf_token_planted_before_login_does_not_survive_it() {
+    let (app, _) = setup(&config());
+    // The attacker plants a session holding their own CSRF token (and a cart).
+    let planted = call(&app, "POST", "/set/csrf/attacker-token", None)
+        .await
+        .cookie();
+    call(&app, "POST", "/set/cart/book", Some(&planted)).await;
+    // The victim logs in; the login keeps only the cart.
+    let fresh = call(&app, "POST", "/login-keeping-cart/victim", Some(&planted))
+        .await
+        .cookie();
+    assert_ne!(fresh, planted);
+    for (path, cookie, expected) in [
+        ("/get/csrf", &fresh, "none"),
+        ("/get/cart", &fresh, "book"),
+        ("/user", &fresh, "victim"),
+        ("/get/cart", &planted, "none"),
+    ] {
+        let body = call(&app, "GET", path, Some(cookie)).await.body;
+        assert_eq!(body, expected, "{path} with {cookie}");
+    }
+}
+
+#[tokio::test]
 async fn logout_and_log_out_everywhere() {
     let (app, _) = setup(&config());
     let laptop = call(&app, "POST", "/login/alice", None).await.cookie();
@@ -249,6 +273,62 @@ async fn sliding_expiry_refreshes_at_most_once_per_interval() {
         tokio::time::advance(Duration::from_secs(3000)).await;
         assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn activity_cannot_keep_a_session_past_its_absolute_timeout() {
+    let absolute = SessionConfig {
+        absolute_timeout: Some(Duration::from_secs(2 * 3600)),
+        ..config()
+    };
+    let (app, counts) = setup(&absolute);
+    let half_hour = Duration::from_secs(1800);
+    // Read every half hour: the sliding expiry alone would keep it alive for ever.
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    for _ in 0..3 {
+        tokio::time::advance(half_hour).await;
+        assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+    }
+    // A write without a read cannot extend it either.
+    tokio::time::advance(Duration::from_secs(1799)).await;
+    call(&app, "POST", "/set/b/2", Some(&cookie)).await;
+    // Near the end, a read writes nothing: the expiry cannot move.
+    counts.reset();
+    assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+    assert_eq!(counts.get(), (1, 0, 0));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
+
+    // Cycling the id (a privilege change) keeps the session's creation time.
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    tokio::time::advance(Duration::from_secs(7000)).await;
+    let cycled = call(&app, "POST", "/cycle", Some(&cookie)).await.cookie();
+    assert_eq!(call(&app, "GET", "/get/a", Some(&cycled)).await.body, "1");
+    tokio::time::advance(Duration::from_secs(201)).await;
+    assert_eq!(
+        call(&app, "GET", "/get/a", Some(&cycled)).await.body,
+        "none"
+    );
+}
+
+#[test]
+fn absolute_timeout_is_validated_and_set_by_config_or_setter() {
+    let config: SessionConfig = serde_json::from_str(r#"{"absolute_timeout":"12h"}"#).unwrap();
+    assert_eq!(
+        config.absolute_timeout,
+        Some(Duration::from_secs(12 * 3600))
+    );
+    assert_eq!(SessionConfig::default().absolute_timeout, None);
+    let bad = SessionConfig {
+        absolute_timeout: Some(Duration::from_millis(500)),
+        ..config
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("absolute_timeout"), "{e}");
+    let layer = SessionLayer::new(MemoryStore::new());
+    assert!(layer.clone().absolute_timeout(Duration::ZERO).is_err());
+    assert!(layer.absolute_timeout(Duration::from_secs(3600)).is_ok());
 }
 
 #[tokio::test]

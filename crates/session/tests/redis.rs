@@ -517,6 +517,46 @@ async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
     );
 }
 
+/// Tokio's clock moves the layer's; Redis's own does not move, so the key's TTL shows what
+/// each save asked for.
+#[tokio::test(flavor = "current_thread")]
+async fn activity_cannot_keep_a_redis_session_past_its_absolute_timeout() {
+    let redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let config = SessionConfig {
+        absolute_timeout: Some(Duration::from_secs(900)),
+        ..config()
+    };
+    let layer = SessionLayer::new(RedisStore::new(store_backend.clone()))
+        .with_config(&config)
+        .unwrap();
+    let app = app(layer);
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    let key = format!(
+        "{}:session:{}",
+        store_backend.keys().prefix(),
+        &cookie["sid=".len()..]
+    );
+    let pttl = || -> i64 { redis.cli(&["PTTL", &key]).trim().parse().unwrap() };
+    assert!(pttl() > 590_000, "{}", pttl());
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(500)).await;
+    tokio::time::resume();
+    // A read refreshing the sliding expiry: 400 s left, not 600.
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!(r.body, "1");
+    assert!((390_000..=400_000).contains(&pttl()), "{}", pttl());
+    // A write without a read: capped too.
+    redis.cli(&["PEXPIRE", &key, "1000000"]);
+    call(&app, "POST", "/set/b/2", Some(&cookie)).await;
+    assert!((390_000..=400_000).contains(&pttl()), "{}", pttl());
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(401)).await;
+    tokio::time::resume();
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
+}
+
 #[tokio::test]
 async fn redis_store_conformance() {
     let redis = RedisServer::start();

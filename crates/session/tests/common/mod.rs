@@ -64,6 +64,14 @@ pub fn app(layer: SessionLayer) -> Router {
             }),
         )
         .route(
+            "/login-keeping-cart/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                session.cycle_id_keeping(&["cart"]);
+                session.set_user(&user);
+                Ok::<_, SessionError>("welcome")
+            }),
+        )
+        .route(
             "/cycle",
             post(|session: Session| async move {
                 session.cycle_id();
