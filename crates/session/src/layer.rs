@@ -13,7 +13,7 @@ use tower_scale_core::PrivateMark;
 use tower_service::Service;
 
 use crate::clock::Clock;
-use crate::config::{ConfigError, SessionConfig};
+use crate::config::{ConfigError, SessionConfig, validate_absolute_timeout};
 use crate::cookie::CookieSettings;
 use crate::session::{Session, Shared};
 use crate::store::{SessionStore, StoreError};
@@ -88,12 +88,25 @@ impl SessionLayer {
                         .collect(),
                 },
                 ttl: Duration::from_secs(config.ttl.as_secs()),
-                touch_after_ms: u64::try_from(config.touch_after.as_millis()).unwrap_or(u64::MAX),
+                touch_after_ms: millis(config.touch_after),
                 load_error_status: status(config.load_error_status),
                 save_error_status: status(config.save_error_status),
+                absolute_ms: config.absolute_timeout.map(millis),
                 clock: Clock::new(),
             }),
         }
+    }
+
+    /// Sets the absolute session lifetime (see
+    /// [`SessionConfig::absolute_timeout`]): sessions created from now on end `timeout` after
+    /// their creation, whatever their activity. At least 1 s.
+    pub fn absolute_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        validate_absolute_timeout(timeout)?;
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.absolute_ms = Some(millis(timeout));
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Session operations outside a request (e.g. an admin ending a user's sessions).
@@ -102,6 +115,10 @@ impl SessionLayer {
             shared: self.shared.clone(),
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<S> Layer<S> for SessionLayer {

@@ -6,8 +6,8 @@ use tower_scale_redis::{Error as RedisError, RedisBackend};
 
 use crate::SessionId;
 use crate::store::{
-    BoxFuture, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, SessionStore, StoreError,
-    USER_FIELD,
+    BoxFuture, ENDS_FIELD, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, SessionStore,
+    StoreError, USER_FIELD, capped,
 };
 
 /// Updates the changed fields of an existing session hash, in one round trip; a session that
@@ -15,16 +15,24 @@ use crate::store::{
 ///
 /// `KEYS[1]` the session hash. `ARGV`: TTL in ms, expiry in ms since the epoch, user to bind
 /// (`''`: none), number of fields set `n`, then `n` name and value pairs, then the names of
-/// removed fields. Returns `{status, user}`: status 1 saved, 0 missing; `user` is the user
-/// the session was bound to before this write.
+/// removed fields. The expiry and TTL are capped by the session's absolute end (`__end`), if
+/// it has one. Returns `{status, user}`: status 1 saved, 0 missing; `user` is the user the
+/// session was bound to before this write.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {0, false} end
 local user = ARGV[3]
-local previous = redis.call('HGET', key, '__user')
-local args = {'__exp', ARGV[2]}
+local got = redis.call('HMGET', key, '__user', '__end')
+local previous, ends = got[1], got[2]
+local ttl = ARGV[1]
+local exp = ARGV[2]
+if ends and tonumber(ends) < tonumber(exp) then
+  ttl = string.format('%d', math.max(1, tonumber(ttl) - (tonumber(exp) - tonumber(ends))))
+  exp = ends
+end
+local args = {'__exp', exp}
 if user ~= '' then
   args[3] = '__user'
   args[4] = user
@@ -33,7 +41,7 @@ local n = tonumber(ARGV[4])
 for i = 5, 4 + 2 * n do args[#args + 1] = ARGV[i] end
 redis.call('HSET', key, unpack(args))
 if #ARGV > 4 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 5 + 2 * n)) end
-redis.call('PEXPIRE', key, ARGV[1])
+redis.call('PEXPIRE', key, ttl)
 return {1, previous}
 ",
     )
@@ -129,12 +137,17 @@ impl RedisStore {
             }
         };
         let user = fields.remove(USER_FIELD);
+        let ends_at = fields
+            .remove(ENDS_FIELD)
+            .and_then(|v| v.parse::<u64>().ok());
         // A missing or unreadable value only means the next save refreshes the index.
         let indexed = fields
             .remove(INDEXED_FIELD)
             .and_then(|v| v.parse::<u64>().ok());
         Ok(Some(
-            Record::new(fields, expires_at, user).with_user_indexed_until(indexed),
+            Record::new(fields, expires_at, user)
+                .with_user_indexed_until(indexed)
+                .with_ends_at(ends_at),
         ))
     }
 
@@ -211,8 +224,9 @@ impl RedisStore {
         Ok(outcome)
     }
 
-    /// A new session: the fields, `__exp` and the TTL in one `MULTI`/`EXEC` (`HSET`,
-    /// `PEXPIRE`), cheaper for Redis than a script. `HSET` reports how many fields it
+    /// A new session: the fields, `__exp` and `__end` (the absolute end, if any, which caps
+    /// `__exp` and the TTL) and the TTL in one `MULTI`/`EXEC` (`HSET`, `PEXPIRE`), cheaper for
+    /// Redis than a script. `HSET` reports how many fields it
     /// created: fewer than written means the id was taken (two random 128-bit ids colliding,
     /// practically impossible); the other session's fields were then overwritten, and the
     /// save reports the collision.
@@ -223,33 +237,10 @@ impl RedisStore {
         ttl_ms: u64,
         indexed_until: Option<u64>,
     ) -> Result<Written, RedisError> {
+        let (expires_at, ttl_ms) = capped(save.expires_at, ttl_ms, save.ends_at);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let written = self.hset(&mut pipe, key, save, indexed_until);
-        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
-        let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
-        let outcome = if created == written {
-            SaveOutcome::Saved
-        } else {
-            SaveOutcome::Collision
-        };
-        Ok((outcome, None))
-    }
-
-    /// Adds to `pipe` the `HSET` of `__exp`, the user binding, the user index's expiry and the
-    /// set fields; returns how many fields it writes.
-    fn hset(
-        &self,
-        pipe: &mut redis::Pipeline,
-        key: &str,
-        save: &Save<'_>,
-        indexed_until: Option<u64>,
-    ) -> i64 {
-        let hset = pipe
-            .cmd("HSET")
-            .arg(key)
-            .arg(EXPIRES_FIELD)
-            .arg(save.expires_at);
+        let hset = pipe.cmd("HSET").arg(key).arg(EXPIRES_FIELD).arg(expires_at);
         let mut written = 1;
         if let Some(user) = save.user {
             hset.arg(USER_FIELD).arg(user);
@@ -259,11 +250,22 @@ impl RedisStore {
             hset.arg(INDEXED_FIELD).arg(until);
             written += 1;
         }
+        if let Some(end) = save.ends_at {
+            hset.arg(ENDS_FIELD).arg(end);
+            written += 1;
+        }
         for (k, v) in save.set {
             hset.arg(k).arg(v);
             written += 1;
         }
-        written
+        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
+        let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
+        let outcome = if created == written {
+            SaveOutcome::Saved
+        } else {
+            SaveOutcome::Collision
+        };
+        Ok((outcome, None))
     }
 
     /// An update, read in this request or not: the save script checks that the session exists

@@ -24,6 +24,7 @@ fn count(op: &'static str, ok: bool) {
 }
 
 /// What the layer shares with every request's [`Session`].
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) cookie: CookieSettings,
@@ -31,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) touch_after_ms: u64,
     pub(crate) load_error_status: StatusCode,
     pub(crate) save_error_status: StatusCode,
+    /// The absolute session lifetime, in ms.
+    pub(crate) absolute_ms: Option<u64>,
     pub(crate) clock: Clock,
 }
 
@@ -111,6 +114,8 @@ struct State {
     changes: BTreeMap<String, Option<String>>,
     user: Option<String>,
     cycle: bool,
+    /// With `cycle`: the only fields the new id keeps from the stored session (`None`: all).
+    keep: Option<Vec<String>>,
     /// The presented session is ended; whatever is written afterwards goes to a new session.
     destroy: bool,
 }
@@ -206,7 +211,8 @@ impl Session {
                 count("load", record.is_ok());
                 let record = record?;
                 let now = handle.shared.clock.now_millis();
-                let record = record.filter(|r| r.expires_at > now);
+                let record =
+                    record.filter(|r| r.expires_at > now && r.ends_at.is_none_or(|end| end > now));
                 if record.as_ref().is_some_and(|r| self.touch_due(r)) {
                     // The refresh sends a Set-Cookie.
                     handle.mark.set();
@@ -267,8 +273,35 @@ impl Session {
     /// Gives the session a new id, keeping its data; the old id stops working. Call it on
     /// login (and on any privilege change): an id planted by an attacker before the login
     /// is worth nothing after it (session fixation).
+    ///
+    /// Every field is carried over, including any an attacker wrote before the login through
+    /// the planted session (a CSRF token of theirs, for example): use
+    /// [`cycle_id_keeping`](Self::cycle_id_keeping) to carry only the fields you name, or
+    /// [`destroy`](Self::destroy) then write, to start from an empty session. The session keeps
+    /// its creation time (its [absolute timeout](crate::SessionConfig::absolute_timeout)).
     pub fn cycle_id(&self) {
-        self.change().cycle = true;
+        let mut state = self.change();
+        state.cycle = true;
+        state.keep = None;
+    }
+
+    /// Like [`cycle_id`](Self::cycle_id), but the new id carries over only the stored fields
+    /// named in `keep` (and the user binding); every other stored field is dropped. Fields set
+    /// in this request are kept.
+    ///
+    /// ```
+    /// use tower_scale_session::Session;
+    ///
+    /// async fn login(session: Session) {
+    ///     // after checking the password: keep the cart, drop anything else planted before
+    ///     session.cycle_id_keeping(&["cart"]);
+    ///     session.set_user("alice");
+    /// }
+    /// ```
+    pub fn cycle_id_keeping(&self, keep: &[&str]) {
+        let mut state = self.change();
+        state.cycle = true;
+        state.keep = Some(keep.iter().map(|&k| k.to_owned()).collect());
     }
 
     /// Ends the session (logout): it is deleted from the store (and from its user's index)
@@ -340,6 +373,10 @@ impl Session {
     }
 
     fn touch_due(&self, record: &Record) -> bool {
+        if record.ends_at.is_some_and(|end| end <= record.expires_at) {
+            // Capped by the absolute timeout: the expiry cannot move.
+            return false;
+        }
         let shared = &self.inner.shared;
         let remaining = record.expires_at.saturating_sub(shared.clock.now_millis());
         shared.ttl_ms().saturating_sub(remaining) >= shared.touch_after_ms
@@ -358,7 +395,10 @@ impl Session {
         let shared = &*self.inner.shared;
         let presented = self.inner.presented.as_ref();
         let ttl = shared.ttl;
-        let expires_at = shared.clock.now_millis().saturating_add(shared.ttl_ms());
+        let now = shared.clock.now_millis();
+        let expires_at = now.saturating_add(shared.ttl_ms());
+        // The absolute end of a session created now.
+        let ends_at = shared.absolute_ms.map(|ms| now.saturating_add(ms));
         let (set, remove): (Vec<_>, Vec<_>) =
             state.changes.into_iter().partition(|(_, v)| v.is_some());
         let mut set: Vec<(String, String)> = set
@@ -374,7 +414,7 @@ impl Session {
             }
             if !set.is_empty() || state.user.is_some() {
                 let id = self
-                    .create(&set, state.user.as_deref(), ttl, expires_at)
+                    .create(&set, state.user.as_deref(), ttl, expires_at, ends_at)
                     .await?;
                 return Ok(Some(shared.cookie.set(&id)));
             }
@@ -392,17 +432,23 @@ impl Session {
                 // Nothing to keep: a session never modified gets no cookie and no write.
                 return Ok(None);
             }
+            let mut ends_at = ends_at;
             if let Some(record) = record {
+                let kept = |k: &String| state.keep.as_ref().is_none_or(|keep| keep.contains(k));
                 for (k, v) in &record.fields {
-                    if !remove.contains(k) && !set.iter().any(|(s, _)| s == k) {
+                    if kept(k) && !remove.contains(k) && !set.iter().any(|(s, _)| s == k) {
                         set.push((k.clone(), v.clone()));
                     }
                 }
                 if user.is_none() {
                     user.clone_from(&record.user);
                 }
+                // The same session under a new id: it keeps its absolute end.
+                ends_at = record.ends_at.or(ends_at);
             }
-            let id = self.create(&set, user.as_deref(), ttl, expires_at).await?;
+            let id = self
+                .create(&set, user.as_deref(), ttl, expires_at, ends_at)
+                .await?;
             if let (Some(old), Some(_)) = (presented, record) {
                 shared.store.delete(old).await?;
             }
@@ -432,6 +478,7 @@ impl Session {
                     expires_at,
                     loaded_user: loaded.map(|r| r.user.as_deref()),
                     user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
+                    ends_at: None,
                 };
                 match shared.store.save(save).await? {
                     SaveOutcome::Saved => return Ok(Some(shared.cookie.set(id))),
@@ -444,7 +491,7 @@ impl Session {
                 return Ok(None);
             }
             let id = self
-                .create(&set, state.user.as_deref(), ttl, expires_at)
+                .create(&set, state.user.as_deref(), ttl, expires_at, ends_at)
                 .await?;
             return Ok(Some(shared.cookie.set(&id)));
         }
@@ -461,6 +508,7 @@ impl Session {
                 expires_at,
                 loaded_user: loaded.map(|r| r.user.as_deref()),
                 user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
+                ends_at: None,
             };
             if shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(Some(shared.cookie.set(id)));
@@ -475,6 +523,7 @@ impl Session {
         user: Option<&str>,
         ttl: Duration,
         expires_at: u64,
+        ends_at: Option<u64>,
     ) -> Result<SessionId, StoreError> {
         // 128 random bits: a collision is practically impossible, but a store that reports one
         // gets another id rather than a shared session.
@@ -490,6 +539,7 @@ impl Session {
                 expires_at,
                 loaded_user: None,
                 user_indexed_until: None,
+                ends_at,
             };
             if self.inner.shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(id);

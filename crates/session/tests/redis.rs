@@ -217,7 +217,7 @@ fn calls(redis: &RedisServer) -> HashMap<String, u64> {
 const SAVE_SCRIPT: &[(&str, u64)] = &[
     ("evalsha", 1),
     ("exists", 1),
-    ("hget", 1),
+    ("hmget", 1),
     ("hset", 1),
     ("pexpire", 1),
 ];
