@@ -312,7 +312,7 @@ mod tests {
             ) {
                 let s = settings(vec![Key::derive_from(&[1u8; 32])]);
                 let signed = pair(&s.set(&id(raw)));
-                let mut tampered = signed.clone().into_bytes();
+                let mut tampered = signed.into_bytes();
                 // Any byte of the value (after `sid=`), changed.
                 let at = "sid=".len() + at.index(tampered.len() - "sid=".len());
                 prop_assume!(tampered[at] != byte);
