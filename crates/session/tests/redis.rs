@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use common::{Reply, app, call, conformance};
 use tower_scale_redis::redis;
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_session::{RedisStore, Save, SessionConfig, SessionId, SessionLayer, SessionStore};
+use tower_scale_session::{
+    RedisStore, Save, SaveOutcome, SessionConfig, SessionId, SessionLayer, SessionStore,
+};
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
 fn config() -> SessionConfig {
@@ -515,6 +517,59 @@ async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
         !index.iter().any(|i| i == id.as_str()),
         "the logged-out session is back in its user's index"
     );
+}
+
+/// `__idx` records until when the user's index lives, and saves skip refreshing the index
+/// while it says so. A save on instance A, whose Redis user may not run `SADD` (an ACL: the
+/// index write fails, as on a timeout), must therefore not record a refresh: the index would
+/// then expire while the session, saved again and again, lives on, out of log-out-everywhere's
+/// reach.
+#[tokio::test]
+async fn a_failed_index_write_cannot_hide_a_session_from_log_out_everywhere() {
+    let redis = RedisServer::start();
+    redis.cli(&[
+        "ACL", "SETUSER", "nosadd", "on", ">pw", "~*", "&*", "+@all", "-sadd",
+    ]);
+    let a = RedisStore::new(backend(&format!(
+        "redis://nosadd:pw@127.0.0.1:{}",
+        redis.port()
+    )));
+    let b = RedisStore::new(backend(&redis.url()));
+    let ttl = Duration::from_secs(600);
+    let created_expiry = u64::MAX / 4;
+    let id = SessionId::random();
+    let created = b.save(Save::new(
+        &id,
+        true,
+        &[],
+        &[],
+        Some("ivy"),
+        ttl,
+        created_expiry,
+    ));
+    assert_eq!(created.await.unwrap(), SaveOutcome::Saved);
+    let indexed_until = b.load(&id).await.unwrap().unwrap().user_indexed_until;
+    // 590 s later, a request on A reads the session and changes it: the index is due for a
+    // refresh, which fails.
+    let change = vec![("a".to_owned(), "1".to_owned())];
+    let late = Save::new(
+        &id,
+        false,
+        &change,
+        &[],
+        Some("ivy"),
+        ttl,
+        created_expiry + 590_000,
+    )
+    .loaded(Some("ivy"))
+    .user_indexed_until(indexed_until);
+    assert!(a.save(late).await.is_err(), "the index write failed");
+    let record = b.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.user_indexed_until, indexed_until,
+        "a failed index write was recorded as done"
+    );
+    assert_eq!(b.delete_user("ivy").await.unwrap(), 1);
 }
 
 /// Tokio's clock moves the layer's; Redis's own does not move, so the key's TTL shows what
