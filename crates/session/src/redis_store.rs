@@ -80,7 +80,7 @@ const INDEX_MARGIN_MS: u64 = 60_000;
 /// (`HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
 /// and refreshing the TTL, and never recreating a session that is gone. For a session bound
 /// to a user, the user's set must outlive every session it lists: a save that names the user
-/// sends one `SADD`/`PEXPIRE` transaction once the session is written, setting the set's TTL to twice the
+/// sends one `SADD`/`PEXPIRE` transaction (after a create, before an update), setting the set's TTL to twice the
 /// session's and recording that expiry in the session (`__idx`); a later save of a session
 /// read in the same request skips it while the recorded expiry is more than a minute beyond
 /// the session's new one, so a session saved on every request refreshes its index about once
@@ -162,15 +162,26 @@ impl RedisStore {
             .unwrap_or(u64::MAX)
             .max(1);
         // The user's index, when this save must refresh it: its TTL and the expiry recorded.
-        let index = save.user.filter(|user| {
+        let index_user = save.user.filter(|user| {
             let indexed = save.loaded_user == Some(Some(*user))
                 && save
                     .user_indexed_until
                     .is_some_and(|until| until >= save.expires_at.saturating_add(INDEX_MARGIN_MS));
             !indexed
         });
-        let index_ttl_ms = ttl_ms.saturating_mul(2);
-        let indexed_until = index.map(|_| save.expires_at.saturating_add(ttl_ms));
+        let indexed_until = index_user.map(|_| save.expires_at.saturating_add(ttl_ms));
+        // The index lives in another slot: its own transaction. `__idx` records the index as
+        // refreshed, so the index is written first when the session exists already (an
+        // update): a failed index write then records nothing, and the next save retries it.
+        // A new session is indexed once written, never before: a log-out-everywhere that reads
+        // the index in between either misses the id (the SADD then keeps it listed for the
+        // next one) or sees it once the session exists, and deletes it.
+        let index = index_user.map(|user| self.index_pipe(user, save.id, ttl_ms.saturating_mul(2)));
+        if !save.create
+            && let Some(index) = &index
+        {
+            self.write_index(index).await?;
+        }
         let saved = if save.create {
             self.create(&key, &save, ttl_ms, indexed_until).await
         } else {
@@ -178,29 +189,21 @@ impl RedisStore {
         };
         let (outcome, previous) = saved.map_err(|e| store_error("save", e))?;
         if outcome != SaveOutcome::Saved {
+            if !save.create
+                && let Some(user) = index_user
+            {
+                // Gone since (logged out elsewhere): take back the index entry just written.
+                // Should that fail, the entry names no session: harmless.
+                if let Err(error) = self.unindex(user, save.id).await {
+                    tracing::warn!(%error, "could not take a missing session out of its user's index");
+                }
+            }
             return Ok(outcome);
         }
-        if let Some(user) = index {
-            // The index lives in another slot: its own transaction, sent once the session is
-            // written, never before. A log-out-everywhere that reads the index in between
-            // either misses the id (this SADD then keeps it listed for the next one) or sees
-            // it once the session exists, and deletes it.
-            let user_key = self.user_key(user);
-            let mut index = redis::pipe();
-            index
-                .atomic()
-                .cmd("SADD")
-                .arg(&user_key)
-                .arg(save.id.as_str())
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&user_key)
-                .arg(index_ttl_ms)
-                .ignore();
-            self.backend
-                .query_pipeline::<()>(&index)
-                .await
-                .map_err(|e| store_error("index user", e))?;
+        if save.create
+            && let Some(index) = &index
+        {
+            self.write_index(index).await?;
         }
         match (previous.as_deref(), save.user) {
             // Bound to another user before: leave that user's index.
@@ -304,6 +307,30 @@ impl RedisStore {
             ))
             .into()),
         }
+    }
+
+    /// The transaction adding `id` to `user`'s index and setting the index's TTL.
+    fn index_pipe(&self, user: &str, id: &SessionId, ttl_ms: u64) -> redis::Pipeline {
+        let user_key = self.user_key(user);
+        let mut index = redis::pipe();
+        index
+            .atomic()
+            .cmd("SADD")
+            .arg(&user_key)
+            .arg(id.as_str())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&user_key)
+            .arg(ttl_ms)
+            .ignore();
+        index
+    }
+
+    async fn write_index(&self, index: &redis::Pipeline) -> Result<(), StoreError> {
+        self.backend
+            .query_pipeline::<()>(index)
+            .await
+            .map_err(|e| store_error("index user", e))
     }
 
     async fn unindex(&self, user: &str, id: &SessionId) -> Result<(), StoreError> {
