@@ -70,6 +70,13 @@ pub struct SessionConfig {
     /// Status sent instead of the handler's response when the session write fails (the
     /// client must not believe a change was kept). Default 503.
     pub save_error_status: u16,
+    /// Absolute session lifetime (OWASP's absolute timeout): a session ends this long after
+    /// it was created, whatever its activity; neither reads (sliding expiry) nor writes extend
+    /// it past that. Fixed when the session is created, and kept across
+    /// [`cycle_id`](crate::Session::cycle_id). At least 1 s. Default none: a session lives
+    /// as long as it is used at least once per `ttl`.
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for SessionConfig {
@@ -88,6 +95,7 @@ impl fmt::Debug for SessionConfig {
             )
             .field("load_error_status", &self.load_error_status)
             .field("save_error_status", &self.save_error_status)
+            .field("absolute_timeout", &self.absolute_timeout)
             .finish()
     }
 }
@@ -105,6 +113,7 @@ impl Default for SessionConfig {
             signing_keys: Vec::new(),
             load_error_status: 503,
             save_error_status: 503,
+            absolute_timeout: None,
         }
     }
 }
@@ -122,6 +131,16 @@ fn is_token(s: &str) -> bool {
 
 fn is_attribute_value(s: &str) -> bool {
     s.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';')
+}
+
+/// Checks an absolute session lifetime: at least a second.
+pub(crate) fn validate_absolute_timeout(timeout: Duration) -> Result<(), ConfigError> {
+    if timeout < Duration::from_secs(1) {
+        return Err(ConfigError(format!(
+            "absolute_timeout {timeout:?}: at least 1s"
+        )));
+    }
+    Ok(())
 }
 
 impl SessionConfig {
@@ -173,6 +192,9 @@ impl SessionConfig {
                 Ok(s) if s.is_client_error() || s.is_server_error() => {}
                 _ => return err(format!("{name} {status}: must be a 4xx or 5xx status")),
             }
+        }
+        if let Some(timeout) = self.absolute_timeout {
+            validate_absolute_timeout(timeout)?;
         }
         if self.same_site == SameSite::None && !self.secure {
             return err("same_site none requires secure (browsers reject it otherwise)".to_owned());

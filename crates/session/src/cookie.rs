@@ -237,4 +237,96 @@ mod tests {
         tampered.push(if last == 'A' { 'B' } else { 'A' });
         assert_eq!(rotated.read(&headers(&[tampered.as_bytes()])), None);
     }
+
+    mod properties {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn id(raw: [u8; 16]) -> SessionId {
+            SessionId::parse(&URL_SAFE_NO_PAD.encode(raw)).unwrap()
+        }
+
+        /// The `name=value` pair of a `Set-Cookie` header.
+        fn pair(v: &HeaderValue) -> String {
+            v.to_str().unwrap().split(';').next().unwrap().to_owned()
+        }
+
+        /// `Cookie` lines: arbitrary bytes, or cookie-shaped text often naming `sid`.
+        fn lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+            let line = prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..120),
+                "((sid|a|sid )=[ -~]{0,60}(;|; )?){0,4}".prop_map(String::into_bytes),
+                (any::<[u8; 16]>(), "[ -~]{0,10}")
+                    .prop_map(|(raw, tail)| { format!("a=1; sid={}{tail}", id(raw)).into_bytes() }),
+            ];
+            prop::collection::vec(line, 0..4)
+        }
+
+        fn cookie_headers(lines: &[Vec<u8>]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for line in lines {
+                // Bytes a header value cannot hold never reach the layer.
+                if let Ok(v) = HeaderValue::from_bytes(line) {
+                    h.append(header::COOKIE, v);
+                }
+            }
+            h
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn any_cookie_header_never_panics(lines in lines()) {
+                let h = cookie_headers(&lines);
+                let all: Vec<&str> = h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+                for s in [settings(vec![]), settings(vec![Key::derive_from(&[1u8; 32])])] {
+                    if let Some(id) = s.read(&h) {
+                        // Only an id the headers hold, and only unsigned (no MAC was made).
+                        prop_assert!(s.keys.is_empty());
+                        prop_assert!(all.iter().any(|l| l.contains(id.as_str())));
+                    }
+                }
+            }
+
+            #[test]
+            fn a_signed_value_verifies(raw in any::<[u8; 16]>(), rotated in any::<bool>()) {
+                let key = Key::derive_from(&[1u8; 32]);
+                let id = id(raw);
+                let signed = pair(&settings(vec![key.clone()]).set(&id));
+                let mut keys = vec![key];
+                if rotated {
+                    keys.insert(0, Key::derive_from(&[2u8; 32]));
+                }
+                prop_assert_eq!(settings(keys).read(&headers(&[signed.as_bytes()])), Some(id));
+            }
+
+            #[test]
+            fn a_tampered_signed_value_never_verifies(
+                raw in any::<[u8; 16]>(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let s = settings(vec![Key::derive_from(&[1u8; 32])]);
+                let signed = pair(&s.set(&id(raw)));
+                let mut tampered = signed.into_bytes();
+                // Any byte of the value (after `sid=`), changed.
+                let at = "sid=".len() + at.index(tampered.len() - "sid=".len());
+                prop_assume!(tampered[at] != byte);
+                tampered[at] = byte;
+                prop_assert_eq!(s.read(&cookie_headers(&[tampered])), None);
+            }
+
+            #[test]
+            fn arbitrary_signed_values_never_verify(value in prop::collection::vec(any::<u8>(), 0..200)) {
+                let s = settings(vec![Key::derive_from(&[1u8; 32])]);
+                let mut line = b"sid=".to_vec();
+                line.extend_from_slice(&value);
+                prop_assert_eq!(s.read(&cookie_headers(&[line])), None);
+            }
+        }
+    }
 }

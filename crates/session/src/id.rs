@@ -115,4 +115,59 @@ mod tests {
         s.push('a');
         assert_eq!(SessionId::parse(&s), None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// An id's text from its 16 random bytes.
+        fn text(raw: [u8; ID_BYTES]) -> String {
+            URL_SAFE_NO_PAD.encode(raw)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            #[test]
+            fn parsing_any_text_never_panics_and_accepts_only_canonical_ids(input in any::<String>()) {
+                if let Some(id) = SessionId::parse(&input) {
+                    prop_assert_eq!(id.as_str(), input.as_str());
+                    let raw = URL_SAFE_NO_PAD.decode(&input).unwrap();
+                    prop_assert_eq!(raw.len(), ID_BYTES);
+                    prop_assert_eq!(URL_SAFE_NO_PAD.encode(raw), input);
+                }
+            }
+
+            #[test]
+            fn ids_round_trip(raw in any::<[u8; ID_BYTES]>()) {
+                let text = text(raw);
+                let id = SessionId::parse(&text).unwrap();
+                prop_assert_eq!(id.as_str(), text.as_str());
+                prop_assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+                let random = SessionId::random();
+                prop_assert_eq!(SessionId::parse(random.as_str()), Some(random));
+            }
+
+            #[test]
+            fn ids_of_the_wrong_length_are_refused(input in "[A-Za-z0-9_-]{0,64}") {
+                prop_assume!(input.len() != ID_LEN);
+                prop_assert_eq!(SessionId::parse(&input), None);
+            }
+
+            #[test]
+            fn ids_with_a_character_outside_the_alphabet_are_refused(
+                raw in any::<[u8; ID_BYTES]>(),
+                at in 0..ID_LEN,
+                bad in any::<char>().prop_filter("outside base64url", |c| {
+                    !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                }),
+            ) {
+                let mut chars: Vec<char> = text(raw).chars().collect();
+                chars[at] = bad;
+                let input: String = chars.into_iter().collect();
+                prop_assert_eq!(SessionId::parse(&input), None);
+            }
+        }
+    }
 }

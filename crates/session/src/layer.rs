@@ -9,16 +9,23 @@ use cookie::Key;
 use http::{Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
+use tower_scale_core::PrivateMark;
 use tower_service::Service;
 
 use crate::clock::Clock;
-use crate::config::{ConfigError, SessionConfig};
+use crate::config::{ConfigError, SessionConfig, validate_absolute_timeout};
 use crate::cookie::CookieSettings;
 use crate::session::{Session, Shared};
 use crate::store::{SessionStore, StoreError};
 
 /// Puts a lazy [`Session`] in every request's extensions and writes its changes, before the
 /// response is sent.
+///
+/// It also makes sure the request carries a [`PrivateMark`] (reusing one an outer layer put
+/// there) and sets it as soon as the handler creates, changes, cycles or destroys the session,
+/// or a read refreshes its expiry: whenever the response gets a `Set-Cookie`. A shared
+/// response cache, inside or outside this layer, then does not store that response. Reading
+/// a session without changing it leaves the mark alone.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -81,12 +88,25 @@ impl SessionLayer {
                         .collect(),
                 },
                 ttl: Duration::from_secs(config.ttl.as_secs()),
-                touch_after_ms: u64::try_from(config.touch_after.as_millis()).unwrap_or(u64::MAX),
+                touch_after_ms: millis(config.touch_after),
                 load_error_status: status(config.load_error_status),
                 save_error_status: status(config.save_error_status),
+                absolute_ms: config.absolute_timeout.map(millis),
                 clock: Clock::new(),
             }),
         }
+    }
+
+    /// Sets the absolute session lifetime (see
+    /// [`SessionConfig::absolute_timeout`]): sessions created from now on end `timeout` after
+    /// their creation, whatever their activity. At least 1 s.
+    pub fn absolute_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        validate_absolute_timeout(timeout)?;
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.absolute_ms = Some(millis(timeout));
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Session operations outside a request (e.g. an admin ending a user's sessions).
@@ -95,6 +115,10 @@ impl SessionLayer {
             shared: self.shared.clone(),
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<S> Layer<S> for SessionLayer {
@@ -163,7 +187,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let presented = self.shared.cookie.read(req.headers());
-        let session = Session::new(self.shared.clone(), presented);
+        // A shared cache outside (or inside) this layer must not store a response that
+        // changes the session: reuse the mark an outer layer put there, or put one for the
+        // inner layers.
+        let mark = PrivateMark::get_or_insert(req.extensions_mut());
+        let session = Session::new(self.shared.clone(), presented, mark);
         req.extensions_mut().insert(session.clone());
         ResponseFuture {
             state: State::Inner {

@@ -6,7 +6,7 @@ use moka::sync::Cache;
 
 use crate::SessionId;
 use crate::clock::Clock;
-use crate::store::{BoxFuture, Record, Save, SaveOutcome, SessionStore, StoreError};
+use crate::store::{BoxFuture, Record, Save, SaveOutcome, SessionStore, StoreError, capped};
 
 /// Sessions in this process's memory (moka): the embedded default for a single instance.
 ///
@@ -124,7 +124,8 @@ impl MemoryStore {
             (false, None) => return SaveOutcome::Missing,
             (false, Some(entry)) => entry,
             (true, None) => {
-                let entry = Arc::new(Mutex::new(Record::default()));
+                let record = Record::default().with_ends_at(save.ends_at);
+                let entry = Arc::new(Mutex::new(record));
                 self.inner.sessions.insert(save.id.clone(), entry.clone());
                 entry
             }
@@ -137,7 +138,7 @@ impl MemoryStore {
             for k in save.remove {
                 record.fields.remove(k);
             }
-            record.expires_at = save.expires_at;
+            record.expires_at = capped(save.expires_at, 0, record.ends_at).0;
             match save.user {
                 Some(user) => record.user.replace(user.to_owned()),
                 None => None,

@@ -1,15 +1,13 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use futures_util::future::Either;
-
 use tower_scale_redis::redis::{self, Script};
 use tower_scale_redis::{Error as RedisError, RedisBackend};
 
 use crate::SessionId;
 use crate::store::{
-    BoxFuture, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, SessionStore, StoreError,
-    USER_FIELD,
+    BoxFuture, ENDS_FIELD, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, SessionStore,
+    StoreError, USER_FIELD, capped,
 };
 
 /// Updates the changed fields of an existing session hash, in one round trip; a session that
@@ -17,16 +15,24 @@ use crate::store::{
 ///
 /// `KEYS[1]` the session hash. `ARGV`: TTL in ms, expiry in ms since the epoch, user to bind
 /// (`''`: none), number of fields set `n`, then `n` name and value pairs, then the names of
-/// removed fields. Returns `{status, user}`: status 1 saved, 0 missing; `user` is the user
-/// the session was bound to before this write.
+/// removed fields. The expiry and TTL are capped by the session's absolute end (`__end`), if
+/// it has one. Returns `{status, user}`: status 1 saved, 0 missing; `user` is the user the
+/// session was bound to before this write.
 static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {0, false} end
 local user = ARGV[3]
-local previous = redis.call('HGET', key, '__user')
-local args = {'__exp', ARGV[2]}
+local got = redis.call('HMGET', key, '__user', '__end')
+local previous, ends = got[1], got[2]
+local ttl = ARGV[1]
+local exp = ARGV[2]
+if ends and tonumber(ends) < tonumber(exp) then
+  ttl = string.format('%d', math.max(1, tonumber(ttl) - (tonumber(exp) - tonumber(ends))))
+  exp = ends
+end
+local args = {'__exp', exp}
 if user ~= '' then
   args[3] = '__user'
   args[4] = user
@@ -35,7 +41,7 @@ local n = tonumber(ARGV[4])
 for i = 5, 4 + 2 * n do args[#args + 1] = ARGV[i] end
 redis.call('HSET', key, unpack(args))
 if #ARGV > 4 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 5 + 2 * n)) end
-redis.call('PEXPIRE', key, ARGV[1])
+redis.call('PEXPIRE', key, ttl)
 return {1, previous}
 ",
     )
@@ -74,13 +80,15 @@ const INDEX_MARGIN_MS: u64 = 60_000;
 /// (`HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
 /// and refreshing the TTL, and never recreating a session that is gone. For a session bound
 /// to a user, the user's set must outlive every session it lists: a save that names the user
-/// sends one `SADD`/`PEXPIRE` transaction concurrently, setting the set's TTL to twice the
+/// sends one `SADD`/`PEXPIRE` transaction (after a create, before an update), setting the set's TTL to twice the
 /// session's and recording that expiry in the session (`__idx`); a later save of a session
 /// read in the same request skips it while the recorded expiry is more than a minute beyond
 /// the session's new one, so a session saved on every request refreshes its index about once
 /// per TTL. A save that does not name the user (a write without a read) refreshes the set's
 /// TTL with one `PEXPIRE` after the save. A delete is one `EVALSHA`, plus one `SREM` when the
-/// session had a user.
+/// session had a user. A log-out-everywhere reads the user's set (`SMEMBERS`), deletes each
+/// session listed, then removes exactly those ids from the set (`SREM`): a login in between
+/// stays listed.
 ///
 /// Every command is bounded by the backend's command timeout; failures come back as
 /// [`StoreError`]. Works unchanged on Redis Cluster: every command touches one key.
@@ -129,12 +137,17 @@ impl RedisStore {
             }
         };
         let user = fields.remove(USER_FIELD);
+        let ends_at = fields
+            .remove(ENDS_FIELD)
+            .and_then(|v| v.parse::<u64>().ok());
         // A missing or unreadable value only means the next save refreshes the index.
         let indexed = fields
             .remove(INDEXED_FIELD)
             .and_then(|v| v.parse::<u64>().ok());
         Ok(Some(
-            Record::new(fields, expires_at, user).with_user_indexed_until(indexed),
+            Record::new(fields, expires_at, user)
+                .with_user_indexed_until(indexed)
+                .with_ends_at(ends_at),
         ))
     }
 
@@ -149,72 +162,74 @@ impl RedisStore {
             .unwrap_or(u64::MAX)
             .max(1);
         // The user's index, when this save must refresh it: its TTL and the expiry recorded.
-        let index = save.user.filter(|user| {
+        let index_user = save.user.filter(|user| {
             let indexed = save.loaded_user == Some(Some(*user))
                 && save
                     .user_indexed_until
                     .is_some_and(|until| until >= save.expires_at.saturating_add(INDEX_MARGIN_MS));
             !indexed
         });
-        let index_ttl_ms = ttl_ms.saturating_mul(2);
-        let indexed_until = index.map(|_| save.expires_at.saturating_add(ttl_ms));
+        let indexed_until = index_user.map(|_| save.expires_at.saturating_add(ttl_ms));
+        // The index lives in another slot: its own transaction. `__idx` records the index as
+        // refreshed, so the index is written first when the session exists already (an
+        // update): a failed index write then records nothing, and the next save retries it.
+        // A new session is indexed once written, never before: a log-out-everywhere that reads
+        // the index in between either misses the id (the SADD then keeps it listed for the
+        // next one) or sees it once the session exists, and deletes it.
+        let index = index_user.map(|user| self.index_pipe(user, save.id, ttl_ms.saturating_mul(2)));
+        if !save.create
+            && let Some(index) = &index
+        {
+            self.write_index(index).await?;
+        }
         let saved = if save.create {
-            Either::Left(self.create(&key, &save, ttl_ms, indexed_until))
+            self.create(&key, &save, ttl_ms, indexed_until).await
         } else {
-            Either::Right(self.update(&key, &save, ttl_ms, indexed_until))
+            self.update(&key, &save, ttl_ms, indexed_until).await
         };
-        let (outcome, previous) = match index {
-            None => saved.await.map_err(|e| store_error("save", e))?,
-            Some(user) => {
-                // The index lives in another slot: its own command, sent concurrently. An id
-                // indexed for a save that then finds the session missing is harmless: the
-                // log-out-everywhere deletes of unknown ids are no-ops.
-                let user_key = self.user_key(user);
-                let mut index = redis::pipe();
-                index
-                    .atomic()
-                    .cmd("SADD")
-                    .arg(&user_key)
-                    .arg(save.id.as_str())
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&user_key)
-                    .arg(index_ttl_ms)
-                    .ignore();
-                let (saved, indexed) =
-                    futures_util::future::join(saved, self.backend.query_pipeline::<()>(&index))
-                        .await;
-                let saved = saved.map_err(|e| store_error("save", e))?;
-                indexed.map_err(|e| store_error("index user", e))?;
-                saved
-            }
-        };
-        if outcome == SaveOutcome::Saved {
-            match (previous.as_deref(), save.user) {
-                // Bound to another user before: leave that user's index.
-                (Some(previous), Some(user)) if previous != user => {
-                    self.unindex(previous, save.id).await?;
+        let (outcome, previous) = saved.map_err(|e| store_error("save", e))?;
+        if outcome != SaveOutcome::Saved {
+            if !save.create
+                && let Some(user) = index_user
+            {
+                // Gone since (logged out elsewhere): take back the index entry just written.
+                // Should that fail, the entry names no session: harmless.
+                if let Err(error) = self.unindex(user, save.id).await {
+                    tracing::warn!(%error, "could not take a missing session out of its user's index");
                 }
-                // Bound, but the caller did not know it (a write without a read): keep the
-                // index alive as long as the session it lists.
-                (Some(previous), None) => {
-                    self.backend
-                        .query::<()>(
-                            redis::cmd("PEXPIRE")
-                                .arg(self.user_key(previous))
-                                .arg(ttl_ms.saturating_mul(2)),
-                        )
-                        .await
-                        .map_err(|e| store_error("index user", e))?;
-                }
-                _ => {}
             }
+            return Ok(outcome);
+        }
+        if save.create
+            && let Some(index) = &index
+        {
+            self.write_index(index).await?;
+        }
+        match (previous.as_deref(), save.user) {
+            // Bound to another user before: leave that user's index.
+            (Some(previous), Some(user)) if previous != user => {
+                self.unindex(previous, save.id).await?;
+            }
+            // Bound, but the caller did not know it (a write without a read): keep the
+            // index alive as long as the session it lists.
+            (Some(previous), None) => {
+                self.backend
+                    .query::<()>(
+                        redis::cmd("PEXPIRE")
+                            .arg(self.user_key(previous))
+                            .arg(ttl_ms.saturating_mul(2)),
+                    )
+                    .await
+                    .map_err(|e| store_error("index user", e))?;
+            }
+            _ => {}
         }
         Ok(outcome)
     }
 
-    /// A new session: the fields, `__exp` and the TTL in one `MULTI`/`EXEC` (`HSET`,
-    /// `PEXPIRE`), cheaper for Redis than a script. `HSET` reports how many fields it
+    /// A new session: the fields, `__exp` and `__end` (the absolute end, if any, which caps
+    /// `__exp` and the TTL) and the TTL in one `MULTI`/`EXEC` (`HSET`, `PEXPIRE`), cheaper for
+    /// Redis than a script. `HSET` reports how many fields it
     /// created: fewer than written means the id was taken (two random 128-bit ids colliding,
     /// practically impossible); the other session's fields were then overwritten, and the
     /// save reports the collision.
@@ -225,9 +240,27 @@ impl RedisStore {
         ttl_ms: u64,
         indexed_until: Option<u64>,
     ) -> Result<Written, RedisError> {
+        let (expires_at, ttl_ms) = capped(save.expires_at, ttl_ms, save.ends_at);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let written = self.hset(&mut pipe, key, save, indexed_until);
+        let hset = pipe.cmd("HSET").arg(key).arg(EXPIRES_FIELD).arg(expires_at);
+        let mut written = 1;
+        if let Some(user) = save.user {
+            hset.arg(USER_FIELD).arg(user);
+            written += 1;
+        }
+        if let Some(until) = indexed_until {
+            hset.arg(INDEXED_FIELD).arg(until);
+            written += 1;
+        }
+        if let Some(end) = save.ends_at {
+            hset.arg(ENDS_FIELD).arg(end);
+            written += 1;
+        }
+        for (k, v) in save.set {
+            hset.arg(k).arg(v);
+            written += 1;
+        }
         pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
         let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
         let outcome = if created == written {
@@ -238,36 +271,9 @@ impl RedisStore {
         Ok((outcome, None))
     }
 
-    /// Adds to `pipe` the `HSET` of `__exp`, the user binding, the user index's expiry and the
-    /// set fields; returns how many fields it writes.
-    fn hset(
-        &self,
-        pipe: &mut redis::Pipeline,
-        key: &str,
-        save: &Save<'_>,
-        indexed_until: Option<u64>,
-    ) -> i64 {
-        let hset = pipe
-            .cmd("HSET")
-            .arg(key)
-            .arg(EXPIRES_FIELD)
-            .arg(save.expires_at);
-        let mut written = 1;
-        if let Some(user) = save.user {
-            hset.arg(USER_FIELD).arg(user);
-            written += 1;
-        }
-        if let Some(until) = indexed_until {
-            hset.arg(INDEXED_FIELD).arg(until);
-            written += 1;
-        }
-        for (k, v) in save.set {
-            hset.arg(k).arg(v);
-            written += 1;
-        }
-        written
-    }
-
+    /// An update, read in this request or not: the save script checks that the session exists
+    /// and writes in one atomic step, so a session gone since (logged out elsewhere, expired)
+    /// is never recreated, not even for a moment, and no clean-up is needed.
     async fn update(
         &self,
         key: &str,
@@ -275,11 +281,6 @@ impl RedisStore {
         ttl_ms: u64,
         indexed_until: Option<u64>,
     ) -> Result<Written, RedisError> {
-        if let Some(previous) = save.loaded_user {
-            return self
-                .update_loaded(key, save, ttl_ms, previous, indexed_until)
-                .await;
-        }
         let mut invocation = SAVE.key(key);
         invocation
             .arg(ttl_ms)
@@ -308,33 +309,28 @@ impl RedisStore {
         }
     }
 
-    /// An update of a session this request read moments ago: one `MULTI`/`EXEC` (`HSET`,
-    /// `HDEL`, `PEXPIRE`), cheaper for Redis than the script. The session still existing is
-    /// checked after the fact: `HSET` reports how many fields it created, and `__exp` exists
-    /// in every live session, so "every field new" means the session had gone (logged out or
-    /// expired since the read). The few fields written are then deleted at once; until that
-    /// `DEL`, within one round trip, they hold no user binding, and they carry the TTL.
-    async fn update_loaded(
-        &self,
-        key: &str,
-        save: &Save<'_>,
-        ttl_ms: u64,
-        previous: Option<&str>,
-        indexed_until: Option<u64>,
-    ) -> Result<Written, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let written = self.hset(&mut pipe, key, save, indexed_until);
-        if !save.remove.is_empty() {
-            pipe.cmd("HDEL").arg(key).arg(save.remove).ignore();
-        }
-        pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
-        let (created,): (i64,) = self.backend.query_pipeline(&pipe).await?;
-        if created == written {
-            self.backend.query::<()>(redis::cmd("DEL").arg(key)).await?;
-            return Ok((SaveOutcome::Missing, None));
-        }
-        Ok((SaveOutcome::Saved, previous.map(str::to_owned)))
+    /// The transaction adding `id` to `user`'s index and setting the index's TTL.
+    fn index_pipe(&self, user: &str, id: &SessionId, ttl_ms: u64) -> redis::Pipeline {
+        let user_key = self.user_key(user);
+        let mut index = redis::pipe();
+        index
+            .atomic()
+            .cmd("SADD")
+            .arg(&user_key)
+            .arg(id.as_str())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&user_key)
+            .arg(ttl_ms)
+            .ignore();
+        index
+    }
+
+    async fn write_index(&self, index: &redis::Pipeline) -> Result<(), StoreError> {
+        self.backend
+            .query_pipeline::<()>(index)
+            .await
+            .map_err(|e| store_error("index user", e))
     }
 
     async fn unindex(&self, user: &str, id: &SessionId) -> Result<(), StoreError> {
@@ -378,10 +374,14 @@ impl RedisStore {
         for result in futures_util::future::join_all(deletes).await {
             deleted += result.map_err(|e| store_error("delete user sessions", e))?;
         }
-        self.backend
-            .query::<()>(redis::cmd("DEL").arg(&user_key))
-            .await
-            .map_err(|e| store_error("delete user index", e))?;
+        // Only the ids read leave the index: a login since the SMEMBERS stays listed, for
+        // the next log-out-everywhere.
+        if !ids.is_empty() {
+            self.backend
+                .query::<()>(redis::cmd("SREM").arg(&user_key).arg(&ids))
+                .await
+                .map_err(|e| store_error("unindex user sessions", e))?;
+        }
         Ok(deleted)
     }
 }

@@ -7,6 +7,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
+use tower_scale_core::PrivateMark;
 
 use crate::SessionId;
 use crate::clock::Clock;
@@ -23,6 +24,7 @@ fn count(op: &'static str, ok: bool) {
 }
 
 /// What the layer shares with every request's [`Session`].
+#[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) cookie: CookieSettings,
@@ -30,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) touch_after_ms: u64,
     pub(crate) load_error_status: StatusCode,
     pub(crate) save_error_status: StatusCode,
+    /// The absolute session lifetime, in ms.
+    pub(crate) absolute_ms: Option<u64>,
     pub(crate) clock: Clock,
 }
 
@@ -105,10 +109,14 @@ impl axum::response::IntoResponse for SessionError {
 
 #[derive(Default)]
 struct State {
-    /// Changed fields: `Some(json)` set, `None` removed.
+    /// Changed fields: `Some(json)` set, `None` removed. After a destroy: the fields of the
+    /// new session.
     changes: BTreeMap<String, Option<String>>,
     user: Option<String>,
     cycle: bool,
+    /// With `cycle`: the only fields the new id keeps from the stored session (`None`: all).
+    keep: Option<Vec<String>>,
+    /// The presented session is ended; whatever is written afterwards goes to a new session.
     destroy: bool,
 }
 
@@ -119,6 +127,9 @@ struct Handle {
     /// The stored session, once loaded (`None`: unknown or expired, never adopted).
     loaded: OnceCell<Option<Record>>,
     state: Mutex<State>,
+    /// The request's mark: set as soon as the request changes the session (or its expiry is
+    /// refreshed), so that no shared cache stores the response.
+    mark: PrivateMark,
 }
 
 /// The request's session: an axum extractor (feature `axum`) and a request extension set by
@@ -157,15 +168,26 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, presented: Option<SessionId>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        presented: Option<SessionId>,
+        mark: PrivateMark,
+    ) -> Self {
         Self {
             inner: Arc::new(Handle {
                 shared,
                 presented,
                 loaded: OnceCell::new(),
                 state: Mutex::new(State::default()),
+                mark,
             }),
         }
+    }
+
+    /// The state, to change it: the response becomes personal (see [`PrivateMark`]).
+    fn change(&self) -> MutexGuard<'_, State> {
+        self.inner.mark.set();
+        lock(&self.inner.state)
     }
 
     fn load_error(&self, source: StoreError) -> SessionError {
@@ -189,7 +211,13 @@ impl Session {
                 count("load", record.is_ok());
                 let record = record?;
                 let now = handle.shared.clock.now_millis();
-                Ok::<_, StoreError>(record.filter(|r| r.expires_at > now))
+                let record =
+                    record.filter(|r| r.expires_at > now && r.ends_at.is_none_or(|end| end > now));
+                if record.as_ref().is_some_and(|r| self.touch_due(r)) {
+                    // The refresh sends a Set-Cookie.
+                    handle.mark.set();
+                }
+                Ok::<_, StoreError>(record)
             })
             .await?;
         Ok(record.as_ref())
@@ -206,11 +234,11 @@ impl Session {
         };
         {
             let state = lock(&self.inner.state);
-            if state.destroy {
-                return Ok(None);
-            }
             if let Some(change) = state.changes.get(key) {
                 return change.as_deref().map(decode).transpose();
+            }
+            if state.destroy {
+                return Ok(None);
             }
         }
         let record = self.record().await.map_err(|e| self.load_error(e))?;
@@ -230,9 +258,7 @@ impl Session {
             key: key.to_owned(),
             source,
         })?;
-        let mut state = lock(&self.inner.state);
-        state.destroy = false;
-        state.changes.insert(key.to_owned(), Some(json));
+        self.change().changes.insert(key.to_owned(), Some(json));
         Ok(())
     }
 
@@ -241,20 +267,50 @@ impl Session {
         if key.starts_with(RESERVED_PREFIX) {
             return;
         }
-        lock(&self.inner.state).changes.insert(key.to_owned(), None);
+        self.change().changes.insert(key.to_owned(), None);
     }
 
     /// Gives the session a new id, keeping its data; the old id stops working. Call it on
     /// login (and on any privilege change): an id planted by an attacker before the login
     /// is worth nothing after it (session fixation).
+    ///
+    /// Every field is carried over, including any an attacker wrote before the login through
+    /// the planted session (a CSRF token of theirs, for example): use
+    /// [`cycle_id_keeping`](Self::cycle_id_keeping) to carry only the fields you name, or
+    /// [`destroy`](Self::destroy) then write, to start from an empty session. The session keeps
+    /// its creation time (its [absolute timeout](crate::SessionConfig::absolute_timeout)).
     pub fn cycle_id(&self) {
-        lock(&self.inner.state).cycle = true;
+        let mut state = self.change();
+        state.cycle = true;
+        state.keep = None;
     }
 
-    /// Ends the session (logout): it is deleted from the store and the cookie removed.
-    /// Fields set afterwards in the same request start a new session.
+    /// Like [`cycle_id`](Self::cycle_id), but the new id carries over only the stored fields
+    /// named in `keep` (and the user binding); every other stored field is dropped. Fields set
+    /// in this request are kept.
+    ///
+    /// ```
+    /// use tower_scale_session::Session;
+    ///
+    /// async fn login(session: Session) {
+    ///     // after checking the password: keep the cart, drop anything else planted before
+    ///     session.cycle_id_keeping(&["cart"]);
+    ///     session.set_user("alice");
+    /// }
+    /// ```
+    pub fn cycle_id_keeping(&self, keep: &[&str]) {
+        let mut state = self.change();
+        state.cycle = true;
+        state.keep = Some(keep.iter().map(|&k| k.to_owned()).collect());
+    }
+
+    /// Ends the session (logout): it is deleted from the store (and from its user's index)
+    /// and the cookie removed. Whatever the request writes afterwards ([`insert`](Self::insert),
+    /// [`set_user`](Self::set_user)) goes to a new session under a new id, which the response's
+    /// cookie then carries: a logout that sets a flash message still logs out, and an account
+    /// switch never merges the new user into the old session.
     pub fn destroy(&self) {
-        let mut state = lock(&self.inner.state);
+        let mut state = self.change();
         state.destroy = true;
         state.cycle = false;
         state.user = None;
@@ -264,20 +320,15 @@ impl Session {
     /// Binds the session to a user, so that [`destroy_all_for_user`](Self::destroy_all_for_user)
     /// can end it. Typically called on login, with [`cycle_id`](Self::cycle_id).
     pub fn set_user(&self, user: &str) {
-        let mut state = lock(&self.inner.state);
-        state.destroy = false;
-        state.user = Some(user.to_owned());
+        self.change().user = Some(user.to_owned());
     }
 
     /// The user the session is bound to.
     pub async fn user(&self) -> Result<Option<String>, SessionError> {
         {
             let state = lock(&self.inner.state);
-            if state.destroy {
-                return Ok(None);
-            }
-            if let Some(user) = &state.user {
-                return Ok(Some(user.clone()));
+            if state.user.is_some() || state.destroy {
+                return Ok(state.user.clone());
             }
         }
         let record = self.record().await.map_err(|e| self.load_error(e))?;
@@ -285,7 +336,11 @@ impl Session {
     }
 
     /// Whether this request's client holds a live stored session (loads it if needed).
+    /// `false` once [`destroy`](Self::destroy) was called in this request.
     pub async fn exists(&self) -> Result<bool, SessionError> {
+        if lock(&self.inner.state).destroy {
+            return Ok(false);
+        }
         let record = self.record().await.map_err(|e| self.load_error(e))?;
         Ok(record.is_some())
     }
@@ -304,8 +359,8 @@ impl Session {
     /// Whether the layer has anything to write for this request (cheap, no store call).
     pub(crate) fn needs_commit(&self) -> bool {
         let state = lock(&self.inner.state);
-        if state.destroy {
-            return self.inner.presented.is_some();
+        if state.destroy && self.inner.presented.is_some() {
+            return true;
         }
         if state.cycle || state.user.is_some() || !state.changes.is_empty() {
             return true;
@@ -318,6 +373,10 @@ impl Session {
     }
 
     fn touch_due(&self, record: &Record) -> bool {
+        if record.ends_at.is_some_and(|end| end <= record.expires_at) {
+            // Capped by the absolute timeout: the expiry cannot move.
+            return false;
+        }
         let shared = &self.inner.shared;
         let remaining = record.expires_at.saturating_sub(shared.clock.now_millis());
         shared.ttl_ms().saturating_sub(remaining) >= shared.touch_after_ms
@@ -335,15 +394,11 @@ impl Session {
         let state = std::mem::take(&mut *lock(&self.inner.state));
         let shared = &*self.inner.shared;
         let presented = self.inner.presented.as_ref();
-        if state.destroy {
-            if let Some(id) = presented {
-                shared.store.delete(id).await?;
-                return Ok(Some(shared.cookie.removal()));
-            }
-            return Ok(None);
-        }
         let ttl = shared.ttl;
-        let expires_at = shared.clock.now_millis().saturating_add(shared.ttl_ms());
+        let now = shared.clock.now_millis();
+        let expires_at = now.saturating_add(shared.ttl_ms());
+        // The absolute end of a session created now.
+        let ends_at = shared.absolute_ms.map(|ms| now.saturating_add(ms));
         let (set, remove): (Vec<_>, Vec<_>) =
             state.changes.into_iter().partition(|(_, v)| v.is_some());
         let mut set: Vec<(String, String)> = set
@@ -351,6 +406,20 @@ impl Session {
             .map(|(k, v)| (k, v.unwrap_or_default()))
             .collect();
         let remove: Vec<String> = remove.into_iter().map(|(k, _)| k).collect();
+
+        if state.destroy {
+            // The old session ends, whatever follows; writes after the destroy start a new one.
+            if let Some(id) = presented {
+                shared.store.delete(id).await?;
+            }
+            if !set.is_empty() || state.user.is_some() {
+                let id = self
+                    .create(&set, state.user.as_deref(), ttl, expires_at, ends_at)
+                    .await?;
+                return Ok(Some(shared.cookie.set(&id)));
+            }
+            return Ok(presented.map(|_| shared.cookie.removal()));
+        }
 
         if state.cycle {
             // A new id for the same data: write it all under the new id, then drop the old.
@@ -363,17 +432,23 @@ impl Session {
                 // Nothing to keep: a session never modified gets no cookie and no write.
                 return Ok(None);
             }
+            let mut ends_at = ends_at;
             if let Some(record) = record {
+                let kept = |k: &String| state.keep.as_ref().is_none_or(|keep| keep.contains(k));
                 for (k, v) in &record.fields {
-                    if !remove.contains(k) && !set.iter().any(|(s, _)| s == k) {
+                    if kept(k) && !remove.contains(k) && !set.iter().any(|(s, _)| s == k) {
                         set.push((k.clone(), v.clone()));
                     }
                 }
                 if user.is_none() {
                     user.clone_from(&record.user);
                 }
+                // The same session under a new id: it keeps its absolute end.
+                ends_at = record.ends_at.or(ends_at);
             }
-            let id = self.create(&set, user.as_deref(), ttl, expires_at).await?;
+            let id = self
+                .create(&set, user.as_deref(), ttl, expires_at, ends_at)
+                .await?;
             if let (Some(old), Some(_)) = (presented, record) {
                 shared.store.delete(old).await?;
             }
@@ -403,6 +478,7 @@ impl Session {
                     expires_at,
                     loaded_user: loaded.map(|r| r.user.as_deref()),
                     user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
+                    ends_at: None,
                 };
                 match shared.store.save(save).await? {
                     SaveOutcome::Saved => return Ok(Some(shared.cookie.set(id))),
@@ -415,7 +491,7 @@ impl Session {
                 return Ok(None);
             }
             let id = self
-                .create(&set, state.user.as_deref(), ttl, expires_at)
+                .create(&set, state.user.as_deref(), ttl, expires_at, ends_at)
                 .await?;
             return Ok(Some(shared.cookie.set(&id)));
         }
@@ -432,6 +508,7 @@ impl Session {
                 expires_at,
                 loaded_user: loaded.map(|r| r.user.as_deref()),
                 user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
+                ends_at: None,
             };
             if shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(Some(shared.cookie.set(id)));
@@ -446,6 +523,7 @@ impl Session {
         user: Option<&str>,
         ttl: Duration,
         expires_at: u64,
+        ends_at: Option<u64>,
     ) -> Result<SessionId, StoreError> {
         // 128 random bits: a collision is practically impossible, but a store that reports one
         // gets another id rather than a shared session.
@@ -461,6 +539,7 @@ impl Session {
                 expires_at,
                 loaded_user: None,
                 user_indexed_until: None,
+                ends_at,
             };
             if self.inner.shared.store.save(save).await? == SaveOutcome::Saved {
                 return Ok(id);

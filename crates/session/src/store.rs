@@ -15,6 +15,9 @@ pub const RESERVED_PREFIX: &str = "__";
 /// Field holding the absolute expiry time, in milliseconds since the Unix epoch.
 #[cfg(feature = "redis")]
 pub(crate) const EXPIRES_FIELD: &str = "__exp";
+/// Field holding the session's absolute end (ms since the epoch), see [`Save::ends_at`].
+#[cfg(feature = "redis")]
+pub(crate) const ENDS_FIELD: &str = "__end";
 /// Field holding the user the session is bound to.
 #[cfg(feature = "redis")]
 pub(crate) const USER_FIELD: &str = "__user";
@@ -37,6 +40,9 @@ pub struct Record {
     /// (ms since the epoch) that index was last made to live, as recorded in the session.
     /// `None`: not recorded (every save of a bound session then refreshes the index).
     pub user_indexed_until: Option<u64>,
+    /// When the session ends whatever its activity (ms since the epoch), if it has an
+    /// absolute lifetime; `expires_at` never lies beyond it.
+    pub ends_at: Option<u64>,
 }
 
 impl Record {
@@ -47,7 +53,15 @@ impl Record {
             expires_at,
             user,
             user_indexed_until: None,
+            ends_at: None,
         }
+    }
+
+    /// The record, with its absolute end (see [`Record::ends_at`]).
+    #[must_use]
+    pub fn with_ends_at(mut self, ends_at: Option<u64>) -> Self {
+        self.ends_at = ends_at;
+        self
     }
 
     /// The record, with the user index's recorded expiry.
@@ -88,6 +102,11 @@ pub struct Save<'a> {
     /// With `loaded_user`: the loaded record's
     /// [`user_indexed_until`](Record::user_indexed_until).
     pub user_indexed_until: Option<u64>,
+    /// For a create: when the session ends whatever its activity (ms since the epoch), its
+    /// absolute lifetime; stored with it. The store caps `expires_at` and the TTL of this save
+    /// and of every later save of the session by the stored end (the TTL shortened by as
+    /// much as the expiry). Ignored by updates.
+    pub ends_at: Option<u64>,
 }
 
 impl<'a> Save<'a> {
@@ -112,7 +131,15 @@ impl<'a> Save<'a> {
             expires_at,
             loaded_user: None,
             user_indexed_until: None,
+            ends_at: None,
         }
+    }
+
+    /// Gives a new session an absolute end (see [`Save::ends_at`]).
+    #[must_use]
+    pub fn ends_at(mut self, ends_at: Option<u64>) -> Self {
+        self.ends_at = ends_at;
+        self
     }
 
     /// Declares that the caller read the session in this request, bound to `user`.
@@ -128,6 +155,15 @@ impl<'a> Save<'a> {
     pub fn user_indexed_until(mut self, until: Option<u64>) -> Self {
         self.user_indexed_until = until;
         self
+    }
+}
+
+/// A save's expiry and TTL (ms), capped by the session's absolute end: `(expires_at,
+/// ttl_ms)`, the TTL shortened by as much as the expiry (at least 1 ms).
+pub(crate) fn capped(expires_at: u64, ttl_ms: u64, ends_at: Option<u64>) -> (u64, u64) {
+    match ends_at {
+        Some(end) if end < expires_at => (end, ttl_ms.saturating_sub(expires_at - end).max(1)),
+        _ => (expires_at, ttl_ms),
     }
 }
 

@@ -6,9 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
 use common::{Counting, Counts, app, call};
-use tower_scale_session::{MemoryStore, SessionConfig, SessionId, SessionLayer};
+use tower::ServiceExt;
+use tower_scale_core::PrivateMark;
+use tower_scale_session::{
+    MemoryStore, Session, SessionConfig, SessionId, SessionLayer, SessionStore,
+};
 
 fn setup(config: &SessionConfig) -> (Router, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
@@ -163,6 +169,30 @@ async fn login_cycles_the_id_against_fixation() {
 }
 
 #[tokio::test]
+async fn a_csrf_token_planted_before_login_does_not_survive_it() {
+    let (app, _) = setup(&config());
+    // The attacker plants a session holding their own CSRF token (and a cart).
+    let planted = call(&app, "POST", "/set/csrf/attacker-token", None)
+        .await
+        .cookie();
+    call(&app, "POST", "/set/cart/book", Some(&planted)).await;
+    // The victim logs in; the login keeps only the cart.
+    let fresh = call(&app, "POST", "/login-keeping-cart/victim", Some(&planted))
+        .await
+        .cookie();
+    assert_ne!(fresh, planted);
+    for (path, cookie, expected) in [
+        ("/get/csrf", &fresh, "none"),
+        ("/get/cart", &fresh, "book"),
+        ("/user", &fresh, "victim"),
+        ("/get/cart", &planted, "none"),
+    ] {
+        let body = call(&app, "GET", path, Some(cookie)).await.body;
+        assert_eq!(body, expected, "{path} with {cookie}");
+    }
+}
+
+#[tokio::test]
 async fn logout_and_log_out_everywhere() {
     let (app, _) = setup(&config());
     let laptop = call(&app, "POST", "/login/alice", None).await.cookie();
@@ -188,6 +218,16 @@ async fn logout_and_log_out_everywhere() {
             .await
             .body,
         "0"
+    );
+}
+
+#[tokio::test]
+async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session() {
+    let (app, _) = setup(&config());
+    let (_, bob) = common::destroy_then_write_starts_a_new_session(&app).await;
+    assert_eq!(
+        call(&app, "POST", "/logout-all/bob", Some(&bob)).await.body,
+        "1"
     );
 }
 
@@ -233,6 +273,65 @@ async fn sliding_expiry_refreshes_at_most_once_per_interval() {
         tokio::time::advance(Duration::from_secs(3000)).await;
         assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn activity_cannot_keep_a_session_past_its_absolute_timeout() {
+    let absolute = SessionConfig {
+        absolute_timeout: Some(Duration::from_secs(2 * 3600)),
+        ..config()
+    };
+    let (app, counts) = setup(&absolute);
+    let half_hour = Duration::from_secs(1800);
+    // Read every half hour: the sliding expiry alone would keep it alive for ever.
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    for _ in 0..3 {
+        tokio::time::advance(half_hour).await;
+        assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+    }
+    // A write without a read cannot extend it either.
+    tokio::time::advance(Duration::from_secs(1799)).await;
+    call(&app, "POST", "/set/b/2", Some(&cookie)).await;
+    // Near the end, a read writes nothing: the expiry cannot move.
+    counts.reset();
+    assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+    assert_eq!(counts.get(), (1, 0, 0));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
+
+    // Cycling the id (a privilege change) keeps the session's creation time.
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    for _ in 0..2 {
+        tokio::time::advance(Duration::from_secs(3500)).await;
+        assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+    }
+    let cycled = call(&app, "POST", "/cycle", Some(&cookie)).await.cookie();
+    assert_eq!(call(&app, "GET", "/get/a", Some(&cycled)).await.body, "1");
+    tokio::time::advance(Duration::from_secs(201)).await;
+    assert_eq!(
+        call(&app, "GET", "/get/a", Some(&cycled)).await.body,
+        "none"
+    );
+}
+
+#[test]
+fn absolute_timeout_is_validated_and_set_by_config_or_setter() {
+    let config: SessionConfig = serde_json::from_str(r#"{"absolute_timeout":"12h"}"#).unwrap();
+    assert_eq!(
+        config.absolute_timeout,
+        Some(Duration::from_secs(12 * 3600))
+    );
+    assert_eq!(SessionConfig::default().absolute_timeout, None);
+    let bad = SessionConfig {
+        absolute_timeout: Some(Duration::from_millis(500)),
+        ..config
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("absolute_timeout"), "{e}");
+    let layer = SessionLayer::new(MemoryStore::new());
+    assert!(layer.clone().absolute_timeout(Duration::ZERO).is_err());
+    assert!(layer.absolute_timeout(Duration::from_secs(3600)).is_ok());
 }
 
 #[tokio::test]
@@ -338,6 +437,92 @@ async fn memory_store_is_bounded() {
 }
 
 #[tokio::test]
+async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
+    let store = MemoryStore::new();
+    common::a_late_save_does_not_revive(&store, &store).await;
+    assert_eq!(store.delete_user("ivy").await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn memory_store_conformance() {
     common::conformance(&MemoryStore::new()).await;
+}
+
+/// Sends a request carrying a [`PrivateMark`] (as a shared cache outside the session layer
+/// puts there) and tells whether the mark was set once the response is there.
+async fn marked(app: &Router, method: &str, uri: &str, cookie: Option<&str>) -> bool {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let mut req = req.body(Body::empty()).unwrap();
+    let mark = PrivateMark::get_or_insert(req.extensions_mut());
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{method} {uri}");
+    mark.is_set()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_that_changes_the_session_cannot_be_stored_by_a_shared_cache() {
+    let (app, _) = setup(&config());
+    // Creating a session (Set-Cookie): the outer cache's mark is set.
+    assert!(marked(&app, "POST", "/set/a/1", None).await);
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    // Only reading an existing session, or not touching it: not set.
+    assert!(!marked(&app, "GET", "/get/a", Some(&cookie)).await);
+    assert!(!marked(&app, "GET", "/untouched", Some(&cookie)).await);
+    assert!(!marked(&app, "GET", "/user", Some(&cookie)).await);
+    // Changing, binding, cycling, destroying: set.
+    for (method, uri) in [
+        ("POST", "/set/b/2"),
+        ("POST", "/remove/b"),
+        ("POST", "/incr"),
+        ("POST", "/login/mallory"),
+    ] {
+        assert!(marked(&app, method, uri, Some(&cookie)).await, "{uri}");
+    }
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    assert!(marked(&app, "POST", "/cycle", Some(&cookie)).await);
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    assert!(marked(&app, "POST", "/logout", Some(&cookie)).await);
+    // A read that refreshes the sliding expiry sends a Set-Cookie: set.
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(marked(&app, "GET", "/get/a", Some(&cookie)).await);
+    assert!(!marked(&app, "GET", "/get/a", Some(&cookie)).await);
+}
+
+#[tokio::test]
+async fn a_cache_inside_the_session_layer_sees_the_session_mark() {
+    // A stand-in for a response cache inside the session layer: it takes the request's mark
+    // (inserting one if none) and reports it once the handler answered.
+    let probe = axum::middleware::from_fn(
+        |mut req: Request<Body>, next: axum::middleware::Next| async move {
+            let mark = PrivateMark::get_or_insert(req.extensions_mut());
+            let mut res = next.run(req).await;
+            let private = if mark.is_set() { "yes" } else { "no" };
+            res.headers_mut()
+                .insert("x-private", axum::http::HeaderValue::from_static(private));
+            res
+        },
+    );
+    let sessions = SessionLayer::new(MemoryStore::new())
+        .with_config(&config())
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/set",
+            post(|session: Session| async move {
+                session.insert("a", "1").unwrap();
+                "set"
+            }),
+        )
+        .route("/plain", post(|| async { "plain" }))
+        .layer(probe)
+        .layer(sessions);
+    for (uri, expected) in [("/set", "yes"), ("/plain", "no")] {
+        let req = Request::post(uri).body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["x-private"], expected, "{uri}");
+    }
 }

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{Reply, app, call, conformance};
+use tower_scale_redis::redis;
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_session::{RedisStore, SessionConfig, SessionLayer};
+use tower_scale_session::{
+    RedisStore, Save, SaveOutcome, SessionConfig, SessionId, SessionLayer, SessionStore,
+};
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
 fn config() -> SessionConfig {
@@ -149,6 +152,30 @@ async fn two_instances_share_sessions() {
     assert_eq!(http.body(&a, "GET", "/user", Some(&admin)).await, "admin");
 }
 
+#[tokio::test]
+async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session() {
+    let redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let app = app(layer(store_backend.clone()));
+    let (flash, bob) = common::destroy_then_write_starts_a_new_session(&app).await;
+    let prefix = store_backend.keys().prefix();
+    // Only bob's new session in bob's index; alice's has none left.
+    assert_eq!(
+        redis
+            .cli(&["SMEMBERS", &format!("{prefix}:session-user:bob")])
+            .trim(),
+        &bob["sid=".len()..]
+    );
+    assert_eq!(
+        redis
+            .cli(&["SCARD", &format!("{prefix}:session-user:alice")])
+            .trim(),
+        "0"
+    );
+    let flash_key = format!("{prefix}:session:{}", &flash["sid=".len()..]);
+    assert_eq!(redis.cli(&["HGET", &flash_key, "__user"]).trim(), "");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_two_instances_lose_no_field() {
     let redis = RedisServer::start();
@@ -192,7 +219,7 @@ fn calls(redis: &RedisServer) -> HashMap<String, u64> {
 const SAVE_SCRIPT: &[(&str, u64)] = &[
     ("evalsha", 1),
     ("exists", 1),
-    ("hget", 1),
+    ("hmget", 1),
     ("hset", 1),
     ("pexpire", 1),
 ];
@@ -206,8 +233,8 @@ type Case<'a> = (
     &'a str,
 );
 
-/// The commands of an update of a session read in the same request: one `MULTI`/`EXEC`.
-const UPDATE_AFTER_READ: &[(&str, u64)] = &[("multi", 1), ("hset", 1), ("pexpire", 1), ("exec", 1)];
+/// The commands of an update of a session read in the same request: the save script too.
+const UPDATE_AFTER_READ: &[(&str, u64)] = SAVE_SCRIPT;
 
 /// The commands of a new session: one `MULTI`/`EXEC` transaction.
 const CREATE: &[(&str, u64)] = &[("multi", 1), ("hset", 1), ("pexpire", 1), ("exec", 1)];
@@ -260,7 +287,7 @@ async fn redis_commands_per_request_type() {
             "/incr",
             Some(&anon),
             &[&[("hgetall", 1)], UPDATE_AFTER_READ],
-            "read-modify-write: HGETALL + MULTI/EXEC",
+            "read-modify-write: HGETALL + EVALSHA",
         ),
         (
             "POST",
@@ -277,7 +304,7 @@ async fn redis_commands_per_request_type() {
                 CREATE,
                 &[("multi", 1), ("sadd", 1), ("pexpire", 1), ("exec", 1)],
             ],
-            "login: MULTI/EXEC, and the user index (MULTI SADD PEXPIRE EXEC) concurrently",
+            "login: MULTI/EXEC, then the user index (MULTI SADD PEXPIRE EXEC)",
         ),
     ];
     let mut dave = String::new();
@@ -299,7 +326,7 @@ async fn redis_commands_per_request_type() {
     assert_eq!(
         calls(&redis),
         expect(&[&[("hgetall", 1)], UPDATE_AFTER_READ]),
-        "a bound session's update: HGETALL + MULTI/EXEC, no user index refresh"
+        "a bound session's update: HGETALL + EVALSHA, no user index refresh"
     );
     let prefix = store_backend.keys().prefix();
     let pttl = |key: String| -> i64 { redis.cli(&["PTTL", &key]).trim().parse().unwrap() };
@@ -454,7 +481,7 @@ async fn sliding_refresh_extends_the_redis_ttl_without_rewriting_data() {
     let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
     assert_eq!(r.body, "1");
     assert!(r.set_cookie.as_deref().unwrap().contains("Max-Age=600"));
-    // One read, then one transaction writing only the expiry field (HSET of `__exp` alone).
+    // One read, then one save script writing only the expiry field (HSET of `__exp` alone).
     assert_eq!(
         calls(&redis),
         expect(&[&[("hgetall", 1)], UPDATE_AFTER_READ])
@@ -465,6 +492,124 @@ async fn sliding_refresh_extends_the_redis_ttl_without_rewriting_data() {
         "TTL refreshed to the full 600 s, got {pttl} ms"
     );
     assert_eq!(redis.cli(&["HGET", &key, "a"]).trim(), "\"1\"");
+}
+
+/// Instance A's Redis user may not run `DEL` (an ACL): a clean-up that depends on a `DEL`
+/// after the fact fails there, as it would on a timeout or a dropped connection.
+#[tokio::test]
+async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
+    let redis = RedisServer::start();
+    redis.cli(&[
+        "ACL", "SETUSER", "nodel", "on", ">pw", "~*", "&*", "+@all", "-del",
+    ]);
+    let a = RedisStore::new(backend(&format!(
+        "redis://nodel:pw@127.0.0.1:{}",
+        redis.port()
+    )));
+    let b = RedisStore::new(backend(&redis.url()));
+    let id = common::a_late_save_does_not_revive(&a, &b).await;
+    let index: Vec<String> = b
+        .backend()
+        .query(redis::cmd("SMEMBERS").arg(b.user_key("ivy")))
+        .await
+        .unwrap();
+    assert!(
+        !index.iter().any(|i| i == id.as_str()),
+        "the logged-out session is back in its user's index"
+    );
+}
+
+/// `__idx` records until when the user's index lives, and saves skip refreshing the index
+/// while it says so. A save on instance A, whose Redis user may not run `SADD` (an ACL: the
+/// index write fails, as on a timeout), must therefore not record a refresh: the index would
+/// then expire while the session, saved again and again, lives on, out of log-out-everywhere's
+/// reach.
+#[tokio::test]
+async fn a_failed_index_write_cannot_hide_a_session_from_log_out_everywhere() {
+    let redis = RedisServer::start();
+    redis.cli(&[
+        "ACL", "SETUSER", "nosadd", "on", ">pw", "~*", "&*", "+@all", "-sadd",
+    ]);
+    let a = RedisStore::new(backend(&format!(
+        "redis://nosadd:pw@127.0.0.1:{}",
+        redis.port()
+    )));
+    let b = RedisStore::new(backend(&redis.url()));
+    let ttl = Duration::from_secs(600);
+    let created_expiry = u64::MAX / 4;
+    let id = SessionId::random();
+    let created = b.save(Save::new(
+        &id,
+        true,
+        &[],
+        &[],
+        Some("ivy"),
+        ttl,
+        created_expiry,
+    ));
+    assert_eq!(created.await.unwrap(), SaveOutcome::Saved);
+    let indexed_until = b.load(&id).await.unwrap().unwrap().user_indexed_until;
+    // 590 s later, a request on A reads the session and changes it: the index is due for a
+    // refresh, which fails.
+    let change = vec![("a".to_owned(), "1".to_owned())];
+    let late = Save::new(
+        &id,
+        false,
+        &change,
+        &[],
+        Some("ivy"),
+        ttl,
+        created_expiry + 590_000,
+    )
+    .loaded(Some("ivy"))
+    .user_indexed_until(indexed_until);
+    assert!(a.save(late).await.is_err(), "the index write failed");
+    let record = b.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.user_indexed_until, indexed_until,
+        "a failed index write was recorded as done"
+    );
+    assert_eq!(b.delete_user("ivy").await.unwrap(), 1);
+}
+
+/// Tokio's clock moves the layer's; Redis's own does not move, so the key's TTL shows what
+/// each save asked for.
+#[tokio::test(flavor = "current_thread")]
+async fn activity_cannot_keep_a_redis_session_past_its_absolute_timeout() {
+    let redis = RedisServer::start();
+    let store_backend = backend(&redis.url());
+    let config = SessionConfig {
+        absolute_timeout: Some(Duration::from_secs(900)),
+        ..config()
+    };
+    let layer = SessionLayer::new(RedisStore::new(store_backend.clone()))
+        .with_config(&config)
+        .unwrap();
+    let app = app(layer);
+    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    let key = format!(
+        "{}:session:{}",
+        store_backend.keys().prefix(),
+        &cookie["sid=".len()..]
+    );
+    let pttl = || -> i64 { redis.cli(&["PTTL", &key]).trim().parse().unwrap() };
+    assert!(pttl() > 590_000, "{}", pttl());
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(500)).await;
+    tokio::time::resume();
+    // A read refreshing the sliding expiry: 400 s left, not 600.
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!(r.body, "1");
+    assert!((390_000..=400_000).contains(&pttl()), "{}", pttl());
+    // A write without a read: capped too.
+    redis.cli(&["PEXPIRE", &key, "1000000"]);
+    call(&app, "POST", "/set/b/2", Some(&cookie)).await;
+    assert!((390_000..=400_000).contains(&pttl()), "{}", pttl());
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(401)).await;
+    tokio::time::resume();
+    let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
+    assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
 }
 
 #[tokio::test]
@@ -529,4 +674,75 @@ async fn works_on_redis_cluster() {
         assert_eq!(call(&app, "GET", "/user", Some(cookie)).await.body, "none");
     }
     assert_eq!(call(&app, "GET", "/user", Some(&other)).await.body, "gina");
+}
+
+/// Logins loop while log-out-everywhere runs again and again: a login that lands between a
+/// log-out-everywhere's read of the user's index and its clean-up must stay in the index, so
+/// that the next log-out-everywhere ends it.
+async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let logins = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let mut ids = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let id = SessionId::random();
+                let save = Save::new(
+                    &id,
+                    true,
+                    &[],
+                    &[],
+                    Some("race"),
+                    Duration::from_secs(600),
+                    u64::MAX / 2,
+                );
+                store.save(save).await.unwrap();
+                ids.push(id);
+            }
+            ids
+        }
+    });
+    for _ in 0..300 {
+        store.delete_user("race").await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let ids = logins.await.unwrap();
+    let indexed: Vec<String> = store
+        .backend()
+        .query(redis::cmd("SMEMBERS").arg(store.user_key("race")))
+        .await
+        .unwrap();
+    let mut alive = 0;
+    for id in &ids {
+        if store.load(id).await.unwrap().is_some() {
+            assert!(
+                indexed.iter().any(|i| i == id.as_str()),
+                "a live session of the user is missing from the index ({} logins)",
+                ids.len()
+            );
+            alive += 1;
+        }
+    }
+    assert!(alive > 0, "no login ran after the last log-out-everywhere");
+    assert_eq!(store.delete_user("race").await.unwrap(), alive);
+    for id in &ids {
+        assert_eq!(store.load(id).await.unwrap(), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_during_log_out_everywhere_stays_indexed() {
+    let redis = RedisServer::start();
+    logins_during_log_out_everywhere_stay_indexed(RedisStore::new(backend(&redis.url()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_during_log_out_everywhere_stays_indexed_on_cluster() {
+    let cluster = RedisCluster::start();
+    let mut c = RedisConfig::cluster(cluster.urls());
+    c.command_timeout = Duration::from_secs(2);
+    logins_during_log_out_everywhere_stay_indexed(RedisStore::new(RedisBackend::new(c).unwrap()))
+        .await;
 }

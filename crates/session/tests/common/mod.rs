@@ -64,6 +64,14 @@ pub fn app(layer: SessionLayer) -> Router {
             }),
         )
         .route(
+            "/login-keeping-cart/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                session.cycle_id_keeping(&["cart"]);
+                session.set_user(&user);
+                Ok::<_, SessionError>("welcome")
+            }),
+        )
+        .route(
             "/cycle",
             post(|session: Session| async move {
                 session.cycle_id();
@@ -75,6 +83,25 @@ pub fn app(layer: SessionLayer) -> Router {
             post(|session: Session| async move {
                 session.destroy();
                 "bye"
+            }),
+        )
+        .route(
+            "/logout-flash",
+            post(|session: Session| async move {
+                session.destroy();
+                session.insert("flash", "bye")?;
+                Ok::<_, SessionError>("bye")
+            }),
+        )
+        .route(
+            "/switch/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                // Switch account: end the old session, start the new user's.
+                session.destroy();
+                session.set_user(&user);
+                session.insert("user", &user)?;
+                let secret: Option<String> = session.get("secret").await?;
+                Ok::<_, SessionError>(secret.unwrap_or_else(|| "none".into()))
             }),
         )
         .route(
@@ -289,4 +316,95 @@ pub async fn conformance(store: &dyn SessionStore) {
     // Deleting is idempotent.
     store.delete(&id).await.unwrap();
     store.delete(&SessionId::random()).await.unwrap();
+}
+
+/// `destroy()` then writes in the same request: the writes start a new session under a new
+/// id; the old id is dead and out of its user's index. Returns the new sessions' cookies
+/// (after the flash logout, after the account switch).
+pub async fn destroy_then_write_starts_a_new_session(app: &Router) -> (String, String) {
+    // A logout handler that also sets a flash message.
+    let old = call(app, "POST", "/login/alice", None).await.cookie();
+    call(app, "POST", "/set/secret/alice-data", Some(&old)).await;
+    let r = call(app, "POST", "/logout-flash", Some(&old)).await;
+    let flash = r.cookie();
+    assert_ne!(flash, old, "the flash message went into the old session");
+    assert_eq!(call(app, "GET", "/user", Some(&old)).await.body, "none");
+    assert_eq!(
+        call(app, "GET", "/get/secret", Some(&old)).await.body,
+        "none"
+    );
+    assert_eq!(
+        call(app, "GET", "/get/flash", Some(&flash)).await.body,
+        "bye"
+    );
+    assert_eq!(call(app, "GET", "/user", Some(&flash)).await.body, "none");
+    assert_eq!(
+        call(app, "GET", "/get/secret", Some(&flash)).await.body,
+        "none"
+    );
+    let admin = call(app, "POST", "/login/admin", None).await.cookie();
+    assert_eq!(
+        call(app, "POST", "/logout-all/alice", Some(&admin))
+            .await
+            .body,
+        "0",
+        "the old id left alice's index"
+    );
+
+    // Switch account: alice's session must not be merged into bob's.
+    let old = call(app, "POST", "/login/alice", None).await.cookie();
+    call(app, "POST", "/set/secret/alice-data", Some(&old)).await;
+    let r = call(app, "POST", "/switch/bob", Some(&old)).await;
+    assert_eq!(r.body, "none", "bob's request read alice's data");
+    let bob = r.cookie();
+    assert_ne!(bob, old, "bob was merged into alice's session");
+    assert_eq!(call(app, "GET", "/user", Some(&old)).await.body, "none");
+    assert_eq!(call(app, "GET", "/user", Some(&bob)).await.body, "bob");
+    assert_eq!(
+        call(app, "GET", "/get/secret", Some(&bob)).await.body,
+        "none"
+    );
+    assert_eq!(
+        call(app, "POST", "/logout-all/alice", Some(&admin))
+            .await
+            .body,
+        "0"
+    );
+    assert_eq!(call(app, "GET", "/user", Some(&bob)).await.body, "bob");
+    (flash, bob)
+}
+
+/// A request on instance A loads a session bound to a user; instance B logs it out; A then
+/// saves a change. The session must stay gone: `a` must not recreate it (nor, for a store
+/// with a user index, put it back there; the caller checks that). Returns the session's id.
+pub async fn a_late_save_does_not_revive(a: &dyn SessionStore, b: &dyn SessionStore) -> SessionId {
+    use std::time::Duration;
+    let ttl = Duration::from_secs(600);
+    let far = u64::MAX / 2;
+    let id = SessionId::random();
+    let set = vec![("a".to_owned(), "1".to_owned())];
+    let created = a.save(Save::new(&id, true, &set, &[], Some("ivy"), ttl, far));
+    assert_eq!(created.await.unwrap(), SaveOutcome::Saved);
+    let loaded = a.load(&id).await.unwrap().expect("the session A loads");
+    assert_eq!(loaded.user.as_deref(), Some("ivy"));
+    b.delete(&id).await.unwrap();
+    // A's save of the request that loaded the session before the logout; its user index is
+    // due for a refresh (as for a session whose recorded index expiry is near).
+    let change = vec![("a".to_owned(), "2".to_owned())];
+    let late = Save::new(&id, false, &change, &[], Some("ivy"), ttl, far)
+        .loaded(Some("ivy"))
+        .user_indexed_until(None);
+    let outcome = a.save(late).await;
+    assert_eq!(
+        b.load(&id).await.unwrap(),
+        None,
+        "the logged-out session came back"
+    );
+    assert_eq!(
+        a.load(&id).await.unwrap(),
+        None,
+        "the logged-out session came back"
+    );
+    assert_eq!(outcome.unwrap(), SaveOutcome::Missing);
+    id
 }
