@@ -137,13 +137,9 @@ where
     }
 }
 
+/// The peer's address, from axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension.
 #[inline]
-fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> Key {
-    Key::ip(ip, ipv6_prefix)
-}
-
-#[inline]
-fn peer_ip(ext: &Extensions) -> Option<IpAddr> {
+pub(crate) fn peer_ip(ext: &Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0.ip());
@@ -176,98 +172,7 @@ impl PeerIp {
 
 impl KeyExtractor for PeerIp {
     fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        peer_ip(req.extensions()).map(|ip| ip_key(ip, self.ipv6_prefix))
-    }
-}
-
-/// The client's IP address behind `trusted_hops` reverse proxies: the address that many
-/// entries from the right of the standard `Forwarded` header (its `for=` parameters, RFC 7239)
-/// or, when that is absent, of `X-Forwarded-For` (each trusted proxy appends the address it
-/// saw).
-/// Entries to the left of it were written by the client and are never trusted, so a client
-/// cannot pick another client's key by sending its own header. With `trusted_hops = 0`, or when
-/// the header is missing, malformed or shorter than the hop count, the peer address is used.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIp {
-    trusted_hops: usize,
-    ipv6_prefix: u8,
-}
-
-impl ClientIp {
-    /// Behind `trusted_hops` proxies that append to `X-Forwarded-For` (1 for one nginx).
-    pub const fn new(trusted_hops: usize) -> Self {
-        Self {
-            trusted_hops,
-            ipv6_prefix: 64,
-        }
-    }
-
-    /// Keys IPv6 clients by their first `bits` bits (default 64).
-    #[must_use]
-    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.ipv6_prefix = bits.min(128);
-        self
-    }
-
-    fn forwarded(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        if self.trusted_hops == 0 {
-            return None;
-        }
-        // The standard `Forwarded` header when present, else `X-Forwarded-For`; all lines of
-        // a header, in order, form one list.
-        let entries: Vec<Option<IpAddr>> = if headers.contains_key(http::header::FORWARDED) {
-            let mut entries = Vec::new();
-            for value in headers.get_all(http::header::FORWARDED) {
-                for element in value.to_str().ok()?.split(',') {
-                    entries.push(forwarded_for(element));
-                }
-            }
-            entries
-        } else {
-            let mut entries = Vec::new();
-            for value in headers.get_all("x-forwarded-for") {
-                entries.extend(value.to_str().ok()?.split(',').map(parse_ip));
-            }
-            entries
-        };
-        let index = entries.len().checked_sub(self.trusted_hops)?;
-        *entries.get(index)?
-    }
-}
-
-/// An address as written in `X-Forwarded-For` or a `for=` parameter: `1.2.3.4`,
-/// `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:443`, possibly quoted. `unknown` and obfuscated
-/// identifiers are `None`.
-fn parse_ip(raw: &str) -> Option<IpAddr> {
-    let raw = raw.trim().trim_matches('"');
-    raw.parse::<IpAddr>()
-        .ok()
-        .or_else(|| raw.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .or_else(|| {
-            raw.strip_prefix('[')?
-                .split(']')
-                .next()?
-                .parse::<Ipv6Addr>()
-                .ok()
-                .map(IpAddr::V6)
-        })
-}
-
-/// The `for=` parameter of one `Forwarded` element (RFC 7239).
-fn forwarded_for(element: &str) -> Option<IpAddr> {
-    element.split(';').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| parse_ip(value))?
-    })
-}
-
-impl KeyExtractor for ClientIp {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        self.forwarded(req.headers())
-            .or_else(|| peer_ip(req.extensions()))
-            .map(|ip| ip_key(ip, self.ipv6_prefix))
+        peer_ip(req.extensions()).map(|ip| Key::ip(ip, self.ipv6_prefix))
     }
 }
 
@@ -329,107 +234,11 @@ impl KeyExtractor for GlobalKey {
 mod tests {
     use super::*;
 
-    fn req(xff: &[&str], peer: &str) -> Request<()> {
-        let mut b = Request::builder();
-        for v in xff {
-            b = b.header("x-forwarded-for", *v);
-        }
-        let mut r = b.body(()).unwrap();
+    fn req(peer: &str) -> Request<()> {
+        let mut r = Request::new(());
         r.extensions_mut()
             .insert(peer.parse::<SocketAddr>().unwrap());
         r
-    }
-
-    #[test]
-    fn client_ip_trusts_only_the_configured_hops() {
-        let one = ClientIp::new(1);
-        // The proxy appended the client's address last; what the client wrote is ignored.
-        let r = req(&["6.6.6.6, 1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("1.2.3.4")
-        );
-        assert_eq!(
-            ClientIp::new(2)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("6.6.6.6")
-        );
-        // Several header lines form one list.
-        let r = req(&["6.6.6.6", "1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("1.2.3.4")
-        );
-        // Malformed, missing or too short: the peer address, never a panic.
-        for xff in [&["not-an-ip"][..], &[][..], &["1.2.3.4, , ,,"][..]] {
-            let r = req(xff, "10.0.0.1:5000");
-            assert_eq!(
-                one.extract(&r).map(|k| k.to_string()).as_deref(),
-                Some("10.0.0.1"),
-                "{xff:?}"
-            );
-        }
-        let r = req(&["1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(
-            ClientIp::new(3)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("10.0.0.1")
-        );
-        // An entry written as `ip:port` or `[v6]:port`.
-        let r = req(&["1.2.3.4:5678"], "10.0.0.1:5000");
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("1.2.3.4")
-        );
-        assert_eq!(
-            ClientIp::new(0)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("10.0.0.1")
-        );
-    }
-
-    #[test]
-    fn the_forwarded_header_is_read_before_x_forwarded_for() {
-        let mut r = req(&["9.9.9.9"], "10.0.0.1:5000");
-        r.headers_mut().append(
-            "forwarded",
-            r#"for=6.6.6.6;proto=http, For="[2001:db8:cafe::17]:4711";by=10.0.0.1"#
-                .parse()
-                .unwrap(),
-        );
-        let one = ClientIp::new(1);
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("2001:db8:cafe::/64")
-        );
-        assert_eq!(
-            ClientIp::new(2)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("6.6.6.6")
-        );
-        // An obfuscated or unknown hop is no address: the peer is used.
-        let mut r = req(&[], "10.0.0.1:5000");
-        r.headers_mut()
-            .append("forwarded", "for=unknown".parse().unwrap());
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("10.0.0.1")
-        );
-        let mut r = req(&[], "10.0.0.1:5000");
-        r.headers_mut()
-            .append("forwarded", "for=_hidden;by=x, ;;==,".parse().unwrap());
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("10.0.0.1")
-        );
     }
 
     #[test]
@@ -452,9 +261,9 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_keyed_by_prefix() {
-        let a = req(&[], "[2001:db8:1:2:aaaa::1]:443");
-        let b = req(&[], "[2001:db8:1:2:bbbb::9]:443");
-        let other = req(&[], "[2001:db8:1:3::1]:443");
+        let a = req("[2001:db8:1:2:aaaa::1]:443");
+        let b = req("[2001:db8:1:2:bbbb::9]:443");
+        let other = req("[2001:db8:1:3::1]:443");
         let key = |r: &Request<()>| PeerIp::default().extract(r).unwrap().to_string();
         assert_eq!(key(&a), "2001:db8:1:2::/64");
         assert_eq!(key(&a), key(&b));
@@ -467,7 +276,7 @@ mod tests {
                 .to_string(),
             "2001:db8:1:2:aaaa::1/128"
         );
-        let mapped = req(&[], "[::ffff:1.2.3.4]:1");
+        let mapped = req("[::ffff:1.2.3.4]:1");
         assert_eq!(key(&mapped), "1.2.3.4");
     }
 }

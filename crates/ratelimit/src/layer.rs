@@ -122,6 +122,15 @@ pub enum BuildError {
     /// The policy name cannot be used in headers.
     #[error("policy name {0:?} must be non-empty ASCII letters, digits, '-' or '_'")]
     Name(String),
+    /// A trusted proxy is neither an address nor a CIDR range.
+    #[error(
+        "invalid trusted proxy {0:?}: expected an address or a CIDR range such as 10.0.0.0/8 or 2001:db8::/32"
+    )]
+    TrustedProxy(String),
+    /// A `client_ip` key in a config gives both or neither of `trusted_hops` and
+    /// `trusted_proxies`.
+    #[error("a client_ip key needs exactly one of trusted_hops and trusted_proxies")]
+    ClientIpTrust,
     /// `fallback_instances` must be at least 1.
     #[error("fallback_instances must be at least 1 (the number of instances sharing the quota)")]
     FallbackInstances,
