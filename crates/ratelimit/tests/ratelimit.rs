@@ -1022,3 +1022,36 @@ async fn count_if_while_redis_is_down_counts_on_the_local_share() {
     // This instance's share: 3 failures per 2 hours; successes still free.
     only_failures_count(&app).await;
 }
+
+/// Through `HybridStore`, `RateLimit` reports what the quota has left (as of the last lease,
+/// plus this instance's unspent lease units), not what is left of the local lease.
+#[tokio::test]
+async fn hybrid_ratelimit_header_reports_the_quotas_remainder_not_the_leases() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let store =
+        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(0);
+    // One unit every 144 s: none comes back during the test.
+    let app = app(RateLimitLayer::new(store, [Quota::per_hour(25)])
+        .unwrap()
+        .key_with(api_key()));
+    for i in 0..25 {
+        let res = hit(&app, Some("k")).await;
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        let field = res.headers()["ratelimit"].to_str().unwrap().to_owned();
+        let (remaining, reset) = field
+            .strip_prefix("\"default\";r=")
+            .and_then(|rest| rest.split_once(";t="))
+            .unwrap_or_else(|| panic!("request {i}: {field}"));
+        assert_eq!(remaining, (24 - i).to_string(), "request {i}: {field}");
+        // Full again once the units spent so far have come back, 144 s each (less the time
+        // the test has taken, under a second).
+        let reset: u64 = reset.parse().unwrap();
+        let full = 144 * (i + 1);
+        assert!((full - 2..=full).contains(&reset), "request {i}: {field}");
+    }
+    assert_eq!(
+        hit(&app, Some("k")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
