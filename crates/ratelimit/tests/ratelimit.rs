@@ -1051,3 +1051,36 @@ async fn hybrid_ratelimit_header_reports_the_quotas_remainder_not_the_leases() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+/// Configuring a layer whose policy a clone shares gives it a policy of its own: the clone
+/// keeps its configuration, and nothing panics.
+#[tokio::test(start_paused = true)]
+async fn configuring_a_cloned_layer_gives_it_its_own_policy_instead_of_panicking() {
+    let base = memory(vec![Quota::per_minute(1)]);
+    let kept = base.clone();
+    let quiet = base.headers(false).dry_run(true).name("quiet").unwrap();
+    let (kept, quiet) = (app(kept), app(quiet));
+    let res = hit(&kept, Some("k")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit-policy"], "\"default\";q=1;w=60");
+    assert_eq!(
+        hit(&kept, Some("k")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for _ in 0..3 {
+        let res = hit(&quiet, Some("q")).await;
+        assert_eq!(res.status(), StatusCode::OK, "dry run");
+        assert!(!res.headers().contains_key("ratelimit-policy"));
+    }
+    // A layer configured after it built a service: the service keeps the policy it had.
+    let layer = memory(vec![Quota::per_minute(1)]);
+    let before = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer.clone());
+    let after = app(layer.cost(2));
+    assert_eq!(hit(&before, Some("b")).await.status(), StatusCode::OK);
+    // A cost of 2 never fits a burst of 1.
+    assert_eq!(
+        hit(&after, Some("a")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
