@@ -1084,3 +1084,54 @@ async fn configuring_a_cloned_layer_gives_it_its_own_policy_instead_of_panicking
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+/// A key extractor keying signed-in users by name and everyone else by address: a user named
+/// like an address, or like another key once Redis's hash-tag braces are rewritten, must not
+/// count in that key's Redis bucket.
+#[tokio::test]
+async fn a_text_key_cannot_share_another_keys_redis_bucket() {
+    use axum::http::{Extensions, HeaderMap};
+    use std::net::SocketAddr;
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let user_or_address = |h: &HeaderMap, e: &Extensions| -> Option<Key> {
+        match h.get("x-user") {
+            Some(user) => Some(Key::from(user.to_str().ok()?)),
+            None => e.get::<SocketAddr>().map(|a| Key::ip(a.ip(), 64)),
+        }
+    };
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_hour(1)])
+            .unwrap()
+            .key_with(user_or_address),
+    );
+    let call = |peer: &str, user: Option<&str>| {
+        let mut req = Request::get("/");
+        if let Some(user) = user {
+            req = req.header("x-user", user);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(peer.parse::<SocketAddr>().unwrap());
+        app.clone().oneshot(req)
+    };
+    let pairs = [
+        // (the first key's request, a request with another key)
+        (("203.0.113.9:1", None), ("10.0.0.1:1", Some("203.0.113.9"))),
+        (
+            ("[2001:db8::1]:1", None),
+            ("10.0.0.1:1", Some("2001:db8::/64")),
+        ),
+        (("10.0.0.1:1", Some("a{b}")), ("10.0.0.1:1", Some("a_b_"))),
+        (("10.0.0.1:1", Some("x}{")), ("10.0.0.1:1", Some("x__"))),
+    ];
+    for ((peer, user), (other_peer, other_user)) in pairs {
+        let first = call(peer, user).await.unwrap().status();
+        assert_eq!(first, StatusCode::OK, "{peer} {user:?}");
+        let other = call(other_peer, other_user).await.unwrap().status();
+        assert_eq!(
+            other,
+            StatusCode::OK,
+            "{other_user:?} after {peer} {user:?}"
+        );
+    }
+}
