@@ -5,8 +5,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use http::{Extensions, HeaderMap, HeaderName, Request};
 
 /// A rate-limit key: a client address, kept as its bits (no allocation, no formatting per
-/// request), or text (an API key, a user id). Its text form (`Display`), e.g. `1.2.3.4`,
-/// `2001:db8::/64` or the text itself, names it in Redis.
+/// request), or text (an API key, a user id). Its text form (`Display`) is e.g. `1.2.3.4`,
+/// `2001:db8::/64` or the text itself.
+///
+/// In a shared store (Redis) a key is named by its text form, except a text that contains
+/// `%`, `{` or `}`, or spells an address key (`1.2.3.4`, `2001:db8::/64`): it is written as
+/// `%` followed by the text with those three characters percent-encoded (`%25`, `%7B`,
+/// `%7D`). So two different keys never share a Redis key, and none holds the braces of
+/// Redis Cluster's hash tag.
 ///
 /// ```
 /// use tower_scale_ratelimit::Key;
@@ -70,8 +76,9 @@ impl Key {
 }
 
 impl Key {
-    /// Appends the text form (as `Display` writes it), IPv4 addresses without the formatting
-    /// machinery: this runs once per request sent to a shared store.
+    /// Appends the name in a shared store (the text form, escaped as the type's docs say),
+    /// IPv4 addresses without the formatting machinery: this runs once per request sent to a
+    /// shared store.
     pub(crate) fn write_to(&self, out: &mut String) {
         match &self.0 {
             Repr::V4(bits) => {
@@ -88,6 +95,17 @@ impl Key {
                     out.push(char::from(b'0' + octet % 10));
                 }
             }
+            Repr::Text(text) if needs_escape(text) => {
+                out.push('%');
+                for c in text.chars() {
+                    match c {
+                        '%' => out.push_str("%25"),
+                        '{' => out.push_str("%7B"),
+                        '}' => out.push_str("%7D"),
+                        c => out.push(c),
+                    }
+                }
+            }
             Repr::Text(text) => out.push_str(text),
             Repr::V6(..) => {
                 use std::fmt::Write as _;
@@ -95,6 +113,17 @@ impl Key {
             }
         }
     }
+}
+
+/// Whether a text key is escaped in a shared store: it holds `%` (the escape), `{` or `}`
+/// (Redis Cluster's hash tag), or it spells what an address key writes (a whole IPv4 address,
+/// or an IPv6 address and a prefix length).
+fn needs_escape(text: &str) -> bool {
+    text.bytes().any(|b| matches!(b, b'%' | b'{' | b'}'))
+        || text.parse::<Ipv4Addr>().is_ok()
+        || text
+            .split_once('/')
+            .is_some_and(|(ip, bits)| ip.parse::<Ipv6Addr>().is_ok() && bits.parse::<u8>().is_ok())
 }
 
 impl fmt::Display for Key {
@@ -241,21 +270,104 @@ mod tests {
         r
     }
 
+    fn written(key: &Key) -> String {
+        let mut out = String::new();
+        key.write_to(&mut out);
+        out
+    }
+
     #[test]
-    fn written_text_is_the_display_form() {
+    fn written_text_is_the_display_form_or_escaped() {
         let keys = [
             Key::ip("0.0.0.0".parse().unwrap(), 64),
             Key::ip("10.0.99.100".parse().unwrap(), 64),
             Key::ip("255.9.10.199".parse().unwrap(), 64),
             Key::ip("::ffff:1.2.3.4".parse().unwrap(), 64),
             Key::ip("2001:db8:1:2:aaaa::1".parse().unwrap(), 48),
-            Key::from("api-{key}"),
+            Key::from("api-key_1:x/y"),
             Key::from_static("global"),
         ];
         for key in keys {
-            let mut out = String::from("p:");
-            key.write_to(&mut out);
-            assert_eq!(out, format!("p:{key}"));
+            assert_eq!(written(&key), key.to_string());
+        }
+        for (text, escaped) in [
+            ("api-{key}", "%api-%7Bkey%7D"),
+            ("100%", "%100%25"),
+            ("1.2.3.4", "%1.2.3.4"),
+            ("2001:db8::/64", "%2001:db8::/64"),
+            ("%", "%%25"),
+        ] {
+            assert_eq!(written(&Key::from(text)), escaped);
+        }
+    }
+
+    /// The key as [`Key::write_to`] wrote it, read back: the proof that no two keys share a
+    /// name in a shared store.
+    fn read_back(written: &str) -> Key {
+        if let Some(escaped) = written.strip_prefix('%') {
+            let text = escaped
+                .replace("%7D", "}")
+                .replace("%7B", "{")
+                .replace("%25", "%");
+            return Key::from(text);
+        }
+        if let Ok(v4) = written.parse::<Ipv4Addr>() {
+            return Key::ip(IpAddr::V4(v4), 32);
+        }
+        if let Some((ip, bits)) = written.split_once('/')
+            && let (Ok(ip), Ok(bits)) = (ip.parse::<Ipv6Addr>(), bits.parse::<u8>())
+        {
+            return Key::ip(IpAddr::V6(ip), bits);
+        }
+        Key::from(written)
+    }
+
+    fn any_key() -> impl proptest::strategy::Strategy<Value = Key> {
+        use proptest::prelude::*;
+        // Text near the other forms: addresses as text, the escape and the braces.
+        let near = prop::collection::vec(
+            prop_oneof![
+                Just("%".to_owned()),
+                Just("{".to_owned()),
+                Just("}".to_owned()),
+                Just("_".to_owned()),
+                Just("%25".to_owned()),
+                Just("%7B".to_owned()),
+                Just(":".to_owned()),
+                Just("/".to_owned()),
+                any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+                any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
+                (0u8..=130).prop_map(|bits| bits.to_string()),
+                "[a-z0-9.]{0,4}",
+            ],
+            0..5,
+        )
+        .prop_map(|parts| Key::from(parts.concat()));
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(|ip| Key::ip(IpAddr::V4(ip), 64)),
+            (any::<std::net::Ipv6Addr>(), 0u8..=128)
+                .prop_map(|(ip, bits)| Key::ip(IpAddr::V6(ip), bits)),
+            any::<String>().prop_map(Key::from),
+            near,
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// A key's name in a shared store holds no hash-tag brace, and reads back as the key:
+        /// so distinct keys never share a Redis key.
+        #[test]
+        fn a_keys_name_in_redis_has_no_brace_and_reads_back_as_the_key(key in any_key()) {
+            let name = written(&key);
+            proptest::prop_assert!(!name.contains(['{', '}']), "{name}");
+            proptest::prop_assert_eq!(read_back(&name), key);
+        }
+
+        /// Two keys share a name only when they are the same key.
+        #[test]
+        fn distinct_keys_never_share_a_name(a in any_key(), b in any_key()) {
+            proptest::prop_assert_eq!(a == b, written(&a) == written(&b), "{} {}", a, b);
         }
     }
 
