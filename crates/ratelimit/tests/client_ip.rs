@@ -155,3 +155,259 @@ async fn client_ip_config_names_its_header_and_its_trusted_proxies() {
         assert!(err.to_string().contains("exactly one"), "{err}");
     }
 }
+
+/// Property tests of the header parsers, through the extractor: what the client sends is
+/// arbitrary (any bytes, or near-valid text built from the headers' own syntax), and the
+/// trusted proxies append what the configuration says. The client is then always the address
+/// the outermost trusted proxy saw (or, where a proxy wrote a non-address, the peer or an
+/// address a trusted proxy appended), never anything the client wrote.
+mod properties {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    use axum::http::{HeaderName, HeaderValue, Request};
+    use proptest::prelude::*;
+    use tower_scale_ratelimit::{ClientIp, ForwardedHeader, Key, KeyExtractor};
+
+    const RANGES: [&str; 2] = ["10.0.0.0/8", "2001:db8::/32"];
+
+    fn trusted_range(ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4.octets()[0] == 10,
+            IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0x0db8],
+        }
+    }
+
+    fn trusted_address() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|bits| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | bits >> 8))),
+            any::<u128>().prop_map(|bits| {
+                IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | bits >> 32))
+            }),
+        ]
+    }
+
+    fn outside_address() -> impl Strategy<Value = IpAddr> {
+        any::<IpAddr>().prop_filter("outside the trusted ranges", |ip| {
+            !trusted_range(ip.to_canonical())
+        })
+    }
+
+    fn header() -> impl Strategy<Value = ForwardedHeader> {
+        prop_oneof![
+            Just(ForwardedHeader::Forwarded),
+            Just(ForwardedHeader::XForwardedFor),
+            Just(ForwardedHeader::XRealIp),
+            Just(ForwardedHeader::custom("x-client").unwrap()),
+        ]
+    }
+
+    fn name(header: &ForwardedHeader) -> HeaderName {
+        HeaderName::from_static(match header {
+            ForwardedHeader::Forwarded => "forwarded",
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::XRealIp => "x-real-ip",
+            _ => "x-client",
+        })
+    }
+
+    /// What the client writes: any bytes a header value may hold, or text made of the
+    /// headers' own syntax and addresses.
+    fn client_part() -> impl Strategy<Value = Vec<u8>> {
+        let bytes = prop::collection::vec(any::<u8>(), 0..48).prop_map(|bytes| {
+            bytes
+                .into_iter()
+                .filter(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
+                .collect()
+        });
+        let token = prop_oneof![
+            Just("for=".to_owned()),
+            Just("For=".to_owned()),
+            Just("by=".to_owned()),
+            Just("\"".to_owned()),
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            Just(":80".to_owned()),
+            Just(",".to_owned()),
+            Just(", ".to_owned()),
+            Just(";".to_owned()),
+            Just("=".to_owned()),
+            Just(" ".to_owned()),
+            Just("unknown".to_owned()),
+            Just("_hidden".to_owned()),
+            any::<IpAddr>().prop_map(|ip| ip.to_string()),
+            any::<SocketAddr>().prop_map(|addr| addr.to_string()),
+            "[a-z0-9.:]{0,6}",
+        ];
+        let text =
+            prop::collection::vec(token, 0..10).prop_map(|parts| parts.concat().into_bytes());
+        prop_oneof![bytes, text]
+    }
+
+    /// One entry a trusted proxy appends: the address it received the request from, in one of
+    /// the forms proxies write, or (`hidden`) a non-address.
+    fn entry(header: &ForwardedHeader, ip: IpAddr, form: u8, hidden: bool) -> String {
+        let forwarded = *header == ForwardedHeader::Forwarded;
+        let text = match (hidden, ip, form % 3) {
+            (true, _, 0) => "unknown".to_owned(),
+            (true, _, _) => "_hidden".to_owned(),
+            (false, IpAddr::V6(v6), 1) => format!("[{v6}]:4711"),
+            (false, ip, 2) if forwarded => format!("{ip};proto=https"),
+            (false, ip, _) => ip.to_string(),
+        };
+        match (forwarded, ip, text.starts_with('[')) {
+            (true, _, true) => format!("for=\"{text}\""),
+            (true, _, false) => format!("for={text}"),
+            (false, _, _) => text,
+        }
+    }
+
+    /// The header lines: the client's part, then each appended entry on the same line
+    /// (`, entry`, as nginx appends) or on a line of its own.
+    fn lines(client: &[u8], appended: &[String], own_line: &[bool]) -> Vec<HeaderValue> {
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        if !client.is_empty() {
+            lines.push(client.to_vec());
+        }
+        for (entry, own) in appended.iter().zip(own_line) {
+            match lines.last_mut() {
+                Some(line) if !own => line.extend_from_slice(format!(", {entry}").as_bytes()),
+                _ => lines.push(entry.clone().into_bytes()),
+            }
+        }
+        lines
+            .into_iter()
+            .map(|line| HeaderValue::from_bytes(&line).unwrap())
+            .collect()
+    }
+
+    fn request(header: &ForwardedHeader, lines: Vec<HeaderValue>, peer: IpAddr) -> Request<()> {
+        let mut req = Request::new(());
+        for line in lines {
+            req.headers_mut().append(name(header), line);
+        }
+        req.extensions_mut().insert(SocketAddr::new(peer, 443));
+        req
+    }
+
+    /// A chain: the client's address, then up to 3 proxies in the trusted ranges (the last
+    /// one is the peer), each entry in some form, some hidden, on the same line or not.
+    #[derive(Debug, Clone)]
+    struct Chain {
+        header: ForwardedHeader,
+        client_part: Vec<u8>,
+        client: IpAddr,
+        proxies: Vec<IpAddr>,
+        forms: Vec<u8>,
+        hidden: Vec<bool>,
+        own_line: Vec<bool>,
+    }
+
+    fn chain() -> impl Strategy<Value = Chain> {
+        (
+            header(),
+            client_part(),
+            outside_address(),
+            prop::collection::vec(trusted_address(), 0..4),
+            prop::collection::vec(any::<u8>(), 4),
+            prop::collection::vec(prop::bool::weighted(0.15), 4),
+            prop::collection::vec(any::<bool>(), 4),
+        )
+            .prop_map(
+                |(header, client_part, client, proxies, forms, hidden, own_line)| Chain {
+                    header,
+                    client_part,
+                    client,
+                    proxies,
+                    forms,
+                    hidden,
+                    own_line,
+                },
+            )
+    }
+
+    impl Chain {
+        /// The addresses the trusted proxies appended, in order (the client's first), and the
+        /// peer.
+        fn appended(&self) -> (Vec<(IpAddr, bool)>, IpAddr) {
+            let mut seen = vec![self.client];
+            seen.extend(&self.proxies);
+            let peer = seen.pop().expect("the client at least");
+            let entries = seen
+                .into_iter()
+                .enumerate()
+                .map(|(i, ip)| (ip, self.hidden[i]))
+                .collect();
+            (entries, peer)
+        }
+
+        fn request(&self) -> Request<()> {
+            let (appended, peer) = self.appended();
+            let texts: Vec<String> = appended
+                .iter()
+                .enumerate()
+                .map(|(i, (ip, hidden))| entry(&self.header, *ip, self.forms[i], *hidden))
+                .collect();
+            request(
+                &self.header,
+                lines(&self.client_part, &texts, &self.own_line),
+                peer,
+            )
+        }
+    }
+
+    fn key(ip: IpAddr) -> Key {
+        Key::ip(ip, 64)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Behind proxies trusted by range: the client is the address the outermost one saw
+        /// when every proxy wrote an address; otherwise the peer or an address a trusted
+        /// proxy appended. Never what the client wrote.
+        #[test]
+        fn behind_trusted_ranges_the_client_never_picks_its_address(chain in chain()) {
+            let extractor = ClientIp::trusting(RANGES).unwrap().header(chain.header.clone());
+            let got = extractor.extract(&chain.request());
+            let (appended, peer) = chain.appended();
+            if appended.iter().all(|(_, hidden)| !hidden) {
+                prop_assert_eq!(got, Some(key(chain.client)));
+            } else {
+                let allowed: Vec<Key> = appended
+                    .iter()
+                    .filter(|(_, hidden)| !hidden)
+                    .map(|(ip, _)| key(*ip))
+                    .chain([key(peer)])
+                    .collect();
+                let got = got.expect("a peer address: a key");
+                prop_assert!(allowed.contains(&got), "{got} not in {allowed:?}");
+            }
+        }
+
+        /// Behind `n` proxies trusted by count: the `n`-th entry from the right (the address
+        /// the outermost proxy saw), or the peer when that proxy wrote a non-address.
+        #[test]
+        fn behind_trusted_hops_the_client_never_picks_its_address(chain in chain()) {
+            let (appended, peer) = chain.appended();
+            let extractor = ClientIp::new(appended.len()).header(chain.header.clone());
+            let got = extractor.extract(&chain.request());
+            let expected = match appended.first() {
+                Some((ip, false)) => *ip,
+                _ => peer,
+            };
+            prop_assert_eq!(got, Some(key(expected)));
+        }
+
+        /// A peer outside the ranges is the client, whatever the header holds.
+        #[test]
+        fn an_untrusted_peer_is_the_client(
+            header in header(),
+            client_part in client_part(),
+            peer in outside_address(),
+        ) {
+            let lines = lines(&client_part, &[], &[]);
+            let extractor = ClientIp::trusting(RANGES).unwrap().header(header.clone());
+            prop_assert_eq!(extractor.extract(&request(&header, lines, peer)), Some(key(peer)));
+        }
+    }
+}
