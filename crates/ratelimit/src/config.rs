@@ -3,14 +3,15 @@ use std::time::Duration;
 use http::{HeaderName, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::key::{ClientIp, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp};
+use crate::client_ip::{ClientIp, ForwardedHeader};
+use crate::key::{GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp};
 use crate::layer::{BuildError, MissingKey, OnStoreError, RateLimitLayer};
 use crate::quota::Quota;
 use crate::store::Store;
 
-/// Which key a config-built policy counts by.
+/// Which key a config-built policy counts by. Unknown fields are errors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
 pub enum KeySource {
     /// The peer address ([`PeerIp`]).
     PeerIp {
@@ -18,10 +19,18 @@ pub enum KeySource {
         #[serde(default = "default_prefix")]
         ipv6_prefix: u8,
     },
-    /// The client address behind trusted proxies ([`ClientIp`]).
+    /// The client address behind trusted proxies ([`ClientIp`]): `header` and exactly one
+    /// of `trusted_hops` and `trusted_proxies`.
     ClientIp {
-        /// Trusted proxies in front of the service.
-        trusted_hops: usize,
+        /// The header the trusted proxies write (required): `"x-forwarded-for"`,
+        /// `"forwarded"`, `"x-real-ip"` or `{ custom = "<name>" }`.
+        header: ForwardedHeaderConfig,
+        /// How many proxies in front of the service append to the header.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trusted_hops: Option<usize>,
+        /// The trusted proxies' addresses or CIDR ranges (`"10.0.0.0/8"`, `"2001:db8::/32"`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        trusted_proxies: Vec<String>,
         /// IPv6 prefix length (default 64).
         #[serde(default = "default_prefix")]
         ipv6_prefix: u8,
@@ -33,6 +42,33 @@ pub enum KeySource {
     },
     /// One bucket for everyone ([`GlobalKey`]).
     Global,
+}
+
+/// [`ForwardedHeader`] in config files: `"x-forwarded-for"`, `"forwarded"`, `"x-real-ip"`, or
+/// `{ custom = "<header name>" }`. Any other string is an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ForwardedHeaderConfig {
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+    /// `X-Forwarded-For`.
+    XForwardedFor,
+    /// `X-Real-IP`.
+    XRealIp,
+    /// Another header, named here.
+    Custom(String),
+}
+
+impl ForwardedHeaderConfig {
+    fn build(&self) -> Result<ForwardedHeader, BuildError> {
+        Ok(match self {
+            Self::Forwarded => ForwardedHeader::Forwarded,
+            Self::XForwardedFor => ForwardedHeader::XForwardedFor,
+            Self::XRealIp => ForwardedHeader::XRealIp,
+            Self::Custom(name) => ForwardedHeader::custom(name)?,
+        })
+    }
 }
 
 fn default_prefix() -> u8 {
@@ -166,9 +202,18 @@ impl RateLimitLayer {
                 AnyKey::PeerIp(PeerIp::default().ipv6_prefix(*ipv6_prefix))
             }
             KeySource::ClientIp {
+                header,
                 trusted_hops,
+                trusted_proxies,
                 ipv6_prefix,
-            } => AnyKey::ClientIp(ClientIp::new(*trusted_hops).ipv6_prefix(*ipv6_prefix)),
+            } => {
+                let key = match (trusted_hops, trusted_proxies.is_empty()) {
+                    (Some(hops), true) => ClientIp::new(*hops),
+                    (None, false) => ClientIp::trusting(trusted_proxies)?,
+                    _ => return Err(BuildError::ClientIpTrust),
+                };
+                AnyKey::ClientIp(key.header(header.build()?).ipv6_prefix(*ipv6_prefix))
+            }
             KeySource::Header { name } => AnyKey::Header(HeaderKey(
                 HeaderName::try_from(name.as_str())
                     .map_err(|_| BuildError::Header(name.clone()))?,

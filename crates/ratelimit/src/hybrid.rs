@@ -26,6 +26,13 @@ use crate::{Key, Quota};
 /// tail latency of a hot key). An instance then holds at most `lease + low-water` units, so
 /// the lower bound above becomes `quota - n × (lease + low-water)`.
 ///
+/// The `RateLimit` header field of a request decided from a lease reports the quota, as well
+/// as this instance can know it: what the shared store said the quota had left when it
+/// granted the last lease, plus the lease's units this instance has not spent yet; and the
+/// time until the quota is full again by that answer, counting those units as not spent.
+/// What other instances spent since, and what the quota regained since, show from the next
+/// lease on.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use tower_scale_ratelimit::{HybridStore, Quota, RateLimitLayer, RedisStore};
@@ -95,6 +102,39 @@ struct Lease {
     expires: Instant,
     /// A background renewal was started for this lease (reset when a lease is installed).
     renewing: bool,
+    /// What the quota had left when the shared store last granted a lease, its units taken.
+    quota_remaining: u32,
+    /// When the quota was full again by that answer, its units counted as spent.
+    quota_full_at: Instant,
+    /// The smallest quota's emission interval: each unit not yet spent brings the quota's
+    /// full time that much closer.
+    unit: Duration,
+}
+
+impl Lease {
+    /// An admitted request's decision: the quota's figures as of the last lease, with the
+    /// units this instance still holds counted as not spent.
+    fn decision(&self, now: Instant) -> Decision {
+        Decision {
+            allowed: true,
+            retry_after: Duration::ZERO,
+            remaining: self.quota_remaining.saturating_add(self.remaining),
+            reset: self
+                .quota_full_at
+                .saturating_duration_since(now)
+                .saturating_sub(self.unit.saturating_mul(self.remaining)),
+            never: false,
+        }
+    }
+}
+
+/// The smallest emission interval of `quotas` (the one that refills fastest).
+fn unit(quotas: &[Quota]) -> Duration {
+    quotas
+        .iter()
+        .map(Quota::emission_interval)
+        .min()
+        .unwrap_or_default()
 }
 
 impl Slot {
@@ -104,6 +144,9 @@ impl Slot {
                 remaining: 0,
                 expires: Instant::now(),
                 renewing: false,
+                quota_remaining: 0,
+                quota_full_at: Instant::now(),
+                unit: Duration::ZERO,
             }),
             refill: Mutex::new(()),
         }
@@ -118,32 +161,38 @@ impl Slot {
     /// one).
     fn spend(&self, cost: u32, low_water: u32) -> Option<(Decision, bool)> {
         let mut lease = self.lease();
-        if lease.remaining >= cost && lease.expires > Instant::now() {
+        let now = Instant::now();
+        if lease.remaining >= cost && lease.expires > now {
             lease.remaining -= cost;
             let renew = lease.remaining < low_water && !lease.renewing;
             lease.renewing |= renew;
-            let decision = Decision {
-                allowed: true,
-                retry_after: Duration::ZERO,
-                remaining: lease.remaining,
-                reset: Duration::ZERO,
-                never: false,
-            };
-            return Some((decision, renew));
+            return Some((lease.decision(now), renew));
         }
         None
     }
 
-    /// Installs a new lease of `units`, keeping what is left of the current one while it is
-    /// live (units of an expired lease are lost, never revived).
-    fn install(&self, units: u32, expires: Instant) {
+    /// Installs a new lease of `units`, granted by the shared store's decision `granted` on
+    /// `quotas`, keeping what is left of the current one while it is live (units of an
+    /// expired lease are lost, never revived). Returns the decision the lease's figures give.
+    fn install(
+        &self,
+        units: u32,
+        expires: Instant,
+        granted: &Decision,
+        quotas: &[Quota],
+    ) -> Decision {
         let mut lease = self.lease();
-        if lease.expires <= Instant::now() {
+        let now = Instant::now();
+        if lease.expires <= now {
             lease.remaining = 0;
         }
         lease.remaining = lease.remaining.saturating_add(units);
         lease.expires = expires;
         lease.renewing = false;
+        lease.quota_remaining = granted.remaining;
+        lease.quota_full_at = now + granted.reset;
+        lease.unit = unit(quotas);
+        lease.decision(now)
     }
 
     /// Whether dropping the slot loses nothing: no live lease, no refill under way.
@@ -252,20 +301,14 @@ impl<S: Store> HybridStore<S> {
             let d = shared.check(shared_key, quotas, size).await?;
             if d.allowed {
                 slot.lease().remaining = 0;
-                slot.install(size - cost, now + self.inner.lease_ttl);
-                return Ok(d);
+                return Ok(slot.install(size - cost, now + self.inner.lease_ttl, &d, quotas));
             }
             if d.remaining < cost {
                 // Not even this request fits: answer without a second round trip. The wait
                 // was computed for a whole lease; a single request fits sooner.
                 slot.lease().remaining = 0;
-                let interval = quotas
-                    .iter()
-                    .map(Quota::emission_interval)
-                    .min()
-                    .unwrap_or_default();
                 let mut rejected = d;
-                rejected.retry_after = d.retry_after.saturating_sub(interval * (size - cost));
+                rejected.retry_after = d.retry_after.saturating_sub(unit(quotas) * (size - cost));
                 return Ok(rejected);
             }
         }
@@ -315,7 +358,9 @@ impl<S: Store> HybridStore<S> {
         let size = self.lease_size(quotas);
         let shared_key = crate::store::policy_key(policy, key);
         match self.inner.shared.check(&shared_key, quotas, size).await {
-            Ok(d) if d.allowed => slot.install(size, now + self.inner.lease_ttl),
+            Ok(d) if d.allowed => {
+                slot.install(size, now + self.inner.lease_ttl, &d, quotas);
+            }
             // Less than a lease left in the quota: the requests after this lease ask for
             // themselves (`renewing` stays set: no second attempt for this lease).
             Ok(_) => {}
@@ -402,15 +447,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_renewal_adds_to_a_live_lease_and_never_revives_an_expired_one() {
         let slot = Slot::new();
-        slot.install(10, Instant::now() + Duration::from_secs(1));
+        let quotas = [Quota::per_hour(100)];
+        let granted = Decision::rejected(Duration::ZERO);
+        let install = |units| {
+            slot.install(
+                units,
+                Instant::now() + Duration::from_secs(1),
+                &granted,
+                &quotas,
+            );
+        };
+        install(10);
         let (_, renew) = slot.spend(6, 5).unwrap();
         assert!(renew, "4 left, below 5: renew");
         assert!(!slot.spend(1, 5).unwrap().1, "one renewal per lease");
-        slot.install(10, Instant::now() + Duration::from_secs(1));
+        install(10);
         assert_eq!(slot.lease().remaining, 13, "3 left + 10");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(slot.spend(1, 5).is_none(), "expired");
-        slot.install(10, Instant::now() + Duration::from_secs(1));
+        install(10);
         assert_eq!(slot.lease().remaining, 10, "the expired 13 are lost");
     }
 

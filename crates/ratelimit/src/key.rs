@@ -5,8 +5,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use http::{Extensions, HeaderMap, HeaderName, Request};
 
 /// A rate-limit key: a client address, kept as its bits (no allocation, no formatting per
-/// request), or text (an API key, a user id). Its text form (`Display`), e.g. `1.2.3.4`,
-/// `2001:db8::/64` or the text itself, names it in Redis.
+/// request), or text (an API key, a user id). Its text form (`Display`) is e.g. `1.2.3.4`,
+/// `2001:db8::/64` or the text itself.
+///
+/// In a shared store (Redis) a key is named by its text form, except a text that contains
+/// `%`, `{` or `}`, or spells an address key (`1.2.3.4`, `2001:db8::/64`): it is written as
+/// `%` followed by the text with those three characters percent-encoded (`%25`, `%7B`,
+/// `%7D`). So two different keys never share a Redis key, and none holds the braces of
+/// Redis Cluster's hash tag.
 ///
 /// ```
 /// use tower_scale_ratelimit::Key;
@@ -70,8 +76,9 @@ impl Key {
 }
 
 impl Key {
-    /// Appends the text form (as `Display` writes it), IPv4 addresses without the formatting
-    /// machinery: this runs once per request sent to a shared store.
+    /// Appends the name in a shared store (the text form, escaped as the type's docs say),
+    /// IPv4 addresses without the formatting machinery: this runs once per request sent to a
+    /// shared store.
     pub(crate) fn write_to(&self, out: &mut String) {
         match &self.0 {
             Repr::V4(bits) => {
@@ -88,6 +95,17 @@ impl Key {
                     out.push(char::from(b'0' + octet % 10));
                 }
             }
+            Repr::Text(text) if needs_escape(text) => {
+                out.push('%');
+                for c in text.chars() {
+                    match c {
+                        '%' => out.push_str("%25"),
+                        '{' => out.push_str("%7B"),
+                        '}' => out.push_str("%7D"),
+                        c => out.push(c),
+                    }
+                }
+            }
             Repr::Text(text) => out.push_str(text),
             Repr::V6(..) => {
                 use std::fmt::Write as _;
@@ -95,6 +113,17 @@ impl Key {
             }
         }
     }
+}
+
+/// Whether a text key is escaped in a shared store: it holds `%` (the escape), `{` or `}`
+/// (Redis Cluster's hash tag), or it spells what an address key writes (a whole IPv4 address,
+/// or an IPv6 address and a prefix length).
+fn needs_escape(text: &str) -> bool {
+    text.bytes().any(|b| matches!(b, b'%' | b'{' | b'}'))
+        || text.parse::<Ipv4Addr>().is_ok()
+        || text
+            .split_once('/')
+            .is_some_and(|(ip, bits)| ip.parse::<Ipv6Addr>().is_ok() && bits.parse::<u8>().is_ok())
 }
 
 impl fmt::Display for Key {
@@ -137,13 +166,9 @@ where
     }
 }
 
+/// The peer's address, from axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension.
 #[inline]
-fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> Key {
-    Key::ip(ip, ipv6_prefix)
-}
-
-#[inline]
-fn peer_ip(ext: &Extensions) -> Option<IpAddr> {
+pub(crate) fn peer_ip(ext: &Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(info) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0.ip());
@@ -176,98 +201,7 @@ impl PeerIp {
 
 impl KeyExtractor for PeerIp {
     fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        peer_ip(req.extensions()).map(|ip| ip_key(ip, self.ipv6_prefix))
-    }
-}
-
-/// The client's IP address behind `trusted_hops` reverse proxies: the address that many
-/// entries from the right of the standard `Forwarded` header (its `for=` parameters, RFC 7239)
-/// or, when that is absent, of `X-Forwarded-For` (each trusted proxy appends the address it
-/// saw).
-/// Entries to the left of it were written by the client and are never trusted, so a client
-/// cannot pick another client's key by sending its own header. With `trusted_hops = 0`, or when
-/// the header is missing, malformed or shorter than the hop count, the peer address is used.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIp {
-    trusted_hops: usize,
-    ipv6_prefix: u8,
-}
-
-impl ClientIp {
-    /// Behind `trusted_hops` proxies that append to `X-Forwarded-For` (1 for one nginx).
-    pub const fn new(trusted_hops: usize) -> Self {
-        Self {
-            trusted_hops,
-            ipv6_prefix: 64,
-        }
-    }
-
-    /// Keys IPv6 clients by their first `bits` bits (default 64).
-    #[must_use]
-    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        self.ipv6_prefix = bits.min(128);
-        self
-    }
-
-    fn forwarded(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        if self.trusted_hops == 0 {
-            return None;
-        }
-        // The standard `Forwarded` header when present, else `X-Forwarded-For`; all lines of
-        // a header, in order, form one list.
-        let entries: Vec<Option<IpAddr>> = if headers.contains_key(http::header::FORWARDED) {
-            let mut entries = Vec::new();
-            for value in headers.get_all(http::header::FORWARDED) {
-                for element in value.to_str().ok()?.split(',') {
-                    entries.push(forwarded_for(element));
-                }
-            }
-            entries
-        } else {
-            let mut entries = Vec::new();
-            for value in headers.get_all("x-forwarded-for") {
-                entries.extend(value.to_str().ok()?.split(',').map(parse_ip));
-            }
-            entries
-        };
-        let index = entries.len().checked_sub(self.trusted_hops)?;
-        *entries.get(index)?
-    }
-}
-
-/// An address as written in `X-Forwarded-For` or a `for=` parameter: `1.2.3.4`,
-/// `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:443`, possibly quoted. `unknown` and obfuscated
-/// identifiers are `None`.
-fn parse_ip(raw: &str) -> Option<IpAddr> {
-    let raw = raw.trim().trim_matches('"');
-    raw.parse::<IpAddr>()
-        .ok()
-        .or_else(|| raw.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .or_else(|| {
-            raw.strip_prefix('[')?
-                .split(']')
-                .next()?
-                .parse::<Ipv6Addr>()
-                .ok()
-                .map(IpAddr::V6)
-        })
-}
-
-/// The `for=` parameter of one `Forwarded` element (RFC 7239).
-fn forwarded_for(element: &str) -> Option<IpAddr> {
-    element.split(';').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| parse_ip(value))?
-    })
-}
-
-impl KeyExtractor for ClientIp {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        self.forwarded(req.headers())
-            .or_else(|| peer_ip(req.extensions()))
-            .map(|ip| ip_key(ip, self.ipv6_prefix))
+        peer_ip(req.extensions()).map(|ip| Key::ip(ip, self.ipv6_prefix))
     }
 }
 
@@ -329,132 +263,119 @@ impl KeyExtractor for GlobalKey {
 mod tests {
     use super::*;
 
-    fn req(xff: &[&str], peer: &str) -> Request<()> {
-        let mut b = Request::builder();
-        for v in xff {
-            b = b.header("x-forwarded-for", *v);
-        }
-        let mut r = b.body(()).unwrap();
+    fn req(peer: &str) -> Request<()> {
+        let mut r = Request::new(());
         r.extensions_mut()
             .insert(peer.parse::<SocketAddr>().unwrap());
         r
     }
 
-    #[test]
-    fn client_ip_trusts_only_the_configured_hops() {
-        let one = ClientIp::new(1);
-        // The proxy appended the client's address last; what the client wrote is ignored.
-        let r = req(&["6.6.6.6, 1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("1.2.3.4")
-        );
-        assert_eq!(
-            ClientIp::new(2)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("6.6.6.6")
-        );
-        // Several header lines form one list.
-        let r = req(&["6.6.6.6", "1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("1.2.3.4")
-        );
-        // Malformed, missing or too short: the peer address, never a panic.
-        for xff in [&["not-an-ip"][..], &[][..], &["1.2.3.4, , ,,"][..]] {
-            let r = req(xff, "10.0.0.1:5000");
-            assert_eq!(
-                one.extract(&r).map(|k| k.to_string()).as_deref(),
-                Some("10.0.0.1"),
-                "{xff:?}"
-            );
-        }
-        let r = req(&["1.2.3.4"], "10.0.0.1:5000");
-        assert_eq!(
-            ClientIp::new(3)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("10.0.0.1")
-        );
-        // An entry written as `ip:port` or `[v6]:port`.
-        let r = req(&["1.2.3.4:5678"], "10.0.0.1:5000");
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("1.2.3.4")
-        );
-        assert_eq!(
-            ClientIp::new(0)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("10.0.0.1")
-        );
+    fn written(key: &Key) -> String {
+        let mut out = String::new();
+        key.write_to(&mut out);
+        out
     }
 
     #[test]
-    fn the_forwarded_header_is_read_before_x_forwarded_for() {
-        let mut r = req(&["9.9.9.9"], "10.0.0.1:5000");
-        r.headers_mut().append(
-            "forwarded",
-            r#"for=6.6.6.6;proto=http, For="[2001:db8:cafe::17]:4711";by=10.0.0.1"#
-                .parse()
-                .unwrap(),
-        );
-        let one = ClientIp::new(1);
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("2001:db8:cafe::/64")
-        );
-        assert_eq!(
-            ClientIp::new(2)
-                .extract(&r)
-                .map(|k| k.to_string())
-                .as_deref(),
-            Some("6.6.6.6")
-        );
-        // An obfuscated or unknown hop is no address: the peer is used.
-        let mut r = req(&[], "10.0.0.1:5000");
-        r.headers_mut()
-            .append("forwarded", "for=unknown".parse().unwrap());
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("10.0.0.1")
-        );
-        let mut r = req(&[], "10.0.0.1:5000");
-        r.headers_mut()
-            .append("forwarded", "for=_hidden;by=x, ;;==,".parse().unwrap());
-        assert_eq!(
-            one.extract(&r).map(|k| k.to_string()).as_deref(),
-            Some("10.0.0.1")
-        );
-    }
-
-    #[test]
-    fn written_text_is_the_display_form() {
+    fn written_text_is_the_display_form_or_escaped() {
         let keys = [
             Key::ip("0.0.0.0".parse().unwrap(), 64),
             Key::ip("10.0.99.100".parse().unwrap(), 64),
             Key::ip("255.9.10.199".parse().unwrap(), 64),
             Key::ip("::ffff:1.2.3.4".parse().unwrap(), 64),
             Key::ip("2001:db8:1:2:aaaa::1".parse().unwrap(), 48),
-            Key::from("api-{key}"),
+            Key::from("api-key_1:x/y"),
             Key::from_static("global"),
         ];
         for key in keys {
-            let mut out = String::from("p:");
-            key.write_to(&mut out);
-            assert_eq!(out, format!("p:{key}"));
+            assert_eq!(written(&key), key.to_string());
+        }
+        for (text, escaped) in [
+            ("api-{key}", "%api-%7Bkey%7D"),
+            ("100%", "%100%25"),
+            ("1.2.3.4", "%1.2.3.4"),
+            ("2001:db8::/64", "%2001:db8::/64"),
+            ("%", "%%25"),
+        ] {
+            assert_eq!(written(&Key::from(text)), escaped);
+        }
+    }
+
+    /// The key as [`Key::write_to`] wrote it, read back: the proof that no two keys share a
+    /// name in a shared store.
+    fn read_back(written: &str) -> Key {
+        if let Some(escaped) = written.strip_prefix('%') {
+            let text = escaped
+                .replace("%7D", "}")
+                .replace("%7B", "{")
+                .replace("%25", "%");
+            return Key::from(text);
+        }
+        if let Ok(v4) = written.parse::<Ipv4Addr>() {
+            return Key::ip(IpAddr::V4(v4), 32);
+        }
+        if let Some((ip, bits)) = written.split_once('/')
+            && let (Ok(ip), Ok(bits)) = (ip.parse::<Ipv6Addr>(), bits.parse::<u8>())
+        {
+            return Key::ip(IpAddr::V6(ip), bits);
+        }
+        Key::from(written)
+    }
+
+    fn any_key() -> impl proptest::strategy::Strategy<Value = Key> {
+        use proptest::prelude::*;
+        // Text near the other forms: addresses as text, the escape and the braces.
+        let near = prop::collection::vec(
+            prop_oneof![
+                Just("%".to_owned()),
+                Just("{".to_owned()),
+                Just("}".to_owned()),
+                Just("_".to_owned()),
+                Just("%25".to_owned()),
+                Just("%7B".to_owned()),
+                Just(":".to_owned()),
+                Just("/".to_owned()),
+                any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+                any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
+                (0u8..=130).prop_map(|bits| bits.to_string()),
+                "[a-z0-9.]{0,4}",
+            ],
+            0..5,
+        )
+        .prop_map(|parts| Key::from(parts.concat()));
+        prop_oneof![
+            any::<std::net::Ipv4Addr>().prop_map(|ip| Key::ip(IpAddr::V4(ip), 64)),
+            (any::<std::net::Ipv6Addr>(), 0u8..=128)
+                .prop_map(|(ip, bits)| Key::ip(IpAddr::V6(ip), bits)),
+            any::<String>().prop_map(Key::from),
+            near,
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// A key's name in a shared store holds no hash-tag brace, and reads back as the key:
+        /// so distinct keys never share a Redis key.
+        #[test]
+        fn a_keys_name_in_redis_has_no_brace_and_reads_back_as_the_key(key in any_key()) {
+            let name = written(&key);
+            proptest::prop_assert!(!name.contains(['{', '}']), "{name}");
+            proptest::prop_assert_eq!(read_back(&name), key);
+        }
+
+        /// Two keys share a name only when they are the same key.
+        #[test]
+        fn distinct_keys_never_share_a_name(a in any_key(), b in any_key()) {
+            proptest::prop_assert_eq!(a == b, written(&a) == written(&b), "{} {}", a, b);
         }
     }
 
     #[test]
     fn ipv6_clients_are_keyed_by_prefix() {
-        let a = req(&[], "[2001:db8:1:2:aaaa::1]:443");
-        let b = req(&[], "[2001:db8:1:2:bbbb::9]:443");
-        let other = req(&[], "[2001:db8:1:3::1]:443");
+        let a = req("[2001:db8:1:2:aaaa::1]:443");
+        let b = req("[2001:db8:1:2:bbbb::9]:443");
+        let other = req("[2001:db8:1:3::1]:443");
         let key = |r: &Request<()>| PeerIp::default().extract(r).unwrap().to_string();
         assert_eq!(key(&a), "2001:db8:1:2::/64");
         assert_eq!(key(&a), key(&b));
@@ -467,7 +388,7 @@ mod tests {
                 .to_string(),
             "2001:db8:1:2:aaaa::1/128"
         );
-        let mapped = req(&[], "[::ffff:1.2.3.4]:1");
+        let mapped = req("[::ffff:1.2.3.4]:1");
         assert_eq!(key(&mapped), "1.2.3.4");
     }
 }

@@ -122,6 +122,15 @@ pub enum BuildError {
     /// The policy name cannot be used in headers.
     #[error("policy name {0:?} must be non-empty ASCII letters, digits, '-' or '_'")]
     Name(String),
+    /// A trusted proxy is neither an address nor a CIDR range.
+    #[error(
+        "invalid trusted proxy {0:?}: expected an address or a CIDR range such as 10.0.0.0/8 or 2001:db8::/32"
+    )]
+    TrustedProxy(String),
+    /// A `client_ip` key in a config gives both or neither of `trusted_hops` and
+    /// `trusted_proxies`.
+    #[error("a client_ip key needs exactly one of trusted_hops and trusted_proxies")]
+    ClientIpTrust,
     /// `fallback_instances` must be at least 1.
     #[error("fallback_instances must be at least 1 (the number of instances sharing the quota)")]
     FallbackInstances,
@@ -181,6 +190,54 @@ struct LocalBlock {
     until: moka::sync::Cache<Key, tokio::time::Instant>,
 }
 
+impl LocalBlock {
+    fn new(min_wait: Duration, max_keys: u64) -> Self {
+        Self {
+            min_wait,
+            until: moka::sync::Cache::builder()
+                .max_capacity(max_keys.max(1))
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+}
+
+/// A copy of the policy's configuration for a layer configured while its policy is shared
+/// (with a clone of the layer, or a service it built): the same store, with a local state of
+/// its own, a fallback limiter and a list of blocked keys, both empty (the fallback limiter
+/// takes its quotas on first use, and the copy's may differ).
+impl Clone for Policy {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            quotas: self.quotas.clone(),
+            store: Arc::clone(&self.store),
+            headers: self.headers,
+            missing_key: self.missing_key,
+            on_store_error: self.on_store_error,
+            fallback: MemoryStore::new(FALLBACK_KEYS),
+            fallback_instances: self.fallback_instances,
+            fallback_quotas: self.fallback_quotas.clone(),
+            dry_run: self.dry_run,
+            count_after: self.count_after,
+            cost: self.cost,
+            policy_header: self.policy_header.clone(),
+            ratelimit_prefix: self.ratelimit_prefix.clone(),
+            max_burst: self.max_burst,
+            counters: Counters::new(&self.name),
+            local_block: self.local_block.as_ref().map(|block| {
+                LocalBlock::new(
+                    block.min_wait,
+                    block.until.policy().max_capacity().unwrap_or(1),
+                )
+            }),
+        }
+    }
+}
+
+/// Keys the fallback limiter holds at most.
+const FALLBACK_KEYS: u64 = 100_000;
+
 /// Metric handles, resolved once per policy (install the recorder before building layers).
 /// Each request counts once: `allowed` / `rejected` by the store, `fallback_allowed` /
 /// `fallback_rejected` by the local share while the store fails, `store_error` when the store
@@ -217,6 +274,11 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `RateLimit-Policy` and `RateLimit` header fields (switch off with
 /// [`headers(false)`](Self::headers)). A cost that can never fit (more than a quota's burst)
 /// is answered `429` without `Retry-After`: retrying cannot help.
+///
+/// Clones of a layer, and the services it builds, share its policy. Configuring a layer whose
+/// policy is shared gives that layer a policy of its own, with the same store (the same
+/// counts, if the name is the same) but its own fallback limiter and locally blocked keys;
+/// the clones and services keep the policy they had.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -290,7 +352,7 @@ impl RateLimitLayer {
                 headers: true,
                 missing_key: MissingKey::Reject(StatusCode::BAD_REQUEST),
                 on_store_error: OnStoreError::FailOpen,
-                fallback: MemoryStore::new(100_000),
+                fallback: MemoryStore::new(FALLBACK_KEYS),
                 fallback_instances: 1,
                 fallback_quotas: Vec::new(),
                 dry_run: false,
@@ -309,18 +371,16 @@ impl RateLimitLayer {
 }
 
 impl<K, R, C> RateLimitLayer<K, R, C> {
+    /// Changes the policy. A policy shared with a clone of this layer, or with a service it
+    /// built, is left to them: this layer gets a copy of its own (see [`Policy::clone`]).
     fn edit(mut self, f: impl FnOnce(&mut Policy)) -> Self {
-        match Arc::get_mut(&mut self.policy) {
-            Some(policy) => {
-                f(policy);
-                policy.fallback_quotas = policy
-                    .quotas
-                    .iter()
-                    .map(|q| local_share(q, policy.fallback_instances, policy.cost))
-                    .collect();
-            }
-            None => unreachable!("the policy is only shared once the layer is applied"),
-        }
+        let policy = Arc::make_mut(&mut self.policy);
+        f(policy);
+        policy.fallback_quotas = policy
+            .quotas
+            .iter()
+            .map(|q| local_share(q, policy.fallback_instances, policy.cost))
+            .collect();
         self
     }
 
@@ -474,15 +534,7 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
     /// remembered. (The admitted count is unchanged: those requests would have been rejected.)
     #[must_use]
     pub fn block_locally(self, min_wait: Duration, max_keys: u64) -> Self {
-        self.edit(|p| {
-            p.local_block = Some(LocalBlock {
-                min_wait,
-                until: moka::sync::Cache::builder()
-                    .max_capacity(max_keys.max(1))
-                    .time_to_live(Duration::from_secs(3600))
-                    .build(),
-            });
-        })
+        self.edit(|p| p.local_block = Some(LocalBlock::new(min_wait, max_keys)))
     }
 
     /// Units each request spends (a bulk endpoint may cost more; default 1).

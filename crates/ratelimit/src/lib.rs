@@ -10,8 +10,8 @@
 //!   trip per decision, Redis's own clock, keys expiring on their own, hash-tagged for Redis
 //!   Cluster.
 //! - Keys through [`KeyExtractor`]: [`PeerIp`], [`ClientIp`] behind trusted proxies
-//!   (`X-Forwarded-For` with a hop count; a spoofed or malformed header never picks another
-//!   client's key), [`HeaderKey`] (API key), [`ExtensionKey`] (a user id set by an inner
+//!   (the one header they write, [`ForwardedHeader`], with a hop count or the proxies'
+//!   address ranges; a spoofed or malformed header never picks another client's key), [`HeaderKey`] (API key), [`ExtensionKey`] (a user id set by an inner
 //!   layer), [`GlobalKey`], or a closure. IPv6 clients are keyed by their /64.
 //! - [`HybridStore`]: leases small allowances from the shared store and decides locally, an
 //!   order of magnitude fewer round trips, the global count within a documented bound.
@@ -46,6 +46,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
+mod client_ip;
 mod config;
 mod hybrid;
 mod key;
@@ -55,9 +56,13 @@ mod store;
 
 #[doc(inline)]
 pub use self::{
-    config::{AnyKey, KeySource, MissingKeyConfig, OnStoreErrorConfig, RateLimitConfig},
+    client_ip::{ClientIp, ForwardedHeader},
+    config::{
+        AnyKey, ForwardedHeaderConfig, KeySource, MissingKeyConfig, OnStoreErrorConfig,
+        RateLimitConfig,
+    },
     hybrid::HybridStore,
-    key::{ClientIp, ExtensionKey, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp},
+    key::{ExtensionKey, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp},
     layer::{
         BuildError, CountAll, CountPolicy, EmptyRejection, MissingKey, OnStoreError, RateLimit,
         RateLimitLayer, Rejection, ResponseFuture,

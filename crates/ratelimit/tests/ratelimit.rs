@@ -406,14 +406,10 @@ async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
         let res = hit(&a, Some("k1")).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()["ratelimit-policy"], "\"a\";q=25;w=3600");
-        // Taking a lease answers Redis's figures (what the quota has left); the requests
-        // it serves answer the lease's count.
+        // What the quota has left: Redis's figures at the last lease plus the lease's
+        // unspent units.
         let field = res.headers()["ratelimit"].to_str().unwrap().to_owned();
-        let expected = if i % 10 == 0 {
-            format!("\"a\";r={};", 25 - 10 * (i / 10 + 1))
-        } else {
-            format!("\"a\";r={};t=0", 9 - i % 10)
-        };
+        let expected = format!("\"a\";r={};", 24 - i);
         assert!(field.starts_with(&expected), "request {i}: {field}");
     }
     assert_eq!(evalsha_calls(&server), 2, "one round trip per lease of 10");
@@ -1021,4 +1017,121 @@ async fn count_if_while_redis_is_down_counts_on_the_local_share() {
     server.kill();
     // This instance's share: 3 failures per 2 hours; successes still free.
     only_failures_count(&app).await;
+}
+
+/// Through `HybridStore`, `RateLimit` reports what the quota has left (as of the last lease,
+/// plus this instance's unspent lease units), not what is left of the local lease.
+#[tokio::test]
+async fn hybrid_ratelimit_header_reports_the_quotas_remainder_not_the_leases() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let store =
+        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(0);
+    // One unit every 144 s: none comes back during the test.
+    let app = app(RateLimitLayer::new(store, [Quota::per_hour(25)])
+        .unwrap()
+        .key_with(api_key()));
+    for i in 0..25 {
+        let res = hit(&app, Some("k")).await;
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        let field = res.headers()["ratelimit"].to_str().unwrap().to_owned();
+        let (remaining, reset) = field
+            .strip_prefix("\"default\";r=")
+            .and_then(|rest| rest.split_once(";t="))
+            .unwrap_or_else(|| panic!("request {i}: {field}"));
+        assert_eq!(remaining, (24 - i).to_string(), "request {i}: {field}");
+        // Full again once the units spent so far have come back, 144 s each (less the time
+        // the test has taken, under a second).
+        let reset: u64 = reset.parse().unwrap();
+        let full = 144 * (i + 1);
+        assert!((full - 2..=full).contains(&reset), "request {i}: {field}");
+    }
+    assert_eq!(
+        hit(&app, Some("k")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+/// Configuring a layer whose policy a clone shares gives it a policy of its own: the clone
+/// keeps its configuration, and nothing panics.
+#[tokio::test(start_paused = true)]
+async fn configuring_a_cloned_layer_gives_it_its_own_policy_instead_of_panicking() {
+    let base = memory(vec![Quota::per_minute(1)]);
+    let kept = base.clone();
+    let quiet = base.headers(false).dry_run(true).name("quiet").unwrap();
+    let (kept, quiet) = (app(kept), app(quiet));
+    let res = hit(&kept, Some("k")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit-policy"], "\"default\";q=1;w=60");
+    assert_eq!(
+        hit(&kept, Some("k")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for _ in 0..3 {
+        let res = hit(&quiet, Some("q")).await;
+        assert_eq!(res.status(), StatusCode::OK, "dry run");
+        assert!(!res.headers().contains_key("ratelimit-policy"));
+    }
+    // A layer configured after it built a service: the service keeps the policy it had.
+    let layer = memory(vec![Quota::per_minute(1)]);
+    let before = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer.clone());
+    let after = app(layer.cost(2));
+    assert_eq!(hit(&before, Some("b")).await.status(), StatusCode::OK);
+    // A cost of 2 never fits a burst of 1.
+    assert_eq!(
+        hit(&after, Some("a")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+/// A key extractor keying signed-in users by name and everyone else by address: a user named
+/// like an address, or like another key once Redis's hash-tag braces are rewritten, must not
+/// count in that key's Redis bucket.
+#[tokio::test]
+async fn a_text_key_cannot_share_another_keys_redis_bucket() {
+    use axum::http::{Extensions, HeaderMap};
+    use std::net::SocketAddr;
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    let user_or_address = |h: &HeaderMap, e: &Extensions| -> Option<Key> {
+        match h.get("x-user") {
+            Some(user) => Some(Key::from(user.to_str().ok()?)),
+            None => e.get::<SocketAddr>().map(|a| Key::ip(a.ip(), 64)),
+        }
+    };
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_hour(1)])
+            .unwrap()
+            .key_with(user_or_address),
+    );
+    let call = |peer: &str, user: Option<&str>| {
+        let mut req = Request::get("/");
+        if let Some(user) = user {
+            req = req.header("x-user", user);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(peer.parse::<SocketAddr>().unwrap());
+        app.clone().oneshot(req)
+    };
+    let pairs = [
+        // (the first key's request, a request with another key)
+        (("203.0.113.9:1", None), ("10.0.0.1:1", Some("203.0.113.9"))),
+        (
+            ("[2001:db8::1]:1", None),
+            ("10.0.0.1:1", Some("2001:db8::/64")),
+        ),
+        (("10.0.0.1:1", Some("a{b}")), ("10.0.0.1:1", Some("a_b_"))),
+        (("10.0.0.1:1", Some("x}{")), ("10.0.0.1:1", Some("x__"))),
+    ];
+    for ((peer, user), (other_peer, other_user)) in pairs {
+        let first = call(peer, user).await.unwrap().status();
+        assert_eq!(first, StatusCode::OK, "{peer} {user:?}");
+        let other = call(other_peer, other_user).await.unwrap().status();
+        assert_eq!(
+            other,
+            StatusCode::OK,
+            "{other_user:?} after {peer} {user:?}"
+        );
+    }
 }

@@ -394,3 +394,38 @@ async fn a_rolling_restart_of_every_instance_under_load_fails_no_request() {
     // so no request was sent twice.
     assert_eq!(shed, 0, "requests shed although load shedding is off");
 }
+
+/// The stack's rate limit keyed by the client address nginx appends to `X-Forwarded-For`
+/// (`nginx.conf.template`): a `Forwarded` header the client writes, which nginx passes
+/// through, never picks the bucket, nor does an `X-Forwarded-For` the client starts itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_header_from_client_cannot_pick_the_bucket_behind_nginx() {
+    let config = format!(
+        "{}\n{}",
+        include_str!("../../quickstart/tower-scale.toml"),
+        r#"
+[rate_limit]
+quotas = [{ count = 1, period = "1h" }]
+key = { type = "client_ip", header = "x-forwarded-for", trusted_hops = 1 }
+"#
+    );
+    let env = ScaleOut::start_with(INSTANCES, Some(&config)).await;
+    let mut statuses = Vec::new();
+    for i in 0..100 {
+        let spoofed = format!("198.51.100.{i}");
+        let forwarded = format!("for={spoofed}");
+        let reply = env
+            .get(
+                "/hello",
+                &[("forwarded", &forwarded), ("x-forwarded-for", &spoofed)],
+            )
+            .await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}\n{}", env.logs());
+    assert!(
+        statuses[1..].iter().all(|s| *s == 429),
+        "{statuses:?}\n{}",
+        env.logs()
+    );
+}

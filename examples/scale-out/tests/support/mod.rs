@@ -137,6 +137,18 @@ impl Instance {
         dir: &Path,
         http: &reqwest::Client,
     ) -> Result<Self, String> {
+        Self::start_with(port, redis_url, dir, http, None).await
+    }
+
+    /// [`Instance::start`] with the stack config file `config` (`TOWER_SCALE_CONFIG`) instead
+    /// of the example's own.
+    pub async fn start_with(
+        port: u16,
+        redis_url: &str,
+        dir: &Path,
+        http: &reqwest::Client,
+        config: Option<&Path>,
+    ) -> Result<Self, String> {
         static SEQ: AtomicU16 = AtomicU16::new(0);
         let log = dir.join(format!(
             "quickstart-{port}-{}.log",
@@ -155,6 +167,7 @@ impl Instance {
             .env("LIMITED_PERIOD", "1h")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(config.map(|path| ("TOWER_SCALE_CONFIG", path)))
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("a log file"))
             .stderr(file)
@@ -412,6 +425,12 @@ pub struct ScaleOut {
 impl ScaleOut {
     /// Redis, `n` instances on it, and nginx in front of them.
     pub async fn start(n: usize) -> Self {
+        Self::start_with(n, None).await
+    }
+
+    /// [`ScaleOut::start`] with every instance on the stack config `config` (TOML, written to
+    /// the test's directory) instead of the example's own.
+    pub async fn start_with(n: usize, config: Option<&str>) -> Self {
         let bin = tokio::task::spawn_blocking(quickstart_bin)
             .await
             .expect("building example-quickstart");
@@ -423,6 +442,11 @@ impl ScaleOut {
         // nginx's worker drops root privileges (to `nobody`) and must reach its temp files.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod the temp dir");
+        let config = config.map(|text| {
+            let path = dir.path().join("tower-scale.toml");
+            std::fs::write(&path, text).expect("write the stack config");
+            path
+        });
         let redis = RedisServer::start();
         let http = client();
         let mut instances = Vec::with_capacity(n);
@@ -430,7 +454,10 @@ impl ScaleOut {
             let mut last = String::new();
             let mut started = None;
             for _ in 0..5 {
-                match Instance::start(free_port(), &redis.url(), dir.path(), &http).await {
+                let port = free_port();
+                match Instance::start_with(port, &redis.url(), dir.path(), &http, config.as_deref())
+                    .await
+                {
                     Ok(instance) => {
                         started = Some(instance);
                         break;
