@@ -74,10 +74,10 @@ pub struct RedisConfig {
     /// How long one command (including waiting for a connection) may wait for Redis before
     /// it fails with [`Error::Timeout`]. Default 500 ms.
     ///
-    /// In the default mode (standalone, multiplexed, over TCP) this bounds the silence the
-    /// watchdog of a connection tolerates while commands wait on it, checked every tenth of
-    /// it: a command on a hung Redis fails within `command_timeout` (after at least nine
-    /// tenths of it), and a Redis that keeps answering on the connection is never cut off (see
+    /// In the default mode (standalone, multiplexed, over TCP) the watchdog of a connection
+    /// checks it every tenth of it: a command whose reply is not complete within
+    /// `command_timeout` (after at least nine tenths of it) closes the connection and fails,
+    /// with every command waiting on it, however many bytes arrived meanwhile (see
     /// [`RedisBackend`](crate::RedisBackend)). In the other modes it is a timer on each
     /// command.
     #[serde(with = "humantime_serde")]
