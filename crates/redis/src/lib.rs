@@ -16,6 +16,8 @@
 //! - [`Keys`]: `<prefix>:<concern>:<key>`, with hash tags for keys a script touches
 //!   together, so every script runs on Redis Cluster.
 //! - A health probe, [`RedisBackend::ping`], for readiness checks.
+//! - [`redact_url`]: a Redis URL with its password hidden, for logs and errors; the config's
+//!   `Debug` output and the backend's errors and log lines use it.
 //! - Metrics through the `metrics` facade: [`REDIS_COMMAND_DURATION_SECONDS`] (histogram) and
 //!   [`REDIS_COMMAND_ERRORS_TOTAL`] (counter by `kind`); a `debug` tracing event per failure.
 //!
@@ -60,6 +62,7 @@ mod config;
 mod error;
 mod keys;
 mod link;
+mod redact;
 
 #[doc(inline)]
 pub use self::{
@@ -67,6 +70,7 @@ pub use self::{
     config::{ConnectionKind, Mode, RedisConfig},
     error::Error,
     keys::Keys,
+    redact::redact_url,
 };
 
 #[cfg(feature = "breaker")]

@@ -178,3 +178,68 @@ async fn a_refused_password_is_hidden_in_errors_and_logs() {
         failures_hide_the_password(config).await;
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use tower_scale_redis::redact_url;
+
+    /// `s` percent-encoded (every byte but the unreserved ones), as a URL carries a password
+    /// with special characters.
+    fn percent_encoded(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Whatever the password, raw or percent-encoded, with a username or without, it is
+        /// replaced whole and the rest of the URL is kept.
+        #[test]
+        fn a_password_in_the_user_info_is_always_hidden(
+            password in any::<String>(), user in "[a-z]{0,6}", encode in any::<bool>(),
+        ) {
+            let password = if encode { percent_encoded(&password) } else { password };
+            let url = format!("redis://{user}:{password}@10.0.0.5:6379/2");
+            prop_assert_eq!(
+                redact_url(&url),
+                format!("redis://{user}:***@10.0.0.5:6379/2")
+            );
+        }
+
+        /// A percent-encoded password in a `pass` query parameter (a Unix socket URL) is
+        /// replaced whole.
+        #[test]
+        fn a_password_in_the_query_is_always_hidden(password in any::<String>()) {
+            let url = format!(
+                "redis+unix:///run/redis.sock?db=1&pass={}&x=y",
+                percent_encoded(&password)
+            );
+            prop_assert_eq!(
+                redact_url(&url),
+                "redis+unix:///run/redis.sock?db=1&pass=***&x=y"
+            );
+        }
+
+        /// A URL without a password comes back unchanged.
+        #[test]
+        fn a_url_without_a_password_is_unchanged(
+            user in "[a-z]{0,6}", host in "[a-z0-9.]{1,12}", port in any::<u16>(), db in 0u8..16,
+        ) {
+            for url in [
+                format!("redis://{host}:{port}/{db}"),
+                format!("redis://{user}@{host}:{port}/{db}"),
+                format!("redis+unix:///run/{host}.sock?db={db}"),
+            ] {
+                prop_assert_eq!(redact_url(&url), url.as_str());
+            }
+        }
+    }
+}
