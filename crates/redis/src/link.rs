@@ -137,10 +137,7 @@ impl InFlightByPeriod {
 
     /// Counts one command, in the current period, until the guard is dropped.
     fn begin(&self) -> InFlight<'_> {
-        let period = self.period.load(Ordering::Relaxed);
-        // The remainder is below `PERIODS`: the cast cannot truncate.
-        #[allow(clippy::cast_possible_truncation)]
-        let count = &self.counts[(period % PERIODS as u64) as usize];
+        let count = self.count(self.period.load(Ordering::Relaxed));
         count.fetch_add(1, Ordering::Relaxed);
         InFlight(count)
     }
@@ -153,9 +150,14 @@ impl InFlightByPeriod {
         let Some(judged) = now.checked_sub(u64::from(TICKS_PER_TIMEOUT)) else {
             return false;
         };
-        #[allow(clippy::cast_possible_truncation)]
-        let count = &self.counts[(judged % PERIODS as u64) as usize];
-        count.load(Ordering::Relaxed) > 0
+        self.count(judged).load(Ordering::Relaxed) > 0
+    }
+
+    /// The count of the commands that began in look period `period`.
+    fn count(&self, period: u64) -> &AtomicUsize {
+        // `PERIODS` divides 2^32: the remainder is the same whether the cast keeps 32 bits
+        // of `period` or all 64.
+        &self.counts[period as usize % PERIODS]
     }
 }
 
