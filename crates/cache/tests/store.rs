@@ -188,7 +188,7 @@ async fn redis_keys_share_a_slot_per_group_and_tag() {
     );
     assert_eq!(
         store.entry_key("/a{b}?c", "GET"),
-        "ts:cache:{/a_b_?c}:s:GET",
+        "ts:cache:{/a{{b{_?c}:s:GET",
         "braces of a group cannot move the hash tag"
     );
     assert_eq!(

@@ -36,16 +36,16 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 ///
 /// In the default mode (standalone, [`ConnectionKind::Multiplexed`], a `redis://` URL over
 /// TCP) each of the `pool_size` connections has a watchdog instead of a timer per command:
-/// every `command_timeout / 10` it looks whether commands are waiting on the connection and
-/// whether any byte arrived since its last look. When nine looks in a row found commands
-/// waiting and nothing at all arrived, the connection is declared hung and closed: every
-/// command waiting on it ends at once with [`Error::Timeout`], and the next command opens a
-/// new connection. So a command on a hung Redis fails within `command_timeout` of being
-/// sent (after between nine tenths of it and all of it), as long as the runtime runs the
-/// watchdog's ticks on time; a command queued behind a hung one may fail sooner, with the
-/// same error. A Redis that is slow but keeps answering other commands on the connection is
-/// not hung: the watchdog lets its commands wait. An idle connection is never closed by the
-/// watchdog.
+/// every command is counted in the tenth of `command_timeout` (the look period) in which it
+/// began, and every `command_timeout / 10` the watchdog looks whether a command that began
+/// ten looks ago is still waiting. If one is, the connection is declared hung and closed:
+/// every command waiting on it ends at once with [`Error::Timeout`], and the next command
+/// opens a new connection. So every command fails within `command_timeout` of being sent
+/// (after between nine tenths of it and all of it) unless its reply is complete by then, as
+/// long as the runtime runs the watchdog's ticks on time; a command queued behind an overdue
+/// one may fail sooner, with the same error. Bytes that arrive meanwhile do not count: a
+/// Redis that trickles a reply, or that answers the other commands but not this one in time,
+/// is treated as hung. An idle connection is never closed by the watchdog.
 ///
 /// Opening a connection (TCP connect plus the `AUTH`/`SELECT`/`HELLO` setup the URL asks for)
 /// is bounded by `connect_timeout`; commands that arrive meanwhile share that one attempt,

@@ -1,9 +1,11 @@
+use std::fmt;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::redact::{RedactedUrls, redact_url};
 
 /// How the backend reaches Redis: one server, or a Redis Cluster.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,9 @@ pub enum ConnectionKind {
 /// Every field has a default, so a config file only names what it changes. Durations are
 /// written as humantime strings (`"250ms"`, `"2s"`).
 ///
+/// Its `Debug` output, and every error and log line of the backend, show the URLs with their
+/// password replaced by `***` (see [`redact_url`](crate::redact_url)).
+///
 /// ```
 /// use tower_scale_redis::{Mode, RedisConfig};
 ///
@@ -51,7 +56,7 @@ pub enum ConnectionKind {
 /// assert_eq!(config.mode, Mode::Standalone);
 /// assert_eq!(config.command_timeout.as_millis(), 100);
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -74,10 +79,10 @@ pub struct RedisConfig {
     /// How long one command (including waiting for a connection) may wait for Redis before
     /// it fails with [`Error::Timeout`]. Default 500 ms.
     ///
-    /// In the default mode (standalone, multiplexed, over TCP) this bounds the silence the
-    /// watchdog of a connection tolerates while commands wait on it, checked every tenth of
-    /// it: a command on a hung Redis fails within `command_timeout` (after at least nine
-    /// tenths of it), and a Redis that keeps answering on the connection is never cut off (see
+    /// In the default mode (standalone, multiplexed, over TCP) the watchdog of a connection
+    /// checks it every tenth of it: a command whose reply is not complete within
+    /// `command_timeout` (after at least nine tenths of it) closes the connection and fails,
+    /// with every command waiting on it, however many bytes arrived meanwhile (see
     /// [`RedisBackend`](crate::RedisBackend)). In the other modes it is a timer on each
     /// command.
     #[serde(with = "humantime_serde")]
@@ -94,6 +99,40 @@ pub struct RedisConfig {
     /// open 1 s growing ×2 per reopening up to 15 s, 3 probes in half-open.
     #[cfg(feature = "breaker")]
     pub breaker: tower_scale_breaker::BreakerConfig,
+}
+
+/// Every field, the URLs with their password hidden.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so that a new field cannot be left out of the output unnoticed.
+        let Self {
+            url,
+            mode,
+            nodes,
+            connection,
+            pool_size,
+            connect_timeout,
+            command_timeout,
+            key_prefix,
+            #[cfg(feature = "breaker")]
+            breaker_enabled,
+            #[cfg(feature = "breaker")]
+            breaker,
+        } = self;
+        let mut out = f.debug_struct("RedisConfig");
+        out.field("url", &redact_url(url))
+            .field("mode", mode)
+            .field("nodes", &RedactedUrls(nodes))
+            .field("connection", connection)
+            .field("pool_size", pool_size)
+            .field("connect_timeout", connect_timeout)
+            .field("command_timeout", command_timeout)
+            .field("key_prefix", key_prefix);
+        #[cfg(feature = "breaker")]
+        out.field("breaker_enabled", breaker_enabled)
+            .field("breaker", breaker);
+        out.finish()
+    }
 }
 
 /// The default breaker settings of the backend.
@@ -314,9 +353,12 @@ fn check_url(field: &str, url: &str) -> Result<(), Error> {
     if url.trim().is_empty() {
         return Err(Error::Config(format!("{field}: the Redis URL is empty")));
     }
-    url.into_connection_info()
-        .map(drop)
-        .map_err(|e| Error::Config(format!("{field}: {url:?} is not a valid Redis URL: {e}")))
+    url.into_connection_info().map(drop).map_err(|e| {
+        Error::Config(format!(
+            "{field}: {:?} is not a valid Redis URL: {e}",
+            redact_url(url)
+        ))
+    })
 }
 
 #[cfg(test)]

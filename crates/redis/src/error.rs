@@ -11,8 +11,9 @@ pub enum Error {
     #[error("invalid Redis config: {0}")]
     Config(String),
     /// The command (including waiting for a connection) did not finish within the configured
-    /// `command_timeout`; in the default multiplexed mode, the connection it waited on stayed
-    /// silent for nine tenths of `command_timeout` or more and was closed (see
+    /// `command_timeout`; in the default multiplexed mode, a command on the connection it
+    /// waited on (this one, or one sent before it) was not answered within nine tenths to all
+    /// of `command_timeout` and the connection was closed (see
     /// [`RedisBackend`](crate::RedisBackend)).
     #[error("Redis command timed out after {0:?}")]
     Timeout(Duration),

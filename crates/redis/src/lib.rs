@@ -9,12 +9,15 @@
 //! - [`RedisBackend`]: multiplexed connections (the default, measured faster) or a
 //!   deadpool-redis pool, on one server or a cluster. Every command's wait for Redis is
 //!   bounded by the configured timeout (by a watchdog per connection in the default mode,
-//!   with no timer per command); connections reopen by themselves after a restart.
+//!   with no timer per command), however the server trickles its reply; connections reopen
+//!   by themselves after a restart.
 //! - Lua scripts through [`RedisBackend::invoke`]: `EVALSHA`, with the script reloaded
 //!   transparently on `NOSCRIPT`.
 //! - [`Keys`]: `<prefix>:<concern>:<key>`, with hash tags for keys a script touches
 //!   together, so every script runs on Redis Cluster.
 //! - A health probe, [`RedisBackend::ping`], for readiness checks.
+//! - [`redact_url`]: a Redis URL with its password hidden, for logs and errors; the config's
+//!   `Debug` output and the backend's errors and log lines use it.
 //! - Metrics through the `metrics` facade: [`REDIS_COMMAND_DURATION_SECONDS`] (histogram) and
 //!   [`REDIS_COMMAND_ERRORS_TOTAL`] (counter by `kind`); a `debug` tracing event per failure.
 //!
@@ -39,7 +42,7 @@
 //! | Redis is… | what a command returns |
 //! |---|---|
 //! | down (connection refused) | an error at once ([`Error::is_unavailable`]) |
-//! | hung or paused (`SIGSTOP`), or the network drops packets | [`Error::Timeout`] within `command_timeout` (default mode: after nine tenths to all of it, see [`RedisBackend`]) |
+//! | hung or paused (`SIGSTOP`), the network drops packets, or a reply trickles in slower than `command_timeout` | [`Error::Timeout`] within `command_timeout` (default mode: after nine tenths to all of it, see [`RedisBackend`]) |
 //! | restarted | the command in flight fails; the connection reopens by itself and later commands succeed |
 //! | flushed its scripts | nothing visible: the script is reloaded and the call repeated |
 //! | found down or hung by the circuit breaker (feature `breaker`, on by default) | [`Error::CircuitOpen`] at once, without sending; probes find out when Redis is back |
@@ -59,6 +62,7 @@ mod config;
 mod error;
 mod keys;
 mod link;
+mod redact;
 
 #[doc(inline)]
 pub use self::{
@@ -66,6 +70,7 @@ pub use self::{
     config::{ConnectionKind, Mode, RedisConfig},
     error::Error,
     keys::Keys,
+    redact::redact_url,
 };
 
 #[cfg(feature = "breaker")]

@@ -2,23 +2,22 @@
 //!
 //! A [`Link`] owns at most one live redis-rs [`MultiplexedConnection`] at a time, whose driver
 //! task it spawns itself so that it can stop it. Commands on a live connection run with no
-//! timer of their own: a watchdog task per connection declares the connection hung when
-//! commands have been waiting through nine looks in a row (one every tenth of
-//! `command_timeout`) and not one byte has arrived, and then stops
-//! the driver, which ends every waiting command at once. The slow path (no live connection
-//! yet, or the last one failed) connects once for every command that waits, and keeps a
-//! per-command timer since it is rare.
+//! timer of their own: each command counts itself in the look period (a tenth of
+//! `command_timeout`) in which it began, and a watchdog task per connection, looking once a
+//! period, declares the connection hung as soon as a command that began ten looks ago is still
+//! waiting, whatever the connection read meanwhile (a server trickling a reply byte by byte
+//! is hung too). It then stops the driver, which ends every waiting command at once. The slow
+//! path (no live connection yet, or the last one failed) connects once for every command that
+//! waits, and keeps a per-command timer since it is rare.
 
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -30,12 +29,13 @@ use crate::Error;
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between two failed connection attempts.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// The watchdog looks at a connection this many times per `command_timeout`.
+/// The watchdog looks at a connection this many times per `command_timeout`; a command still
+/// waiting at the this-many-th look after the one before which it began is overdue: it began
+/// after that look, so it has waited between nine tenths of `command_timeout` and all of it.
 pub(crate) const TICKS_PER_TIMEOUT: u32 = 10;
-/// Looks in a row that found commands waiting and nothing read before the connection is
-/// declared hung: one fewer than a timeout's worth, so that a command sent just after a look
-/// still fails within `command_timeout` (between nine tenths of it and all of it).
-const SILENT_LOOKS: u32 = TICKS_PER_TIMEOUT - 1;
+/// Look periods whose commands are counted apart (a ring, indexed by look number): more than
+/// the [`TICKS_PER_TIMEOUT`] + 1 periods that can hold commands not yet judged.
+const PERIODS: usize = 16;
 
 /// One reconnecting multiplexed connection to a Redis server reached over TCP.
 pub(crate) struct Link {
@@ -43,8 +43,8 @@ pub(crate) struct Link {
     command_timeout: Duration,
     /// The live connection: the only thing a command reads on the fast path.
     live: RwLock<Option<Live>>,
-    /// Commands started and not yet ended on this link (a drop guard decrements).
-    in_flight: AtomicUsize,
+    /// Commands started and not yet ended on this link, by the look period they began in.
+    in_flight: InFlightByPeriod,
     /// The generation of the last connection the watchdog stopped (0: none).
     timed_out: AtomicU64,
     /// Everything else, touched only when connecting or when a connection ends.
@@ -117,6 +117,50 @@ impl Drop for Attempt {
 /// Counts a command as in flight until dropped (cancelled commands included).
 pub(crate) struct InFlight<'a>(&'a AtomicUsize);
 
+/// The commands in flight on a link, counted by the watchdog's look period in which each
+/// began: what tells the watchdog how long the oldest one has waited, without a timer or a
+/// timestamp per command.
+struct InFlightByPeriod {
+    /// The number of the current look period: the looks taken so far.
+    period: AtomicU64,
+    /// Commands in flight by `period % PERIODS` at their start.
+    counts: [AtomicUsize; PERIODS],
+}
+
+impl InFlightByPeriod {
+    fn new() -> Self {
+        Self {
+            period: AtomicU64::new(0),
+            counts: std::array::from_fn(|_| AtomicUsize::new(0)),
+        }
+    }
+
+    /// Counts one command, in the current period, until the guard is dropped.
+    fn begin(&self) -> InFlight<'_> {
+        let count = self.count(self.period.load(Ordering::Relaxed));
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+
+    /// One look of the watchdog: starts the next period, and tells whether a command that
+    /// began [`TICKS_PER_TIMEOUT`] periods ago (or earlier, when a period's count was caught
+    /// late) is still in flight.
+    fn look(&self) -> bool {
+        let now = self.period.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(judged) = now.checked_sub(u64::from(TICKS_PER_TIMEOUT)) else {
+            return false;
+        };
+        self.count(judged).load(Ordering::Relaxed) > 0
+    }
+
+    /// The count of the commands that began in look period `period`.
+    fn count(&self, period: u64) -> &AtomicUsize {
+        // `PERIODS` divides 2^32: the remainder is the same whether the cast keeps 32 bits
+        // of `period` or all 64.
+        &self.counts[period as usize % PERIODS]
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -142,7 +186,7 @@ impl Link {
             }),
             command_timeout,
             live: RwLock::new(None),
-            in_flight: AtomicUsize::new(0),
+            in_flight: InFlightByPeriod::new(),
             timed_out: AtomicU64::new(0),
             slow: Mutex::new(Slow {
                 generation: 0,
@@ -163,8 +207,7 @@ impl Link {
 
     /// Counts one command as in flight until the guard is dropped.
     pub(crate) fn begin(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(&self.in_flight)
+        self.in_flight.begin()
     }
 
     /// Converts the result of a command run on connection `generation`: a broken connection
@@ -227,11 +270,7 @@ impl Link {
         let mut slow = self.lock();
         slow.connecting = false;
         match opened {
-            Ok(Opened {
-                conn,
-                driver,
-                reads,
-            }) => {
+            Ok(Opened { conn, driver }) => {
                 slow.generation += 1;
                 let generation = slow.generation;
                 slow.retry = None;
@@ -247,7 +286,6 @@ impl Link {
                 let watchdog = tokio::spawn(watchdog(
                     Arc::downgrade(&self),
                     generation,
-                    reads,
                     self.command_timeout,
                 ))
                 .abort_handle();
@@ -297,13 +335,13 @@ impl Link {
         }
     }
 
-    /// Stops connection `generation` because it is hung: its waiting commands end with a
-    /// timeout.
+    /// Stops connection `generation` because it is hung (a command waited on it for
+    /// `command_timeout`): its waiting commands end with a timeout.
     fn hung(&self, generation: u64) {
         self.timed_out.store(generation, Ordering::Release);
         tracing::debug!(
             generation,
-            "redis connection hung: no reply within the command timeout"
+            "redis connection hung: a command not answered within the command timeout"
         );
         self.connection_ended(generation);
     }
@@ -328,11 +366,10 @@ fn not_connected(last_error: &str, retry_in: Duration) -> Error {
     )))
 }
 
-/// A new connection, its driver (not yet spawned) and the counter of its reads.
+/// A new connection and its driver (not yet spawned).
 struct Opened {
     conn: MultiplexedConnection,
     driver: Pin<Box<dyn Future<Output = ()> + Send>>,
-    reads: Arc<AtomicU64>,
 }
 
 impl Target {
@@ -342,12 +379,6 @@ impl Target {
         let open = async {
             let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
             stream.set_nodelay(self.nodelay)?;
-            let reads = Arc::new(AtomicU64::new(0));
-            let stream = CountedReads {
-                inner: stream,
-                reads: Arc::clone(&reads),
-                count: 0,
-            };
             // No response timeout inside redis-rs: the watchdog bounds every command.
             let config = AsyncConnectionConfig::new()
                 .set_response_timeout(None)
@@ -357,7 +388,6 @@ impl Target {
             Ok(Opened {
                 conn,
                 driver: Box::pin(driver),
-                reads,
             })
         };
         match tokio::time::timeout(self.connect_timeout, open).await {
@@ -373,155 +403,71 @@ impl Target {
     }
 }
 
-/// Watches connection `generation`: when commands are in flight and no byte has been read
-/// through [`SILENT_LOOKS`] looks in a row (one every `command_timeout / 10`), the connection
-/// is hung and is stopped. Ends when the connection or the link is gone.
-async fn watchdog(link: Weak<Link>, generation: u64, reads: Arc<AtomicU64>, timeout: Duration) {
+/// Watches connection `generation`: every `command_timeout / 10` it takes a look, and when a
+/// command that began [`TICKS_PER_TIMEOUT`] looks ago is still waiting, the connection is
+/// hung and is stopped. Ends when the connection or the link is gone.
+async fn watchdog(link: Weak<Link>, generation: u64, timeout: Duration) {
     let tick = (timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(1));
     let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut silence = Silence::new(reads.load(Ordering::Relaxed));
     loop {
         interval.tick().await;
         let Some(link) = link.upgrade() else { return };
-        let busy = link.in_flight.load(Ordering::Relaxed) > 0;
-        if silence.look(busy, reads.load(Ordering::Relaxed)) {
+        if link.in_flight.look() {
             link.hung(generation);
             return;
         }
     }
 }
 
-/// The watchdog's count of silent looks at one connection.
-struct Silence {
-    last_reads: u64,
-    was_busy: bool,
-    /// Intervals in a row that began and ended with commands in flight and read nothing.
-    silent: u32,
-}
-
-impl Silence {
-    fn new(reads: u64) -> Self {
-        Self {
-            last_reads: reads,
-            was_busy: false,
-            silent: 0,
-        }
-    }
-
-    /// One look: whether commands are in flight now, and the reads counter. True when the
-    /// connection is hung: [`SILENT_LOOKS`] intervals in a row began and ended with commands
-    /// in flight and read nothing.
-    fn look(&mut self, busy: bool, reads: u64) -> bool {
-        if busy && self.was_busy && reads == self.last_reads {
-            self.silent += 1;
-        } else {
-            self.silent = 0;
-        }
-        self.was_busy = busy;
-        self.last_reads = reads;
-        self.silent >= SILENT_LOOKS
-    }
-}
-
-/// A TCP stream that counts the reads that returned bytes (the watchdog's sign of life).
-struct CountedReads {
-    inner: TcpStream,
-    reads: Arc<AtomicU64>,
-    /// This stream is the only writer of `reads`: a plain store is enough.
-    count: u64,
-}
-
-impl AsyncRead for CountedReads {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.count += 1;
-            this.reads.store(this.count, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for CountedReads {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Silence, TICKS_PER_TIMEOUT};
+    use super::{InFlightByPeriod, TICKS_PER_TIMEOUT};
 
-    /// Looks until the watchdog declares the connection hung, at most `limit`.
-    fn looks_until_hung(silence: &mut Silence, limit: u32, busy: bool, reads: u64) -> Option<u32> {
-        (1..=limit).find(|_| silence.look(busy, reads))
+    /// Looks until one finds an overdue command, at most `limit`.
+    fn looks_until_overdue(in_flight: &InFlightByPeriod, limit: u32) -> Option<u32> {
+        (1..=limit).find(|_| in_flight.look())
     }
 
-    /// A command sent between two looks on an idle connection of a frozen server: it is
-    /// declared hung at the tenth look after the command was sent, that is after more than
-    /// nine tenths of `command_timeout` and within all of it (looks are a tenth apart).
+    /// A command that began between two looks is overdue at the tenth look after it began:
+    /// after more than nine tenths of `command_timeout` and within all of it (looks are a
+    /// tenth apart), whatever the connection read meanwhile.
     #[test]
-    fn a_silent_command_is_declared_hung_at_the_tenth_look() {
-        let mut silence = Silence::new(7);
-        assert!(!silence.look(false, 7), "idle");
+    fn a_waiting_command_is_overdue_at_the_tenth_look() {
+        let in_flight = InFlightByPeriod::new();
+        for _ in 0..25 {
+            assert!(!in_flight.look(), "idle");
+        }
+        let _command = in_flight.begin();
         assert_eq!(
-            looks_until_hung(&mut silence, 100, true, 7),
+            looks_until_overdue(&in_flight, 100),
             Some(TICKS_PER_TIMEOUT)
         );
     }
 
-    /// Idle connections and busy ones that keep reading are never declared hung; a read
-    /// starts the count again.
+    /// Idle links and commands that end in time are never overdue, however many there are
+    /// and however long the link stays busy; a young command behind them is judged by its
+    /// own age.
     #[test]
-    fn idle_or_answering_connections_are_never_hung() {
-        let mut silence = Silence::new(0);
-        assert_eq!(looks_until_hung(&mut silence, 1_000, false, 0), None);
-        let mut reads = 0;
+    fn commands_that_end_in_time_are_never_overdue() {
+        let in_flight = InFlightByPeriod::new();
+        assert_eq!(looks_until_overdue(&in_flight, 1_000), None);
+        // Always busy: each command waits nine looks, and a new one begins at every look.
+        let mut waiting = std::collections::VecDeque::new();
         for _ in 0..1_000 {
-            reads += 1;
-            assert!(!silence.look(true, reads));
+            waiting.push_back(in_flight.begin());
+            if waiting.len() > (TICKS_PER_TIMEOUT - 1) as usize {
+                waiting.pop_front();
+            }
+            assert!(!in_flight.look());
         }
-        // Silent for all but one look, then a byte arrives: counted again from there.
+        drop(waiting);
+        let late = in_flight.begin();
         assert_eq!(
-            looks_until_hung(&mut silence, TICKS_PER_TIMEOUT - 2, true, reads),
-            None
+            looks_until_overdue(&in_flight, 100),
+            Some(TICKS_PER_TIMEOUT)
         );
-        reads += 1;
-        assert!(!silence.look(true, reads));
-        assert_eq!(
-            looks_until_hung(&mut silence, 100, true, reads),
-            Some(TICKS_PER_TIMEOUT - 1)
-        );
+        drop(late);
+        assert_eq!(looks_until_overdue(&in_flight, 100), None);
     }
 }
