@@ -705,14 +705,10 @@ return out
             peek: bool,
         ) -> tower_scale_redis::redis::Cmd {
             let prefix = self.backend.keys().prefix();
-            let mut key = Vec::with_capacity(prefix.len() + tag.len() + 18);
-            key.extend_from_slice(prefix.as_bytes());
-            key.extend_from_slice(b":ratelimit:{");
-            key.extend(
-                tag.bytes()
-                    .map(|b| if matches!(b, b'{' | b'}') { b'_' } else { b }),
-            );
-            key.extend_from_slice(b"}:");
+            let mut key = String::with_capacity(prefix.len() + tag.len() + 18);
+            self.backend
+                .keys()
+                .push_tagged_base(&mut key, "ratelimit", tag);
             let base = key.len();
             let mut cmd = tower_scale_redis::redis::Cmd::with_capacity(
                 3 + 3 * quotas.len() + 2,
@@ -722,8 +718,8 @@ return out
             let mut index = itoa::Buffer::new();
             for i in 0..quotas.len() {
                 key.truncate(base);
-                key.extend_from_slice(index.format(i).as_bytes());
-                cmd.arg(&key[..]);
+                key.push_str(index.format(i));
+                cmd.arg(key.as_str());
             }
             for q in quotas {
                 let g = Gcra::new(q, cost);
