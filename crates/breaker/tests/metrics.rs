@@ -1,0 +1,57 @@
+//! The metric series of keyed breakers stay bounded however many keys a client makes up.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use tower_scale_breaker::{BreakerConfig, KeyedBreakers, Outcome, SlidingWindow};
+
+fn config() -> BreakerConfig {
+    BreakerConfig {
+        sliding_window: SlidingWindow::Count { size: 4 },
+        minimum_calls: 4,
+        wait_in_open: Duration::from_secs(20),
+        ..BreakerConfig::default()
+    }
+}
+
+/// The sample lines of `breaker_*` metrics in the exporter's output: one per live series.
+fn breaker_series(recorder: &PrometheusRecorder) -> Vec<String> {
+    recorder
+        .handle()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("breaker_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A client requesting 10,000 made-up paths, each with its own breaker (half of them opened
+/// by failures), must not leave 10,000 series behind in the Prometheus output.
+#[test]
+fn ten_thousand_made_up_paths_cannot_grow_the_metric_series() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let breakers = KeyedBreakers::new(config(), 100).unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        for n in 0..10_000 {
+            let breaker = breakers.get(&format!("/users/{n}"));
+            let outcome = if n % 2 == 0 {
+                Outcome::FAILURE
+            } else {
+                Outcome::Success
+            };
+            for _ in 0..4 {
+                if let Ok(permit) = breaker.try_acquire() {
+                    permit.record(outcome);
+                }
+            }
+        }
+        assert!(breakers.len() <= 100);
+    });
+    let series = breaker_series(&recorder);
+    assert!(
+        series.len() <= 20,
+        "{} breaker series for at most 100 live breakers: {:?}",
+        series.len(),
+        &series[..series.len().min(5)]
+    );
+}
