@@ -55,3 +55,45 @@ fn ten_thousand_made_up_paths_cannot_grow_the_metric_series() {
         &series[..series.len().min(5)]
     );
 }
+
+/// A keyed group reports how many of its live breakers are in each state, under its own name;
+/// evicted breakers leave the counts.
+#[test]
+fn a_keyed_group_counts_its_live_breakers_per_state() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let breakers = KeyedBreakers::named("users", config(), 100).unwrap();
+    let live = metrics::with_local_recorder(&recorder, || {
+        for n in 0..10_000 {
+            let breaker = breakers.get(&format!("/users/{n}"));
+            for _ in 0..4 {
+                if let Ok(permit) = breaker.try_acquire() {
+                    permit.record(Outcome::FAILURE);
+                }
+            }
+        }
+        // The last ten keys are closed again.
+        for n in 9_990..10_000 {
+            breakers.get(&format!("/users/{n}")).reset();
+        }
+        breakers.len()
+    });
+    let series = breaker_series(&recorder);
+    let count = |state: &str| -> u64 {
+        let prefix = format!("breaker_keys{{breaker=\"users\",state=\"{state}\"}} ");
+        series
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert!(live <= 100, "{live} breakers held");
+    assert_eq!(count("closed") + count("open"), live, "{series:#?}");
+    // At most those ten (the cache may not have admitted all of them).
+    assert!(count("closed") <= 10, "{series:#?}");
+    assert!(
+        series.iter().any(|l| l.starts_with(
+            "breaker_transitions_total{breaker=\"users\",from=\"closed\",to=\"open\"} 10000"
+        )),
+        "{series:#?}"
+    );
+    assert!(series.iter().all(|l| !l.contains("/users/")), "{series:#?}");
+}
