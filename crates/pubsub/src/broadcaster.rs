@@ -427,3 +427,33 @@ impl BroadcasterBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A client publishing to 100,000 made-up stream rooms it never joined cannot make the
+    /// in-memory backend keep 100,000 histories, and idle histories go after their time.
+    #[tokio::test(start_paused = true)]
+    async fn publishing_to_made_up_rooms_cannot_grow_memory_history_forever() {
+        let broadcaster = Broadcaster::builder()
+            .delivery(Delivery::Stream)
+            .build()
+            .unwrap();
+        for n in 0..100_000 {
+            broadcaster
+                .publish(&format!("made-up-{n}"), "x")
+                .await
+                .unwrap();
+        }
+        let held = broadcaster.inner.registry.lock().history.len();
+        assert!(held <= 10_000, "{held} room histories held");
+        // Past the default idle time, only the room published to since is left.
+        tokio::time::advance(Duration::from_secs(25 * 3600)).await;
+        broadcaster.publish("fresh", "x").await.unwrap();
+        let held = broadcaster.inner.registry.lock().history.len();
+        assert_eq!(held, 1, "{held} room histories held after the idle time");
+    }
+}
