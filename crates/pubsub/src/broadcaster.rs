@@ -176,18 +176,14 @@ impl Broadcaster {
         let id = MessageId::new(0, state.last_seq);
         let name = live.map_or_else(|| Arc::from(room), |r| r.name.clone());
         let message = Message {
-            room: name.clone(),
+            room: name,
             payload,
             id: Some(id),
         };
         if let Some(r) = live {
             let _ = r.tx.send(Event::Message(message.clone()));
         }
-        let history = state.history.entry(name).or_default();
-        if history.len() == self.inner.config.history_len {
-            history.pop_front();
-        }
-        history.push_back(message);
+        state.history.push(message);
         Some(id)
     }
 
@@ -257,13 +253,7 @@ impl Broadcaster {
     }
 
     fn memory_history(&self, room: &str, limit: usize) -> Vec<Message> {
-        let state = self.inner.registry.lock();
-        state.history.get(room).map_or_else(Vec::new, |h| {
-            h.iter()
-                .skip(h.len().saturating_sub(limit))
-                .cloned()
-                .collect()
-        })
+        self.inner.registry.lock().history.latest(room, limit)
     }
 }
 
@@ -358,6 +348,18 @@ impl BroadcasterBuilder {
         self
     }
 
+    /// See [`PubSubConfig::history_ttl`].
+    pub fn history_ttl(mut self, ttl: Duration) -> Self {
+        self.config.history_ttl = ttl;
+        self
+    }
+
+    /// See [`PubSubConfig::max_history_rooms`].
+    pub fn max_history_rooms(mut self, rooms: usize) -> Self {
+        self.config.max_history_rooms = rooms;
+        self
+    }
+
     /// See [`PubSubConfig::publish_retry`].
     pub fn publish_retry(mut self, retry: Duration) -> Self {
         self.config.publish_retry = retry;
@@ -403,7 +405,7 @@ impl BroadcasterBuilder {
     /// [`Error::Config`] naming the first invalid setting.
     pub fn build(self) -> Result<Broadcaster, Error> {
         self.config.validate()?;
-        let registry = Arc::new(Registry::new(self.config.queue_capacity));
+        let registry = Arc::new(Registry::new(&self.config));
         #[cfg(feature = "redis")]
         let redis = match self.redis {
             Some(backend) => Some(crate::redis::RedisPlane::new(

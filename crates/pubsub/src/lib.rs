@@ -102,6 +102,7 @@ mod broadcaster;
 mod config;
 mod error;
 mod event;
+mod history;
 #[cfg(feature = "redis")]
 mod redis;
 mod rooms;

@@ -13,7 +13,8 @@ use tokio::sync::broadcast::{self, Receiver, error::RecvError};
 use tokio_util::sync::ReusableBoxFuture;
 
 use crate::broadcaster::Inner;
-use crate::{Delivery, Event, Message, MessageId};
+use crate::history::Histories;
+use crate::{Delivery, Event, Message, MessageId, PubSubConfig};
 
 /// The local rooms, shared by the broadcaster, its subscriptions and its background tasks.
 #[derive(Debug)]
@@ -22,11 +23,11 @@ pub(crate) struct Registry {
     capacity: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct State {
     pub(crate) rooms: HashMap<Arc<str>, Room>,
     /// History of stream rooms of the in-memory backend.
-    pub(crate) history: HashMap<Arc<str>, VecDeque<Message>>,
+    pub(crate) history: Histories,
     /// Last id given by the in-memory backend.
     pub(crate) last_seq: u64,
 }
@@ -81,10 +82,14 @@ pub(crate) struct Joined {
 }
 
 impl Registry {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(config: &PubSubConfig) -> Self {
         Self {
-            state: Mutex::new(State::default()),
-            capacity,
+            state: Mutex::new(State {
+                rooms: HashMap::new(),
+                history: Histories::new(config),
+                last_seq: 0,
+            }),
+            capacity: config.queue_capacity,
         }
     }
 
@@ -321,7 +326,10 @@ mod tests {
 
     #[test]
     fn a_stream_room_gets_the_entries_after_its_position() {
-        let registry = Registry::new(16);
+        let registry = Registry::new(&PubSubConfig {
+            queue_capacity: 16,
+            ..PubSubConfig::default()
+        });
         let mut joined = registry.join("r", Delivery::Stream, || Some("key".into()));
         let mut state = registry.lock();
         let room = state.rooms.get_mut("r").unwrap();
@@ -338,7 +346,10 @@ mod tests {
     fn a_stream_room_opening_during_a_read_gets_none_of_it() {
         // The last subscriber left, an entry was published, and a subscriber came back while
         // the reader's XREAD of the room as it was still ran; that read returns the entry.
-        let registry = Registry::new(16);
+        let registry = Registry::new(&PubSubConfig {
+            queue_capacity: 16,
+            ..PubSubConfig::default()
+        });
         let mut joined = registry.join("r", Delivery::Stream, || Some("key".into()));
         let mut state = registry.lock();
         let room = state.rooms.get_mut("r").unwrap();

@@ -70,9 +70,7 @@ async fn publishing_to_made_up_rooms_cannot_fill_redis_forever() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_to_made_up_rooms_cannot_fill_a_redis_cluster_forever() {
     let cluster = RedisCluster::start();
-    let mut config = tower_scale_redis::RedisConfig::cluster(cluster.urls());
-    config.command_timeout = Duration::from_secs(2);
-    let backend = tower_scale_redis::RedisBackend::new(config).unwrap();
+    let backend = support::cluster_backend(&cluster, Duration::from_secs(2));
     let broadcaster = Broadcaster::builder()
         .delivery(Delivery::Stream)
         .history_len(50)
@@ -89,4 +87,37 @@ async fn publishing_to_made_up_rooms_cannot_fill_a_redis_cluster_forever() {
         .expect("a node with the streams");
     assert_eq!(node.cli(&["DBSIZE"]), "10001");
     assert_streams_bounded(node, 50);
+}
+
+/// With a short `history_ttl`, the streams of 100,000 rooms nobody publishes to any more are
+/// gone from Redis once it has passed, while a room still published to keeps its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_rooms_streams_expire_from_redis() {
+    let server = RedisServer::start();
+    let ttl = Duration::from_secs(2);
+    let broadcaster = support::instance(
+        &server.url(),
+        Broadcaster::builder()
+            .delivery(Delivery::Stream)
+            .history_ttl(ttl),
+    );
+    publish_to_made_up_rooms(&broadcaster, 100_000).await;
+    // Publishing them may take longer than the TTL on a loaded machine: the first may be gone.
+    let held: usize = server.cli(&["DBSIZE"]).parse().unwrap();
+    assert!((1..=100_000).contains(&held), "{held} keys");
+    let key = server.cli(&["RANDOMKEY"]);
+    let pttl: i64 = server.cli(&["PTTL", &key]).parse().unwrap();
+    assert!(pttl <= 2000, "{key} expires in {pttl} ms");
+    // Redis expires keys in the background, a sample at a time.
+    tower_scale_testkit::eventually("the idle streams expired", Duration::from_secs(60), || {
+        redis_is_empty(&server)
+    })
+    .await;
+    broadcaster.publish("lively", "x").await.unwrap();
+    assert_eq!(server.cli(&["DBSIZE"]), "1");
+}
+
+/// Whether Redis holds no key any more.
+fn redis_is_empty(server: &RedisServer) -> bool {
+    server.cli(&["DBSIZE"]) == "0"
 }

@@ -36,9 +36,7 @@ struct Cluster(RedisCluster);
 
 impl Deployment for Cluster {
     fn instance(&self, builder: BroadcasterBuilder) -> Broadcaster {
-        let mut config = tower_scale_redis::RedisConfig::cluster(self.0.urls());
-        config.command_timeout = Duration::from_secs(2);
-        let backend = tower_scale_redis::RedisBackend::new(config).expect("valid config");
+        let backend = support::cluster_backend(&self.0, Duration::from_secs(2));
         builder.redis(backend).build().expect("valid broadcaster")
     }
 }

@@ -31,20 +31,9 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// How many recent entries a retried stream publish looks through for its own message.
 const DEDUP_WINDOW: usize = 100;
 
-/// Adds a message to a stream unless an earlier attempt of the same publish (same `m`) is
-/// among the latest entries: a retry after an ambiguous failure never adds it twice.
-static APPEND_ONCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
-for i = 1, #recent do
-  local fields = recent[i][2]
-  if fields[1] == 'm' and fields[2] == ARGV[1] then return recent[i][1] end
-end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'd', ARGV[2])
-",
-    )
-});
+/// Adds a message to a stream (`XADD MAXLEN ~`) and refreshes the stream's expiry; a retry
+/// after an ambiguous failure never adds it twice. See `append.lua`.
+static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
 
 pub(crate) struct RedisPlane {
     backend: RedisBackend,
@@ -143,34 +132,28 @@ impl RedisPlane {
         }
     }
 
-    /// `XADD`, retried while Redis is unavailable until `publish_retry` runs out; retries go
-    /// through [`APPEND_ONCE`].
+    /// [`APPEND`], retried while Redis is unavailable until `publish_retry` runs out; retries
+    /// look through the stream's latest entries for their own message first.
     async fn append(&self, key: &str, payload: &[u8]) -> Result<MessageId, Error> {
         let mid = format!(
             "{}:{}",
             self.instance,
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
-        let maxlen = self.config.history_len;
+        let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
         let deadline = Instant::now() + self.config.publish_retry;
-        let mut result = self
-            .backend
-            .query::<String>(
-                redis::cmd("XADD")
-                    .arg(key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(maxlen)
-                    .arg("*")
-                    .arg("m")
-                    .arg(&mid)
-                    .arg("d")
-                    .arg(payload),
-            )
-            .await;
         let mut delay = FIRST_RETRY_DELAY;
+        let mut dedup_window = 0;
         loop {
-            let error = match result {
+            let mut invocation = APPEND.prepare_invoke();
+            invocation
+                .key(key)
+                .arg(&mid)
+                .arg(payload)
+                .arg(self.config.history_len)
+                .arg(dedup_window)
+                .arg(ttl_ms);
+            let error = match self.backend.invoke::<String>(&invocation).await {
                 Ok(id) => {
                     return id.parse().map_err(|e| {
                         Error::Redis(tower_scale_redis::Error::Redis(redis::RedisError::from((
@@ -189,14 +172,7 @@ impl RedisPlane {
             tracing::debug!(%error, key, "stream publish failed; retrying");
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(self.config.reconnect_max_delay);
-            let mut invocation = APPEND_ONCE.prepare_invoke();
-            invocation
-                .key(key)
-                .arg(&mid)
-                .arg(payload)
-                .arg(maxlen)
-                .arg(DEDUP_WINDOW);
-            result = self.backend.invoke::<String>(&invocation).await;
+            dedup_window = DEDUP_WINDOW;
         }
     }
 
