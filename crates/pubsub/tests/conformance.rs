@@ -338,6 +338,32 @@ async fn one_server_keeps_one_key_per_stream_room() {
     );
 }
 
+/// On one server a room's name is the hash tag of its stream key, where Redis would read a brace
+/// as the end of the tag: a client naming a room `{x}y` (or `_x_y`, what the braces used to turn
+/// into) must not read or write the stream of another room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_braces_cannot_share_another_rooms_stream() {
+    let server = RedisServer::start();
+    let a = support::instance(
+        &server.url(),
+        Broadcaster::builder().delivery(Delivery::Stream),
+    );
+    let rooms = ["{x}y", "_x_y", "{x}", "x", "}x{y"];
+    for room in rooms {
+        a.publish(room, room).await.unwrap();
+    }
+    for room in rooms {
+        let history = a.history(room, 10).await.unwrap();
+        assert_eq!(
+            history.iter().map(text).collect::<Vec<_>>(),
+            [room],
+            "the history of {room:?}"
+        );
+    }
+    let keys = server.cli(&["KEYS", "ts:pubsub:*"]);
+    assert_eq!(keys.lines().count(), rooms.len(), "{keys}");
+}
+
 #[test]
 fn message_ids_order_like_redis() {
     let a: MessageId = "10-2".parse().unwrap();
