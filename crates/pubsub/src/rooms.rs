@@ -26,6 +26,9 @@ pub(crate) struct Registry {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) rooms: HashMap<Arc<str>, Room>,
+    /// The room of each open pub/sub room's Redis channel: a channel is mapped back to its
+    /// room by lookup, never by decoding it, whatever escaping the key layout applies.
+    pub(crate) by_channel: HashMap<Arc<str>, Arc<str>>,
     /// History of stream rooms of the in-memory backend.
     pub(crate) history: Histories,
     /// Last id given by the in-memory backend.
@@ -86,6 +89,7 @@ impl Registry {
         Self {
             state: Mutex::new(State {
                 rooms: HashMap::new(),
+                by_channel: HashMap::new(),
                 history: Histories::new(config),
                 last_seq: 0,
             }),
@@ -122,6 +126,9 @@ impl Registry {
         let name: Arc<str> = Arc::from(room);
         let (tx, rx) = broadcast::channel(self.capacity);
         let key = make_key();
+        if let (Delivery::PubSub, Some(key)) = (delivery, &key) {
+            state.by_channel.insert(key.clone(), name.clone());
+        }
         state.rooms.insert(
             name.clone(),
             Room {
@@ -147,22 +154,26 @@ impl Registry {
         let mut state = self.lock();
         let r = state.rooms.get_mut(room)?;
         r.subscribers -= 1;
-        if r.subscribers == 0 {
-            state.rooms.remove(room)
-        } else {
-            None
+        if r.subscribers > 0 {
+            return None;
         }
+        let gone = state.rooms.remove(room)?;
+        if let (Delivery::PubSub, Some(key)) = (gone.delivery, &gone.key) {
+            state.by_channel.remove(key);
+        }
+        Some(gone)
     }
 
-    /// Delivers a pub/sub message to the local subscribers of a room, if it has any and Redis
-    /// confirmed its subscription (a message that comes before the confirmation was published
-    /// before the room opened).
+    /// Delivers a pub/sub message of `channel` to the local subscribers of its room, if it has
+    /// any and Redis confirmed its subscription (a message that comes before the confirmation
+    /// was published before the room opened).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn dispatch(&self, room: &str, payload: Bytes) {
+    pub(crate) fn dispatch(&self, channel: &str, payload: Bytes) {
         let state = self.lock();
         if let Some(r) = state
-            .rooms
-            .get(room)
+            .by_channel
+            .get(channel)
+            .and_then(|room| state.rooms.get(room))
             .filter(|r| r.delivery == Delivery::PubSub && r.confirmed)
         {
             let _ = r.tx.send(Event::Message(Message {

@@ -23,7 +23,7 @@ use crate::rooms::{Registry, Room, Subscription};
 use crate::{Delivery, Error, Message, MessageId, PubSubConfig};
 
 /// The key concern of this crate: channels `<prefix>:pubsub:<room>`, streams
-/// `<prefix>:pubsub:{<room>}:stream` on one server and `<prefix>:pubsub:{<prefix>:<tag>}:<room>`
+/// `<prefix>:pubsub:{<room>}:stream` on one server (see [`room_key`] for rooms with braces) and `<prefix>:pubsub:{<prefix>:<tag>}:<room>`
 /// on a cluster (one slot for every stream room, see [`PubSubConfig::cluster_stream_tag`]).
 const CONCERN: &str = "pubsub";
 /// First wait before reconnecting; doubles up to `reconnect_max_delay`.
@@ -93,13 +93,12 @@ impl RedisPlane {
     }
 
     fn key(&self, room: &str, delivery: Delivery) -> String {
-        match delivery {
-            Delivery::PubSub => self.backend.keys().key(CONCERN, room),
-            Delivery::Stream => match &self.stream_tag {
-                None => self.backend.keys().tagged(CONCERN, room, "stream"),
-                Some(tag) => self.backend.keys().tagged(CONCERN, tag, room),
-            },
-        }
+        room_key(
+            self.backend.keys(),
+            self.stream_tag.as_deref(),
+            room,
+            delivery,
+        )
     }
 
     /// Whether the subscriber and reader connections in use are up.
@@ -263,7 +262,6 @@ impl RedisPlane {
             let listener = Listener {
                 registry: self.registry.clone(),
                 clients: self.clients.clone(),
-                channel_prefix: self.backend.keys().key(CONCERN, ""),
                 config: self.config.clone(),
                 connect_timeout: self.backend.config().connect_timeout,
                 command_timeout: self.backend.config().command_timeout,
@@ -299,6 +297,40 @@ impl RedisPlane {
             tokio::spawn(reader.run());
             notify
         })
+    }
+}
+
+/// The Redis key of `room`: its channel for [`Delivery::PubSub`], its stream for
+/// [`Delivery::Stream`] (`stream_tag` is the cluster's shared hash tag, `None` on one server).
+/// Distinct rooms always get distinct keys.
+///
+/// On one server the room itself is the hash tag, and a brace would end the tag early, so a
+/// room with a brace has it escaped (`%` as `%25`, `{` as `%7B`, `}` as `%7D`) and its key ends
+/// in `:escaped-stream`, where a brace-free room's ends in `:stream` as it always has.
+pub(crate) fn room_key(
+    keys: &tower_scale_redis::Keys,
+    stream_tag: Option<&str>,
+    room: &str,
+    delivery: Delivery,
+) -> String {
+    match (delivery, stream_tag) {
+        (Delivery::PubSub, _) => keys.key(CONCERN, room),
+        (Delivery::Stream, Some(tag)) => keys.tagged(CONCERN, tag, room),
+        (Delivery::Stream, None) if !room.contains(['{', '}']) => {
+            keys.tagged(CONCERN, room, "stream")
+        }
+        (Delivery::Stream, None) => {
+            let mut tag = String::with_capacity(room.len() + 8);
+            for c in room.chars() {
+                match c {
+                    '%' => tag.push_str("%25"),
+                    '{' => tag.push_str("%7B"),
+                    '}' => tag.push_str("%7D"),
+                    c => tag.push(c),
+                }
+            }
+            keys.tagged(CONCERN, &tag, "escaped-stream")
+        }
     }
 }
 
