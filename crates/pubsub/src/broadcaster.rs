@@ -434,7 +434,50 @@ impl BroadcasterBuilder {
 mod tests {
     use std::time::Duration;
 
+    use futures_util::StreamExt;
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Any room name a client sends is refused with a clear error (empty, too long) or
+        /// carries its messages, payload and name intact, to its own subscribers only.
+        #[test]
+        fn any_room_name_is_refused_clearly_or_survives(
+            room in prop_oneof![".{0,12}", "[{}%:_]{0,4}", Just("r".repeat(MAX_ROOM_LEN + 1))],
+            payload in proptest::collection::vec(any::<u8>(), 0..32),
+            delivery in prop_oneof![Just(Delivery::PubSub), Just(Delivery::Stream)],
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let broadcaster = Broadcaster::builder().delivery(delivery).build().unwrap();
+                let subscribed = broadcaster.subscribe(&room).await;
+                if room.is_empty() || room.len() > MAX_ROOM_LEN {
+                    let err = subscribed.unwrap_err();
+                    prop_assert!(matches!(err, Error::InvalidRoom(_)), "{}", err);
+                    prop_assert!(broadcaster.publish(&room, payload).await.is_err());
+                    return Ok(());
+                }
+                let mut sub = subscribed.unwrap();
+                let mut other = broadcaster.subscribe(&format!("{room}.")).await.unwrap();
+                let id = broadcaster.publish(&room, payload.clone()).await.unwrap();
+                let Some(Event::Message(m)) = sub.recv().await else {
+                    return Err(TestCaseError::fail("no message"));
+                };
+                prop_assert_eq!(m.room(), room.as_str());
+                prop_assert_eq!(m.payload().as_ref(), payload.as_slice());
+                prop_assert_eq!(m.id(), id);
+                let other_got_none = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(other.poll_next_unpin(cx).is_pending())
+                })
+                .await;
+                prop_assert!(other_got_none, "another room got the message");
+                Ok(())
+            })?;
+        }
+    }
 
     /// A client publishing to 100,000 made-up stream rooms it never joined cannot make the
     /// in-memory backend keep 100,000 histories, and idle histories go after their time.

@@ -4,6 +4,8 @@
 mod listener;
 mod parse;
 mod reader;
+#[cfg(test)]
+mod wire_tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
