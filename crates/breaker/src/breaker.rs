@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{BreakerConfig, ConfigError, SlidingWindow};
+use crate::group::{Group, Metrics};
 
 /// The state of a circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +39,27 @@ impl State {
             OPEN => Self::Open,
             FORCED_OPEN => Self::ForcedOpen,
             _ => Self::Disabled,
+        }
+    }
+
+    /// Every state, in the order of [`code`](Self::code).
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Closed,
+        Self::HalfOpen,
+        Self::Open,
+        Self::ForcedOpen,
+        Self::Disabled,
+    ];
+
+    /// The value of the `breaker_state` gauge: 0 closed, 1 half-open, 2 open, 3 forced open,
+    /// 4 disabled.
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            Self::Closed => 0,
+            Self::HalfOpen => 1,
+            Self::Open => 2,
+            Self::ForcedOpen => 3,
+            Self::Disabled => 4,
         }
     }
 
@@ -183,6 +205,7 @@ struct Inner {
     consecutive_opens: AtomicU32,
     window: Window,
     on_open: std::sync::OnceLock<OpenListener>,
+    metrics: Metrics,
 }
 
 /// Called with the open period each time the breaker opens by itself.
@@ -205,6 +228,27 @@ impl CircuitBreaker {
 
     /// A breaker whose metrics carry `breaker = name`.
     pub fn named(name: impl Into<Arc<str>>, config: BreakerConfig) -> Result<Self, ConfigError> {
+        Self::build(name.into(), config, Metrics::Own)
+    }
+
+    /// A breaker of a [`KeyedBreakers`](crate::KeyedBreakers) group: counted in its group's
+    /// metrics, with no series of its own.
+    pub(crate) fn in_group(
+        key: &str,
+        config: BreakerConfig,
+        group: Arc<Group>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(key.into(), config, Metrics::in_group(group))
+    }
+
+    /// Stops counting this breaker in its group's metrics (it was evicted).
+    pub(crate) fn retire(&self) {
+        if let Metrics::Group { group, counted } = &self.inner.metrics {
+            group.moved(counted, None);
+        }
+    }
+
+    fn build(name: Arc<str>, config: BreakerConfig, metrics: Metrics) -> Result<Self, ConfigError> {
         config.validate()?;
         let window = match config.sliding_window {
             SlidingWindow::Count { size } => Window::Count(CountWindow::new(size as usize)),
@@ -215,7 +259,7 @@ impl CircuitBreaker {
         let breaker = Self {
             inner: Arc::new(Inner {
                 config,
-                name: name.into(),
+                name,
                 state: AtomicU64::new(pack(0, CLOSED)),
                 base: Instant::now(),
                 open_until: AtomicU64::new(0),
@@ -225,6 +269,7 @@ impl CircuitBreaker {
                 consecutive_opens: AtomicU32::new(0),
                 window,
                 on_open: std::sync::OnceLock::new(),
+                metrics,
             }),
         };
         breaker.inner.report_state(State::Closed);
@@ -574,9 +619,13 @@ impl Inner {
 
     fn report_transition(&self, from: State, to: State) {
         tracing::info!(breaker = %self.name, from = from.as_str(), to = to.as_str(), "circuit breaker transition");
+        let label = match &self.metrics {
+            Metrics::Own => &self.name,
+            Metrics::Group { group, .. } => group.name(),
+        };
         metrics::counter!(
             "breaker_transitions_total",
-            "breaker" => self.name.to_string(),
+            "breaker" => label.to_string(),
             "from" => from.as_str(),
             "to" => to.as_str(),
         )
@@ -585,14 +634,11 @@ impl Inner {
     }
 
     fn report_state(&self, state: State) {
-        let value = match state {
-            State::Closed => 0.0,
-            State::HalfOpen => 1.0,
-            State::Open => 2.0,
-            State::ForcedOpen => 3.0,
-            State::Disabled => 4.0,
-        };
-        metrics::gauge!("breaker_state", "breaker" => self.name.to_string()).set(value);
+        match &self.metrics {
+            Metrics::Own => metrics::gauge!("breaker_state", "breaker" => self.name.to_string())
+                .set(f64::from(state.code())),
+            Metrics::Group { group, counted } => group.moved(counted, Some(state)),
+        }
     }
 }
 

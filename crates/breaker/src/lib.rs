@@ -17,11 +17,14 @@
 //!   errors and 5xx). Ignored outcomes are not recorded and give their half-open permit back.
 //! - Every outcome carries the state generation it was admitted under: a late result never
 //!   moves a newer state. Any failure in half-open reopens.
-//! - One breaker per downstream host or route with [`KeyedBreakers`], bounded in number.
+//! - One breaker per downstream host or route with [`KeyedBreakers`], bounded in number; their
+//!   metrics are per group, not per key, so made-up keys cannot grow the metric series.
 //! - Optional shared state across instances ([`SharedBreaker`] over a [`SharedState`]; the
 //!   Redis implementation is `tower_scale_redis::RedisBreakerState`), with the local breaker
 //!   still deciding when the store is unreachable.
-//! - Metrics `breaker_state` and `breaker_transitions_total`; a `tracing` event per transition.
+//! - Metrics `breaker_state` and `breaker_transitions_total` (label `breaker`: the breaker's
+//!   name, or a keyed group's name), [`BREAKER_KEYS`] for keyed groups; a `tracing` event per
+//!   transition (naming the key).
 //! - [`RetryPolicy`]: a `tower::retry::Policy` with exponential backoff and full jitter, max
 //!   attempts, tower's retry budget, idempotent methods only by default, `Retry-After`
 //!   honoured, bodies replayed up to a size cap. Put the breaker inside the retry layer, so a
@@ -52,6 +55,7 @@
 
 mod breaker;
 mod config;
+mod group;
 mod layer;
 mod retry;
 mod shared;
@@ -60,6 +64,7 @@ mod shared;
 pub use self::{
     breaker::{CallError, CircuitBreaker, Outcome, Permit, Rejected, Snapshot, State},
     config::{BreakerConfig, ConfigError, SlidingWindow},
+    group::BREAKER_KEYS,
     layer::{
         CircuitBreakerLayer, CircuitBreakerService, ClassifyResponse, DefaultFallback, Fallback,
         KeyedBreakers, ResponseFuture, ServerErrorsAsFailures, retry_after,

@@ -176,18 +176,14 @@ impl Broadcaster {
         let id = MessageId::new(0, state.last_seq);
         let name = live.map_or_else(|| Arc::from(room), |r| r.name.clone());
         let message = Message {
-            room: name.clone(),
+            room: name,
             payload,
             id: Some(id),
         };
         if let Some(r) = live {
             let _ = r.tx.send(Event::Message(message.clone()));
         }
-        let history = state.history.entry(name).or_default();
-        if history.len() == self.inner.config.history_len {
-            history.pop_front();
-        }
-        history.push_back(message);
+        state.history.push(message);
         Some(id)
     }
 
@@ -257,13 +253,7 @@ impl Broadcaster {
     }
 
     fn memory_history(&self, room: &str, limit: usize) -> Vec<Message> {
-        let state = self.inner.registry.lock();
-        state.history.get(room).map_or_else(Vec::new, |h| {
-            h.iter()
-                .skip(h.len().saturating_sub(limit))
-                .cloned()
-                .collect()
-        })
+        self.inner.registry.lock().history.latest(room, limit)
     }
 }
 
@@ -358,6 +348,18 @@ impl BroadcasterBuilder {
         self
     }
 
+    /// See [`PubSubConfig::history_ttl`].
+    pub fn history_ttl(mut self, ttl: Duration) -> Self {
+        self.config.history_ttl = ttl;
+        self
+    }
+
+    /// See [`PubSubConfig::max_history_rooms`].
+    pub fn max_history_rooms(mut self, rooms: usize) -> Self {
+        self.config.max_history_rooms = rooms;
+        self
+    }
+
     /// See [`PubSubConfig::publish_retry`].
     pub fn publish_retry(mut self, retry: Duration) -> Self {
         self.config.publish_retry = retry;
@@ -403,7 +405,7 @@ impl BroadcasterBuilder {
     /// [`Error::Config`] naming the first invalid setting.
     pub fn build(self) -> Result<Broadcaster, Error> {
         self.config.validate()?;
-        let registry = Arc::new(Registry::new(self.config.queue_capacity));
+        let registry = Arc::new(Registry::new(&self.config));
         #[cfg(feature = "redis")]
         let redis = match self.redis {
             Some(backend) => Some(crate::redis::RedisPlane::new(
@@ -425,5 +427,78 @@ impl BroadcasterBuilder {
                 redis,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Any room name a client sends is refused with a clear error (empty, too long) or
+        /// carries its messages, payload and name intact, to its own subscribers only.
+        #[test]
+        fn any_room_name_is_refused_clearly_or_survives(
+            room in prop_oneof![".{0,12}", "[{}%:_]{0,4}", Just("r".repeat(MAX_ROOM_LEN + 1))],
+            payload in proptest::collection::vec(any::<u8>(), 0..32),
+            delivery in prop_oneof![Just(Delivery::PubSub), Just(Delivery::Stream)],
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let broadcaster = Broadcaster::builder().delivery(delivery).build().unwrap();
+                let subscribed = broadcaster.subscribe(&room).await;
+                if room.is_empty() || room.len() > MAX_ROOM_LEN {
+                    let err = subscribed.unwrap_err();
+                    prop_assert!(matches!(err, Error::InvalidRoom(_)), "{}", err);
+                    prop_assert!(broadcaster.publish(&room, payload).await.is_err());
+                    return Ok(());
+                }
+                let mut sub = subscribed.unwrap();
+                let mut other = broadcaster.subscribe(&format!("{room}.")).await.unwrap();
+                let id = broadcaster.publish(&room, payload.clone()).await.unwrap();
+                let Some(Event::Message(m)) = sub.recv().await else {
+                    return Err(TestCaseError::fail("no message"));
+                };
+                prop_assert_eq!(m.room(), room.as_str());
+                prop_assert_eq!(m.payload().as_ref(), payload.as_slice());
+                prop_assert_eq!(m.id(), id);
+                let other_got_none = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(other.poll_next_unpin(cx).is_pending())
+                })
+                .await;
+                prop_assert!(other_got_none, "another room got the message");
+                Ok(())
+            })?;
+        }
+    }
+
+    /// A client publishing to 100,000 made-up stream rooms it never joined cannot make the
+    /// in-memory backend keep 100,000 histories, and idle histories go after their time.
+    #[tokio::test(start_paused = true)]
+    async fn publishing_to_made_up_rooms_cannot_grow_memory_history_forever() {
+        let broadcaster = Broadcaster::builder()
+            .delivery(Delivery::Stream)
+            .build()
+            .unwrap();
+        for n in 0..100_000 {
+            broadcaster
+                .publish(&format!("made-up-{n}"), "x")
+                .await
+                .unwrap();
+        }
+        let held = broadcaster.inner.registry.lock().history.len();
+        assert!(held <= 10_000, "{held} room histories held");
+        // Past the default idle time, only the room published to since is left.
+        tokio::time::advance(Duration::from_secs(25 * 3600)).await;
+        broadcaster.publish("fresh", "x").await.unwrap();
+        let held = broadcaster.inner.registry.lock().history.len();
+        assert_eq!(held, 1, "{held} room histories held after the idle time");
     }
 }

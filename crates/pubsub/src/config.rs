@@ -19,7 +19,8 @@ pub enum Delivery {
     /// message gets a [`MessageId`](crate::MessageId); an instance that loses Redis resumes
     /// reading after the last id it delivered, so nothing is missed while the stream still
     /// holds it. A publish is retried until `publish_retry` runs out, and a retry never adds a
-    /// message twice. Costs one stream per room in Redis (bounded by `history_len`).
+    /// message twice. Costs one stream per room in Redis, bounded by `history_len` and expiring
+    /// `history_ttl` after the room's last message.
     Stream,
 }
 
@@ -70,6 +71,7 @@ where
 ///     delivery = "stream"
 ///     queue_capacity = 256
 ///     history_len = 500
+///     history_ttl = "1h"
 ///     publish_retry = "10s"
 /// "#).unwrap();
 /// config.validate().unwrap();
@@ -89,6 +91,16 @@ pub struct PubSubConfig {
     /// that new subscribers can ask for and that reconnecting instances replay from. Default
     /// 1000; at least 1.
     pub history_len: usize,
+    /// How long a stream room's history is kept after its last message: every publish sets
+    /// the stream's expiry in Redis (`PEXPIRE`) to this, so the stream of a room nobody
+    /// publishes to disappears; the in-memory backend drops the history likewise. Default
+    /// 24 h; at least 1 ms.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// In-memory backend: how many stream rooms keep a history; past it, the history of the
+    /// room published to least recently is dropped. Redis bounds its streams by `history_len`
+    /// and `history_ttl` alone. Default 10 000; at least 1.
+    pub max_history_rooms: usize,
     /// How long a publish to a stream room keeps retrying while Redis is unavailable before it
     /// fails. Default 5 s; zero means one attempt.
     #[serde(with = "humantime_serde")]
@@ -124,6 +136,8 @@ impl Default for PubSubConfig {
             queue_capacity: 1024,
             delivery: Delivery::PubSub,
             history_len: 1000,
+            history_ttl: Duration::from_secs(24 * 3600),
+            max_history_rooms: 10_000,
             publish_retry: Duration::from_secs(5),
             subscribe_timeout: Duration::from_secs(1),
             ping_interval: Duration::from_secs(5),
@@ -143,10 +157,19 @@ impl PubSubConfig {
                 self.queue_capacity
             )));
         }
-        if self.history_len == 0 {
-            return Err(Error::Config(
-                "history_len = 0: expected at least 1".to_owned(),
-            ));
+        for (name, value) in [
+            ("history_len", self.history_len),
+            ("max_history_rooms", self.max_history_rooms),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} = 0: expected at least 1")));
+            }
+        }
+        if self.history_ttl < Duration::from_millis(1) {
+            return Err(Error::Config(format!(
+                "history_ttl = {:?}: expected at least 1ms",
+                self.history_ttl
+            )));
         }
         for (name, value) in [
             ("ping_interval", self.ping_interval),

@@ -82,8 +82,8 @@
 //! owner and resumes after the last id it delivered. Writes (`XADD`) go through the backend's
 //! cluster connection. The price: every stream room of one tag is served by one node. Use
 //! several tags (one per broadcaster) to spread them. On one server each room keeps its own
-//! key, `<prefix>:pubsub:{<room>}:stream`; moving to a cluster starts new streams (history is
-//! not carried over).
+//! key, `<prefix>:pubsub:{<room>}:stream` (a room with a brace: `{<room>}:escaped-stream`,
+//! the braces escaped); moving to a cluster starts new streams (history is not carried over).
 //!
 //! # Metrics
 //!
@@ -102,6 +102,7 @@ mod broadcaster;
 mod config;
 mod error;
 mod event;
+mod history;
 #[cfg(feature = "redis")]
 mod redis;
 mod rooms;

@@ -13,7 +13,8 @@ use tokio::sync::broadcast::{self, Receiver, error::RecvError};
 use tokio_util::sync::ReusableBoxFuture;
 
 use crate::broadcaster::Inner;
-use crate::{Delivery, Event, Message, MessageId};
+use crate::history::Histories;
+use crate::{Delivery, Event, Message, MessageId, PubSubConfig};
 
 /// The local rooms, shared by the broadcaster, its subscriptions and its background tasks.
 #[derive(Debug)]
@@ -22,11 +23,14 @@ pub(crate) struct Registry {
     capacity: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct State {
     pub(crate) rooms: HashMap<Arc<str>, Room>,
+    /// The room of each open pub/sub room's Redis channel: a channel is mapped back to its
+    /// room by lookup, never by decoding it, whatever escaping the key layout applies.
+    pub(crate) by_channel: HashMap<Arc<str>, Arc<str>>,
     /// History of stream rooms of the in-memory backend.
-    pub(crate) history: HashMap<Arc<str>, VecDeque<Message>>,
+    pub(crate) history: Histories,
     /// Last id given by the in-memory backend.
     pub(crate) last_seq: u64,
 }
@@ -81,10 +85,15 @@ pub(crate) struct Joined {
 }
 
 impl Registry {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(config: &PubSubConfig) -> Self {
         Self {
-            state: Mutex::new(State::default()),
-            capacity,
+            state: Mutex::new(State {
+                rooms: HashMap::new(),
+                by_channel: HashMap::new(),
+                history: Histories::new(config),
+                last_seq: 0,
+            }),
+            capacity: config.queue_capacity,
         }
     }
 
@@ -117,6 +126,9 @@ impl Registry {
         let name: Arc<str> = Arc::from(room);
         let (tx, rx) = broadcast::channel(self.capacity);
         let key = make_key();
+        if let (Delivery::PubSub, Some(key)) = (delivery, &key) {
+            state.by_channel.insert(key.clone(), name.clone());
+        }
         state.rooms.insert(
             name.clone(),
             Room {
@@ -142,22 +154,26 @@ impl Registry {
         let mut state = self.lock();
         let r = state.rooms.get_mut(room)?;
         r.subscribers -= 1;
-        if r.subscribers == 0 {
-            state.rooms.remove(room)
-        } else {
-            None
+        if r.subscribers > 0 {
+            return None;
         }
+        let gone = state.rooms.remove(room)?;
+        if let (Delivery::PubSub, Some(key)) = (gone.delivery, &gone.key) {
+            state.by_channel.remove(key);
+        }
+        Some(gone)
     }
 
-    /// Delivers a pub/sub message to the local subscribers of a room, if it has any and Redis
-    /// confirmed its subscription (a message that comes before the confirmation was published
-    /// before the room opened).
+    /// Delivers a pub/sub message of `channel` to the local subscribers of its room, if it has
+    /// any and Redis confirmed its subscription (a message that comes before the confirmation
+    /// was published before the room opened).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn dispatch(&self, room: &str, payload: Bytes) {
+    pub(crate) fn dispatch(&self, channel: &str, payload: Bytes) {
         let state = self.lock();
         if let Some(r) = state
-            .rooms
-            .get(room)
+            .by_channel
+            .get(channel)
+            .and_then(|room| state.rooms.get(room))
             .filter(|r| r.delivery == Delivery::PubSub && r.confirmed)
         {
             let _ = r.tx.send(Event::Message(Message {
@@ -321,7 +337,10 @@ mod tests {
 
     #[test]
     fn a_stream_room_gets_the_entries_after_its_position() {
-        let registry = Registry::new(16);
+        let registry = Registry::new(&PubSubConfig {
+            queue_capacity: 16,
+            ..PubSubConfig::default()
+        });
         let mut joined = registry.join("r", Delivery::Stream, || Some("key".into()));
         let mut state = registry.lock();
         let room = state.rooms.get_mut("r").unwrap();
@@ -338,7 +357,10 @@ mod tests {
     fn a_stream_room_opening_during_a_read_gets_none_of_it() {
         // The last subscriber left, an entry was published, and a subscriber came back while
         // the reader's XREAD of the room as it was still ran; that read returns the entry.
-        let registry = Registry::new(16);
+        let registry = Registry::new(&PubSubConfig {
+            queue_capacity: 16,
+            ..PubSubConfig::default()
+        });
         let mut joined = registry.join("r", Delivery::Stream, || Some("key".into()));
         let mut state = registry.lock();
         let room = state.rooms.get_mut("r").unwrap();

@@ -36,9 +36,7 @@ struct Cluster(RedisCluster);
 
 impl Deployment for Cluster {
     fn instance(&self, builder: BroadcasterBuilder) -> Broadcaster {
-        let mut config = tower_scale_redis::RedisConfig::cluster(self.0.urls());
-        config.command_timeout = Duration::from_secs(2);
-        let backend = tower_scale_redis::RedisBackend::new(config).expect("valid config");
+        let backend = support::cluster_backend(&self.0, Duration::from_secs(2));
         builder.redis(backend).build().expect("valid broadcaster")
     }
 }
@@ -338,6 +336,32 @@ async fn one_server_keeps_one_key_per_stream_room() {
         server.cli(&["KEYS", "ts:pubsub:*"]),
         "ts:pubsub:{lobby}:stream"
     );
+}
+
+/// On one server a room's name is the hash tag of its stream key, where Redis would read a brace
+/// as the end of the tag: a client naming a room `{x}y` (or `_x_y`, what the braces used to turn
+/// into) must not read or write the stream of another room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_braces_cannot_share_another_rooms_stream() {
+    let server = RedisServer::start();
+    let a = support::instance(
+        &server.url(),
+        Broadcaster::builder().delivery(Delivery::Stream),
+    );
+    let rooms = ["{x}y", "_x_y", "{x}", "x", "}x{y"];
+    for room in rooms {
+        a.publish(room, room).await.unwrap();
+    }
+    for room in rooms {
+        let history = a.history(room, 10).await.unwrap();
+        assert_eq!(
+            history.iter().map(text).collect::<Vec<_>>(),
+            [room],
+            "the history of {room:?}"
+        );
+    }
+    let keys = server.cli(&["KEYS", "ts:pubsub:*"]);
+    assert_eq!(keys.lines().count(), rooms.len(), "{keys}");
 }
 
 #[test]

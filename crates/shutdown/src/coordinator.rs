@@ -186,10 +186,15 @@ impl Shutdown {
     }
 
     /// Starts the shutdown; a second call forces it (skips the waits that are left).
+    ///
+    /// Readiness is off when this returns: [`is_ready`](Self::is_ready) is `false` and
+    /// `/readyz` answers 503 from then on, whether or not [`run`](Self::run)'s task has had a
+    /// chance to run yet.
     pub fn trigger(&self) {
         let n = self.inner.triggers.fetch_add(1, Ordering::AcqRel);
         if n == 0 {
             tracing::info!("shutdown requested");
+            self.leave_running();
             self.inner.requested.cancel();
         } else {
             tracing::warn!("second shutdown request: forcing");
@@ -312,8 +317,25 @@ impl Shutdown {
             .push((name.into(), timeout, hook));
     }
 
+    /// Moves from [`Phase::Running`] to [`Phase::NotReady`], once: readiness is off from here.
+    fn leave_running(&self) {
+        let from_running = self.inner.phase.compare_exchange(
+            Phase::Running as u8,
+            Phase::NotReady as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if from_running.is_ok() {
+            self.report_phase(Phase::NotReady);
+        }
+    }
+
     fn enter_phase(&self, phase: Phase) {
         self.inner.phase.store(phase as u8, Ordering::Release);
+        self.report_phase(phase);
+    }
+
+    fn report_phase(&self, phase: Phase) {
         metrics::gauge!("shutdown_phase").set(f64::from(phase as u8));
         tracing::info!(
             phase = phase.as_str(),
@@ -357,8 +379,9 @@ impl Shutdown {
             }
         }
 
-        // 1. Not ready, still serving while the load balancer notices.
-        self.enter_phase(Phase::NotReady);
+        // 1. Not ready (already, when `trigger` started it), still serving while the load
+        // balancer notices.
+        self.leave_running();
         let _ = self
             .bounded(
                 self.inner.config.pre_stop_delay,

@@ -178,6 +178,34 @@ async fn a_server_that_fails_on_its_own_is_reported() {
     assert_eq!(report.exit_code(), 1);
 }
 
+/// A load balancer polling `/readyz` right after the signal must already see 503: readiness
+/// flips inside `trigger()`, not when the coordinator's task next runs. Nothing here yields
+/// between the trigger and the probe, so the coordinator cannot have run in between.
+#[tokio::test]
+async fn readyz_probe_right_after_trigger_cannot_still_see_ready() {
+    for _ in 0..1000 {
+        let shutdown = Shutdown::new(config());
+        let app: axum::Router = shutdown.health_routes();
+        let run = tokio::spawn({
+            let s = shutdown.clone();
+            let serve = serve(&shutdown);
+            async move { s.run(serve).await }
+        });
+        let probe = || {
+            app.clone()
+                .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        };
+        assert_eq!(probe().await.unwrap().status(), StatusCode::OK);
+        shutdown.trigger();
+        let res = probe().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!shutdown.is_ready());
+        assert_eq!(shutdown.phase(), Phase::NotReady);
+        shutdown.trigger(); // force: the run ends without waiting
+        run.await.unwrap();
+    }
+}
+
 /// Over a real socket: `/readyz` turns 503 during the pre-stop delay while requests are still
 /// served, and a slow request in flight completes with `Connection: close`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,8 +27,6 @@ pub(crate) enum ListenerCmd {
 pub(crate) struct Listener {
     pub(crate) registry: Arc<Registry>,
     pub(crate) clients: Arc<[redis::Client]>,
-    /// `<prefix>:pubsub:`, stripped from a channel to get its room.
-    pub(crate) channel_prefix: String,
     pub(crate) config: PubSubConfig,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
@@ -136,10 +134,8 @@ impl Listener {
     }
 
     fn dispatch(&self, message: &redis::Msg) {
-        if let Some(room) = self.room_of(message.get_channel_name()) {
-            let payload = Bytes::copy_from_slice(message.get_payload_bytes());
-            self.registry.dispatch(room, payload);
-        }
+        let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+        self.registry.dispatch(message.get_channel_name(), payload);
     }
 
     /// Delivers the messages that arrived before the last confirmation, to the rooms
@@ -171,18 +167,10 @@ impl Listener {
                 true
             }
             ListenerCmd::Unsubscribe(key) => {
-                let reopened = {
-                    let state = self.registry.lock();
-                    self.room_of(&key)
-                        .is_some_and(|room| state.rooms.contains_key(room))
-                };
+                let reopened = self.registry.lock().by_channel.contains_key(&key);
                 reopened || self.ok(sink.unsubscribe(&*key)).await
             }
         }
-    }
-
-    fn room_of<'k>(&self, key: &'k str) -> Option<&'k str> {
-        key.strip_prefix(&*self.channel_prefix)
     }
 
     /// Marks the pub/sub rooms whose channel `pick` selects as subscribed on Redis.

@@ -4,6 +4,8 @@
 mod listener;
 mod parse;
 mod reader;
+#[cfg(test)]
+mod wire_tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -23,7 +25,7 @@ use crate::rooms::{Registry, Room, Subscription};
 use crate::{Delivery, Error, Message, MessageId, PubSubConfig};
 
 /// The key concern of this crate: channels `<prefix>:pubsub:<room>`, streams
-/// `<prefix>:pubsub:{<room>}:stream` on one server and `<prefix>:pubsub:{<prefix>:<tag>}:<room>`
+/// `<prefix>:pubsub:{<room>}:stream` on one server (see [`room_key`] for rooms with braces) and `<prefix>:pubsub:{<prefix>:<tag>}:<room>`
 /// on a cluster (one slot for every stream room, see [`PubSubConfig::cluster_stream_tag`]).
 const CONCERN: &str = "pubsub";
 /// First wait before reconnecting; doubles up to `reconnect_max_delay`.
@@ -31,20 +33,9 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// How many recent entries a retried stream publish looks through for its own message.
 const DEDUP_WINDOW: usize = 100;
 
-/// Adds a message to a stream unless an earlier attempt of the same publish (same `m`) is
-/// among the latest entries: a retry after an ambiguous failure never adds it twice.
-static APPEND_ONCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
-for i = 1, #recent do
-  local fields = recent[i][2]
-  if fields[1] == 'm' and fields[2] == ARGV[1] then return recent[i][1] end
-end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', ARGV[1], 'd', ARGV[2])
-",
-    )
-});
+/// Adds a message to a stream (`XADD MAXLEN ~`) and refreshes the stream's expiry; a retry
+/// after an ambiguous failure never adds it twice. See `append.lua`.
+static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
 
 pub(crate) struct RedisPlane {
     backend: RedisBackend,
@@ -104,13 +95,12 @@ impl RedisPlane {
     }
 
     fn key(&self, room: &str, delivery: Delivery) -> String {
-        match delivery {
-            Delivery::PubSub => self.backend.keys().key(CONCERN, room),
-            Delivery::Stream => match &self.stream_tag {
-                None => self.backend.keys().tagged(CONCERN, room, "stream"),
-                Some(tag) => self.backend.keys().tagged(CONCERN, tag, room),
-            },
-        }
+        room_key(
+            self.backend.keys(),
+            self.stream_tag.as_deref(),
+            room,
+            delivery,
+        )
     }
 
     /// Whether the subscriber and reader connections in use are up.
@@ -143,34 +133,28 @@ impl RedisPlane {
         }
     }
 
-    /// `XADD`, retried while Redis is unavailable until `publish_retry` runs out; retries go
-    /// through [`APPEND_ONCE`].
+    /// [`APPEND`], retried while Redis is unavailable until `publish_retry` runs out; retries
+    /// look through the stream's latest entries for their own message first.
     async fn append(&self, key: &str, payload: &[u8]) -> Result<MessageId, Error> {
         let mid = format!(
             "{}:{}",
             self.instance,
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
-        let maxlen = self.config.history_len;
+        let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
         let deadline = Instant::now() + self.config.publish_retry;
-        let mut result = self
-            .backend
-            .query::<String>(
-                redis::cmd("XADD")
-                    .arg(key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(maxlen)
-                    .arg("*")
-                    .arg("m")
-                    .arg(&mid)
-                    .arg("d")
-                    .arg(payload),
-            )
-            .await;
         let mut delay = FIRST_RETRY_DELAY;
+        let mut dedup_window = 0;
         loop {
-            let error = match result {
+            let mut invocation = APPEND.prepare_invoke();
+            invocation
+                .key(key)
+                .arg(&mid)
+                .arg(payload)
+                .arg(self.config.history_len)
+                .arg(dedup_window)
+                .arg(ttl_ms);
+            let error = match self.backend.invoke::<String>(&invocation).await {
                 Ok(id) => {
                     return id.parse().map_err(|e| {
                         Error::Redis(tower_scale_redis::Error::Redis(redis::RedisError::from((
@@ -189,14 +173,7 @@ impl RedisPlane {
             tracing::debug!(%error, key, "stream publish failed; retrying");
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(self.config.reconnect_max_delay);
-            let mut invocation = APPEND_ONCE.prepare_invoke();
-            invocation
-                .key(key)
-                .arg(&mid)
-                .arg(payload)
-                .arg(maxlen)
-                .arg(DEDUP_WINDOW);
-            result = self.backend.invoke::<String>(&invocation).await;
+            dedup_window = DEDUP_WINDOW;
         }
     }
 
@@ -287,7 +264,6 @@ impl RedisPlane {
             let listener = Listener {
                 registry: self.registry.clone(),
                 clients: self.clients.clone(),
-                channel_prefix: self.backend.keys().key(CONCERN, ""),
                 config: self.config.clone(),
                 connect_timeout: self.backend.config().connect_timeout,
                 command_timeout: self.backend.config().command_timeout,
@@ -323,6 +299,40 @@ impl RedisPlane {
             tokio::spawn(reader.run());
             notify
         })
+    }
+}
+
+/// The Redis key of `room`: its channel for [`Delivery::PubSub`], its stream for
+/// [`Delivery::Stream`] (`stream_tag` is the cluster's shared hash tag, `None` on one server).
+/// Distinct rooms always get distinct keys.
+///
+/// On one server the room itself is the hash tag, and a brace would end the tag early, so a
+/// room with a brace has it escaped (`%` as `%25`, `{` as `%7B`, `}` as `%7D`) and its key ends
+/// in `:escaped-stream`, where a brace-free room's ends in `:stream` as it always has.
+pub(crate) fn room_key(
+    keys: &tower_scale_redis::Keys,
+    stream_tag: Option<&str>,
+    room: &str,
+    delivery: Delivery,
+) -> String {
+    match (delivery, stream_tag) {
+        (Delivery::PubSub, _) => keys.key(CONCERN, room),
+        (Delivery::Stream, Some(tag)) => keys.tagged(CONCERN, tag, room),
+        (Delivery::Stream, None) if !room.contains(['{', '}']) => {
+            keys.tagged(CONCERN, room, "stream")
+        }
+        (Delivery::Stream, None) => {
+            let mut tag = String::with_capacity(room.len() + 8);
+            for c in room.chars() {
+                match c {
+                    '%' => tag.push_str("%25"),
+                    '{' => tag.push_str("%7B"),
+                    '}' => tag.push_str("%7D"),
+                    c => tag.push(c),
+                }
+            }
+            keys.tagged(CONCERN, &tag, "escaped-stream")
+        }
     }
 }
 

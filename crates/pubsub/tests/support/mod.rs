@@ -38,6 +38,16 @@ pub fn backend(url: &str) -> RedisBackend {
     RedisBackend::new(config).expect("valid config")
 }
 
+/// A backend on `cluster` with this command timeout.
+pub fn cluster_backend(
+    cluster: &tower_scale_testkit::RedisCluster,
+    command_timeout: Duration,
+) -> RedisBackend {
+    let mut config = RedisConfig::cluster(cluster.urls());
+    config.command_timeout = command_timeout;
+    RedisBackend::new(config).expect("valid config")
+}
+
 /// A Redis broadcaster with its own backend (as a separate instance would have).
 pub fn instance(url: &str, builder: BroadcasterBuilder) -> Broadcaster {
     builder.redis(backend(url)).build().expect("valid config")
