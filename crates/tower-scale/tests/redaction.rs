@@ -26,3 +26,18 @@ fn a_stack_configs_debug_output_hides_the_redis_password() {
         assert!(!pretty.contains(PASSWORD), "{pretty}");
     }
 }
+
+/// A TOML error quotes the line it is on: a typo on the `url` line printed the password.
+#[test]
+fn a_config_error_on_the_url_line_hides_the_redis_password() {
+    for text in [
+        format!("[redis]\nurl = \"redis://app:{PASSWORD}@10.0.0.5:6379/2\" command_timeout = 5\n"),
+        format!("[redis]\nurl = [\"redis://app:{PASSWORD}@10.0.0.5:6379\"]\n"),
+        format!("[redis]\nurl = \"rediss://:{PASSWORD}@10.0.0.5:6380\"\nmode = \"sentinel\"\n"),
+    ] {
+        let e = StackConfig::from_toml(&text).unwrap_err();
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains(PASSWORD), "{shown}");
+        }
+    }
+}
