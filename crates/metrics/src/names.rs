@@ -41,6 +41,9 @@ pub const BREAKER_STATE: &str = "breaker_state";
 /// Counter of circuit-breaker transitions, labels `breaker`, `from`, `to`
 /// (`tower-scale-breaker`).
 pub const BREAKER_TRANSITIONS_TOTAL: &str = "breaker_transitions_total";
+/// Gauge of a keyed breaker group's live breakers per state, labels `breaker` (the group's
+/// name, never a key) and `state` (`tower-scale-breaker`).
+pub const BREAKER_KEYS: &str = "breaker_keys";
 /// Counter of session store operations, label `op`: `load`, `save`, `destroy`, and `result`:
 /// `ok`, `error` (`tower-scale-session`).
 pub const SESSION_OPERATIONS_TOTAL: &str = "session_operations_total";

@@ -115,6 +115,26 @@ pub struct StackError {
     message: String,
 }
 
+/// `text` with the password of every URL in it hidden ([`redact_url`](crate::redis::redact_url)):
+/// a TOML error quotes the line it is on, which may be the `url` line.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ']' | '}'))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&crate::redis::redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl StackError {
     fn new(section: &'static str, e: impl std::fmt::Display) -> Self {
         Self {
@@ -132,7 +152,7 @@ impl StackError {
 impl StackConfig {
     /// Parses TOML; unknown keys are errors naming the key.
     pub fn from_toml(text: &str) -> Result<Self, StackError> {
-        toml::from_str(text).map_err(|e| StackError::new("toml", e))
+        toml::from_str(text).map_err(|e| StackError::new("toml", redact_urls(&e.to_string())))
     }
 
     /// Reads and parses a TOML file.

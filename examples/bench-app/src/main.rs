@@ -92,10 +92,13 @@ async fn run() -> Result<(), Failure> {
     let app = match mode {
         Mode::Bare => None,
         Mode::Full => {
-            let redis = RedisBackend::new(RedisConfig::new(&redis_url))
-                .map_err(|e| Failure::Config(format!("REDIS_URL={redis_url:?}: {e}")))?;
+            let redis = RedisBackend::new(RedisConfig::new(&redis_url)).map_err(|e| {
+                let url = tower_scale::redis::redact_url(&redis_url);
+                Failure::Config(format!("REDIS_URL={url:?}: {e}"))
+            })?;
             redis.ping().await.map_err(|e| {
-                Failure::Start(format!("Redis at {redis_url} does not answer: {e}"))
+                let url = tower_scale::redis::redact_url(&redis_url);
+                Failure::Start(format!("Redis at {url} does not answer: {e}"))
             })?;
             Some(
                 example_bench_app::app(&redis, &shutdown, options)
@@ -123,7 +126,10 @@ async fn run() -> Result<(), Failure> {
         if mode == Mode::Bare {
             String::new()
         } else {
-            format!(", redis {redis_url}, {options:?}")
+            format!(
+                ", redis {}, {options:?}",
+                tower_scale::redis::redact_url(&redis_url)
+            )
         }
     );
     shutdown.listen_for_signals();

@@ -59,8 +59,9 @@ impl RetryPolicy {
     }
 }
 
-/// Settings of both binaries, from the environment ([`Settings::from_env`]).
-#[derive(Clone, Debug)]
+/// Settings of both binaries, from the environment ([`Settings::from_env`]). `Debug` hides
+/// the Redis password.
+#[derive(Clone)]
 pub struct Settings {
     /// `REDIS_URL` (default `redis://127.0.0.1:6379`): the queue and the job statuses.
     pub redis_url: String,
@@ -85,6 +86,22 @@ pub struct Settings {
     /// `JOBS_DEAD_AFTER_MS` (default 5000): a worker silent for this long is dead, and the jobs
     /// it held go back to the queue.
     pub dead_after: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("redis_url", &tower_scale_redis::redact_url(&self.redis_url))
+            .field("namespace", &self.namespace)
+            .field("addr", &self.addr)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("pre_stop_delay", &self.pre_stop_delay)
+            .field("heartbeat", &self.heartbeat)
+            .field("dead_after", &self.dead_after)
+            .finish()
+    }
 }
 
 impl Default for Settings {
