@@ -53,7 +53,7 @@ free_port() {
 # Builds the bench target BENCH of PACKAGE (bench profile) and prints its executable's path.
 bench_bin() { # package bench
   local bin
-  bin="$(cd "$ROOT" && cargo bench -p "$1" --bench "$2" --no-run --quiet --message-format=json |
+  bin="$(cd "$ROOT" && cargo bench -p "$1" --bench "$2" --no-run --quiet --message-format=json-render-diagnostics |
     python3 -c '
 import json, sys
 name, exe = sys.argv[1], ""
@@ -88,7 +88,7 @@ instructions_per_request() { # package bench variant...
   local package=$1 bench=$2 bin v n base full
   shift 2
   [ $# -gt 0 ] || die "no variant given"
-  need valgrind
+  need valgrind python3
   case "${N:=20000}" in '' | *[!0-9]* | 0) die "N must be a positive integer" ;; esac
   bin="$(bench_bin "$package" "$bench")"
   local vvar="${VARIANT_VAR:-BENCH_VARIANT}" nvar="${N_VAR:-BENCH_N}"
