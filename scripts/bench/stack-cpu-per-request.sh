@@ -32,6 +32,7 @@ case "$SCENARIO" in
   *) die "unknown scenario '$SCENARIO' (limited, cached, login, session or hello)" ;;
 esac
 TICKS="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 SERVER_PID=""
 RESULTS="$(mktemp)"
 cleanup() {
