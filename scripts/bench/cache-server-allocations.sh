@@ -21,7 +21,7 @@ shared_dir
 ROUNDS="${ROUNDS:-2}" DURATION="${DURATION:-3}" WARM="${WARM:-2}"
 export CACHED_IDS="${CACHED_IDS:-100}"
 LUA="$SHARED_DIR/bench/cached.lua"
-perf list 2>/dev/null | grep -q 'probe_libc:malloc' ||
+grep -q 'probe_libc:malloc' <<<"$(perf list 2>/dev/null)" ||
   die "no perf probe probe_libc:malloc: as root, perf probe -x /lib/x86_64-linux-gnu/libc.so.6 malloc (and realloc)"
 SERVER_PID=""
 cleanup() {
