@@ -15,7 +15,7 @@
 # wait for /readyz), e.g. while a load generator runs against the URL.
 # Installs nginx, redis-server and curl from Debian's packages when missing.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$(dirname "$0")/lib/common.sh"
 LISTEN="${LISTEN:-8080}"
 INSTANCES="${INSTANCES:-3}"
 FIRST_PORT="${FIRST_PORT:-3001}"
@@ -23,27 +23,10 @@ REDIS_PORT="${REDIS_PORT:-6391}"
 PROFILE="${PROFILE:-dev}"
 export PRE_STOP_DELAY="${PRE_STOP_DELAY:-1s}"
 
-if [ "$REDIS_PORT" = 6379 ]; then
-  echo "REDIS_PORT=6379 is the system Redis's port: pick another one" >&2
-  exit 2
-fi
+[ "$REDIS_PORT" != 6379 ] || die "REDIS_PORT=6379 is the system Redis's port: pick another one"
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else echo "need root (or sudo) to run: $*" >&2; exit 1
-  fi
-}
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "installing ${need[*]} from Debian's packages" >&2
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+[ -x /usr/sbin/nginx ] || install_missing nginx
+install_missing redis-server redis-cli:redis-tools curl
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 # A port is taken when something accepts a connection on it.
@@ -51,10 +34,7 @@ taken() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 PORTS=()
 for i in $(seq 0 $((INSTANCES - 1))); do PORTS+=($((FIRST_PORT + i))); done
 for port in "$LISTEN" "$REDIS_PORT" "${PORTS[@]}"; do
-  if taken "$port"; then
-    echo "port $port on 127.0.0.1 is in use: set LISTEN, REDIS_PORT or FIRST_PORT" >&2
-    exit 2
-  fi
+  ! taken "$port" || die "port $port on 127.0.0.1 is in use: set LISTEN, REDIS_PORT or FIRST_PORT"
 done
 
 echo "building example-quickstart (cargo build --profile $PROFILE)" >&2
@@ -68,14 +48,15 @@ chmod 755 "$WORK"
 REDIS_PID=""
 NGINX_PID=""
 declare -A PIDS=()
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
   trap - EXIT INT TERM
   echo >&2
   echo "stopping nginx, the instances and redis" >&2
-  [ -n "$NGINX_PID" ] && kill -TERM "$NGINX_PID" 2>/dev/null || true
+  if [ -n "$NGINX_PID" ]; then kill -TERM "$NGINX_PID" 2>/dev/null || true; fi
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}" $NGINX_PID; do wait "$pid" 2>/dev/null || true; done
-  [ -n "$REDIS_PID" ] && kill -TERM "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null || true
+  if [ -n "$REDIS_PID" ]; then kill -TERM "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
   if [ -n "${KEEP:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT

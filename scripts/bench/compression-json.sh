@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
-# The /json scenario of shared/bench/SCENARIOS.md: GET /json returning doc-20k.json,
-# gzip-compressed, loaded with `wrk -t1 -c64 -d10s --latency -H 'Accept-Encoding: gzip'`,
+# The /json scenario of the shared bench contract (bench/SCENARIOS.md in SHARED_DIR): GET /json
+# returning doc-20k.json, gzip-compressed, loaded with `wrk -t1 -c64 -d10s --latency -H 'Accept-Encoding: gzip'`,
 # served with tower-scale-compression, with plain tower-http CompressionLayer (both gzip
 # level 6) and without compression, in one run, rounds interleaved; prints requests/s and
 # p99 of each and their ratios (median of the per-round ratios).
 #
-#   crates/compression/benches/json-scenario.sh
-#   ROUNDS=5 DURATION=10s DOC=/path/to/doc-20k.json crates/compression/benches/json-scenario.sh
+#   scripts/bench/compression-json.sh
+#   ROUNDS=1 DURATION=2s LAYERS="tower-scale tower-http" scripts/bench/compression-json.sh
+#
+# Environment: ROUNDS (3), DURATION (10s), LAYERS ("tower-scale tower-http none"), DOC (the
+# document; default bench/data/doc-20k.json of SHARED_DIR). Installs wrk when missing; needs
+# curl and python3.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../../.." && pwd)"
-cd "$root"
+. "$(dirname "$0")/../lib/common.sh"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10s}"
-DOC="${DOC:-$root/../shared/bench/data/doc-20k.json}"
+if [ -z "${DOC:-}" ]; then shared_dir; DOC="$SHARED_DIR/bench/data/doc-20k.json"; fi
 LAYERS="${LAYERS:-tower-scale tower-http none}"
-[ -f "$DOC" ] || { echo "no document at $DOC (set DOC)" >&2; exit 1; }
-if ! command -v wrk >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq wrk; else sudo apt-get install -y -qq wrk; fi
-fi
-
-bin="$(cargo bench -p tower-scale-compression --bench json_server --no-run --message-format=json 2>/dev/null \
-  | grep -o '"executable":"[^"]*json_server[^"]*"' | tail -1 | cut -d'"' -f4)"
-[ -x "$bin" ] || { echo "could not build the json_server bench binary" >&2; exit 1; }
+[ -f "$DOC" ] || die "no document at $DOC (set DOC or SHARED_DIR)"
+install_missing wrk
+need curl python3
+bin="$(bench_bin tower-scale-compression json_server)"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -48,6 +47,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# shellcheck disable=SC2086 # one argument per layer
 DURATION="$DURATION" python3 - "$out" "$ROUNDS" $LAYERS <<'PY'
 import os, re, statistics, sys
 out, rounds, layers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

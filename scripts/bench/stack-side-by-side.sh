@@ -2,13 +2,13 @@
 # Side-by-side comparison of shared/bench/SCENARIOS.md, in one run, on one machine, against
 # one Redis: bare axum (baseline), tower-scale's bench app, the Rust peer and the Node.js peer.
 #
-#   scripts/bench-compare.sh                  # all implementations, every scenario, one round
-#   ROUNDS=2 DURATION=10 scripts/bench-compare.sh
-#   IMPLS="tower-scale rust-tower" DURATION=5 scripts/bench-compare.sh
+#   scripts/bench/stack-side-by-side.sh              # all implementations, every scenario, one round
+#   ROUNDS=3 DURATION=10 scripts/bench/stack-side-by-side.sh
+#   IMPLS="bare-axum tower-scale" SCENARIOS=hello DURATION=2 scripts/bench/stack-side-by-side.sh
 #
 # env:
-#   SHARED_DIR   the shared folder with bench/ and peers/ (default: ../shared next to the
-#                repository, or next to the main checkout when this is a git worktree)
+#   SHARED_DIR   the shared folder with bench/ and peers/ (default: `shared` next to the
+#                repository root)
 #   IMPLS        which implementations, in order (default: "bare-axum tower-scale rust-tower node-express");
 #                also available: tower-scale-redis-hello, the bench app with BENCH_HELLO_LIMITER=redis
 #                (/hello only: one Redis decision per request instead of HybridStore's leases), and
@@ -17,7 +17,7 @@
 #   ROUNDS       how many times the whole sequence runs (default 1); the report takes the
 #                median of the rounds, so the implementations are interleaved in time
 #   DURATION, THREADS, CONNECTIONS, SCENARIOS, WARM_CACHED, PAUSE: passed to run-scenarios.sh
-#   OUT          results folder (default: target/bench-compare/<timestamp>)
+#   OUT          results folder (default: target/side-by-side/<timestamp>)
 #   RUST_PEER_TARGET_DIR  where the Rust peer is built (default: target/rust-tower-peer)
 #   NODE_PEER_DEPS_DIR    where the Node peer's locked dependencies are installed with
 #                         `npm ci` (default: target/node-express-peer)
@@ -27,55 +27,31 @@
 # through NODE_PATH. Each is then started with the environment its run.sh sets.
 # Writes OUT/results.txt (raw lines: round impl scenario req/s p99_ms non2xx), OUT/table.md
 # (ratios) and OUT/chart.svg.
-# Installs wrk, redis-server, curl and nodejs/npm from Debian's packages when missing.
+# Installs wrk, curl, redis-server, redis-tools, python3 and npm from Debian's packages when missing.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-
-if [ -z "${SHARED_DIR:-}" ]; then
-  SHARED_DIR="$ROOT/../shared"
-  if [ ! -d "$SHARED_DIR/bench" ]; then
-    # A git worktree lives elsewhere; the shared folder sits next to the main checkout.
-    common="$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)"
-    [ -n "$common" ] && SHARED_DIR="$(dirname "$common")/../shared"
-  fi
-fi
-if [ ! -f "$SHARED_DIR/bench/run-scenarios.sh" ]; then
-  echo "bench-compare: no shared/bench/run-scenarios.sh under '$SHARED_DIR'; set SHARED_DIR" >&2
-  exit 2
-fi
-SHARED_DIR="$(cd "$SHARED_DIR" && pwd)"
+. "$(dirname "$0")/../lib/common.sh"
+shared_dir
+[ -f "$SHARED_DIR/bench/run-scenarios.sh" ] || die "no bench/run-scenarios.sh in SHARED_DIR=$SHARED_DIR"
 IMPLS="${IMPLS:-bare-axum tower-scale rust-tower node-express}"
 ROUNDS="${ROUNDS:-1}"
-OUT="${OUT:-$ROOT/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)}"
+OUT="${OUT:-$ROOT/target/side-by-side/$(date -u +%Y%m%dT%H%M%SZ)}"
 RUST_PEER_TARGET_DIR="${RUST_PEER_TARGET_DIR:-$ROOT/target/rust-tower-peer}"
 NODE_PEER_DEPS_DIR="${NODE_PEER_DEPS_DIR:-$ROOT/target/node-express-peer}"
 mkdir -p "$OUT"
-case "$ROUNDS" in '' | *[!0-9]* | 0) echo "bench-compare: ROUNDS must be a positive integer" >&2; exit 2 ;; esac
+case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive integer" ;; esac
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v curl >/dev/null || need+=(curl)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-cli >/dev/null || need+=(redis-tools)
-command -v python3 >/dev/null || need+=(python3)
-case " $IMPLS " in *" node-express "*) command -v npm >/dev/null || need+=(nodejs npm) ;; esac
-if [ "${#need[@]}" -gt 0 ]; then
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+case " $IMPLS " in *" node-express "*) install_missing node:nodejs npm ;; esac
+install_missing wrk curl redis-server redis-cli:redis-tools python3
 
 # --- build everything before anything is timed ------------------------------------------------
 for impl in $IMPLS; do
   case "$impl" in
     bare-axum | tower-scale | tower-scale-redis-hello | tower-scale-headers | rust-tower | node-express) ;;
-    *) echo "bench-compare: unknown implementation '$impl'" >&2; exit 2 ;;
+    *) die "unknown implementation '$impl'" ;;
   esac
 done
 if ! (cd "$ROOT" && cargo metadata --no-deps --format-version 1 | grep -q '"name":"example-bench-app"'); then
-  echo "bench-compare: examples/bench-app is not in the workspace" >&2
+  echo "$SCRIPT: examples/bench-app is not in the workspace" >&2
   exit 2
 fi
 echo "building tower-scale's bench app (release)"
@@ -99,21 +75,15 @@ case " $IMPLS " in *" node-express "*)
 esac
 
 # --- one Redis for everyone --------------------------------------------------------------------
-REDIS_PORT="$(free_port)"
-REDIS_DIR="$(mktemp -d)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$REDIS_DIR" \
-  --daemonize no --loglevel warning >"$OUT/redis.log" 2>&1 &
-REDIS_PID=$!
 SERVER_PID=""
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; fi
-  kill "$REDIS_PID" 2>/dev/null || true
+  stop_redis
   wait 2>/dev/null || true
-  rm -rf "$REDIS_DIR"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+start_redis
+export REDIS_URL
 echo "redis on $REDIS_URL; results in $OUT"
 
 # Runs in a background subshell and execs the server, so $! is the server's own pid.
@@ -137,10 +107,10 @@ check_contract() { # name base
   local name=$1 base=$2 tmp
   tmp="$(mktemp)"
   if ! curl -fsS -m 5 -o "$tmp" "$base/json" || ! cmp -s "$tmp" "$SHARED_DIR/bench/data/doc-20k.json"; then
-    echo "bench-compare: WARNING: $name's /json is not shared/bench/data/doc-20k.json" >&2
+    echo "$SCRIPT: WARNING: $name's /json is not shared/bench/data/doc-20k.json" >&2
   fi
   if curl -fsS -m 5 -o "$tmp" "$base/cached/contract-check" && [ "$(wc -c <"$tmp")" -ne 1024 ]; then
-    echo "bench-compare: WARNING: $name's /cached/{id} document is not 1024 bytes" >&2
+    echo "$SCRIPT: WARNING: $name's /cached/{id} document is not 1024 bytes" >&2
   fi
   rm -f "$tmp"
 }
@@ -149,7 +119,7 @@ check_contract() { # name base
 scenarios_all="${SCENARIOS:-hello login session limited cached json_gzip json}"
 for round in $(seq "$ROUNDS"); do
   for impl in $IMPLS; do
-    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    flush_redis
     port="$(free_port)"
     echo "== round $round: $impl on port $port ($(cut -d' ' -f1-3 /proc/loadavg) load)"
     start_impl "$impl" "$port" >>"$OUT/$impl.log" 2>&1 &
@@ -161,7 +131,7 @@ for round in $(seq "$ROUNDS"); do
       sleep 0.2
     done
     if [ "$up" -ne 1 ]; then
-      echo "bench-compare: $impl did not start; see $OUT/$impl.log" >&2
+      echo "$SCRIPT: $impl did not start; see $OUT/$impl.log" >&2
       kill -TERM "$SERVER_PID" 2>/dev/null || true
       wait "$SERVER_PID" 2>/dev/null || true
       SERVER_PID=""
@@ -174,7 +144,7 @@ for round in $(seq "$ROUNDS"); do
       scenarios="hello limited"
     else
       check_contract "$impl" "http://127.0.0.1:$port"
-      redis-cli -p "$REDIS_PORT" flushall >/dev/null
+      flush_redis
     fi
     SCENARIOS="$scenarios" OUT_DIR="$OUT/wrk-$round-$impl" "$SHARED_DIR/bench/run-scenarios.sh" \
       "http://127.0.0.1:$port" | sed "s/^/$round $impl /" | tee -a "$OUT/results.txt" || true
@@ -183,7 +153,7 @@ for round in $(seq "$ROUNDS"); do
     redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     rc=0; wait "$SERVER_PID" 2>/dev/null || rc=$?
-    [ "$rc" -eq 0 ] || echo "bench-compare: $impl exited with status $rc after SIGTERM" >&2
+    [ "$rc" -eq 0 ] || echo "$SCRIPT: $impl exited with status $rc after SIGTERM" >&2
     SERVER_PID=""
   done
 done
@@ -195,6 +165,6 @@ done
   echo "settings: ROUNDS=$ROUNDS DURATION=${DURATION:-10} THREADS=${THREADS:-1} CONNECTIONS=${CONNECTIONS:-64}"
   echo "versions: $(rustc --version), node $(node --version 2>/dev/null || echo -), $(redis-server --version | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
 } >"$OUT/machine.txt"
-python3 "$ROOT/scripts/bench-report.py" "$OUT/results.txt" "$OUT/table.md" "$OUT/chart.svg"
+python3 "$ROOT/scripts/lib/side-by-side-report.py" "$OUT/results.txt" "$OUT/table.md" "$OUT/chart.svg"
 cat "$OUT/machine.txt" "$OUT/table.md"
 echo "chart: $OUT/chart.svg"

@@ -1,22 +1,21 @@
-#!/bin/sh
-# Heap allocations per request of the `hit_ir` bench, by the code that asked for them, counted
-# exactly under callgrind (deterministic, like the instruction counts of
-# scripts/instructions-per-request.sh). Usage, from the workspace root:
+#!/usr/bin/env bash
+# Heap allocations per `GET /cached/{id}` hit of crates/cache/benches/hit_ir.rs, by the code
+# that asked for them, counted exactly under callgrind.
 #
-#   crates/cache/benches/hit-allocs.sh [VARIANT]      # cache_hit (default) or raw_get
+#   scripts/bench/cache-allocations.sh [VARIANT]     # cache_hit (default), or any variant of
+#                                                    # scripts/bench/cache-instructions.sh
 #
-# Builds `hit_ir`, runs it under callgrind with BENCH_N=0 and BENCH_N=$N (default 1000), each
-# `malloc`/`realloc` call recorded with 16 frames of callers (--separate-callers16), and prints
-# the difference divided by N: the total per request, then per first caller outside the
-# allocator and collection code (inlining moves some to their caller's caller). Needs valgrind
-# and python3.
-set -eu
+# Runs the bench under callgrind with BENCH_N=0 and BENCH_N=$N, each `malloc`/`realloc` call
+# recorded with 16 frames of callers (--separate-callers16), and prints the difference divided
+# by N: the total per request, then per first caller outside the allocator and collection code
+# (inlining moves some to their caller's caller). Environment: N (1000). Needs valgrind,
+# python3 and redis-server.
+set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
+need valgrind python3 redis-server
 variant=${1:-cache_hit}
 N=${N:-1000}
-command -v valgrind >/dev/null 2>&1 || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-bin=$(cargo bench -p tower-scale-cache --bench hit_ir --no-run --message-format=json 2>/dev/null \
-    | grep -o '"executable":"[^"]*hit_ir-[^"]*"' | tail -n 1 | cut -d'"' -f4)
-[ -n "$bin" ] || { echo "could not build bench hit_ir" >&2; exit 1; }
+bin="$(bench_bin tower-scale-cache hit_ir)"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 for n in 0 "$N"; do

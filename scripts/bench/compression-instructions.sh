@@ -6,7 +6,8 @@
 # `Accept-Encoding: gzip` (under both thresholds, like the bench app's /hello) and 1 KB of JSON
 # without `Accept-Encoding`. `none` is the same router without a compression layer; `ratio` is
 # tower-scale / tower-http.
-#   crates/compression/benches/instructions.sh
+#   scripts/bench/compression-instructions.sh
+#   CASES="gzip 6 gzip 1024 40" scripts/bench/compression-instructions.sh   # one case
 # Each case runs twice: with glibc's malloc as it is, and with its per-thread caches off
 # (GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0). With the caches on, a
 # small freed chunk that happens to sit at the top of the heap stays cached there, so the heap
@@ -14,23 +15,25 @@
 # memory that calloc must clear (~55,000 more instructions per response) instead of fresh pages
 # it need not: whether that happens depends on the process's earlier allocations (it flips with
 # unrelated changes to either variant). The second table is free of that lottery.
+# CASES: the cases to run, separated by commas, each "<encoding> <level> <accept> <body bytes>
+# <requests>" (default: the six above). Needs valgrind, python3 and bc.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../../.." && pwd)"
-cd "$root"
-command -v valgrind >/dev/null 2>&1 || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-bin="$(cargo bench -p tower-scale-compression --bench instructions --no-run --message-format=json 2>/dev/null \
-  | grep -o '"executable":"[^"]*instructions[^"]*"' | tail -1 | cut -d'"' -f4)"
-ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 | sed -n 's/.*Collected : //p'; }
+. "$(dirname "$0")/../lib/common.sh"
+need valgrind bc
+CASES="${CASES:-gzip 6 gzip 1024 40,gzip 6 gzip 20000 40,gzip 6 gzip 200000 10,br 4 br 200000 10,gzip 6 gzip 13 200,gzip 6 none 1024 200}"
+bin="$(bench_bin tower-scale-compression instructions)"
 per_request() { # variant size n
   local a b
-  a="$(ir "$bin" "$1" "$2" 0)"
-  b="$(ir "$bin" "$1" "$2" "$3")"
+  a="$(callgrind_count "$bin" "$1" "$2" 0)"
+  b="$(callgrind_count "$bin" "$1" "$2" "$3")"
   echo $(( (b - a) / $3 ))
 }
 table() {
 printf '%-10s %-7s %8s %12s %12s %12s %8s\n' encoding accept body none tower_http tower_scale ratio
-for case in "gzip 6 gzip 1024 40" "gzip 6 gzip 20000 40" "gzip 6 gzip 200000 10" "br 4 br 200000 10" \
-  "gzip 6 gzip 13 200" "gzip 6 none 1024 200"; do
+local case
+IFS=, read -r -a cases <<<"$CASES"
+for case in "${cases[@]}"; do
+  # shellcheck disable=SC2086 # a case is five words
   set -- $case
   export ENCODING=$1 LEVEL=$2 ACCEPT=$3
   bare="$(per_request none "$4" "$5")"

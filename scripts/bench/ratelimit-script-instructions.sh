@@ -4,19 +4,21 @@
 # KEYS random keys) after 200 unmeasured ones, and the figure is the difference with the same
 # run answering PING, divided by N. Deterministic to within a few hundred instructions.
 #
-#   crates/ratelimit/benches/script-instructions.sh
+#   scripts/bench/ratelimit-script-instructions.sh
+#   N=200 PREV= scripts/bench/ratelimit-script-instructions.sh     # cheap, without the old script
 #
-# Scripts measured: RedisStore's current one (from src/store.rs), the previous one (from git,
-# PREV, default 401bb21), and tower-rate-limit-redis's (from the cargo registry), each with one
-# quota, every call admitted. Environment: N (20000), KEYS (10), PREV. Needs valgrind,
-# redis-server, redis-cli, redis-benchmark (Debian: valgrind, redis-server, redis-tools) and
-# python3; the test suite does not.
+# Scripts measured: RedisStore's current one (from crates/ratelimit/src), the one of git
+# revision PREV (default 401bb21, the script before its rewrite for Redis's cost; empty: left
+# out), and tower-rate-limit-redis 1.0.2's (the Rust peer's, from the cargo registry: `cargo
+# fetch` first), each with one quota, every call admitted. Environment: N (20000), KEYS (10),
+# PREV. Needs valgrind, redis-server, redis-cli, redis-benchmark (Debian: valgrind,
+# redis-server, redis-tools) and python3.
 set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
+need valgrind redis-server redis-cli:redis-tools redis-benchmark:redis-tools python3
 N="${N:-20000}"
 NKEYS="${KEYS:-10}"
-PREV="${PREV:-401bb21}"
-HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/../../.." && pwd)"
+PREV="${PREV-401bb21}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -26,12 +28,16 @@ s = sys.stdin.read()
 mark = "const GCRA_CODE: &str = r\""
 i = s.index(mark) + len(mark)
 print(s[i:s.index("\";", i)])'; }
-extract <"$ROOT/crates/ratelimit/src/store.rs" >"$WORK/ours.lua"
-git -C "$ROOT" show "$PREV:crates/ratelimit/src/store.rs" | extract >"$WORK/previous.lua"
+# The script in a .lua file of its own when there is one, else inside store.rs.
+ours_lua="$(grep -rlis --include='*.lua' gcra "$ROOT/crates/ratelimit/src" | head -n 1 || true)"
+if [ -n "$ours_lua" ]; then
+  cp "$ours_lua" "$WORK/ours.lua"
+else
+  extract <"$ROOT/crates/ratelimit/src/store.rs" >"$WORK/ours.lua"
+fi
+[ -z "$PREV" ] || git -C "$ROOT" show "$PREV:crates/ratelimit/src/store.rs" | extract >"$WORK/previous.lua"
 PEER="$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -path '*tower-rate-limit-redis-1.0.2/scripts/rate_limit.lua' | head -1)"
-[ -n "$PEER" ] || { echo "tower-rate-limit-redis 1.0.2 not in the cargo registry: cargo fetch first" >&2; exit 1; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+[ -n "$PEER" ] || die "tower-rate-limit-redis 1.0.2 is not in the cargo registry: run cargo fetch first"
 
 # run <script file or -> <redis-benchmark command...>: total instructions of the server
 run() {
@@ -62,7 +68,7 @@ printf '%-40s %12s %12s\n' script under-rate at-rate
 printf '%-40s %12s %12s\n' "RedisStore (this tree)" \
   "$(per_call "$WORK/ours.lua" 1 "$key" 1 1000000 60000)" \
   "$(per_call "$WORK/ours.lua" 1 "$key" 100000 100000000000 60000)"
-printf '%-40s %12s %12s\n' "RedisStore ($PREV)" \
+[ -z "$PREV" ] || printf '%-40s %12s %12s\n' "RedisStore ($PREV)" \
   "$(per_call "$WORK/previous.lua" 1 "$key" 1 1 1000000)" \
   "$(per_call "$WORK/previous.lua" 1 "$key" 1 100000 1000000)"
 printf '%-40s %12s %12s\n' "tower-rate-limit-redis 1.0.2" \

@@ -1,51 +1,48 @@
 #!/usr/bin/env bash
 # CPU time per request of a server and of Redis under wrk, for servers of the shared bench
-# contract (../shared/bench/SCENARIOS.md), rounds interleaved. Usage:
+# contract (SCENARIOS.md in the shared folder), rounds interleaved.
 #
-#   scripts/cpu-per-request.sh <scenario> <label>=<server binary> [<label>=<binary> ...]
+#   scripts/bench/stack-cpu-per-request.sh <scenario> <label>=<server binary> [<label>=<binary> ...]
+#   e.g. scripts/bench/stack-cpu-per-request.sh cached tower-scale=target/release/example-bench-app \
+#          rust-tower=target/rust-tower-peer/release/rust-tower-peer
 #
 # <scenario> is a contract path with its wrk script: limited, cached, login, session or hello.
 # Starts one redis-server on a free loopback port; per round and per server: FLUSHALL, start it
-# (PORT, REDIS_URL), a WARM-second untimed wrk pass (fills /cached), CONFIG RESETSTAT, wrk -t1 -c64 for
-# DURATION seconds, reading the CPU time (utime + stime) of the server and of Redis around it.
-# Prints requests/s, server µs/request, Redis µs/request and the usec_per_call of the
-# scenario's main Redis command, then the medians per server.
-# Environment: ROUNDS (3), DURATION (5), WARM (2), CACHED_IDS (1000, for cached), SHARED (the
-# folder holding bench/). Needs wrk, curl, python3, redis-server and redis-cli (Debian: wrk,
-# curl, python3, redis-server, redis-tools); the test suite does not.
+# (PORT, REDIS_URL), a WARM-second untimed wrk pass (fills /cached), CONFIG RESETSTAT, wrk -t1
+# -c64 for DURATION seconds, reading the CPU time (utime + stime) of the server and of Redis
+# around it. Prints requests/s, server µs/request, Redis µs/request and the usec_per_call of
+# the scenario's main Redis command, then the medians per server.
+# Environment: ROUNDS (3), DURATION (5), WARM (2), CACHED_IDS (1000, for cached), SHARED_DIR.
+# Needs wrk, curl, python3, redis-server and redis-cli.
 set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
+[ $# -ge 2 ] || die "usage: $SCRIPT <scenario> <label>=<server binary>..."
+need wrk curl
+shared_dir
 SCENARIO="$1"; shift
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
 WARM="${WARM:-2}"
-HERE="$(cd "$(dirname "$0")" && pwd)"
-SHARED="${SHARED:-$HERE/../../shared}"
-[ -d "$SHARED/bench" ] || SHARED=/work/shared
 case "$SCENARIO" in
-  limited) URL_PATH=/limited; LUA="$SHARED/bench/limited.lua"; CMD=evalsha ;;
-  cached) URL_PATH=/cached/; LUA="$SHARED/bench/cached.lua"; CMD=get; export CACHED_IDS="${CACHED_IDS:-1000}" ;;
-  login) URL_PATH=/login; LUA="$SHARED/bench/login.lua"; CMD=exec ;;
-  session) URL_PATH=/session; LUA="$SHARED/bench/session.lua"; CMD=hget ;;
-  hello) URL_PATH=/hello; LUA=""; CMD=evalsha ;;
-  *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
+  limited) URL_PATH=/limited; LUA="$SHARED_DIR/bench/limited.lua"; CMD="evalsha" ;;
+  cached) URL_PATH=/cached/; LUA="$SHARED_DIR/bench/cached.lua"; CMD="get"; export CACHED_IDS="${CACHED_IDS:-1000}" ;;
+  login) URL_PATH=/login; LUA="$SHARED_DIR/bench/login.lua"; CMD="exec" ;;
+  session) URL_PATH=/session; LUA="$SHARED_DIR/bench/session.lua"; CMD="hget" ;;
+  hello) URL_PATH=/hello; LUA=""; CMD="evalsha" ;;
+  *) die "unknown scenario '$SCENARIO' (limited, cached, login, session or hello)" ;;
 esac
 TICKS="$(getconf CLK_TCK)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-REDIS_PORT="$(free_port)"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
-REDIS_PID=$!
 SERVER_PID=""
 RESULTS="$(mktemp)"
 cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
-  kill "$REDIS_PID" 2>/dev/null || true
+  [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true
+  stop_redis
   rm -f "$RESULTS"
 }
 trap cleanup EXIT
+start_redis
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
-for _ in $(seq 50); do rcli PING >/dev/null 2>&1 && break; sleep 0.1; done
 per_call() { rcli INFO commandstats | tr -d '\r' | awk -F'[:,=]' -v c="cmdstat_$1" '$1 == c { for (i = 2; i < NF; i++) if ($i == "usec_per_call") print $(i + 1) }'; }
 wrk_args=(-t1 -c64)
 [ -n "$LUA" ] && wrk_args+=(-s "$LUA")
@@ -54,9 +51,9 @@ printf '%-14s %5s %10s %14s %13s %10s\n' impl round req/s server-us/req redis-us
 for round in $(seq "$ROUNDS"); do
   for spec in "$@"; do
     label="${spec%%=*}"; bin="${spec#*=}"
-    rcli FLUSHALL >/dev/null
+    flush_redis
     PORT="$(free_port)"
-    PORT="$PORT" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$bin" >/dev/null 2>&1 &
+    PORT="$PORT" REDIS_URL="$REDIS_URL" "$bin" >/dev/null 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/hello" >/dev/null 2>&1 && break; sleep 0.1; done
     wrk "${wrk_args[@]}" -d"${WARM}s" "http://127.0.0.1:$PORT$URL_PATH" >/dev/null 2>&1

@@ -7,38 +7,34 @@
 # Runs the graceful server (tower-scale-shutdown) and the plain axum::serve one, and prints the
 # failed requests of each: wrk's non-2xx responses plus socket errors.
 #
-#   scripts/restart-under-load.sh                 # DURATION=30 RESTARTS=10 CONNECTIONS=64
+#   scripts/bench/shutdown-restart-under-load.sh              # DURATION=30 RESTARTS=10 CONNECTIONS=64
+#   DURATION=6 RESTARTS=2 scripts/bench/shutdown-restart-under-load.sh
 #
+# Environment: DURATION (30), RESTARTS (10), CONNECTIONS (64), MODES ("graceful plain"), KEEP=1
+# to keep the temporary folder with the logs.
 # Requests are POSTs, which nginx never re-sends to another upstream once sent, so a request cut
-# by a dying process shows up as a failure instead of being retried away. Installs nginx and wrk
-# from Debian's packages when missing.
+# by a dying process shows up as a failure instead of being retried away. Installs nginx, wrk,
+# curl and python3 from Debian's packages when missing.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$(dirname "$0")/../lib/common.sh"
 DURATION="${DURATION:-30}"
 RESTARTS="${RESTARTS:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 MODES="${MODES:-graceful plain}"
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-if [ "${#need[@]}" -gt 0 ]; then
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
+[ -x /usr/sbin/nginx ] || install_missing nginx
+install_missing wrk curl python3
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 (cd "$ROOT" && cargo build --release --quiet -p example-restart-demo)
 BIN="$TARGET/release/example-restart-demo"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
