@@ -546,3 +546,16 @@ pub async fn eventually(what: &str, patience: Duration, mut cond: impl FnMut() -
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The guides in `docs/` compiled as doc tests, so their code cannot drift from the crates.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../../../docs/cache.md")]
+    pub struct Cache;
+    #[doc = include_str!("../../../docs/compression.md")]
+    pub struct Compression;
+    #[doc = include_str!("../../../docs/metrics.md")]
+    pub struct Metrics;
+    #[doc = include_str!("../../../docs/pubsub.md")]
+    pub struct Pubsub;
+}
