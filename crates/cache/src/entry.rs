@@ -288,7 +288,7 @@ pub(crate) fn headers_fit(headers: &HeaderMap) -> bool {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
+    StoreError::corrupt(what)
 }
 
 fn need(buf: &Bytes, n: usize) -> Result<(), StoreError> {

@@ -928,13 +928,7 @@ async fn a_thousand_concurrent_cold_requests_make_one_origin_call() {
 async fn three_instances_with_the_lock_make_one_origin_call_in_total() {
     let server = RedisServer::start();
     let calls = counter();
-    let lock = LockConfig {
-        // Generous bounds: on an overloaded machine the leader's fetch and store may take
-        // seconds; the test is about coalescing, not about the lock's expiry.
-        ttl: Duration::from_secs(120),
-        wait: Duration::from_secs(120),
-        ..LockConfig::default()
-    };
+    let lock = support::patient_lock();
     let apps: Vec<_> = (0..3)
         .map(|_| {
             // Each instance has its own backend (connections) and cache state.

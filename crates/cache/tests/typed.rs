@@ -154,13 +154,7 @@ async fn a_thousand_concurrent_misses_run_the_fetch_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_with_the_lock_fetch_once() {
     let server = RedisServer::start();
-    let lock = LockConfig {
-        // Generous bounds: on an overloaded machine the leader's fetch and store may take
-        // seconds; the test is about coalescing, not about the lock's expiry.
-        ttl: Duration::from_secs(120),
-        wait: Duration::from_secs(120),
-        ..LockConfig::default()
-    };
+    let lock = support::patient_lock();
     let caches: Vec<Cache> = (0..3)
         .map(|_| {
             Cache::builder(RedisStore::new(support::patient_backend(&server)))

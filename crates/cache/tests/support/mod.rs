@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tower_scale_cache::LockConfig;
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
@@ -28,6 +29,15 @@ pub fn patient_backend(server: &RedisServer) -> RedisBackend {
     config.command_timeout = Duration::from_secs(60);
     config.breaker_enabled = false;
     RedisBackend::new(config).unwrap()
+}
+
+/// The cross-instance lock with generous bounds: on an overloaded machine the leader's fetch
+/// and store may take seconds; the stampede tests are about coalescing, not the lock's expiry.
+pub fn patient_lock() -> LockConfig {
+    let mut lock = LockConfig::default();
+    lock.ttl = Duration::from_secs(120);
+    lock.wait = Duration::from_secs(120);
+    lock
 }
 
 /// A backend on the local cluster.
