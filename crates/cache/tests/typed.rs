@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
+use support::T0;
 use tower_scale_cache::{Cache, FetchOptions, LockConfig, ManualClock, MemoryStore, RedisStore};
 use tower_scale_testkit::RedisServer;
 
@@ -24,8 +25,6 @@ fn user(n: usize) -> User {
         name: format!("ada #{n}"),
     }
 }
-
-const T0: u64 = 1_700_000_000_000;
 
 async fn load(calls: &AtomicUsize) -> Result<User, std::io::Error> {
     let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
