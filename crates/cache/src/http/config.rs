@@ -12,7 +12,7 @@ use super::policy::Rules;
 use super::values::{self, HitStatuses};
 use crate::ConfigError;
 
-/// The serde form of a [`ResponseCacheLayer`]'s settings.
+/// The serde form of a [`ResponseCacheLayer`](crate::ResponseCacheLayer)'s settings.
 ///
 /// ```
 /// use tower_scale_cache::{Cache, ResponseCacheConfig, ResponseCacheLayer};

@@ -8,7 +8,7 @@ use http::Response;
 
 use super::body::ResponseBody;
 
-/// The response future of [`ResponseCache`].
+/// The response future of [`ResponseCache`](crate::ResponseCache).
 pub struct ResponseFuture<B, E> {
     inner: BoxedResponse<B, E>,
 }

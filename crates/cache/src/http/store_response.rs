@@ -21,7 +21,7 @@ use crate::BoxError;
 use crate::entry::{Entry, EntryBody, StoredResponse, headers_fit};
 
 /// Tags of a response set by a handler as a response extension, in addition to the tag
-/// header; purged together with [`Cache::invalidate_tag`].
+/// header; purged together with [`Cache::invalidate_tag`](crate::Cache::invalidate_tag).
 ///
 /// ```
 /// use axum::{Extension, response::IntoResponse};
