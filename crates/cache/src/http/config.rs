@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use http::header::HeaderName;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tower_scale_core::millis;
 
@@ -93,22 +93,22 @@ impl Default for ResponseCacheConfig {
 
 #[derive(Clone, Debug)]
 pub(super) struct Settings {
-    pub(super) route_ttl: Option<u64>,
-    pub(super) override_origin_ttl: bool,
-    pub(super) swr_ms: u64,
-    pub(super) sie_ms: u64,
-    pub(super) max_body: usize,
-    pub(super) statuses: Arc<[u16]>,
-    pub(super) cache_authorized: bool,
-    pub(super) public: bool,
-    pub(super) tag_header: Option<HeaderName>,
-    pub(super) name: Arc<str>,
+    route_ttl: Option<u64>,
+    override_origin_ttl: bool,
+    swr_ms: u64,
+    sie_ms: u64,
+    max_body: usize,
+    statuses: Arc<[u16]>,
+    cache_authorized: bool,
+    public: bool,
+    tag_header: Option<HeaderName>,
+    name: Arc<str>,
     /// `Cache-Status` values of fresh hits, computed once.
-    pub(super) hit_statuses: Arc<HitStatuses>,
-    pub(super) invalidate_on_unsafe: bool,
-    pub(super) max_variants: usize,
-    pub(super) max_key_length: usize,
-    pub(super) max_query_params: usize,
+    hit_statuses: Arc<HitStatuses>,
+    invalidate_on_unsafe: bool,
+    max_variants: usize,
+    max_key_length: usize,
+    max_query_params: usize,
 }
 
 impl Settings {
@@ -152,6 +152,120 @@ impl Settings {
         })
     }
 
+    /// Why a `GET`/`HEAD` request is not looked up because of its credentials (`Cookie` on a
+    /// route that is not public, `Authorization` unless allowed): its `Cache-Status`.
+    #[inline]
+    pub(super) fn bypass(&self, headers: &HeaderMap) -> Option<&'static str> {
+        if !self.public && headers.contains_key(header::COOKIE) {
+            Some("fwd=bypass; detail=cookie")
+        } else if !self.cache_authorized && headers.contains_key(header::AUTHORIZATION) {
+            Some("fwd=bypass; detail=authorization")
+        } else {
+            None
+        }
+    }
+
+    /// Why a request with a key of `key_len` bytes and `query` is not looked up (a key or a
+    /// query over the limits): its `Cache-Status`.
+    #[inline]
+    pub(super) fn key_refusal(&self, key_len: usize, query: Option<&str>) -> Option<&'static str> {
+        if key_len > self.max_key_length {
+            Some("fwd=bypass; detail=key-too-long")
+        } else if too_many_params(query, self.max_query_params) {
+            Some("fwd=bypass; detail=too-many-params")
+        } else {
+            None
+        }
+    }
+
+    /// The `Cache-Status` of a fresh hit with `secs` seconds left.
+    #[inline]
+    pub(super) fn hit_status(&self, secs: u64) -> HeaderValue {
+        self.hit_statuses.get(secs)
+    }
+
+    /// The cache's name in `Cache-Status`.
+    #[inline]
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The response header carrying tags, if any.
+    #[inline]
+    pub(super) fn tag_header(&self) -> Option<&HeaderName> {
+        self.tag_header.as_ref()
+    }
+
+    /// Whether successful unsafe requests purge.
+    #[inline]
+    pub(super) fn invalidate_on_unsafe(&self) -> bool {
+        self.invalidate_on_unsafe
+    }
+
+    /// Most `Vary` variants stored per resource.
+    #[inline]
+    pub(super) fn max_variants(&self) -> usize {
+        self.max_variants
+    }
+
+    /// Largest body stored.
+    #[inline]
+    pub(super) fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    pub(super) fn set_ttl(&mut self, ttl: Duration) {
+        self.route_ttl = Some(millis(ttl));
+    }
+
+    pub(super) fn set_override_origin_ttl(&mut self, yes: bool) {
+        self.override_origin_ttl = yes;
+    }
+
+    pub(super) fn set_stale_while_revalidate(&mut self, window: Duration) {
+        self.swr_ms = millis(window);
+    }
+
+    pub(super) fn set_stale_if_error(&mut self, window: Duration) {
+        self.sie_ms = millis(window);
+    }
+
+    pub(super) fn set_max_body_size(&mut self, bytes: usize) {
+        self.max_body = bytes;
+    }
+
+    pub(super) fn set_statuses(&mut self, statuses: impl IntoIterator<Item = StatusCode>) {
+        self.statuses = statuses.into_iter().map(|s| s.as_u16()).collect();
+    }
+
+    pub(super) fn set_cache_authorized(&mut self, yes: bool) {
+        self.cache_authorized = yes;
+    }
+
+    pub(super) fn set_public(&mut self, yes: bool) {
+        self.public = yes;
+    }
+
+    pub(super) fn set_tag_header(&mut self, name: Option<HeaderName>) {
+        self.tag_header = name;
+    }
+
+    pub(super) fn set_invalidate_on_unsafe(&mut self, yes: bool) {
+        self.invalidate_on_unsafe = yes;
+    }
+
+    pub(super) fn set_max_variants(&mut self, n: usize) {
+        self.max_variants = n;
+    }
+
+    pub(super) fn set_max_key_length(&mut self, bytes: usize) {
+        self.max_key_length = bytes;
+    }
+
+    pub(super) fn set_max_query_params(&mut self, n: usize) {
+        self.max_query_params = n;
+    }
+
     pub(super) fn rules(&self, authorized: bool) -> Rules<'_> {
         Rules {
             statuses: &self.statuses,
@@ -162,4 +276,10 @@ impl Settings {
             authorized,
         }
     }
+}
+
+/// Whether `query` has more than `max` (non-empty) parameters.
+fn too_many_params(query: Option<&str>, max: usize) -> bool {
+    // Fewer bytes than `max + 1` parameters take: nothing to count.
+    query.is_some_and(|q| q.len() > 2 * max && q.split('&').filter(|p| !p.is_empty()).count() > max)
 }

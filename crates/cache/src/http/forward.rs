@@ -60,7 +60,7 @@ where
     if let Some(entry) = found.entry {
         match entry.freshness(now) {
             Freshness::Fresh(left) => {
-                let status = shared.settings().hit_statuses.get(left / 1000);
+                let status = shared.settings().hit_status(left / 1000);
                 return Ok(shared.respond(entry, &parts, now, status));
             }
             Freshness::Stale(by) if entry.can_revalidate_stale(now) => {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use http::StatusCode;
 use http::header::HeaderName;
 use tower_layer::Layer;
-use tower_scale_core::millis;
 
 use super::config::{ResponseCacheConfig, Settings};
 use super::key::{DefaultKey, MakeCacheKey};
@@ -101,14 +100,14 @@ impl<K> ResponseCacheLayer<K> {
     /// Lifetime of responses without `s-maxage`/`max-age`: the route's TTL.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.settings_mut().route_ttl = Some(millis(ttl));
+        self.settings_mut().set_ttl(ttl);
         self
     }
 
     /// Use the route's TTL even when the response has `s-maxage`/`max-age`.
     #[must_use]
     pub fn override_origin_ttl(mut self, yes: bool) -> Self {
-        self.settings_mut().override_origin_ttl = yes;
+        self.settings_mut().set_override_origin_ttl(yes);
         self
     }
 
@@ -116,7 +115,7 @@ impl<K> ResponseCacheLayer<K> {
     /// is served at once while one background request refreshes it.
     #[must_use]
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.settings_mut().swr_ms = millis(window);
+        self.settings_mut().set_stale_while_revalidate(window);
         self
     }
 
@@ -124,42 +123,42 @@ impl<K> ResponseCacheLayer<K> {
     /// when the origin fails or answers 5xx.
     #[must_use]
     pub fn stale_if_error(mut self, window: Duration) -> Self {
-        self.settings_mut().sie_ms = millis(window);
+        self.settings_mut().set_stale_if_error(window);
         self
     }
 
     /// Largest body stored (default 1 MiB); larger bodies stream through uncached.
     #[must_use]
     pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.settings_mut().max_body = bytes;
+        self.settings_mut().set_max_body_size(bytes);
         self
     }
 
     /// Statuses that may be stored.
     #[must_use]
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
-        self.settings_mut().statuses = statuses.into_iter().map(|s| s.as_u16()).collect();
+        self.settings_mut().set_statuses(statuses);
         self
     }
 
     /// Use the cache for requests with `Authorization` (RFC 9111 §3.5 rules apply).
     #[must_use]
     pub fn cache_authorized(mut self, yes: bool) -> Self {
-        self.settings_mut().cache_authorized = yes;
+        self.settings_mut().set_cache_authorized(yes);
         self
     }
 
     /// Mark the route public: requests with `Cookie` use the cache.
     #[must_use]
     pub fn public(mut self, yes: bool) -> Self {
-        self.settings_mut().public = yes;
+        self.settings_mut().set_public(yes);
         self
     }
 
     /// The response header carrying tags (default `surrogate-key`); `None` for none.
     #[must_use]
     pub fn tag_header(mut self, name: Option<HeaderName>) -> Self {
-        self.settings_mut().tag_header = name;
+        self.settings_mut().set_tag_header(name);
         self
     }
 
@@ -167,7 +166,7 @@ impl<K> ResponseCacheLayer<K> {
     /// purges its URI and the same-origin `Location`/`Content-Location` URIs (default true).
     #[must_use]
     pub fn invalidate_on_unsafe(mut self, yes: bool) -> Self {
-        self.settings_mut().invalidate_on_unsafe = yes;
+        self.settings_mut().set_invalidate_on_unsafe(yes);
         self
     }
 
@@ -175,7 +174,7 @@ impl<K> ResponseCacheLayer<K> {
     /// more is served, not stored (`Cache-Status` `detail=too-many-variants`).
     #[must_use]
     pub fn max_variants(mut self, n: usize) -> Self {
-        self.settings_mut().max_variants = n;
+        self.settings_mut().set_max_variants(n);
         self
     }
 
@@ -183,7 +182,7 @@ impl<K> ResponseCacheLayer<K> {
     /// cache (`detail=key-too-long`).
     #[must_use]
     pub fn max_key_length(mut self, bytes: usize) -> Self {
-        self.settings_mut().max_key_length = bytes;
+        self.settings_mut().set_max_key_length(bytes);
         self
     }
 
@@ -191,7 +190,7 @@ impl<K> ResponseCacheLayer<K> {
     /// (`detail=too-many-params`).
     #[must_use]
     pub fn max_query_params(mut self, n: usize) -> Self {
-        self.settings_mut().max_query_params = n;
+        self.settings_mut().set_max_query_params(n);
         self
     }
 

@@ -68,7 +68,7 @@ where
         if let Some(entry) = &found.entry
             && let Freshness::Fresh(left) = entry.freshness(now)
         {
-            let status = shared.settings().hit_statuses.get(left / 1000);
+            let status = shared.settings().hit_status(left / 1000);
             let Some(entry) = found.entry else {
                 unreachable!("checked above")
             };

@@ -25,7 +25,7 @@ where
     K: MakeCacheKey,
 {
     // Every method but the safe ones (RFC 9110 §9.2.1), unknown ones included.
-    let purge = shared.settings().invalidate_on_unsafe
+    let purge = shared.settings().invalidate_on_unsafe()
         && !matches!(*req.method(), Method::OPTIONS | Method::TRACE);
     let (parts, body) = req.into_parts();
     let target = if purge {

@@ -32,11 +32,11 @@ impl<K: MakeCacheKey> Shared<K> {
     pub(super) fn pass<B>(&self, res: Response<B>, detail: &str) -> Response<ResponseBody<B>> {
         let mut res = res.map(ResponseBody::stream);
         self.strip_tags(res.headers_mut());
-        with_status(res, status(&self.settings().name, detail))
+        with_status(res, status(self.settings().name(), detail))
     }
 
     pub(super) fn strip_tags(&self, headers: &mut HeaderMap) {
-        if let Some(h) = &self.settings().tag_header {
+        if let Some(h) = self.settings().tag_header() {
             headers.remove(h);
         }
     }
@@ -48,7 +48,7 @@ impl<K: MakeCacheKey> Shared<K> {
         parts: &Parts,
         detail: &str,
     ) -> Response<ResponseBody<B>> {
-        let status = status(&self.settings().name, detail);
+        let status = status(self.settings().name(), detail);
         self.respond(Arc::clone(entry), parts, self.cache().now_ms(), status)
     }
 
@@ -128,7 +128,7 @@ impl<K: MakeCacheKey> Shared<K> {
         detail: &str,
     ) -> Response<ResponseBody<B>> {
         self.strip_tags(res.headers_mut());
-        with_status(res, status(&self.settings().name, detail))
+        with_status(res, status(self.settings().name(), detail))
     }
 
     pub(super) fn names_of(&self, group: &str) -> Arc<[HeaderName]> {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header;
 use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
@@ -89,32 +88,20 @@ where
         // Which path the request takes is decided here, before any future exists: each path
         // is a future of its own, so that a lookup's (allocated for every request) holds only
         // what a hit needs.
-        let s = shared.settings();
         let method = req.method();
-        let headers = req.headers();
-        let bypass_detail = if method != Method::GET && method != Method::HEAD {
+        if method != Method::GET && method != Method::HEAD {
             return ResponseFuture::new(Box::pin(unsafe_method(shared, inner, req)));
-        } else if !s.public && headers.contains_key(header::COOKIE) {
-            Some("fwd=bypass; detail=cookie")
-        } else if !s.cache_authorized && headers.contains_key(header::AUTHORIZATION) {
-            Some("fwd=bypass; detail=authorization")
-        } else {
-            None
-        };
-        if let Some(detail) = bypass_detail {
+        }
+        if let Some(detail) = shared.settings().bypass(req.headers()) {
             return ResponseFuture::new(Box::pin(bypass(shared, inner, req, detail)));
         }
         let (parts, body) = req.into_parts();
         let key = shared.key().make_cache_key(&parts);
         let refused = match &key {
             None => Some("fwd=bypass; detail=key"),
-            Some(key) if key.as_str().len() > s.max_key_length => {
-                Some("fwd=bypass; detail=key-too-long")
-            }
-            Some(_) if too_many_params(parts.uri.query(), s.max_query_params) => {
-                Some("fwd=bypass; detail=too-many-params")
-            }
-            Some(_) => None,
+            Some(key) => shared
+                .settings()
+                .key_refusal(key.as_str().len(), parts.uri.query()),
         };
         let (Some(key), None) = (key, refused) else {
             let req = Request::from_parts(parts, body);
@@ -123,10 +110,4 @@ where
         };
         ResponseFuture::new(Box::pin(handle(shared, inner, parts, body, key)))
     }
-}
-
-/// Whether `query` has more than `max` (non-empty) parameters.
-fn too_many_params(query: Option<&str>, max: usize) -> bool {
-    // Fewer bytes than `max + 1` parameters take: nothing to count.
-    query.is_some_and(|q| q.len() > 2 * max && q.split('&').filter(|p| !p.is_empty()).count() > max)
 }

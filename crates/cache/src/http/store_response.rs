@@ -85,7 +85,7 @@ impl<K: MakeCacheKey> Shared<K> {
             && !miss.store_down
             && miss.stale.is_none()
             && !cache
-                .has_room(group, self.settings().max_variants.saturating_add(1))
+                .has_room(group, self.settings().max_variants().saturating_add(1))
                 .await
         {
             Some("too-many-variants")
@@ -97,7 +97,7 @@ impl<K: MakeCacheKey> Shared<K> {
             let res = Response::from_parts(rparts, rbody);
             return self.pass(res, &format!("{verb}; detail={reason}"));
         }
-        let buffered = buffer(Box::pin(rbody), self.settings().max_body).await;
+        let buffered = buffer(Box::pin(rbody), self.settings().max_body()).await;
         let (bytes, trailers) = match buffered {
             Buffered::Complete(bytes, trailers) => (bytes, trailers),
             Buffered::TooLarge(prefix, rest) => {
@@ -162,7 +162,7 @@ impl<K: MakeCacheKey> Shared<K> {
 
     pub(super) fn tags(&self, headers: &HeaderMap, extensions: &http::Extensions) -> Vec<String> {
         let mut tags: Vec<String> = Vec::new();
-        if let Some(h) = &self.settings().tag_header {
+        if let Some(h) = self.settings().tag_header() {
             for v in headers.get_all(h) {
                 if let Ok(v) = v.to_str() {
                     tags.extend(
@@ -191,7 +191,7 @@ impl<K: MakeCacheKey> Shared<K> {
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
             if is_unstored(name)
-                || self.settings().tag_header.as_ref() == Some(name)
+                || self.settings().tag_header() == Some(name)
                 || named_by_connection(&parts.headers, name)
             {
                 continue;
