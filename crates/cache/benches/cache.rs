@@ -31,9 +31,9 @@ use tower_scale_cache::{Cache, RedisStore, ResponseCacheLayer};
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::RedisServer;
 
-mod common;
+mod support;
 
-use common::{call, origin_doc};
+use support::{call, origin_doc};
 
 const CONCURRENCY: usize = 64;
 
@@ -49,7 +49,7 @@ async fn concurrent(app: &Router, uri: impl Fn(usize) -> String) {
 }
 
 fn cached_handler() -> Router {
-    common::origin(Duration::from_millis(5))
+    support::origin(Duration::from_millis(5))
 }
 
 /// What `axum::serve` does before serving: turns the handlers (and their layers) into services
@@ -75,8 +75,8 @@ fn benches(c: &mut Criterion) {
     assert_eq!(doc.len(), 1024);
 
     // --- hit throughput against one raw GET ------------------------------------------------
-    rt.block_on(common::store_raw(&backend, "1"));
-    let raw_app = common::raw_get_app(backend.clone());
+    rt.block_on(support::store_raw(&backend, "1"));
+    let raw_app = support::raw_get_app(backend.clone());
     let redis_cache = Cache::new(RedisStore::new(backend.clone()));
     let hit_app = ready(cached_handler().layer(layer(redis_cache)));
     rt.block_on(call(&hit_app, "/cached/1"));

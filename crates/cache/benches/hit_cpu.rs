@@ -29,9 +29,9 @@ use tower_scale_cache::{Cache, RedisStore, ResponseCacheLayer};
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::RedisServer;
 
-mod common;
+mod support;
 
-use common::{call, env_usize};
+use support::{call, env_usize};
 
 /// CPU nanoseconds used so far by every thread of process `pid` (`self` for this one).
 fn cpu_ns(pid: &str) -> u64 {
@@ -93,11 +93,11 @@ fn main() {
         .build()
         .unwrap();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
-    rt.block_on(common::store_raw(&backend, "1"));
-    let raw_app = common::raw_get_app(backend.clone());
+    rt.block_on(support::store_raw(&backend, "1"));
+    let raw_app = support::raw_get_app(backend.clone());
     // `with_state` turns the handler and its layers into a service once, as `axum::serve`
     // does (a `Router` called directly would build the layer's service on every request).
-    let cache_app = common::origin(Duration::from_millis(5))
+    let cache_app = support::origin(Duration::from_millis(5))
         .route_layer(
             ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
                 .ttl(Duration::from_secs(60)),

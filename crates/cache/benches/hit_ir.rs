@@ -38,9 +38,9 @@ use tower_scale_cache::{Cache, RedisStore, ResponseCacheLayer};
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::RedisServer;
 
-mod common;
+mod support;
 
-use common::env_usize;
+use support::env_usize;
 
 async fn call(app: &mut Router, uri: String) {
     let res = app
@@ -78,15 +78,15 @@ fn main() {
         "raw_get" => {
             rt.block_on(async {
                 for i in 1..=ids {
-                    common::store_raw(&backend, &i.to_string()).await;
+                    support::store_raw(&backend, &i.to_string()).await;
                 }
             });
-            common::raw_get_app(backend)
+            support::raw_get_app(backend)
         }
         "redis_rs_get" => {
             let conn = rt.block_on(async {
                 for i in 1..=ids {
-                    common::store_raw(&backend, &i.to_string()).await;
+                    support::store_raw(&backend, &i.to_string()).await;
                 }
                 tower_scale_redis::redis::Client::open(server.url())
                     .unwrap()
@@ -94,9 +94,9 @@ fn main() {
                     .await
                     .unwrap()
             });
-            common::redis_rs_get_app(conn)
+            support::redis_rs_get_app(conn)
         }
-        "cache_hit" => common::origin(Duration::ZERO)
+        "cache_hit" => support::origin(Duration::ZERO)
             .route_layer(
                 ResponseCacheLayer::new(Cache::new(RedisStore::new(backend)))
                     .ttl(Duration::from_secs(60)),
@@ -109,11 +109,11 @@ fn main() {
             Router::new()
                 .route(
                     "/cached/{id}",
-                    axum::routing::get(common::origin_handler.layer(layer)),
+                    axum::routing::get(support::origin_handler.layer(layer)),
                 )
                 .with_state(())
         }
-        "fetch_bytes" => common::fetch_bytes_app(Cache::new(RedisStore::new(backend))),
+        "fetch_bytes" => support::fetch_bytes_app(Cache::new(RedisStore::new(backend))),
         other => panic!(
             "BENCH_VARIANT: unknown variant {other:?} \
              (raw_get, redis_rs_get, cache_hit, cache_hit_handler_layer or fetch_bytes)"

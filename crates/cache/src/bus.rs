@@ -18,16 +18,19 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
+use tower_scale_core::Backoff;
 use tower_scale_redis::RedisBackend;
 use tower_scale_redis::redis::{self, PushInfo, PushKind, Value};
 
+use crate::Error;
 use crate::l1::L1;
-use crate::store::token;
-use crate::{Error, StoreError};
+use crate::store::{redis_error, token};
 
 const ACK: u8 = 1;
 const PROBE: u8 = 2;
 const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// Delays between reconnections: 50 ms, doubling up to 1 s.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
@@ -125,7 +128,7 @@ impl Bus {
                     .arg(message.as_ref()),
             )
             .await
-            .map_err(StoreError::from)?;
+            .map_err(|e| redis_error("Redis PUBLISH (purge)", e))?;
         let confirmed = matches!(
             tokio::time::timeout_at(deadline, rx.wait_for(|n| *n >= expected)).await,
             Ok(Ok(_))
@@ -330,7 +333,7 @@ impl SubConn {
 }
 
 async fn run(bus: Arc<Bus>, mut stop: oneshot::Receiver<()>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let connected = tokio::select! {
@@ -339,7 +342,7 @@ async fn run(bus: Arc<Bus>, mut stop: oneshot::Receiver<()>) {
         };
         match connected {
             Ok(mut conn) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 let mut tick = tokio::time::interval(PROBE_EVERY);
                 loop {
                     tokio::select! {
@@ -375,11 +378,9 @@ async fn run(bus: Arc<Bus>, mut stop: oneshot::Receiver<()>) {
             Err(e) => tracing::debug!(error = %e, "cache bus cannot subscribe"),
         }
         bus.set_subscribed(false);
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = &mut stop => return,
+        if !backoff.wait_or(&mut stop).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

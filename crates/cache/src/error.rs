@@ -1,15 +1,15 @@
+use crate::StoreError;
+
 /// An error of the cache.
 ///
 /// The request paths never return it: a failing store makes the cache fail open (the origin
 /// answers). It is returned by the explicit operations: [`invalidate`](crate::Cache::invalidate),
 /// [`invalidate_tag`](crate::Cache::invalidate_tag), [`get`](crate::Cache::get),
-/// [`set`](crate::Cache::set) and building a cache.
+/// [`set`](crate::Cache::set). Building a cache or a layer returns a
+/// [`ConfigError`](crate::ConfigError).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A setting is invalid; the message names it.
-    #[error("invalid cache config: {0}")]
-    Config(String),
     /// The store failed (Redis down, slow or answering garbage).
     #[error("cache store: {0}")]
     Store(#[from] StoreError),
@@ -28,23 +28,4 @@ pub enum Error {
         /// Instances that confirmed.
         acknowledged: usize,
     },
-}
-
-/// An error of a [`Store`](crate::Store).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The store is unreachable, slow (timeout) or refused the command.
-    #[error("{0}")]
-    Backend(String),
-    /// The stored bytes are not a valid entry.
-    #[error("corrupt entry: {0}")]
-    Corrupt(String),
-}
-
-#[cfg(feature = "redis")]
-impl From<tower_scale_redis::Error> for StoreError {
-    fn from(e: tower_scale_redis::Error) -> Self {
-        Self::Backend(e.to_string())
-    }
 }

@@ -72,7 +72,6 @@
 #[cfg(feature = "redis")]
 mod bus;
 mod cache;
-mod clock;
 mod entry;
 mod error;
 mod flight;
@@ -83,22 +82,24 @@ mod store;
 #[doc(inline)]
 pub use self::{
     cache::{Cache, CacheBuilder, CacheConfig, FetchOptions, LockConfig},
-    clock::{Clock, ManualClock, SystemClock},
-    error::{Error, StoreError},
+    error::Error,
     http::{
         CACHE_STATUS, CacheKey, CacheTags, DefaultKey, MakeCacheKey, ResponseBody, ResponseCache,
         ResponseCacheConfig, ResponseCacheLayer, ResponseFuture,
     },
-    store::{BoxFuture, MemoryStore, Store},
+    store::{MemoryStore, Store},
+};
+// Shared with the other tower-scale crates: the wall clock that dates entries (tests move a
+// `ManualClock` instead of sleeping), the store error, boxed futures and config errors.
+#[doc(inline)]
+pub use tower_scale_core::{
+    BoxError, BoxFuture, Clock, ConfigError, ManualClock, StoreError, SystemClock,
 };
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
 pub use self::store::RedisStore;
-
-/// A type-erased error, as in tower.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
+use support::T0;
 use tower_scale_cache::{Cache, FetchOptions, LockConfig, ManualClock, MemoryStore, RedisStore};
 use tower_scale_testkit::RedisServer;
 
@@ -24,8 +25,6 @@ fn user(n: usize) -> User {
         name: format!("ada #{n}"),
     }
 }
-
-const T0: u64 = 1_700_000_000_000;
 
 async fn load(calls: &AtomicUsize) -> Result<User, std::io::Error> {
     let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
@@ -154,13 +153,7 @@ async fn a_thousand_concurrent_misses_run_the_fetch_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_with_the_lock_fetch_once() {
     let server = RedisServer::start();
-    let lock = LockConfig {
-        // Generous bounds: on an overloaded machine the leader's fetch and store may take
-        // seconds; the test is about coalescing, not about the lock's expiry.
-        ttl: Duration::from_secs(120),
-        wait: Duration::from_secs(120),
-        ..LockConfig::default()
-    };
+    let lock = support::patient_lock();
     let caches: Vec<Cache> = (0..3)
         .map(|_| {
             Cache::builder(RedisStore::new(support::patient_backend(&server)))

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::Expiry;
 
-use super::{BoxFuture, Store, token};
-use crate::StoreError;
+use super::{Store, token};
+use crate::{BoxFuture, StoreError};
 
 /// The in-memory store: one process, bounded by bytes (moka), groups expiring on their own.
 ///

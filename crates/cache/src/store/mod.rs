@@ -1,13 +1,11 @@
 //! Where entries live: the [`Store`] trait, the in-memory default and the Redis store.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::StoreError;
+use crate::{BoxFuture, StoreError};
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -15,12 +13,9 @@ mod redis;
 
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub(crate) use self::redis::CONCERN;
-#[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
-
-/// A boxed, `Send` future, as returned by [`Store`] methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+#[cfg(feature = "redis")]
+pub(crate) use self::redis::{CONCERN, redis_error};
 
 /// A store of cache entries: the shared tier every instance reads and writes.
 ///

@@ -7,8 +7,8 @@ use futures_util::future::try_join_all;
 use tower_scale_redis::RedisBackend;
 use tower_scale_redis::redis::{self, RedisWrite, Script};
 
-use super::{BoxFuture, Store, token};
-use crate::StoreError;
+use super::{Store, token};
+use crate::{BoxFuture, StoreError};
 
 /// Key concern of every cache key: `<prefix>:cache:...`.
 pub(crate) const CONCERN: &str = "cache";
@@ -17,19 +17,7 @@ pub(crate) const CONCERN: &str = "cache";
 /// group's index (the set of its field names), `KEYS[2..]` the entries' keys, `ARGV[2..]` the
 /// field names then the values in the same order. The index is kept as long as its
 /// longest-lived entry.
-static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local ttl = tonumber(ARGV[1])
-local n = #KEYS - 1
-for i = 1, n do
-  redis.call('SET', KEYS[i + 1], ARGV[n + 1 + i], 'PX', ttl)
-end
-redis.call('SADD', KEYS[1], unpack(ARGV, 2, n + 1))
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1",
-    )
-});
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
 
 /// Deletes a group: every entry its index `KEYS[1]` names (the key of field `f` is
 /// `ARGV[1] .. f`, in the same slot), the index, and `KEYS[2]`, the group's hash of the
@@ -37,45 +25,16 @@ return 1",
 /// keys are not declared in `KEYS` (only the script learns their names); they hash to the
 /// index's slot, so the script still touches one slot and runs on Redis Cluster (tested by the
 /// conformance suite on a local cluster).
-static PURGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local fields = redis.call('SMEMBERS', KEYS[1])
-for _, f in ipairs(fields) do redis.call('DEL', ARGV[1] .. f) end
-redis.call('DEL', KEYS[1], KEYS[2])
-return #fields",
-    )
-});
+static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
 
 /// Adds a group to a tag's set, kept as long as its longest-lived member.
-static TAG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('SADD', KEYS[1], ARGV[2])
-local ttl = tonumber(ARGV[1])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1",
-    )
-});
+static TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("tag.lua")));
 
 /// Takes a tag's members and deletes the set in one step.
-static TAKE_TAG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local members = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
-return members",
-    )
-});
+static TAKE_TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("take_tag.lua")));
 
 /// Deletes a lock only if the token still holds it.
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0",
-    )
-});
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("unlock.lua")));
 
 /// The Redis store: every instance shares the entries.
 ///
@@ -183,8 +142,16 @@ impl RedisStore {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+/// Milliseconds of a Redis expiry: at least 1 (`PX 0` is an error).
+fn px(d: Duration) -> u64 {
+    tower_scale_core::millis(d).max(1)
+}
+
+/// A store error for a failed Redis command `op`: unavailable when Redis could not be reached
+/// (down, timed out, breaker open), the Redis error kept as its source.
+pub(crate) fn redis_error(op: &'static str, e: tower_scale_redis::Error) -> StoreError {
+    let unavailable = e.is_unavailable();
+    StoreError::with_source(op, unavailable, e)
 }
 
 impl Store for RedisStore {
@@ -203,7 +170,7 @@ impl Store for RedisStore {
                 Err(tower_scale_redis::Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {
                     Ok(None)
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(redis_error("Redis GET", e)),
             }
         })
     }
@@ -219,7 +186,7 @@ impl Store for RedisStore {
             if fields.is_empty() {
                 return Ok(());
             }
-            let ttl = millis(ttl);
+            let ttl = px(ttl);
             let mut put = PUT.key(self.index_key(group));
             for (field, _) in fields {
                 put.key(self.entry_key(group, field));
@@ -242,8 +209,8 @@ impl Store for RedisStore {
                 try_join_all(tag_calls),
             )
             .await;
-            put?;
-            tagged?;
+            put.map_err(|e| redis_error("Redis EVALSHA (put)", e))?;
+            tagged.map_err(|e| redis_error("Redis EVALSHA (tag)", e))?;
             Ok(())
         })
     }
@@ -256,7 +223,8 @@ impl Store for RedisStore {
             let count: usize = self
                 .backend
                 .query(redis::cmd("SCARD").arg(self.index_key(group)))
-                .await?;
+                .await
+                .map_err(|e| redis_error("Redis SCARD", e))?;
             Ok(Some(count))
         })
     }
@@ -278,7 +246,8 @@ impl Store for RedisStore {
                     )
                     .await
             }))
-            .await?;
+            .await
+            .map_err(|e| redis_error("Redis EVALSHA (purge)", e))?;
             Ok(())
         })
     }
@@ -288,7 +257,8 @@ impl Store for RedisStore {
             let groups: Vec<String> = self
                 .backend
                 .invoke(&TAKE_TAG.key(self.tag_key(tag)))
-                .await?;
+                .await
+                .map_err(|e| redis_error("Redis EVALSHA (take tag)", e))?;
             self.purge(&groups).await?;
             Ok(groups)
         })
@@ -310,9 +280,10 @@ impl Store for RedisStore {
                         .arg(t)
                         .arg("NX")
                         .arg("PX")
-                        .arg(millis(ttl)),
+                        .arg(px(ttl)),
                 )
-                .await?;
+                .await
+                .map_err(|e| redis_error("Redis SET NX", e))?;
             Ok(set.map(|_| t))
         })
     }
@@ -326,7 +297,8 @@ impl Store for RedisStore {
         Box::pin(async move {
             self.backend
                 .invoke::<()>(UNLOCK.key(self.lock_key(group, field)).arg(token))
-                .await?;
+                .await
+                .map_err(|e| redis_error("Redis EVALSHA (unlock)", e))?;
             Ok(())
         })
     }

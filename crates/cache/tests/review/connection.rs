@@ -6,8 +6,7 @@ use axum::http::header;
 use axum::routing::get;
 use tower_scale_cache::ResponseCacheLayer;
 
-use crate::common::stores;
-use crate::support::fetch;
+use crate::support::{fetch, stores};
 
 #[tokio::test]
 async fn headers_named_by_connection_are_not_replayed_to_other_clients() {

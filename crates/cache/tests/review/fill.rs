@@ -10,8 +10,7 @@ use axum::http::{Request, header};
 use axum::routing::get;
 use tower_scale_cache::ResponseCacheLayer;
 
-use crate::common::{Stores, calls, count, counter, request, stores};
-use crate::support::{fetch, send};
+use crate::support::{Stores, calls, count, counter, fetch, request, send, stores};
 
 /// `/page` with `Vary: <vary>`, counting calls.
 fn varying(layer: ResponseCacheLayer, vary: &'static str, n: &Arc<AtomicUsize>) -> Router {

@@ -6,8 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, Uri, header};
 use tower_scale_cache::{DefaultKey, ResponseCacheLayer};
 
-use crate::common::{request, stores};
-use crate::support::send;
+use crate::support::{request, send, stores};
 
 /// Echoes the host and path it was asked for.
 fn echo(layer: ResponseCacheLayer<DefaultKey>) -> Router {

@@ -7,8 +7,7 @@ use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use tower_scale_cache::ResponseCacheLayer;
 
-use crate::common::{request, stores};
-use crate::support::{fetch, send};
+use crate::support::{fetch, request, send, stores};
 
 fn conditional(uri: &str, inm: &str) -> Request<Body> {
     request("GET", uri, &[("if-none-match", inm)])

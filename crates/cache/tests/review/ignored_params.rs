@@ -5,8 +5,7 @@ use axum::Router;
 use axum::http::{Uri, header};
 use tower_scale_cache::{ResponseCacheConfig, ResponseCacheLayer};
 
-use crate::common::stores;
-use crate::support::fetch;
+use crate::support::{fetch, stores};
 
 /// A page that reflects its query (as pages echoing `utm_source` into links do).
 fn reflecting(layer: ResponseCacheLayer) -> Router {

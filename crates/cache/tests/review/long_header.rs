@@ -6,8 +6,7 @@ use axum::http::{HeaderValue, header};
 use axum::routing::get;
 use tower_scale_cache::ResponseCacheLayer;
 
-use crate::common::{calls, count, counter, stores};
-use crate::support::fetch;
+use crate::support::{calls, count, counter, fetch, stores};
 
 #[tokio::test]
 async fn header_value_over_64_kib_is_never_replayed_cut() {

@@ -4,7 +4,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod common;
 mod connection;
 mod fill;
 mod host_key;

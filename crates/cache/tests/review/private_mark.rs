@@ -13,8 +13,7 @@ use tower_scale_cache::ResponseCacheLayer;
 use tower_scale_core::PrivateMark;
 use tower_service::Service;
 
-use crate::common::{calls, count, counter, stores};
-use crate::support::{eventually, fetch};
+use crate::support::{calls, count, counter, eventually, fetch, stores};
 
 /// What a session layer inside the cache does when the handler writes to the session: it
 /// sets the request's [`PrivateMark`] (while `on` is true).

@@ -10,8 +10,7 @@ use axum::extract::Request as AxumRequest;
 use axum::http::{Method, Request, StatusCode, header};
 use tower_scale_cache::ResponseCacheLayer;
 
-use crate::common::{count, counter, request, stores};
-use crate::support::{fetch, send};
+use crate::support::{count, counter, fetch, request, send, stores};
 
 /// Any method on any path: `GET` answers `<path> #<call>` (cacheable); other methods answer
 /// the status in `x-status` (default 200) with the `Location`/`Content-Location` in

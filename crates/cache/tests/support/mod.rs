@@ -1,14 +1,17 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tower_scale_cache::{Cache, LockConfig, ManualClock, MemoryStore, RedisStore};
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
@@ -28,6 +31,15 @@ pub fn patient_backend(server: &RedisServer) -> RedisBackend {
     config.command_timeout = Duration::from_secs(60);
     config.breaker_enabled = false;
     RedisBackend::new(config).unwrap()
+}
+
+/// The cross-instance lock with generous bounds: on an overloaded machine the leader's fetch
+/// and store may take seconds; the stampede tests are about coalescing, not the lock's expiry.
+pub fn patient_lock() -> LockConfig {
+    let mut lock = LockConfig::default();
+    lock.ttl = Duration::from_secs(120);
+    lock.wait = Duration::from_secs(120);
+    lock
 }
 
 /// A backend on the local cluster.
@@ -73,4 +85,60 @@ pub async fn fetch(app: &Router, uri: &str) -> Reply {
 /// condition is what the test checks, the bound only stops a hung test.
 pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
     tower_scale_testkit::eventually(what, Duration::from_secs(10), cond).await;
+}
+
+/// The manual clock's start.
+pub const T0: u64 = 1_700_000_000_000;
+
+/// The stores the tests run against: the memory store and a real redis-server.
+pub struct Stores {
+    /// Stops the server when dropped.
+    pub _server: RedisServer,
+    pub clock: ManualClock,
+    pub caches: Vec<(&'static str, Cache)>,
+}
+
+/// A memory cache and a Redis cache (on a fresh server), both on one manual clock.
+pub fn stores() -> Stores {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let memory = Cache::builder(MemoryStore::default())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let redis = Cache::builder(RedisStore::new(patient_backend(&server)))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    Stores {
+        _server: server,
+        clock,
+        caches: vec![("memory", memory), ("redis", redis)],
+    }
+}
+
+/// A call counter shared with a handler.
+pub fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+/// Adds one to `calls`, returning the new count.
+pub fn count(calls: &AtomicUsize) -> usize {
+    calls.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+/// The count.
+pub fn calls(calls: &AtomicUsize) -> usize {
+    calls.load(Ordering::SeqCst)
+}
+
+/// A `method` request for `uri` with `headers`.
+pub fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(uri);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(Body::empty()).unwrap()
 }

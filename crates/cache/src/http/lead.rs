@@ -1,0 +1,167 @@
+//! The leader of a miss: the cross-instance lock, the origin call and stale-if-error; what the
+//! origin answered is stored by [`Shared::store`].
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use tower_scale_core::PrivateMark;
+use tower_service::Service;
+
+use super::body::ResponseBody;
+use super::forward::{HttpOutcome, Miss};
+use super::key::MakeCacheKey;
+use super::layer::Shared;
+use super::policy::{BASE_FIELD, variant_field};
+use crate::cache::Coordinated;
+use crate::entry::Entry;
+use crate::flight::{Leader, Outcome};
+use crate::{BoxError, Cache};
+
+/// A miss's flight once the lock step is done: the lock to release (if taken) and the
+/// followers to tell.
+pub(super) struct Flight<'a> {
+    cache: &'a Cache,
+    group: &'a str,
+    field: String,
+    token: Option<u64>,
+    leader: Leader,
+}
+
+impl Flight<'_> {
+    /// Releases the lock, then hands `outcome` to the followers.
+    pub(super) async fn end(self, outcome: HttpOutcome) {
+        self.cache.unlock(self.group, &self.field, self.token).await;
+        self.leader.finish(Arc::new(outcome) as Outcome);
+    }
+}
+
+/// What the leader keeps of the request once it went to the origin.
+pub(super) struct Asked {
+    /// It carried `Authorization`.
+    pub(super) authorized: bool,
+    pub(super) headers: HeaderMap,
+    /// Set by a layer inside (sessions) when it made the response personal.
+    pub(super) mark: PrivateMark,
+}
+
+impl<K: MakeCacheKey> Shared<K> {
+    /// The leader of a miss: takes the cross-instance lock (if on), calls the origin, stores
+    /// what may be stored, and hands the outcome to the followers.
+    pub(super) async fn lead<S, ReqBody, ResBody>(
+        &self,
+        mut inner: S,
+        mut parts: Parts,
+        body: ReqBody,
+        miss: Miss<'_>,
+        leader: Leader,
+    ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
+    {
+        let cache = self.cache();
+        let group = miss.group;
+        let field = miss.names.as_ref().map_or_else(
+            || BASE_FIELD.to_owned(),
+            |n| variant_field(n, &parts.headers),
+        );
+        let verb = miss.verb;
+        let coordinated = if miss.store_down {
+            Coordinated::Fetch(None)
+        } else {
+            cache
+                .coordinate(group, &field, miss.stale.is_some(), || async {
+                    let found = self.find(group, &parts.headers).await.ok()?;
+                    found.entry
+                })
+                .await
+        };
+        let token = match coordinated {
+            Coordinated::Fetch(token) => token,
+            Coordinated::Filled(entry) => {
+                let detail = format!("{verb}; collapsed");
+                return Ok(self.serve_to_all(entry, group, &parts, &detail, leader));
+            }
+            Coordinated::ServeStale => {
+                let Some(stale) = miss.stale else {
+                    unreachable!("ServeStale needs a stale entry")
+                };
+                let detail = "hit; detail=stale-locked";
+                return Ok(self.serve_to_all(stale, group, &parts, detail, leader));
+            }
+        };
+        let flight = Flight {
+            cache,
+            group,
+            field,
+            token,
+            leader,
+        };
+        let asked = Asked {
+            authorized: parts.headers.contains_key(header::AUTHORIZATION),
+            headers: parts.headers.clone(),
+            mark: PrivateMark::get_or_insert(&mut parts.extensions),
+        };
+        let method = parts.method.clone();
+        let called = inner.call(Request::from_parts(parts, body)).await;
+        let stale_for_error = |now: u64| {
+            miss.stale
+                .as_ref()
+                .filter(|e| e.can_serve_on_error(now))
+                .cloned()
+        };
+        let res = match called {
+            Ok(res) => res,
+            Err(e) => {
+                flight.end(HttpOutcome::Pass).await;
+                if let Some(stale) = stale_for_error(cache.now_ms()) {
+                    let (mut p, ()) = Request::new(()).into_parts();
+                    p.method = method;
+                    p.headers = asked.headers;
+                    return Ok(self.serve(&stale, &p, "fwd=stale; detail=stale-if-error"));
+                }
+                return Err(e);
+            }
+        };
+        if res.status().is_server_error()
+            && let Some(stale) = stale_for_error(cache.now_ms())
+        {
+            flight.end(HttpOutcome::Pass).await;
+            let (mut p, ()) = Request::new(()).into_parts();
+            p.method = method;
+            p.headers = asked.headers;
+            let detail = format!(
+                "fwd=stale; fwd-status={}; detail=stale-if-error",
+                res.status().as_u16()
+            );
+            return Ok(self.serve(&stale, &p, &detail));
+        }
+        Ok(self.store(res, &asked, &miss, flight).await)
+    }
+
+    /// Serves `entry` (stored by another instance meanwhile, or stale while another
+    /// recomputes) and hands it to the followers.
+    fn serve_to_all<B>(
+        &self,
+        entry: Arc<Entry>,
+        group: &str,
+        parts: &Parts,
+        detail: &str,
+        leader: Leader,
+    ) -> Response<ResponseBody<B>> {
+        let names: Arc<[HeaderName]> = self.names_of(group);
+        let res = self.serve(&entry, parts, detail);
+        let field = variant_field(&names, &parts.headers);
+        let outcome = HttpOutcome::Stored {
+            entry,
+            names,
+            field,
+        };
+        leader.finish(Arc::new(outcome) as Outcome);
+        res
+    }
+}
