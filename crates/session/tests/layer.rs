@@ -13,7 +13,8 @@ use support::{Counting, Counts, app, call};
 use tower::ServiceExt;
 use tower_scale_core::PrivateMark;
 use tower_scale_session::{
-    MemoryStore, Session, SessionConfig, SessionId, SessionManagerLayer, Store,
+    BoxFuture, MemoryStore, Record, Refusal, SameSite, Save, SaveOutcome, Session, SessionConfig,
+    SessionId, SessionManagerLayer, Store, StoreError,
 };
 
 fn setup(config: &SessionConfig) -> (Router, Arc<Counts>) {
@@ -515,4 +516,86 @@ async fn a_cache_inside_the_session_layer_sees_the_session_mark() {
         let res = app.clone().oneshot(req).await.unwrap();
         assert_eq!(res.headers()["x-private"], expected, "{uri}");
     }
+}
+
+/// A store that is down for writes (reads find no session).
+#[derive(Debug)]
+struct DownForWrites;
+
+impl Store for DownForWrites {
+    fn load<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+    fn save<'a>(&'a self, _: Save<'a>) -> BoxFuture<'a, Result<SaveOutcome, StoreError>> {
+        let down = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "down");
+        Box::pin(std::future::ready(Err(StoreError::unavailable(
+            "save", down,
+        ))))
+    }
+    fn delete<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn delete_user<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_is_answered_by_the_refusal() {
+    let layer = SessionManagerLayer::new(DownForWrites)
+        .save_error_status(StatusCode::INSUFFICIENT_STORAGE)
+        .unwrap();
+    // The default refusal: the configured status, an empty body, no cookie.
+    let r = call(&app(layer.clone()), "POST", "/set/a/1", None).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!((r.set_cookie, r.body.as_str()), (None, ""));
+    // A closure sees the status, the reason and the store's error.
+    let refusing = layer.refuse_with(|refusal: &Refusal<'_>| {
+        let unavailable = refusal
+            .get::<StoreError>()
+            .is_some_and(StoreError::is_unavailable);
+        let mut res = axum::response::Response::new(Body::from(format!(
+            "{} {unavailable}",
+            refusal.reason()
+        )));
+        *res.status_mut() = refusal.status();
+        res
+    });
+    let r = call(&app(refusing), "POST", "/set/a/1", None).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(r.body, "session-unavailable true");
+    // A handler's read error keeps its own status.
+    let layer = SessionManagerLayer::new(MemoryStore::new())
+        .load_error_status(StatusCode::BAD_GATEWAY)
+        .unwrap();
+    assert_eq!(layer.config().load_error_status, 502);
+    assert!(layer.save_error_status(StatusCode::OK).is_err());
+}
+
+#[test]
+fn setters_validate_the_config() {
+    let layer = SessionManagerLayer::new(MemoryStore::new());
+    let e = layer.clone().ttl(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(e.field(), "touch_after");
+    let layer = layer
+        .touch_after(Duration::from_secs(10))
+        .and_then(|l| l.ttl(Duration::from_secs(30)))
+        .and_then(|l| l.cookie_name("app"))
+        .and_then(|l| l.path("/api"))
+        .and_then(|l| l.domain("example.com"))
+        .and_then(|l| l.same_site(SameSite::Strict))
+        .and_then(|l| l.signing_keys(["a signing secret of thirty-two bytes or more"]))
+        .unwrap();
+    assert_eq!(layer.config().ttl, Duration::from_secs(30));
+    assert_eq!(layer.config().cookie_name, "app");
+    assert_eq!(
+        layer.clone().cookie_name("a b").unwrap_err().field(),
+        "cookie_name"
+    );
+    assert_eq!(
+        layer.clone().signing_keys(["short"]).unwrap_err().field(),
+        "signing_keys[0]"
+    );
+    let none = layer.same_site(SameSite::None).unwrap();
+    assert_eq!(none.secure(false).unwrap_err().field(), "same_site");
 }

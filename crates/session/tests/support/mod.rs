@@ -12,12 +12,12 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_scale_session::{
-    BoxFuture, Record, Save, SaveOutcome, Session, SessionError, SessionId, SessionManagerLayer,
-    Store, StoreError,
+    BoxFuture, Record, Refuse, Save, SaveOutcome, Session, SessionError, SessionId,
+    SessionManagerLayer, Store, StoreError,
 };
 
 /// The routes every test drives.
-pub fn app(layer: SessionManagerLayer) -> Router {
+pub fn app<R: Refuse<Body>>(layer: SessionManagerLayer<R>) -> Router {
     Router::new()
         .route("/untouched", get(|| async { "ok" }))
         .route(
