@@ -20,7 +20,7 @@ use axum::http::{Request, StatusCode, header};
 use axum::routing::{get, post};
 use tower::ServiceExt;
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_session::{RedisStore, Session, SessionConfig, SessionLayer};
+use tower_scale_session::{RedisStore, Session, SessionManagerLayer};
 use tower_scale_testkit::RedisServer;
 use tower_sessions_redis_store::fred::prelude as fred;
 
@@ -33,11 +33,8 @@ fn user() -> String {
 }
 
 fn ours(backend: RedisBackend) -> Router {
-    let layer = SessionLayer::new(RedisStore::new(backend))
-        .with_config(&SessionConfig {
-            secure: false,
-            ..SessionConfig::default()
-        })
+    let layer = SessionManagerLayer::new(RedisStore::new(backend))
+        .secure(false)
         .unwrap();
     Router::new()
         .route(
@@ -121,7 +118,7 @@ async fn send(
     let cookie = res
         .headers()
         .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        .map(|v| tower_scale_testkit::cookie_pair(v.to_str().unwrap()).to_owned());
     (res.status(), cookie)
 }
 

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tower_scale_core::ConfigError;
 
 /// The cookie's `SameSite` attribute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +37,12 @@ const MAX_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 /// assert!(config.secure);
 /// config.validate().unwrap();
 /// ```
+///
+/// Outside this crate, build one with `SessionConfig::default()` and field assignment, or
+/// use the setters of [`SessionManagerLayer`](crate::SessionManagerLayer).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// Cookie name. Default `sid`.
     pub cookie_name: String,
@@ -118,11 +123,6 @@ impl Default for SessionConfig {
     }
 }
 
-/// An invalid [`SessionConfig`]; the message names the field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid session config: {0}")]
-pub struct ConfigError(String);
-
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -136,68 +136,87 @@ fn is_attribute_value(s: &str) -> bool {
 /// Checks an absolute session lifetime: at least a second.
 pub(crate) fn validate_absolute_timeout(timeout: Duration) -> Result<(), ConfigError> {
     if timeout < Duration::from_secs(1) {
-        return Err(ConfigError(format!(
-            "absolute_timeout {timeout:?}: at least 1s"
-        )));
+        return Err(ConfigError::new(
+            "absolute_timeout",
+            format_args!("{timeout:?}: at least 1s"),
+        ));
     }
     Ok(())
+}
+
+/// Checks an error status: a 4xx or 5xx.
+pub(crate) fn validate_status(field: &'static str, status: u16) -> Result<StatusCode, ConfigError> {
+    match StatusCode::from_u16(status) {
+        Ok(s) if s.is_client_error() || s.is_server_error() => Ok(s),
+        _ => Err(ConfigError::new(
+            field,
+            format_args!("{status}: must be a 4xx or 5xx status"),
+        )),
+    }
 }
 
 impl SessionConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError(m));
         if !is_token(&self.cookie_name) || self.cookie_name.len() > 64 {
-            return err(format!(
-                "cookie_name {:?}: 1 to 64 characters of an HTTP token (letters, digits, !#$%&'*+-.^_`|~)",
-                self.cookie_name
+            return Err(ConfigError::new(
+                "cookie_name",
+                format_args!(
+                    "{:?}: 1 to 64 characters of an HTTP token (letters, digits, !#$%&'*+-.^_`|~)",
+                    self.cookie_name
+                ),
             ));
         }
         if self.ttl < Duration::from_secs(1) || self.ttl > MAX_TTL || self.ttl.subsec_nanos() != 0 {
-            return err(format!(
-                "ttl {:?}: whole seconds from 1s to 400 days",
-                self.ttl
+            return Err(ConfigError::new(
+                "ttl",
+                format_args!("{:?}: whole seconds from 1s to 400 days", self.ttl),
             ));
         }
         if self.touch_after >= self.ttl {
-            return err(format!(
-                "touch_after {:?} must be shorter than ttl {:?}",
-                self.touch_after, self.ttl
+            return Err(ConfigError::new(
+                "touch_after",
+                format_args!(
+                    "{:?} must be shorter than ttl {:?}",
+                    self.touch_after, self.ttl
+                ),
             ));
         }
         if !self.path.starts_with('/') || !is_attribute_value(&self.path) {
-            return err(format!(
-                "path {:?}: must start with '/' and hold no spaces, ';' or control characters",
-                self.path
+            return Err(ConfigError::new(
+                "path",
+                format_args!(
+                    "{:?}: must start with '/' and hold no spaces, ';' or control characters",
+                    self.path
+                ),
             ));
         }
         if let Some(domain) = &self.domain
             && (domain.is_empty() || !is_attribute_value(domain))
         {
-            return err(format!("domain {domain:?}: not a valid cookie domain"));
+            return Err(ConfigError::new(
+                "domain",
+                format_args!("{domain:?}: not a valid cookie domain"),
+            ));
         }
         for (i, key) in self.signing_keys.iter().enumerate() {
             if key.len() < 32 {
-                return err(format!(
-                    "signing_keys[{i}]: {} bytes; a signing secret needs at least 32",
-                    key.len()
+                return Err(ConfigError::new(
+                    format!("signing_keys[{i}]"),
+                    format_args!("{} bytes; a signing secret needs at least 32", key.len()),
                 ));
             }
         }
-        for (name, status) in [
-            ("load_error_status", self.load_error_status),
-            ("save_error_status", self.save_error_status),
-        ] {
-            match StatusCode::from_u16(status) {
-                Ok(s) if s.is_client_error() || s.is_server_error() => {}
-                _ => return err(format!("{name} {status}: must be a 4xx or 5xx status")),
-            }
-        }
+        validate_status("load_error_status", self.load_error_status)?;
+        validate_status("save_error_status", self.save_error_status)?;
         if let Some(timeout) = self.absolute_timeout {
             validate_absolute_timeout(timeout)?;
         }
         if self.same_site == SameSite::None && !self.secure {
-            return err("same_site none requires secure (browsers reject it otherwise)".to_owned());
+            return Err(ConfigError::new(
+                "same_site",
+                "none requires secure (browsers reject it otherwise)",
+            ));
         }
         Ok(())
     }

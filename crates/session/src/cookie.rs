@@ -2,7 +2,7 @@ use cookie::{Cookie, CookieJar, Key, SameSite as CookieSameSite};
 use http::{HeaderMap, HeaderValue, header};
 
 use crate::SessionId;
-use crate::config::SameSite;
+use crate::config::{SameSite, SessionConfig};
 
 /// Cookie headers longer than this (all `Cookie` lines together) are ignored: the request is
 /// anonymous. Browsers send at most about 4 KiB per cookie.
@@ -11,14 +11,14 @@ const MAX_COOKIE_HEADER: usize = 8 * 1024;
 /// How the session cookie is read and written.
 #[derive(Clone)]
 pub(crate) struct CookieSettings {
-    pub(crate) name: String,
-    pub(crate) path: String,
-    pub(crate) domain: Option<String>,
-    pub(crate) secure: bool,
-    pub(crate) same_site: SameSite,
-    pub(crate) max_age_secs: i64,
+    name: String,
+    path: String,
+    domain: Option<String>,
+    secure: bool,
+    same_site: SameSite,
+    max_age_secs: i64,
     /// Signing keys: the first signs, all verify. Empty: unsigned.
-    pub(crate) keys: Vec<Key>,
+    keys: Vec<Key>,
 }
 
 impl std::fmt::Debug for CookieSettings {
@@ -36,6 +36,23 @@ impl std::fmt::Debug for CookieSettings {
 }
 
 impl CookieSettings {
+    /// The cookie settings of a (validated) config.
+    pub(crate) fn new(config: &SessionConfig) -> Self {
+        Self {
+            name: config.cookie_name.clone(),
+            path: config.path.clone(),
+            domain: config.domain.clone(),
+            secure: config.secure,
+            same_site: config.same_site,
+            max_age_secs: i64::try_from(config.ttl.as_secs()).unwrap_or(i64::MAX),
+            keys: config
+                .signing_keys
+                .iter()
+                .map(|secret| Key::derive_from(secret.as_bytes()))
+                .collect(),
+        }
+    }
+
     /// The session id the request presents, if exactly one well-formed (and, with signing,
     /// correctly signed) session cookie is present. Anything else is an anonymous request:
     /// never an error, never a store call.

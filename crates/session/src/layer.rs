@@ -1,35 +1,36 @@
+//! [`SessionManagerLayer`]: its constructors, setters and `impl Layer`.
+
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use cookie::Key;
-use http::{Request, Response, StatusCode, header};
-use pin_project_lite::pin_project;
+use http::StatusCode;
 use tower_layer::Layer;
-use tower_scale_core::PrivateMark;
-use tower_service::Service;
+use tower_scale_core::{ConfigError, DefaultRefusal};
 
-use crate::clock::Clock;
-use crate::config::{ConfigError, SessionConfig, validate_absolute_timeout};
-use crate::cookie::CookieSettings;
-use crate::session::{Session, Shared};
-use crate::store::{SessionStore, StoreError};
+use crate::config::{SameSite, SessionConfig};
+use crate::service::SessionManager;
+use crate::sessions::Sessions;
+use crate::shared::Shared;
+use crate::store::Store;
 
-/// Puts a lazy [`Session`] in every request's extensions and writes its changes, before the
-/// response is sent.
+/// Puts a lazy [`Session`](crate::Session) in every request's extensions and writes its
+/// changes, before the response is sent. Applies the [`SessionManager`] middleware.
 ///
-/// It also makes sure the request carries a [`PrivateMark`] (reusing one an outer layer put
-/// there) and sets it as soon as the handler creates, changes, cycles or destroys the session,
-/// or a read refreshes its expiry: whenever the response gets a `Set-Cookie`. A shared
-/// response cache, inside or outside this layer, then does not store that response. Reading
-/// a session without changing it leaves the mark alone.
+/// It also makes sure the request carries a [`PrivateMark`](tower_scale_core::PrivateMark)
+/// (reusing one an outer layer put there) and sets it as soon as the handler creates, changes,
+/// cycles or destroys the session, or a read refreshes its expiry: whenever the response gets
+/// a `Set-Cookie`. A shared response cache, inside or outside this layer, then does not store
+/// that response. Reading a session without changing it leaves the mark alone.
+///
+/// When the write fails, the handler's response is replaced by the refusal `R` (reason
+/// `"session-unavailable"`, status [`save_error_status`](SessionConfig::save_error_status),
+/// the [`StoreError`](crate::StoreError) as its detail): by default that status with an empty
+/// body; [`refuse_with`](Self::refuse_with) changes it.
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use tower_scale_session::{MemoryStore, Session, SessionConfig, SessionError, SessionLayer};
+/// use tower_scale_session::{MemoryStore, Session, SessionError, SessionManagerLayer};
 ///
 /// async fn counter(session: Session) -> Result<String, SessionError> {
 ///     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
@@ -38,237 +39,152 @@ use crate::store::{SessionStore, StoreError};
 /// }
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let sessions = SessionLayer::new(MemoryStore::new()).with_config(&SessionConfig {
-///     secure: false, // local development over plain HTTP only
-///     ..SessionConfig::default()
-/// })?;
+/// let sessions = SessionManagerLayer::new(MemoryStore::new())
+///     .secure(false)?; // local development over plain HTTP only
 /// let app: Router = Router::new().route("/", get(counter)).layer(sessions);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct SessionLayer {
+#[must_use]
+pub struct SessionManagerLayer<R = DefaultRefusal> {
+    config: SessionConfig,
     shared: Arc<Shared>,
+    refuse: R,
 }
 
-impl fmt::Debug for SessionLayer {
+impl<R> fmt::Debug for SessionManagerLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SessionLayer").field(&self.shared).finish()
+        f.debug_struct("SessionManagerLayer")
+            .field("config", &self.config)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
     }
 }
 
-impl SessionLayer {
+impl SessionManagerLayer {
     /// A layer over `store` with the [default config](SessionConfig::default).
-    pub fn new(store: impl SessionStore) -> Self {
-        Self::build(Arc::new(store), &SessionConfig::default())
-    }
-
-    /// The same layer with another config, after [validating](SessionConfig::validate) it.
-    pub fn with_config(self, config: &SessionConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
-        Ok(Self::build(self.shared.store.clone(), config))
-    }
-
-    fn build(store: Arc<dyn SessionStore>, config: &SessionConfig) -> Self {
-        let status =
-            |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    pub fn new(store: impl Store) -> Self {
+        let config = SessionConfig::default();
         Self {
-            shared: Arc::new(Shared {
-                store,
-                cookie: CookieSettings {
-                    name: config.cookie_name.clone(),
-                    path: config.path.clone(),
-                    domain: config.domain.clone(),
-                    secure: config.secure,
-                    same_site: config.same_site,
-                    max_age_secs: i64::try_from(config.ttl.as_secs()).unwrap_or(i64::MAX),
-                    keys: config
-                        .signing_keys
-                        .iter()
-                        .map(|secret| Key::derive_from(secret.as_bytes()))
-                        .collect(),
-                },
-                ttl: Duration::from_secs(config.ttl.as_secs()),
-                touch_after_ms: millis(config.touch_after),
-                load_error_status: status(config.load_error_status),
-                save_error_status: status(config.save_error_status),
-                absolute_ms: config.absolute_timeout.map(millis),
-                clock: Clock::new(),
-            }),
+            shared: Arc::new(Shared::new(Arc::new(store), &config)),
+            config,
+            refuse: DefaultRefusal::new(),
         }
     }
 
-    /// Sets the absolute session lifetime (see
-    /// [`SessionConfig::absolute_timeout`]): sessions created from now on end `timeout` after
-    /// their creation, whatever their activity. At least 1 s.
-    pub fn absolute_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
-        validate_absolute_timeout(timeout)?;
-        let mut shared = Arc::unwrap_or_clone(self.shared);
-        shared.absolute_ms = Some(millis(timeout));
+    /// A layer over `store` with `config`, after [validating](SessionConfig::validate) it.
+    pub fn from_config(store: impl Store, config: &SessionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
         Ok(Self {
-            shared: Arc::new(shared),
+            shared: Arc::new(Shared::new(Arc::new(store), config)),
+            config: config.clone(),
+            refuse: DefaultRefusal::new(),
         })
+    }
+}
+
+impl<R> SessionManagerLayer<R> {
+    /// The layer's config.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 
     /// Session operations outside a request (e.g. an admin ending a user's sessions).
     pub fn sessions(&self) -> Sessions {
-        Sessions {
-            shared: self.shared.clone(),
+        Sessions::new(self.shared.clone())
+    }
+
+    /// Answers a failed session write with `refuse` instead of the configured status and an
+    /// empty body (see [`tower_scale_core::Refuse`]).
+    pub fn refuse_with<R2>(self, refuse: R2) -> SessionManagerLayer<R2> {
+        SessionManagerLayer {
+            config: self.config,
+            shared: self.shared,
+            refuse,
         }
+    }
+
+    /// Changes one config field, validates the whole config, and rebuilds the shared state.
+    fn set(mut self, change: impl FnOnce(&mut SessionConfig)) -> Result<Self, ConfigError> {
+        change(&mut self.config);
+        self.config.validate()?;
+        self.shared = Arc::new(Shared::new(self.shared.store_arc().clone(), &self.config));
+        Ok(self)
+    }
+
+    /// Sets [`cookie_name`](SessionConfig::cookie_name).
+    pub fn cookie_name(self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = name.into();
+        self.set(|c| c.cookie_name = name)
+    }
+
+    /// Sets [`ttl`](SessionConfig::ttl); it must stay longer than
+    /// [`touch_after`](SessionConfig::touch_after) (set that first to go below 60 s).
+    pub fn ttl(self, ttl: Duration) -> Result<Self, ConfigError> {
+        self.set(|c| c.ttl = ttl)
+    }
+
+    /// Sets [`touch_after`](SessionConfig::touch_after), shorter than the TTL.
+    pub fn touch_after(self, touch_after: Duration) -> Result<Self, ConfigError> {
+        self.set(|c| c.touch_after = touch_after)
+    }
+
+    /// Sets the cookie's [`Secure`](SessionConfig::secure) attribute (`SameSite=None`
+    /// requires it).
+    pub fn secure(self, secure: bool) -> Result<Self, ConfigError> {
+        self.set(|c| c.secure = secure)
+    }
+
+    /// Sets the cookie's [`SameSite`](SessionConfig::same_site) attribute.
+    pub fn same_site(self, same_site: SameSite) -> Result<Self, ConfigError> {
+        self.set(|c| c.same_site = same_site)
+    }
+
+    /// Sets the cookie's [`Path`](SessionConfig::path).
+    pub fn path(self, path: impl Into<String>) -> Result<Self, ConfigError> {
+        let path = path.into();
+        self.set(|c| c.path = path)
+    }
+
+    /// Sets the cookie's [`Domain`](SessionConfig::domain).
+    pub fn domain(self, domain: impl Into<String>) -> Result<Self, ConfigError> {
+        let domain = domain.into();
+        self.set(|c| c.domain = Some(domain))
+    }
+
+    /// Sets the [signing secrets](SessionConfig::signing_keys): the first signs, all verify.
+    pub fn signing_keys<I>(self, keys: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let keys = keys.into_iter().map(Into::into).collect();
+        self.set(|c| c.signing_keys = keys)
+    }
+
+    /// Sets [`load_error_status`](SessionConfig::load_error_status), a 4xx or 5xx.
+    pub fn load_error_status(self, status: StatusCode) -> Result<Self, ConfigError> {
+        self.set(|c| c.load_error_status = status.as_u16())
+    }
+
+    /// Sets [`save_error_status`](SessionConfig::save_error_status), a 4xx or 5xx: the
+    /// status of the refusal.
+    pub fn save_error_status(self, status: StatusCode) -> Result<Self, ConfigError> {
+        self.set(|c| c.save_error_status = status.as_u16())
+    }
+
+    /// Sets the absolute session lifetime (see [`SessionConfig::absolute_timeout`]): sessions
+    /// created from now on end `timeout` after their creation, whatever their activity. At
+    /// least 1 s.
+    pub fn absolute_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        self.set(|c| c.absolute_timeout = Some(timeout))
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl<S> Layer<S> for SessionLayer {
-    type Service = SessionService<S>;
+impl<S, R: Clone> Layer<S> for SessionManagerLayer<R> {
+    type Service = SessionManager<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService {
-            inner,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// Session operations outside a request, from [`SessionLayer::sessions`].
-#[derive(Clone)]
-pub struct Sessions {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Sessions").field(&self.shared).finish()
-    }
-}
-
-impl Sessions {
-    /// Ends every session bound to `user` (log out everywhere); returns how many ended.
-    pub async fn destroy_all_for_user(&self, user: &str) -> Result<usize, StoreError> {
-        self.shared.store.delete_user(user).await
-    }
-
-    /// The store.
-    pub fn store(&self) -> &dyn SessionStore {
-        &*self.shared.store
-    }
-}
-
-/// The service of [`SessionLayer`].
-#[derive(Clone)]
-pub struct SessionService<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionService")
-            .field("inner", &self.inner)
-            .field("shared", &self.shared)
-            .finish()
-    }
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Default + Send + 'static,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let presented = self.shared.cookie.read(req.headers());
-        // A shared cache outside (or inside) this layer must not store a response that
-        // changes the session: reuse the mark an outer layer put there, or put one for the
-        // inner layers.
-        let mark = PrivateMark::get_or_insert(req.extensions_mut());
-        let session = Session::new(self.shared.clone(), presented, mark);
-        req.extensions_mut().insert(session.clone());
-        ResponseFuture {
-            state: State::Inner {
-                future: self.inner.call(req),
-                session: Some(session),
-            },
-        }
-    }
-}
-
-type Commit<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
-
-pin_project! {
-    /// The response future of [`SessionService`]: the inner response, then the session write.
-    pub struct ResponseFuture<F, B> {
-        #[pin]
-        state: State<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        Inner { #[pin] future: F, session: Option<Session> },
-        Commit { future: Commit<B> },
-    }
-}
-
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Default + Send + 'static,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match self.as_mut().project().state.project() {
-                StateProj::Inner { future, session } => {
-                    let response = ready!(future.poll(cx))?;
-                    let Some(session) = session.take().filter(Session::needs_commit) else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    let commit = Box::pin(commit(session, response));
-                    self.as_mut()
-                        .project()
-                        .state
-                        .set(State::Commit { future: commit });
-                }
-                StateProj::Commit { future } => {
-                    return future.as_mut().poll(cx).map(Ok);
-                }
-            }
-        }
-    }
-}
-
-async fn commit<B: Default>(session: Session, mut response: Response<B>) -> Response<B> {
-    match session.commit().await {
-        Ok(Some(cookie)) => {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-            response
-        }
-        Ok(None) => response,
-        Err(error) => {
-            // The client must not believe the change was kept: the handler's response is
-            // replaced by the configured status.
-            tracing::error!(%error, "session write failed; answering with the save error status");
-            let mut failed = Response::new(B::default());
-            *failed.status_mut() = session.save_error_status();
-            failed
-        }
+        SessionManager::from_parts(inner, self.shared.clone(), self.refuse.clone())
     }
 }

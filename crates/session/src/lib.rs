@@ -2,9 +2,11 @@
 //!
 //! # Overview
 //!
-//! - [`SessionLayer`] puts a lazy [`Session`] in each request (an axum extractor) and writes
-//!   its changes after the handler, before the response is sent.
-//! - Stores behind [`SessionStore`]: [`MemoryStore`] (moka, the embedded default for one
+//! - [`SessionManagerLayer`] puts a lazy [`Session`] in each request (an axum extractor) and
+//!   writes its changes after the handler, before the response is sent
+//!   ([`SessionManager`]). Built from a [`SessionConfig`]
+//!   ([`from_config`](SessionManagerLayer::from_config)) or with setters.
+//! - Stores behind [`Store`]: [`MemoryStore`] (moka, the embedded default for one
 //!   instance) and `RedisStore` (feature `redis`, one hash per session shared by every
 //!   instance, through the shared `tower-scale-redis` backend; works on Redis Cluster).
 //! - **Lazy and cheap**: no store call when the handler never touches the session, one read
@@ -18,7 +20,8 @@
 //! - [`Session::cycle_id`] on login (session fixation), [`Session::destroy`] on logout,
 //!   [`Session::destroy_all_for_user`] to log a user out everywhere.
 //! - **Store failure**: a read while the store is down answers 503 (configurable) through
-//!   [`SessionError`]; a failed write replaces the response with 503 (configurable), is
+//!   [`SessionError`]; a failed write replaces the response with 503 (configurable, a
+//!   [`Refuse`] policy with reason `"session-unavailable"`), is
 //!   logged and counted (`session_operations_total{result="error"}`), never dropped silently. Every store
 //!   call is bounded by the backend's command timeout.
 //!
@@ -26,7 +29,7 @@
 //!
 //! ```
 //! use axum::{Router, routing::{get, post}};
-//! use tower_scale_session::{MemoryStore, Session, SessionConfig, SessionError, SessionLayer};
+//! use tower_scale_session::{MemoryStore, Session, SessionConfig, SessionError, SessionManagerLayer};
 //!
 //! async fn login(session: Session) -> Result<&'static str, SessionError> {
 //!     session.cycle_id(); // a new id on every login: no session fixation
@@ -42,8 +45,9 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // One instance: sessions in memory. Many instances: `RedisStore::new(backend)`.
-//! let sessions = SessionLayer::new(MemoryStore::new())
-//!     .with_config(&SessionConfig { secure: false, ..SessionConfig::default() })?;
+//! let mut config = SessionConfig::default();
+//! config.secure = false; // local development over plain HTTP only
+//! let sessions = SessionManagerLayer::from_config(MemoryStore::new(), &config)?;
 //! let app: Router = Router::new()
 //!     .route("/login", post(login))
 //!     .route("/me", get(me))
@@ -53,31 +57,37 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
-mod clock;
 mod config;
 mod cookie;
+mod error;
+mod future;
 mod id;
 mod layer;
-mod memory;
-#[cfg(feature = "redis")]
-mod redis_store;
+mod service;
 mod session;
+mod sessions;
+mod shared;
 mod store;
 
 #[doc(inline)]
 pub use self::{
-    config::{ConfigError, SameSite, SessionConfig},
+    config::{SameSite, SessionConfig},
+    error::SessionError,
+    future::ResponseFuture,
     id::SessionId,
-    layer::{ResponseFuture, SessionLayer, SessionService, Sessions},
-    memory::MemoryStore,
-    session::{SESSION_OPERATIONS_TOTAL, Session, SessionError},
-    store::{BoxFuture, RESERVED_PREFIX, Record, Save, SaveOutcome, SessionStore, StoreError},
+    layer::SessionManagerLayer,
+    service::SessionManager,
+    session::{SESSION_OPERATIONS_TOTAL, Session},
+    sessions::Sessions,
+    store::{RESERVED_PREFIX, Record, Save, SaveOutcome, Store, memory::MemoryStore},
 };
+#[doc(no_inline)]
+pub use tower_scale_core::{BoxFuture, ConfigError, DefaultRefusal, Refusal, Refuse, StoreError};
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
-pub use self::redis_store::RedisStore;
+pub use self::store::redis::RedisStore;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

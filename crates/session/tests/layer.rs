@@ -1,6 +1,6 @@
 //! The layer's rules, on the in-memory store, with tokio's clock paused where time matters.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +9,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
-use common::{Counting, Counts, app, call};
+use support::{Counting, Counts, app, call};
 use tower::ServiceExt;
 use tower_scale_core::PrivateMark;
 use tower_scale_session::{
-    MemoryStore, Session, SessionConfig, SessionId, SessionLayer, SessionStore,
+    BoxFuture, MemoryStore, Record, Refusal, SameSite, Save, SaveOutcome, Session, SessionConfig,
+    SessionId, SessionManagerLayer, Store, StoreError,
 };
 
 fn setup(config: &SessionConfig) -> (Router, Arc<Counts>) {
@@ -22,16 +23,15 @@ fn setup(config: &SessionConfig) -> (Router, Arc<Counts>) {
         store: MemoryStore::new(),
         counts: counts.clone(),
     };
-    let layer = SessionLayer::new(store).with_config(config).unwrap();
+    let layer = SessionManagerLayer::from_config(store, config).unwrap();
     (app(layer), counts)
 }
 
 fn config() -> SessionConfig {
-    SessionConfig {
-        ttl: Duration::from_secs(3600),
-        touch_after: Duration::from_secs(60),
-        ..SessionConfig::default()
-    }
+    let mut config = SessionConfig::default();
+    config.ttl = Duration::from_secs(3600);
+    config.touch_after = Duration::from_secs(60);
+    config
 }
 
 #[tokio::test]
@@ -78,12 +78,10 @@ async fn cookie_attributes_and_max_age_match_the_ttl() {
     let id = r.cookie()["sid=".len()..].to_owned();
     assert!(SessionId::parse(&id).is_some());
 
-    let local = SessionConfig {
-        secure: false,
-        cookie_name: "app".into(),
-        path: "/api".into(),
-        ..config()
-    };
+    let mut local = config();
+    local.secure = false;
+    local.cookie_name = "app".into();
+    local.path = "/api".into();
     let (app, _) = setup(&local);
     let header = call(&app, "POST", "/set/a/1", None)
         .await
@@ -224,7 +222,7 @@ async fn logout_and_log_out_everywhere() {
 #[tokio::test]
 async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session() {
     let (app, _) = setup(&config());
-    let (_, bob) = common::destroy_then_write_starts_a_new_session(&app).await;
+    let (_, bob) = support::destroy_then_write_starts_a_new_session(&app).await;
     assert_eq!(
         call(&app, "POST", "/logout-all/bob", Some(&bob)).await.body,
         "1"
@@ -277,10 +275,8 @@ async fn sliding_expiry_refreshes_at_most_once_per_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn activity_cannot_keep_a_session_past_its_absolute_timeout() {
-    let absolute = SessionConfig {
-        absolute_timeout: Some(Duration::from_secs(2 * 3600)),
-        ..config()
-    };
+    let mut absolute = config();
+    absolute.absolute_timeout = Some(Duration::from_secs(2 * 3600));
     let (app, counts) = setup(&absolute);
     let half_hour = Duration::from_secs(1800);
     // Read every half hour: the sliding expiry alone would keep it alive for ever.
@@ -323,22 +319,21 @@ fn absolute_timeout_is_validated_and_set_by_config_or_setter() {
         Some(Duration::from_secs(12 * 3600))
     );
     assert_eq!(SessionConfig::default().absolute_timeout, None);
-    let bad = SessionConfig {
-        absolute_timeout: Some(Duration::from_millis(500)),
-        ..config
-    };
+    let mut bad = config;
+    bad.absolute_timeout = Some(Duration::from_millis(500));
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("absolute_timeout"), "{e}");
-    let layer = SessionLayer::new(MemoryStore::new());
+    let layer = SessionManagerLayer::new(MemoryStore::new());
     assert!(layer.clone().absolute_timeout(Duration::ZERO).is_err());
     assert!(layer.absolute_timeout(Duration::from_secs(3600)).is_ok());
 }
 
 #[tokio::test]
 async fn signed_cookies_reject_forgery_before_any_store_call() {
-    let keys = |k: &[&str]| SessionConfig {
-        signing_keys: k.iter().map(|s| (*s).to_owned()).collect(),
-        ..config()
+    let keys = |k: &[&str]| {
+        let mut c = config();
+        c.signing_keys = k.iter().map(|s| (*s).to_owned()).collect();
+        c
     };
     let old = "an old signing secret of thirty-two bytes or more";
     let new = "a new signing secret of thirty-two bytes or more!!";
@@ -349,7 +344,7 @@ async fn signed_cookies_reject_forgery_before_any_store_call() {
             store: store.clone(),
             counts: counts.clone(),
         };
-        app(SessionLayer::new(counted).with_config(c).unwrap())
+        app(SessionManagerLayer::from_config(counted, c).unwrap())
     };
     let before = layer(&keys(&[old]));
     let signed = call(&before, "POST", "/set/a/1", None).await.cookie();
@@ -426,9 +421,7 @@ async fn reserved_fields_are_refused() {
 #[tokio::test]
 async fn memory_store_is_bounded() {
     let store = MemoryStore::new().max_sessions(1_000);
-    let layer = SessionLayer::new(store.clone())
-        .with_config(&config())
-        .unwrap();
+    let layer = SessionManagerLayer::from_config(store.clone(), &config()).unwrap();
     let app = app(layer);
     for i in 0..5_000 {
         call(&app, "POST", &format!("/set/k/{i}"), None).await;
@@ -439,13 +432,13 @@ async fn memory_store_is_bounded() {
 #[tokio::test]
 async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
     let store = MemoryStore::new();
-    common::a_late_save_does_not_revive(&store, &store).await;
+    support::a_late_save_does_not_revive(&store, &store).await;
     assert_eq!(store.delete_user("ivy").await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn memory_store_conformance() {
-    common::conformance(&MemoryStore::new()).await;
+    support::conformance(&MemoryStore::new()).await;
 }
 
 /// Sends a request carrying a [`PrivateMark`] (as a shared cache outside the session layer
@@ -506,9 +499,7 @@ async fn a_cache_inside_the_session_layer_sees_the_session_mark() {
             res
         },
     );
-    let sessions = SessionLayer::new(MemoryStore::new())
-        .with_config(&config())
-        .unwrap();
+    let sessions = SessionManagerLayer::from_config(MemoryStore::new(), &config()).unwrap();
     let app = Router::new()
         .route(
             "/set",
@@ -525,4 +516,86 @@ async fn a_cache_inside_the_session_layer_sees_the_session_mark() {
         let res = app.clone().oneshot(req).await.unwrap();
         assert_eq!(res.headers()["x-private"], expected, "{uri}");
     }
+}
+
+/// A store that is down for writes (reads find no session).
+#[derive(Debug)]
+struct DownForWrites;
+
+impl Store for DownForWrites {
+    fn load<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+    fn save<'a>(&'a self, _: Save<'a>) -> BoxFuture<'a, Result<SaveOutcome, StoreError>> {
+        let down = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "down");
+        Box::pin(std::future::ready(Err(StoreError::unavailable(
+            "save", down,
+        ))))
+    }
+    fn delete<'a>(&'a self, _: &'a SessionId) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn delete_user<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(std::future::ready(Ok(0)))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_is_answered_by_the_refusal() {
+    let layer = SessionManagerLayer::new(DownForWrites)
+        .save_error_status(StatusCode::INSUFFICIENT_STORAGE)
+        .unwrap();
+    // The default refusal: the configured status, an empty body, no cookie.
+    let r = call(&app(layer.clone()), "POST", "/set/a/1", None).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!((r.set_cookie, r.body.as_str()), (None, ""));
+    // A closure sees the status, the reason and the store's error.
+    let refusing = layer.refuse_with(|refusal: &Refusal<'_>| {
+        let unavailable = refusal
+            .get::<StoreError>()
+            .is_some_and(StoreError::is_unavailable);
+        let mut res = axum::response::Response::new(Body::from(format!(
+            "{} {unavailable}",
+            refusal.reason()
+        )));
+        *res.status_mut() = refusal.status();
+        res
+    });
+    let r = call(&app(refusing), "POST", "/set/a/1", None).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(r.body, "session-unavailable true");
+    // A handler's read error keeps its own status.
+    let layer = SessionManagerLayer::new(MemoryStore::new())
+        .load_error_status(StatusCode::BAD_GATEWAY)
+        .unwrap();
+    assert_eq!(layer.config().load_error_status, 502);
+    assert!(layer.save_error_status(StatusCode::OK).is_err());
+}
+
+#[test]
+fn setters_validate_the_config() {
+    let layer = SessionManagerLayer::new(MemoryStore::new());
+    let e = layer.clone().ttl(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(e.field(), "touch_after");
+    let layer = layer
+        .touch_after(Duration::from_secs(10))
+        .and_then(|l| l.ttl(Duration::from_secs(30)))
+        .and_then(|l| l.cookie_name("app"))
+        .and_then(|l| l.path("/api"))
+        .and_then(|l| l.domain("example.com"))
+        .and_then(|l| l.same_site(SameSite::Strict))
+        .and_then(|l| l.signing_keys(["a signing secret of thirty-two bytes or more"]))
+        .unwrap();
+    assert_eq!(layer.config().ttl, Duration::from_secs(30));
+    assert_eq!(layer.config().cookie_name, "app");
+    assert_eq!(
+        layer.clone().cookie_name("a b").unwrap_err().field(),
+        "cookie_name"
+    );
+    assert_eq!(
+        layer.clone().signing_keys(["short"]).unwrap_err().field(),
+        "signing_keys[0]"
+    );
+    let none = layer.same_site(SameSite::None).unwrap();
+    assert_eq!(none.secure(false).unwrap_err().field(), "same_site");
 }

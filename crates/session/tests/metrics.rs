@@ -1,14 +1,14 @@
 //! Session store operations are counted through the `metrics` facade, failures included (its
 //! own test binary, so the global recorder sees this test's operations only).
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{app, call};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use support::{app, call};
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_session::{RedisStore, SessionConfig, SessionLayer};
+use tower_scale_session::{RedisStore, SessionManagerLayer};
 use tower_scale_testkit::RedisServer;
 
 fn value(text: &str, series: &str) -> f64 {
@@ -23,11 +23,8 @@ async fn loads_saves_and_failures_are_counted() {
     let mut redis = RedisServer::start();
     let mut config = RedisConfig::new(redis.url());
     config.command_timeout = Duration::from_millis(200);
-    let layer = SessionLayer::new(RedisStore::new(RedisBackend::new(config).unwrap()))
-        .with_config(&SessionConfig {
-            secure: false,
-            ..SessionConfig::default()
-        })
+    let layer = SessionManagerLayer::new(RedisStore::new(RedisBackend::new(config).unwrap()))
+        .secure(false)
         .unwrap();
     let app = app(layer);
     let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();

@@ -61,7 +61,7 @@ use crate::metrics::MetricsLayer;
 use crate::offload::{PressureConfig, PressureLayer};
 use crate::ratelimit::{RateLimitConfig, RateLimitLayer};
 use crate::redis::{RedisBackend, RedisConfig};
-use crate::session::{SessionConfig, SessionLayer};
+use crate::session::{SessionConfig, SessionManagerLayer};
 use crate::shutdown::{Shutdown, ShutdownConfig};
 
 /// The whole stack's config: one optional section per layer.
@@ -181,7 +181,7 @@ pub struct Stack {
     metrics: Option<MetricsLayer>,
     pressure: Option<PressureLayer>,
     rate_limit: Option<RateLimitLayer<crate::ratelimit::AnyKey>>,
-    session: Option<SessionLayer>,
+    session: Option<SessionManagerLayer>,
     cache: Option<ResponseCacheLayer>,
     /// Whether the cache has a local tier (then `/readyz` waits for its invalidation bus).
     cache_l1: bool,
@@ -213,12 +213,11 @@ impl Stack {
         let session = config
             .session
             .as_ref()
-            .map(|c| {
-                match &backend {
-                    Some(b) => SessionLayer::new(crate::session::RedisStore::new(b.clone())),
-                    None => SessionLayer::new(crate::session::MemoryStore::new()),
+            .map(|c| match &backend {
+                Some(b) => {
+                    SessionManagerLayer::from_config(crate::session::RedisStore::new(b.clone()), c)
                 }
-                .with_config(c)
+                None => SessionManagerLayer::from_config(crate::session::MemoryStore::new(), c),
             })
             .transpose()
             .map_err(|e| StackError::new("session", e))?;
@@ -348,7 +347,7 @@ impl Stack {
     }
 
     /// The session layer, when configured (e.g. for `sessions().destroy_all_for_user`).
-    pub fn session(&self) -> Option<&SessionLayer> {
+    pub fn session(&self) -> Option<&SessionManagerLayer> {
         self.session.as_ref()
     }
 

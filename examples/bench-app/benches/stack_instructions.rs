@@ -28,7 +28,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
 use tower_scale::compression::{CompressionLayer, Encoding};
 use tower_scale::ratelimit::{MemoryStore, PeerIp, Quota, RateLimitLayer};
-use tower_scale::session::{MemoryStore as SessionMemory, SessionConfig, SessionLayer};
+use tower_scale::session::{MemoryStore as SessionMemory, SessionManagerLayer};
 use tower_scale::shutdown::{Shutdown, ShutdownConfig};
 
 async fn hello() -> &'static str {
@@ -54,11 +54,8 @@ fn tower_scale(without: &[&str], around_route: bool) -> Router {
         .key_with(PeerIp::default())
     });
     let sessions = has("session").then(|| {
-        SessionLayer::new(SessionMemory::new())
-            .with_config(&SessionConfig {
-                secure: false,
-                ..SessionConfig::default()
-            })
+        SessionManagerLayer::new(SessionMemory::new())
+            .secure(false)
             .unwrap()
     });
     // The compressed body is boxed into axum's `Body` here rather than by axum at the top (the

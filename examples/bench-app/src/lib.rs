@@ -34,7 +34,7 @@ use tower_scale::cache::{Cache, ResponseCacheLayer};
 use tower_scale::compression::{CompressionLayer, Encoding};
 use tower_scale::ratelimit::{HeaderKey, HybridStore, PeerIp, Quota, RateLimitLayer};
 use tower_scale::redis::RedisBackend;
-use tower_scale::session::{Session, SessionConfig, SessionError, SessionLayer};
+use tower_scale::session::{Session, SessionError, SessionManagerLayer};
 use tower_scale::shutdown::{InFlight, Shutdown};
 
 /// `GET /json`'s document: `shared/bench/data/doc-20k.json`, byte for byte (20,359 bytes).
@@ -134,10 +134,7 @@ pub fn app(
     // Sessions in Redis. `secure: false` only because the benchmark speaks plain HTTP on
     // loopback; a deployment keeps the default (`Secure`).
     let sessions =
-        SessionLayer::new(session::RedisStore::new(redis.clone())).with_config(&SessionConfig {
-            secure: false,
-            ..SessionConfig::default()
-        })?;
+        SessionManagerLayer::new(session::RedisStore::new(redis.clone())).secure(false)?;
 
     // /hello's rate limit: Redis-backed, keyed by the peer's IP, a quota that is never reached
     // (one request per microsecond sustained, bursts of a billion).

@@ -33,7 +33,7 @@ use tower_scale_pubsub::{Broadcaster, Delivery};
 use tower_scale_ratelimit::{MemoryStore, Quota, RedisStore, Store};
 use tower_scale_redis::RedisBackend;
 use tower_scale_session::{MemoryStore as SessionMemory, RedisStore as SessionRedis};
-use tower_scale_session::{Session, SessionConfig, SessionLayer};
+use tower_scale_session::{Session, SessionConfig, SessionManagerLayer};
 use tower_scale_shutdown::Shutdown;
 
 pub use tower_scale_pubsub;
@@ -66,10 +66,11 @@ impl Default for ChatConfig {
     fn default() -> Self {
         Self {
             redis: None,
-            sessions: SessionConfig {
+            sessions: {
                 // Served over plain HTTP on loopback by default; behind TLS turn it back on.
-                secure: false,
-                ..SessionConfig::default()
+                let mut sessions = SessionConfig::default();
+                sessions.secure = false;
+                sessions
             },
             delivery: Delivery::Stream,
             rate: Quota::per_second(5).burst(10),
@@ -90,7 +91,7 @@ struct Inner {
     broadcaster: Broadcaster,
     limiter: Box<dyn Store>,
     quotas: [Quota; 1],
-    sessions: SessionLayer,
+    sessions: SessionManagerLayer,
     shutdown: Shutdown,
     redis: Option<RedisBackend>,
     max_rooms: usize,
@@ -124,17 +125,18 @@ impl Chat {
             Some(backend) => (
                 builder.redis(backend.clone()).build(),
                 Box::new(RedisStore::new(backend.clone())),
-                SessionLayer::new(SessionRedis::new(backend.clone())),
+                SessionManagerLayer::from_config(
+                    SessionRedis::new(backend.clone()),
+                    &config.sessions,
+                ),
             ),
             None => (
                 builder.build(),
                 Box::new(MemoryStore::new(100_000)),
-                SessionLayer::new(SessionMemory::new()),
+                SessionManagerLayer::from_config(SessionMemory::new(), &config.sessions),
             ),
         };
-        let sessions = sessions
-            .with_config(&config.sessions)
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let sessions = sessions.map_err(|e| ConfigError(e.to_string()))?;
         let broadcaster = broadcaster.map_err(|e| ConfigError(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {

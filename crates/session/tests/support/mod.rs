@@ -12,12 +12,12 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_scale_session::{
-    BoxFuture, Record, Save, SaveOutcome, Session, SessionError, SessionId, SessionLayer,
-    SessionStore, StoreError,
+    BoxFuture, Record, Refuse, Save, SaveOutcome, Session, SessionError, SessionId,
+    SessionManagerLayer, Store, StoreError,
 };
 
 /// The routes every test drives.
-pub fn app(layer: SessionLayer) -> Router {
+pub fn app<R: Refuse<Body>>(layer: SessionManagerLayer<R>) -> Router {
     Router::new()
         .route("/untouched", get(|| async { "ok" }))
         .route(
@@ -142,7 +142,7 @@ impl Reply {
     /// The `name=value` pair of the `Set-Cookie` header.
     pub fn cookie(&self) -> String {
         let header = self.set_cookie.as_deref().expect("a Set-Cookie header");
-        header.split(';').next().unwrap().to_owned()
+        tower_scale_testkit::cookie_pair(header).to_owned()
     }
 }
 
@@ -202,7 +202,7 @@ pub struct Counting<S> {
     pub counts: Arc<Counts>,
 }
 
-impl<S: SessionStore> SessionStore for Counting<S> {
+impl<S: Store> Store for Counting<S> {
     fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
         self.counts.loads.fetch_add(1, Ordering::SeqCst);
         self.store.load(id)
@@ -221,7 +221,7 @@ impl<S: SessionStore> SessionStore for Counting<S> {
 }
 
 /// Store rules every store must follow, checked directly on the trait.
-pub async fn conformance(store: &dyn SessionStore) {
+pub async fn conformance(store: &dyn Store) {
     use std::collections::HashMap;
     use std::time::Duration;
     let ttl = Duration::from_secs(600);
@@ -377,7 +377,7 @@ pub async fn destroy_then_write_starts_a_new_session(app: &Router) -> (String, S
 /// A request on instance A loads a session bound to a user; instance B logs it out; A then
 /// saves a change. The session must stay gone: `a` must not recreate it (nor, for a store
 /// with a user index, put it back there; the caller checks that). Returns the session's id.
-pub async fn a_late_save_does_not_revive(a: &dyn SessionStore, b: &dyn SessionStore) -> SessionId {
+pub async fn a_late_save_does_not_revive(a: &dyn Store, b: &dyn Store) -> SessionId {
     use std::time::Duration;
     let ttl = Duration::from_secs(600);
     let far = u64::MAX / 2;

@@ -1,13 +1,16 @@
+//! Where sessions live: the [`Store`] trait, its value types, and the stores.
+
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
+
+use tower_scale_core::{BoxFuture, StoreError};
 
 use crate::SessionId;
 
-/// A boxed, sendable future, as returned by [`SessionStore`] methods.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 /// Field names starting with this prefix are the store's own (expiry, user binding); a
 /// handler cannot write them.
@@ -72,7 +75,7 @@ impl Record {
     }
 }
 
-/// What a request changes in a session, handed to [`SessionStore::save`].
+/// What a request changes in a session, handed to [`Store::save`].
 ///
 /// Only changed fields are listed: a store writes these and leaves every other field as it
 /// is, so two requests of one user that change different fields both keep their change.
@@ -167,7 +170,7 @@ pub(crate) fn capped(expires_at: u64, ttl_ms: u64, ends_at: Option<u64>) -> (u64
     }
 }
 
-/// Result of a [`SessionStore::save`].
+/// Result of a [`Store::save`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SaveOutcome {
@@ -179,52 +182,12 @@ pub enum SaveOutcome {
     Collision,
 }
 
-/// A store failure: the backend is down, slow, or answered something unexpected.
-#[derive(Debug, thiserror::Error)]
-#[error("session store: {message}")]
-pub struct StoreError {
-    message: String,
-    unavailable: bool,
-    #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl StoreError {
-    /// An error with a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            unavailable: false,
-            source: None,
-        }
-    }
-
-    /// An error caused by another error; `unavailable` tells whether the backend could not
-    /// be reached (down, timed out, breaker open) rather than answering wrongly.
-    pub fn with_source(
-        message: impl Into<String>,
-        unavailable: bool,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            unavailable,
-            source: Some(Box::new(source)),
-        }
-    }
-
-    /// The backend could not be reached (down, timed out, breaker open).
-    pub fn is_unavailable(&self) -> bool {
-        self.unavailable
-    }
-}
-
 /// Where sessions live.
 ///
 /// Implemented by [`MemoryStore`](crate::MemoryStore) (one instance) and `RedisStore`
 /// (feature `redis`, every instance). Every method is bounded in time by the store itself
 /// (the Redis store by the backend's command timeout).
-pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Loads a session; `None` when unknown or expired.
     fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>>;
 
@@ -239,7 +202,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn delete_user<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<usize, StoreError>>;
 }
 
-impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
         (**self).load(id)
     }

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use tower_scale_core::{BoxFuture, Clock, StoreError, TokioClock};
+
+use super::{Record, Save, SaveOutcome, Store, capped};
 use crate::SessionId;
-use crate::clock::Clock;
-use crate::store::{BoxFuture, Record, Save, SaveOutcome, SessionStore, StoreError, capped};
 
 /// Sessions in this process's memory (moka): the embedded default for a single instance.
 ///
@@ -28,7 +29,7 @@ type Users = HashMap<String, HashSet<SessionId>>;
 struct Inner {
     sessions: Cache<SessionId, Arc<Mutex<Record>>>,
     users: Arc<Mutex<Users>>,
-    clock: Clock,
+    clock: TokioClock,
 }
 
 impl Default for MemoryStore {
@@ -87,7 +88,7 @@ impl MemoryStore {
                     })
                     .build(),
                 users,
-                clock: Clock::new(),
+                clock: TokioClock::new(),
             }),
         }
     }
@@ -106,7 +107,7 @@ impl MemoryStore {
     fn live(&self, id: &SessionId) -> Option<Arc<Mutex<Record>>> {
         let entry = self.inner.sessions.get(id)?;
         let expires_at = lock(&entry).expires_at;
-        if expires_at <= self.inner.clock.now_millis() {
+        if expires_at <= self.inner.clock.now_ms() {
             self.inner.sessions.invalidate(id);
             return None;
         }
@@ -180,7 +181,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl SessionStore for MemoryStore {
+impl Store for MemoryStore {
     fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
         let record = self.live(id).map(|entry| lock(&entry).clone());
         Box::pin(std::future::ready(Ok(record)))
@@ -201,7 +202,7 @@ impl SessionStore for MemoryStore {
         let mut deleted = 0;
         for id in ids {
             if let Some(entry) = self.inner.sessions.remove(&id) {
-                let expired = lock(&entry).expires_at <= self.inner.clock.now_millis();
+                let expired = lock(&entry).expires_at <= self.inner.clock.now_ms();
                 deleted += usize::from(!expired);
             }
         }

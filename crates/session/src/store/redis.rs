@@ -4,11 +4,12 @@ use std::sync::LazyLock;
 use tower_scale_redis::redis::{self, Script};
 use tower_scale_redis::{Error as RedisError, RedisBackend};
 
-use crate::SessionId;
-use crate::store::{
-    BoxFuture, ENDS_FIELD, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, SessionStore,
-    StoreError, USER_FIELD, capped,
+use tower_scale_core::{BoxFuture, StoreError};
+
+use super::{
+    ENDS_FIELD, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, Store, USER_FIELD, capped,
 };
+use crate::SessionId;
 
 /// Updates the changed fields of an existing session hash, in one round trip; a session that
 /// is gone is never recreated.
@@ -18,45 +19,10 @@ use crate::store::{
 /// removed fields. The expiry and TTL are capped by the session's absolute end (`__end`), if
 /// it has one. Returns `{status, user}`: status 1 saved, 0 missing; `user` is the user the
 /// session was bound to before this write.
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return {0, false} end
-local user = ARGV[3]
-local got = redis.call('HMGET', key, '__user', '__end')
-local previous, ends = got[1], got[2]
-local ttl = ARGV[1]
-local exp = ARGV[2]
-if ends and tonumber(ends) < tonumber(exp) then
-  ttl = string.format('%d', math.max(1, tonumber(ttl) - (tonumber(exp) - tonumber(ends))))
-  exp = ends
-end
-local args = {'__exp', exp}
-if user ~= '' then
-  args[3] = '__user'
-  args[4] = user
-end
-local n = tonumber(ARGV[4])
-for i = 5, 4 + 2 * n do args[#args + 1] = ARGV[i] end
-redis.call('HSET', key, unpack(args))
-if #ARGV > 4 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 5 + 2 * n)) end
-redis.call('PEXPIRE', key, ttl)
-return {1, previous}
-",
-    )
-});
+static SAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("save.lua")));
 
 /// Deletes a session hash and returns the user it was bound to.
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local user = redis.call('HGET', KEYS[1], '__user')
-redis.call('DEL', KEYS[1])
-return user
-",
-    )
-});
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("delete.lua")));
 
 /// What a write did, and the user the session was bound to before it (when known).
 type Written = (SaveOutcome, Option<String>);
@@ -74,7 +40,7 @@ const INDEX_MARGIN_MS: u64 = 60_000;
 /// Layout: one hash per session, `<prefix>:session:<id>`, one field per session value (JSON
 /// text) plus `__exp` (expiry, ms since the epoch) and `__user` (the bound user), with the
 /// key's TTL equal to the session's. A set per user, `<prefix>:session-user:<user>`, lists
-/// the user's sessions for [`delete_user`](SessionStore::delete_user).
+/// the user's sessions for [`delete_user`](Store::delete_user).
 ///
 /// Round trips: a load is one `HGETALL`; a new session is one `MULTI`/`EXEC` transaction
 /// (`HSET`, `PEXPIRE`); an update is one `EVALSHA` writing only the changed fields
@@ -131,7 +97,7 @@ impl RedisStore {
             Some(Ok(at)) => at,
             // A hash without a readable expiry was not written by this store.
             _ => {
-                return Err(StoreError::new(
+                return Err(StoreError::corrupt(
                     "session hash without a valid `__exp` field: not written by tower-scale-session",
                 ));
             }
@@ -391,7 +357,7 @@ fn store_error(op: &str, e: RedisError) -> StoreError {
     StoreError::with_source(format!("Redis {op} failed"), unavailable, e)
 }
 
-impl SessionStore for RedisStore {
+impl Store for RedisStore {
     fn load<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
         Box::pin(self.load_now(id))
     }
