@@ -558,4 +558,6 @@ mod guides {
     pub struct Metrics;
     #[doc = include_str!("../../../docs/pubsub.md")]
     pub struct Pubsub;
+    #[doc = include_str!("../../../docs/session.md")]
+    pub struct Session;
 }
