@@ -11,11 +11,23 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_scale_shutdown::{Phase, Shutdown, ShutdownConfig};
 
 fn config() -> ShutdownConfig {
-    ShutdownConfig {
-        pre_stop_delay: Duration::from_secs(5),
-        drain_timeout: Duration::from_secs(30),
-        tasks_timeout: Duration::from_secs(10),
-    }
+    timings(
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+    )
+}
+
+fn timings(
+    pre_stop_delay: Duration,
+    drain_timeout: Duration,
+    tasks_timeout: Duration,
+) -> ShutdownConfig {
+    let mut config = ShutdownConfig::default();
+    config.pre_stop_delay = pre_stop_delay;
+    config.drain_timeout = drain_timeout;
+    config.tasks_timeout = tasks_timeout;
+    config
 }
 
 /// A stand-in for `axum::serve(..).with_graceful_shutdown(..)`: stops when told to and once
@@ -97,9 +109,10 @@ async fn phases_run_in_order_and_a_slow_request_completes_during_the_drain() {
 
 #[tokio::test(start_paused = true)]
 async fn the_drain_deadline_cuts_a_request_that_outlives_it() {
-    let shutdown = Shutdown::new(ShutdownConfig {
-        drain_timeout: Duration::from_secs(5),
-        ..config()
+    let shutdown = Shutdown::new({
+        let mut config = config();
+        config.drain_timeout = Duration::from_secs(5);
+        config
     });
     let request = slow_request(&shutdown, 3600);
     sleep(Duration::from_millis(10)).await;
@@ -212,11 +225,11 @@ async fn readyz_probe_right_after_trigger_cannot_still_see_ready() {
 async fn axum_serve_drains_over_a_real_socket() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::from_millis(300),
-        drain_timeout: Duration::from_secs(10),
-        tasks_timeout: Duration::from_secs(1),
-    });
+    let shutdown = Shutdown::new(timings(
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    ));
     let (slow_started_tx, slow_started) = tokio::sync::oneshot::channel::<()>();
     let slow_started_tx = Arc::new(Mutex::new(Some(slow_started_tx)));
     let (release_tx, release) = tokio::sync::watch::channel(false);
@@ -333,11 +346,11 @@ async fn websockets_are_closed_cleanly() {
         }
     }
 
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::from_millis(100),
-        drain_timeout: Duration::from_secs(5),
-        tasks_timeout: Duration::from_secs(5),
-    });
+    let shutdown = Shutdown::new(timings(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    ));
     let app = axum::Router::new()
         .route(
             "/ws",
@@ -389,11 +402,11 @@ async fn hyper_util_server_drains_too() {
     use hyper_util::service::TowerToHyperService;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::from_millis(50),
-        drain_timeout: Duration::from_secs(5),
-        tasks_timeout: Duration::from_secs(1),
-    });
+    let shutdown = Shutdown::new(timings(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    ));
     let (release_tx, release) = tokio::sync::watch::channel(false);
     let app = axum::Router::new()
         .route(

@@ -165,9 +165,10 @@ fn run(variant: &str, n: usize) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::ZERO,
-        ..ShutdownConfig::default()
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::ZERO;
+        config
     });
     match variant {
         "bare_axum" => drive(
