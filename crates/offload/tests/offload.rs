@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_scale_metrics::RuntimeProbe;
 use tower_scale_offload::{
-    Offload, OffloadError, PoolKind, PressureConfig, PressureLayer, ShedReason,
+    DefaultRefusal, Offload, OffloadError, PoolKind, PressureConfig, PressureLayer, ShedReason,
 };
 
 const KINDS: [PoolKind; 2] = [PoolKind::Rayon, PoolKind::TokioBlocking];
@@ -176,7 +176,7 @@ async fn a_panicking_job_is_an_error_and_the_pool_survives() {
 async fn sheds_past_max_in_flight_but_serves_health_routes() {
     let mut config = PressureConfig::default();
     config.max_in_flight = Some(2);
-    let layer = PressureLayer::new(config);
+    let layer = PressureLayer::from_config(&config).unwrap();
     let app = Router::new()
         .route(
             "/slow",
@@ -220,7 +220,7 @@ async fn sheds_past_max_in_flight_but_serves_health_routes() {
 async fn sheds_past_max_memory() {
     let mut config = PressureConfig::default();
     config.max_memory_bytes = Some(1); // any process is above one byte
-    let layer = PressureLayer::new(config);
+    let layer = PressureLayer::from_config(&config).unwrap();
     let app = Router::new()
         .route("/work", get(|| async { "done" }))
         .route("/metrics", get(|| async { "metrics" }))
@@ -244,7 +244,9 @@ async fn sheds_under_scheduling_lag_then_recovers() {
         .spawn();
     let mut config = PressureConfig::default();
     config.max_lag = Some(Duration::from_millis(200));
-    let layer = PressureLayer::new(config).lag_from(probe.watch());
+    let layer = PressureLayer::from_config(&config)
+        .unwrap()
+        .lag_from(probe.watch());
     let app = Router::new()
         .route("/work", get(|| async { "done" }))
         .route("/livez", get(|| async { "ok" }))
@@ -310,4 +312,31 @@ fn config_reads_from_json() {
     assert_eq!(config.max_in_flight, Some(100));
     assert_eq!(config.exempt_paths, ["/health"]);
     assert!(serde_json::from_str::<PressureConfig>(r#"{"max_lagg": "1s"}"#).is_err());
+}
+
+#[tokio::test]
+async fn the_shed_status_is_validated_and_the_refusal_is_replaceable() {
+    let mut config = PressureConfig::default();
+    for status in [200, 302, 1000] {
+        config.status = status;
+        let err = PressureLayer::from_config(&config).unwrap_err();
+        assert_eq!(err.field(), "status", "{status}: {err}");
+    }
+    config.status = 429;
+    config.max_in_flight = Some(0);
+    let layer = PressureLayer::from_config(&config)
+        .unwrap()
+        .refuse_with(DefaultRefusal::new().text("busy"));
+    let app = Router::new()
+        .route("/work", get(|| async { "done" }))
+        .layer(layer);
+    let res = app
+        .oneshot(Request::get("/work").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(res.headers()["x-shed-reason"], "in_flight");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"busy");
 }
