@@ -25,7 +25,7 @@ use axum::handler::Handler;
 use axum::http::{Request, Response, header};
 use axum::routing::get;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use tower_scale::breaker::{BreakerConfig, BreakerLayer, CircuitBreaker};
 use tower_scale::compression::{CompressionLayer, Encoding};
 use tower_scale::ratelimit::{MemoryStore, PeerIp, Quota, RateLimitLayer};
 use tower_scale::session::{MemoryStore as SessionMemory, SessionConfig, SessionLayer};
@@ -73,7 +73,7 @@ fn tower_scale(without: &[&str], around_route: bool) -> Router {
             )
     });
     let breaker = has("breaker").then(|| {
-        CircuitBreakerLayer::new(CircuitBreaker::named("hello", BreakerConfig::default()).unwrap())
+        BreakerLayer::new(CircuitBreaker::named("hello", BreakerConfig::default()).unwrap())
     });
     let stack = ServiceBuilder::new()
         .option_layer(limit)
