@@ -113,6 +113,7 @@ impl State {
     }
 
     /// Counts a request in flight until the guard drops; returns the count with it.
+    #[inline]
     pub(crate) fn enter(self: &Arc<Self>) -> (usize, InFlightGuard) {
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         (in_flight, InFlightGuard(Arc::clone(self)))
