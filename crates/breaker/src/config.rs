@@ -1,3 +1,5 @@
+//! [`BreakerConfig`] (serde) and its validation, with the [`SlidingWindow`] kinds.
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};

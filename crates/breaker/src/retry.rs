@@ -1,3 +1,5 @@
+//! [`RetryPolicy`]: a `tower::retry::Policy` with backoff, jitter, a budget and replayable bodies.
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
