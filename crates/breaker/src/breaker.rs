@@ -1,166 +1,22 @@
+//! [`CircuitBreaker`], the state machine: admission, recording, transitions, operator
+//! switches, and the [`Permit`] of one call.
+
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tower_scale_core::ConfigError;
 
-use crate::config::{BreakerConfig, ConfigError, SlidingWindow};
+use crate::config::{BreakerConfig, SlidingWindow};
 use crate::group::{Group, Metrics};
-
-/// The state of a circuit breaker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
-    /// Calls pass; outcomes are recorded.
-    Closed,
-    /// Calls are rejected until the wait is over.
-    Open,
-    /// A fixed number of probe calls pass; their outcomes decide between closed and open.
-    HalfOpen,
-    /// Rejects every call until [`CircuitBreaker::reset`] (an operator switch).
-    ForcedOpen,
-    /// Lets every call through and records nothing until [`CircuitBreaker::reset`].
-    Disabled,
-}
-
-const CLOSED: u64 = 0;
-const HALF_OPEN: u64 = 1;
-const OPEN: u64 = 2;
-const FORCED_OPEN: u64 = 3;
-const DISABLED: u64 = 4;
-
-impl State {
-    fn from_bits(bits: u64) -> Self {
-        match bits {
-            CLOSED => Self::Closed,
-            HALF_OPEN => Self::HalfOpen,
-            OPEN => Self::Open,
-            FORCED_OPEN => Self::ForcedOpen,
-            _ => Self::Disabled,
-        }
-    }
-
-    /// Every state, in the order of [`code`](Self::code).
-    pub(crate) const ALL: [Self; 5] = [
-        Self::Closed,
-        Self::HalfOpen,
-        Self::Open,
-        Self::ForcedOpen,
-        Self::Disabled,
-    ];
-
-    /// The value of the `breaker_state` gauge: 0 closed, 1 half-open, 2 open, 3 forced open,
-    /// 4 disabled.
-    pub(crate) const fn code(self) -> u8 {
-        match self {
-            Self::Closed => 0,
-            Self::HalfOpen => 1,
-            Self::Open => 2,
-            Self::ForcedOpen => 3,
-            Self::Disabled => 4,
-        }
-    }
-
-    /// `closed`, `open`, `half_open`, `forced_open` or `disabled`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-            Self::ForcedOpen => "forced_open",
-            Self::Disabled => "disabled",
-        }
-    }
-}
-
-/// The state word packs the state (3 bits) and a generation counter bumped on every
-/// transition: an outcome recorded under an older generation is ignored.
-fn pack(generation: u64, state: u64) -> u64 {
-    (generation << 3) | state
-}
-
-fn unpack(word: u64) -> (u64, u64) {
-    (word >> 3, word & 0b111)
-}
-
-/// The result of a call, as a classifier sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The call succeeded.
-    Success,
-    /// The call failed. `retry_after` (e.g. from the downstream's `Retry-After`) sets the open
-    /// period if this failure opens the breaker.
-    Failure {
-        /// How long the downstream asked to be left alone.
-        retry_after: Option<Duration>,
-    },
-    /// The call says nothing about the downstream's health (e.g. a 404, a cancelled call): it
-    /// is not recorded, and in half-open it gives its permit back.
-    Ignored,
-}
-
-impl Outcome {
-    /// A failure without `Retry-After`.
-    pub const FAILURE: Self = Self::Failure { retry_after: None };
-}
-
-/// A call was rejected because the breaker is open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    state: State,
-    retry_after: Option<Duration>,
-}
-
-impl Rejected {
-    /// The state that rejected the call (open, half-open with no permit left, forced open).
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// How long until the breaker lets probes through, when known.
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
-    }
-}
-
-impl fmt::Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit breaker is {}", self.state.as_str())?;
-        if let Some(d) = self.retry_after {
-            write!(f, "; retry after {d:?}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Rejected {}
-
-/// The error of [`CircuitBreaker::call`]: rejected, or the call's own error.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError<E> {
-    /// The breaker rejected the call; it was not made.
-    #[error(transparent)]
-    Rejected(Rejected),
-    /// The call was made and failed.
-    #[error("{0}")]
-    Inner(E),
-}
-
-/// Rates over the sliding window, as [`CircuitBreaker::snapshot`] reads them.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct Snapshot {
-    /// The state.
-    pub state: State,
-    /// Calls in the window.
-    pub calls: u32,
-    /// Failed calls in the window.
-    pub failures: u32,
-    /// Slow calls in the window.
-    pub slow_calls: u32,
-}
+use crate::outcome::{CallError, Outcome, Rejected, Snapshot};
+use crate::state::{
+    CLOSED, DISABLED, FORCED_OPEN, HALF_OPEN, OPEN, State, init_tagged, pack, unpack, update_tagged,
+};
+use crate::window::Window;
 
 /// A circuit breaker: closed, open, half-open, plus forced-open and disabled switches.
 ///
@@ -172,11 +28,10 @@ pub struct Snapshot {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// use tower_scale_breaker::{BreakerConfig, CallError, CircuitBreaker, SlidingWindow, State};
 ///
-/// let breaker = CircuitBreaker::new(BreakerConfig {
-///     sliding_window: SlidingWindow::Count { size: 4 },
-///     minimum_calls: 4,
-///     ..BreakerConfig::default()
-/// }).unwrap();
+/// let mut config = BreakerConfig::default();
+/// config.sliding_window = SlidingWindow::Count { size: 4 };
+/// config.minimum_calls = 4;
+/// let breaker = CircuitBreaker::new(config).unwrap();
 /// for _ in 0..4 {
 ///     let _ = breaker.call(async { Err::<(), _>("down") }).await;
 /// }
@@ -198,7 +53,7 @@ struct Inner {
     base: Instant,
     open_until: AtomicU64,
     half_open_since: AtomicU64,
-    /// Probes left in the half-open state, tagged with its generation (see [`tagged`]).
+    /// Probes left in the half-open state, tagged with its generation (see `state::tagged`).
     half_open_permits: AtomicU64,
     /// Successful probes of the half-open state, tagged with its generation.
     half_open_successes: AtomicU64,
@@ -250,12 +105,7 @@ impl CircuitBreaker {
 
     fn build(name: Arc<str>, config: BreakerConfig, metrics: Metrics) -> Result<Self, ConfigError> {
         config.validate()?;
-        let window = match config.sliding_window {
-            SlidingWindow::Count { size } => Window::Count(CountWindow::new(size as usize)),
-            SlidingWindow::Time { seconds } => {
-                Window::Time(Mutex::new(TimeWindow::new(seconds as usize)))
-            }
-        };
+        let window = Window::new(config.sliding_window);
         let breaker = Self {
             inner: Arc::new(Inner {
                 config,
@@ -453,20 +303,15 @@ impl Inner {
             let (generation, state) = unpack(word);
             match state {
                 CLOSED | DISABLED => return Ok((generation, state)),
-                FORCED_OPEN => {
-                    return Err(Rejected {
-                        state: State::ForcedOpen,
-                        retry_after: None,
-                    });
-                }
+                FORCED_OPEN => return Err(Rejected::new(State::ForcedOpen, None)),
                 OPEN => {
                     let now = self.now();
                     let until = self.open_until.load(Ordering::Acquire);
                     if now < until {
-                        return Err(Rejected {
-                            state: State::Open,
-                            retry_after: Some(Duration::from_nanos(until - now)),
-                        });
+                        return Err(Rejected::new(
+                            State::Open,
+                            Some(Duration::from_nanos(until - now)),
+                        ));
                     }
                     // Several callers may get here for the same open state. The counters of
                     // the half-open generation are set once (by whichever caller comes first,
@@ -491,10 +336,7 @@ impl Inner {
                     let took =
                         update_tagged(&self.half_open_permits, generation, |n| n.checked_sub(1));
                     if took.is_none() {
-                        return Err(Rejected {
-                            state: State::HalfOpen,
-                            retry_after: None,
-                        });
+                        return Err(Rejected::new(State::HalfOpen, None));
                     }
                     // The state may have moved while taking the permit; the outcome then
                     // carries a stale generation and is ignored.
@@ -519,7 +361,8 @@ impl Inner {
                 let failed = matches!(outcome, Outcome::Failure { .. });
                 // Rates only change when the window's counts do: a success replacing a
                 // success (the steady state) costs no evaluation.
-                let Some((calls, failures, slow_calls)) = self.window.record(self, failed, slow)
+                let Some((calls, failures, slow_calls)) =
+                    self.window.record(|| self.now(), failed, slow)
                 else {
                     return;
                 };
@@ -640,204 +483,4 @@ impl Inner {
             Metrics::Group { group, counted } => group.moved(counted, Some(state)),
         }
     }
-}
-
-enum Window {
-    Count(CountWindow),
-    Time(Mutex<TimeWindow>),
-}
-
-impl Window {
-    /// Records an outcome; returns the new counts when they changed.
-    fn record(&self, inner: &Inner, failed: bool, slow: bool) -> Option<(u32, u32, u32)> {
-        match self {
-            Self::Count(w) => w.record(failed, slow).then(|| w.counts()),
-            Self::Time(w) => {
-                let now = inner.now();
-                let mut w = w.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                w.record(now, failed, slow);
-                Some(w.counts(now))
-            }
-        }
-    }
-
-    fn counts(&self, now: u64) -> (u32, u32, u32) {
-        match self {
-            Self::Count(w) => w.counts(),
-            Self::Time(w) => w
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .counts(now),
-        }
-    }
-
-    fn reset(&self) {
-        match self {
-            Self::Count(w) => w.reset(),
-            Self::Time(w) => w
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .reset(),
-        }
-    }
-}
-
-/// The last `size` outcomes in a ring of one byte each, with running totals; recording is a
-/// `fetch_add`, a `swap` and up to three counter updates, no lock.
-struct CountWindow {
-    slots: Box<[AtomicU8]>,
-    next: AtomicU64,
-    calls: AtomicI32,
-    failures: AtomicI32,
-    slow: AtomicI32,
-}
-
-const RECORDED: u8 = 1;
-const FAILED: u8 = 2;
-const SLOW: u8 = 4;
-
-impl CountWindow {
-    fn new(size: usize) -> Self {
-        Self {
-            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            next: AtomicU64::new(0),
-            calls: AtomicI32::new(0),
-            failures: AtomicI32::new(0),
-            slow: AtomicI32::new(0),
-        }
-    }
-
-    /// Records an outcome; returns whether the counts changed.
-    fn record(&self, failed: bool, slow: bool) -> bool {
-        let i = (self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64) as usize;
-        let new = RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-        let slot = &self.slots[i];
-        // Same outcome as the one it replaces: nothing to write, and the slot's cache line
-        // stays shared between cores instead of bouncing.
-        if slot.load(Ordering::Acquire) == new {
-            return false;
-        }
-        let old = slot.swap(new, Ordering::AcqRel);
-        if old == new {
-            return false;
-        }
-        let delta = |bit: u8| i32::from(new & bit != 0) - i32::from(old & bit != 0);
-        for (counter, bit) in [
-            (&self.calls, RECORDED),
-            (&self.failures, FAILED),
-            (&self.slow, SLOW),
-        ] {
-            let d = delta(bit);
-            if d != 0 {
-                counter.fetch_add(d, Ordering::AcqRel);
-            }
-        }
-        true
-    }
-
-    fn counts(&self) -> (u32, u32, u32) {
-        let read = |c: &AtomicI32| u32::try_from(c.load(Ordering::Acquire)).unwrap_or(0);
-        (read(&self.calls), read(&self.failures), read(&self.slow))
-    }
-
-    fn reset(&self) {
-        for slot in &self.slots {
-            let old = slot.swap(0, Ordering::AcqRel);
-            for (counter, bit) in [
-                (&self.calls, RECORDED),
-                (&self.failures, FAILED),
-                (&self.slow, SLOW),
-            ] {
-                if old & bit != 0 {
-                    counter.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-        }
-    }
-}
-
-/// One bucket per second of the window.
-struct TimeWindow {
-    buckets: Vec<Bucket>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct Bucket {
-    second: u64,
-    calls: u32,
-    failures: u32,
-    slow: u32,
-}
-
-const SECOND: u64 = 1_000_000_000;
-
-impl TimeWindow {
-    fn new(seconds: usize) -> Self {
-        Self {
-            buckets: vec![Bucket::default(); seconds],
-        }
-    }
-
-    fn record(&mut self, now: u64, failed: bool, slow: bool) {
-        // Seconds are counted from 1 so that an empty bucket (second 0) never matches.
-        let second = now / SECOND + 1;
-        let n = self.buckets.len() as u64;
-        let bucket = &mut self.buckets[(second % n) as usize];
-        if bucket.second != second {
-            *bucket = Bucket {
-                second,
-                ..Bucket::default()
-            };
-        }
-        bucket.calls += 1;
-        bucket.failures += u32::from(failed);
-        bucket.slow += u32::from(slow);
-    }
-
-    fn counts(&self, now: u64) -> (u32, u32, u32) {
-        let second = now / SECOND + 1;
-        let n = self.buckets.len() as u64;
-        self.buckets
-            .iter()
-            .filter(|b| b.second != 0 && b.second + n > second)
-            .fold((0, 0, 0), |(c, f, s), b| {
-                (c + b.calls, f + b.failures, s + b.slow)
-            })
-    }
-
-    fn reset(&mut self) {
-        self.buckets.fill(Bucket::default());
-    }
-}
-
-/// A count tagged with the generation of the state it belongs to: the generation's low 32 bits
-/// above the count, so that a count left from an earlier half-open state is never mistaken for
-/// the current one's.
-fn tagged(generation: u64, count: u32) -> u64 {
-    (generation << 32) | u64::from(count)
-}
-
-/// Sets `cell` to `count` for `generation`, unless it already holds a count of it.
-fn init_tagged(cell: &AtomicU64, generation: u64, count: u32) {
-    let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-        (w >> 32 != generation & 0xffff_ffff).then(|| tagged(generation, count))
-    });
-}
-
-/// Applies `f` to the count of `generation` held in `cell`; `None` when the cell holds another
-/// generation's count or `f` refuses. Returns the new count.
-fn update_tagged(cell: &AtomicU64, generation: u64, f: impl Fn(u32) -> Option<u32>) -> Option<u32> {
-    let mut new = None;
-    cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-        if w >> 32 != generation & 0xffff_ffff {
-            return None;
-        }
-        // The low 32 bits are the count.
-        #[allow(clippy::cast_possible_truncation)]
-        let n = f(w as u32)?;
-        new = Some(n);
-        Some(tagged(generation, n))
-    })
-    .ok()
-    .and(new)
 }

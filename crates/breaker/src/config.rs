@@ -1,6 +1,9 @@
+//! [`BreakerConfig`] (serde) and its validation, with the [`SlidingWindow`] kinds.
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tower_scale_core::ConfigError;
 
 /// The sliding window over which failure and slow-call rates are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +38,7 @@ pub enum SlidingWindow {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// The sliding window. Default: the last 100 calls.
     pub sliding_window: SlidingWindow,
@@ -86,25 +90,22 @@ impl Default for BreakerConfig {
     }
 }
 
-/// A configuration value is out of range; the message names the field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid circuit breaker config: {0}")]
-pub struct ConfigError(pub(crate) String);
-
 impl BreakerConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |msg: String| Err(ConfigError(msg));
+        let bad = |field: &'static str, msg: String| Err(ConfigError::new(field, msg));
         match self.sliding_window {
             SlidingWindow::Count { size } if !(1..=65_536).contains(&size) => {
-                return bad(format!(
-                    "sliding_window.size: {size} is out of range 1..=65536"
-                ));
+                return bad(
+                    "sliding_window.size",
+                    format!("{size} is out of range 1..=65536"),
+                );
             }
             SlidingWindow::Time { seconds } if !(1..=3600).contains(&seconds) => {
-                return bad(format!(
-                    "sliding_window.seconds: {seconds} is out of range 1..=3600"
-                ));
+                return bad(
+                    "sliding_window.seconds",
+                    format!("{seconds} is out of range 1..=3600"),
+                );
             }
             _ => {}
         }
@@ -113,29 +114,38 @@ impl BreakerConfig {
             ("slow_call_rate_threshold", self.slow_call_rate_threshold),
         ] {
             if !(v > 0.0 && v <= 100.0) {
-                return bad(format!("{name}: {v} is not a percentage in (0, 100]"));
+                return bad(name, format!("{v} is not a percentage in (0, 100]"));
             }
         }
         if self.minimum_calls == 0 {
-            return bad("minimum_calls: must be at least 1".to_owned());
+            return bad("minimum_calls", "must be at least 1".to_owned());
         }
         if self.permitted_calls_in_half_open == 0 {
-            return bad("permitted_calls_in_half_open: must be at least 1".to_owned());
+            return bad(
+                "permitted_calls_in_half_open",
+                "must be at least 1".to_owned(),
+            );
         }
         if !(self.wait_multiplier >= 1.0 && self.wait_multiplier.is_finite()) {
-            return bad(format!(
-                "wait_multiplier: {} must be a finite number >= 1",
-                self.wait_multiplier
-            ));
+            return bad(
+                "wait_multiplier",
+                format!("{} must be a finite number >= 1", self.wait_multiplier),
+            );
         }
         if self.wait_in_open.is_zero() {
-            return bad("wait_in_open: must be greater than zero".to_owned());
+            return bad("wait_in_open", "must be greater than zero".to_owned());
         }
         if self.max_wait_in_open < self.wait_in_open {
-            return bad("max_wait_in_open: must be at least wait_in_open".to_owned());
+            return bad(
+                "max_wait_in_open",
+                "must be at least wait_in_open".to_owned(),
+            );
         }
         if self.max_wait_in_half_open.is_zero() {
-            return bad("max_wait_in_half_open: must be greater than zero".to_owned());
+            return bad(
+                "max_wait_in_half_open",
+                "must be greater than zero".to_owned(),
+            );
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::breaker::State;
+use crate::state::State;
 
 /// The gauge of a [`KeyedBreakers`](crate::KeyedBreakers) group: labels `breaker` (the group's
 /// name) and `state`; the value is the number of its live breakers in that state.

@@ -1,226 +1,89 @@
+//! [`BreakerLayer`]: its constructors, setters and [`Layer`] impl.
+
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
-use pin_project_lite::pin_project;
+use http::{HeaderMap, StatusCode, Uri};
 use tower_layer::Layer;
-use tower_service::Service;
+use tower_scale_core::{ConfigError, DefaultRefusal};
 
-use crate::breaker::{CircuitBreaker, Outcome, Permit, Rejected};
-use crate::config::{BreakerConfig, ConfigError};
-use crate::group::Group;
-
-/// Decides what a response means for the downstream's health.
-pub trait ClassifyResponse: Clone {
-    /// The outcome of a call that returned `status` and `headers`. (Errors of the inner
-    /// service are always failures.)
-    fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Outcome;
-}
-
-/// The default classifier: 5xx responses are failures, carrying their `Retry-After` (in
-/// seconds) so it can set the open period; every other response is a success.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ServerErrorsAsFailures;
-
-impl ClassifyResponse for ServerErrorsAsFailures {
-    fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Outcome {
-        if status.is_server_error() {
-            Outcome::Failure {
-                retry_after: retry_after(headers),
-            }
-        } else {
-            Outcome::Success
-        }
-    }
-}
-
-impl<F> ClassifyResponse for F
-where
-    F: Fn(StatusCode, &HeaderMap) -> Outcome + Clone,
-{
-    fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Outcome {
-        self(status, headers)
-    }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is not used by the services this protects).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-/// What the layer answers when the breaker rejects a call.
-pub trait Fallback<B>: Clone {
-    /// The response for a rejected call.
-    fn respond(&self, rejected: &Rejected) -> Response<B>;
-}
-
-/// The default answer: `503 Service Unavailable` (configurable) with `Retry-After` (whole
-/// seconds, rounded up) when the open period's end is known, and an empty body.
-#[derive(Clone, Copy, Debug)]
-pub struct DefaultFallback {
-    status: StatusCode,
-}
-
-impl Default for DefaultFallback {
-    fn default() -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl<B: Default> Fallback<B> for DefaultFallback {
-    fn respond(&self, rejected: &Rejected) -> Response<B> {
-        let mut res = Response::new(B::default());
-        *res.status_mut() = self.status;
-        if let Some(wait) = rejected.retry_after() {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
-        res
-    }
-}
-
-impl<B, F> Fallback<B> for F
-where
-    F: Fn(&Rejected) -> Response<B> + Clone,
-{
-    fn respond(&self, rejected: &Rejected) -> Response<B> {
-        self(rejected)
-    }
-}
-
-/// One breaker per key (downstream host, route), created on first use from one config, with
-/// the number of keys bounded: past `max_keys` the least recently used breaker is dropped.
-///
-/// Metrics are per group, never per key, since keys may come from clients: the gauge
-/// [`BREAKER_KEYS`](crate::BREAKER_KEYS)`{breaker=<name>, state=<state>}` counts the group's
-/// live breakers in each state (a dropped breaker leaves the count), and
-/// `breaker_transitions_total` carries the group's name ([`named`](Self::named); default
-/// `keyed`) in its `breaker` label. A keyed breaker registers no `breaker_state` series. The key of a
-/// transition is in its `tracing` event.
-#[derive(Clone)]
-pub struct KeyedBreakers {
-    config: BreakerConfig,
-    group: Arc<Group>,
-    breakers: moka::sync::Cache<String, CircuitBreaker>,
-}
-
-impl fmt::Debug for KeyedBreakers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedBreakers")
-            .field("keys", &self.breakers.entry_count())
-            .finish_non_exhaustive()
-    }
-}
-
-impl KeyedBreakers {
-    /// Breakers built from `config`, at most `max_keys` of them, named `keyed` in metrics.
-    pub fn new(config: BreakerConfig, max_keys: u64) -> Result<Self, ConfigError> {
-        Self::named("keyed", config, max_keys)
-    }
-
-    /// Breakers built from `config`, at most `max_keys` of them, whose metrics carry
-    /// `breaker = name` (e.g. the downstream they guard).
-    pub fn named(
-        name: impl Into<Arc<str>>,
-        config: BreakerConfig,
-        max_keys: u64,
-    ) -> Result<Self, ConfigError> {
-        config.validate()?;
-        if max_keys == 0 {
-            return Err(ConfigError("max_keys: must be at least 1".to_owned()));
-        }
-        Ok(Self {
-            config,
-            group: Arc::new(Group::new(name.into())),
-            breakers: moka::sync::Cache::builder()
-                .max_capacity(max_keys)
-                .eviction_listener(|_key, breaker: CircuitBreaker, _cause| breaker.retire())
-                .build(),
-        })
-    }
-
-    /// The breaker of `key`.
-    pub fn get(&self, key: &str) -> CircuitBreaker {
-        self.breakers.get_with_by_ref(key, || {
-            CircuitBreaker::in_group(key, self.config.clone(), Arc::clone(&self.group))
-                .unwrap_or_else(|_| unreachable!("the config was validated in KeyedBreakers::new"))
-        })
-    }
-
-    /// The number of keys held (approximate until moka's pending work runs).
-    pub fn len(&self) -> u64 {
-        self.breakers.run_pending_tasks();
-        self.breakers.entry_count()
-    }
-
-    /// Whether no breaker exists yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+use crate::breaker::{CircuitBreaker, Permit};
+use crate::config::BreakerConfig;
+use crate::keyed::KeyedBreakers;
+use crate::outcome::Rejected;
+use crate::policy::{ClassifyResponse, ServerErrorsAsFailures};
+use crate::service::Breaker;
 
 type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> String + Send + Sync>;
 
+/// The breaker (or the keyed breakers) a layer's services ask.
 #[derive(Clone)]
-enum Breakers {
+pub(crate) enum Breakers {
     Single(CircuitBreaker),
     Keyed(KeyedBreakers, KeyFn),
 }
 
+impl Breakers {
+    /// Asks the request's breaker for a permit.
+    #[inline]
+    pub(crate) fn try_acquire(&self, uri: &Uri, headers: &HeaderMap) -> Result<Permit, Rejected> {
+        match self {
+            Self::Single(breaker) => breaker.try_acquire(),
+            Self::Keyed(breakers, key) => breakers.get(&key(uri, headers)).try_acquire(),
+        }
+    }
+}
+
 /// Applies a circuit breaker to an HTTP service: while the breaker is open the layer answers
-/// at once (503 + `Retry-After`, or a [`Fallback`]) without calling the inner service.
+/// at once without calling the inner service.
+///
+/// The answer comes from a [`Refuse`](tower_scale_core::Refuse) policy
+/// ([`refuse_with`](Self::refuse_with); default [`DefaultRefusal`]: the layer's status, 503
+/// unless [`status`](Self::status) says otherwise, and an empty body) given the reason
+/// `"circuit-open"` and the [`Rejected`] as its detail; the layer then adds `Retry-After`
+/// (whole seconds, rounded up) when the open period's end is known and the response has none.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use axum::{Router, body::Body, http::{Request, StatusCode}, routing::get};
 /// use tower::ServiceExt;
-/// use tower_scale_breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+/// use tower_scale_breaker::{BreakerConfig, BreakerLayer, CircuitBreaker};
 ///
 /// let breaker = CircuitBreaker::new(BreakerConfig::default()).unwrap();
 /// let app = Router::new()
 ///     .route("/flaky", get(|| async { "ok" }))
-///     .layer(CircuitBreakerLayer::new(breaker.clone()));
+///     .layer(BreakerLayer::new(breaker.clone()));
 /// breaker.force_open(); // an operator switch
 /// let res = app.oneshot(Request::get("/flaky").body(Body::empty()).unwrap()).await.unwrap();
 /// assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct CircuitBreakerLayer<C = ServerErrorsAsFailures, F = DefaultFallback> {
+pub struct BreakerLayer<C = ServerErrorsAsFailures, R = DefaultRefusal> {
     breakers: Breakers,
     classify: C,
-    fallback: F,
+    refuse: R,
+    status: StatusCode,
 }
 
-impl<C, F> fmt::Debug for CircuitBreakerLayer<C, F> {
+impl<C, R> fmt::Debug for BreakerLayer<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreakerLayer")
+        f.debug_struct("BreakerLayer")
+            .field("status", &self.status)
             .finish_non_exhaustive()
     }
 }
 
-impl CircuitBreakerLayer {
+impl BreakerLayer {
     /// A layer around one breaker (share the breaker to trip or reset it from outside).
     pub fn new(breaker: CircuitBreaker) -> Self {
-        Self {
-            breakers: Breakers::Single(breaker),
-            classify: ServerErrorsAsFailures,
-            fallback: DefaultFallback::default(),
-        }
+        Self::with_breakers(Breakers::Single(breaker))
+    }
+
+    /// A layer around a new breaker built from `config` (named `default` in metrics; use
+    /// [`new`](Self::new) with [`CircuitBreaker::named`] to name it or to keep a handle).
+    pub fn from_config(config: &BreakerConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(CircuitBreaker::new(config.clone())?))
     }
 
     /// A layer with one breaker per key, the key computed from the request's URI and
@@ -229,160 +92,61 @@ impl CircuitBreakerLayer {
     where
         K: Fn(&Uri, &HeaderMap) -> String + Send + Sync + 'static,
     {
+        Self::with_breakers(Breakers::Keyed(breakers, Arc::new(key)))
+    }
+
+    fn with_breakers(breakers: Breakers) -> Self {
         Self {
-            breakers: Breakers::Keyed(breakers, Arc::new(key)),
+            breakers,
             classify: ServerErrorsAsFailures,
-            fallback: DefaultFallback::default(),
+            refuse: DefaultRefusal::new(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
 
-impl<C, F> CircuitBreakerLayer<C, F> {
+impl<C, R> BreakerLayer<C, R> {
     /// Replaces the classifier.
-    pub fn classify_with<C2: ClassifyResponse>(self, classify: C2) -> CircuitBreakerLayer<C2, F> {
-        CircuitBreakerLayer {
+    #[must_use]
+    pub fn classify_with<C2: ClassifyResponse>(self, classify: C2) -> BreakerLayer<C2, R> {
+        BreakerLayer {
             breakers: self.breakers,
             classify,
-            fallback: self.fallback,
+            refuse: self.refuse,
+            status: self.status,
         }
     }
 
-    /// Replaces the answer to rejected calls.
-    pub fn fallback<F2>(self, fallback: F2) -> CircuitBreakerLayer<C, F2> {
-        CircuitBreakerLayer {
+    /// Replaces the answer to rejected calls: a closure `Fn(&Refusal<'_>) -> Response<B>`
+    /// (the [`Rejected`] is `refusal.get::<Rejected>()`) or a [`DefaultRefusal`] with a body.
+    #[must_use]
+    pub fn refuse_with<R2>(self, refuse: R2) -> BreakerLayer<C, R2> {
+        BreakerLayer {
             breakers: self.breakers,
             classify: self.classify,
-            fallback,
+            refuse,
+            status: self.status,
         }
     }
-}
 
-impl<C> CircuitBreakerLayer<C, DefaultFallback> {
-    /// The status of the default rejection (503 by default).
+    /// The status of a rejection, as the refusal carries it (503 by default).
     #[must_use]
     pub fn status(mut self, status: StatusCode) -> Self {
-        self.fallback.status = status;
+        self.status = status;
         self
     }
 }
 
-impl<S, C: Clone, F: Clone> Layer<S> for CircuitBreakerLayer<C, F> {
-    type Service = CircuitBreakerService<S, C, F>;
+impl<S, C: Clone, R: Clone> Layer<S> for BreakerLayer<C, R> {
+    type Service = Breaker<S, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreakerService {
+        Breaker::new(
             inner,
-            breakers: self.breakers.clone(),
-            classify: self.classify.clone(),
-            fallback: self.fallback.clone(),
-        }
-    }
-}
-
-/// The middleware built by [`CircuitBreakerLayer`].
-#[derive(Clone)]
-pub struct CircuitBreakerService<S, C = ServerErrorsAsFailures, F = DefaultFallback> {
-    inner: S,
-    breakers: Breakers,
-    classify: C,
-    fallback: F,
-}
-
-impl<S: fmt::Debug, C, F> fmt::Debug for CircuitBreakerService<S, C, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreakerService")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, C, F, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreakerService<S, C, F>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    C: ClassifyResponse,
-    F: Fallback<ResBody>,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, C, ResBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let acquired = match &self.breakers {
-            Breakers::Single(breaker) => breaker.try_acquire(),
-            Breakers::Keyed(breakers, key) => {
-                breakers.get(&key(req.uri(), req.headers())).try_acquire()
-            }
-        };
-        match acquired {
-            Ok(permit) => ResponseFuture {
-                kind: Kind::Called {
-                    fut: self.inner.call(req),
-                    permit: Some(permit),
-                    classify: self.classify.clone(),
-                },
-            },
-            Err(rejected) => ResponseFuture {
-                kind: Kind::Rejected {
-                    res: Some(self.fallback.respond(&rejected)),
-                },
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`CircuitBreakerService`].
-    pub struct ResponseFuture<Fut, C, B> {
-        #[pin]
-        kind: Kind<Fut, C, B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<Fut, C, B> {
-        Called { #[pin] fut: Fut, permit: Option<Permit>, classify: C },
-        Rejected { res: Option<Response<B>> },
-    }
-}
-
-impl<Fut, C, B> fmt::Debug for ResponseFuture<Fut, C, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<Fut, C, B, E> Future for ResponseFuture<Fut, C, B>
-where
-    Fut: Future<Output = Result<Response<B>, E>>,
-    C: ClassifyResponse,
-{
-    type Output = Result<Response<B>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called {
-                fut,
-                permit,
-                classify,
-            } => {
-                let result = std::task::ready!(fut.poll(cx));
-                if let Some(permit) = permit.take() {
-                    permit.record(match &result {
-                        Ok(res) => classify.classify(res.status(), res.headers()),
-                        Err(_) => Outcome::FAILURE,
-                    });
-                }
-                Poll::Ready(result)
-            }
-            KindProj::Rejected { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => Poll::Pending,
-            },
-        }
+            self.breakers.clone(),
+            self.classify.clone(),
+            self.refuse.clone(),
+            self.status,
+        )
     }
 }

@@ -1,5 +1,5 @@
 //! A circuit breaker with resilience4j-grade semantics, usable on any future
-//! ([`CircuitBreaker::call`]) and as a tower layer ([`CircuitBreakerLayer`]), so a failing
+//! ([`CircuitBreaker::call`]) and as a tower layer ([`BreakerLayer`]), so a failing
 //! dependency fails fast instead of taking the service down.
 //!
 //! # Overview
@@ -39,10 +39,9 @@
 //! use std::time::Duration;
 //! use tower_scale_breaker::{BreakerConfig, CallError, CircuitBreaker};
 //!
-//! let breaker = CircuitBreaker::new(BreakerConfig {
-//!     wait_in_open: Duration::from_secs(10),
-//!     ..BreakerConfig::default()
-//! }).unwrap();
+//! let mut config = BreakerConfig::default();
+//! config.wait_in_open = Duration::from_secs(10);
+//! let breaker = CircuitBreaker::new(config).unwrap();
 //! match breaker.call(async { Ok::<_, std::io::Error>("payload") }).await {
 //!     Ok(v) => assert_eq!(v, "payload"),
 //!     Err(CallError::Rejected(r)) => println!("failing fast: {r}"),
@@ -55,23 +54,35 @@
 
 mod breaker;
 mod config;
+mod future;
 mod group;
+mod keyed;
 mod layer;
+mod outcome;
+mod policy;
 mod retry;
+mod service;
 mod shared;
+mod state;
+mod window;
 
 #[doc(inline)]
 pub use self::{
-    breaker::{CallError, CircuitBreaker, Outcome, Permit, Rejected, Snapshot, State},
-    config::{BreakerConfig, ConfigError, SlidingWindow},
+    breaker::{CircuitBreaker, Permit},
+    config::{BreakerConfig, SlidingWindow},
+    future::ResponseFuture,
     group::BREAKER_KEYS,
-    layer::{
-        CircuitBreakerLayer, CircuitBreakerService, ClassifyResponse, DefaultFallback, Fallback,
-        KeyedBreakers, ResponseFuture, ServerErrorsAsFailures, retry_after,
-    },
+    keyed::KeyedBreakers,
+    layer::BreakerLayer,
+    outcome::{CallError, Outcome, Rejected, Snapshot},
+    policy::{ClassifyResponse, ServerErrorsAsFailures, retry_after},
     retry::RetryPolicy,
-    shared::{BoxFuture, SharedBreaker, SharedState},
+    service::Breaker,
+    shared::{SharedBreaker, SharedState},
+    state::State,
 };
+#[doc(inline)]
+pub use tower_scale_core::{BoxFuture, ConfigError, DefaultRefusal, Refusal, Refuse};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -1,3 +1,5 @@
+//! [`RetryPolicy`]: a `tower::retry::Policy` with backoff, jitter, a budget and replayable bodies.
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use tokio::time::Sleep;
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::layer::retry_after;
+use crate::policy::retry_after;
 
 /// A `tower::retry::Policy` for HTTP clients: exponential backoff with full jitter, a maximum
 /// number of attempts, tower's retry budget (so retries cannot multiply load into a storm),

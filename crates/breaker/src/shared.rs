@@ -1,14 +1,14 @@
-use std::future::Future;
-use std::pin::Pin;
+//! [`SharedBreaker`]: a local breaker's open periods shared with other instances through a
+//! [`SharedState`].
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tower_scale_core::{BoxFuture, SystemClock};
 
-use crate::breaker::{CircuitBreaker, State};
-
-/// A boxed future, as returned by [`SharedState`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::breaker::CircuitBreaker;
+use crate::state::State;
 
 /// Where instances share their breakers' open periods, so that ten instances open together
 /// instead of each paying its own failures. `tower-scale-redis` implements it on Redis
@@ -32,12 +32,6 @@ pub struct SharedBreaker {
     task: JoinHandle<()>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl SharedBreaker {
     /// Starts sharing `breaker` through `store`, polling every `interval`.
     ///
@@ -53,7 +47,8 @@ impl SharedBreaker {
         breaker.set_on_open(Box::new(move |wait| {
             let store = Arc::clone(&publisher);
             let name = Arc::clone(&publish_name);
-            let until = now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(0));
+            let until =
+                SystemClock::now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(0));
             runtime.spawn(async move {
                 if let Err(e) = store.publish_open(&name, until).await {
                     tracing::debug!(breaker = %name, error = %e, "could not share the open state");
@@ -71,7 +66,7 @@ impl SharedBreaker {
                 }
                 match store.open_until(&name).await {
                     Ok(Some(until)) => {
-                        let now = now_ms();
+                        let now = SystemClock::now_ms();
                         if until > now {
                             tracing::info!(breaker = %name, "opened by another instance");
                             breaker.trip(Some(Duration::from_millis(until - now)));

@@ -12,13 +12,14 @@ use tower_scale_breaker::{
 };
 
 fn count_breaker(size: u32, minimum: u32) -> CircuitBreaker {
-    CircuitBreaker::new(BreakerConfig {
-        sliding_window: SlidingWindow::Count { size },
-        minimum_calls: minimum,
-        failure_rate_threshold: 50.0,
-        wait_in_open: Duration::from_secs(10),
-        permitted_calls_in_half_open: 3,
-        ..BreakerConfig::default()
+    CircuitBreaker::new({
+        let mut config = BreakerConfig::default();
+        config.sliding_window = SlidingWindow::Count { size };
+        config.minimum_calls = minimum;
+        config.failure_rate_threshold = 50.0;
+        config.wait_in_open = Duration::from_secs(10);
+        config.permitted_calls_in_half_open = 3;
+        config
     })
     .unwrap()
 }
@@ -171,12 +172,13 @@ async fn a_late_result_never_moves_a_newer_state() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_calls_open_the_breaker() {
-    let b = CircuitBreaker::new(BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 4 },
-        minimum_calls: 4,
-        slow_call_duration: Some(Duration::from_secs(2)),
-        slow_call_rate_threshold: 50.0,
-        ..BreakerConfig::default()
+    let b = CircuitBreaker::new({
+        let mut config = BreakerConfig::default();
+        config.sliding_window = SlidingWindow::Count { size: 4 };
+        config.minimum_calls = 4;
+        config.slow_call_duration = Some(Duration::from_secs(2));
+        config.slow_call_rate_threshold = 50.0;
+        config
     })
     .unwrap();
     for i in 0..4u64 {
@@ -198,14 +200,15 @@ async fn slow_calls_open_the_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn open_wait_grows_on_repeated_openings_up_to_the_maximum() {
-    let b = CircuitBreaker::new(BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 1 },
-        minimum_calls: 1,
-        wait_in_open: Duration::from_secs(1),
-        wait_multiplier: 2.0,
-        max_wait_in_open: Duration::from_secs(5),
-        permitted_calls_in_half_open: 1,
-        ..BreakerConfig::default()
+    let b = CircuitBreaker::new({
+        let mut config = BreakerConfig::default();
+        config.sliding_window = SlidingWindow::Count { size: 1 };
+        config.minimum_calls = 1;
+        config.wait_in_open = Duration::from_secs(1);
+        config.wait_multiplier = 2.0;
+        config.max_wait_in_open = Duration::from_secs(5);
+        config.permitted_calls_in_half_open = 1;
+        config
     })
     .unwrap();
     fail(&b);
@@ -257,13 +260,14 @@ async fn retry_after_of_the_failure_sets_the_open_period() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_cannot_stay_stuck() {
-    let b = CircuitBreaker::new(BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 1 },
-        minimum_calls: 1,
-        wait_in_open: Duration::from_secs(1),
-        permitted_calls_in_half_open: 1,
-        max_wait_in_half_open: Duration::from_secs(30),
-        ..BreakerConfig::default()
+    let b = CircuitBreaker::new({
+        let mut config = BreakerConfig::default();
+        config.sliding_window = SlidingWindow::Count { size: 1 };
+        config.minimum_calls = 1;
+        config.wait_in_open = Duration::from_secs(1);
+        config.permitted_calls_in_half_open = 1;
+        config.max_wait_in_half_open = Duration::from_secs(30);
+        config
     })
     .unwrap();
     fail(&b);
@@ -305,10 +309,11 @@ async fn operator_switches() {
 
 #[tokio::test(start_paused = true)]
 async fn time_window_forgets_old_calls() {
-    let b = CircuitBreaker::new(BreakerConfig {
-        sliding_window: SlidingWindow::Time { seconds: 10 },
-        minimum_calls: 4,
-        ..BreakerConfig::default()
+    let b = CircuitBreaker::new({
+        let mut config = BreakerConfig::default();
+        config.sliding_window = SlidingWindow::Time { seconds: 10 };
+        config.minimum_calls = 4;
+        config
     })
     .unwrap();
     fail(&b);
@@ -329,9 +334,10 @@ async fn time_window_forgets_old_calls() {
 
 #[test]
 fn bad_config_is_an_error() {
-    let err = CircuitBreaker::new(BreakerConfig {
-        failure_rate_threshold: 150.0,
-        ..BreakerConfig::default()
+    let err = CircuitBreaker::new({
+        let mut config = BreakerConfig::default();
+        config.failure_rate_threshold = 150.0;
+        config
     })
     .unwrap_err();
     assert!(err.to_string().contains("failure_rate_threshold"), "{err}");
@@ -342,9 +348,10 @@ fn bad_config_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_the_permitted_probes_pass_under_contention() {
     for _ in 0..20 {
-        let b = CircuitBreaker::new(BreakerConfig {
-            permitted_calls_in_half_open: 5,
-            ..BreakerConfig::default()
+        let b = CircuitBreaker::new({
+            let mut config = BreakerConfig::default();
+            config.permitted_calls_in_half_open = 5;
+            config
         })
         .unwrap();
         b.trip(Some(Duration::from_nanos(1)));
@@ -376,12 +383,13 @@ async fn exactly_the_permitted_probes_pass_under_contention() {
 /// call is admitted until the wait is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tripping_under_concurrent_calls() {
-    let b = CircuitBreaker::new(BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 50 },
-        minimum_calls: 50,
-        wait_in_open: Duration::from_secs(3600),
-        max_wait_in_open: Duration::from_secs(3600),
-        ..BreakerConfig::default()
+    let b = CircuitBreaker::new({
+        let mut config = BreakerConfig::default();
+        config.sliding_window = SlidingWindow::Count { size: 50 };
+        config.minimum_calls = 50;
+        config.wait_in_open = Duration::from_secs(3600);
+        config.max_wait_in_open = Duration::from_secs(3600);
+        config
     })
     .unwrap();
     let admitted = Arc::new(AtomicUsize::new(0));
@@ -507,15 +515,7 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async {
-            let b = CircuitBreaker::new(BreakerConfig {
-                sliding_window: SlidingWindow::Count { size: size as u32 },
-                minimum_calls: minimum as u32,
-                failure_rate_threshold: 50.0,
-                wait_in_open: Duration::from_secs(10),
-                permitted_calls_in_half_open: permitted,
-                max_wait_in_half_open: Duration::from_secs(1_000_000),
-                ..BreakerConfig::default()
-            })
+            let b = CircuitBreaker::new({ let mut config = BreakerConfig::default(); config.sliding_window = SlidingWindow::Count { size: size as u32 }; config.minimum_calls = minimum as u32; config.failure_rate_threshold = 50.0; config.wait_in_open = Duration::from_secs(10); config.permitted_calls_in_half_open = permitted; config.max_wait_in_half_open = Duration::from_secs(1_000_000); config })
             .unwrap();
             let mut model = Model {
                 size, minimum, permitted, wait: 10, state: State::Closed,

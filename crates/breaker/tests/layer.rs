@@ -10,18 +10,16 @@ use axum::http::{HeaderMap, Request, Response, StatusCode};
 use axum::routing::get;
 use tower::ServiceExt;
 use tower_scale_breaker::{
-    BreakerConfig, CircuitBreaker, CircuitBreakerLayer, KeyedBreakers, Outcome, SlidingWindow,
-    State,
+    BreakerConfig, BreakerLayer, CircuitBreaker, KeyedBreakers, Outcome, SlidingWindow, State,
 };
 
 fn config() -> BreakerConfig {
-    BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 4 },
-        minimum_calls: 4,
-        wait_in_open: Duration::from_secs(20),
-        permitted_calls_in_half_open: 1,
-        ..BreakerConfig::default()
-    }
+    let mut config = BreakerConfig::default();
+    config.sliding_window = SlidingWindow::Count { size: 4 };
+    config.minimum_calls = 4;
+    config.wait_in_open = Duration::from_secs(20);
+    config.permitted_calls_in_half_open = 1;
+    config
 }
 
 async fn get_path(app: &Router, path: &str) -> Response<Body> {
@@ -57,8 +55,8 @@ async fn server_errors_open_the_breaker_and_it_answers_503_fast() {
     let failing = Arc::new(AtomicUsize::new(1));
     let calls = Arc::new(AtomicUsize::new(0));
     let breaker = CircuitBreaker::new(config()).unwrap();
-    let app = flaky(Arc::clone(&failing), Arc::clone(&calls))
-        .layer(CircuitBreakerLayer::new(breaker.clone()));
+    let app =
+        flaky(Arc::clone(&failing), Arc::clone(&calls)).layer(BreakerLayer::new(breaker.clone()));
     for _ in 0..4 {
         assert_eq!(
             get_path(&app, "/down").await.status(),
@@ -88,7 +86,7 @@ async fn client_errors_are_successes_and_classifiers_are_pluggable() {
     let app = Router::new()
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
         .route("/limited", get(|| async { StatusCode::TOO_MANY_REQUESTS }))
-        .layer(CircuitBreakerLayer::new(breaker.clone()));
+        .layer(BreakerLayer::new(breaker.clone()));
     for _ in 0..10 {
         get_path(&app, "/missing").await;
     }
@@ -103,7 +101,7 @@ async fn client_errors_are_successes_and_classifiers_are_pluggable() {
     let app = Router::new()
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
         .route("/limited", get(|| async { StatusCode::TOO_MANY_REQUESTS }))
-        .layer(CircuitBreakerLayer::new(breaker.clone()).classify_with(
+        .layer(BreakerLayer::new(breaker.clone()).classify_with(
             |status: StatusCode, _: &HeaderMap| match status {
                 StatusCode::NOT_FOUND => Outcome::Ignored,
                 s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => Outcome::FAILURE,
@@ -129,7 +127,8 @@ async fn fallback_and_status_are_configurable() {
     let breaker = CircuitBreaker::new(config()).unwrap();
     breaker.force_open();
     let app = Router::new().route("/x", get(|| async { "x" })).layer(
-        CircuitBreakerLayer::new(breaker.clone()).fallback(|r: &tower_scale_breaker::Rejected| {
+        BreakerLayer::new(breaker.clone()).refuse_with(|r: &tower_scale_breaker::Refusal<'_>| {
+            let r = r.get::<tower_scale_breaker::Rejected>().unwrap();
             Response::builder()
                 .status(StatusCode::OK)
                 .body(Body::from(format!(
@@ -146,7 +145,7 @@ async fn fallback_and_status_are_configurable() {
 
     let app = Router::new()
         .route("/x", get(|| async { "x" }))
-        .layer(CircuitBreakerLayer::new(breaker).status(StatusCode::BAD_GATEWAY));
+        .layer(BreakerLayer::new(breaker).status(StatusCode::BAD_GATEWAY));
     let res = get_path(&app, "/x").await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     assert!(
@@ -162,7 +161,7 @@ async fn keyed_breakers_isolate_routes_and_stay_bounded() {
         .route("/a", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
         .route("/b", get(|| async { "b" }))
         .route("/c/{n}", get(|| async { "c" }))
-        .layer(CircuitBreakerLayer::keyed(breakers.clone(), |uri, _| {
+        .layer(BreakerLayer::keyed(breakers.clone(), |uri, _| {
             uri.path().to_owned()
         }));
     for _ in 0..4 {
@@ -183,4 +182,37 @@ async fn keyed_breakers_isolate_routes_and_stay_bounded() {
     }
     assert!(breakers.len() <= 2, "{} keys held", breakers.len());
     assert!(KeyedBreakers::new(config(), 0).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_from_config_refuses_through_a_closure_with_retry_after() {
+    let failing = Arc::new(AtomicUsize::new(1));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = BreakerLayer::from_config(&config()).unwrap().refuse_with(
+        |r: &tower_scale_breaker::Refusal<'_>| {
+            let rejected = r.get::<tower_scale_breaker::Rejected>().unwrap();
+            (
+                r.status(),
+                format!("{} ({})", r.reason(), rejected.state().as_str()),
+            )
+                .into_response()
+        },
+    );
+    let app = flaky(Arc::clone(&failing), Arc::clone(&calls)).layer(layer);
+    for _ in 0..4 {
+        get_path(&app, "/down").await;
+    }
+    let res = get_path(&app, "/down").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The layer adds the wait the closure did not set.
+    assert_eq!(res.headers()["retry-after"], "7");
+    let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"circuit-open (open)");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let mut bad = config();
+    bad.minimum_calls = 0;
+    assert_eq!(
+        BreakerLayer::from_config(&bad).unwrap_err().field(),
+        "minimum_calls"
+    );
 }

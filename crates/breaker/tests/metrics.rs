@@ -6,12 +6,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tower_scale_breaker::{BreakerConfig, KeyedBreakers, Outcome, SlidingWindow};
 
 fn config() -> BreakerConfig {
-    BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 4 },
-        minimum_calls: 4,
-        wait_in_open: Duration::from_secs(20),
-        ..BreakerConfig::default()
-    }
+    let mut config = BreakerConfig::default();
+    config.sliding_window = SlidingWindow::Count { size: 4 };
+    config.minimum_calls = 4;
+    config.wait_in_open = Duration::from_secs(20);
+    config
 }
 
 /// The sample lines of `breaker_*` metrics in the exporter's output: one per live series.

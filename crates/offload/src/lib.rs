@@ -7,7 +7,7 @@
 //!   get [`OffloadError::Overloaded`], which answers `503` + `Retry-After` as an axum response.
 //! - [`PressureLayer`]: sheds requests with `503` + `Retry-After` while the runtime's
 //!   scheduling lag (from [`tower_scale_metrics::RuntimeProbe`]), the requests in flight or the
-//!   process's resident memory pass their thresholds; health routes stay served; thresholds and
+//!   process's resident memory pass their thresholds (the response is a [`Refuse`] policy); health routes stay served; thresholds and
 //!   current values are readable with [`PressureLayer::snapshot`] and the
 //!   [`PRESSURE_SHED_TOTAL`] counter.
 //!
@@ -16,7 +16,7 @@
 //! ```no_run
 //! use axum::{Router, extract::State, routing::get};
 //! use tower_scale_metrics::RuntimeProbe;
-//! use tower_scale_offload::{Offload, OffloadError, PressureConfig, PressureLayer};
+//! use tower_scale_offload::{Offload, OffloadError, PressureLayer};
 //!
 //! async fn thumbnail(State(offload): State<Offload>) -> Result<String, OffloadError> {
 //!     // CPU-heavy work runs off the async workers; a full pool answers 503.
@@ -30,26 +30,32 @@
 //!     .route("/thumbnail", get(thumbnail))
 //!     .route("/livez", get(|| async { "ok" }))
 //!     .with_state(Offload::builder().build()?)
-//!     .layer(PressureLayer::new(PressureConfig::default()).lag_from(probe.watch()));
+//!     .layer(PressureLayer::new().lag_from(probe.watch()));
 //! # Ok(()) }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
+mod config;
+mod error;
+mod future;
+mod layer;
 mod offload;
-mod pressure;
+mod service;
+mod state;
 
 #[doc(inline)]
 pub use self::{
-    offload::{
-        OFFLOAD_REJECTED_TOTAL, Offload, OffloadBuilder, OffloadConfig, OffloadError, Overloaded,
-        PoolKind,
-    },
-    pressure::{
-        PRESSURE_SHED_TOTAL, Pressure, PressureConfig, PressureLayer, PressureSnapshot,
-        ResponseFuture, ShedReason,
-    },
+    config::{OffloadConfig, PoolKind, PressureConfig},
+    error::{OffloadError, Overloaded},
+    future::ResponseFuture,
+    layer::PressureLayer,
+    offload::{OFFLOAD_REJECTED_TOTAL, Offload, OffloadBuilder},
+    service::Pressure,
+    state::{PRESSURE_SHED_TOTAL, PressureSnapshot, ShedReason},
 };
+#[doc(inline)]
+pub use tower_scale_core::{ConfigError, DefaultRefusal, Refusal, Refuse};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

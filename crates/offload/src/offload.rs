@@ -1,53 +1,15 @@
+//! [`Offload`]: CPU-bound work on a bounded pool, and its builder.
+
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot};
+use tower_scale_core::ConfigError;
 
-/// Which threads run offloaded work.
-///
-/// Both are bounded to [`OffloadBuilder::threads`] concurrent jobs; `docs/benchmarks.md`
-/// compares them. The default is [`PoolKind::Rayon`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PoolKind {
-    /// A dedicated rayon thread pool of `threads` threads: no thread is created per job, and
-    /// the pool's threads never compete with tokio's blocking I/O.
-    #[default]
-    Rayon,
-    /// tokio's blocking pool, with at most `threads` jobs running at once.
-    TokioBlocking,
-}
-
-/// Configuration of an [`Offload`] pool (serde, for config files).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct OffloadConfig {
-    /// Pool kind. Default rayon.
-    pub pool: PoolKind,
-    /// Jobs running at once. Default: the number of CPUs.
-    pub threads: Option<usize>,
-    /// Jobs allowed to wait for a thread; past `threads + queue` jobs, [`Offload::run`] fails
-    /// at once with [`OffloadError::Overloaded`]. Default 64 per thread.
-    pub queue: Option<usize>,
-    /// The `Retry-After` suggested to rejected callers. Default 1 s.
-    #[serde(with = "humantime_serde")]
-    pub retry_after: Duration,
-}
-
-impl Default for OffloadConfig {
-    fn default() -> Self {
-        Self {
-            pool: PoolKind::Rayon,
-            threads: None,
-            queue: None,
-            retry_after: Duration::from_secs(1),
-        }
-    }
-}
+use crate::config::{OffloadConfig, PoolKind};
+use crate::error::{OffloadError, Overloaded};
 
 /// Runs CPU-bound closures off the async runtime's workers, on a bounded pool with a bounded
 /// queue, so one heavy handler cannot stall every other request on its worker.
@@ -133,7 +95,7 @@ impl OffloadBuilder {
     }
 
     /// Builds the pool; a bad value is an error naming it.
-    pub fn build(self) -> Result<Offload, OffloadError> {
+    pub fn build(self) -> Result<Offload, ConfigError> {
         Offload::from_config(&self.config)
     }
 }
@@ -145,27 +107,25 @@ impl Offload {
     }
 
     /// Builds a pool from a config.
-    pub fn from_config(config: &OffloadConfig) -> Result<Self, OffloadError> {
+    pub fn from_config(config: &OffloadConfig) -> Result<Self, ConfigError> {
         let threads = config.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
         if threads == 0 {
-            return Err(OffloadError::Config(
-                "threads must be at least 1".to_owned(),
-            ));
+            return Err(ConfigError::new("threads", "must be at least 1"));
         }
         let queue = config.queue.unwrap_or(threads * 64);
         let capacity = threads
             .checked_add(queue)
             .filter(|c| *c <= Semaphore::MAX_PERMITS)
-            .ok_or_else(|| OffloadError::Config(format!("queue {queue} is too large")))?;
+            .ok_or_else(|| ConfigError::new("queue", format!("{queue} is too large")))?;
         let pool = match config.pool {
             PoolKind::Rayon => Pool::Rayon(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("offload-{i}"))
                     .build()
-                    .map_err(|e| OffloadError::Config(format!("rayon pool: {e}")))?,
+                    .map_err(|e| ConfigError::new("pool", format!("rayon pool: {e}")))?,
             ),
             PoolKind::TokioBlocking => Pool::Tokio(Arc::new(Semaphore::new(threads))),
         };
@@ -203,9 +163,9 @@ impl Offload {
     {
         let Ok(permit) = Arc::clone(&self.inner.admitted).try_acquire_owned() else {
             metrics::counter!(OFFLOAD_REJECTED_TOTAL).increment(1);
-            return Err(OffloadError::Overloaded(Overloaded {
-                retry_after: self.inner.retry_after,
-            }));
+            return Err(OffloadError::Overloaded(Overloaded::new(
+                self.inner.retry_after,
+            )));
         };
         match &self.inner.pool {
             Pool::Rayon(pool) => {
@@ -239,90 +199,9 @@ impl Offload {
 /// Counter of jobs rejected because the pool and its queue were full.
 pub const OFFLOAD_REJECTED_TOTAL: &str = tower_scale_metrics::names::OFFLOAD_REJECTED_TOTAL;
 
-/// The pool and its queue are full: try again after [`retry_after`](Self::retry_after).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Overloaded {
-    retry_after: Duration,
-}
-
-impl Overloaded {
-    /// The suggested wait before retrying.
-    pub fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-}
-
-impl fmt::Display for Overloaded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "offload pool overloaded; retry after {}s",
-            retry_after_secs(self.retry_after)
-        )
-    }
-}
-
-impl std::error::Error for Overloaded {}
-
-/// An error of [`Offload`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OffloadError {
-    /// The pool and its queue are full.
-    #[error(transparent)]
-    Overloaded(Overloaded),
-    /// The job panicked.
-    #[error("offloaded job panicked")]
-    Panicked,
-    /// The configuration is invalid.
-    #[error("invalid offload config: {0}")]
-    Config(String),
-}
-
-/// Whole seconds for `Retry-After`, rounded up, at least 1.
-pub(crate) fn retry_after_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
-}
-
-#[cfg(feature = "axum")]
-mod axum_impl {
-    use axum::response::{IntoResponse, Response};
-    use http::{HeaderValue, StatusCode, header};
-
-    use super::{OffloadError, Overloaded, retry_after_secs};
-
-    impl IntoResponse for Overloaded {
-        fn into_response(self) -> Response {
-            let mut res = (StatusCode::SERVICE_UNAVAILABLE, self.to_string()).into_response();
-            res.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(self.retry_after)),
-            );
-            res
-        }
-    }
-
-    impl IntoResponse for OffloadError {
-        fn into_response(self) -> Response {
-            match self {
-                Self::Overloaded(o) => o.into_response(),
-                other => (StatusCode::INTERNAL_SERVER_ERROR, other.to_string()).into_response(),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_rounds_up() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
-        assert_eq!(retry_after_secs(Duration::from_millis(2500)), 3);
-    }
 
     #[test]
     fn bad_config_is_named() {

@@ -138,17 +138,16 @@ impl fmt::Debug for RedisConfig {
 /// The default breaker settings of the backend.
 #[cfg(feature = "breaker")]
 pub(crate) fn default_breaker_config() -> tower_scale_breaker::BreakerConfig {
-    tower_scale_breaker::BreakerConfig {
-        sliding_window: tower_scale_breaker::SlidingWindow::Count { size: 20 },
-        minimum_calls: 10,
-        failure_rate_threshold: 50.0,
-        wait_in_open: Duration::from_secs(1),
-        wait_multiplier: 2.0,
-        max_wait_in_open: Duration::from_secs(15),
-        permitted_calls_in_half_open: 3,
-        max_wait_in_half_open: Duration::from_secs(10),
-        ..tower_scale_breaker::BreakerConfig::default()
-    }
+    let mut config = tower_scale_breaker::BreakerConfig::default();
+    config.sliding_window = tower_scale_breaker::SlidingWindow::Count { size: 20 };
+    config.minimum_calls = 10;
+    config.failure_rate_threshold = 50.0;
+    config.wait_in_open = Duration::from_secs(1);
+    config.wait_multiplier = 2.0;
+    config.max_wait_in_open = Duration::from_secs(15);
+    config.permitted_calls_in_half_open = 3;
+    config.max_wait_in_half_open = Duration::from_secs(10);
+    config
 }
 
 impl Default for RedisConfig {

@@ -12,13 +12,14 @@ use tower_scale_testkit::RedisServer;
 fn guarded(url: String) -> RedisBackend {
     let mut config = RedisConfig::new(url);
     config.command_timeout = Duration::from_millis(100);
-    config.breaker = BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 4 },
-        minimum_calls: 4,
-        wait_in_open: Duration::from_millis(200),
-        max_wait_in_open: Duration::from_millis(200),
-        permitted_calls_in_half_open: 1,
-        ..BreakerConfig::default()
+    config.breaker = {
+        let mut breaker = BreakerConfig::default();
+        breaker.sliding_window = SlidingWindow::Count { size: 4 };
+        breaker.minimum_calls = 4;
+        breaker.wait_in_open = Duration::from_millis(200);
+        breaker.max_wait_in_open = Duration::from_millis(200);
+        breaker.permitted_calls_in_half_open = 1;
+        breaker
     };
     RedisBackend::new(config).unwrap()
 }
@@ -112,12 +113,10 @@ async fn the_breaker_can_be_switched_off() {
 #[tokio::test]
 async fn instances_open_together_through_redis() {
     let server = RedisServer::start();
-    let config = BreakerConfig {
-        sliding_window: SlidingWindow::Count { size: 2 },
-        minimum_calls: 2,
-        wait_in_open: Duration::from_secs(30),
-        ..BreakerConfig::default()
-    };
+    let mut config = BreakerConfig::default();
+    config.sliding_window = SlidingWindow::Count { size: 2 };
+    config.minimum_calls = 2;
+    config.wait_in_open = Duration::from_secs(30);
     // Two instances: separate backends, separate breakers for the same downstream.
     let a = CircuitBreaker::named("payments", config.clone()).unwrap();
     let b = CircuitBreaker::named("payments", config).unwrap();

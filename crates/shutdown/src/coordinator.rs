@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 /// Timings of a [`Shutdown`] (serde; humantime strings).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ShutdownConfig {
     /// After readiness flips to not-ready, how long to keep serving so the load balancer
     /// notices before the listener closes. Default 5 s.

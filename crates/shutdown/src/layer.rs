@@ -46,6 +46,10 @@ pub struct InFlight<S> {
     shutdown: Shutdown,
 }
 
+impl<S> InFlight<S> {
+    tower_scale_core::inner_service_accessors!();
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InFlight<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -117,6 +121,10 @@ pub struct CountConnections<S> {
     shutdown: Shutdown,
 }
 
+impl<S> CountConnections<S> {
+    tower_scale_core::inner_service_accessors!();
+}
+
 impl Shutdown {
     /// Wraps the app given to `axum::serve` so that [`connections`](Shutdown::connections)
     /// counts open connections: `axum::serve(listener, shutdown.count_connections(app))`.
@@ -134,6 +142,11 @@ impl Shutdown {
 pub struct Counted<S> {
     inner: S,
     _guard: std::sync::Arc<crate::coordinator::ConnectionGuard>,
+}
+
+impl<S> Counted<S> {
+    // `into_inner` drops the connection's count with this clone.
+    tower_scale_core::inner_service_accessors!();
 }
 
 impl<S: Clone, T> Service<T> for CountConnections<S> {

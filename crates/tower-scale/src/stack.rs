@@ -254,12 +254,18 @@ impl Stack {
             .map(CompressionLayer::from_config)
             .transpose()
             .map_err(|e| StackError::new("compression", e))?;
+        let pressure = config
+            .pressure
+            .as_ref()
+            .map(PressureLayer::from_config)
+            .transpose()
+            .map_err(|e| StackError::new("pressure", e))?;
         Ok(Self {
             compression,
             cache_l1,
             shutdown: config.shutdown.clone().map(Shutdown::new),
             metrics: config.metrics.map(|_| MetricsLayer::new()),
-            pressure: config.pressure.clone().map(PressureLayer::new),
+            pressure,
             backend,
             rate_limit,
             session,

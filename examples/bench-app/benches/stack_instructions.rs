@@ -25,7 +25,7 @@ use axum::handler::Handler;
 use axum::http::{Request, Response, header};
 use axum::routing::get;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use tower_scale::breaker::{BreakerConfig, BreakerLayer, CircuitBreaker};
 use tower_scale::compression::{CompressionLayer, Encoding};
 use tower_scale::ratelimit::{MemoryStore, PeerIp, Quota, RateLimitLayer};
 use tower_scale::session::{MemoryStore as SessionMemory, SessionManagerLayer};
@@ -70,7 +70,7 @@ fn tower_scale(without: &[&str], around_route: bool) -> Router {
             )
     });
     let breaker = has("breaker").then(|| {
-        CircuitBreakerLayer::new(CircuitBreaker::named("hello", BreakerConfig::default()).unwrap())
+        BreakerLayer::new(CircuitBreaker::named("hello", BreakerConfig::default()).unwrap())
     });
     let stack = ServiceBuilder::new()
         .option_layer(limit)
@@ -162,9 +162,10 @@ fn run(variant: &str, n: usize) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::ZERO,
-        ..ShutdownConfig::default()
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::ZERO;
+        config
     });
     match variant {
         "bare_axum" => drive(

@@ -29,7 +29,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::{Layer, ServiceBuilder};
-use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use tower_scale::breaker::{BreakerConfig, BreakerLayer, CircuitBreaker};
 use tower_scale::cache::{Cache, ResponseCacheLayer};
 use tower_scale::compression::{CompressionLayer, Encoding};
 use tower_scale::ratelimit::{HeaderKey, HybridStore, PeerIp, Quota, RateLimitLayer};
@@ -184,7 +184,7 @@ pub fn app(
                     .layer(stack_limit)
                     .layer(sessions.clone())
                     .layer(gzip.clone())
-                    .layer(CircuitBreakerLayer::new(hello_breaker)),
+                    .layer(BreakerLayer::new(hello_breaker)),
             )),
         )
         .route("/login", post(login.layer(sessions.clone())))

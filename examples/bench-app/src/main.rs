@@ -84,10 +84,11 @@ fn settings() -> Result<(Mode, u16, String, Options), Failure> {
 async fn run() -> Result<(), Failure> {
     let (mode, port, redis_url, options) = settings()?;
     // No load balancer to tell: no pre-stop delay; in-flight requests get 10 s.
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::ZERO,
-        drain_timeout: Duration::from_secs(10),
-        ..ShutdownConfig::default()
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::ZERO;
+        config.drain_timeout = Duration::from_secs(10);
+        config
     });
     let app = match mode {
         Mode::Bare => None,

@@ -77,13 +77,14 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let redis = config.redis.is_some();
 
     let metrics = PrometheusMetrics::install()?;
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: if redis {
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = if redis {
             Duration::from_secs(2)
         } else {
             Duration::ZERO
-        },
-        ..ShutdownConfig::default()
+        };
+        config
     });
     shutdown.listen_for_signals();
     let chat = Chat::new(config, shutdown.clone())?;

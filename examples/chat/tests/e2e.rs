@@ -35,10 +35,12 @@ struct Instance {
 }
 
 async fn start(redis: Option<&str>, delivery: Delivery, rate: Quota) -> Instance {
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::ZERO,
-        drain_timeout: Duration::from_secs(10),
-        tasks_timeout: Duration::from_secs(10),
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::ZERO;
+        config.drain_timeout = Duration::from_secs(10);
+        config.tasks_timeout = Duration::from_secs(10);
+        config
     });
     let config = ChatConfig {
         redis: redis.map(|url| RedisBackend::new(RedisConfig::new(url)).unwrap()),

@@ -45,7 +45,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use tower_scale::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer, SlidingWindow};
+use tower_scale::breaker::{BreakerConfig, BreakerLayer, CircuitBreaker, SlidingWindow};
 use tower_scale::compression::RequestDecompressionLayer;
 use tower_scale::metrics::{PrometheusMetrics, RuntimeProbe};
 use tower_scale::offload::{Offload, OffloadError};
@@ -120,7 +120,7 @@ fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
         .route("/heavy", get(heavy))
         .route(
             "/downstream",
-            get(flaky_downstream).route_layer(CircuitBreakerLayer::new(parts.breaker)),
+            get(flaky_downstream).route_layer(BreakerLayer::new(parts.breaker)),
         )
         .route(
             "/report",
@@ -139,15 +139,13 @@ fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
 
 /// The breaker guarding `/downstream`: opens when half of the last 4 calls failed, for 10 s.
 fn downstream_breaker() -> Result<CircuitBreaker, tower_scale::breaker::ConfigError> {
-    CircuitBreaker::named(
-        "downstream",
-        BreakerConfig {
-            sliding_window: SlidingWindow::Count { size: 4 },
-            minimum_calls: 4,
-            wait_in_open: Duration::from_secs(10),
-            ..BreakerConfig::default()
-        },
-    )
+    CircuitBreaker::named("downstream", {
+        let mut config = BreakerConfig::default();
+        config.sliding_window = SlidingWindow::Count { size: 4 };
+        config.minimum_calls = 4;
+        config.wait_in_open = Duration::from_secs(10);
+        config
+    })
 }
 
 /// Query of `/downstream`.

@@ -45,10 +45,12 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
         .transpose()
         .map_err(|e| format!("PRE_STOP_DELAY_MS: {e}"))?
         .unwrap_or(500);
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: Duration::from_millis(pre_stop),
-        drain_timeout: Duration::from_secs(10),
-        tasks_timeout: Duration::from_secs(1),
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::from_millis(pre_stop);
+        config.drain_timeout = Duration::from_secs(10);
+        config.tasks_timeout = Duration::from_secs(1);
+        config
     });
     shutdown.listen_for_signals();
     let app = app.layer(shutdown.layer()).merge(shutdown.health_routes());

@@ -38,10 +38,12 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         storage: storage(&settings)?,
         statuses: StatusStore::new(RedisBackend::new(redis)?),
     };
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: settings.pre_stop_delay,
-        drain_timeout: Duration::from_secs(10),
-        tasks_timeout: Duration::from_secs(5),
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = settings.pre_stop_delay;
+        config.drain_timeout = Duration::from_secs(10);
+        config.tasks_timeout = Duration::from_secs(5);
+        config
     });
     shutdown.listen_for_signals();
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;

@@ -47,10 +47,12 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     // No load balancer in front of a worker: no pre-stop delay. The outer deadline leaves the
     // queue's own drain deadline (`drain_timeout`) room to finish first.
-    let shutdown = Shutdown::new(ShutdownConfig {
-        pre_stop_delay: std::time::Duration::ZERO,
-        drain_timeout: settings.drain_timeout + std::time::Duration::from_secs(5),
-        tasks_timeout: std::time::Duration::from_secs(5),
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = std::time::Duration::ZERO;
+        config.drain_timeout = settings.drain_timeout + std::time::Duration::from_secs(5);
+        config.tasks_timeout = std::time::Duration::from_secs(5);
+        config
     });
     shutdown.listen_for_signals();
     tracing::info!(
