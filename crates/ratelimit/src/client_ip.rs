@@ -195,6 +195,7 @@ impl ClientIp {
 }
 
 impl KeyExtractor for ClientIp {
+    #[inline]
     fn extract(&self, parts: &Parts) -> Option<Key> {
         self.client(&parts.headers, peer_ip(&parts.extensions))
             .map(|ip| Key::ip(ip, self.ipv6_prefix))

@@ -181,6 +181,7 @@ pub enum AnyKey {
 }
 
 impl KeyExtractor for AnyKey {
+    #[inline]
     fn extract(&self, parts: &Parts) -> Option<Key> {
         match self {
             Self::PeerIp(k) => k.extract(parts),

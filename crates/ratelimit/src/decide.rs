@@ -241,20 +241,19 @@ impl Policy {
         self.headers
     }
 
-    /// The key of a request whose extractor found `key`, or the refusal of a keyless one.
+    /// What to do with a keyless request.
     #[inline]
-    pub(crate) fn key_or_refuse<B>(
+    pub(crate) fn missing_key(&self) -> MissingKey {
+        self.missing_key
+    }
+
+    /// The refusal of a keyless request ([`MissingKey::Reject`]).
+    pub(crate) fn refuse_keyless<B>(
         &self,
-        key: Option<Key>,
         refuse: &impl Refuse<B>,
-    ) -> Result<Key, Response<B>> {
-        match (key, self.missing_key) {
-            (Some(key), _) => Ok(key),
-            (None, MissingKey::Shared) => Ok(Key::from_static("<keyless>")),
-            (None, MissingKey::Reject(status)) => {
-                Err(self.refuse(refuse, status, "missing-key", None))
-            }
-        }
+        status: StatusCode,
+    ) -> Response<B> {
+        self.refuse(refuse, status, "missing-key", None)
     }
 
     /// A decision made in this process without waiting (memory, a live lease), when the
@@ -421,6 +420,7 @@ impl Policy {
 
     /// A 429 for a key this instance remembers as blocked ([`block_locally`](
     /// crate::RateLimitLayer::block_locally)), unless in dry-run mode.
+    #[inline]
     pub(crate) fn blocked<B>(&self, refuse: &impl Refuse<B>, key: &Key) -> Option<Response<B>> {
         let until = self.local_block.as_ref()?.until.get(key)?;
         let now = tokio::time::Instant::now();

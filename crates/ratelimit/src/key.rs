@@ -172,6 +172,7 @@ where
     F: Fn(&Parts) -> Option<T> + Clone + Send + Sync + 'static,
     T: Into<Key>,
 {
+    #[inline]
     fn extract(&self, parts: &Parts) -> Option<Key> {
         self(parts).map(Into::into)
     }
@@ -211,6 +212,7 @@ impl PeerIp {
 }
 
 impl KeyExtractor for PeerIp {
+    #[inline]
     fn extract(&self, parts: &Parts) -> Option<Key> {
         peer_ip(&parts.extensions).map(|ip| Key::ip(ip, self.ipv6_prefix))
     }
@@ -221,6 +223,7 @@ impl KeyExtractor for PeerIp {
 pub struct HeaderKey(pub HeaderName);
 
 impl KeyExtractor for HeaderKey {
+    #[inline]
     fn extract(&self, parts: &Parts) -> Option<Key> {
         let value = parts.headers.get(&self.0)?.to_str().ok()?;
         (!value.is_empty()).then(|| Key::from(value))
@@ -253,6 +256,7 @@ impl<T> Clone for ExtensionKey<T> {
 impl<T> Copy for ExtensionKey<T> {}
 
 impl<T: std::fmt::Display + Send + Sync + 'static> KeyExtractor for ExtensionKey<T> {
+    #[inline]
     fn extract(&self, parts: &Parts) -> Option<Key> {
         parts
             .extensions
@@ -266,6 +270,7 @@ impl<T: std::fmt::Display + Send + Sync + 'static> KeyExtractor for ExtensionKey
 pub struct GlobalKey;
 
 impl KeyExtractor for GlobalKey {
+    #[inline]
     fn extract(&self, _parts: &Parts) -> Option<Key> {
         Some(Key::from_static("global"))
     }

@@ -11,7 +11,7 @@ use tower_service::Service;
 use crate::decide::Policy;
 use crate::future::ResponseFuture;
 use crate::key::{Key, KeyExtractor, PeerIp};
-use crate::policy::{CountAll, CountPolicy};
+use crate::policy::{CountAll, CountPolicy, MissingKey};
 
 /// The middleware built by [`RateLimitLayer`](crate::RateLimitLayer).
 pub struct RateLimit<S, K = PeerIp, R = DefaultRefusal, C = CountAll> {
@@ -79,12 +79,15 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let policy = &self.policy;
+        // The key from the request's head; the request is put back together where it is
+        // handed on (moves, no allocation).
         let (parts, body) = req.into_parts();
-        let key = self.key.extract(&parts);
-        let req = Request::from_parts(parts, body);
-        let key = match policy.key_or_refuse(key, &self.refuse) {
-            Ok(key) => key,
-            Err(res) => return ResponseFuture::answered(res),
+        let key = match (self.key.extract(&parts), policy.missing_key()) {
+            (Some(key), _) => key,
+            (None, MissingKey::Shared) => Key::from_static("<keyless>"),
+            (None, MissingKey::Reject(status)) => {
+                return ResponseFuture::answered(policy.refuse_keyless(&self.refuse, status));
+            }
         };
         if let Some(res) = policy.blocked(&self.refuse, &key) {
             return ResponseFuture::answered(res);
@@ -97,13 +100,14 @@ where
                 Err(res) => return ResponseFuture::answered(res),
             };
             if !policy.headers_on() {
-                return ResponseFuture::passthrough(self.inner.call(req));
+                let fut = self.inner.call(Request::from_parts(parts, body));
+                return ResponseFuture::passthrough(fut);
             }
             let headers = policy.headers_for(decision.as_ref());
-            let fut = self.inner.call(req);
+            let fut = self.inner.call(Request::from_parts(parts, body));
             return ResponseFuture::admitted(fut, headers);
         }
-        self.call_store(key, req)
+        self.call_store(key, Request::from_parts(parts, body))
     }
 }
 
