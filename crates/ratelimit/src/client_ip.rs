@@ -1,11 +1,12 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, Request};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
+use tower_scale_core::ConfigError;
 
 use crate::key::{Key, KeyExtractor, peer_ip};
-use crate::layer::BuildError;
 
 /// The header in which the trusted proxies in front of the service write the address they
 /// received a request from. [`ClientIp`] reads this header only: any other a client sends
@@ -30,8 +31,8 @@ impl ForwardedHeader {
     /// The header named `name`: `Forwarded`, `X-Forwarded-For` and `X-Real-IP` (in any case)
     /// are read as such, any other valid name as [`Custom`](Self::Custom). An invalid name is
     /// an error.
-    pub fn custom(name: &str) -> Result<Self, BuildError> {
-        let name = HeaderName::try_from(name).map_err(|_| BuildError::Header(name.to_owned()))?;
+    pub fn custom(name: &str) -> Result<Self, ConfigError> {
+        let name = HeaderName::try_from(name).map_err(|_| invalid_header(name))?;
         Ok(match name.as_str() {
             "forwarded" => Self::Forwarded,
             "x-forwarded-for" => Self::XForwardedFor,
@@ -117,7 +118,7 @@ enum Trust {
 /// let behind_cdn = ClientIp::trusting(["10.0.0.0/8", "2001:db8:cafe::/48", "192.0.2.7"])?
 ///     .header(ForwardedHeader::Forwarded);
 /// assert!(ClientIp::trusting(["10.0.0.0/33"]).is_err());
-/// # Ok::<(), tower_scale_ratelimit::BuildError>(())
+/// # Ok::<(), tower_scale_ratelimit::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientIp {
@@ -139,7 +140,7 @@ impl ClientIp {
     /// Behind proxies whose addresses lie in `proxies`, each an address (`10.0.0.1`,
     /// `2001:db8::1`) or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`), that append to
     /// `X-Forwarded-For`. An entry that is neither is an error naming it.
-    pub fn trusting<I>(proxies: I) -> Result<Self, BuildError>
+    pub fn trusting<I>(proxies: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
@@ -194,19 +195,32 @@ impl ClientIp {
 }
 
 impl KeyExtractor for ClientIp {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        self.client(req.headers(), peer_ip(req.extensions()))
+    #[inline]
+    fn extract(&self, parts: &Parts) -> Option<Key> {
+        self.client(&parts.headers, peer_ip(&parts.extensions))
             .map(|ip| Key::ip(ip, self.ipv6_prefix))
     }
 }
 
+/// A header name that is not one.
+pub(crate) fn invalid_header(name: &str) -> ConfigError {
+    ConfigError::new("header", format!("invalid header name {name:?}"))
+}
+
 /// A trusted proxy: an address (a range of one) or a CIDR range.
-fn parse_range(text: &str) -> Result<IpNet, BuildError> {
+fn parse_range(text: &str) -> Result<IpNet, ConfigError> {
     let text = text.trim();
     text.parse::<IpNet>()
         .map(|net| net.trunc())
         .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| BuildError::TrustedProxy(text.to_owned()))
+        .map_err(|_| {
+            ConfigError::new(
+                "trusted_proxies",
+                format!(
+                    "invalid trusted proxy {text:?}: expected an address or a CIDR range such as 10.0.0.0/8 or 2001:db8::/32"
+                ),
+            )
+        })
 }
 
 /// An address as written in `X-Forwarded-For` or a `for=` parameter: `1.2.3.4`,
@@ -240,6 +254,7 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
 
     fn req(xff: &[&str], peer: &str) -> Request<()> {
         let mut b = Request::builder();
@@ -253,7 +268,8 @@ mod tests {
     }
 
     fn key(k: &ClientIp, r: &Request<()>) -> Option<String> {
-        k.extract(r).map(|k| k.to_string())
+        let (parts, ()) = r.clone().into_parts();
+        k.extract(&parts).map(|k| k.to_string())
     }
 
     #[test]

@@ -1,11 +1,15 @@
 use std::time::Duration;
 
-use http::{HeaderName, Request, StatusCode};
+use http::request::Parts;
+use http::{HeaderName, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::client_ip::{ClientIp, ForwardedHeader};
+use tower_scale_core::ConfigError;
+
+use crate::client_ip::{ClientIp, ForwardedHeader, invalid_header};
 use crate::key::{GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp};
-use crate::layer::{BuildError, MissingKey, OnStoreError, RateLimitLayer};
+use crate::layer::RateLimitLayer;
+use crate::policy::{MissingKey, OnStoreError};
 use crate::quota::Quota;
 use crate::store::Store;
 
@@ -61,7 +65,7 @@ pub enum ForwardedHeaderConfig {
 }
 
 impl ForwardedHeaderConfig {
-    fn build(&self) -> Result<ForwardedHeader, BuildError> {
+    fn build(&self) -> Result<ForwardedHeader, ConfigError> {
         Ok(match self {
             Self::Forwarded => ForwardedHeader::Forwarded,
             Self::XForwardedFor => ForwardedHeader::XForwardedFor,
@@ -75,7 +79,9 @@ fn default_prefix() -> u8 {
     64
 }
 
-/// A rate-limit policy as a config file states it (TOML, JSON...).
+/// A rate-limit policy as a config file states it (TOML, JSON...). Every field has a default
+/// (no quota: [`from_config`](RateLimitLayer::from_config) says one is needed); built in code
+/// as `RateLimitConfig::default()` plus field assignments.
 ///
 /// ```
 /// use tower_scale_ratelimit::{MemoryStore, RateLimitConfig, RateLimitLayer};
@@ -90,39 +96,49 @@ fn default_prefix() -> u8 {
 /// let layer = RateLimitLayer::from_config(MemoryStore::new(100_000), &config).unwrap();
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RateLimitConfig {
     /// Policy name (default `default`).
-    #[serde(default = "default_name")]
     pub name: String,
-    /// Every quota, all enforced.
+    /// Every quota, all enforced (at least one is needed).
     pub quotas: Vec<Quota>,
     /// The key (default: peer IP).
-    #[serde(default = "default_key")]
     pub key: KeySource,
     /// IETF `RateLimit` headers (default true).
-    #[serde(default = "default_true")]
     pub headers: bool,
     /// `reject` (400), `reject_401`, or `shared` (default `reject`).
-    #[serde(default)]
     pub missing_key: MissingKeyConfig,
     /// `fail_open` (default: decide locally on this instance's share of the quota), `admit`
     /// or `fail_closed` (503).
-    #[serde(default)]
     pub on_store_error: OnStoreErrorConfig,
     /// The number of instances sharing the quota, for the local share used while the store
     /// fails (default 1: the whole quota on each instance). Set it to the instance count.
-    #[serde(default = "default_instances")]
     pub fallback_instances: u32,
     /// Shadow mode (default false).
-    #[serde(default)]
     pub dry_run: bool,
     /// Units per request (default 1).
-    #[serde(default = "default_cost")]
     pub cost: u32,
     /// Local block of keys rejected for at least this long (e.g. `"5s"`); off by default.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub block_locally: Option<Duration>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".to_owned(),
+            quotas: Vec::new(),
+            key: KeySource::PeerIp { ipv6_prefix: 64 },
+            headers: true,
+            missing_key: MissingKeyConfig::default(),
+            on_store_error: OnStoreErrorConfig::default(),
+            fallback_instances: 1,
+            dry_run: false,
+            cost: 1,
+            block_locally: None,
+        }
+    }
 }
 
 /// [`MissingKey`] in config files.
@@ -151,22 +167,6 @@ pub enum OnStoreErrorConfig {
     FailClosed,
 }
 
-fn default_name() -> String {
-    "default".to_owned()
-}
-fn default_key() -> KeySource {
-    KeySource::PeerIp { ipv6_prefix: 64 }
-}
-fn default_true() -> bool {
-    true
-}
-fn default_instances() -> u32 {
-    1
-}
-fn default_cost() -> u32 {
-    1
-}
-
 /// The key extractor of a config-built policy.
 #[derive(Clone, Debug)]
 pub enum AnyKey {
@@ -181,12 +181,13 @@ pub enum AnyKey {
 }
 
 impl KeyExtractor for AnyKey {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
+    #[inline]
+    fn extract(&self, parts: &Parts) -> Option<Key> {
         match self {
-            Self::PeerIp(k) => k.extract(req),
-            Self::ClientIp(k) => k.extract(req),
-            Self::Header(k) => k.extract(req),
-            Self::Global(k) => k.extract(req),
+            Self::PeerIp(k) => k.extract(parts),
+            Self::ClientIp(k) => k.extract(parts),
+            Self::Header(k) => k.extract(parts),
+            Self::Global(k) => k.extract(parts),
         }
     }
 }
@@ -196,7 +197,7 @@ impl RateLimitLayer {
     pub fn from_config(
         store: impl Store,
         config: &RateLimitConfig,
-    ) -> Result<RateLimitLayer<AnyKey>, BuildError> {
+    ) -> Result<RateLimitLayer<AnyKey>, ConfigError> {
         let key = match &config.key {
             KeySource::PeerIp { ipv6_prefix } => {
                 AnyKey::PeerIp(PeerIp::default().ipv6_prefix(*ipv6_prefix))
@@ -210,13 +211,17 @@ impl RateLimitLayer {
                 let key = match (trusted_hops, trusted_proxies.is_empty()) {
                     (Some(hops), true) => ClientIp::new(*hops),
                     (None, false) => ClientIp::trusting(trusted_proxies)?,
-                    _ => return Err(BuildError::ClientIpTrust),
+                    _ => {
+                        return Err(ConfigError::new(
+                            "key",
+                            "a client_ip key needs exactly one of trusted_hops and trusted_proxies",
+                        ));
+                    }
                 };
                 AnyKey::ClientIp(key.header(header.build()?).ipv6_prefix(*ipv6_prefix))
             }
             KeySource::Header { name } => AnyKey::Header(HeaderKey(
-                HeaderName::try_from(name.as_str())
-                    .map_err(|_| BuildError::Header(name.clone()))?,
+                HeaderName::try_from(name.as_str()).map_err(|_| invalid_header(name))?,
             )),
             KeySource::Global => AnyKey::Global(GlobalKey),
         };

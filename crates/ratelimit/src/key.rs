@@ -2,7 +2,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use http::{Extensions, HeaderMap, HeaderName, Request};
+use http::request::Parts;
+use http::{Extensions, HeaderName};
 
 /// A rate-limit key: a client address, kept as its bits (no allocation, no formatting per
 /// request), or text (an API key, a user id). Its text form (`Display`) is e.g. `1.2.3.4`,
@@ -148,21 +149,32 @@ impl From<&str> for Key {
     }
 }
 
-/// Decides which bucket a request counts against. `None` means the request has no key (see
-/// [`MissingKey`](crate::MissingKey)). Implemented for closures
-/// `Fn(&HeaderMap, &Extensions) -> Option<T>` where `T: Into<Key>` (a `String`, a `&str`...).
+/// Decides which bucket a request counts against, from the request's head (as cache's
+/// `MakeCacheKey` does). `None` means the request has no key (see
+/// [`MissingKey`](crate::MissingKey)). Implemented for closures `Fn(&Parts) -> Option<T>`
+/// where `T: Into<Key>` (a `String`, a `&str`...).
+///
+/// ```
+/// use http::request::Parts;
+/// use tower_scale_ratelimit::{Key, KeyExtractor};
+///
+/// let tenant = |parts: &Parts| parts.headers.get("x-tenant")?.to_str().ok().map(Key::from);
+/// let (parts, ()) = http::Request::get("/").header("x-tenant", "t1").body(()).unwrap().into_parts();
+/// assert_eq!(tenant.extract(&parts), Some(Key::from("t1")));
+/// ```
 pub trait KeyExtractor: Clone + Send + Sync + 'static {
     /// The request's key.
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key>;
+    fn extract(&self, parts: &Parts) -> Option<Key>;
 }
 
 impl<F, T> KeyExtractor for F
 where
-    F: Fn(&HeaderMap, &Extensions) -> Option<T> + Clone + Send + Sync + 'static,
+    F: Fn(&Parts) -> Option<T> + Clone + Send + Sync + 'static,
     T: Into<Key>,
 {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        self(req.headers(), req.extensions()).map(Into::into)
+    #[inline]
+    fn extract(&self, parts: &Parts) -> Option<Key> {
+        self(parts).map(Into::into)
     }
 }
 
@@ -200,8 +212,9 @@ impl PeerIp {
 }
 
 impl KeyExtractor for PeerIp {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        peer_ip(req.extensions()).map(|ip| Key::ip(ip, self.ipv6_prefix))
+    #[inline]
+    fn extract(&self, parts: &Parts) -> Option<Key> {
+        peer_ip(&parts.extensions).map(|ip| Key::ip(ip, self.ipv6_prefix))
     }
 }
 
@@ -210,8 +223,9 @@ impl KeyExtractor for PeerIp {
 pub struct HeaderKey(pub HeaderName);
 
 impl KeyExtractor for HeaderKey {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        let value = req.headers().get(&self.0)?.to_str().ok()?;
+    #[inline]
+    fn extract(&self, parts: &Parts) -> Option<Key> {
+        let value = parts.headers.get(&self.0)?.to_str().ok()?;
         (!value.is_empty()).then(|| Key::from(value))
     }
 }
@@ -242,8 +256,10 @@ impl<T> Clone for ExtensionKey<T> {
 impl<T> Copy for ExtensionKey<T> {}
 
 impl<T: std::fmt::Display + Send + Sync + 'static> KeyExtractor for ExtensionKey<T> {
-    fn extract<B>(&self, req: &Request<B>) -> Option<Key> {
-        req.extensions()
+    #[inline]
+    fn extract(&self, parts: &Parts) -> Option<Key> {
+        parts
+            .extensions
             .get::<T>()
             .map(|v| Key::from(v.to_string()))
     }
@@ -254,7 +270,8 @@ impl<T: std::fmt::Display + Send + Sync + 'static> KeyExtractor for ExtensionKey
 pub struct GlobalKey;
 
 impl KeyExtractor for GlobalKey {
-    fn extract<B>(&self, _req: &Request<B>) -> Option<Key> {
+    #[inline]
+    fn extract(&self, _parts: &Parts) -> Option<Key> {
         Some(Key::from_static("global"))
     }
 }
@@ -263,11 +280,11 @@ impl KeyExtractor for GlobalKey {
 mod tests {
     use super::*;
 
-    fn req(peer: &str) -> Request<()> {
-        let mut r = Request::new(());
+    fn req(peer: &str) -> Parts {
+        let mut r = http::Request::new(());
         r.extensions_mut()
             .insert(peer.parse::<SocketAddr>().unwrap());
-        r
+        r.into_parts().0
     }
 
     fn written(key: &Key) -> String {
@@ -376,7 +393,7 @@ mod tests {
         let a = req("[2001:db8:1:2:aaaa::1]:443");
         let b = req("[2001:db8:1:2:bbbb::9]:443");
         let other = req("[2001:db8:1:3::1]:443");
-        let key = |r: &Request<()>| PeerIp::default().extract(r).unwrap().to_string();
+        let key = |r: &Parts| PeerIp::default().extract(r).unwrap().to_string();
         assert_eq!(key(&a), "2001:db8:1:2::/64");
         assert_eq!(key(&a), key(&b));
         assert_ne!(key(&a), key(&other));

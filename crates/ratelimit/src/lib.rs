@@ -19,6 +19,9 @@
 //!   [`OnStoreError`] (by default, a local limiter on this instance's share of the quota;
 //!   or admit everything, or 503). Request cost, dry-run mode, and
 //!   [`count_if`](RateLimitLayer::count_if) to count only some outcomes (failed logins).
+//! - Refused requests: [`DefaultRefusal`] (the status, an empty body) or any [`Refuse`]
+//!   policy ([`refuse_with`](RateLimitLayer::refuse_with)), reasons `"rate-limited"`,
+//!   `"missing-key"` and `"store-unavailable"`.
 //!
 //! # Example
 //!
@@ -48,10 +51,14 @@
 
 mod client_ip;
 mod config;
-mod hybrid;
+mod decide;
+mod future;
+mod headers;
 mod key;
 mod layer;
+mod policy;
 mod quota;
+mod service;
 mod store;
 
 #[doc(inline)]
@@ -61,14 +68,17 @@ pub use self::{
         AnyKey, ForwardedHeaderConfig, KeySource, MissingKeyConfig, OnStoreErrorConfig,
         RateLimitConfig,
     },
-    hybrid::HybridStore,
+    future::ResponseFuture,
     key::{ExtensionKey, GlobalKey, HeaderKey, Key, KeyExtractor, PeerIp},
-    layer::{
-        BuildError, CountAll, CountPolicy, EmptyRejection, MissingKey, OnStoreError, RateLimit,
-        RateLimitLayer, Rejection, ResponseFuture,
-    },
+    layer::RateLimitLayer,
+    policy::{CountAll, CountPolicy, MissingKey, OnStoreError},
     quota::{Quota, QuotaError},
-    store::{BoxFuture, Decision, LimiterClock, LimiterInstant, MemoryStore, Store, StoreError},
+    service::RateLimit,
+    store::{Decision, HybridStore, LimiterClock, LimiterInstant, MemoryStore, Store},
+};
+#[doc(no_inline)]
+pub use tower_scale_core::{
+    BoxFuture, ConfigError, DefaultRefusal, Refusal, Refuse, StoreError, TextRefusal,
 };
 
 #[cfg(feature = "redis")]

@@ -1,3 +1,5 @@
+//! A store leasing small allowances from a shared one.
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, RwLock, RwLockReadGuard};
@@ -6,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::store::{BoxFuture, Decision, Store, StoreError};
-use crate::{Key, Quota};
+use super::{Decision, Store, policy_key};
+use crate::{BoxFuture, Key, Quota, StoreError};
 
 /// A store in front of a shared one (Redis) that leases small allowances and decides locally
 /// until they are spent, cutting round trips by about the lease size.
@@ -356,7 +358,7 @@ impl<S: Store> HybridStore<S> {
         }
         let now = Instant::now();
         let size = self.lease_size(quotas);
-        let shared_key = crate::store::policy_key(policy, key);
+        let shared_key = policy_key(policy, key);
         match self.inner.shared.check(&shared_key, quotas, size).await {
             Ok(d) if d.allowed => {
                 slot.install(size, now + self.inner.lease_ttl, &d, quotas);
@@ -413,7 +415,7 @@ impl<S: Store> Store for HybridStore<S> {
         cost: u32,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(async move {
-            let shared_key = crate::store::policy_key(policy, key);
+            let shared_key = policy_key(policy, key);
             self.decide(policy, key, &shared_key, quotas, cost).await
         })
     }

@@ -1,0 +1,147 @@
+//! A failing Redis: fail open on this instance's share, admit, fail closed.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tower_scale_ratelimit::{HybridStore, OnStoreError, Quota, RateLimitLayer, RedisStore};
+use tower_scale_redis::{RedisBackend, RedisConfig};
+use tower_scale_testkit::RedisServer;
+
+use crate::support::*;
+
+/// A lease renewal that meets a hung Redis (SIGSTOP) fails in the background: the lease still
+/// serves its units, and the request that finds it spent gets the layer's `OnStoreError`.
+#[tokio::test]
+async fn a_failed_background_renewal_leaves_the_lease_serving_then_the_policy_applies() {
+    let server = RedisServer::start();
+    let backend = impatient_backend(&server);
+    let store =
+        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(5);
+    let app = app(RateLimitLayer::new(store.clone(), [Quota::per_hour(1000)])
+        .unwrap()
+        .key_with(api_key())
+        .on_store_error(OnStoreError::FailClosed));
+    assert_eq!(hit(&app, Some("k")).await.status(), StatusCode::OK); // the lease: 9 left
+    server.pause();
+    for i in 1..10 {
+        assert_eq!(
+            hit(&app, Some("k")).await.status(),
+            StatusCode::OK,
+            "request {i}"
+        );
+    }
+    // The renewal started at request 5 waits out the command timeout.
+    renewals_settled(&store).await;
+    assert_eq!(
+        hit(&app, Some("k")).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    server.resume();
+}
+
+#[tokio::test]
+async fn a_failing_redis_admits_or_fails_closed_as_configured() {
+    let server = RedisServer::start();
+    let backend = impatient_backend(&server);
+    let open = app(
+        RateLimitLayer::new(RedisStore::new(backend.clone()), [Quota::per_minute(1)])
+            .unwrap()
+            .key_with(api_key())
+            .on_store_error(OnStoreError::Admit),
+    );
+    let closed = app(
+        RateLimitLayer::new(RedisStore::new(backend), [Quota::per_minute(1)])
+            .unwrap()
+            .key_with(api_key())
+            .on_store_error(OnStoreError::FailClosed),
+    );
+    server.pause();
+    // A hung Redis: each decision waits at most the command timeout, then the policy applies.
+    for _ in 0..3 {
+        assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
+        assert_eq!(
+            hit(&closed, Some("f")).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    server.resume();
+    drop(server);
+    // A dead Redis: the same.
+    for _ in 0..3 {
+        assert_eq!(hit(&open, Some("f")).await.status(), StatusCode::OK);
+        assert_eq!(
+            hit(&closed, Some("f")).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_redis_falls_back_to_this_instances_share_then_redis_decides_again() {
+    let mut server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(200);
+    let backend = RedisBackend::new(config).unwrap();
+    let app = shared_by_two(backend);
+    redis_admits_the_whole_quota(&app, &server, "before").await;
+
+    server.kill();
+    // The local share on paused time: per window of 2 hours, 5 admitted, then 429s. Each
+    // failed Redis call ends within the command timeout (a refused connection, a timeout, or
+    // at once once the breaker is open), however the paused clock jumps.
+    tokio::time::pause();
+    for window in 0..3 {
+        for n in 0..5 {
+            let res = hit(&app, Some("k")).await;
+            assert_eq!(res.status(), StatusCode::OK, "window {window}, request {n}");
+            assert!(res.headers().contains_key("ratelimit"));
+        }
+        for _ in 0..3 {
+            let res = hit(&app, Some("k")).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "window {window}"
+            );
+            assert!(res.headers().contains_key("retry-after"));
+        }
+        tokio::time::advance(Duration::from_secs(7200)).await;
+    }
+    // Another key has its own local share.
+    assert_eq!(hit(&app, Some("k2")).await.status(), StatusCode::OK);
+    tokio::time::resume();
+
+    server.restart();
+    until_redis_decides(&app, &server).await;
+    // Redis decides again: the whole quota for a key, not this instance's share of 5.
+    redis_admits_the_whole_quota(&app, &server, "after").await;
+}
+
+#[tokio::test]
+async fn a_hung_redis_falls_back_to_this_instances_share_within_the_timeout() {
+    let server = RedisServer::start();
+    let backend = impatient_backend(&server);
+    let app = shared_by_two(backend);
+    redis_admits_the_whole_quota(&app, &server, "before").await;
+
+    server.pause();
+    // Each request waits at most the command timeout (until the backend's breaker opens, then
+    // not at all), then the local share decides: 5 of the 5-per-2-hours share, then 429s.
+    // (The local limiter regains one request every 24 minutes.)
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        statuses.push(hit(&app, Some("k")).await.status());
+    }
+    let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(admitted, 5, "{statuses:?}");
+    assert!(statuses[..5].iter().all(|s| *s == StatusCode::OK));
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS)
+    );
+
+    server.resume();
+    until_redis_decides(&app, &server).await;
+    redis_admits_the_whole_quota(&app, &server, "after").await;
+}
