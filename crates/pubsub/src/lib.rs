@@ -99,6 +99,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 mod broadcaster;
+mod builder;
 mod config;
 mod error;
 mod event;
@@ -109,7 +110,8 @@ mod rooms;
 
 #[doc(inline)]
 pub use self::{
-    broadcaster::{Broadcaster, BroadcasterBuilder, MAX_ROOM_LEN},
+    broadcaster::{Broadcaster, MAX_ROOM_LEN},
+    builder::BroadcasterBuilder,
     config::{Delivery, DeliveryPolicy, PubSubConfig},
     error::Error,
     event::{Event, Message, MessageId, ParseMessageIdError},
