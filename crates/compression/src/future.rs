@@ -14,8 +14,8 @@ use tower_scale_offload::Offload;
 use tower_service::Service;
 
 use crate::body::FuseFuture;
-use crate::layer::{Plan, Shared};
 use crate::predicate::{DefaultPredicate, VariantPredicate, add_vary, remove_vary, weaken_etag};
+use crate::shared::{Plan, Shared};
 use crate::{BoxError, CompressionBody, Encoding};
 
 type Offloaded<B> = Pin<Box<dyn Future<Output = Response<CompressionBody<B>>> + Send>>;
