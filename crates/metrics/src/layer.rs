@@ -101,20 +101,12 @@ impl<S> Metrics<S> {
         MetricsLayer::new().layer(inner)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+    /// A [`MetricsLayer`] with the defaults, to change with its setters.
+    pub fn layer() -> MetricsLayer {
+        MetricsLayer::new()
     }
 
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the middleware, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    tower_scale_core::inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Metrics<S>
