@@ -118,6 +118,9 @@ pub use self::{
     rooms::Subscription,
 };
 
+/// An invalid [`PubSubConfig`] value, naming the field (from `tower-scale-core`).
+pub use tower_scale_core::ConfigError;
+
 /// Counter of messages published by this instance; label `delivery` (`pubsub`, `stream`).
 pub const PUBSUB_PUBLISHED_TOTAL: &str = "pubsub_published_total";
 /// Counter of messages dropped for slow subscribers (the sum of [`Event::Lagged`] counts).

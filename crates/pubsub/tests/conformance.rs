@@ -317,7 +317,7 @@ mod cluster {
         );
         assert!(matches!(
             Broadcaster::builder().cluster_stream_tag("a}b").build(),
-            Err(Error::Config(m)) if m.contains("cluster_stream_tag")
+            Err(Error::Config(m)) if m.to_string().contains("cluster_stream_tag")
         ));
     }
 }

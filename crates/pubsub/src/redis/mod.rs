@@ -23,7 +23,7 @@ use self::listener::{Listener, ListenerCmd};
 use self::reader::{Reader, Target};
 use crate::broadcaster::Inner;
 use crate::rooms::{Registry, Room, Subscription};
-use crate::{Delivery, Error, Message, MessageId, PubSubConfig};
+use crate::{ConfigError, Delivery, Error, Message, MessageId, PubSubConfig};
 
 /// The key concern of this crate: channels `<prefix>:pubsub:<room>`, streams
 /// `<prefix>:pubsub:{<room>}:stream` on one server (see [`room_key`] for rooms with braces) and `<prefix>:pubsub:{<prefix>:<tag>}:<room>`
@@ -74,7 +74,7 @@ impl RedisPlane {
             .chain(&cfg.nodes)
             .map(|url| {
                 redis::Client::open(url.as_str())
-                    .map_err(|e| Error::Config(format!("redis url {url:?}: {e}")))
+                    .map_err(|e| ConfigError::new("redis url", format!("{url:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stream_tag = backend
