@@ -11,11 +11,10 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::adaptive::Load;
 use crate::body::Lend;
 use crate::future::ResponseFuture;
 use crate::predicate::negotiate_index;
-use crate::shared::{OffloadDebug, Shared};
+use crate::shared::Shared;
 use crate::{BoxError, CompressionBody, CompressionLayer, Encoding};
 
 /// The middleware built by [`CompressionLayer`].
@@ -50,12 +49,7 @@ impl<S> Compression<S> {
 
 impl<S> fmt::Debug for Compression<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Compression")
-            .field("encodings", &self.shared.preference)
-            .field("plans", &self.shared.plans)
-            .field("offload", &OffloadDebug(self.shared.offload.as_ref()))
-            .field("adaptive", &self.shared.signal.is_some())
-            .finish()
+        self.shared.fmt_service("Compression", f)
     }
 }
 
@@ -87,21 +81,21 @@ where
         let chosen = if req.method() == Method::HEAD {
             None
         } else {
-            negotiate_index(accept, &shared.preference)
+            negotiate_index(accept, shared.preference())
         };
         let Some(index) = chosen else {
-            return ResponseFuture::identity(self.inner.call(req), shared.predicate);
+            return ResponseFuture::identity(self.inner.call(req), shared.predicate());
         };
-        let load = shared.signal.as_ref().map_or(Load::Normal, |s| s.load());
-        let variant = index * shared.tiers + load.index().min(shared.tiers - 1);
-        let token = shared.preference[index].token();
+        let variant = shared.variant_index(index);
+        let token = shared.preference()[index].token();
         // tower-http negotiates again from this header: the one token leaves it no other choice
         // (already the case when the client sent just that token).
         if accept != Some(token) || values.next().is_some() {
             req.headers_mut()
                 .insert(header::ACCEPT_ENCODING, HeaderValue::from_static(token));
         }
-        let fut = shared.variants[variant]
+        let fut = shared
+            .variant(variant)
             .layer(Lend::new(&mut self.inner))
             .call(req);
         ResponseFuture::encoded(fut, Arc::clone(shared), variant)

@@ -35,17 +35,17 @@ pub(crate) type Variant = tower_http::compression::CompressionLayer<VariantPredi
 
 /// State shared by every request through one service.
 pub(crate) struct Shared {
-    pub(crate) preference: Box<[Encoding]>,
+    preference: Box<[Encoding]>,
     /// Variants per encoding: 3 with a load signal (one per [`Load`]), else 1.
-    pub(crate) tiers: usize,
+    tiers: usize,
     /// Indexed like the variants: `preference index * tiers + load index`.
-    pub(crate) plans: Box<[Plan]>,
+    plans: Box<[Plan]>,
     /// Indexed like the plans.
-    pub(crate) variants: Box<[Variant]>,
-    pub(crate) predicate: DefaultPredicate,
+    variants: Box<[Variant]>,
+    predicate: DefaultPredicate,
     /// `None`: [`shared_pool`], fetched when a body is first encoded on it.
-    pub(crate) offload: Option<Offload>,
-    pub(crate) signal: Option<Arc<dyn LoadSignal>>,
+    offload: Option<Offload>,
+    signal: Option<Arc<dyn LoadSignal>>,
 }
 
 impl Shared {
@@ -117,6 +117,47 @@ impl Shared {
 }
 
 impl Shared {
+    /// The enabled encodings, most preferred first.
+    #[inline]
+    pub(crate) fn preference(&self) -> &[Encoding] {
+        &self.preference
+    }
+
+    /// Whether a response is compressible at all.
+    #[inline]
+    pub(crate) fn predicate(&self) -> DefaultPredicate {
+        self.predicate
+    }
+
+    /// The variant of the encoding at `index` of the preference order, under the load now.
+    #[inline]
+    pub(crate) fn variant_index(&self, index: usize) -> usize {
+        let load = self.signal.as_ref().map_or(Load::Normal, |s| s.load());
+        index * self.tiers + load.index().min(self.tiers - 1)
+    }
+
+    /// The tower-http layer of variant `variant`.
+    #[inline]
+    pub(crate) fn variant(&self, variant: usize) -> &Variant {
+        &self.variants[variant]
+    }
+
+    /// What variant `variant` does.
+    #[inline]
+    pub(crate) fn plan(&self, variant: usize) -> &Plan {
+        &self.plans[variant]
+    }
+
+    /// `Debug` of a service named `name` over this state.
+    pub(crate) fn fmt_service(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("encodings", &self.preference)
+            .field("plans", &self.plans)
+            .field("offload", &OffloadDebug(self.offload.as_ref()))
+            .field("adaptive", &self.signal.is_some())
+            .finish()
+    }
+
     /// The pool bodies are encoded on.
     pub(crate) fn offload(&self) -> Offload {
         self.offload.clone().unwrap_or_else(shared_pool)
