@@ -14,14 +14,14 @@
 //! here: 512 bytes; tower-http's default: 32), so they pass through.
 #![allow(missing_docs)]
 
-mod common;
+mod support;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
-use common::json;
 use http_body_util::BodyExt;
+use support::json;
 use tower::ServiceExt;
 use tower_http::compression::CompressionLevel;
 use tower_scale_compression::{CompressionLayer, Encoding};

@@ -18,7 +18,7 @@
 //! baseline of the small request.
 #![allow(missing_docs)]
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,10 +29,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
-use common::{env, json};
 use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
+use support::{env, json};
 use tower_http::compression::CompressionLevel;
 use tower_scale_compression::{CompressionLayer, Encoding, Offload, PoolKind};
 

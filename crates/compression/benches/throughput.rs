@@ -16,7 +16,7 @@
 //! `tower_http`.
 #![allow(missing_docs)]
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +26,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use axum::routing::get;
-use common::{env, json};
 use http_body_util::BodyExt;
+use support::{env, json};
 use tower::ServiceExt;
 use tower_http::compression::CompressionLevel;
 use tower_scale_compression::{CompressionLayer, Encoding};

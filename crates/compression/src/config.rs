@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 use tower_scale_offload::{Offload, OffloadConfig, PoolKind};
 
+use crate::ConfigError;
+
 /// A content coding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,7 +90,7 @@ impl Encoding {
 ///     "offload": { "min_size": 32768 },
 ///     "adaptive": { "busy_lag": "10ms", "saturated_lag": "50ms" }
 /// }"#).unwrap();
-/// let layer = CompressionLayer::from_config(config).unwrap();
+/// let layer = CompressionLayer::from_config(&config).unwrap();
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -132,11 +134,11 @@ impl CompressionConfig {
         lookup(&self.levels, encoding).map_or(encoding.default_level(), |l| encoding.clamp(l))
     }
 
-    pub(crate) fn validate(&self) -> Result<(), crate::ConfigError> {
-        let err = |msg: String| Err(crate::ConfigError(msg));
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (i, e) in self.encodings.iter().enumerate() {
             if self.encodings[..i].contains(e) {
-                return err(format!("encodings: {} is listed twice", e.token()));
+                let message = format!("{} is listed twice", e.token());
+                return Err(ConfigError::new("encodings", message));
             }
         }
         for (field, levels) in [
@@ -148,19 +150,25 @@ impl CompressionConfig {
             for (e, l) in levels {
                 if !e.levels().contains(l) {
                     let r = e.levels();
-                    return err(format!(
-                        "{field}: {} level {l} is outside {}..={}",
-                        e.token(),
-                        r.start(),
-                        r.end()
+                    return Err(ConfigError::new(
+                        field,
+                        format!(
+                            "{} level {l} is outside {}..={}",
+                            e.token(),
+                            r.start(),
+                            r.end()
+                        ),
                     ));
                 }
             }
         }
         if self.adaptive.busy_lag > self.adaptive.saturated_lag {
-            return err(format!(
-                "adaptive: busy_lag ({:?}) is above saturated_lag ({:?})",
-                self.adaptive.busy_lag, self.adaptive.saturated_lag
+            return Err(ConfigError::new(
+                "adaptive",
+                format!(
+                    "busy_lag ({:?}) is above saturated_lag ({:?})",
+                    self.adaptive.busy_lag, self.adaptive.saturated_lag
+                ),
             ));
         }
         Ok(())

@@ -14,8 +14,8 @@ use tower_scale_offload::Offload;
 use tower_service::Service;
 
 use crate::body::FuseFuture;
-use crate::layer::{Plan, Shared};
 use crate::predicate::{DefaultPredicate, VariantPredicate, add_vary, remove_vary, weaken_etag};
+use crate::shared::{Plan, Shared};
 use crate::{BoxError, CompressionBody, Encoding};
 
 type Offloaded<B> = Pin<Box<dyn Future<Output = Response<CompressionBody<B>>> + Send>>;
@@ -135,7 +135,7 @@ where
         // tower-http left the body as it is: unwrap it, so that what is passed on is the inner
         // body, not tower-http's (which holds room for every encoder's state).
         let res = res.map(|body| body.into_inner().into_inner());
-        let plan = &shared.plans[variant];
+        let plan = shared.plan(variant);
         if !res.headers().contains_key(header::CONTENT_RANGE) {
             let exact = res.body().size_hint().exact();
             if plan.predicate.offloads(exact) && plan.predicate.base.should_compress(&res) {
@@ -152,7 +152,7 @@ where
                 return self.poll(cx);
             }
         }
-        Poll::Ready(Ok(pass_through(&shared.predicate, res)))
+        Poll::Ready(Ok(pass_through(&shared.predicate(), res)))
     }
 }
 

@@ -87,6 +87,8 @@ mod encode;
 mod future;
 mod layer;
 mod predicate;
+mod service;
+mod shared;
 
 #[doc(inline)]
 pub use self::{
@@ -95,21 +97,18 @@ pub use self::{
     config::{AdaptiveConfig, CompressionConfig, Encoding, OffloadPolicy},
     decompression::{RequestDecompression, RequestDecompressionLayer},
     future::ResponseFuture,
-    layer::{Compression, CompressionLayer, negotiate},
+    layer::CompressionLayer,
     predicate::DefaultPredicate,
+    service::{Compression, negotiate},
 };
 
 /// The pool the large and expensive bodies are encoded on (re-exported from
 /// `tower-scale-offload`).
 pub use tower_scale_offload::{Offload, OffloadConfig, PoolKind};
 
-/// Type-erased errors of response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// An invalid [`CompressionConfig`]; the message names the field.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid compression config: {0}")]
-pub struct ConfigError(pub(crate) String);
+/// Type-erased errors of response bodies, and an invalid [`CompressionConfig`] (naming the
+/// field), from `tower-scale-core`.
+pub use tower_scale_core::{BoxError, ConfigError};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

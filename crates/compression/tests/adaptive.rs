@@ -121,7 +121,7 @@ async fn adaptive_levels_come_from_the_config() {
         r#"{"levels": [["zstd", 19]], "adaptive": {"busy_levels": [["zstd", 9]], "saturated_levels": [["zstd", 2]]}}"#,
     )
     .unwrap();
-    let layer = CompressionLayer::from_config(config)
+    let layer = CompressionLayer::from_config(&config)
         .unwrap()
         .adapt_with(signal);
     let app = app(layer);

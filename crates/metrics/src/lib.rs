@@ -53,9 +53,12 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 mod exporter;
+mod future;
 mod layer;
 pub mod names;
+mod routes;
 mod runtime;
+mod service;
 
 #[doc(inline)]
 pub use self::{
@@ -63,8 +66,10 @@ pub use self::{
         DEFAULT_LAG_BUCKETS, DEFAULT_LATENCY_BUCKETS, Error, PrometheusMetrics,
         PrometheusMetricsBuilder,
     },
-    layer::{Metrics, MetricsLayer, OTHER_ROUTE, ResponseFuture, UNMATCHED_ROUTE},
+    future::ResponseFuture,
+    layer::{MetricsLayer, OTHER_ROUTE, UNMATCHED_ROUTE},
     runtime::{LagWatch, RuntimeProbe, RuntimeProbeHandle},
+    service::Metrics,
 };
 
 pub use metrics;

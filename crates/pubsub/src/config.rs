@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::ConfigError;
 
 /// How the messages of a room travel between instances.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -150,26 +150,26 @@ impl Default for PubSubConfig {
 
 impl PubSubConfig {
     /// Checks every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=1_000_000).contains(&self.queue_capacity) {
-            return Err(Error::Config(format!(
-                "queue_capacity = {}: expected 1..=1000000",
-                self.queue_capacity
-            )));
+            return Err(ConfigError::new(
+                "queue_capacity",
+                format!("{}: expected 1..=1000000", self.queue_capacity),
+            ));
         }
         for (name, value) in [
             ("history_len", self.history_len),
             ("max_history_rooms", self.max_history_rooms),
         ] {
             if value == 0 {
-                return Err(Error::Config(format!("{name} = 0: expected at least 1")));
+                return Err(ConfigError::new(name, "0: expected at least 1"));
             }
         }
         if self.history_ttl < Duration::from_millis(1) {
-            return Err(Error::Config(format!(
-                "history_ttl = {:?}: expected at least 1ms",
-                self.history_ttl
-            )));
+            return Err(ConfigError::new(
+                "history_ttl",
+                format!("{:?}: expected at least 1ms", self.history_ttl),
+            ));
         }
         for (name, value) in [
             ("ping_interval", self.ping_interval),
@@ -177,16 +177,15 @@ impl PubSubConfig {
             ("read_block", self.read_block),
         ] {
             if value.is_zero() {
-                return Err(Error::Config(format!(
-                    "{name} = 0: expected a positive duration"
-                )));
+                return Err(ConfigError::new(name, "0: expected a positive duration"));
             }
         }
         let tag = &self.cluster_stream_tag;
         if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.contains(['{', '}']) {
-            return Err(Error::Config(format!(
-                "cluster_stream_tag = {tag:?}: expected 1..={MAX_TAG_LEN} bytes without braces"
-            )));
+            return Err(ConfigError::new(
+                "cluster_stream_tag",
+                format!("{tag:?}: expected 1..={MAX_TAG_LEN} bytes without braces"),
+            ));
         }
         Ok(())
     }

@@ -1,3 +1,5 @@
+use crate::ConfigError;
+
 /// An error of the broadcaster.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -5,9 +7,9 @@ pub enum Error {
     /// The room name is empty or too long ([`MAX_ROOM_LEN`](crate::MAX_ROOM_LEN) bytes).
     #[error("invalid room name: {0}")]
     InvalidRoom(String),
-    /// The configuration is invalid; the message names the field.
+    /// The configuration is invalid: [`ConfigError::field`] names the field.
     #[error("invalid pubsub config: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// Redis failed (down, hung, circuit open, or an error reply). For stream rooms, a publish
     /// returns this only once its retries are exhausted.
     #[cfg(feature = "redis")]

@@ -99,6 +99,7 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 mod broadcaster;
+mod builder;
 mod config;
 mod error;
 mod event;
@@ -109,12 +110,16 @@ mod rooms;
 
 #[doc(inline)]
 pub use self::{
-    broadcaster::{Broadcaster, BroadcasterBuilder, MAX_ROOM_LEN},
+    broadcaster::{Broadcaster, MAX_ROOM_LEN},
+    builder::BroadcasterBuilder,
     config::{Delivery, DeliveryPolicy, PubSubConfig},
     error::Error,
     event::{Event, Message, MessageId, ParseMessageIdError},
     rooms::Subscription,
 };
+
+/// An invalid [`PubSubConfig`] value, naming the field (from `tower-scale-core`).
+pub use tower_scale_core::ConfigError;
 
 /// Counter of messages published by this instance; label `delivery` (`pubsub`, `stream`).
 pub const PUBSUB_PUBLISHED_TOTAL: &str = "pubsub_published_total";

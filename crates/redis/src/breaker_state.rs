@@ -1,4 +1,5 @@
-use tower_scale_breaker::{BoxFuture, SharedState};
+use tower_scale_breaker::SharedState;
+use tower_scale_core::{BoxFuture, SystemClock};
 
 use crate::RedisBackend;
 
@@ -34,17 +35,11 @@ impl RedisBreakerState {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl SharedState for RedisBreakerState {
     fn publish_open(&self, name: &str, until_ms: u64) -> BoxFuture<'_, Result<(), String>> {
         let key = self.backend.keys().key("breaker", name);
         Box::pin(async move {
-            let ttl = until_ms.saturating_sub(now_ms()).max(1);
+            let ttl = until_ms.saturating_sub(SystemClock::now_ms()).max(1);
             self.backend
                 .query::<()>(redis::cmd("SET").arg(&key).arg(until_ms).arg("PX").arg(ttl))
                 .await

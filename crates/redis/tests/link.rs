@@ -2,11 +2,15 @@
 //! on first use, a watchdog instead of a timer per command, reconnection with a backoff, and
 //! nothing left running once the backend is dropped. Against real `redis-server` processes.
 
+mod support;
+
 use std::time::Duration;
 
 use tower_scale_redis::redis;
 use tower_scale_redis::{Error, RedisBackend, RedisConfig};
 use tower_scale_testkit::RedisServer;
+
+use support::bounded;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -20,13 +24,6 @@ fn backend(url: String, pool_size: usize) -> RedisBackend {
         config.breaker_enabled = false;
     }
     RedisBackend::new(config).unwrap()
-}
-
-/// A safety net so a regression shows up as a failed test, not a hung suite.
-async fn bounded<T>(fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), fut)
-        .await
-        .expect("the backend hung: no answer within 20 s")
 }
 
 /// The clients connected to `server` but the `redis-cli` asking (whose last command is

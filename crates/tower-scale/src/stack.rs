@@ -250,7 +250,7 @@ impl Stack {
             .map_err(|e| StackError::new("cache", e))?;
         let compression = config
             .compression
-            .clone()
+            .as_ref()
             .map(CompressionLayer::from_config)
             .transpose()
             .map_err(|e| StackError::new("compression", e))?;

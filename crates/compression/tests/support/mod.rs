@@ -12,9 +12,10 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncReadExt;
 use tower::ServiceExt;
 
-#[path = "../../benches/common/mod.rs"]
-mod common;
-pub(crate) use common::json;
+#[path = "../../benches/support/mod.rs"]
+mod bench_support;
+#[allow(unused_imports)] // not every test target uses it
+pub(crate) use bench_support::json;
 
 /// What `encoding` at `level` makes of `data`, encoded in one go by async-compression.
 pub(crate) async fn reference(encoding: &str, level: i32, data: &[u8]) -> Vec<u8> {
@@ -56,6 +57,7 @@ pub(crate) async fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {
         "gzip" => GzipDecoder::new(data).read_to_end(&mut out).await,
         "br" => BrotliDecoder::new(data).read_to_end(&mut out).await,
         "zstd" => ZstdDecoder::new(data).read_to_end(&mut out).await,
+        // HTTP's "deflate" is the zlib format.
         "deflate" => ZlibDecoder::new(data).read_to_end(&mut out).await,
         other => panic!("unexpected encoding {other}"),
     }

@@ -12,7 +12,7 @@ use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Exit, FIRST_RETRY_DELAY, backoff};
+use super::{Exit, reconnect_backoff};
 use crate::rooms::Registry;
 use crate::{Delivery, PubSubConfig};
 
@@ -37,7 +37,7 @@ pub(crate) struct Listener {
 impl Listener {
     pub(crate) async fn run(self, mut commands: mpsc::UnboundedReceiver<ListenerCmd>) {
         let mut failed = false;
-        let mut delay = FIRST_RETRY_DELAY;
+        let mut backoff = reconnect_backoff(&self.config);
         for attempt in 0usize.. {
             let client = &self.clients[attempt % self.clients.len()];
             let connected = tokio::select! {
@@ -50,7 +50,7 @@ impl Listener {
                         Exit::Stop => return,
                         Exit::Lost => {}
                     }
-                    delay = FIRST_RETRY_DELAY;
+                    backoff.reset();
                     tracing::warn!("pubsub: lost the Redis subscriber connection; reconnecting");
                 }
                 Ok(Err(error)) => tracing::debug!(%error, "pubsub: cannot connect to Redis"),
@@ -59,7 +59,7 @@ impl Listener {
             failed = true;
             self.links.set(Delivery::PubSub, false);
             self.unconfirm_all();
-            if !backoff(&self.stop, &mut delay, self.config.reconnect_max_delay).await {
+            if !backoff.wait_or(self.stop.cancelled()).await {
                 return;
             }
         }

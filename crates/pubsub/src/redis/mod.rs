@@ -16,13 +16,14 @@ use redis::Script;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tower_scale_core::Backoff;
 use tower_scale_redis::RedisBackend;
 
 use self::listener::{Listener, ListenerCmd};
 use self::reader::{Reader, Target};
 use crate::broadcaster::Inner;
 use crate::rooms::{Registry, Room, Subscription};
-use crate::{Delivery, Error, Message, MessageId, PubSubConfig};
+use crate::{ConfigError, Delivery, Error, Message, MessageId, PubSubConfig};
 
 /// The key concern of this crate: channels `<prefix>:pubsub:<room>`, streams
 /// `<prefix>:pubsub:{<room>}:stream` on one server (see [`room_key`] for rooms with braces) and `<prefix>:pubsub:{<prefix>:<tag>}:<room>`
@@ -73,7 +74,7 @@ impl RedisPlane {
             .chain(&cfg.nodes)
             .map(|url| {
                 redis::Client::open(url.as_str())
-                    .map_err(|e| Error::Config(format!("redis url {url:?}: {e}")))
+                    .map_err(|e| ConfigError::new("redis url", format!("{url:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stream_tag = backend
@@ -143,7 +144,7 @@ impl RedisPlane {
         );
         let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
         let deadline = Instant::now() + self.config.publish_retry;
-        let mut delay = FIRST_RETRY_DELAY;
+        let mut backoff = reconnect_backoff(&self.config);
         let mut dedup_window = 0;
         loop {
             let mut invocation = APPEND.prepare_invoke();
@@ -171,8 +172,7 @@ impl RedisPlane {
                 return Err(error.into());
             }
             tracing::debug!(%error, key, "stream publish failed; retrying");
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(self.config.reconnect_max_delay);
+            tokio::time::sleep(backoff.next_delay().min(deadline - now)).await;
             dedup_window = DEDUP_WINDOW;
         }
     }
@@ -348,14 +348,11 @@ fn to_messages(room: &Arc<str>, newest_first: Vec<parse::Entry>) -> Vec<Message>
         .collect()
 }
 
-/// Sleeps before the next connection attempt; `false` when the broadcaster is gone.
-async fn backoff(stop: &CancellationToken, delay: &mut Duration, max: Duration) -> bool {
-    tokio::select! {
-        () = stop.cancelled() => return false,
-        () = tokio::time::sleep(*delay) => {}
-    }
-    *delay = (*delay * 2).min(max);
-    true
+/// The waits between reconnection attempts (and stream publish retries): 50 ms doubling up to
+/// `reconnect_max_delay` (that delay throughout when it is shorter than 50 ms).
+fn reconnect_backoff(config: &PubSubConfig) -> Backoff {
+    let max = config.reconnect_max_delay;
+    Backoff::new(FIRST_RETRY_DELAY.min(max), max)
 }
 
 /// Whether the subscriber and reader connections are down (each `false` until it first fails).

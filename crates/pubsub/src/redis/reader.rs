@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_scale_redis::RedisBackend;
 
-use super::{Exit, FIRST_RETRY_DELAY, backoff, parse};
+use super::{Exit, parse, reconnect_backoff};
 use crate::rooms::Registry;
 use crate::{Delivery, MessageId, PubSubConfig};
 
@@ -66,7 +66,7 @@ struct Read {
 impl Reader {
     pub(crate) async fn run(self) {
         let mut failed = false;
-        let mut delay = FIRST_RETRY_DELAY;
+        let mut backoff = reconnect_backoff(&self.config);
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             // Blocking reads are bounded here, per read.
@@ -83,14 +83,14 @@ impl Reader {
                         Exit::Stop => return,
                         Exit::Lost => {}
                     }
-                    delay = FIRST_RETRY_DELAY;
+                    backoff.reset();
                     tracing::warn!("pubsub: lost the Redis stream reader connection; reconnecting");
                 }
                 Err(error) => tracing::debug!(%error, "pubsub: stream reader cannot connect"),
             }
             failed = true;
             self.links.set(Delivery::Stream, false);
-            if !backoff(&self.stop, &mut delay, self.config.reconnect_max_delay).await {
+            if !backoff.wait_or(self.stop.cancelled()).await {
                 return;
             }
         }

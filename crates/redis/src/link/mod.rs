@@ -10,32 +10,31 @@
 //! path (no live connection yet, or the last one failed) connects once for every command that
 //! waits, and keeps a per-command timer since it is rare.
 
+mod target;
+mod watchdog;
+
 use std::io;
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, RedisResult};
-use tokio::net::TcpStream;
+use redis::{RedisConnectionInfo, RedisError, RedisResult};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
+use tower_scale_core::Backoff;
 
+use self::target::{Driver, Target};
+pub(crate) use self::watchdog::InFlight;
+use self::watchdog::{InFlightByPeriod, watchdog};
 use crate::Error;
 
 /// The wait after the first failed connection attempt; it doubles after each further failure.
-pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between two failed connection attempts.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// The watchdog looks at a connection this many times per `command_timeout`; a command still
-/// waiting at the this-many-th look after the one before which it began is overdue: it began
-/// after that look, so it has waited between nine tenths of `command_timeout` and all of it.
-pub(crate) const TICKS_PER_TIMEOUT: u32 = 10;
-/// Look periods whose commands are counted apart (a ring, indexed by look number): more than
-/// the [`TICKS_PER_TIMEOUT`] + 1 periods that can hold commands not yet judged.
-const PERIODS: usize = 16;
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// One reconnecting multiplexed connection to a Redis server reached over TCP.
 pub(crate) struct Link {
@@ -53,18 +52,6 @@ pub(crate) struct Link {
     attempt_done: Notify,
 }
 
-/// Where and how to connect; shared with the connecting task.
-struct Target {
-    host: String,
-    port: u16,
-    /// `TCP_NODELAY`, as redis-rs would set it for this URL (off by default: under load,
-    /// Nagle's algorithm coalesces the small writes of pipelined commands into fewer packets;
-    /// each reply acknowledges the data before it, so a command is not held back).
-    nodelay: bool,
-    info: RedisConnectionInfo,
-    connect_timeout: Duration,
-}
-
 struct Live {
     generation: u64,
     conn: MultiplexedConnection,
@@ -77,8 +64,8 @@ struct Slow {
     connecting: bool,
     /// The last attempt failed: until `Retry::at`, commands fail at once.
     retry: Option<Retry>,
-    /// The wait after the next failure.
-    next_backoff: Duration,
+    /// The waits after failures: [`MIN_BACKOFF`] doubling up to [`MAX_BACKOFF`].
+    backoff: Backoff,
     /// The tasks of the live connection.
     tasks: Option<Tasks>,
 }
@@ -114,59 +101,6 @@ impl Drop for Attempt {
     }
 }
 
-/// Counts a command as in flight until dropped (cancelled commands included).
-pub(crate) struct InFlight<'a>(&'a AtomicUsize);
-
-/// The commands in flight on a link, counted by the watchdog's look period in which each
-/// began: what tells the watchdog how long the oldest one has waited, without a timer or a
-/// timestamp per command.
-struct InFlightByPeriod {
-    /// The number of the current look period: the looks taken so far.
-    period: AtomicU64,
-    /// Commands in flight by `period % PERIODS` at their start.
-    counts: [AtomicUsize; PERIODS],
-}
-
-impl InFlightByPeriod {
-    fn new() -> Self {
-        Self {
-            period: AtomicU64::new(0),
-            counts: std::array::from_fn(|_| AtomicUsize::new(0)),
-        }
-    }
-
-    /// Counts one command, in the current period, until the guard is dropped.
-    fn begin(&self) -> InFlight<'_> {
-        let count = self.count(self.period.load(Ordering::Relaxed));
-        count.fetch_add(1, Ordering::Relaxed);
-        InFlight(count)
-    }
-
-    /// One look of the watchdog: starts the next period, and tells whether a command that
-    /// began [`TICKS_PER_TIMEOUT`] periods ago (or earlier, when a period's count was caught
-    /// late) is still in flight.
-    fn look(&self) -> bool {
-        let now = self.period.fetch_add(1, Ordering::Relaxed) + 1;
-        let Some(judged) = now.checked_sub(u64::from(TICKS_PER_TIMEOUT)) else {
-            return false;
-        };
-        self.count(judged).load(Ordering::Relaxed) > 0
-    }
-
-    /// The count of the commands that began in look period `period`.
-    fn count(&self, period: u64) -> &AtomicUsize {
-        // `PERIODS` divides 2^32: the remainder is the same whether the cast keeps 32 bits
-        // of `period` or all 64.
-        &self.counts[period as usize % PERIODS]
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Link {
     pub(crate) fn new(
         host: String,
@@ -177,13 +111,7 @@ impl Link {
         command_timeout: Duration,
     ) -> Self {
         Self {
-            target: Arc::new(Target {
-                host,
-                port,
-                nodelay,
-                info,
-                connect_timeout,
-            }),
+            target: Arc::new(Target::new(host, port, nodelay, info, connect_timeout)),
             command_timeout,
             live: RwLock::new(None),
             in_flight: InFlightByPeriod::new(),
@@ -192,7 +120,7 @@ impl Link {
                 generation: 0,
                 connecting: false,
                 retry: None,
-                next_backoff: MIN_BACKOFF,
+                backoff: Backoff::new(MIN_BACKOFF, MAX_BACKOFF),
                 tasks: None,
             }),
             attempt_done: Notify::new(),
@@ -266,15 +194,15 @@ impl Link {
         self.slow.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn attempt_ended(self: Arc<Self>, opened: RedisResult<Opened>) {
+    fn attempt_ended(self: Arc<Self>, opened: RedisResult<(MultiplexedConnection, Driver)>) {
         let mut slow = self.lock();
         slow.connecting = false;
         match opened {
-            Ok(Opened { conn, driver }) => {
+            Ok((conn, driver)) => {
                 slow.generation += 1;
                 let generation = slow.generation;
                 slow.retry = None;
-                slow.next_backoff = MIN_BACKOFF;
+                slow.backoff.reset();
                 let link = Arc::downgrade(&self);
                 let driver = tokio::spawn(async move {
                     driver.await;
@@ -302,8 +230,7 @@ impl Link {
                 tracing::debug!(generation, "redis connection opened");
             }
             Err(e) => {
-                let backoff = slow.next_backoff;
-                slow.next_backoff = (backoff * 2).min(MAX_BACKOFF);
+                let backoff = slow.backoff.next_delay();
                 slow.retry = Some(Retry {
                     at: Instant::now() + backoff,
                     error: e.to_string(),
@@ -335,6 +262,11 @@ impl Link {
         }
     }
 
+    /// One look of the watchdog: whether a command has waited too long ([`InFlightByPeriod::look`]).
+    fn overdue(&self) -> bool {
+        self.in_flight.look()
+    }
+
     /// Stops connection `generation` because it is hung (a command waited on it for
     /// `command_timeout`): its waiting commands end with a timeout.
     fn hung(&self, generation: u64) {
@@ -364,110 +296,4 @@ fn not_connected(last_error: &str, retry_in: Duration) -> Error {
             "not connected to Redis (last attempt: {last_error}); next attempt in {retry_in:?}"
         ),
     )))
-}
-
-/// A new connection and its driver (not yet spawned).
-struct Opened {
-    conn: MultiplexedConnection,
-    driver: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
-
-impl Target {
-    /// Connects and runs the connection setup (`AUTH`, `SELECT`, `HELLO`, `CLIENT SETINFO`
-    /// as the URL asks), all within `connect_timeout`.
-    async fn open(&self) -> RedisResult<Opened> {
-        let open = async {
-            let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
-            stream.set_nodelay(self.nodelay)?;
-            // No response timeout inside redis-rs: the watchdog bounds every command.
-            let config = AsyncConnectionConfig::new()
-                .set_response_timeout(None)
-                .set_connection_timeout(None);
-            let (conn, driver) =
-                MultiplexedConnection::new_with_config(&self.info, stream, config).await?;
-            Ok(Opened {
-                conn,
-                driver: Box::pin(driver),
-            })
-        };
-        match tokio::time::timeout(self.connect_timeout, open).await {
-            Ok(opened) => opened,
-            Err(_) => Err(RedisError::from(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "connecting to {}:{} took more than {:?}",
-                    self.host, self.port, self.connect_timeout
-                ),
-            ))),
-        }
-    }
-}
-
-/// Watches connection `generation`: every `command_timeout / 10` it takes a look, and when a
-/// command that began [`TICKS_PER_TIMEOUT`] looks ago is still waiting, the connection is
-/// hung and is stopped. Ends when the connection or the link is gone.
-async fn watchdog(link: Weak<Link>, generation: u64, timeout: Duration) {
-    let tick = (timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(1));
-    let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let Some(link) = link.upgrade() else { return };
-        if link.in_flight.look() {
-            link.hung(generation);
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{InFlightByPeriod, TICKS_PER_TIMEOUT};
-
-    /// Looks until one finds an overdue command, at most `limit`.
-    fn looks_until_overdue(in_flight: &InFlightByPeriod, limit: u32) -> Option<u32> {
-        (1..=limit).find(|_| in_flight.look())
-    }
-
-    /// A command that began between two looks is overdue at the tenth look after it began:
-    /// after more than nine tenths of `command_timeout` and within all of it (looks are a
-    /// tenth apart), whatever the connection read meanwhile.
-    #[test]
-    fn a_waiting_command_is_overdue_at_the_tenth_look() {
-        let in_flight = InFlightByPeriod::new();
-        for _ in 0..25 {
-            assert!(!in_flight.look(), "idle");
-        }
-        let _command = in_flight.begin();
-        assert_eq!(
-            looks_until_overdue(&in_flight, 100),
-            Some(TICKS_PER_TIMEOUT)
-        );
-    }
-
-    /// Idle links and commands that end in time are never overdue, however many there are
-    /// and however long the link stays busy; a young command behind them is judged by its
-    /// own age.
-    #[test]
-    fn commands_that_end_in_time_are_never_overdue() {
-        let in_flight = InFlightByPeriod::new();
-        assert_eq!(looks_until_overdue(&in_flight, 1_000), None);
-        // Always busy: each command waits nine looks, and a new one begins at every look.
-        let mut waiting = std::collections::VecDeque::new();
-        for _ in 0..1_000 {
-            waiting.push_back(in_flight.begin());
-            if waiting.len() > (TICKS_PER_TIMEOUT - 1) as usize {
-                waiting.pop_front();
-            }
-            assert!(!in_flight.look());
-        }
-        drop(waiting);
-        let late = in_flight.begin();
-        assert_eq!(
-            looks_until_overdue(&in_flight, 100),
-            Some(TICKS_PER_TIMEOUT)
-        );
-        drop(late);
-        assert_eq!(looks_until_overdue(&in_flight, 100), None);
-    }
 }

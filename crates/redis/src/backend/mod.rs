@@ -1,25 +1,20 @@
+//! The shared backend: its public API, and how every command is run (bounded, under the
+//! breaker, measured).
+
+mod conns;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use futures_util::FutureExt;
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
-};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{
-    Cmd, ConnectionAddr, FromRedisValue, Pipeline, RedisFuture, RedisResult, ScriptInvocation,
-    Value,
-};
-use tokio::sync::OnceCell;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, ScriptInvocation};
 use tokio::time::Instant;
 
-use crate::link::Link;
-use crate::{ConnectionKind, Error, Keys, Mode, RedisConfig};
+use self::conns::{Conn, Conns, pick};
+use crate::{Error, Keys, Mode, RedisConfig};
 
 /// Histogram of Redis command latency in seconds, timeouts included.
 pub const REDIS_COMMAND_DURATION_SECONDS: &str = "redis_command_duration_seconds";
@@ -34,7 +29,7 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 ///
 /// # How the wait for Redis is bounded
 ///
-/// In the default mode (standalone, [`ConnectionKind::Multiplexed`], a `redis://` URL over
+/// In the default mode (standalone, [`ConnectionKind::Multiplexed`](crate::ConnectionKind::Multiplexed), a `redis://` URL over
 /// TCP) each of the `pool_size` connections has a watchdog instead of a timer per command:
 /// every command is counted in the tenth of `command_timeout` (the look period) in which it
 /// began, and every `command_timeout / 10` the watchdog looks whether a command that began
@@ -84,42 +79,10 @@ struct Inner {
     breaker: Option<tower_scale_breaker::CircuitBreaker>,
 }
 
-enum Conns {
-    /// The default: our own reconnecting links, each with a watchdog instead of a timer per
-    /// command.
-    Link(Box<[Arc<Link>]>),
-    /// Multiplexed connections to a non-TCP address (Unix socket, TLS): redis-rs
-    /// `ConnectionManager`, under a timer per command.
-    Multiplexed(Box<[LazyManager]>),
-    Pooled(deadpool_redis::Pool),
-    Cluster(Box<[LazyCluster]>),
-    ClusterPooled(deadpool_redis::cluster::Pool),
-}
-
-/// A `ConnectionManager` created on first use, inside the runtime (creating one needs a tokio
-/// runtime; building the backend does not).
-struct LazyManager {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    manager: std::sync::OnceLock<ConnectionManager>,
-}
-
-/// A cluster connection opened on first use; a failed open is retried by the next command.
-struct LazyCluster {
-    client: ClusterClient,
-    conn: OnceCell<ClusterConnection>,
-}
-
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.inner.conns {
-            Conns::Link(_) | Conns::Multiplexed(_) => "multiplexed",
-            Conns::Pooled(_) => "pooled",
-            Conns::Cluster(_) => "cluster multiplexed",
-            Conns::ClusterPooled(_) => "cluster pooled",
-        };
         f.debug_struct("RedisBackend")
-            .field("connections", &kind)
+            .field("connections", &self.inner.conns.kind())
             .field("pool_size", &self.inner.config.effective_pool_size())
             .field("command_timeout", &self.inner.command_timeout)
             .field("key_prefix", &self.inner.keys.prefix())
@@ -133,77 +96,7 @@ impl RedisBackend {
     /// No connection is opened here; a bad URL or value is reported here, naming the field.
     pub fn new(config: RedisConfig) -> Result<Self, Error> {
         config.validate()?;
-        let size = config.effective_pool_size();
-        let pool_config = || {
-            let mut pool = PoolConfig::new(size);
-            pool.timeouts = Timeouts {
-                wait: Some(config.command_timeout),
-                create: Some(config.connect_timeout),
-                recycle: Some(config.command_timeout),
-            };
-            pool
-        };
-        let conns = match (config.mode, config.connection) {
-            (Mode::Standalone, ConnectionKind::Multiplexed) => {
-                let client = redis::Client::open(config.url.as_str())?;
-                let info = client.get_connection_info();
-                if let ConnectionAddr::Tcp(host, port) = info.addr() {
-                    let links = (0..size).map(|_| {
-                        Arc::new(Link::new(
-                            host.clone(),
-                            *port,
-                            info.tcp_settings().nodelay(),
-                            info.redis_settings().clone(),
-                            config.connect_timeout,
-                            config.command_timeout,
-                        ))
-                    });
-                    return Self::build(Conns::Link(links.collect()), config);
-                }
-                let manager_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    // The backend bounds every command itself; a second timer per command inside
-                    // redis-rs would only cost time.
-                    .set_response_timeout(None)
-                    .set_max_delay(Duration::from_secs(1));
-                Conns::Multiplexed(
-                    (0..size)
-                        .map(|_| LazyManager {
-                            client: client.clone(),
-                            config: manager_config.clone(),
-                            manager: std::sync::OnceLock::new(),
-                        })
-                        .collect(),
-                )
-            }
-            (Mode::Standalone, ConnectionKind::Pooled) => {
-                let mut cfg = deadpool_redis::Config::from_url(config.url.as_str());
-                cfg.pool = Some(pool_config());
-                Conns::Pooled(
-                    cfg.create_pool(Some(Runtime::Tokio1))
-                        .map_err(|e| Error::Config(format!("url: {e}")))?,
-                )
-            }
-            (Mode::Cluster, ConnectionKind::Multiplexed) => {
-                let client = cluster_client(&config)?;
-                Conns::Cluster(
-                    (0..size)
-                        .map(|_| LazyCluster {
-                            client: client.clone(),
-                            conn: OnceCell::new(),
-                        })
-                        .collect(),
-                )
-            }
-            (Mode::Cluster, ConnectionKind::Pooled) => {
-                let mut cfg = deadpool_redis::cluster::Config::from_urls(config.all_urls());
-                cfg.pool = Some(pool_config());
-                Conns::ClusterPooled(
-                    cfg.create_pool(Some(Runtime::Tokio1))
-                        .map_err(|e| Error::Config(format!("url: {e}")))?,
-                )
-            }
-        };
+        let conns = Conns::new(&config)?;
         Self::build(conns, config)
     }
 
@@ -318,14 +211,14 @@ impl RedisBackend {
             // every command's future 128 bytes larger in the default mode too (880 → 752;
             // −108 instructions per GET under callgrind), for one allocation per command in
             // modes whose commands already allocate more.
-            let Conns::Link(links) = &self.inner.conns else {
+            let Some(links) = self.inner.conns.links() else {
                 return Box::pin(bounded(timeout, async {
-                    let mut conn = self.conn().await?;
+                    let mut conn = self.inner.conns.conn(&self.inner.next).await?;
                     Ok(op.run(&mut conn).await?)
                 }))
                 .await;
             };
-            let link = self.pick(links);
+            let link = pick(&self.inner.next, links);
             // The two paths are written out: sharing them through a closure made every
             // command's future larger (+640 instructions per GET under callgrind).
             // The fast path: a live connection, watched by its watchdog, no timer.
@@ -402,51 +295,6 @@ impl RedisBackend {
             result
         }))
     }
-
-    fn pick<'a, T>(&self, items: &'a [T]) -> &'a T {
-        if items.len() == 1 {
-            return &items[0];
-        }
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        &items[i % items.len()]
-    }
-
-    async fn conn(&self) -> Result<Conn, Error> {
-        // The pool and cluster-connect futures are large (kilobytes); they are boxed so that
-        // every command's future stays small. The manager path allocates nothing.
-        Ok(match &self.inner.conns {
-            Conns::Link(_) => unreachable!("links are run by RedisBackend::run"),
-            Conns::Multiplexed(lazies) => {
-                let lazy = self.pick(lazies);
-                Conn::Manager(match lazy.manager.get() {
-                    Some(manager) => manager.clone(),
-                    None => {
-                        let manager = ConnectionManager::new_lazy_with_config(
-                            lazy.client.clone(),
-                            lazy.config.clone(),
-                        )?;
-                        lazy.manager.get_or_init(|| manager).clone()
-                    }
-                })
-            }
-            Conns::Pooled(pool) => Conn::Pooled(Box::pin(pool.get()).await?),
-            Conns::Cluster(lazies) => {
-                let lazy = self.pick(lazies);
-                let conn = match lazy.conn.get() {
-                    Some(conn) => conn,
-                    None => {
-                        Box::pin(
-                            lazy.conn
-                                .get_or_try_init(|| lazy.client.get_async_connection()),
-                        )
-                        .await?
-                    }
-                };
-                Conn::Cluster(conn.clone())
-            }
-            Conns::ClusterPooled(pool) => Conn::ClusterPooled(Box::pin(pool.get()).await?),
-        })
-    }
 }
 
 /// Bounds `fut` with a timer of `timeout` (mapped, like [`RedisBackend::timed`], so that `fut`
@@ -479,59 +327,5 @@ impl Op for &Pipeline {
 impl Op for &ScriptInvocation<'_> {
     fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>> {
         self.invoke_async(conn)
-    }
-}
-
-fn cluster_client(config: &RedisConfig) -> Result<ClusterClient, Error> {
-    Ok(ClusterClient::builder(config.all_urls())
-        .connection_timeout(config.connect_timeout)
-        .response_timeout(config.command_timeout)
-        .retries(2)
-        .build()?)
-}
-
-/// One connection, whatever kind the backend holds.
-enum Conn {
-    Mux(MultiplexedConnection),
-    Manager(ConnectionManager),
-    Pooled(deadpool_redis::Connection),
-    Cluster(ClusterConnection),
-    ClusterPooled(deadpool_redis::cluster::Connection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Mux(c) => c.req_packed_command(cmd),
-            Self::Manager(c) => c.req_packed_command(cmd),
-            Self::Pooled(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-            Self::ClusterPooled(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Mux(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Manager(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::ClusterPooled(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Mux(c) => c.get_db(),
-            Self::Manager(c) => c.get_db(),
-            Self::Pooled(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-            Self::ClusterPooled(c) => c.get_db(),
-        }
     }
 }

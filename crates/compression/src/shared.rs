@@ -1,0 +1,191 @@
+//! What a [`CompressionLayer`](crate::CompressionLayer) prepares once and every request
+//! through its services reads: the preference order, one tower-http variant per encoding and
+//! load, the pool, the load signal.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tower_http::compression::CompressionLevel;
+use tower_scale_offload::Offload;
+
+use crate::adaptive::{LagSignal, Load, LoadSignal};
+use crate::config::{lookup, shared_pool};
+use crate::predicate::{DefaultPredicate, VariantPredicate};
+use crate::{CompressionConfig, Encoding};
+
+/// Where the layer's load signal comes from.
+#[derive(Clone)]
+pub(crate) enum SignalSource {
+    Lag(tower_scale_metrics::LagWatch),
+    Custom(Arc<dyn LoadSignal>),
+}
+
+/// What one tower-http variant does: its encoding, its level, and which bodies it leaves to
+/// the pool.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) encoding: Encoding,
+    pub(crate) level: i32,
+    pub(crate) predicate: VariantPredicate,
+}
+
+/// A tower-http `CompressionLayer` for one encoding at one level, applied per request to the
+/// lent inner service.
+pub(crate) type Variant = tower_http::compression::CompressionLayer<VariantPredicate>;
+
+/// State shared by every request through one service.
+pub(crate) struct Shared {
+    preference: Box<[Encoding]>,
+    /// Variants per encoding: 3 with a load signal (one per [`Load`]), else 1.
+    tiers: usize,
+    /// Indexed like the variants: `preference index * tiers + load index`.
+    plans: Box<[Plan]>,
+    /// Indexed like the plans.
+    variants: Box<[Variant]>,
+    predicate: DefaultPredicate,
+    /// `None`: [`shared_pool`], fetched when a body is first encoded on it.
+    offload: Option<Offload>,
+    signal: Option<Arc<dyn LoadSignal>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: &CompressionConfig,
+        offload: Option<&Offload>,
+        signal: Option<&SignalSource>,
+    ) -> Self {
+        let signal: Option<Arc<dyn LoadSignal>> = match signal {
+            None => None,
+            Some(SignalSource::Custom(s)) => Some(Arc::clone(s)),
+            Some(SignalSource::Lag(watch)) => Some(Arc::new(LagSignal::new(
+                watch.clone(),
+                config.adaptive.busy_lag,
+                config.adaptive.saturated_lag,
+            ))),
+        };
+        let loads: &[Load] = if signal.is_some() {
+            &Load::ALL
+        } else {
+            &[Load::Normal]
+        };
+        let base = DefaultPredicate::new(config.min_size);
+        let mut plans = Vec::with_capacity(config.encodings.len() * loads.len());
+        let mut variants = Vec::with_capacity(plans.capacity());
+        for &encoding in &config.encodings {
+            for &load in loads {
+                let level = level_at(config, encoding, load);
+                let predicate = VariantPredicate {
+                    base,
+                    offload: config
+                        .offload
+                        .offload_from(encoding, level, config.min_size)
+                        .map(|from| (from, config.offload.max_buffered)),
+                };
+                let layer = tower_http::compression::CompressionLayer::new()
+                    .no_br()
+                    .no_deflate()
+                    .no_gzip()
+                    .no_zstd();
+                let layer = match encoding {
+                    Encoding::Zstd => layer.zstd(true),
+                    Encoding::Br => layer.br(true),
+                    Encoding::Gzip => layer.gzip(true),
+                    Encoding::Deflate => layer.deflate(true),
+                };
+                variants.push(
+                    layer
+                        .quality(CompressionLevel::Precise(level))
+                        .compress_when(predicate),
+                );
+                plans.push(Plan {
+                    encoding,
+                    level,
+                    predicate,
+                });
+            }
+        }
+        Self {
+            preference: config.encodings.clone().into(),
+            tiers: loads.len(),
+            plans: plans.into(),
+            variants: variants.into(),
+            predicate: base,
+            offload: offload.cloned(),
+            signal,
+        }
+    }
+}
+
+impl Shared {
+    /// The enabled encodings, most preferred first.
+    #[inline]
+    pub(crate) fn preference(&self) -> &[Encoding] {
+        &self.preference
+    }
+
+    /// Whether a response is compressible at all.
+    #[inline]
+    pub(crate) fn predicate(&self) -> DefaultPredicate {
+        self.predicate
+    }
+
+    /// The variant of the encoding at `index` of the preference order, under the load now.
+    #[inline]
+    pub(crate) fn variant_index(&self, index: usize) -> usize {
+        let load = self.signal.as_ref().map_or(Load::Normal, |s| s.load());
+        index * self.tiers + load.index().min(self.tiers - 1)
+    }
+
+    /// The tower-http layer of variant `variant`.
+    #[inline]
+    pub(crate) fn variant(&self, variant: usize) -> &Variant {
+        &self.variants[variant]
+    }
+
+    /// What variant `variant` does.
+    #[inline]
+    pub(crate) fn plan(&self, variant: usize) -> &Plan {
+        &self.plans[variant]
+    }
+
+    /// `Debug` of a service named `name` over this state.
+    pub(crate) fn fmt_service(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("encodings", &self.preference)
+            .field("plans", &self.plans)
+            .field("offload", &OffloadDebug(self.offload.as_ref()))
+            .field("adaptive", &self.signal.is_some())
+            .finish()
+    }
+
+    /// The pool bodies are encoded on.
+    pub(crate) fn offload(&self) -> Offload {
+        self.offload.clone().unwrap_or_else(shared_pool)
+    }
+}
+
+/// The level of `encoding` under `load`.
+fn level_at(config: &CompressionConfig, encoding: Encoding, load: Load) -> i32 {
+    let normal = config.level_of(encoding);
+    let adaptive = &config.adaptive;
+    let busy = lookup(&adaptive.busy_levels, encoding).map_or(normal, |l| normal.min(l));
+    match load {
+        Load::Normal => normal,
+        Load::Busy => busy,
+        Load::Saturated => {
+            lookup(&adaptive.saturated_levels, encoding).map_or(busy, |l| busy.min(l))
+        }
+    }
+}
+
+/// Prints the process-wide pool as such, without building it.
+pub(crate) struct OffloadDebug<'a>(pub(crate) Option<&'a Offload>);
+
+impl fmt::Debug for OffloadDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(offload) => offload.fmt(f),
+            None => f.write_str("the process's shared pool"),
+        }
+    }
+}
