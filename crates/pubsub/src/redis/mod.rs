@@ -73,8 +73,10 @@ impl RedisPlane {
         let clients = std::iter::once(&cfg.url)
             .chain(&cfg.nodes)
             .map(|url| {
-                redis::Client::open(url.as_str())
-                    .map_err(|e| ConfigError::new("redis url", format!("{url:?}: {e}")))
+                redis::Client::open(url.as_str()).map_err(|e| {
+                    let url = tower_scale_redis::redact_url(url);
+                    ConfigError::new("redis url", format!("{url:?}: {e}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stream_tag = backend
