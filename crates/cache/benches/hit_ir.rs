@@ -2,7 +2,7 @@
 //! a shared machine), against a hand-written handler doing the Rust peer's one `GET`:
 //!
 //! ```not_rust
-//! scripts/instructions-per-request.sh tower-scale-cache hit_ir raw_get cache_hit
+//! scripts/bench/cache-instructions.sh raw_get cache_hit
 //! ```
 //!
 //! The script runs this binary under callgrind with `BENCH_VARIANT` and `BENCH_N=0`, then

@@ -1,6 +1,6 @@
 //! Instructions per request, for a measure that other processes on a shared machine hardly
 //! disturb: run under `perf stat -e instructions:u` with `n` requests and with none, and divide
-//! the difference by `n` (`benches/instructions.sh` does this for every variant and size).
+//! the difference by `n` (`scripts/bench/compression-instructions.sh` does this for every variant and size).
 //!
 //! ```not_rust
 //! <bench binary> tower_scale|tower_scale_no_offload|tower_http|none <body bytes> <requests>
@@ -29,7 +29,7 @@ use tower_scale_compression::{CompressionLayer, Encoding};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--bench") || args.len() < 4 {
-        eprintln!("instructions: run it from benches/instructions.sh");
+        eprintln!("instructions: run it from scripts/bench/compression-instructions.sh");
         return;
     }
     let (variant, size, n) = (

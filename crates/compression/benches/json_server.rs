@@ -1,6 +1,6 @@
 //! The `/json` scenario of the shared bench contract (`GET /json` returns `doc-20k.json`,
 //! gzip-compressed when the request accepts it), served with tower-scale-compression or with
-//! plain tower-http `CompressionLayer`, for `benches/json-scenario.sh` to load with wrk.
+//! plain tower-http `CompressionLayer`, for `scripts/bench/compression-json.sh` to load with wrk.
 //!
 //! ```not_rust
 //! cargo bench -p tower-scale-compression --bench json_server --no-run
@@ -26,7 +26,7 @@ fn arg(name: &str) -> Option<String> {
 fn main() {
     if std::env::args().any(|a| a == "--bench") {
         // Run by `cargo bench` itself: this is a server for the wrk script, not a benchmark.
-        eprintln!("json_server: run it from benches/json-scenario.sh");
+        eprintln!("json_server: run it from scripts/bench/compression-json.sh");
         return;
     }
     let layer = arg("--layer").unwrap_or_else(|| "tower-scale".to_owned());

@@ -8,7 +8,7 @@
 //!     --toggle-collect='*memory_instructions::measured*' target/release/deps/memory_instructions-<hash>
 //! ```
 //!
-//! `crates/ratelimit/benches/instructions.sh` runs every variant and prints the table. Without `RL_VARIANT` (as under `cargo bench`), it runs every variant 1,000 times.
+//! `scripts/bench/ratelimit-instructions.sh` runs every variant and prints the table. Without `RL_VARIANT` (as under `cargo bench`), it runs every variant 1,000 times.
 #![allow(missing_docs)]
 
 use std::net::SocketAddr;
@@ -85,7 +85,7 @@ fn run(variant: &str, n: usize) {
     measured(&rt, &router, &addrs, n);
 }
 
-/// The requests counted: `instructions.sh` has callgrind collect inside this function only
+/// The requests counted: `ratelimit-instructions.sh` has callgrind collect inside this function only
 /// (`--toggle-collect`), so start-up work that varies from run to run (tower_governor's
 /// clock calibrates against wall time) is left out.
 #[inline(never)]

@@ -1,6 +1,6 @@
 //! Instructions per request (deterministic, for callgrind) of the layer with a shared store,
 //! against a real `redis-server` started by the test kit, side by side with the Rust peer's
-//! choices (`/work/shared/peers/rust-tower`): the bench app's `/limited` (Redis, keyed by
+//! choices (`peers/rust-tower` of the shared folder): the bench app's `/limited` (Redis, keyed by
 //! `x-api-key`, 100/s burst 100) against tower-rate-limit-redis (one `EVALSHA` per request on
 //! one multiplexed redis-rs connection), and the bench app's `/hello` limiter with
 //! `HybridStore` (peer IP, a quota never reached, headers on) against tower_governor in memory.
@@ -10,7 +10,7 @@
 //! plus the client side of its round trips.
 //!
 //! ```not_rust
-//! crates/ratelimit/benches/redis-instructions.sh   # every variant, N = 5000
+//! scripts/bench/ratelimit-redis-instructions.sh   # every variant, N = 5000
 //! ```
 //!
 //! Without `RL_VARIANT` (as under `cargo bench`), it runs every variant 500 times.
@@ -175,7 +175,7 @@ fn run(variant: &str, n: usize, url: &str) {
     }
 }
 
-/// The requests counted: `redis-instructions.sh` has callgrind collect inside this function
+/// The requests counted: `ratelimit-redis-instructions.sh` has callgrind collect inside this function
 /// only (`--toggle-collect`), the runtime's I/O driver and the Redis connection's task
 /// included, start-up left out.
 #[inline(never)]

@@ -73,7 +73,7 @@ fn run(variant: &str, n: usize, url: &str) {
     assert_eq!(got, n * 100, "{variant}");
 }
 
-/// The GETs counted: `instructions.sh` has callgrind collect inside this function only
+/// The GETs counted: `scripts/bench/redis-instructions.sh` has callgrind collect inside this function only
 /// (`--toggle-collect`).
 #[inline(never)]
 fn measured(rt: &tokio::runtime::Runtime, client: &Client, n: usize) -> usize {

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_scale::session::Session;
 use tower_scale::stack::{Stack, StackConfig};
-use tower_scale_testkit::RedisServer;
+use tower_scale_testkit::{RedisServer, cookie_pair};
 
 const CONFIG: &str = r#"
 [shutdown]
@@ -71,16 +71,7 @@ async fn body(res: axum::response::Response) -> String {
 
 /// The `name=value` pair of a response's `Set-Cookie`.
 fn session_cookie(res: &axum::response::Response) -> String {
-    let header = res.headers()["set-cookie"].to_str().unwrap();
-    header.split(';').next().unwrap().to_owned()
-}
-
-fn calls(server: &RedisServer, name: &str) -> u64 {
-    server
-        .command_calls()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map_or(0, |(_, c)| c)
+    cookie_pair(res.headers()["set-cookie"].to_str().unwrap()).to_owned()
 }
 
 #[test]
@@ -148,7 +139,7 @@ async fn layer_order_shows_in_what_each_layer_costs_the_others() {
     let limited = send(&app, "/visit", &[key, ("cookie", &cookie)]).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
-        calls(&redis, "hgetall"),
+        redis.calls("hgetall"),
         0,
         "a rate-limited request read a session"
     );

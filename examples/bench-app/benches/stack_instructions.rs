@@ -4,7 +4,7 @@
 //! the figures are the layers' own cost, without Redis round trips.
 //!
 //! ```not_rust
-//! examples/bench-app/benches/stack_instructions.sh     # the table
+//! scripts/bench/stack-instructions.sh     # the table
 //! # or one variant, with N = 0 and N = 20000 (the difference / 20000 is one request):
 //! BENCH_VARIANT=tower_scale BENCH_N=20000 valgrind --tool=callgrind \
 //!     --callgrind-out-file=/dev/null target/release/deps/stack_instructions-<hash>

@@ -1,5 +1,5 @@
 //! tower-scale's implementation of the shared benchmark contract (`shared/bench/SCENARIOS.md`),
-//! the app that `scripts/bench-compare.sh` measures side by side with bare axum and the peers.
+//! the app that `scripts/bench/stack-side-by-side.sh` measures side by side with bare axum and the peers.
 //!
 //! Every endpoint carries only the layers its scenario measures, as in the peers:
 //!

@@ -87,16 +87,7 @@ fn header<'a>(res: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 
 /// The `name=value` part of the response's `Set-Cookie`.
 fn cookie(res: &reqwest::Response) -> String {
-    let set = header(res, "set-cookie").expect("Set-Cookie");
-    set.split(';').next().unwrap().to_owned()
-}
-
-fn calls(redis: &RedisServer, command: &str) -> u64 {
-    redis
-        .command_calls()
-        .iter()
-        .find(|(name, _)| name == command)
-        .map_or(0, |(_, n)| *n)
+    tower_scale_testkit::cookie_pair(header(res, "set-cookie").expect("Set-Cookie")).to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,8 +114,8 @@ async fn every_endpoint_follows_the_contract() {
     assert_eq!(header(&res, "content-encoding"), None);
     assert_eq!(header(&res, "set-cookie"), None);
     assert_eq!(res.text().await.unwrap(), "hello");
-    assert_eq!(calls(&redis, "evalsha") + calls(&redis, "eval"), 1);
-    assert_eq!(calls(&redis, "hgetall"), 0);
+    assert_eq!(redis.calls("evalsha") + redis.calls("eval"), 1);
+    assert_eq!(redis.calls("hgetall"), 0);
 
     // POST /login: 200 and a session cookie, not Secure (plain HTTP), HttpOnly.
     let res = app.http.post(app.url("/login")).send().await.unwrap();
@@ -275,7 +266,7 @@ async fn the_default_hello_limiter_leases_instead_of_a_round_trip_per_request() 
         assert_eq!(res.text().await.unwrap(), "hello");
     }
     // One lease of 1000 units per second at most, never one decision per request.
-    let decisions = calls(&redis, "evalsha") + calls(&redis, "eval");
+    let decisions = redis.calls("evalsha") + redis.calls("eval");
     assert!(
         decisions < 50,
         "{decisions} Redis decisions for 50 requests"

@@ -1,4 +1,4 @@
-//! A server for `scripts/restart-under-load.sh`: `GET|POST /work` answers after 20 ms.
+//! A server for `scripts/bench/shutdown-restart-under-load.sh`: `GET|POST /work` answers after 20 ms.
 //!
 //! ```not_rust
 //! PORT=4001 cargo run --release -p example-restart-demo             # graceful
