@@ -47,7 +47,8 @@ use crate::store::Store;
 #[derive(Clone)]
 #[must_use]
 pub struct SessionManagerLayer<R = DefaultRefusal> {
-    config: SessionConfig,
+    // Behind an `Arc`: axum clones a handler's layer for every request (`Handler::layer`).
+    config: Arc<SessionConfig>,
     shared: Arc<Shared>,
     refuse: R,
 }
@@ -67,7 +68,7 @@ impl SessionManagerLayer {
         let config = SessionConfig::default();
         Self {
             shared: Arc::new(Shared::new(Arc::new(store), &config)),
-            config,
+            config: Arc::new(config),
             refuse: DefaultRefusal::new(),
         }
     }
@@ -77,7 +78,7 @@ impl SessionManagerLayer {
         config.validate()?;
         Ok(Self {
             shared: Arc::new(Shared::new(Arc::new(store), config)),
-            config: config.clone(),
+            config: Arc::new(config.clone()),
             refuse: DefaultRefusal::new(),
         })
     }
@@ -106,7 +107,7 @@ impl<R> SessionManagerLayer<R> {
 
     /// Changes one config field, validates the whole config, and rebuilds the shared state.
     fn set(mut self, change: impl FnOnce(&mut SessionConfig)) -> Result<Self, ConfigError> {
-        change(&mut self.config);
+        change(Arc::make_mut(&mut self.config));
         self.config.validate()?;
         self.shared = Arc::new(Shared::new(self.shared.store_arc().clone(), &self.config));
         Ok(self)
