@@ -78,8 +78,7 @@ async fn login(addr: SocketAddr, name: &str) -> String {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let set = res.headers()["set-cookie"].to_str().unwrap();
-    set.split(';').next().unwrap().to_owned()
+    tower_scale_testkit::cookie_pair(res.headers()["set-cookie"].to_str().unwrap()).to_owned()
 }
 
 /// A WebSocket of `name`, logged in on the same instance.

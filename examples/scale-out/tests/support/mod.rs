@@ -384,7 +384,7 @@ impl Reply {
     /// `name=value` of the response's `Set-Cookie`, if any.
     pub fn cookie(&self) -> Option<String> {
         let set = self.headers.get("set-cookie")?.to_str().ok()?;
-        Some(set.split(';').next()?.trim().to_owned())
+        Some(tower_scale_testkit::cookie_pair(set).to_owned())
     }
 }
 
