@@ -31,6 +31,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)  # the scale-out test
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v python3 >/dev/null 2>&1 || need+=(python3)  # the MSRV check
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
@@ -84,6 +85,9 @@ for manifest in crates/*/Cargo.toml; do
     grep -qx "$licence" <<<"$files" || { echo "$crate: $licence is not in the package" >&2; exit 1; }
   done
 done
+
+log "every package's rust-version covers what its dependencies in Cargo.lock need"
+cargo metadata --format-version 1 --locked | scripts/lib/msrv-check.py
 
 log "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
