@@ -17,6 +17,7 @@
 //! - [`PrivateMark`]: a request-scoped flag saying that the response is personal to its
 //!   client (it created or changed a session) and must not be stored by a shared cache,
 //!   whatever the order of the layers.
+//! - [`MetricDef`]: the name, kind, labels and meaning of a metric a crate emits.
 //! - [`BoxFuture`] and [`BoxError`].
 //!
 //! # Example
@@ -40,12 +41,14 @@ mod backoff;
 mod clock;
 mod error;
 mod mark;
+mod metric;
 mod refusal;
 
 pub use self::backoff::Backoff;
 pub use self::clock::{Clock, ManualClock, SystemClock, TokioClock, millis};
 pub use self::error::{BoxError, ConfigError, StoreError};
 pub use self::mark::PrivateMark;
+pub use self::metric::{MetricDef, MetricKind};
 pub use self::refusal::{
     BoxFuture, DefaultRefusal, Refusal, Refuse, TextRefusal, retry_after_secs, retry_after_value,
 };
