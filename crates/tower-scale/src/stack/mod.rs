@@ -1,25 +1,35 @@
 //! Every layer, stacked in the right order, from one serde config (e.g. a TOML file).
 //!
-//! Each section of [`StackConfig`] is optional: a missing section leaves its layer out. With
-//! a `[redis]` section (or `REDIS_URL`, see [`StackConfig::redis_from_env`]) the rate limit,
-//! the sessions and the cache share state across instances through Redis; without one they
-//! live in this process.
+//! Each section of [`StackConfig`] is optional: a missing section leaves its layer out, a
+//! present one is in force once the stack is built and applied, or [`Stack::build`] fails
+//! naming what is missing. With a `[redis]` section (or `REDIS_URL`, see
+//! [`StackConfig::env_overrides`]) the rate limit, the sessions, the cache and pub/sub share
+//! state across instances through Redis; without one they live in this process.
+//! Environment variables override single fields (`TOWER_SCALE__SECTION__FIELD`), and
+//! [`StackConfig::to_toml_redacted`] prints the effective config without its secrets.
+//! `docs/stack.md` of the repository is the reference of every section.
 //!
 //! # Order, outermost first, and why
 //!
-//! 1. **shutdown** (`InFlightLayer`): counts every request, so draining waits for all of them,
+//! 1. **`/metrics`**: answered before anything else, so a scrape is never rate limited or
+//!    shed.
+//! 2. **shutdown** (`InFlightLayer`): counts every request, so draining waits for all of them,
 //!    and closes keep-alive connections while draining.
-//! 2. **metrics**: sees every response, shed and rate-limited ones included, with the full
+//! 3. **metrics**: sees every response, shed and rate-limited ones included, with the full
 //!    latency.
-//! 3. **pressure** (load shedding): refuses work before anything else is spent on it.
-//! 4. **rate limit**: before any session read, so a flood of requests costs no session
+//! 4. **pressure** (load shedding): refuses work before anything else is spent on it.
+//! 5. **rate limit**: before any session read, so a flood of requests costs no session
 //!    lookups.
-//! 5. **sessions**: outside the cache, so a cache hit (a handler that never ran) touches no
+//! 6. **sessions**: outside the cache, so a cache hit (a handler that never ran) touches no
 //!    session and sets no cookie.
-//! 6. **response cache**: outside compression, so the stored response is the encoded one and a
+//! 7. **response cache**: outside compression, so the stored response is the encoded one and a
 //!    hit is served without compressing again (keyed by the `Vary: Accept-Encoding` that
 //!    compression adds).
-//! 7. **compression**, innermost, next to the handlers.
+//! 8. **compression**: encodes what the handlers produced.
+//! 9. **circuit breakers** per route prefix: next to the handlers that call the downstreams.
+//! 10. **replica routing**, then the **offload pool** and the **broadcaster** as request
+//!     extensions, then **request decompression**, innermost: the handlers read decompressed
+//!     bodies within the limit.
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -29,8 +39,6 @@
 //! let config = StackConfig::from_toml(r#"
 //!     [shutdown]
 //!     pre_stop_delay = "5s"
-//!
-//!     [metrics]
 //!
 //!     [rate_limit]
 //!     quotas = [{ count = 100, period = "1s", burst = 200 }]
@@ -43,140 +51,58 @@
 //!     ttl = "30s"
 //!
 //!     [compression]
-//! "#)?;
+//! "#)?
+//! .env_overrides()?;
 //! let stack = Stack::build(&config)?;
 //! let app: Router = stack.apply(Router::new().route("/", get(|| async { "hello" })));
 //! # Ok(()) }
 //! ```
 
+mod build;
+mod config;
+mod env;
+mod redact;
+mod serve_metrics;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::Response;
-use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 
-use crate::cache::{Cache, CacheConfig, ResponseCacheConfig, ResponseCacheLayer};
-use crate::compression::{CompressionConfig, CompressionLayer};
-use crate::metrics::MetricsLayer;
-use crate::offload::{PressureConfig, PressureLayer};
-use crate::ratelimit::{RateLimitConfig, RateLimitLayer};
-use crate::redis::{RedisBackend, RedisConfig};
-use crate::session::{SessionConfig, SessionManagerLayer};
-use crate::shutdown::{Shutdown, ShutdownConfig};
+use crate::breaker::{BreakerLayer, CircuitBreaker};
+use crate::cache::ResponseCacheLayer;
+use crate::compression::{CompressionLayer, RequestDecompressionLayer};
+use crate::metrics::{LagWatch, MetricsLayer, PrometheusMetrics};
+use crate::offload::{Offload, PressureLayer};
+use crate::pubsub::Broadcaster;
+use crate::ratelimit::RateLimitLayer;
+use crate::redis::RedisBackend;
+use crate::replica::ReadWriteLayer;
+use crate::session::SessionManagerLayer;
+use crate::shutdown::Shutdown;
 
-/// The whole stack's config: one optional section per layer.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct StackConfig {
-    /// The shared Redis backend; none: every layer keeps its state in this process.
-    pub redis: Option<RedisConfig>,
-    /// Graceful shutdown (in-flight tracking, drain, readiness).
-    pub shutdown: Option<ShutdownConfig>,
-    /// HTTP metrics (an empty `[metrics]` section turns them on).
-    pub metrics: Option<MetricsSection>,
-    /// Load shedding by runtime lag, in-flight requests or memory.
-    pub pressure: Option<PressureConfig>,
-    /// Rate limiting (global through Redis when there is a backend).
-    pub rate_limit: Option<RateLimitConfig>,
-    /// Sessions (in Redis when there is a backend).
-    pub session: Option<SessionConfig>,
-    /// The HTTP response cache (in Redis when there is a backend).
-    pub cache: Option<CacheSection>,
-    /// Response compression.
-    pub compression: Option<CompressionConfig>,
-}
+pub use self::build::StackBuilder;
+pub use self::config::{
+    BreakerSection, CacheSection, CompressionSection, DecompressionSection, MetricsSection,
+    ReplicaSection, StackConfig, StackError,
+};
+pub use self::env::ENV_PREFIX;
+use self::serve_metrics::ServeMetricsLayer;
 
-/// The `[metrics]` section (no settings yet: its presence turns the layer on).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsSection {}
-
-/// The `[cache]` section: the response cache's rules and the cache's tiers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct CacheSection {
-    /// Storability, TTLs, stale windows, size cap.
-    #[serde(flatten)]
-    pub response: ResponseCacheConfig,
-    /// The local tier and the cross-instance lock (used with Redis only: without it the
-    /// store is already in this process).
-    pub tiers: CacheConfig,
-    /// Bytes of the in-memory store when there is no Redis. Default 64 MiB.
-    pub memory_bytes: Option<u64>,
-}
-
-/// A stack that could not be built; the message names the section.
-#[derive(Debug, thiserror::Error)]
-#[error("[{section}]: {message}")]
-pub struct StackError {
-    section: &'static str,
-    message: String,
-}
-
-/// `text` with the password of every URL in it hidden ([`redact_url`](crate::redis::redact_url)):
-/// a TOML error quotes the line it is on, which may be the `url` line.
-fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
-        let end = rest[at..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ']' | '}'))
-            .map_or(rest.len(), |i| at + i);
-        out.push_str(&rest[..start]);
-        out.push_str(&crate::redis::redact_url(&rest[start..end]));
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-impl StackError {
-    fn new(section: &'static str, e: impl std::fmt::Display) -> Self {
-        Self {
-            section,
-            message: e.to_string(),
-        }
-    }
-
-    /// The config section at fault.
-    pub fn section(&self) -> &'static str {
-        self.section
-    }
-}
-
-impl StackConfig {
-    /// Parses TOML; unknown keys are errors naming the key.
-    pub fn from_toml(text: &str) -> Result<Self, StackError> {
-        toml::from_str(text).map_err(|e| StackError::new("toml", redact_urls(&e.to_string())))
-    }
-
-    /// Reads and parses a TOML file.
-    pub fn from_toml_file(path: impl AsRef<std::path::Path>) -> Result<Self, StackError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| StackError::new("toml", format!("{}: {e}", path.display())))?;
-        Self::from_toml(&text)
-    }
-
-    /// Takes the Redis section from the environment (`REDIS_URL` and the other `REDIS_*`
-    /// variables of [`RedisConfig::from_env`]) when set, over the file's.
-    pub fn redis_from_env(mut self) -> Result<Self, StackError> {
-        if let Some(redis) = RedisConfig::from_env().map_err(|e| StackError::new("redis", e))? {
-            self.redis = Some(redis);
-        }
-        Ok(self)
-    }
+/// The breakers of the `[breaker]` section: the layer, and each breaker by its prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Breakers {
+    layer: BreakerLayer,
+    routes: Vec<(String, CircuitBreaker)>,
 }
 
 /// The layers built from a [`StackConfig`], ready to wrap a router.
 #[derive(Clone, Debug)]
 pub struct Stack {
     backend: Option<RedisBackend>,
+    serve_metrics: Option<ServeMetricsLayer>,
+    prometheus: Option<PrometheusMetrics>,
+    lag: Option<LagWatch>,
     shutdown: Option<Shutdown>,
     metrics: Option<MetricsLayer>,
     pressure: Option<PressureLayer>,
@@ -186,91 +112,24 @@ pub struct Stack {
     /// Whether the cache has a local tier (then `/readyz` waits for its invalidation bus).
     cache_l1: bool,
     compression: Option<CompressionLayer>,
+    breakers: Option<Breakers>,
+    replica: Option<ReadWriteLayer>,
+    offload: Option<Offload>,
+    pubsub: Option<Broadcaster>,
+    decompression: Option<RequestDecompressionLayer>,
 }
 
 impl Stack {
-    /// Builds every configured layer; no connection is opened yet.
+    /// Builds every configured layer; no connection is opened yet. The same as
+    /// `Stack::builder(config).build()`: see [`StackBuilder::build`] (a section that needs the
+    /// runtime probe needs a tokio runtime to start it in).
     pub fn build(config: &StackConfig) -> Result<Self, StackError> {
-        let backend = config
-            .redis
-            .clone()
-            .map(RedisBackend::new)
-            .transpose()
-            .map_err(|e| StackError::new("redis", e))?;
-        let rate_limit = config
-            .rate_limit
-            .as_ref()
-            .map(|c| match &backend {
-                Some(b) => {
-                    RateLimitLayer::from_config(crate::ratelimit::RedisStore::new(b.clone()), c)
-                }
-                None => {
-                    RateLimitLayer::from_config(crate::ratelimit::MemoryStore::new(1_000_000), c)
-                }
-            })
-            .transpose()
-            .map_err(|e| StackError::new("rate_limit", e))?;
-        let session = config
-            .session
-            .as_ref()
-            .map(|c| match &backend {
-                Some(b) => {
-                    SessionManagerLayer::from_config(crate::session::RedisStore::new(b.clone()), c)
-                }
-                None => SessionManagerLayer::from_config(crate::session::MemoryStore::new(), c),
-            })
-            .transpose()
-            .map_err(|e| StackError::new("session", e))?;
-        let cache_l1 = backend.is_some()
-            && config
-                .cache
-                .as_ref()
-                .is_some_and(|c| c.tiers.l1_max_bytes.is_some());
-        let cache = config
-            .cache
-            .as_ref()
-            .map(|c| {
-                let mut tiers = c.tiers.clone();
-                let builder = match &backend {
-                    Some(b) => Cache::builder(crate::cache::RedisStore::new(b.clone())),
-                    None => {
-                        // In memory the store is already local and single-instance: no local
-                        // tier or cross-instance lock to add.
-                        tiers.l1_max_bytes = None;
-                        tiers.lock = None;
-                        Cache::builder(crate::cache::MemoryStore::new(
-                            c.memory_bytes.unwrap_or(64 * 1024 * 1024),
-                        ))
-                    }
-                };
-                let cache = builder.config(tiers).build()?;
-                ResponseCacheLayer::from_config(cache, &c.response)
-            })
-            .transpose()
-            .map_err(|e| StackError::new("cache", e))?;
-        let compression = config
-            .compression
-            .as_ref()
-            .map(CompressionLayer::from_config)
-            .transpose()
-            .map_err(|e| StackError::new("compression", e))?;
-        let pressure = config
-            .pressure
-            .as_ref()
-            .map(PressureLayer::from_config)
-            .transpose()
-            .map_err(|e| StackError::new("pressure", e))?;
-        Ok(Self {
-            compression,
-            cache_l1,
-            shutdown: config.shutdown.clone().map(Shutdown::new),
-            metrics: config.metrics.map(|_| MetricsLayer::new()),
-            pressure,
-            backend,
-            rate_limit,
-            session,
-            cache,
-        })
+        Self::builder(config).build()
+    }
+
+    /// A builder, to pass what a file cannot hold: a running probe, a recorder.
+    pub fn builder(config: &StackConfig) -> StackBuilder<'_> {
+        StackBuilder::new(config)
     }
 
     /// Wraps `router` in every configured layer, in the documented order.
@@ -279,9 +138,9 @@ impl Stack {
     /// `Router::layer` call wraps every route in one more boxed service, which costs a clone of
     /// that boxed service and a boxed future per request and layer.
     pub fn apply<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
-        // Compression and the cache change the response body's type; with the layer absent
-        // the body stays axum's, so both branches answer axum bodies. axum boxes the body once
-        // anyway; a body already boxed is not boxed again.
+        // Compression, the cache and decompression change the response body's type; with the
+        // layer absent the body stays axum's, so both branches answer axum bodies. axum boxes
+        // the body once anyway; a body already boxed is not boxed again.
         let compression = self.compression.clone().map(|l| {
             ServiceBuilder::new()
                 .map_response(into_axum_body as fn(_) -> _)
@@ -292,23 +151,46 @@ impl Stack {
                 .map_response(into_axum_body as fn(_) -> _)
                 .layer(l)
         });
+        let decompression = self.decompression.map(|l| {
+            ServiceBuilder::new()
+                .map_response(into_axum_body as fn(_) -> _)
+                .layer(l)
+        });
         router.layer(
             ServiceBuilder::new()
+                .option_layer(self.serve_metrics.clone())
                 .option_layer(self.shutdown.as_ref().map(Shutdown::layer))
                 .option_layer(self.metrics.clone())
                 .option_layer(self.pressure.clone())
                 .option_layer(self.rate_limit.clone())
                 .option_layer(self.session.clone())
                 .option_layer(cache)
-                .option_layer(compression),
+                .option_layer(compression)
+                .option_layer(self.breakers.as_ref().map(|b| b.layer.clone()))
+                .option_layer(self.replica.clone())
+                .option_layer(self.offload.clone().map(axum::Extension))
+                .option_layer(self.pubsub.clone().map(axum::Extension))
+                .option_layer(decompression),
         )
     }
 
-    /// `/livez` and `/readyz` (ready until shutdown starts, while Redis, if any, answers, and
-    /// while the cache's invalidation bus is subscribed, when it has a local tier), to merge
-    /// outside the rate limit and the load shedding. `None` without a `[shutdown]` section.
+    /// The stack's own routes, to merge after [`apply`](Self::apply), outside the rate limit
+    /// and the load shedding: `/livez` and `/readyz` with `[shutdown]` (ready until shutdown
+    /// starts, while Redis, if any, answers, and while the cache's invalidation bus is
+    /// subscribed, when it has a local tier), and the `[metrics]` path when it is served.
+    /// `None` when there is neither.
+    ///
+    /// `apply` answers the metrics path too, but only for requests that reach the router's
+    /// layers (its routes and its default fallback, which a later `Router::merge` replaces):
+    /// merge these routes and it is always served.
     pub fn health_routes<S: Clone + Send + Sync + 'static>(&self) -> Option<Router<S>> {
-        let shutdown = self.shutdown.as_ref()?;
+        let metrics = self.serve_metrics.as_ref().map(|serve| {
+            let handler = serve.metrics().handler();
+            (serve.path().to_owned(), axum::routing::get(handler))
+        });
+        let Some(shutdown) = self.shutdown.as_ref() else {
+            return metrics.map(|(path, route)| Router::new().route(&path, route));
+        };
         let mut health = shutdown.health();
         if let Some(redis) = self.backend.clone() {
             health = health.check("redis", move || {
@@ -332,14 +214,42 @@ impl Stack {
                 }
             });
         }
-        Some(health.routes())
+        let routes = health.routes();
+        Some(match metrics {
+            Some((path, route)) => routes.route(&path, route),
+            None => routes,
+        })
     }
 
-    /// Feeds the load shedding the runtime probe's lag (its `max_lag` threshold needs it).
-    #[must_use]
-    pub fn lag_from(mut self, watch: crate::metrics::LagWatch) -> Self {
-        self.pressure = self.pressure.map(|p| p.lag_from(watch));
-        self
+    /// The runtime probe's measurements, when a section needed the probe.
+    pub fn lag(&self) -> Option<&LagWatch> {
+        self.lag.as_ref()
+    }
+
+    /// The Prometheus recorder's handle, when `[metrics]` installed or was given one.
+    pub fn prometheus(&self) -> Option<&PrometheusMetrics> {
+        self.prometheus.as_ref()
+    }
+
+    /// The breaker of a `[breaker.routes]` prefix (to trip, reset or watch it).
+    pub fn breaker(&self, prefix: &str) -> Option<&CircuitBreaker> {
+        let breakers = self.breakers.as_ref()?;
+        breakers
+            .routes
+            .iter()
+            .find(|(p, _)| p == prefix)
+            .map(|(_, b)| b)
+    }
+
+    /// The `[offload]` pool, also in every request's extensions (`Extension<Offload>`).
+    pub fn offload(&self) -> Option<&Offload> {
+        self.offload.as_ref()
+    }
+
+    /// The `[pubsub]` broadcaster, also in every request's extensions
+    /// (`Extension<Broadcaster>`).
+    pub fn pubsub(&self) -> Option<&Broadcaster> {
+        self.pubsub.as_ref()
     }
 
     /// The shared Redis backend, when configured.
