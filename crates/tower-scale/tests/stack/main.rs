@@ -3,6 +3,7 @@
 #![cfg(feature = "stack")]
 
 mod breaker;
+mod cluster;
 mod compression;
 mod metrics;
 mod order;

@@ -91,7 +91,11 @@ async fn pubsub_in_memory_reaches_this_instances_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_through_redis_reaches_the_other_instances() {
     let redis = RedisServer::start();
-    let toml = format!("[redis]\nurl = \"{}\"\n\n[pubsub]\n", redis.url());
+    // subscribe returns once Redis confirmed the room, however loaded the machine is.
+    let toml = format!(
+        "[redis]\nurl = \"{}\"\n\n[pubsub]\nsubscribe_timeout = \"60s\"\n",
+        redis.url()
+    );
     let config = StackConfig::from_toml(&toml).unwrap();
     // Two instances of one service: two stacks from one config.
     let a = Stack::build(&config).unwrap();
