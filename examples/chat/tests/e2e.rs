@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use example_chat::ChatConfig;
 use example_chat::protocol::ServerMsg;
-use example_chat::{Chat, ChatConfig};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, mpsc};
@@ -20,8 +20,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tower_scale_pubsub::Delivery;
 use tower_scale_ratelimit::Quota;
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_shutdown::{Report, Shutdown, ShutdownConfig};
+use tower_scale_shutdown::{Report, Shutdown};
 use tower_scale_testkit::RedisServer;
+
+mod support;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -35,13 +37,6 @@ struct Instance {
 }
 
 async fn start(redis: Option<&str>, delivery: Delivery, rate: Quota) -> Instance {
-    let shutdown = Shutdown::new({
-        let mut config = ShutdownConfig::default();
-        config.pre_stop_delay = Duration::ZERO;
-        config.drain_timeout = Duration::from_secs(10);
-        config.tasks_timeout = Duration::from_secs(10);
-        config
-    });
     let config = ChatConfig {
         redis: redis.map(|url| RedisBackend::new(RedisConfig::new(url)).unwrap()),
         delivery,
@@ -49,15 +44,9 @@ async fn start(redis: Option<&str>, delivery: Delivery, rate: Quota) -> Instance
         publish_retry: Duration::from_secs(20),
         ..ChatConfig::default()
     };
-    let chat = Chat::new(config, shutdown.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve =
-        axum::serve(listener, chat.router()).with_graceful_shutdown(shutdown.stop_accepting());
-    let served = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { shutdown.run(async move { serve.await }).await }
-    });
+    let (shutdown, served) = support::serve(listener, config);
     Instance {
         addr,
         shutdown,

@@ -1,0 +1,57 @@
+//! The chat page (`static/index.html`) in a real browser: headless Debian Chromium driven
+//! through chromedriver (WebDriver), against two chat instances on one real Redis behind a
+//! real nginx on loopback. Screenshots of the key moments go to `target/chat-screenshots/`.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver`, installed by `scripts/test.sh`) and nginx; without them the tests fail
+//! saying what to install.
+
+mod harness;
+
+use harness::{Options, Setup, joined, log_in, say};
+
+/// Bug 1: logging in as another name in the same window must not leave messages going out
+/// as the old user. Whatever the page offers to switch users (log out first, or the login
+/// form), once it says "logged in as dave", what it sends comes from dave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_user_in_one_window_sends_as_the_user_shown() {
+    let setup = Setup::start("switch-user", Options::default()).await;
+    let olga = setup.observer(0, "olga").await;
+    let page = setup.browser("alice").await;
+    page.goto(&setup.base).await;
+    log_in(&page, "alice").await;
+
+    // Switch to dave the way the page allows it.
+    let has_logout = page
+        .eval("const b = document.getElementById('logout'); return !!b && !b.hidden;")
+        .await;
+    if has_logout == true {
+        page.click("#logout").await;
+        page.until(
+            "logged out",
+            "!document.querySelector('#login input[name=name]').disabled",
+        )
+        .await;
+    }
+    page.enter("#login input[name=name]", "dave").await;
+    page.until(
+        "showing dave as logged in",
+        "/logged in as dave/i.test(document.body.innerText)",
+    )
+    .await;
+    page.until("in the lobby", &joined("lobby")).await;
+
+    say(&page, "who-sent-this").await;
+    let seen = olga
+        .until("lobby", "showing the message", |seen| {
+            seen.iter().any(|m| m.text == "who-sent-this")
+        })
+        .await;
+    let from: Vec<&str> = seen
+        .iter()
+        .filter(|m| m.text == "who-sent-this")
+        .map(|m| m.from.as_str())
+        .collect();
+    assert_eq!(from, ["dave"], "the page says dave is logged in");
+    page.close().await;
+}
