@@ -55,3 +55,46 @@ async fn switching_user_in_one_window_sends_as_the_user_shown() {
     assert_eq!(from, ["dave"], "the page says dave is logged in");
     page.close().await;
 }
+
+/// Bug 2: a message typed while the page is disconnected is not lost: it is sent once the
+/// page is connected again, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_typed_while_disconnected_is_sent_after_reconnecting() {
+    let mut setup = Setup::start("offline-send", Options::default()).await;
+    let page = setup.browser("alice").await;
+    page.goto(&setup.base).await;
+    log_in(&page, "alice").await;
+
+    // Both instances go away: the page cannot reach any.
+    setup.stop(0).await;
+    setup.stop(1).await;
+    page.until(
+        "showing the disconnection",
+        "/disconnected|reconnecting|offline/i.test(document.body.innerText)",
+    )
+    .await;
+    say(&page, "typed-while-offline").await;
+    page.screenshot("offline-typed").await;
+
+    setup.start_again(0).await;
+    setup.start_again(1).await;
+    let olga = setup.observer(1, "olga").await;
+    let seen = olga
+        .until("lobby", "showing the message typed offline", |seen| {
+            seen.iter().any(|m| m.text == "typed-while-offline")
+        })
+        .await;
+    let copies: Vec<_> = seen
+        .iter()
+        .filter(|m| m.text == "typed-while-offline")
+        .collect();
+    assert_eq!(copies.len(), 1, "sent exactly once: {seen:?}");
+    assert_eq!(copies[0].from, "alice");
+    page.until(
+        "showing it once",
+        "document.getElementById('log').textContent.split('typed-while-offline').length === 2",
+    )
+    .await;
+    page.screenshot("offline-sent").await;
+    page.close().await;
+}
