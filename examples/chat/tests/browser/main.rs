@@ -8,7 +8,7 @@
 
 mod harness;
 
-use harness::{Options, Setup, joined, log_in, say};
+use harness::{Options, Setup, count, joined, log_in, say};
 
 /// Bug 1: logging in as another name in the same window must not leave messages going out
 /// as the old user. Whatever the page offers to switch users (log out first, or the login
@@ -96,5 +96,54 @@ async fn a_message_typed_while_disconnected_is_sent_after_reconnecting() {
     )
     .await;
     page.screenshot("offline-sent").await;
+    page.close().await;
+}
+
+/// Bug 3: after a reconnect the page shows no message twice (history is deduplicated by
+/// `seq`) and is back in every room it had joined, not only the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reconnect_no_message_is_repeated_and_every_room_is_rejoined() {
+    let mut setup = Setup::start("reconnect", Options::default()).await;
+    let olga = setup.observer(0, "olga").await;
+    let page = setup.browser("alice").await;
+    page.goto(&setup.base).await;
+    log_in(&page, "alice").await;
+    page.enter("#join input[name=room]", "second").await;
+    page.until("in the second room", &joined("second")).await;
+
+    for room in ["lobby", "second"] {
+        for i in 0..5 {
+            olga.post(room, &format!("early-{room}-{i}")).await;
+        }
+    }
+    page.until(
+        "showing the early messages",
+        "document.getElementById('log').textContent.includes('early-second-4') \
+         && document.getElementById('log').textContent.includes('early-lobby-4')",
+    )
+    .await;
+
+    // A rolling restart: whichever instance the page is on, it has to reconnect.
+    for i in 0..2 {
+        setup.stop(i).await;
+        setup.start_again(i).await;
+    }
+    let olga = olga.on(&setup.instances[1].url());
+    olga.post("lobby", "late-lobby").await;
+    olga.post("second", "late-second").await;
+    page.until(
+        "showing the late messages of both rooms",
+        "document.getElementById('log').textContent.includes('late-lobby') \
+         && document.getElementById('log').textContent.includes('late-second')",
+    )
+    .await;
+    page.screenshot("after-restart").await;
+    let log = page.log_text().await;
+    for room in ["lobby", "second"] {
+        for i in 0..5 {
+            let text = format!("early-{room}-{i}");
+            assert_eq!(count(&log, &text), 1, "{text} shown once; log: {log}");
+        }
+    }
     page.close().await;
 }
