@@ -100,6 +100,9 @@ impl Instance {
             redis: Some(RedisBackend::new(RedisConfig::new(redis)).expect("a Redis backend")),
             delivery: Delivery::Stream,
             rate: options.rate,
+            // Presence changes show within half a second.
+            presence_refresh: Duration::from_millis(500),
+            presence_ttl: Duration::from_secs(10),
             ..ChatConfig::default()
         }
     }
