@@ -256,13 +256,14 @@ async fn login(session: Session, Json(login): Json<Login>) -> Response {
     }
 }
 
-/// `GET /me`: the logged-in user and the longest message, or 401.
+/// `GET /me`: who is logged in (`"name": null` when nobody is: the page asks after every
+/// reload and before every reconnect, so this is not an error), and the longest message.
 async fn me(State(chat): State<Chat>, session: Session) -> Response {
-    match auth::user(&session).await {
-        Ok(name) => Json(serde_json::json!({ "name": name, "max_text": chat.inner.max_text }))
-            .into_response(),
-        Err(response) => response,
-    }
+    let name = match session.get::<String>(auth::USER).await {
+        Ok(name) => name.filter(|name| auth::valid_name(name)),
+        Err(e) => return e.into_response(),
+    };
+    Json(serde_json::json!({ "name": name, "max_text": chat.inner.max_text })).into_response()
 }
 
 async fn logout(session: Session) -> StatusCode {

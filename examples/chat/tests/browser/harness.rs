@@ -386,6 +386,33 @@ impl Browser {
             .expect("type into the field");
     }
 
+    /// Presses keys in the focused element (`\u{E007}` is Enter, `\u{E004}` Tab).
+    pub async fn keys(&self, keys: &str) {
+        let focused = self
+            .client
+            .active_element()
+            .await
+            .expect("a focused element");
+        focused.send_keys(keys).await.expect("press keys");
+    }
+
+    /// Presses Tab until the element with id `id` has the focus (at most 30 times).
+    pub async fn tab_to(&self, id: &str) {
+        let focused =
+            format!("return document.activeElement && document.activeElement.id === '{id}';");
+        for _ in 0..30 {
+            if self.eval(&focused).await == true {
+                return;
+            }
+            use fantoccini::actions::InputSource;
+            let tab = fantoccini::actions::KeyActions::new("keyboard".to_owned())
+                .then(fantoccini::actions::KeyAction::Down { value: '\u{E004}' })
+                .then(fantoccini::actions::KeyAction::Up { value: '\u{E004}' });
+            self.client.perform_actions(tab).await.expect("press Tab");
+        }
+        panic!("{}: Tab never reached #{id}", self.name);
+    }
+
     pub async fn click(&self, selector: &str) {
         self.find(selector).await.click().await.expect("click");
     }

@@ -74,6 +74,18 @@ async fn a_message_typed_while_disconnected_is_sent_after_reconnecting() {
     )
     .await;
     say(&page, "typed-while-offline").await;
+    // The page says it is reconnecting, with a countdown, and that the message waits.
+    page.until(
+        "counting down to the next attempt",
+        "document.getElementById('status').dataset.state === 'reconnecting' \
+         && /reconnecting in \\d+ s/.test(document.getElementById('status').textContent)",
+    )
+    .await;
+    page.until(
+        "marking the message not sent yet",
+        "document.querySelector('#log .msg[data-state=queued]')?.textContent.includes('typed-while-offline')",
+    )
+    .await;
     page.screenshot("offline-typed").await;
 
     setup.start_again(0).await;
@@ -93,6 +105,12 @@ async fn a_message_typed_while_disconnected_is_sent_after_reconnecting() {
     page.until(
         "showing it once",
         "document.getElementById('log').textContent.split('typed-while-offline').length === 2",
+    )
+    .await;
+    page.until(
+        "marking it sent, connected",
+        "document.querySelector('#log .msg[data-state=sent]')?.textContent.includes('typed-while-offline') \
+         && document.getElementById('status').dataset.state === 'connected'",
     )
     .await;
     page.screenshot("offline-sent").await;
@@ -123,9 +141,13 @@ async fn after_a_reconnect_no_message_is_repeated_and_every_room_is_rejoined() {
     )
     .await;
 
-    // A rolling restart: whichever instance the page is on, it has to reconnect.
+    // A rolling restart: whichever instance the page is on, it has to reconnect. While one
+    // instance is down, olga talks on the other one.
     for i in 0..2 {
         setup.stop(i).await;
+        let on_other = olga.on(&setup.instances[1 - i].url());
+        on_other.post("lobby", &format!("during-lobby-{i}")).await;
+        on_other.post("second", &format!("during-second-{i}")).await;
         setup.start_again(i).await;
     }
     let olga = olga.on(&setup.instances[1].url());
@@ -140,10 +162,235 @@ async fn after_a_reconnect_no_message_is_repeated_and_every_room_is_rejoined() {
     page.screenshot("after-restart").await;
     let log = page.log_text().await;
     for room in ["lobby", "second"] {
-        for i in 0..5 {
-            let text = format!("early-{room}-{i}");
+        let texts = (0..5)
+            .map(|i| format!("early-{room}-{i}"))
+            .chain((0..2).map(|i| format!("during-{room}-{i}")))
+            .chain([format!("late-{room}")]);
+        for text in texts {
             assert_eq!(count(&log, &text), 1, "{text} shown once; log: {log}");
         }
     }
+    page.close().await;
+}
+
+/// Two users on different instances talk: each sees the other's message with its time, their
+/// own marked sent, and both in the room's people; when bob logs out, alice's list drops him.
+/// No console errors on either page (the favicon included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_on_different_instances_talk() {
+    let setup = Setup::start("talk", Options::default()).await;
+    let alice = setup.browser("alice").await;
+    let bob = setup.browser("bob").await;
+    alice.goto(&setup.instances[0].url()).await;
+    bob.goto(&setup.instances[1].url()).await;
+    log_in(&alice, "alice").await;
+    log_in(&bob, "bob").await;
+    let both = "[...document.querySelectorAll('#people li')].map(li => li.textContent).join(',')";
+    alice
+        .until(
+            "listing alice and bob",
+            &format!("{both} === 'alice (you),bob'"),
+        )
+        .await;
+    bob.until(
+        "listing alice and bob",
+        &format!("{both} === 'alice,bob (you)'"),
+    )
+    .await;
+
+    say(&alice, "hello bob").await;
+    bob.until("showing alice's message", &message("alice", "hello bob"))
+        .await;
+    alice
+        .until(
+            "showing her message as sent",
+            "document.querySelector('#log .msg[data-state=sent] time')",
+        )
+        .await;
+    say(&bob, "hi alice").await;
+    alice
+        .until("showing bob's answer", &message("bob", "hi alice"))
+        .await;
+    // Every message carries the time it was sent.
+    let times = alice
+        .eval("return [...document.querySelectorAll('#log .msg')].every(m => m.querySelector('time[datetime]'));")
+        .await;
+    assert_eq!(times, true);
+    let shot = alice.screenshot("conversation").await;
+    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chat.png");
+    if std::env::var_os("UPDATE_CHAT_SCREENSHOT").is_some() {
+        std::fs::copy(&shot, readme).expect("update examples/chat/chat.png");
+    }
+
+    bob.click("#logout").await;
+    alice
+        .until("listing alice alone", &format!("{both} === 'alice (you)'"))
+        .await;
+    for page in [&alice, &bob] {
+        assert_eq!(page.console_errors().await, Vec::<String>::new());
+    }
+    alice.close().await;
+    bob.close().await;
+}
+
+/// A condition: the log shows a message of `from` saying `text`.
+fn message(from: &str, text: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#log .msg')].some(m => \
+           m.querySelector('.from')?.textContent === '{from}' \
+           && m.querySelector('.text')?.textContent === '{text}')"
+    )
+}
+
+/// After a reload the page asks the server who is logged in and carries on (name locked,
+/// rooms rejoined, the history above a divider); Log out ends the session, and a reload then
+/// shows the login form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_the_login_and_log_out_ends_it() {
+    let setup = Setup::start("reload", Options::default()).await;
+    let olga = setup.observer(0, "olga").await;
+    let page = setup.browser("alice").await;
+    page.goto(&setup.base).await;
+    log_in(&page, "alice").await;
+    let locked = "document.getElementById('name').disabled \
+                  && !document.getElementById('logout').hidden";
+    page.until("locking the name", locked).await;
+    olga.post("lobby", "before the reload").await;
+    page.until(
+        "showing olga's message",
+        &message("olga", "before the reload"),
+    )
+    .await;
+
+    page.reload().await;
+    page.until(
+        "logged in as alice again",
+        "/Logged in as alice/.test(document.body.innerText)",
+    )
+    .await;
+    page.until("locking the name", locked).await;
+    page.until("in the lobby", &joined("lobby")).await;
+    page.until(
+        "showing the history above the divider",
+        "(() => { const d = document.querySelector('#log .divider'); \
+           const h = [...document.querySelectorAll('#log .msg.history')]; \
+           return d && !d.hidden && h.some(m => m.textContent.includes('before the reload')) \
+             && h.every(m => m.compareDocumentPosition(d) & Node.DOCUMENT_POSITION_FOLLOWING); })()",
+    )
+    .await;
+    olga.post("lobby", "after the reload").await;
+    page.until(
+        "showing the live message",
+        &message("olga", "after the reload"),
+    )
+    .await;
+    page.screenshot("reloaded").await;
+
+    page.click("#logout").await;
+    page.until(
+        "showing the login form",
+        "!document.getElementById('name').disabled && document.getElementById('chat').hidden",
+    )
+    .await;
+    page.reload().await;
+    page.until(
+        "still logged out after a reload",
+        "!document.getElementById('name').disabled \
+         && document.getElementById('chat').hidden \
+         && document.getElementById('status').textContent === 'Not logged in'",
+    )
+    .await;
+    assert_eq!(page.console_errors().await, Vec::<String>::new());
+    page.close().await;
+}
+
+/// Too fast: the message is not sent, the page says when to retry and keeps the text. Too
+/// long: refused before sending, with the text kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_and_too_long_messages_keep_their_text() {
+    let options = Options {
+        rate: tower_scale_ratelimit::Quota::per_minute(2),
+    };
+    let setup = Setup::start("limits", options).await;
+    let page = setup.browser("alice").await;
+    page.goto(&setup.base).await;
+    log_in(&page, "alice").await;
+    for text in ["one", "two"] {
+        say(&page, text).await;
+        page.until(
+            "showing the message as sent",
+            &format!(
+                "{} && document.querySelectorAll('#log .msg[data-state=sent]').length >= 1",
+                message("alice", text)
+            ),
+        )
+        .await;
+    }
+    say(&page, "three").await;
+    page.until(
+        "saying when to retry",
+        "/try again in \\d+ s/i.test(document.getElementById('notice').textContent)",
+    )
+    .await;
+    page.until(
+        "keeping the text",
+        "document.getElementById('text').value === 'three'",
+    )
+    .await;
+    assert_eq!(count(&page.log_text().await, "three"), 0);
+    page.screenshot("rate-limited").await;
+
+    let long = "x".repeat(2001);
+    page.enter("#send input[name=text]", &long).await;
+    page.until(
+        "refusing the long message",
+        "/too long \\(2001 bytes, at most 2000\\)/.test(document.getElementById('notice').textContent)",
+    )
+    .await;
+    let kept = page
+        .eval("return document.getElementById('text').value.length;")
+        .await;
+    assert_eq!(kept, 2001);
+    assert_eq!(count(&page.log_text().await, "xxxx"), 0);
+    page.close().await;
+}
+
+/// Every field has a label, the log is a live region, and a person using only the keyboard
+/// logs in and sends a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_only_use_works_and_fields_are_labelled() {
+    let setup = Setup::start("keyboard", Options::default()).await;
+    let olga = setup.observer(0, "olga").await;
+    let page = setup.browser("kim").await;
+    page.goto(&setup.base).await;
+    page.until(
+        "showing the login form",
+        "!document.getElementById('name').disabled",
+    )
+    .await;
+    let a11y = page
+        .eval(
+            "const log = document.getElementById('log'); \
+             return [...document.querySelectorAll('input')].every(i => i.labels.length > 0) \
+               && log.getAttribute('role') === 'log' && log.getAttribute('aria-live') === 'polite' \
+               && document.getElementById('status').getAttribute('role') === 'status';",
+        )
+        .await;
+    assert_eq!(a11y, true);
+
+    page.tab_to("name").await;
+    page.keys("kim\u{E007}").await;
+    page.until("in the lobby", &joined("lobby")).await;
+    page.tab_to("text").await;
+    page.keys("typed with keys\u{E007}").await;
+    olga.until("lobby", "showing kim's message", |seen| {
+        seen.iter()
+            .any(|m| m.from == "kim" && m.text == "typed with keys")
+    })
+    .await;
+    page.tab_to("logout").await;
+    page.keys("\u{E007}").await;
+    page.until("logged out", "!document.getElementById('name').disabled")
+        .await;
     page.close().await;
 }
