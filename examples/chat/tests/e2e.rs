@@ -434,8 +434,22 @@ async fn a_login_on_one_instance_holds_on_the_others_and_logout_ends_it() {
         }
     }
     assert_eq!(from.as_deref(), Some("carol"));
-    // Logout on B; a new WebSocket on A is refused.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let me = |addr: SocketAddr| {
+        let request = http
+            .get(format!("http://{addr}/me"))
+            .header("cookie", &cookie);
+        async move {
+            let res = request.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            serde_json::from_slice::<serde_json::Value>(&res.bytes().await.unwrap()).unwrap()
+        }
+    };
+    assert_eq!(
+        me(b.addr).await,
+        serde_json::json!({"name": "carol", "max_text": 2000})
+    );
+    // Logout on B; a new WebSocket on A is refused, and A knows nobody.
     let out = http
         .post(format!("http://{}/logout", b.addr))
         .header("cookie", &cookie)
@@ -454,6 +468,7 @@ async fn a_login_on_one_instance_holds_on_the_others_and_logout_ends_it() {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
         other => panic!("expected 401 after logout, got {other:?}"),
     }
+    assert_eq!(me(a.addr).await["name"], serde_json::Value::Null);
 }
 
 #[tokio::test]
