@@ -297,6 +297,14 @@ impl Setup {
         }
     }
 
+    /// A new browser on the load balancer's address, logged in as `name`, in the lobby.
+    pub async fn logged_in(&self, name: &str) -> Browser {
+        let page = self.browser(name).await;
+        page.goto(&self.base).await;
+        log_in(&page, name).await;
+        page
+    }
+
     /// A user of the chat outside the browser, talking to instance `i` directly.
     pub async fn observer(&self, i: usize, name: &str) -> Observer {
         Observer::login(&self.instances[i].url(), name).await
@@ -308,24 +316,29 @@ impl Setup {
     }
 }
 
-/// `POST /session/{id}/se/log {"type":"browser"}`: chromedriver's console log of the page.
+/// A chromedriver command of its own (outside the W3C protocol): `POST
+/// /session/{id}/<path>` with a JSON body.
 #[derive(Debug)]
-struct BrowserLog;
+struct ChromeDriverCommand {
+    path: &'static str,
+    body: Value,
+}
 
-impl WebDriverCompatibleCommand for BrowserLog {
+impl WebDriverCompatibleCommand for ChromeDriverCommand {
     fn endpoint(
         &self,
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
         base_url.join(&format!(
-            "session/{}/se/log",
-            session_id.unwrap_or_default()
+            "session/{}/{}",
+            session_id.unwrap_or_default(),
+            self.path
         ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+        (http::Method::POST, Some(self.body.to_string()))
     }
 }
 
@@ -446,7 +459,10 @@ impl Browser {
     pub async fn console_errors(&self) -> Vec<String> {
         let entries = self
             .client
-            .issue_cmd(BrowserLog)
+            .issue_cmd(ChromeDriverCommand {
+                path: "se/log",
+                body: json!({"type": "browser"}),
+            })
             .await
             .expect("chromedriver's browser log");
         entries
@@ -459,6 +475,21 @@ impl Browser {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Takes the browser off the network (as DevTools' "Offline" does: `navigator.onLine`
+    /// turns false and the page gets an `offline` event), or back on.
+    pub async fn set_offline(&self, offline: bool) {
+        self.client
+            .issue_cmd(ChromeDriverCommand {
+                path: "chromium/network_conditions",
+                body: json!({"network_conditions": {
+                    "offline": offline, "latency": 0,
+                    "download_throughput": -1, "upload_throughput": -1,
+                }}),
+            })
+            .await
+            .expect("chromedriver's network conditions");
     }
 
     pub async fn close(self) {

@@ -17,9 +17,7 @@ use harness::{Options, Setup, count, joined, log_in, say};
 async fn switching_user_in_one_window_sends_as_the_user_shown() {
     let setup = Setup::start("switch-user", Options::default()).await;
     let olga = setup.observer(0, "olga").await;
-    let page = setup.browser("alice").await;
-    page.goto(&setup.base).await;
-    log_in(&page, "alice").await;
+    let page = setup.logged_in("alice").await;
 
     // Switch to dave the way the page allows it.
     let has_logout = page
@@ -61,9 +59,7 @@ async fn switching_user_in_one_window_sends_as_the_user_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_typed_while_disconnected_is_sent_after_reconnecting() {
     let mut setup = Setup::start("offline-send", Options::default()).await;
-    let page = setup.browser("alice").await;
-    page.goto(&setup.base).await;
-    log_in(&page, "alice").await;
+    let page = setup.logged_in("alice").await;
 
     // Both instances go away: the page cannot reach any.
     setup.stop(0).await;
@@ -123,9 +119,7 @@ async fn a_message_typed_while_disconnected_is_sent_after_reconnecting() {
 async fn after_a_reconnect_no_message_is_repeated_and_every_room_is_rejoined() {
     let mut setup = Setup::start("reconnect", Options::default()).await;
     let olga = setup.observer(0, "olga").await;
-    let page = setup.browser("alice").await;
-    page.goto(&setup.base).await;
-    log_in(&page, "alice").await;
+    let page = setup.logged_in("alice").await;
     page.enter("#join input[name=room]", "second").await;
     page.until("in the second room", &joined("second")).await;
 
@@ -249,9 +243,7 @@ fn message(from: &str, text: &str) -> String {
 async fn reload_keeps_the_login_and_log_out_ends_it() {
     let setup = Setup::start("reload", Options::default()).await;
     let olga = setup.observer(0, "olga").await;
-    let page = setup.browser("alice").await;
-    page.goto(&setup.base).await;
-    log_in(&page, "alice").await;
+    let page = setup.logged_in("alice").await;
     let locked = "document.getElementById('name').disabled \
                   && !document.getElementById('logout').hidden";
     page.until("locking the name", locked).await;
@@ -312,9 +304,7 @@ async fn rate_limited_and_too_long_messages_keep_their_text() {
         rate: tower_scale_ratelimit::Quota::per_minute(2),
     };
     let setup = Setup::start("limits", options).await;
-    let page = setup.browser("alice").await;
-    page.goto(&setup.base).await;
-    log_in(&page, "alice").await;
+    let page = setup.logged_in("alice").await;
     for text in ["one", "two"] {
         say(&page, text).await;
         page.until(
@@ -392,5 +382,89 @@ async fn keyboard_only_use_works_and_fields_are_labelled() {
     page.keys("\u{E007}").await;
     page.until("logged out", "!document.getElementById('name').disabled")
         .await;
+    page.close().await;
+}
+
+/// The browser goes offline (as DevTools' "Offline" does): the page says so at once, keeps
+/// what is typed as not sent yet, and sends it when the network is back, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_in_the_browser_queues_and_sends_when_back() {
+    let setup = Setup::start("browser-offline", Options::default()).await;
+    let olga = setup.observer(0, "olga").await;
+    let page = setup.logged_in("alice").await;
+    page.until(
+        "connected",
+        "document.getElementById('status').dataset.state === 'connected'",
+    )
+    .await;
+    page.set_offline(true).await;
+    page.until(
+        "saying it is offline",
+        "document.getElementById('status').dataset.state === 'offline' \
+         && /Offline/.test(document.getElementById('status').textContent)",
+    )
+    .await;
+    say(&page, "written offline").await;
+    page.until(
+        "marking it not sent yet",
+        "document.querySelector('#log .msg[data-state=queued]')?.textContent.includes('written offline')",
+    )
+    .await;
+    page.screenshot("offline").await;
+    page.set_offline(false).await;
+    page.until(
+        "marking it sent, connected",
+        "document.querySelector('#log .msg[data-state=sent]')?.textContent.includes('written offline') \
+         && document.getElementById('status').dataset.state === 'connected'",
+    )
+    .await;
+    let seen = olga
+        .until("lobby", "showing the message", |seen| {
+            seen.iter().any(|m| m.text == "written offline")
+        })
+        .await;
+    assert_eq!(
+        seen.iter().filter(|m| m.text == "written offline").count(),
+        1
+    );
+    page.close().await;
+}
+
+/// A message waiting for the connection is kept in the tab's session storage: leaving the
+/// page while both instances are down and coming back once they are up sends it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_message_survives_leaving_the_page() {
+    let mut setup = Setup::start("queued-kept", Options::default()).await;
+    let page = setup.logged_in("alice").await;
+    setup.stop(0).await;
+    setup.stop(1).await;
+    say(&page, "kept across pages").await;
+    page.until(
+        "marking it not sent yet",
+        "document.querySelector('#log .msg[data-state=queued]')?.textContent.includes('kept across pages')",
+    )
+    .await;
+    page.goto("about:blank").await;
+    setup.start_again(0).await;
+    setup.start_again(1).await;
+    page.goto(&setup.base).await;
+    page.until(
+        "marking it sent",
+        "document.querySelector('#log .msg[data-state=sent]')?.textContent.includes('kept across pages')",
+    )
+    .await;
+    let olga = setup.observer(0, "olga").await;
+    let seen = olga
+        .until("lobby", "showing the message", |seen| {
+            seen.iter().any(|m| m.text == "kept across pages")
+        })
+        .await;
+    assert_eq!(
+        seen.iter()
+            .filter(|m| m.text == "kept across pages")
+            .map(|m| m.from.as_str())
+            .collect::<Vec<_>>(),
+        ["alice"]
+    );
     page.close().await;
 }
