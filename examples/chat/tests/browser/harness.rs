@@ -507,6 +507,15 @@ pub fn joined(room: &str) -> String {
     )
 }
 
+/// A condition: the log shows this user's message holding `text` as `state` (`queued`,
+/// `sending`, `sent`, `failed`).
+pub fn own(state: &str, text: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#log .msg[data-state={state}] .text')] \
+           .some(t => t.textContent === '{text}')"
+    )
+}
+
 /// Logs in through the page's form and waits until the lobby is joined.
 pub async fn log_in(browser: &Browser, name: &str) {
     browser.enter("#login input[name=name]", name).await;
@@ -621,6 +630,17 @@ impl Observer {
                 ServerMsg::Message { from, text, .. } => Some(Seen { from, text }),
                 _ => None,
             })
+            .collect()
+    }
+
+    /// Who sent each copy of `text` in `room`, once the history holds at least one.
+    pub async fn senders(&self, room: &str, text: &str) -> Vec<String> {
+        let what = format!("showing {text:?}");
+        self.until(room, &what, |seen| seen.iter().any(|m| m.text == text))
+            .await
+            .into_iter()
+            .filter(|m| m.text == text)
+            .map(|m| m.from)
             .collect()
     }
 
