@@ -426,3 +426,57 @@ async fn a_queued_message_survives_leaving_the_page() {
     assert_eq!(olga.senders("lobby", "kept across pages").await, ["alice"]);
     page.close().await;
 }
+
+/// Bug 1, across windows: after logging out and in as dave in another tab, this tab keeps
+/// sending as alice on its open socket, and after the next reconnect it follows the session
+/// to dave and says so; it never sends as someone it does not show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_in_another_tab_is_followed_and_said_after_a_reconnect() {
+    let mut setup = Setup::start("other-tab", Options::default()).await;
+    let olga = setup.observer(0, "olga").await;
+    let page = setup.logged_in("alice").await;
+    let first = page.client.window().await.expect("the first tab");
+    let second = page.client.new_window(true).await.expect("a second tab");
+    page.client
+        .switch_to_window(second.handle)
+        .await
+        .expect("switch to the second tab");
+    page.goto(&setup.base).await;
+    page.until(
+        "logged in as alice",
+        "/Logged in as alice/.test(document.body.innerText)",
+    )
+    .await;
+    page.click("#logout").await;
+    page.until("logged out", "!document.getElementById('name').disabled")
+        .await;
+    log_in(&page, "dave").await;
+
+    page.client
+        .switch_to_window(first)
+        .await
+        .expect("back to the first tab");
+    say(&page, "still-alice").await;
+    page.until("marking it sent", &own("sent", "still-alice"))
+        .await;
+    assert_eq!(olga.senders("lobby", "still-alice").await, ["alice"]);
+
+    for i in 0..2 {
+        setup.stop(i).await;
+        setup.start_again(i).await;
+    }
+    page.until(
+        "following the session to dave, saying so",
+        "/Logged in as dave/.test(document.body.innerText) \
+         && /changed in another window/.test(document.getElementById('notice').textContent)",
+    )
+    .await;
+    page.until("in the lobby", &joined("lobby")).await;
+    say(&page, "now-dave").await;
+    page.until("marking it sent", &own("sent", "now-dave"))
+        .await;
+    let olga = olga.on(&setup.instances[1].url());
+    assert_eq!(olga.senders("lobby", "now-dave").await, ["dave"]);
+    page.screenshot("followed").await;
+    page.close().await;
+}
