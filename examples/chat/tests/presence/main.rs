@@ -91,3 +91,15 @@ async fn presence_reports_a_paused_redis_as_an_error_without_hanging() {
     let users = presence.users("lobby").await.unwrap();
     assert!(users.contains(&"alice".to_owned()), "{users:?}");
 }
+
+#[test]
+fn a_presence_ttl_shorter_than_two_refreshes_is_refused() {
+    let config = example_chat::ChatConfig {
+        presence_refresh: Duration::from_secs(5),
+        presence_ttl: Duration::from_secs(9),
+        ..example_chat::ChatConfig::default()
+    };
+    let shutdown = tower_scale_shutdown::Shutdown::new(Default::default());
+    let err = example_chat::Chat::new(config, shutdown).unwrap_err();
+    assert!(err.to_string().contains("presence_ttl"), "{err}");
+}
