@@ -228,7 +228,14 @@ async fn conversation(
         })
         .collect();
     if let Some(server) = restart {
+        // A user that failed (its task panicked) never acknowledges: a hang guard, not a
+        // measure.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         while acks.load(Ordering::Relaxed) < users * k / 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline && tasks.iter().all(|t| !t.is_finished()),
+                "the users stopped before a quarter of their messages were acknowledged"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::task::block_in_place(|| server.restart());
