@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or a developer's one:
 #   scripts/test.sh
-# Installs what the tests need when it is missing (redis-server, redis-cli, nginx and PostgreSQL from
-# Debian's packages, using sudo when not root; a Rust toolchain through rustup when cargo is absent),
+# Installs what the tests need when it is missing (redis-server, redis-cli, nginx, PostgreSQL,
+# Chromium and chromedriver from Debian's packages, using sudo when not root; a Rust toolchain
+# through rustup when cargo is absent),
 # then runs formatting, lint, doc and test checks of the whole workspace.
 # Tests start their own redis-server processes on free loopback ports; nothing uses 6379.
 set -euo pipefail
@@ -32,6 +33,10 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)  # the scale-out test
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # the MSRV check
+# The chat's browser tests (examples/chat/tests/browser) drive Debian's Chromium through its
+# WebDriver, at these paths.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"

@@ -3,10 +3,11 @@
 //! [`tower_scale_pubsub`].
 //!
 //! - Login (`POST /login {"name": ..}`) starts a session ([`auth`], `tower-scale-session`:
-//!   in Redis with several instances, so the login holds on every instance).
+//!   in Redis with several instances, so the login holds on every instance); `GET /me` says
+//!   who is logged in (the page asks it after a reload), `POST /logout` ends the session.
 //! - `GET /ws` upgrades to the chat protocol ([`protocol`]): join and leave rooms, send
 //!   messages (rate limited per user, across instances with Redis), receive them with the
-//!   latest history first.
+//!   latest history first, and who is in each room ([`presence`], across instances).
 //! - `GET /rooms/{room}/history` returns a room's latest messages (compressed).
 //! - `/livez`, `/readyz` (not ready while draining or while Redis is away), `/metrics`.
 //! - On shutdown every WebSocket is closed with `1001 Going Away` and awaited.
@@ -15,6 +16,7 @@
 //! several instances in-process with [`Chat::router`].
 
 pub mod auth;
+pub mod presence;
 pub mod protocol;
 mod ws;
 
@@ -28,6 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tower_scale_compression::CompressionLayer;
+use tower_scale_core::SystemClock;
 use tower_scale_metrics::MetricsLayer;
 use tower_scale_pubsub::{Broadcaster, Delivery};
 use tower_scale_ratelimit::{MemoryStore, Quota, RedisStore, Store};
@@ -37,6 +40,8 @@ use tower_scale_session::{Session, SessionConfig, SessionManagerLayer};
 use tower_scale_shutdown::Shutdown;
 
 pub use tower_scale_pubsub;
+
+use crate::presence::Presence;
 
 /// Counter of chat messages published by this instance.
 pub const CHAT_MESSAGES_TOTAL: &str = "chat_messages_total";
@@ -60,6 +65,14 @@ pub struct ChatConfig {
     pub max_text: usize,
     /// How long a stream publish may retry while Redis is away.
     pub publish_retry: Duration,
+    /// How often a connection marks itself present in its rooms and reports changes of who
+    /// is there.
+    pub presence_refresh: Duration,
+    /// How long a presence entry lasts without being marked again (an instance that died
+    /// leaves its users listed this long); at least twice `presence_refresh`.
+    pub presence_ttl: Duration,
+    /// The most presence entries kept per room.
+    pub presence_max: usize,
 }
 
 impl Default for ChatConfig {
@@ -77,6 +90,9 @@ impl Default for ChatConfig {
             max_rooms: 32,
             max_text: 2000,
             publish_retry: Duration::from_secs(10),
+            presence_refresh: Duration::from_secs(5),
+            presence_ttl: Duration::from_secs(15),
+            presence_max: 200,
         }
     }
 }
@@ -94,6 +110,8 @@ struct Inner {
     sessions: SessionManagerLayer,
     shutdown: Shutdown,
     redis: Option<RedisBackend>,
+    presence: Presence,
+    presence_refresh: Duration,
     max_rooms: usize,
     max_text: usize,
 }
@@ -118,6 +136,22 @@ impl Chat {
             .rate
             .validate()
             .map_err(|e| ConfigError(e.to_string()))?;
+        if config.presence_refresh.is_zero() || config.presence_ttl < 2 * config.presence_refresh {
+            return Err(ConfigError(format!(
+                "presence_ttl ({:?}) must be at least twice presence_refresh ({:?}), which \
+                 is not zero",
+                config.presence_ttl, config.presence_refresh
+            )));
+        }
+        let presence = match &config.redis {
+            Some(backend) => Presence::redis(
+                backend.clone(),
+                config.presence_ttl,
+                config.presence_max,
+                SystemClock,
+            ),
+            None => Presence::memory(config.presence_ttl, config.presence_max, SystemClock),
+        };
         let builder = Broadcaster::builder()
             .delivery(config.delivery)
             .publish_retry(config.publish_retry);
@@ -146,6 +180,8 @@ impl Chat {
                 sessions,
                 shutdown,
                 redis: config.redis,
+                presence,
+                presence_refresh: config.presence_refresh,
                 max_rooms: config.max_rooms,
                 max_text: config.max_text,
             }),
@@ -185,6 +221,7 @@ impl Chat {
                 "/",
                 get(|| async { Html(include_str!("../static/index.html")) }),
             )
+            .route("/me", get(me))
             .route("/login", post(login))
             .route("/logout", post(logout))
             .route("/rooms/{room}/history", get(history))
@@ -217,6 +254,16 @@ async fn login(session: Session, Json(login): Json<Login>) -> Response {
         Ok(()) => Json(serde_json::json!({ "name": login.name })).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// `GET /me`: who is logged in (`"name": null` when nobody is: the page asks after every
+/// reload and before every reconnect, so this is not an error), and the longest message.
+async fn me(State(chat): State<Chat>, session: Session) -> Response {
+    let name = match session.get::<String>(auth::USER).await {
+        Ok(name) => name.filter(|name| auth::valid_name(name)),
+        Err(e) => return e.into_response(),
+    };
+    Json(serde_json::json!({ "name": name, "max_text": chat.inner.max_text })).into_response()
 }
 
 async fn logout(session: Session) -> StatusCode {

@@ -35,6 +35,12 @@ pub enum ClientMsg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
+    /// The first message on every connection: who the server knows this socket as (the
+    /// session's user when the socket opened).
+    Welcome {
+        /// The user's name.
+        user: String,
+    },
     /// The room is joined: every message published from now on will arrive (after the
     /// history asked for, which comes first).
     Joined {
@@ -56,8 +62,12 @@ pub enum ServerMsg {
         text: String,
         /// The sender's id for it.
         id: Option<String>,
-        /// Its position in the room's history (stream rooms).
+        /// Its position in the room's history (stream rooms): `<ms>-<n>`, growing with every
+        /// message of the room, so a client tells the messages it has already shown.
         seq: Option<String>,
+        /// When the server published it, in milliseconds since the Unix epoch.
+        #[serde(default)]
+        at: Option<u64>,
     },
     /// A `send` was published.
     Ack {
@@ -80,6 +90,13 @@ pub enum ServerMsg {
         /// How many.
         missed: u64,
     },
+    /// Who is in the room (on every instance): sent on joining, then whenever it changes.
+    Presence {
+        /// The room.
+        room: String,
+        /// The users present, sorted, each once.
+        users: Vec<String>,
+    },
     /// The server lost Redis for a while: messages of the room may be missing.
     Interrupted {
         /// The room.
@@ -96,4 +113,7 @@ pub struct Post {
     pub text: String,
     /// Client id.
     pub id: Option<String>,
+    /// When it was published (ms since the Unix epoch); absent in older posts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
 }

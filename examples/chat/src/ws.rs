@@ -1,11 +1,14 @@
 //! One chat WebSocket: commands in, room events out.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, close_code};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tower_scale_core::SystemClock;
 use tower_scale_pubsub::{Event, Message};
 
 use crate::protocol::{ClientMsg, Post, ServerMsg};
@@ -32,6 +35,7 @@ pub(crate) fn to_server_msg(m: &Message) -> Option<ServerMsg> {
         text: post.text,
         id: post.id,
         seq: m.id().map(|id| id.to_string()),
+        at: post.at,
     })
 }
 
@@ -43,17 +47,56 @@ fn error(id: Option<String>, reason: &str, retry_after_ms: Option<u64>) -> Serve
     }
 }
 
+/// A joined room: the task forwarding its events, and who was last reported present.
+struct Room {
+    forward: JoinHandle<()>,
+    people: Vec<String>,
+}
+
 struct Connection {
     chat: Chat,
     user: String,
-    rooms: HashMap<String, JoinHandle<()>>,
+    /// This connection's presence entry: `<user>/<connection id>`.
+    entry: String,
+    rooms: HashMap<String, Room>,
     outbox: mpsc::Sender<ServerMsg>,
+}
+
+/// A connection id unique across the instances: process id, start time, and a counter.
+fn connection_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: LazyLock<u64> = LazyLock::new(SystemClock::now_ms);
+    format!(
+        "{:x}.{:x}.{:x}",
+        std::process::id(),
+        *START,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        for (_, forward) in self.rooms.drain() {
-            forward.abort();
+        let rooms: Vec<String> = self
+            .rooms
+            .drain()
+            .map(|(room, joined)| {
+                joined.forward.abort();
+                room
+            })
+            .collect();
+        // Leave the presence lists now rather than when the entries expire (best effort).
+        if !rooms.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let presence = self.chat.inner.presence.clone();
+            let entry = std::mem::take(&mut self.entry);
+            runtime.spawn(async move {
+                for room in rooms {
+                    if let Err(e) = presence.forget(&room, &entry).await {
+                        tracing::debug!(error = %e, room, "presence not cleared; it expires");
+                    }
+                }
+            });
         }
         metrics::gauge!(CHAT_CONNECTIONS).decrement(1.0);
     }
@@ -65,12 +108,19 @@ pub(crate) async fn run(chat: Chat, user: String, socket: WebSocket) {
     tokio::pin!(shutdown);
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut events) = mpsc::channel(OUTBOX);
+    let mut presence = tokio::time::interval(chat.inner.presence_refresh);
+    presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let welcome = ServerMsg::Welcome { user: user.clone() };
     let mut conn = Connection {
+        entry: format!("{user}/{}", connection_id()),
         chat,
         user,
         rooms: HashMap::new(),
         outbox,
     };
+    if send_json(&mut sink, &welcome).await.is_err() {
+        return;
+    }
     loop {
         let reply = tokio::select! {
             () = &mut shutdown => {
@@ -97,15 +147,26 @@ pub(crate) async fn run(chat: Chat, user: String, socket: WebSocket) {
                 Some(Ok(_)) => None,
             },
             Some(event) = events.recv() => Some(event),
-        };
-        if let Some(reply) = reply {
-            let Ok(json) = serde_json::to_string(&reply) else {
-                continue;
-            };
-            if sink.send(WsMessage::Text(json.into())).await.is_err() {
-                return;
+            _ = presence.tick() => {
+                conn.refresh_presence().await;
+                None
             }
+        };
+        if let Some(reply) = reply
+            && send_json(&mut sink, &reply).await.is_err()
+        {
+            return;
         }
+    }
+}
+
+async fn send_json(
+    sink: &mut (impl SinkExt<WsMessage, Error = axum::Error> + Unpin),
+    msg: &ServerMsg,
+) -> Result<(), axum::Error> {
+    match serde_json::to_string(msg) {
+        Ok(json) => sink.send(WsMessage::Text(json.into())).await,
+        Err(_) => Ok(()),
     }
 }
 
@@ -117,8 +178,11 @@ impl Connection {
         match msg {
             ClientMsg::Join { room, history } => Some(self.join(room, history).await),
             ClientMsg::Leave { room } => {
-                if let Some(forward) = self.rooms.remove(&room) {
-                    forward.abort();
+                if let Some(joined) = self.rooms.remove(&room) {
+                    joined.forward.abort();
+                    if let Err(e) = self.chat.inner.presence.forget(&room, &self.entry).await {
+                        tracing::debug!(error = %e, room, "presence not cleared; it expires");
+                    }
                 }
                 Some(ServerMsg::Left { room })
             }
@@ -172,9 +236,61 @@ impl Connection {
             }
         });
         // The forwarder's messages go through the outbox, after this reply: `joined` comes
-        // before the history.
-        self.rooms.insert(room.clone(), forward);
+        // before the history (and the presence list).
+        self.rooms.insert(
+            room.clone(),
+            Room {
+                forward,
+                people: Vec::new(),
+            },
+        );
+        self.report_presence(&room).await;
         ServerMsg::Joined { room }
+    }
+
+    /// Marks this connection present in every joined room again, and reports the rooms
+    /// whose people changed.
+    async fn refresh_presence(&mut self) {
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.report_presence(&room).await;
+        }
+    }
+
+    /// Marks this connection present in `room` and queues a `presence` message when the
+    /// room's people changed since the last one. Redis unavailable: nothing is reported, and
+    /// the next refresh tries again.
+    async fn report_presence(&mut self, room: &str) {
+        let presence = &self.chat.inner.presence;
+        let users = match presence.mark(room, &self.entry).await {
+            Ok(()) => presence.users(room).await,
+            Err(e) => Err(e),
+        };
+        let users = match users {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::debug!(error = %e, room, "presence unavailable");
+                return;
+            }
+        };
+        let Some(joined) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if joined.people != users {
+            joined.people.clone_from(&users);
+            // Never wait on the outbox (this task is its only reader): when it is full, the
+            // next refresh reports the change.
+            if self
+                .outbox
+                .try_send(ServerMsg::Presence {
+                    room: room.to_owned(),
+                    users,
+                })
+                .is_err()
+            {
+                joined.people.clear();
+            }
+        }
     }
 
     async fn send(&mut self, room: String, text: String, id: Option<String>) -> ServerMsg {
@@ -196,6 +312,7 @@ impl Connection {
             from: self.user.clone(),
             text,
             id,
+            at: Some(SystemClock::now_ms()),
         };
         let Ok(payload) = serde_json::to_vec(&post) else {
             return error(post.id, "bad_request", None);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use example_chat::ChatConfig;
 use example_chat::protocol::ServerMsg;
-use example_chat::{Chat, ChatConfig};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, mpsc};
@@ -20,8 +20,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tower_scale_pubsub::Delivery;
 use tower_scale_ratelimit::Quota;
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_shutdown::{Report, Shutdown, ShutdownConfig};
+use tower_scale_shutdown::{Report, Shutdown};
 use tower_scale_testkit::RedisServer;
+
+mod support;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -35,13 +37,6 @@ struct Instance {
 }
 
 async fn start(redis: Option<&str>, delivery: Delivery, rate: Quota) -> Instance {
-    let shutdown = Shutdown::new({
-        let mut config = ShutdownConfig::default();
-        config.pre_stop_delay = Duration::ZERO;
-        config.drain_timeout = Duration::from_secs(10);
-        config.tasks_timeout = Duration::from_secs(10);
-        config
-    });
     let config = ChatConfig {
         redis: redis.map(|url| RedisBackend::new(RedisConfig::new(url)).unwrap()),
         delivery,
@@ -49,15 +44,9 @@ async fn start(redis: Option<&str>, delivery: Delivery, rate: Quota) -> Instance
         publish_retry: Duration::from_secs(20),
         ..ChatConfig::default()
     };
-    let chat = Chat::new(config, shutdown.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve =
-        axum::serve(listener, chat.router()).with_graceful_shutdown(shutdown.stop_accepting());
-    let served = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { shutdown.run(async move { serve.await }).await }
-    });
+    let (shutdown, served) = support::serve(listener, config);
     Instance {
         addr,
         shutdown,
@@ -104,7 +93,8 @@ async fn send(
         .unwrap();
 }
 
-/// The next chat message from the server (pings skipped); `None` on close.
+/// The next chat message from the server (pings, the `welcome` and `presence` lists skipped:
+/// these tests are about messages); `None` on close.
 async fn recv(
     ws: &mut (impl StreamExt<Item = Result<WsMessage, tungstenite::Error>> + Unpin),
 ) -> Option<ServerMsg> {
@@ -114,7 +104,10 @@ async fn recv(
             .expect("no frame from the server in time")?
             .expect("a WebSocket error");
         match frame {
-            WsMessage::Text(text) => return Some(serde_json::from_str(&text).unwrap()),
+            WsMessage::Text(text) => match serde_json::from_str(&text).unwrap() {
+                ServerMsg::Welcome { .. } | ServerMsg::Presence { .. } => {}
+                msg => return Some(msg),
+            },
             WsMessage::Close(_) => return None,
             _ => {}
         }
@@ -235,7 +228,14 @@ async fn conversation(
         })
         .collect();
     if let Some(server) = restart {
+        // A user that failed (its task panicked) never acknowledges: a hang guard, not a
+        // measure.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         while acks.load(Ordering::Relaxed) < users * k / 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline && tasks.iter().all(|t| !t.is_finished()),
+                "the users stopped before a quarter of their messages were acknowledged"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::task::block_in_place(|| server.restart());
@@ -341,11 +341,17 @@ async fn shutdown_closes_websockets_with_going_away() {
     let mut ws = connect(instance.addr, "alice").await;
     join(&mut ws, "lobby").await;
     instance.shutdown.trigger();
-    let frame = tokio::time::timeout(PATIENCE, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    // The close frame, after any message already on its way (the room's people).
+    let frame = loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if !frame.is_text() {
+            break frame;
+        }
+    };
     let WsMessage::Close(Some(close)) = frame else {
         panic!("expected a close frame, got {frame:?}");
     };
@@ -435,8 +441,22 @@ async fn a_login_on_one_instance_holds_on_the_others_and_logout_ends_it() {
         }
     }
     assert_eq!(from.as_deref(), Some("carol"));
-    // Logout on B; a new WebSocket on A is refused.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let me = |addr: SocketAddr| {
+        let request = http
+            .get(format!("http://{addr}/me"))
+            .header("cookie", &cookie);
+        async move {
+            let res = request.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            serde_json::from_slice::<serde_json::Value>(&res.bytes().await.unwrap()).unwrap()
+        }
+    };
+    assert_eq!(
+        me(b.addr).await,
+        serde_json::json!({"name": "carol", "max_text": 2000})
+    );
+    // Logout on B; a new WebSocket on A is refused, and A knows nobody.
     let out = http
         .post(format!("http://{}/logout", b.addr))
         .header("cookie", &cookie)
@@ -455,6 +475,7 @@ async fn a_login_on_one_instance_holds_on_the_others_and_logout_ends_it() {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
         other => panic!("expected 401 after logout, got {other:?}"),
     }
+    assert_eq!(me(a.addr).await["name"], serde_json::Value::Null);
 }
 
 #[tokio::test]
