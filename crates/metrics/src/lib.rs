@@ -72,6 +72,8 @@ pub use self::exporter::{
     DEFAULT_LAG_BUCKETS, DEFAULT_LATENCY_BUCKETS, Error, PrometheusMetrics,
     PrometheusMetricsBuilder,
 };
+#[doc(inline)]
+pub use self::runtime::{LagWatch, RuntimeProbe, RuntimeProbeHandle};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 #[doc(inline)]
@@ -80,8 +82,6 @@ pub use self::{
     layer::{MetricsLayer, OTHER_ROUTE, UNMATCHED_ROUTE},
     service::Metrics,
 };
-#[doc(inline)]
-pub use self::runtime::{LagWatch, RuntimeProbe, RuntimeProbeHandle};
 
 pub use metrics;
 
