@@ -49,6 +49,13 @@ pub struct AddrError {
     expected: &'static str,
 }
 
+impl AddrError {
+    /// The variable that is wrong: `HOST` or `PORT`.
+    pub fn variable(&self) -> &'static str {
+        self.variable
+    }
+}
+
 impl fmt::Display for AddrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
