@@ -97,6 +97,14 @@ redis_in_tree() {
 [ "$(redis_in_tree "$in_memory")" -eq 0 ] || { echo "tower-scale --features $in_memory pulls the redis crate" >&2; exit 1; }
 # ... while `redis` adds it (so the check above can fail).
 [ "$(redis_in_tree "$in_memory,redis")" -gt 0 ] || { echo "tower-scale --features redis lacks the redis crate" >&2; exit 1; }
+# Compression and offload need only tower-scale-metrics' lag probe, not axum and the exporter.
+for crate in tower-scale-compression tower-scale-offload; do
+  if cargo tree -p "$crate" --no-default-features -e normal --prefix none -f '{p}' --locked |
+    grep -E '^(axum|metrics-exporter-prometheus) v'; then
+    echo "$crate (no default features) builds axum or the Prometheus exporter" >&2
+    exit 1
+  fi
+done
 
 log "every package's rust-version covers what its dependencies in Cargo.lock need"
 cargo metadata --format-version 1 --locked | scripts/lib/msrv-check.py
