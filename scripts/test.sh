@@ -81,7 +81,7 @@ for manifest in crates/*/Cargo.toml; do
   cargo clippy -p "$crate" --no-default-features --all-targets --locked -- -D warnings
 done
 
-log "every published crate ships its licence files"
+log "every published crate ships its licence files and nothing that points outside the package"
 for manifest in crates/*/Cargo.toml; do
   grep -q '^publish = false' "$manifest" && continue
   crate=$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n 1)
@@ -89,6 +89,26 @@ for manifest in crates/*/Cargo.toml; do
   for licence in LICENSE-MIT LICENSE-APACHE; do
     grep -qx "$licence" <<<"$files" || { echo "$crate: $licence is not in the package" >&2; exit 1; }
   done
+  scripts/lib/package-check.py "$(dirname "$manifest")" <<<"$files"
+done
+
+# In-memory users of the umbrella crate get no Redis client: every concern without `redis`.
+log "tower-scale's in-memory feature set does not depend on the redis crate"
+in_memory=ratelimit,session,cache,pubsub,metrics,offload,compression,shutdown,breaker,replica
+redis_in_tree() {
+  cargo tree -p tower-scale --features "$1" -e normal --prefix none -f '{p}' --locked |
+    grep -cE '^(redis|tower-scale-redis) v' || true
+}
+[ "$(redis_in_tree "$in_memory")" -eq 0 ] || { echo "tower-scale --features $in_memory pulls the redis crate" >&2; exit 1; }
+# ... while `redis` adds it (so the check above can fail).
+[ "$(redis_in_tree "$in_memory,redis")" -gt 0 ] || { echo "tower-scale --features redis lacks the redis crate" >&2; exit 1; }
+# Compression and offload need only tower-scale-metrics' lag probe, not axum and the exporter.
+for crate in tower-scale-compression tower-scale-offload; do
+  if cargo tree -p "$crate" --no-default-features -e normal --prefix none -f '{p}' --locked |
+    grep -E '^(axum|metrics-exporter-prometheus) v'; then
+    echo "$crate (no default features) builds axum or the Prometheus exporter" >&2
+    exit 1
+  fi
 done
 
 log "every package's rust-version covers what its dependencies in Cargo.lock need"

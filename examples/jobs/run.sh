@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # example-jobs end to end, in one command:
 #   examples/jobs/run.sh
-# Starts a throw-away redis-server on a free loopback port, the HTTP server (JOBS_ADDR, default
+# Starts a throw-away redis-server on a free loopback port, the HTTP server (HOST and PORT, default
 # 127.0.0.1:3000) and one worker; Ctrl-C (or SIGTERM) stops all three gracefully.
 # Any JOBS_* setting in the environment is passed on (e.g. JOBS_MAX_RETRIES=1).
 set -euo pipefail
@@ -43,7 +43,7 @@ pids+=($!)
 "$bin/jobs-server" &
 pids+=($!)
 
-addr="${JOBS_ADDR:-127.0.0.1:3000}"
+addr="${HOST:-127.0.0.1}:${PORT:-3000}"
 cat <<MSG
 
   Redis on 127.0.0.1:$port; server on http://$addr. Try:

@@ -34,8 +34,8 @@
 //! the limit.
 //!
 //! Place a response cache **outside** this layer: the cache then stores the encoded variant
-//! (keyed by `Vary: Accept-Encoding`) and serves it without compressing again. The guide,
-//! `docs/compression.md` in the repository, covers the defaults, the layer order, what runs
+//! (keyed by `Vary: Accept-Encoding`) and serves it without compressing again. The
+//! [guide](https://github.com/tower-scale/tower-scale/blob/main/docs/compression.md) covers the defaults, the layer order, what runs
 //! where and the adaptive signal.
 //!
 //! # Example

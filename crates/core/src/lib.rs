@@ -87,3 +87,7 @@ macro_rules! inner_service_accessors {
         }
     };
 }
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

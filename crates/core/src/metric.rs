@@ -27,7 +27,7 @@ impl MetricKind {
 /// One metric a crate emits: its name, kind, label keys and meaning.
 ///
 /// Each crate that emits metrics lists them in a public `names` module as constants and in one
-/// slice, `names::METRICS`; `docs/metrics.md` is checked against those slices by a test.
+/// slice, `names::METRICS`; the [metrics guide](https://github.com/tower-scale/tower-scale/blob/main/docs/metrics.md) is checked against those slices by a test.
 ///
 /// ```
 /// use tower_scale_core::{MetricDef, MetricKind};

@@ -52,23 +52,34 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
+#[cfg(feature = "exporter")]
 mod exporter;
+#[cfg(feature = "axum")]
 mod future;
+#[cfg(feature = "axum")]
 mod layer;
 pub mod names;
+#[cfg(feature = "axum")]
 mod routes;
 mod runtime;
+#[cfg(feature = "axum")]
 mod service;
 
+#[cfg(feature = "exporter")]
+#[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
+#[doc(inline)]
+pub use self::exporter::{
+    DEFAULT_LAG_BUCKETS, DEFAULT_LATENCY_BUCKETS, Error, PrometheusMetrics,
+    PrometheusMetricsBuilder,
+};
+#[doc(inline)]
+pub use self::runtime::{LagWatch, RuntimeProbe, RuntimeProbeHandle};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 #[doc(inline)]
 pub use self::{
-    exporter::{
-        DEFAULT_LAG_BUCKETS, DEFAULT_LATENCY_BUCKETS, Error, PrometheusMetrics,
-        PrometheusMetricsBuilder,
-    },
     future::ResponseFuture,
     layer::{MetricsLayer, OTHER_ROUTE, UNMATCHED_ROUTE},
-    runtime::{LagWatch, RuntimeProbe, RuntimeProbeHandle},
     service::Metrics,
 };
 

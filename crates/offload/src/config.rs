@@ -9,8 +9,8 @@ use tower_scale_core::ConfigError;
 
 /// Which threads run offloaded work.
 ///
-/// Both are bounded to [`OffloadBuilder::threads`](crate::OffloadBuilder::threads) concurrent jobs; `docs/benchmarks.md`
-/// compares them. The default is [`PoolKind::Rayon`].
+/// Both are bounded to [`OffloadBuilder::threads`](crate::OffloadBuilder::threads) concurrent jobs; the
+/// [performance tables](https://github.com/tower-scale/tower-scale/blob/main/docs/performance.md) compare them. The default is [`PoolKind::Rayon`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PoolKind {

@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use tower_scale_core::ConfigError;
 
-use crate::key::{Key, KeyExtractor, peer_ip};
+use crate::key::{Key, KeyExtractor, missing_peer, peer_ip};
 
 /// The header in which the trusted proxies in front of the service write the address they
 /// received a request from. [`ClientIp`] reads this header only: any other a client sends
@@ -199,6 +199,10 @@ impl KeyExtractor for ClientIp {
     fn extract(&self, parts: &Parts) -> Option<Key> {
         self.client(&parts.headers, peer_ip(&parts.extensions))
             .map(|ip| Key::ip(ip, self.ipv6_prefix))
+    }
+
+    fn missing_because(&self, parts: &Parts) -> Option<&'static str> {
+        missing_peer(parts)
     }
 }
 

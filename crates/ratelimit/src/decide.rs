@@ -2,11 +2,15 @@
 //! on it: enforcing a store's answer, the local share while the store fails, locally blocked
 //! keys, the refusal response.
 
+use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::{Response, StatusCode, header};
-use tower_scale_core::{ConfigError, Refusal, Refuse, StoreError, retry_after_value};
+use tower_scale_core::{
+    ConfigError, DefaultRefusal, Refusal, Refuse, StoreError, retry_after_value,
+};
 
 use crate::headers::{HeaderFields, Headers};
 use crate::key::Key;
@@ -19,6 +23,39 @@ const FALLBACK_KEYS: u64 = 100_000;
 
 /// The reason token of a request over the limit.
 const RATE_LIMITED: &str = "rate-limited";
+
+/// Replaces `res`'s body with `text` (`text/plain`) when the body is of a type made from
+/// text here: axum's `Body`, `String`, `Bytes`.
+fn text_body<B: 'static>(res: &mut Response<B>, text: &'static str) {
+    let body: &mut dyn Any = res.body_mut();
+    let replaced = if let Some(body) = body.downcast_mut::<String>() {
+        *body = text.to_owned();
+        true
+    } else if let Some(body) = body.downcast_mut::<bytes::Bytes>() {
+        *body = bytes::Bytes::from_static(text.as_bytes());
+        true
+    } else {
+        axum_text_body(body, text)
+    };
+    if replaced {
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+}
+
+#[cfg(feature = "axum")]
+fn axum_text_body(body: &mut dyn Any, text: &'static str) -> bool {
+    body.downcast_mut::<axum::body::Body>()
+        .map(|body| *body = axum::body::Body::from(text))
+        .is_some()
+}
+
+#[cfg(not(feature = "axum"))]
+fn axum_text_body(_body: &mut dyn Any, _text: &'static str) -> bool {
+    false
+}
 
 /// One rate-limit policy: its configuration, its store, and its local state.
 pub(crate) struct Policy {
@@ -41,6 +78,8 @@ pub(crate) struct Policy {
     /// Keys the shared store rejected for at least `min_wait`: rejected locally until then,
     /// without a round trip.
     local_block: Option<LocalBlock>,
+    /// Whether a keyless request's setup error (no peer address) was logged.
+    setup_error_logged: AtomicBool,
 }
 
 /// One instance's share of `q` when `instances` share it: the rate divided (the period
@@ -110,6 +149,7 @@ impl Clone for Policy {
                     block.until.policy().max_capacity().unwrap_or(1),
                 )
             }),
+            setup_error_logged: AtomicBool::new(false),
         }
     }
 }
@@ -171,6 +211,7 @@ impl Policy {
             cost: 1,
             counters: Counters::new(name),
             local_block: None,
+            setup_error_logged: AtomicBool::new(false),
         };
         policy.share_fallback();
         Ok(policy)
@@ -247,13 +288,29 @@ impl Policy {
         self.missing_key
     }
 
-    /// The refusal of a keyless request ([`MissingKey::Reject`]).
-    pub(crate) fn refuse_keyless<B>(
+    /// The refusal of a keyless request ([`MissingKey::Reject`]). When the server's setup is
+    /// the cause (`because`, e.g. no peer address), it is logged once per policy and the
+    /// default refusal's empty body is replaced by it.
+    #[cold]
+    pub(crate) fn refuse_keyless<B: 'static>(
         &self,
         refuse: &impl Refuse<B>,
         status: StatusCode,
+        because: Option<&'static str>,
     ) -> Response<B> {
-        self.refuse(refuse, status, "missing-key", None)
+        let Some(because) = because else {
+            return self.refuse(refuse, status, "missing-key", None);
+        };
+        if !self.setup_error_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!(policy = %self.name, "{because}");
+        }
+        let refusal = Refusal::new(status, "missing-peer-address").detail(&because);
+        let mut res = refuse.refuse(&refusal);
+        if (refuse as &dyn Any).is::<DefaultRefusal>() {
+            text_body(&mut res, because);
+        }
+        self.add_headers(&mut res, None);
+        res
     }
 
     /// A decision made in this process without waiting (memory, a live lease), when the

@@ -165,6 +165,28 @@ impl From<&str> for Key {
 pub trait KeyExtractor: Clone + Send + Sync + 'static {
     /// The request's key.
     fn extract(&self, parts: &Parts) -> Option<Key>;
+
+    /// Why a request [`extract`](Self::extract) found no key for, when the cause is how the
+    /// server is set up rather than the request (as for [`PeerIp`] on a server that does not
+    /// give the peer address): the layer logs it once and answers the refusal with it.
+    /// `None` (the default) for an ordinary keyless request.
+    fn missing_because(&self, parts: &Parts) -> Option<&'static str> {
+        let _ = parts;
+        None
+    }
+}
+
+/// What the layer says when a key extractor needs the peer address and the server does not
+/// give it.
+pub(crate) const NO_PEER_ADDRESS: &str = "rate limit: the request has no peer address to key \
+    it by; serve the app with `into_make_service_with_connect_info::<SocketAddr>()` (axum), put \
+    the `SocketAddr` in the request's extensions, or key the limit by something else (`key_with`)";
+
+/// [`NO_PEER_ADDRESS`] when the request has no peer address.
+pub(crate) fn missing_peer(parts: &Parts) -> Option<&'static str> {
+    peer_ip(&parts.extensions)
+        .is_none()
+        .then_some(NO_PEER_ADDRESS)
 }
 
 impl<F, T> KeyExtractor for F
@@ -191,6 +213,11 @@ pub(crate) fn peer_ip(ext: &Extensions) -> Option<IpAddr> {
 /// The peer's IP address, from axum's `ConnectInfo<SocketAddr>` (serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()`) or a `SocketAddr` extension.
 /// IPv6 addresses are keyed by their /64 by default.
+///
+/// On a server that gives neither, no request has a key: with the default
+/// [`MissingKey::Reject`](crate::MissingKey::Reject) each is answered `400` with a body that
+/// says so (with the default refusal and a text-capable body such as axum's), under the reason
+/// `"missing-peer-address"`, and the layer logs the cause once, at error level.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerIp {
     ipv6_prefix: u8,
@@ -215,6 +242,10 @@ impl KeyExtractor for PeerIp {
     #[inline]
     fn extract(&self, parts: &Parts) -> Option<Key> {
         peer_ip(&parts.extensions).map(|ip| Key::ip(ip, self.ipv6_prefix))
+    }
+
+    fn missing_because(&self, parts: &Parts) -> Option<&'static str> {
+        missing_peer(parts)
     }
 }
 

@@ -125,7 +125,9 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
     /// Replaces the response of refused requests (e.g. a JSON body for 429): a [`Refuse`]
     /// policy, such as a closure `Fn(&Refusal<'_>) -> Response<B>`. The refusal's reason is
     /// `"rate-limited"` (429, its [`Decision`] readable with `refusal.get::<Decision>()`),
-    /// `"missing-key"` ([`MissingKey::Reject`]) or `"store-unavailable"`
+    /// `"missing-key"` ([`MissingKey::Reject`]), `"missing-peer-address"` (a [`PeerIp`] or
+    /// `ClientIp` key on a server that gives no peer address; the detail is the explanation,
+    /// `refusal.get::<&str>()`) or `"store-unavailable"`
     /// ([`OnStoreError::FailClosed`]). The layer adds `Retry-After` (unless the response has
     /// one) and the `RateLimit` fields afterwards.
     ///
@@ -196,7 +198,9 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
         self.edit(|p| p.set_headers(on))
     }
 
-    /// What to do with keyless requests (default: reject with 400).
+    /// What to do with keyless requests (default: reject with 400). A key extractor that
+    /// needs the peer address on a server that gives none makes every request keyless: the
+    /// layer then logs why once and, with the default refusal, answers with that text.
     #[must_use]
     pub fn missing_key(self, missing: MissingKey) -> Self {
         self.edit(|p| p.set_missing_key(missing))

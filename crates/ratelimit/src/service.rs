@@ -86,7 +86,12 @@ where
             (Some(key), _) => key,
             (None, MissingKey::Shared) => Key::from_static("<keyless>"),
             (None, MissingKey::Reject(status)) => {
-                return ResponseFuture::answered(policy.refuse_keyless(&self.refuse, status));
+                let because = self.key.missing_because(&parts);
+                return ResponseFuture::answered(policy.refuse_keyless(
+                    &self.refuse,
+                    status,
+                    because,
+                ));
             }
         };
         if let Some(res) = policy.blocked(&self.refuse, &key) {

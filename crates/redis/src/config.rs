@@ -20,7 +20,7 @@ pub enum Mode {
 
 /// How commands share connections.
 ///
-/// See `docs/benchmarks.md` of the repository for the measurement behind the default.
+/// See the [performance tables](https://github.com/tower-scale/tower-scale/blob/main/docs/performance.md) for the measurement behind the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {

@@ -7,7 +7,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 ///
 /// - Under systemd socket activation (`LISTEN_FDS`, via the listenfd crate), the socket
 ///   systemd holds is used: it stays open across restarts of the service, so connections
-///   queue in it while the new process starts (see `docs/shutdown.md` for the unit files).
+///   queue in it while the new process starts (see the
+///   [shutdown guide](https://github.com/tower-scale/tower-scale/blob/main/docs/shutdown.md) for the unit files).
 /// - Otherwise the address is bound, with `SO_REUSEPORT` when `reuse_port` is set, so a new
 ///   process can bind the same port while the old one drains (Linux balances new connections
 ///   over both; take the old one out of rotation first, as its backlog is reset when it

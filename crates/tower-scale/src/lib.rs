@@ -4,21 +4,25 @@
 //!
 //! # Feature Flags
 //!
+//! None is on by default. Redis is opt-in: without `redis`, `ratelimit`, `session`, `cache`
+//! and `pubsub` are in memory only and the `redis` crate is not built.
+//!
 //! | Name | Description | Default? |
 //! |---|---|---|
-//! | `redis` | `tower_scale::redis`: the shared Redis backend (config, connections, timeouts, scripts, keys, health) | No |
+//! | `redis` | `tower_scale::redis`: the shared Redis backend (config, connections, timeouts, scripts, keys, health), and the Redis stores of `ratelimit`, `session`, `cache` and `pubsub` when they are on | No |
 //! | `metrics` | `tower_scale::metrics`: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
 //! | `offload` | `tower_scale::offload`: CPU work off the async workers, load shedding by lag, in-flight requests or memory | No |
 //! | `replica` | `tower_scale::replica`: read/write routing to primary and replicas, read-your-writes across instances | No |
 //! | `breaker` | `tower_scale::breaker`: circuit breaker (future wrapper and layer), keyed breakers | No |
-//! | `ratelimit` | `tower_scale::ratelimit`: rate limiting in memory or global through Redis | No |
+//! | `ratelimit` | `tower_scale::ratelimit`: rate limiting in memory (global through Redis with `redis`) | No |
 //! | `shutdown` | `tower_scale::shutdown`: graceful shutdown (readiness, drain deadline, tasks, hooks), health routes | No |
 //! | `compression` | `tower_scale::compression`: compression preset over tower-http, bounded request decompression | No |
-//! | `session` | `tower_scale::session`: sessions in memory or shared through Redis, signed cookies, log-out-everywhere | No |
-//! | `cache` | `tower_scale::cache`: Redis cache-aside (typed single-flight API and RFC 9111 response cache) | No |
-//! | `pubsub` | `tower_scale::pubsub`: pub/sub fan-out across instances (Redis backplane, Streams history) | No |
-//! | `stack` | `tower_scale::stack`: every layer in the right order from one TOML config | No |
+//! | `session` | `tower_scale::session`: sessions in memory (shared through Redis with `redis`), signed cookies, log-out-everywhere | No |
+//! | `cache` | `tower_scale::cache`: cache-aside (typed single-flight API and RFC 9111 response cache), in memory or in Redis with `redis` | No |
+//! | `pubsub` | `tower_scale::pubsub`: pub/sub fan-out, in one process or across instances with `redis` (Streams history) | No |
+//! | `stack` | `tower_scale::stack`: every layer in the right order from one TOML config (turns on `redis`) | No |
 //! | `full` | every crate and the stack | No |
+//! | `test-util` | in-memory rate limits count in tokio's pausable time, for `[dev-dependencies]` | No |
 //!
 //! # Example
 //!

@@ -6,11 +6,11 @@
 //! ../shared/bench/run-scenarios.sh http://127.0.0.1:3000
 //! ```
 //!
-//! Environment: `PORT` (3000; 0 picks a free port), `REDIS_URL` (redis://127.0.0.1:6379),
+//! Environment: `HOST` (127.0.0.1) and `PORT` (3000; 0 picks a free port), `REDIS_URL` (redis://127.0.0.1:6379),
 //! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`hybrid`, the
 //! default: leases through `HybridStore`; or `redis`: one Redis decision per `/hello`),
 //! `BENCH_RATELIMIT_HEADERS` (`off`, the default, or `on`: the IETF `RateLimit` fields on the
-//! rate-limited routes). It listens on 127.0.0.1, prints one line once listening (`listening on http://127.0.0.1:<port>`) and nothing per request. SIGTERM or
+//! rate-limited routes). It prints one line once listening (`listening on http://<addr>`) and nothing per request. SIGTERM or
 //! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
 //! exit 1; a bad setting: exit 2.
 
@@ -41,7 +41,7 @@ enum Failure {
     Start(String),
 }
 
-fn settings() -> Result<(Mode, u16, String, Options), Failure> {
+fn settings() -> Result<(Mode, SocketAddr, String, Options), Failure> {
     let mode = match std::env::var("BENCH_MODE").as_deref() {
         Err(_) | Ok("" | "full") => Mode::Full,
         Ok("bare") => Mode::Bare,
@@ -51,12 +51,7 @@ fn settings() -> Result<(Mode, u16, String, Options), Failure> {
             )));
         }
     };
-    let port = match std::env::var("PORT") {
-        Err(_) => 3000,
-        Ok(p) => p
-            .parse::<u16>()
-            .map_err(|e| Failure::Config(format!("PORT={p:?}: {e}")))?,
-    };
+    let addr = example_support::listen_addr(3000).map_err(|e| Failure::Config(e.to_string()))?;
     let redis_url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let hello_limiter = match std::env::var("BENCH_HELLO_LIMITER") {
@@ -78,11 +73,11 @@ fn settings() -> Result<(Mode, u16, String, Options), Failure> {
         hello_limiter,
         ratelimit_headers,
     };
-    Ok((mode, port, redis_url, options))
+    Ok((mode, addr, redis_url, options))
 }
 
 async fn run() -> Result<(), Failure> {
-    let (mode, port, redis_url, options) = settings()?;
+    let (mode, addr, redis_url, options) = settings()?;
     // No load balancer to tell: no pre-stop delay; in-flight requests get 10 s.
     let shutdown = Shutdown::new({
         let mut config = ShutdownConfig::default();
@@ -107,9 +102,9 @@ async fn run() -> Result<(), Failure> {
             )
         }
     };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Failure::Start(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+        .map_err(|e| Failure::Start(format!("cannot listen on {addr}: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::Start(e.to_string()))?;

@@ -8,11 +8,11 @@
 //!
 //! ```not_rust
 //! export REDIS_URL=redis://127.0.0.1:6379
-//! CHAT_ADDR=127.0.0.1:3001 cargo run -p example-chat &
-//! CHAT_ADDR=127.0.0.1:3002 cargo run -p example-chat &
+//! PORT=3001 cargo run -p example-chat &
+//! PORT=3002 cargo run -p example-chat &
 //! ```
 //!
-//! Settings: `CHAT_ADDR` (default `127.0.0.1:3000`), `REDIS_URL` and the other variables of
+//! Settings: `HOST` (default `127.0.0.1`) and `PORT` (default 3000), `REDIS_URL` and the other variables of
 //! `RedisConfig::from_env`, `CHAT_SECRET` (optional: signs the session cookie; at least 32
 //! bytes, the same on every instance), `CHAT_DELIVERY` (`stream`,
 //! the default, or `pub_sub`), `CHAT_RATE` (messages per second per user, default 5).
@@ -73,7 +73,7 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
             .map_err(|e| format!("CHAT_RATE={rate:?}: {e}"))?;
         config.rate = Quota::per_second(n).burst(n.saturating_mul(2));
     }
-    let addr = env("CHAT_ADDR").unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let addr = example_support::listen_addr(3000)?;
     let redis = config.redis.is_some();
 
     let metrics = PrometheusMetrics::install()?;
@@ -90,7 +90,7 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let chat = Chat::new(config, shutdown.clone())?;
     let app = chat.router().route("/metrics", get(metrics.handler()));
 
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
         "chat on http://{} ({})",
         listener.local_addr()?,

@@ -67,7 +67,7 @@ pub struct Settings {
     pub redis_url: String,
     /// `JOBS_NAMESPACE` (default `example-jobs`): prefix of every key in Redis.
     pub namespace: String,
-    /// `JOBS_ADDR` (default `127.0.0.1:3000`): where `jobs-server` listens.
+    /// `HOST` (default `127.0.0.1`) and `PORT` (default 3000): where `jobs-server` listens.
     pub addr: SocketAddr,
     /// `JOBS_CONCURRENCY` (default: the number of CPUs): jobs one worker runs at once; it is
     /// also the size of the worker's offload pool.
@@ -145,11 +145,8 @@ impl Settings {
             }
             s.namespace = ns;
         }
-        if let Some(addr) = get("JOBS_ADDR") {
-            s.addr = addr
-                .parse()
-                .map_err(|e| ConfigError::new("JOBS_ADDR", format!("{addr:?}: {e}")))?;
-        }
+        s.addr = example_support::listen_addr_from(get, s.addr.port())
+            .map_err(|e| ConfigError::new(e.variable(), e.to_string()))?;
         let num = |name: &'static str| -> Result<Option<u64>, ConfigError> {
             get(name)
                 .map(|v| {
@@ -235,7 +232,8 @@ mod tests {
         for (name, value) in [
             ("JOBS_CONCURRENCY", "0"),
             ("JOBS_CONCURRENCY", "two"),
-            ("JOBS_ADDR", "nowhere"),
+            ("HOST", "nowhere"),
+            ("PORT", "70000"),
             ("JOBS_RETRY_DELAY_SECS", "0"),
             ("JOBS_RETRY_FACTOR", "0"),
             ("JOBS_MAX_RETRIES", "-1"),

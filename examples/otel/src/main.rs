@@ -10,6 +10,8 @@
 //! curl http://127.0.0.1:3000/users/7
 //! curl http://127.0.0.1:3000/metrics
 //! ```
+//!
+//! It listens on `HOST` (127.0.0.1) and `PORT` (3000).
 
 use axum::Router;
 use axum::extract::{MatchedPath, Path};
@@ -66,20 +68,24 @@ fn subscriber(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    example_support::exit_code(run().await)
+}
+
+async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     let (subscriber, provider) = subscriber(opentelemetry_stdout::SpanExporter::default());
     tracing::subscriber::set_global_default(subscriber)?;
     let metrics = PrometheusMetrics::install()?;
-    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    tracing::info!(port, "listening");
+    let addr = example_support::listen_addr(3000)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "listening");
     axum::serve(listener, app(&metrics))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     provider.shutdown()?;
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -33,11 +33,11 @@
 //! when `REDIS_URL` is set. `/slow/{id}` is a slow origin (a 200 ms query) cached for 30 s, in
 //! memory or in Redis.
 //!
-//! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), the
-//! other `REDIS_*` variables and any field of the stack config as
-//! `TOWER_SCALE__SECTION__FIELD` (see `docs/stack.md`), `PRE_STOP_DELAY` (overrides the
-//! config's), `PRESSURE_MAX_LAG` (`off` or a duration), `LIMITED_PERIOD` (10s),
-//! `TOWER_SCALE_CONFIG` (a stack config file).
+//! Environment: `HOST` (127.0.0.1) and `PORT` (3000), as every example; `REDIS_URL` (unset:
+//! in-memory; when set, the example exits at start-up if Redis does not answer), the other
+//! `REDIS_*` variables and any field of the stack config as `TOWER_SCALE__SECTION__FIELD` (see
+//! `docs/stack.md`), `PRE_STOP_DELAY` (overrides the config's), `PRESSURE_MAX_LAG` (`off` or a
+//! duration), `LIMITED_PERIOD` (10s), `TOWER_SCALE_CONFIG` (a stack config file).
 //!
 //! `cargo run -p example-quickstart -- --print-config` prints the effective stack config (the
 //! file with the environment's overrides), secrets hidden, and exits.
@@ -249,7 +249,28 @@ async fn heavy(State(state): State<AppState>) -> Result<String, OffloadError> {
 }
 
 #[tokio::main]
-async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    // A failure to start is printed in its Display form (`error: ...`), exit code 1.
+    example_support::exit_code(run().await)
+}
+
+/// Fails before serving when Redis is configured but does not answer a `PING`, naming the URL
+/// with its password hidden.
+async fn ping_redis(stack: &Stack) -> Result<(), String> {
+    let Some(backend) = stack.backend() else {
+        return Ok(());
+    };
+    let url = tower_scale::redis::redact_url(&backend.config().url).into_owned();
+    match backend.ping().await {
+        Ok(rtt) => {
+            tracing::info!(url, ?rtt, "redis answered");
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot reach Redis at {url}: {e}")),
+    }
+}
+
+async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -262,14 +283,8 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     }
     // Installs the metrics recorder, serves /metrics, starts the runtime probe ([metrics]).
     let stack = Stack::build(&config)?;
-    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .map(|p| p.parse())
-        .transpose()
-        .map_err(|e| format!("PORT: {e}"))?
-        .unwrap_or(3000);
-    let addr: SocketAddr = format!("{host}:{port}").parse()?;
+    ping_redis(&stack).await?;
+    let addr = example_support::listen_addr(3000)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(
         %addr,
@@ -292,6 +307,8 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
         breaker: downstream_breaker()?,
         limited_period,
     })?;
+    // With the peer address, which a `peer_ip` rate-limit key needs.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
     let report = shutdown.run(async move { serve.await }).await;
     tracing::info!(?report, "stopped");

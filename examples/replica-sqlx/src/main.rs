@@ -4,12 +4,12 @@
 //! export PRIMARY_DATABASE_URL=postgres://postgres@127.0.0.1:5432/app_primary
 //! export REPLICA_DATABASE_URL=postgres://postgres@127.0.0.1:5432/app_replica
 //! export RW_SECRET=a-secret-of-at-least-32-bytes-shared-by-all-instances
-//! ADDR=127.0.0.1:3001 cargo run -p example-replica-sqlx &
-//! ADDR=127.0.0.1:3002 cargo run -p example-replica-sqlx &
+//! PORT=3001 cargo run -p example-replica-sqlx &
+//! PORT=3002 cargo run -p example-replica-sqlx &
 //! ```
 //!
 //! Settings: `PRIMARY_DATABASE_URL`, `REPLICA_DATABASE_URL` (required), `RW_SECRET` (required,
-//! 32+ bytes, the same on every instance), `RW_WINDOW_MS` (default 5000), `ADDR` (default
+//! 32+ bytes, the same on every instance), `RW_WINDOW_MS` (default 5000), `HOST` and `PORT` (default
 //! `127.0.0.1:3000`).
 
 use std::process::ExitCode;
@@ -49,7 +49,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok(v) => Duration::from_millis(v.parse().map_err(|e| format!("RW_WINDOW_MS: {e}"))?),
         Err(_) => Duration::from_secs(5),
     };
-    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let addr = example_support::listen_addr(3000)?;
 
     let pools = Pools::connect_lazy(&primary, &replica, Duration::from_secs(2))?;
     migrate(&pools.primary).await?;
@@ -58,7 +58,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("RW_SECRET: {e}"))?
         .window(window);
 
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, app(pools.clone(), layer))
         .with_graceful_shutdown(async {

@@ -8,7 +8,7 @@
 //! Graceful mode stops through tower-scale-shutdown: readiness off, a pre-stop delay
 //! (`PRE_STOP_DELAY_MS`, default 500), stop accepting, drain in-flight requests. Plain mode is
 //! `axum::serve` without graceful shutdown, as many services run: SIGTERM ends the process at
-//! once.
+//! once. It listens on `HOST` (127.0.0.1) and `PORT` (4001).
 
 use std::time::Duration;
 
@@ -22,18 +22,19 @@ async fn work() -> &'static str {
 }
 
 #[tokio::main]
-async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    example_support::exit_code(run().await)
+}
+
+async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let port: u16 = std::env::var("PORT")
-        .map_err(|_| "PORT is required")?
-        .parse()
-        .map_err(|e| format!("PORT: {e}"))?;
+    let addr = example_support::listen_addr(4001)?;
     let graceful = std::env::var("GRACEFUL").map_or(true, |v| v != "0");
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = Router::new().route("/work", get(work).post(work));
     if !graceful {
         axum::serve(listener, app).await?;

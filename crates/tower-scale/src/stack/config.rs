@@ -23,7 +23,7 @@ use super::redact::redact_urls;
 /// layer out, a present one is in force after [`Stack::build`](super::Stack::build) and
 /// [`apply`](super::Stack::apply) (or `build` fails naming what is missing).
 ///
-/// `docs/stack.md` of the repository lists every section and field.
+/// The [stack guide](https://github.com/tower-scale/tower-scale/blob/main/docs/stack.md) lists every section and field.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

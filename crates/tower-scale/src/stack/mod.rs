@@ -7,7 +7,7 @@
 //! state across instances through Redis; without one they live in this process.
 //! Environment variables override single fields (`TOWER_SCALE__SECTION__FIELD`), and
 //! [`StackConfig::to_toml_redacted`] prints the effective config without its secrets.
-//! `docs/stack.md` of the repository is the reference of every section.
+//! The [stack guide](https://github.com/tower-scale/tower-scale/blob/main/docs/stack.md) is the reference of every section.
 //!
 //! # Order, outermost first, and why
 //!

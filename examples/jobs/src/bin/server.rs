@@ -5,7 +5,7 @@
 //! ```
 //!
 //! (or `examples/jobs/run.sh` for Redis, the server and a worker in one command). Settings:
-//! see `Settings` in the library (`JOBS_ADDR`, `REDIS_URL`, `JOBS_NAMESPACE`, ...).
+//! see `Settings` in the library (`HOST`, `PORT`, `REDIS_URL`, `JOBS_NAMESPACE`, ...).
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -113,13 +113,14 @@ impl Env {
                 .map(|a| a.port())
                 .expect("free port");
             let addr = format!("127.0.0.1:{port}");
+            let port_text = port.to_string();
             let mut server = Proc::spawn(
                 env!("CARGO_BIN_EXE_jobs-server"),
                 "server",
                 &dir,
                 &[
                     ("REDIS_URL", redis_url.as_str()),
-                    ("JOBS_ADDR", addr.as_str()),
+                    ("PORT", port_text.as_str()),
                 ],
             );
             let base = format!("http://{addr}");
