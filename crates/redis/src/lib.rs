@@ -63,6 +63,7 @@ mod error;
 mod keys;
 mod link;
 mod redact;
+mod tls;
 
 #[doc(inline)]
 pub use self::{
