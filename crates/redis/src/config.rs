@@ -568,6 +568,120 @@ mod tests {
         }
     }
 
+    /// A temporary file holding `contents`, and the directory that keeps it alive.
+    fn file(contents: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file.pem");
+        std::fs::write(&path, contents).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn tls_env_variables_are_read() {
+        let c = RedisConfig::from_lookup(env(&[
+            ("REDIS_URL", "rediss://127.0.0.1:6380"),
+            ("REDIS_TLS_CA_FILE", "/nonexistent/ca.crt"),
+        ]));
+        // The file is read when the config is checked: a missing one is named.
+        let err = c.unwrap_err().to_string();
+        assert!(
+            err.contains("tls_ca_file: /nonexistent/ca.crt: cannot read it"),
+            "{err}"
+        );
+        let seen = std::cell::RefCell::new(Vec::new());
+        let _ = RedisConfig::from_lookup(|name| {
+            seen.borrow_mut().push(name.to_owned());
+            (name == "REDIS_URL").then(|| "rediss://127.0.0.1:6380".to_owned())
+        });
+        for var in [
+            "REDIS_TLS_CA_FILE",
+            "REDIS_TLS_CERT_FILE",
+            "REDIS_TLS_KEY_FILE",
+        ] {
+            assert!(seen.borrow().iter().any(|s| s == var), "{var} is not read");
+            assert!(ENV_VARS.contains(var), "{var} is not listed");
+        }
+    }
+
+    #[test]
+    fn invalid_tls_settings_are_named() {
+        let (_dir, not_pem) = file("not a certificate");
+        let (_dir2, garbled) =
+            file("-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n");
+        let tls =
+            |url: &str, ca: Option<&PathBuf>, cert: Option<&PathBuf>, key: Option<&PathBuf>| {
+                let mut c = RedisConfig::new(url);
+                c.tls_ca_file = ca.cloned();
+                c.tls_cert_file = cert.cloned();
+                c.tls_key_file = key.cloned();
+                c
+            };
+        let missing = PathBuf::from("/nonexistent/ca.crt");
+        let cases: Vec<(RedisConfig, &str)> = vec![
+            (
+                tls("rediss://127.0.0.1", Some(&missing), None, None),
+                "tls_ca_file: /nonexistent/ca.crt: cannot read it: No such file",
+            ),
+            (
+                tls("rediss://127.0.0.1", Some(&not_pem), None, None),
+                "tls_ca_file: ",
+            ),
+            (
+                tls("rediss://127.0.0.1", Some(&not_pem), None, None),
+                "holds no PEM certificate",
+            ),
+            (
+                tls("rediss://127.0.0.1", Some(&garbled), None, None),
+                "not a valid PEM certificate file",
+            ),
+            (
+                tls("rediss://127.0.0.1", None, Some(&not_pem), None),
+                "tls_key_file: missing",
+            ),
+            (
+                tls("rediss://127.0.0.1", None, None, Some(&not_pem)),
+                "tls_cert_file: missing",
+            ),
+            (
+                tls("rediss://127.0.0.1", None, Some(&garbled), Some(&not_pem)),
+                "tls_cert_file: ",
+            ),
+            (
+                tls("redis://127.0.0.1", Some(&missing), None, None),
+                "tls_ca_file: set, but the URL is not rediss://",
+            ),
+            (
+                tls("rediss://127.0.0.1#insecure", None, None, None),
+                "certificate checks cannot be turned off",
+            ),
+            (
+                RedisConfig::cluster(["rediss://127.0.0.1:7000", "redis://127.0.0.1:7001"]),
+                "some URLs are rediss://",
+            ),
+        ];
+        for (config, needle) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_error_does_not_show_the_file() {
+        let (_dir, key) = file(
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n",
+        );
+        let (_dir2, cert) = file("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+        let mut c = RedisConfig::new("rediss://127.0.0.1");
+        c.tls_cert_file = Some(cert);
+        c.tls_key_file = Some(key);
+        // Both files are PEM; building the links' TLS finds out that they are no certificate
+        // and key, and says so without the key's bytes.
+        c.validate().unwrap();
+        let err = crate::RedisBackend::new(c).unwrap_err().to_string();
+        assert!(err.contains("tls_cert_file, tls_key_file"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
     #[test]
     fn serde_rejects_unknown_fields_and_reads_toml() {
         let err = serde_json::from_str::<RedisConfig>(r#"{"ulr": "redis://x"}"#).unwrap_err();
