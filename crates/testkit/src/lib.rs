@@ -162,6 +162,24 @@ impl RedisServer {
         format!("rediss://127.0.0.1:{port}")
     }
 
+    /// The ACL user of every client connected to the TLS port (from `CLIENT LIST`), e.g.
+    /// `["default", "app"]`; empty when none is connected or the server serves no TLS.
+    pub fn tls_client_users(&self) -> Vec<String> {
+        let Some(port) = self.tls_port else {
+            return Vec::new();
+        };
+        let laddr = format!("laddr=127.0.0.1:{port} ");
+        self.cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|line| line.contains(&laddr))
+            .filter_map(|line| {
+                line.split(' ')
+                    .find_map(|field| field.strip_prefix("user="))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// Creates (or replaces) the ACL user `name` with password `password` and the ACL
     /// `rules` (e.g. `["~*", "+@all", "-flushall"]`), enabled: `ACL SETUSER <name> reset on
     /// ><password> <rules...>`. A restart forgets it.

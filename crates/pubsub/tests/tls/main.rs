@@ -63,16 +63,7 @@ async fn rooms_work_over_mutual_tls_as_an_acl_user() {
     config.tls_key_file = Some(tls.client_key_file());
     config.command_timeout = Duration::from_secs(2);
     instances_exchange_messages(&config).await;
-    let users: Vec<String> = server
-        .cli(&["CLIENT", "LIST"])
-        .lines()
-        .filter(|l| l.contains(&format!("laddr=127.0.0.1:{port} ")))
-        .filter_map(|l| {
-            l.split(' ')
-                .find_map(|f| f.strip_prefix("user="))
-                .map(str::to_owned)
-        })
-        .collect();
+    let users = server.tls_client_users();
     assert!(!users.is_empty(), "no TLS client left connected");
     assert!(users.iter().all(|u| u == "app"), "{users:?}");
     assert_eq!(

@@ -128,16 +128,7 @@ l1_max_bytes = 1048576
         "",
         "Redis refused commands to app"
     );
-    let tls_users: Vec<String> = server
-        .cli(&["CLIENT", "LIST"])
-        .lines()
-        .filter(|l| l.contains(&format!("laddr=127.0.0.1:{port} ")))
-        .filter_map(|l| {
-            l.split(' ')
-                .find_map(|f| f.strip_prefix("user="))
-                .map(str::to_owned)
-        })
-        .collect();
+    let tls_users = server.tls_client_users();
     assert!(!tls_users.is_empty(), "no connection over TLS");
     assert!(tls_users.iter().all(|u| u == "app"), "{tls_users:?}");
     // The user is limited for real: a key outside `ts:*` is refused.
