@@ -368,17 +368,16 @@ impl RedisConfig {
                 self.key_prefix
             ));
         }
-        if let Some(tls) = Tls::load(self)? {
-            if self.mode == Mode::Cluster
-                && self.connection == ConnectionKind::Pooled
-                && tls.has_files()
-            {
-                return err(
+        if let Some(tls) = Tls::load(self)?
+            && self.mode == Mode::Cluster
+            && self.connection == ConnectionKind::Pooled
+            && tls.has_files()
+        {
+            return err(
                     "connection: \"pooled\" in cluster mode cannot use tls_ca_file or tls_cert_file \
                      (deadpool-redis's cluster pool takes no certificates); use connection = \"multiplexed\""
                         .to_owned(),
                 );
-            }
         }
         Ok(())
     }
@@ -569,6 +568,7 @@ mod tests {
     }
 
     /// A temporary file holding `contents`, and the directory that keeps it alive.
+    #[cfg(feature = "tls")]
     fn file(contents: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("file.pem");
@@ -576,6 +576,7 @@ mod tests {
         (dir, path)
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn tls_env_variables_are_read() {
         let c = RedisConfig::from_lookup(env(&[
@@ -603,6 +604,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn invalid_tls_settings_are_named() {
         let (_dir, not_pem) = file("not a certificate");
@@ -665,6 +667,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn a_key_file_error_does_not_show_the_file() {
         let (_dir, key) = file(
@@ -680,6 +683,13 @@ mod tests {
         let err = crate::RedisBackend::new(c).unwrap_err().to_string();
         assert!(err.contains("tls_cert_file, tls_key_file"), "{err}");
         assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn rediss_without_the_tls_feature_names_it() {
+        let err = RedisConfig::new("rediss://127.0.0.1").validate().unwrap_err();
+        assert!(err.to_string().contains("the `tls` feature"), "{err}");
     }
 
     #[test]

@@ -181,8 +181,8 @@ impl RedisServer {
     }
 
     /// Creates (or replaces) the ACL user `name` with password `password` and the ACL
-    /// `rules` (e.g. `["~*", "+@all", "-flushall"]`), enabled: `ACL SETUSER <name> reset on
-    /// ><password> <rules...>`. A restart forgets it.
+    /// `rules` (e.g. `["~*", "+@all", "-flushall"]`), enabled:
+    /// `ACL SETUSER name reset on >password rules...`. A restart forgets it.
     ///
     /// # Panics
     ///

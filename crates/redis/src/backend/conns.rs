@@ -15,7 +15,9 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
-use crate::link::{Link, TlsConnect};
+use crate::link::Link;
+#[cfg(feature = "tls")]
+use crate::link::TlsConnect;
 use crate::tls::{Tls, client_for};
 use crate::{ConnectionKind, Error, Mode, RedisConfig};
 

@@ -1,6 +1,7 @@
 //! `rediss://` against real `redis-server --tls-port` processes started by the test kit, with
 //! a CA and certificates generated for each test (rcgen): every connection mode, a wrong CA,
 //! mutual TLS; and ACL users (`ACL SETUSER`) over plain TCP and TLS.
+#![cfg(feature = "tls")]
 
 mod acl;
 mod cluster;
