@@ -688,7 +688,9 @@ mod tests {
     #[cfg(not(feature = "tls"))]
     #[test]
     fn rediss_without_the_tls_feature_names_it() {
-        let err = RedisConfig::new("rediss://127.0.0.1").validate().unwrap_err();
+        let err = RedisConfig::new("rediss://127.0.0.1")
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("the `tls` feature"), "{err}");
     }
 

@@ -46,16 +46,15 @@ async fn instances_exchange_messages(config: &RedisConfig) {
 }
 
 const PASSWORD: &str = "pubsub-Pw-5d1";
+/// A limited user, as docs/operations.md recommends: the stream reader wakes its blocked XREAD
+/// with `CLIENT UNBLOCK`.
+const RULES: [&str; 5] = ["~ts:*", "&ts:*", "+@all", "-@dangerous", "+client|unblock"];
 
 #[tokio::test]
 async fn rooms_work_over_mutual_tls_as_an_acl_user() {
     let tls = TlsFiles::generate();
     let server = RedisServer::start_tls(&tls, true);
-    server.add_acl_user(
-        "app",
-        PASSWORD,
-        &["~ts:*", "&ts:*", "+@all", "-@dangerous", "+client|unblock"],
-    );
+    server.add_acl_user("app", PASSWORD, &RULES);
     let port = server.tls_port().unwrap();
     let mut config = RedisConfig::new(format!("rediss://app:{PASSWORD}@127.0.0.1:{port}"));
     config.tls_ca_file = Some(tls.ca_file());
@@ -74,11 +73,24 @@ async fn rooms_work_over_mutual_tls_as_an_acl_user() {
 }
 
 #[tokio::test]
-async fn rooms_work_on_a_tls_cluster() {
+async fn rooms_work_on_a_tls_cluster_as_an_acl_user() {
     let tls = TlsFiles::generate();
     let cluster = RedisCluster::start_tls(&tls);
-    let mut config = RedisConfig::cluster(cluster.tls_urls());
+    cluster.add_acl_user("app", PASSWORD, &RULES);
+    let seeds = cluster
+        .tls_urls()
+        .into_iter()
+        .map(|url| url.replacen("rediss://", &format!("rediss://app:{PASSWORD}@"), 1))
+        .collect::<Vec<_>>();
+    let mut config = RedisConfig::cluster(seeds);
     config.tls_ca_file = Some(tls.ca_file());
     config.command_timeout = Duration::from_secs(2);
     instances_exchange_messages(&config).await;
+    for node in cluster.nodes() {
+        assert_eq!(
+            node.cli(&["ACL", "LOG"]),
+            "",
+            "a node refused commands to app"
+        );
+    }
 }

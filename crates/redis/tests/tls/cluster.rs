@@ -1,5 +1,5 @@
 //! A 3-master Redis Cluster with `tls-cluster yes`: the cluster client follows the nodes'
-//! TLS ports with the configured CA.
+//! TLS ports with the configured CA, as a limited ACL user.
 
 use std::time::Duration;
 
@@ -10,10 +10,16 @@ use tower_scale_testkit::{RedisCluster, TlsFiles};
 use crate::support::bounded;
 
 #[tokio::test]
-async fn a_tls_cluster_serves_keys_on_every_node_and_scripts() {
+async fn a_tls_cluster_serves_keys_on_every_node_and_scripts_as_an_acl_user() {
     let tls = TlsFiles::generate();
     let cluster = RedisCluster::start_tls(&tls);
-    let mut config = RedisConfig::cluster(cluster.tls_urls());
+    cluster.add_acl_user("app", "cluster-Pw-1", &["~t:*", "+@all", "-@dangerous"]);
+    let seeds = cluster
+        .tls_urls()
+        .into_iter()
+        .map(|url| url.replacen("rediss://", "rediss://app:cluster-Pw-1@", 1))
+        .collect::<Vec<_>>();
+    let mut config = RedisConfig::cluster(seeds);
     config.tls_ca_file = Some(tls.ca_file());
     config.command_timeout = Duration::from_secs(5);
     config.key_prefix = "t".to_owned();
@@ -37,6 +43,13 @@ async fn a_tls_cluster_serves_keys_on_every_node_and_scripts() {
         assert_eq!(got, i);
     }
     crate::round_trip(&backend, "cluster").await;
+    for node in cluster.nodes() {
+        assert_eq!(
+            node.cli(&["ACL", "LOG"]),
+            "",
+            "a node refused commands to app"
+        );
+    }
 }
 
 #[test]
