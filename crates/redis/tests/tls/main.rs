@@ -47,6 +47,18 @@ pub(crate) async fn round_trip(backend: &RedisBackend, name: &str) {
     assert_eq!(len, name.len());
 }
 
+/// Whether `backend` answers a `PING` within 100 tries 50 ms apart (a bound against a hung
+/// test, not a timing assertion).
+async fn answers_again(backend: &RedisBackend) -> bool {
+    for _ in 0..100 {
+        if bounded(backend.ping()).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn standalone_over_tls_in_both_connection_kinds() {
     let tls = TlsFiles::generate();
@@ -71,15 +83,10 @@ async fn the_default_link_reconnects_over_tls_after_a_restart() {
     round_trip(&backend, "before").await;
     server.restart();
     // The command in flight at the restart may fail; the link then reopens by itself.
-    let mut ok = false;
-    for _ in 0..100 {
-        if bounded(backend.ping()).await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "the link never reconnected over TLS");
+    assert!(
+        answers_again(&backend).await,
+        "the link never reconnected over TLS"
+    );
     round_trip(&backend, "after").await;
 }
 
@@ -141,5 +148,25 @@ async fn a_client_certificate_from_another_ca_is_refused() {
         config.tls_key_file = Some(other.client_key_file());
         let text = setup_error(config).await.to_string();
         assert!(text.contains("fatal alert: UnknownCA"), "{kind:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_paused_tls_server_times_out_and_is_used_again_once_resumed() {
+    let tls = TlsFiles::generate();
+    let server = RedisServer::start_tls(&tls, false);
+    for kind in KINDS {
+        let mut config = config(server.tls_url(), &tls, kind);
+        config.command_timeout = Duration::from_millis(300);
+        let backend = RedisBackend::new(config).unwrap();
+        round_trip(&backend, "before").await;
+        server.pause();
+        let err = bounded(backend.ping()).await.unwrap_err();
+        server.resume();
+        assert!(err.is_timeout(), "{kind:?}: {err}");
+        assert!(
+            answers_again(&backend).await,
+            "{kind:?}: never answered again after the pause"
+        );
     }
 }
