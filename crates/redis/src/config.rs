@@ -373,11 +373,11 @@ impl RedisConfig {
             && self.connection == ConnectionKind::Pooled
             && tls.has_files()
         {
-            return err(
-                    "connection: \"pooled\" in cluster mode cannot use tls_ca_file or tls_cert_file \
-                     (deadpool-redis's cluster pool takes no certificates); use connection = \"multiplexed\""
-                        .to_owned(),
-                );
+            return err(format!(
+                "connection: {:?} in cluster mode cannot use tls_ca_file or tls_cert_file \
+                 (deadpool-redis's cluster pool takes no certificates); use {:?}",
+                "pooled", "multiplexed"
+            ));
         }
         Ok(())
     }
