@@ -180,6 +180,24 @@ impl RedisServer {
             .collect()
     }
 
+    /// Waits until at least one client is connected to the TLS port and every one is logged
+    /// in as `user` (a connection still being set up shows as `default` until its `AUTH`).
+    ///
+    /// # Panics
+    ///
+    /// When that does not happen within 10 s.
+    pub async fn wait_tls_clients_are(&self, user: &str) {
+        eventually(
+            &format!("every connection on the TLS port is {user}'s"),
+            Duration::from_secs(10),
+            || {
+                let users = self.tls_client_users();
+                !users.is_empty() && users.iter().all(|u| u == user)
+            },
+        )
+        .await;
+    }
+
     /// Creates (or replaces) the ACL user `name` with password `password` and the ACL
     /// `rules` (e.g. `["~*", "+@all", "-flushall"]`), enabled:
     /// `ACL SETUSER name reset on >password rules...`. A restart forgets it.

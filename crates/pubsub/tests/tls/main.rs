@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tower_scale_pubsub::{Broadcaster, Delivery};
 use tower_scale_redis::{RedisBackend, RedisConfig};
-use tower_scale_testkit::{RedisCluster, RedisServer, TlsFiles, eventually};
+use tower_scale_testkit::{RedisCluster, RedisServer, TlsFiles};
 
 use support::{next_message, text};
 
@@ -62,16 +62,7 @@ async fn rooms_work_over_mutual_tls_as_an_acl_user() {
     config.tls_key_file = Some(tls.client_key_file());
     config.command_timeout = Duration::from_secs(2);
     instances_exchange_messages(&config).await;
-    // (A connection still being set up shows as `default` until its AUTH: wait for that.)
-    eventually(
-        "every connection on the TLS port is app's",
-        Duration::from_secs(10),
-        || {
-            let users = server.tls_client_users();
-            !users.is_empty() && users.iter().all(|u| u == "app")
-        },
-    )
-    .await;
+    server.wait_tls_clients_are("app").await;
     assert_eq!(
         server.cli(&["ACL", "LOG"]),
         "",

@@ -17,7 +17,7 @@ use tower_scale::pubsub::{Broadcaster, Delivery, Event};
 use tower_scale::redis::RedisBreakerState;
 use tower_scale::session::Session;
 use tower_scale::stack::{Stack, StackConfig};
-use tower_scale_testkit::{RedisServer, TlsFiles, cookie_pair, eventually};
+use tower_scale_testkit::{RedisServer, TlsFiles, cookie_pair};
 
 const PASSWORD: &str = "acl-tls-Pw-2b8";
 const RULES: [&str; 5] = ["~ts:*", "&ts:*", "+@all", "-@dangerous", "+client|unblock"];
@@ -128,16 +128,7 @@ l1_max_bytes = 1048576
         "",
         "Redis refused commands to app"
     );
-    // (A connection still being set up shows as `default` until its AUTH: wait for that.)
-    eventually(
-        "every connection on the TLS port is app's",
-        Duration::from_secs(10),
-        || {
-            let users = server.tls_client_users();
-            !users.is_empty() && users.iter().all(|u| u == "app")
-        },
-    )
-    .await;
+    server.wait_tls_clients_are("app").await;
     // The user is limited for real: a key outside `ts:*` is refused.
     let err = backend
         .query::<()>(tower_scale::redis::redis::cmd("SET").arg("other").arg(1))
