@@ -171,3 +171,44 @@ async fn a_paused_tls_server_times_out_and_is_used_again_once_resumed() {
         );
     }
 }
+
+/// Set in the child process of [`without_a_ca_file_the_systems_roots_are_trusted`]: the URL to
+/// connect to.
+const SYSTEM_ROOTS_CHILD: &str = "TOWER_SCALE_TEST_SYSTEM_ROOTS_URL";
+
+/// Without `tls_ca_file` the system's roots are trusted (rustls-native-certs, in every mode).
+/// The test runs itself again in a child process whose `SSL_CERT_FILE`, which
+/// rustls-native-certs reads instead of the system's store, holds the test CA.
+#[tokio::test]
+async fn without_a_ca_file_the_systems_roots_are_trusted() {
+    if let Ok(url) = std::env::var(SYSTEM_ROOTS_CHILD) {
+        for kind in KINDS {
+            let mut config = RedisConfig::new(url.as_str());
+            config.connection = kind;
+            config.command_timeout = Duration::from_secs(15);
+            let backend = RedisBackend::new(config).unwrap();
+            round_trip(&backend, &format!("roots-{kind:?}")).await;
+        }
+        println!("connected in every mode");
+        return;
+    }
+    let tls = TlsFiles::generate();
+    let server = RedisServer::start_tls(&tls, false);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "without_a_ca_file_the_systems_roots_are_trusted",
+            "--nocapture",
+        ])
+        .env(SYSTEM_ROOTS_CHILD, server.tls_url())
+        .env("SSL_CERT_FILE", tls.ca_file())
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("connected in every mode"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
