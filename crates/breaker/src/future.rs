@@ -29,12 +29,13 @@ pin_project! {
 }
 
 impl<Fut, C, B> ResponseFuture<Fut, C, B> {
-    /// The inner service's future, whose result `classify` records through `permit`.
-    pub(crate) fn called(fut: Fut, permit: Permit, classify: C) -> Self {
+    /// The inner service's future, whose result `classify` records through `permit` (none:
+    /// no breaker guards the request).
+    pub(crate) fn called(fut: Fut, permit: Option<Permit>, classify: C) -> Self {
         Self {
             kind: Kind::Called {
                 fut,
-                permit: Some(permit),
+                permit,
                 classify,
             },
         }

@@ -21,16 +21,39 @@ type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> String + Send + Sync>;
 pub(crate) enum Breakers {
     Single(CircuitBreaker),
     Keyed(KeyedBreakers, KeyFn),
+    /// One breaker per path prefix, longest prefix first; a path under none has no breaker.
+    Prefixes(Arc<[(Box<str>, CircuitBreaker)]>),
 }
 
 impl Breakers {
-    /// Asks the request's breaker for a permit.
+    /// Asks the request's breaker for a permit; `None`: no breaker guards this request.
     #[inline]
-    pub(crate) fn try_acquire(&self, uri: &Uri, headers: &HeaderMap) -> Result<Permit, Rejected> {
+    pub(crate) fn try_acquire(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Option<Permit>, Rejected> {
         match self {
-            Self::Single(breaker) => breaker.try_acquire(),
-            Self::Keyed(breakers, key) => breakers.get(&key(uri, headers)).try_acquire(),
+            Self::Single(breaker) => breaker.try_acquire().map(Some),
+            Self::Keyed(breakers, key) => breakers.get(&key(uri, headers)).try_acquire().map(Some),
+            Self::Prefixes(routes) => {
+                let path = uri.path();
+                routes
+                    .iter()
+                    .find(|(prefix, _)| path_has_prefix(path, prefix))
+                    .map(|(_, breaker)| breaker.try_acquire())
+                    .transpose()
+            }
         }
+    }
+}
+
+/// Whether `path` is `prefix` or below it, segment by segment: `/api` covers `/api` and
+/// `/api/users`, not `/apis`.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
     }
 }
 
@@ -95,6 +118,41 @@ impl BreakerLayer {
         Self::with_breakers(Breakers::Keyed(breakers, Arc::new(key)))
     }
 
+    /// A layer with one breaker per path prefix (e.g. one per downstream a group of routes
+    /// calls): a request is guarded by the breaker of the longest prefix its path is under,
+    /// segment by segment (`/api` covers `/api` and `/api/users`, not `/apis`); a request under
+    /// none passes unguarded.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use axum::{Router, body::Body, http::{Request, StatusCode}, routing::get};
+    /// use tower::ServiceExt;
+    /// use tower_scale_breaker::{BreakerConfig, BreakerLayer, CircuitBreaker};
+    ///
+    /// let payments = CircuitBreaker::named("/payments", BreakerConfig::default()).unwrap();
+    /// let app = Router::new()
+    ///     .route("/payments/{id}", get(|| async { "paid" }))
+    ///     .route("/hello", get(|| async { "hello" }))
+    ///     .layer(BreakerLayer::by_path_prefix([("/payments", payments.clone())]));
+    /// payments.force_open();
+    /// let get = |uri| Request::get(uri).body(Body::empty()).unwrap();
+    /// let res = app.clone().oneshot(get("/payments/7")).await.unwrap();
+    /// assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// let res = app.oneshot(get("/hello")).await.unwrap();
+    /// assert_eq!(res.status(), StatusCode::OK);
+    /// # }
+    /// ```
+    pub fn by_path_prefix<I, P>(routes: I) -> Self
+    where
+        I: IntoIterator<Item = (P, CircuitBreaker)>,
+        P: Into<Box<str>>,
+    {
+        let mut routes: Vec<(Box<str>, CircuitBreaker)> =
+            routes.into_iter().map(|(p, b)| (p.into(), b)).collect();
+        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Self::with_breakers(Breakers::Prefixes(routes.into()))
+    }
+
     fn with_breakers(breakers: Breakers) -> Self {
         Self {
             breakers,
@@ -148,5 +206,29 @@ impl<S, C: Clone, R: Clone> Layer<S> for BreakerLayer<C, R> {
             self.refuse.clone(),
             self.status,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_has_prefix;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        for (path, prefix, covered) in [
+            ("/api", "/api", true),
+            ("/api/users", "/api", true),
+            ("/apis", "/api", false),
+            ("/api/users", "/api/", true),
+            ("/", "/", true),
+            ("/x", "/", true),
+            ("/other", "/api", false),
+        ] {
+            assert_eq!(
+                path_has_prefix(path, prefix),
+                covered,
+                "{path} under {prefix}"
+            );
+        }
     }
 }

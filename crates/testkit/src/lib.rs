@@ -718,4 +718,6 @@ mod guides {
     pub struct Pubsub;
     #[doc = include_str!("../../../docs/session.md")]
     pub struct Session;
+    #[doc = include_str!("../../../docs/stack.md")]
+    pub struct Stack;
 }

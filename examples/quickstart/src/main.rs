@@ -34,9 +34,13 @@
 //! memory or in Redis.
 //!
 //! Environment: `PORT` (3000), `HOST` (127.0.0.1), `REDIS_URL` (unset: in-memory), the
-//! other `REDIS_*` variables of `tower_scale::redis::RedisConfig::from_env`, and
-//! `PRE_STOP_DELAY` (overrides the config's), `PRESSURE_MAX_LAG` (`off` or a duration),
-//! `LIMITED_PERIOD` (10s), `TOWER_SCALE_CONFIG` (a stack config file).
+//! other `REDIS_*` variables and any field of the stack config as
+//! `TOWER_SCALE__SECTION__FIELD` (see `docs/stack.md`), `PRE_STOP_DELAY` (overrides the
+//! config's), `PRESSURE_MAX_LAG` (`off` or a duration), `LIMITED_PERIOD` (10s),
+//! `TOWER_SCALE_CONFIG` (a stack config file).
+//!
+//! `cargo run -p example-quickstart -- --print-config` prints the effective stack config (the
+//! file with the environment's overrides), secrets hidden, and exits.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,7 +51,6 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tower_scale::breaker::{BreakerConfig, BreakerLayer, CircuitBreaker, SlidingWindow};
 use tower_scale::compression::RequestDecompressionLayer;
-use tower_scale::metrics::{PrometheusMetrics, RuntimeProbe};
 use tower_scale::offload::{Offload, OffloadError};
 use tower_scale::ratelimit::{HeaderKey, MemoryStore, Quota, RateLimitLayer, RedisStore};
 use tower_scale::session::{Session, SessionError};
@@ -60,14 +63,15 @@ struct AppState {
     offload: Offload,
 }
 
-/// The stack of `tower-scale.toml`, with Redis from `REDIS_URL` when set; another file with
-/// `TOWER_SCALE_CONFIG`, and `PRE_STOP_DELAY` overrides the file's shutdown delay.
+/// The stack of `tower-scale.toml`, with the environment's overrides (`REDIS_*`,
+/// `TOWER_SCALE__SECTION__FIELD`); another file with `TOWER_SCALE_CONFIG`, and
+/// `PRE_STOP_DELAY` overrides the file's shutdown delay.
 fn stack_config() -> Result<StackConfig, Box<dyn std::error::Error>> {
     let mut config = match std::env::var("TOWER_SCALE_CONFIG") {
         Ok(path) => StackConfig::from_toml_file(path)?,
         Err(_) => StackConfig::from_toml(include_str!("../tower-scale.toml"))?,
     }
-    .redis_from_env()?;
+    .env_overrides()?;
     if let Ok(delay) = std::env::var("PRE_STOP_DELAY")
         && let Some(shutdown) = config.shutdown.as_mut()
     {
@@ -92,7 +96,6 @@ fn stack_config() -> Result<StackConfig, Box<dyn std::error::Error>> {
 /// Everything the app is built from.
 struct Parts<'a> {
     stack: &'a Stack,
-    metrics: &'a PrometheusMetrics,
     breaker: CircuitBreaker,
     /// The period of `/limited`'s quota of 3 requests.
     limited_period: Duration,
@@ -126,7 +129,6 @@ fn app(parts: Parts<'_>) -> Result<Router, Box<dyn std::error::Error>> {
             "/report",
             get(|| async { "tower-scale quick-start report line\n".repeat(500) }),
         )
-        .route("/metrics", get(parts.metrics.handler()))
         // Request bodies are decompressed with an 8 MiB cap.
         .layer(RequestDecompressionLayer::new(8 * 1024 * 1024))
         .with_state(AppState { offload });
@@ -253,9 +255,13 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let metrics = PrometheusMetrics::install()?;
-    let probe = RuntimeProbe::new().spawn();
-    let stack = Stack::build(&stack_config()?)?.lag_from(probe.watch());
+    let config = stack_config()?;
+    if std::env::args().any(|a| a == "--print-config") {
+        print!("{}", config.to_toml_redacted()?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    // Installs the metrics recorder, serves /metrics, starts the runtime probe ([metrics]).
+    let stack = Stack::build(&config)?;
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let port: u16 = std::env::var("PORT")
         .ok()
@@ -283,7 +289,6 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     };
     let app = app(Parts {
         stack: &stack,
-        metrics: &metrics,
         breaker: downstream_breaker()?,
         limited_period,
     })?;
@@ -304,14 +309,10 @@ mod tests {
     use tower::ServiceExt;
 
     fn test_app() -> Router {
-        let (recorder, metrics) = PrometheusMetrics::builder().build().unwrap();
-        // Tests do not install a global recorder; the layer records into a no-op one.
-        drop(recorder);
         let config = StackConfig::from_toml(include_str!("../tower-scale.toml")).unwrap();
         let stack = Stack::build(&config).unwrap();
         app(Parts {
             stack: &stack,
-            metrics: &metrics,
             breaker: downstream_breaker().unwrap(),
             limited_period: Duration::from_secs(10),
         })
@@ -474,6 +475,20 @@ mod tests {
                 .unwrap()
                 .contains("miss")
         );
+    }
+
+    #[tokio::test]
+    async fn the_stack_serves_metrics() {
+        let app = test_app();
+        assert_eq!(status(&app, "/hello").await, StatusCode::OK);
+        let res = app
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains(r#"route="/hello""#), "{text}");
     }
 
     #[tokio::test]

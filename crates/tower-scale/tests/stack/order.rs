@@ -1,16 +1,15 @@
-//! The stack builder: config parsing and errors, and the layer order, checked through what
-//! each layer does to the others (against a real Redis where the order shows in Redis calls).
-#![cfg(feature = "stack")]
+//! The layer order, checked through what each layer does to the others (against a real Redis
+//! where the order shows in Redis calls), and the config's parse errors.
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use http_body_util::BodyExt;
-use tower::ServiceExt;
 use tower_scale::session::Session;
 use tower_scale::stack::{Stack, StackConfig};
-use tower_scale_testkit::{RedisServer, cookie_pair};
+use tower_scale_testkit::RedisServer;
+
+use crate::{body, send, session_cookie};
 
 const CONFIG: &str = r#"
 [shutdown]
@@ -51,27 +50,6 @@ fn app(stack: &Stack) -> Router {
         Some(health) => app.merge(health),
         None => app,
     }
-}
-
-async fn send(app: &Router, uri: &str, headers: &[(&str, &str)]) -> axum::response::Response {
-    let mut req = Request::get(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    app.clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap()
-}
-
-async fn body(res: axum::response::Response) -> String {
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// The `name=value` pair of a response's `Set-Cookie`.
-fn session_cookie(res: &axum::response::Response) -> String {
-    cookie_pair(res.headers()["set-cookie"].to_str().unwrap()).to_owned()
 }
 
 #[test]
