@@ -1,4 +1,5 @@
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
@@ -6,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::redact::{RedactedUrls, redact_url};
+use crate::tls::{Tls, client_for};
 
 /// How the backend reaches Redis: one server, or a Redis Cluster.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,8 +27,8 @@ pub enum Mode {
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {
     /// `pool_size` multiplexed connections (redis-rs `MultiplexedConnection`s that the
-    /// backend reopens itself, watched for hangs; `ConnectionManager` for Unix-socket and TLS
-    /// URLs; the cluster client in cluster mode), shared by all requests round-robin:
+    /// backend reopens itself, watched for hangs, over TCP or TLS; `ConnectionManager` for
+    /// Unix-socket URLs; the cluster client in cluster mode), shared by all requests round-robin:
     /// commands of concurrent requests are pipelined on the same socket. Reconnects by itself. The default: it was the faster one at 64
     /// concurrent requests.
     #[default]
@@ -60,8 +62,11 @@ pub enum ConnectionKind {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// Redis URL (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS when redis-rs
-    /// is built with TLS). In cluster mode, the first seed node. Default `redis://127.0.0.1:6379`.
+    /// Redis URL: `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS
+    /// (feature `tls`, on by default). In cluster mode, the first seed node; every seed uses
+    /// the same scheme and credentials. `user` is an ACL user (`ACL SETUSER`); without it,
+    /// the password is the `default` user's (`requirepass`). A password with `@`, `/`, `:` or
+    /// `%` is percent-encoded. Default `redis://127.0.0.1:6379`.
     pub url: String,
     /// Standalone server or Redis Cluster. Default standalone.
     pub mode: Mode,
@@ -99,6 +104,16 @@ pub struct RedisConfig {
     /// open 1 s growing ×2 per reopening up to 15 s, 3 probes in half-open.
     #[cfg(feature = "breaker")]
     pub breaker: tower_scale_breaker::BreakerConfig,
+    /// PEM file of the CA certificate(s) that signed the server's certificate, for
+    /// `rediss://` URLs. When set, only these are trusted; when not, the system's root
+    /// certificates are (read with rustls-native-certs: `/etc/ssl/certs` and friends, or
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR`). Default none.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate (and its chain) presented to a server that
+    /// requires one (mutual TLS, `tls-auth-clients yes`); needs `tls_key_file`. Default none.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1). Default none.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Every field, the URLs with their password hidden.
@@ -118,6 +133,9 @@ impl fmt::Debug for RedisConfig {
             breaker_enabled,
             #[cfg(feature = "breaker")]
             breaker,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
         } = self;
         let mut out = f.debug_struct("RedisConfig");
         out.field("url", &redact_url(url))
@@ -131,6 +149,9 @@ impl fmt::Debug for RedisConfig {
         #[cfg(feature = "breaker")]
         out.field("breaker_enabled", breaker_enabled)
             .field("breaker", breaker);
+        out.field("tls_ca_file", tls_ca_file)
+            .field("tls_cert_file", tls_cert_file)
+            .field("tls_key_file", tls_key_file);
         out.finish()
     }
 }
@@ -165,13 +186,17 @@ impl Default for RedisConfig {
             breaker_enabled: true,
             #[cfg(feature = "breaker")]
             breaker: default_breaker_config(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
 
 /// Environment variables read by [`RedisConfig::from_env`].
 const ENV_VARS: &str = "REDIS_URL, REDIS_MODE, REDIS_NODES, REDIS_CONNECTION, REDIS_POOL_SIZE, \
-                        REDIS_CONNECT_TIMEOUT, REDIS_COMMAND_TIMEOUT, REDIS_KEY_PREFIX";
+                        REDIS_CONNECT_TIMEOUT, REDIS_COMMAND_TIMEOUT, REDIS_KEY_PREFIX, \
+                        REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE, REDIS_TLS_KEY_FILE";
 
 impl RedisConfig {
     /// A default config for `url`.
@@ -210,6 +235,9 @@ impl RedisConfig {
     /// | `REDIS_CONNECT_TIMEOUT` | `connect_timeout` | `1s` |
     /// | `REDIS_COMMAND_TIMEOUT` | `command_timeout` | `250ms` |
     /// | `REDIS_KEY_PREFIX` | `key_prefix` | `shop` |
+    /// | `REDIS_TLS_CA_FILE` | `tls_ca_file` | `/etc/redis/ca.crt` |
+    /// | `REDIS_TLS_CERT_FILE` | `tls_cert_file` | `/etc/redis/client.crt` |
+    /// | `REDIS_TLS_KEY_FILE` | `tls_key_file` | `/etc/redis/client.key` |
     ///
     /// Returns `Ok(None)` when `REDIS_URL` is not set (use the in-memory backends then), and
     /// an error naming the variable when a value does not parse or the result is invalid.
@@ -274,6 +302,15 @@ impl RedisConfig {
         if let Some(prefix) = lookup("REDIS_KEY_PREFIX") {
             config.key_prefix = prefix;
         }
+        for (var, field) in [
+            ("REDIS_TLS_CA_FILE", &mut config.tls_ca_file),
+            ("REDIS_TLS_CERT_FILE", &mut config.tls_cert_file),
+            ("REDIS_TLS_KEY_FILE", &mut config.tls_key_file),
+        ] {
+            if let Some(path) = lookup(var).filter(|p| !p.trim().is_empty()) {
+                *field = Some(PathBuf::from(path.trim()));
+            }
+        }
         config.validate()?;
         Ok(Some(config))
     }
@@ -286,7 +323,8 @@ impl RedisConfig {
         })
     }
 
-    /// Checks every field; the error names the field and the problem.
+    /// Checks every field; the error names the field and the problem. The TLS files are
+    /// read and checked to hold PEM certificates and a key.
     pub fn validate(&self) -> Result<(), Error> {
         let err = |msg: String| Err(Error::Config(msg));
         check_url("url", &self.url)?;
@@ -330,7 +368,26 @@ impl RedisConfig {
                 self.key_prefix
             ));
         }
+        if let Some(tls) = Tls::load(self)?
+            && self.mode == Mode::Cluster
+            && self.connection == ConnectionKind::Pooled
+            && tls.has_files()
+        {
+            return err(format!(
+                "connection: {:?} in cluster mode cannot use tls_ca_file or tls_cert_file \
+                 (deadpool-redis's cluster pool takes no certificates); use {:?}",
+                "pooled", "multiplexed"
+            ));
+        }
         Ok(())
+    }
+
+    /// A redis-rs client for `url` with this config's TLS settings (CA and client
+    /// certificate files, for a `rediss://` URL), for connections the backend does not make
+    /// itself (the pub/sub subscriber, for one). The TLS files are read here.
+    pub fn client(&self, url: &str) -> Result<redis::Client, Error> {
+        let tls = Tls::load(self)?;
+        client_for(tls.as_ref(), url)
     }
 
     /// Every seed URL: `url` then `nodes`.
@@ -351,6 +408,11 @@ fn split_list(list: &str) -> impl Iterator<Item = String> + '_ {
 fn check_url(field: &str, url: &str) -> Result<(), Error> {
     if url.trim().is_empty() {
         return Err(Error::Config(format!("{field}: the Redis URL is empty")));
+    }
+    if !cfg!(feature = "tls") && crate::tls::is_tls_url(url) {
+        return Err(Error::Config(format!(
+            "{field}: rediss:// needs the `tls` feature of tower-scale-redis, which this build does not enable"
+        )));
     }
     url.into_connection_info().map(drop).map_err(|e| {
         Error::Config(format!(
@@ -503,6 +565,133 @@ mod tests {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should contain {needle:?}");
         }
+    }
+
+    /// A temporary file holding `contents`, and the directory that keeps it alive.
+    #[cfg(feature = "tls")]
+    fn file(contents: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file.pem");
+        std::fs::write(&path, contents).unwrap();
+        (dir, path)
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_env_variables_are_read() {
+        let c = RedisConfig::from_lookup(env(&[
+            ("REDIS_URL", "rediss://127.0.0.1:6380"),
+            ("REDIS_TLS_CA_FILE", "/nonexistent/ca.crt"),
+        ]));
+        // The file is read when the config is checked: a missing one is named.
+        let err = c.unwrap_err().to_string();
+        assert!(
+            err.contains("tls_ca_file: /nonexistent/ca.crt: cannot read it"),
+            "{err}"
+        );
+        let seen = std::cell::RefCell::new(Vec::new());
+        let _ = RedisConfig::from_lookup(|name| {
+            seen.borrow_mut().push(name.to_owned());
+            (name == "REDIS_URL").then(|| "rediss://127.0.0.1:6380".to_owned())
+        });
+        for var in [
+            "REDIS_TLS_CA_FILE",
+            "REDIS_TLS_CERT_FILE",
+            "REDIS_TLS_KEY_FILE",
+        ] {
+            assert!(seen.borrow().iter().any(|s| s == var), "{var} is not read");
+            assert!(ENV_VARS.contains(var), "{var} is not listed");
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn invalid_tls_settings_are_named() {
+        let (_dir, not_pem) = file("not a certificate");
+        let (_dir2, garbled) =
+            file("-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n");
+        let tls =
+            |url: &str, ca: Option<&PathBuf>, cert: Option<&PathBuf>, key: Option<&PathBuf>| {
+                let mut c = RedisConfig::new(url);
+                c.tls_ca_file = ca.cloned();
+                c.tls_cert_file = cert.cloned();
+                c.tls_key_file = key.cloned();
+                c
+            };
+        let missing = PathBuf::from("/nonexistent/ca.crt");
+        let cases: Vec<(RedisConfig, &str)> = vec![
+            (
+                tls("rediss://127.0.0.1", Some(&missing), None, None),
+                "tls_ca_file: /nonexistent/ca.crt: cannot read it: No such file",
+            ),
+            (
+                tls("rediss://127.0.0.1", Some(&not_pem), None, None),
+                "tls_ca_file: ",
+            ),
+            (
+                tls("rediss://127.0.0.1", Some(&not_pem), None, None),
+                "holds no PEM certificate",
+            ),
+            (
+                tls("rediss://127.0.0.1", Some(&garbled), None, None),
+                "not a valid PEM certificate file",
+            ),
+            (
+                tls("rediss://127.0.0.1", None, Some(&not_pem), None),
+                "tls_key_file: missing",
+            ),
+            (
+                tls("rediss://127.0.0.1", None, None, Some(&not_pem)),
+                "tls_cert_file: missing",
+            ),
+            (
+                tls("rediss://127.0.0.1", None, Some(&garbled), Some(&not_pem)),
+                "tls_cert_file: ",
+            ),
+            (
+                tls("redis://127.0.0.1", Some(&missing), None, None),
+                "tls_ca_file: set, but the URL is not rediss://",
+            ),
+            (
+                tls("rediss://127.0.0.1#insecure", None, None, None),
+                "certificate checks cannot be turned off",
+            ),
+            (
+                RedisConfig::cluster(["rediss://127.0.0.1:7000", "redis://127.0.0.1:7001"]),
+                "some URLs are rediss://",
+            ),
+        ];
+        for (config, needle) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_key_file_error_does_not_show_the_file() {
+        let (_dir, key) = file(
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n",
+        );
+        let (_dir2, cert) = file("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+        let mut c = RedisConfig::new("rediss://127.0.0.1");
+        c.tls_cert_file = Some(cert);
+        c.tls_key_file = Some(key);
+        // Both files are PEM; building the links' TLS finds out that they are no certificate
+        // and key, and says so without the key's bytes.
+        c.validate().unwrap();
+        let err = crate::RedisBackend::new(c).unwrap_err().to_string();
+        assert!(err.contains("tls_cert_file, tls_key_file"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn rediss_without_the_tls_feature_names_it() {
+        let err = RedisConfig::new("rediss://127.0.0.1")
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("the `tls` feature"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //! - [`Keys`]: `<prefix>:<concern>:<key>`, with hash tags for keys a script touches
 //!   together, so every script runs on Redis Cluster.
 //! - A health probe, [`RedisBackend::ping`], for readiness checks.
+//! - TLS and ACL users: `rediss://` URLs (feature `tls`, on by default: rustls with ring),
+//!   trusting the system's roots or `tls_ca_file`, with a client certificate for mutual TLS
+//!   (`tls_cert_file`, `tls_key_file`), in every connection mode; `redis://user:password@host`
+//!   logs in as an ACL user.
 //! - [`redact_url`]: a Redis URL with its password hidden, for logs and errors; the config's
 //!   `Debug` output and the backend's errors and log lines use it.
 //! - Metrics through the `metrics` facade: [`REDIS_COMMAND_DURATION_SECONDS`] (histogram) and
@@ -63,6 +67,7 @@ mod error;
 mod keys;
 mod link;
 mod redact;
+mod tls;
 
 #[doc(inline)]
 pub use self::{

@@ -6,6 +6,11 @@
 //!   [`restart`](RedisServer::restart) (same port) for fault tests.
 //! - [`RedisCluster`]: a local Redis Cluster of 3 masters joined with
 //!   `redis-cli --cluster create`.
+//! - TLS: [`TlsFiles`] generates a CA with a server and a client certificate (rcgen);
+//!   [`RedisServer::start_tls`] and [`RedisCluster::start_tls`] serve TLS with them (clients
+//!   connect to [`RedisServer::tls_url`]; the kit's own helpers keep a plain loopback port).
+//! - ACL users: [`RedisServer::add_acl_user`] and [`RedisCluster::add_acl_user`]
+//!   (`ACL SETUSER`).
 //!
 //! Tests never use a shared server on 6379. When `redis-server` is missing, starting one
 //! panics with a message that says how to install it.
@@ -28,6 +33,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+mod tls;
+
+pub use self::tls::TlsFiles;
+
 const INSTALL_HINT: &str = "redis-server was not found on PATH. Install it: \
      `sudo apt-get install -y redis-server redis-tools` on Debian/Ubuntu \
      (scripts/test.sh does this for you), or `brew install redis` on macOS.";
@@ -39,6 +48,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// The TLS port, for servers started with [`RedisServer::start_tls`].
+    tls_port: Option<u16>,
     dir: TempDir,
     extra_args: Vec<String>,
     child: Option<Child>,
@@ -79,6 +90,23 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`].
     pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_inner(args, None)
+    }
+
+    /// Starts a server that also serves TLS with `tls`'s server certificate, on a second port
+    /// ([`tls_port`](Self::tls_port), [`tls_url`](Self::tls_url)); with
+    /// `require_client_cert`, TLS clients must present a certificate signed by `tls`'s CA
+    /// (mutual TLS). The plain port stays open on loopback for the kit's own helpers
+    /// ([`cli`](Self::cli), [`calls`](Self::calls)...).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`], or when `redis-server` is built without TLS.
+    pub fn start_tls(tls: &TlsFiles, require_client_cert: bool) -> Self {
+        Self::start_inner(&[], Some((tls, require_client_cert)))
+    }
+
+    fn start_inner(args: &[&str], tls: Option<(&TlsFiles, bool)>) -> Self {
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port(false);
@@ -86,10 +114,17 @@ impl RedisServer {
                 .prefix("tower-scale-redis-")
                 .tempdir()
                 .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}"));
+            let mut extra_args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            let tls_port = tls.map(|(files, require_client_cert)| {
+                let tls_port = free_port(false);
+                extra_args.extend(files.server_args(tls_port, require_client_cert));
+                tls_port
+            });
             let mut server = Self {
                 port,
+                tls_port,
                 dir,
-                extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+                extra_args,
                 child: None,
             };
             match server.spawn() {
@@ -108,6 +143,74 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port on 127.0.0.1 of a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`.
+    ///
+    /// # Panics
+    ///
+    /// When the server was not started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        let port = self
+            .tls_port
+            .unwrap_or_else(|| panic!("this server serves no TLS; start it with start_tls"));
+        format!("rediss://127.0.0.1:{port}")
+    }
+
+    /// The ACL user of every client connected to the TLS port (from `CLIENT LIST`), e.g.
+    /// `["default", "app"]`; empty when none is connected or the server serves no TLS.
+    pub fn tls_client_users(&self) -> Vec<String> {
+        let Some(port) = self.tls_port else {
+            return Vec::new();
+        };
+        let laddr = format!("laddr=127.0.0.1:{port} ");
+        self.cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|line| line.contains(&laddr))
+            .filter_map(|line| {
+                line.split(' ')
+                    .find_map(|field| field.strip_prefix("user="))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// Waits until at least one client is connected to the TLS port and every one is logged
+    /// in as `user` (a connection still being set up shows as `default` until its `AUTH`).
+    ///
+    /// # Panics
+    ///
+    /// When that does not happen within 10 s.
+    pub async fn wait_tls_clients_are(&self, user: &str) {
+        eventually(
+            &format!("every connection on the TLS port is {user}'s"),
+            Duration::from_secs(10),
+            || {
+                let users = self.tls_client_users();
+                !users.is_empty() && users.iter().all(|u| u == user)
+            },
+        )
+        .await;
+    }
+
+    /// Creates (or replaces) the ACL user `name` with password `password` and the ACL
+    /// `rules` (e.g. `["~*", "+@all", "-flushall"]`), enabled:
+    /// `ACL SETUSER name reset on >password rules...`. A restart forgets it.
+    ///
+    /// # Panics
+    ///
+    /// When Redis refuses the rules.
+    pub fn add_acl_user(&self, name: &str, password: &str, rules: &[&str]) {
+        let password = format!(">{password}");
+        let mut args = vec!["ACL", "SETUSER", name, "reset", "on", &password];
+        args.extend_from_slice(rules);
+        let out = self.cli(&args);
+        assert_eq!(out, "OK", "ACL SETUSER {name} {rules:?}: {out}");
     }
 
     /// The server's process id, while it runs.
@@ -257,9 +360,26 @@ impl RedisCluster {
     ///
     /// When `redis-server` or `redis-cli` is missing or the cluster does not form.
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Like [`start`](Self::start), with every node also serving TLS with `tls`'s server
+    /// certificate (no client certificate required) and `tls-cluster yes`: the cluster bus
+    /// runs over TLS, and a client connected over TLS is told the TLS ports of the nodes
+    /// ([`tls_urls`](Self::tls_urls) are the seeds). The kit's own helpers keep using the
+    /// plain ports.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_tls(tls: &TlsFiles) -> Self {
+        Self::start_inner(Some(tls))
+    }
+
+    fn start_inner(tls: Option<&TlsFiles>) -> Self {
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(tls) {
                 Ok(cluster) => return cluster,
                 Err(e) => last = e,
             }
@@ -267,7 +387,7 @@ impl RedisCluster {
         panic!("the local Redis Cluster did not form: {last}");
     }
 
-    fn try_start() -> Result<Self, String> {
+    fn try_start(tls: Option<&TlsFiles>) -> Result<Self, String> {
         let mut nodes = Vec::with_capacity(3);
         for _ in 0..3 {
             let port = free_port(true);
@@ -275,19 +395,36 @@ impl RedisCluster {
                 .prefix("tower-scale-cluster-")
                 .tempdir()
                 .map_err(|e| e.to_string())?;
+            let mut extra_args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let tls_port = tls.map(|files| {
+                let tls_port = free_port(false);
+                extra_args.extend(files.server_args(tls_port, false));
+                // The bus stays on <plain port> + 10000, where `--cluster create` meets it.
+                extra_args.extend(
+                    [
+                        "--tls-cluster",
+                        "yes",
+                        "--cluster-port",
+                        &(port + 10000).to_string(),
+                    ]
+                    .map(str::to_owned),
+                );
+                tls_port
+            });
             let mut node = RedisServer {
                 port,
+                tls_port,
                 dir,
-                extra_args: [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
+                extra_args,
                 child: None,
             };
             node.spawn()?;
@@ -331,6 +468,27 @@ impl RedisCluster {
     /// The seed URLs of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The TLS seed URLs of every node of a cluster started with
+    /// [`start_tls`](Self::start_tls).
+    ///
+    /// # Panics
+    ///
+    /// When the cluster serves no TLS.
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::tls_url).collect()
+    }
+
+    /// [`RedisServer::add_acl_user`] on every node.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::add_acl_user`].
+    pub fn add_acl_user(&self, name: &str, password: &str, rules: &[&str]) {
+        for node in &self.nodes {
+            node.add_acl_user(name, password, rules);
+        }
     }
 
     /// The nodes, for fault injection or `redis-cli` calls.

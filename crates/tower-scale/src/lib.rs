@@ -10,6 +10,7 @@
 //! | Name | Description | Default? |
 //! |---|---|---|
 //! | `redis` | `tower_scale::redis`: the shared Redis backend (config, connections, timeouts, scripts, keys, health), and the Redis stores of `ratelimit`, `session`, `cache` and `pubsub` when they are on | No |
+//! | `redis-tls` | `redis` with `rediss://` URLs: TLS through rustls (ring), system roots or a CA file, client certificates | No |
 //! | `metrics` | `tower_scale::metrics`: Prometheus metrics layer, runtime scheduling-lag probe, `/metrics` handler | No |
 //! | `offload` | `tower_scale::offload`: CPU work off the async workers, load shedding by lag, in-flight requests or memory | No |
 //! | `replica` | `tower_scale::replica`: read/write routing to primary and replicas, read-your-writes across instances | No |

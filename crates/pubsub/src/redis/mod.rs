@@ -69,14 +69,13 @@ impl RedisPlane {
     ) -> Result<Self, Error> {
         let cfg = backend.config();
         // On a cluster, a regular PUBLISH reaches every node: the subscriber connection may
-        // use any of them, and moves to the next one when its node fails.
+        // use any of them, and moves to the next one when its node fails. The clients carry
+        // the backend's TLS settings (CA, client certificate) and credentials.
         let clients = std::iter::once(&cfg.url)
             .chain(&cfg.nodes)
             .map(|url| {
-                redis::Client::open(url.as_str()).map_err(|e| {
-                    let url = tower_scale_redis::redact_url(url);
-                    ConfigError::new("redis url", format!("{url:?}: {e}"))
-                })
+                cfg.client(url)
+                    .map_err(|e| ConfigError::new("redis url", e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stream_tag = backend

@@ -16,6 +16,9 @@ use redis::{Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
 use crate::link::Link;
+#[cfg(feature = "tls")]
+use crate::link::TlsConnect;
+use crate::tls::{Tls, client_for};
 use crate::{ConnectionKind, Error, Mode, RedisConfig};
 
 /// The connections of a backend, in the mode its config chose.
@@ -23,8 +26,8 @@ pub(super) enum Conns {
     /// The default: our own reconnecting links, each with a watchdog instead of a timer per
     /// command.
     Link(Box<[Arc<Link>]>),
-    /// Multiplexed connections to a non-TCP address (Unix socket, TLS): redis-rs
-    /// `ConnectionManager`, under a timer per command.
+    /// Multiplexed connections to a Unix socket: redis-rs `ConnectionManager`, under a timer
+    /// per command.
     Multiplexed(Box<[LazyManager]>),
     Pooled(deadpool_redis::Pool),
     Cluster(Box<[LazyCluster]>),
@@ -46,9 +49,11 @@ pub(super) struct LazyCluster {
 }
 
 impl Conns {
-    /// The connections `config` asks for (already validated). No connection is opened here.
+    /// The connections `config` asks for (already validated). No connection is opened here;
+    /// the TLS files are read, and for links the system's root certificates too.
     pub(super) fn new(config: &RedisConfig) -> Result<Self, Error> {
         let size = config.effective_pool_size();
+        let tls = Tls::load(config)?;
         let pool_config = || {
             let mut pool = PoolConfig::new(size);
             pool.timeouts = Timeouts {
@@ -60,17 +65,26 @@ impl Conns {
         };
         Ok(match (config.mode, config.connection) {
             (Mode::Standalone, ConnectionKind::Multiplexed) => {
-                let client = redis::Client::open(config.url.as_str())?;
+                let client = client_for(tls.as_ref(), &config.url)?;
                 let info = client.get_connection_info();
-                if let ConnectionAddr::Tcp(host, port) = info.addr() {
+                let tcp = match (info.addr(), &tls) {
+                    (ConnectionAddr::Tcp(host, port), _) => Some((host, *port, None)),
+                    #[cfg(feature = "tls")]
+                    (ConnectionAddr::TcpTls { host, port, .. }, Some(tls)) => {
+                        Some((host, *port, Some(TlsConnect::new(tls.connector()?, host)?)))
+                    }
+                    _ => None,
+                };
+                if let Some((host, port, tls)) = tcp {
                     let links = (0..size).map(|_| {
                         Arc::new(Link::new(
                             host.clone(),
-                            *port,
+                            port,
                             info.tcp_settings().nodelay(),
                             info.redis_settings().clone(),
                             config.connect_timeout,
                             config.command_timeout,
+                            tls.clone(),
                         ))
                     });
                     return Ok(Self::Link(links.collect()));
@@ -92,15 +106,19 @@ impl Conns {
                 )
             }
             (Mode::Standalone, ConnectionKind::Pooled) => {
-                let mut cfg = deadpool_redis::Config::from_url(config.url.as_str());
-                cfg.pool = Some(pool_config());
+                // Built from the client's connection info, which carries the TLS settings.
+                let client = client_for(tls.as_ref(), &config.url)?;
+                let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())?;
                 Self::Pooled(
-                    cfg.create_pool(Some(Runtime::Tokio1))
+                    deadpool_redis::Pool::builder(manager)
+                        .config(pool_config())
+                        .runtime(Runtime::Tokio1)
+                        .build()
                         .map_err(|e| Error::Config(format!("url: {e}")))?,
                 )
             }
             (Mode::Cluster, ConnectionKind::Multiplexed) => {
-                let client = cluster_client(config)?;
+                let client = cluster_client(config, tls.as_ref())?;
                 Self::Cluster(
                     (0..size)
                         .map(|_| LazyCluster {
@@ -190,12 +208,20 @@ pub(super) fn pick<'a, T>(next: &AtomicUsize, items: &'a [T]) -> &'a T {
     &items[i % items.len()]
 }
 
-fn cluster_client(config: &RedisConfig) -> Result<ClusterClient, Error> {
-    Ok(ClusterClient::builder(config.all_urls())
+fn cluster_client(config: &RedisConfig, tls: Option<&Tls>) -> Result<ClusterClient, Error> {
+    let builder = ClusterClient::builder(config.all_urls())
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.command_timeout)
-        .retries(2)
-        .build()?)
+        .retries(2);
+    // `rediss://` seeds alone give TLS with the system's roots; the files need `certs`.
+    #[cfg(feature = "tls")]
+    let builder = match tls {
+        Some(tls) if tls.has_files() => builder.certs(tls.certificates()),
+        _ => builder,
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    Ok(builder.build()?)
 }
 
 /// One connection, whatever kind the backend holds.

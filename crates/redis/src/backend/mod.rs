@@ -30,7 +30,7 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 /// # How the wait for Redis is bounded
 ///
 /// In the default mode (standalone, [`ConnectionKind::Multiplexed`](crate::ConnectionKind::Multiplexed), a `redis://` URL over
-/// TCP) each of the `pool_size` connections has a watchdog instead of a timer per command:
+/// TCP or a `rediss://` one over TLS) each of the `pool_size` connections has a watchdog instead of a timer per command:
 /// every command is counted in the tenth of `command_timeout` (the look period) in which it
 /// began, and every `command_timeout / 10` the watchdog looks whether a command that began
 /// ten looks ago is still waiting. If one is, the connection is declared hung and closed:
@@ -42,15 +42,15 @@ pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 /// Redis that trickles a reply, or that answers the other commands but not this one in time,
 /// is treated as hung. An idle connection is never closed by the watchdog.
 ///
-/// Opening a connection (TCP connect plus the `AUTH`/`SELECT`/`HELLO` setup the URL asks for)
+/// Opening a connection (TCP connect, the TLS handshake for `rediss://`, then the
+/// `AUTH`/`SELECT`/`HELLO` setup the URL asks for)
 /// is bounded by `connect_timeout`; commands that arrive meanwhile share that one attempt,
 /// each waiting at most `command_timeout`. After a failed attempt the next one waits 50 ms,
 /// doubling per further failure up to 1 s, and until then commands fail at once with a
 /// connection error (the breaker then opens as for any connection error). Once every clone
 /// of the backend is dropped, its connections close and their tasks stop.
 ///
-/// The other modes (pooled, cluster) and URLs that are not plain TCP (`redis+unix://`,
-/// `rediss://`) keep a timer of `command_timeout` on each command, covering the wait for a
+/// The other modes (pooled, cluster) and Unix-socket URLs (`redis+unix://`) keep a timer of `command_timeout` on each command, covering the wait for a
 /// connection too.
 ///
 /// ```no_run

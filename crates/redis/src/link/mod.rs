@@ -1,4 +1,4 @@
-//! The reconnecting connection of the standalone multiplexed mode over TCP.
+//! The reconnecting connection of the standalone multiplexed mode over TCP (or TLS).
 //!
 //! A [`Link`] owns at most one live redis-rs [`MultiplexedConnection`] at a time, whose driver
 //! task it spawns itself so that it can stop it. Commands on a live connection run with no
@@ -26,6 +26,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower_scale_core::Backoff;
 
+pub(crate) use self::target::TlsConnect;
 use self::target::{Driver, Target};
 pub(crate) use self::watchdog::InFlight;
 use self::watchdog::{InFlightByPeriod, watchdog};
@@ -36,7 +37,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest wait between two failed connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// One reconnecting multiplexed connection to a Redis server reached over TCP.
+/// One reconnecting multiplexed connection to a Redis server reached over TCP (or TLS).
 pub(crate) struct Link {
     target: Arc<Target>,
     command_timeout: Duration,
@@ -109,9 +110,10 @@ impl Link {
         info: RedisConnectionInfo,
         connect_timeout: Duration,
         command_timeout: Duration,
+        tls: Option<TlsConnect>,
     ) -> Self {
         Self {
-            target: Arc::new(Target::new(host, port, nodelay, info, connect_timeout)),
+            target: Arc::new(Target::new(host, port, nodelay, info, connect_timeout, tls)),
             command_timeout,
             live: RwLock::new(None),
             in_flight: InFlightByPeriod::new(),

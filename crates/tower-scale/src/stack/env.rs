@@ -43,7 +43,8 @@ impl StackConfig {
     ///
     /// - `REDIS_URL` (a comma-separated list: the first is `url`, the others `nodes`),
     ///   `REDIS_MODE`, `REDIS_NODES`, `REDIS_CONNECTION`, `REDIS_POOL_SIZE`,
-    ///   `REDIS_CONNECT_TIMEOUT`, `REDIS_COMMAND_TIMEOUT`, `REDIS_KEY_PREFIX` set the fields of
+    ///   `REDIS_CONNECT_TIMEOUT`, `REDIS_COMMAND_TIMEOUT`, `REDIS_KEY_PREFIX`,
+    ///   `REDIS_TLS_CA_FILE`, `REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE` set the fields of
     ///   `[redis]`. `REDIS_URL` adds the section when the file has none; without either, the
     ///   other `REDIS_*` variables are ignored.
     /// - `TOWER_SCALE__<SECTION>__<FIELD>`, nested with `__`
@@ -182,6 +183,9 @@ fn redis_overrides(vars: &[(String, String)], has_section: bool) -> Vec<Override
         ("REDIS_CONNECT_TIMEOUT", "connect_timeout"),
         ("REDIS_COMMAND_TIMEOUT", "command_timeout"),
         ("REDIS_KEY_PREFIX", "key_prefix"),
+        ("REDIS_TLS_CA_FILE", "tls_ca_file"),
+        ("REDIS_TLS_CERT_FILE", "tls_cert_file"),
+        ("REDIS_TLS_KEY_FILE", "tls_key_file"),
     ] {
         if let Some(value) = get(var) {
             out.push(field(

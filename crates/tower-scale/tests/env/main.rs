@@ -370,3 +370,30 @@ fn the_printed_config_hides_every_secret_and_reads_back_as_the_same_config() {
         assert_eq!(a, b);
     }
 }
+
+#[test]
+fn redis_tls_variables_set_the_tls_files() {
+    let redis = StackConfig::default()
+        .env_overrides_from(vars(&[
+            ("REDIS_URL", "rediss://app:pw@h:6380"),
+            ("REDIS_TLS_CA_FILE", "/etc/redis/ca.crt"),
+            ("REDIS_TLS_CERT_FILE", "/etc/redis/client.crt"),
+            ("REDIS_TLS_KEY_FILE", "/etc/redis/client.key"),
+        ]))
+        .unwrap()
+        .redis
+        .unwrap();
+    assert_eq!(redis.url, "rediss://app:pw@h:6380");
+    assert_eq!(
+        [
+            &redis.tls_ca_file,
+            &redis.tls_cert_file,
+            &redis.tls_key_file
+        ],
+        [
+            &Some("/etc/redis/ca.crt".into()),
+            &Some("/etc/redis/client.crt".into()),
+            &Some("/etc/redis/client.key".into()),
+        ]
+    );
+}
