@@ -90,8 +90,8 @@ where
                 );
                 return Ok(shared.serve(&entry, &parts, &detail));
             }
-            Freshness::Stale(_) if entry.can_serve_on_error(now) => stale = Some(entry),
-            Freshness::Stale(_) => {}
+            // Served if the origin fails (stale-if-error), or revalidated (with a validator).
+            Freshness::Stale(_) => stale = Some(entry),
         }
     }
     if parts.method == Method::HEAD {
@@ -153,7 +153,8 @@ pub(super) struct Miss<'a> {
     pub(super) group: &'a str,
     /// The `Vary` names known for the group.
     pub(super) names: Option<Arc<[HeaderName]>>,
-    /// A stale entry usable if the origin fails.
+    /// A stale entry: served if the origin fails within its stale-if-error window, and
+    /// revalidated when it has a validator.
     pub(super) stale: Option<Arc<Entry>>,
     /// How `Cache-Status` names the forward: `fwd=uri-miss`, `fwd=vary-miss`, `fwd=miss`
     /// (store unavailable), or `fwd=stale` for a stale-while-revalidate refresh.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tower_scale_core::PrivateMark;
 use tower_service::Service;
@@ -15,6 +15,7 @@ use super::forward::{HttpOutcome, Miss};
 use super::key::MakeCacheKey;
 use super::layer::Shared;
 use super::policy::{BASE_FIELD, variant_field};
+use super::revalidate::make_conditional;
 use crate::cache::Coordinated;
 use crate::entry::Entry;
 use crate::flight::{Leader, Outcome};
@@ -70,11 +71,16 @@ impl<K: MakeCacheKey> Shared<K> {
             |n| variant_field(n, &parts.headers),
         );
         let verb = miss.verb;
+        // Served while another instance refreshes: a stale entry within one of its windows.
+        let servable = miss.stale.as_ref().is_some_and(|e| {
+            let now = cache.now_ms();
+            e.can_revalidate_stale(now) || e.can_serve_on_error(now)
+        });
         let coordinated = if miss.store_down {
             Coordinated::Fetch(None)
         } else {
             cache
-                .coordinate(group, &field, miss.stale.is_some(), || async {
+                .coordinate(group, &field, servable, || async {
                     let found = self.find(group, &parts.headers).await.ok()?;
                     found.entry
                 })
@@ -106,6 +112,7 @@ impl<K: MakeCacheKey> Shared<K> {
             headers: parts.headers.clone(),
             mark: PrivateMark::get_or_insert(&mut parts.extensions),
         };
+        let conditional = make_conditional(miss.stale.as_deref(), &mut parts.headers);
         let method = parts.method.clone();
         let called = inner.call(Request::from_parts(parts, body)).await;
         let stale_for_error = |now: u64| {
@@ -139,6 +146,15 @@ impl<K: MakeCacheKey> Shared<K> {
                 res.status().as_u16()
             );
             return Ok(self.serve(&stale, &p, &detail));
+        }
+        if res.status() == StatusCode::NOT_MODIFIED
+            && conditional
+            && let Some(stale) = miss.stale.as_deref()
+        {
+            let (not_modified, _) = res.into_parts();
+            return Ok(self
+                .revalidated(not_modified, stale, asked, method, &miss, flight)
+                .await);
         }
         Ok(self.store(res, &asked, &miss, flight).await)
     }
