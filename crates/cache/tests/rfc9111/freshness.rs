@@ -32,7 +32,10 @@ async fn an_old_date_is_age_too() {
     let s = support::stores();
     for (name, cache) in &s.caches {
         let origin = Origin::new(
-            &[("cache-control", "max-age=60"), ("date", &date(-30))],
+            &[
+                ("cache-control", "max-age=60"),
+                ("date", &date(&s.clock, -30)),
+            ],
             "x",
         );
         let app = origin.behind(ResponseCacheLayer::new(cache.clone()));
@@ -49,7 +52,13 @@ async fn an_old_date_is_age_too() {
 async fn expires_gives_a_lifetime_counted_from_date() {
     let s = support::stores();
     for (name, cache) in &s.caches {
-        let origin = Origin::new(&[("expires", &date(100)), ("date", &date(0))], "x");
+        let origin = Origin::new(
+            &[
+                ("expires", &date(&s.clock, 100)),
+                ("date", &date(&s.clock, 0)),
+            ],
+            "x",
+        );
         let app = origin.behind(ResponseCacheLayer::new(cache.clone()));
         let uri = format!("/expires/{name}");
         let r = get(&app, &uri, &[]).await;
@@ -73,7 +82,13 @@ async fn an_invalid_or_past_expires_is_stale_and_max_age_wins_over_expires() {
     for (name, cache) in &s.caches {
         for (case, headers) in [
             ("invalid", vec![("expires", "0".to_owned())]),
-            ("past", vec![("expires", date(-10)), ("date", date(0))]),
+            (
+                "past",
+                vec![
+                    ("expires", date(&s.clock, -10)),
+                    ("date", date(&s.clock, 0)),
+                ],
+            ),
         ] {
             let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let origin = Origin::new(&h, "x");
@@ -84,7 +99,10 @@ async fn an_invalid_or_past_expires_is_stale_and_max_age_wins_over_expires() {
             assert_eq!(origin.calls(), 2, "{name} {case}");
         }
         let origin = Origin::new(
-            &[("cache-control", "max-age=60"), ("expires", &date(-10))],
+            &[
+                ("cache-control", "max-age=60"),
+                ("expires", &date(&s.clock, -10)),
+            ],
             "x",
         );
         let app = origin.behind(ResponseCacheLayer::new(cache.clone()));

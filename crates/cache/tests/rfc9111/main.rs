@@ -7,6 +7,8 @@
 mod support;
 
 mod freshness;
+mod revalidation;
+mod rules;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,15 +17,18 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::routing::any;
-use support::{Reply, T0, send};
-use tower_scale_cache::ResponseCacheLayer;
+use support::{Reply, send};
+use tower_scale_cache::{Clock, ManualClock, ResponseCacheLayer};
+
+/// What the origin answers: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, String);
 
 /// An origin whose answer a test sets, counting its calls and keeping the request headers it
 /// saw.
 #[derive(Clone, Default)]
 struct Origin {
     calls: Arc<AtomicUsize>,
-    answer: Arc<Mutex<(u16, Vec<(String, String)>, String)>>,
+    answer: Arc<Mutex<Answer>>,
     seen: Arc<Mutex<Vec<HeaderMap>>>,
 }
 
@@ -83,9 +88,9 @@ impl Origin {
     }
 }
 
-/// The HTTP-date `secs` seconds after the manual clock's start (`T0`).
-fn date(secs: i64) -> String {
-    let base = std::time::UNIX_EPOCH + std::time::Duration::from_millis(T0);
+/// The HTTP-date `secs` seconds from the manual clock's time.
+fn date(clock: &ManualClock, secs: i64) -> String {
+    let base = std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock.now_ms());
     let by = std::time::Duration::from_secs(secs.unsigned_abs());
     httpdate::fmt_http_date(if secs >= 0 { base + by } else { base - by })
 }
