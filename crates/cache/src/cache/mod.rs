@@ -15,6 +15,7 @@ use http::HeaderName;
 use crate::entry::Entry;
 use crate::flight::{Flights, Join};
 use crate::l1::L1;
+use crate::names;
 use crate::{Clock, Error, MemoryStore, Store, StoreError};
 
 mod builder;
@@ -226,6 +227,7 @@ impl Cache {
                 if let Some(e) = l1.get(group, field)
                     && e.is_fresh(self.now_ms())
                 {
+                    names::l1_hit();
                     return Ok(Some(e));
                 }
                 Some(l1.epoch())
@@ -285,6 +287,7 @@ impl Cache {
             .await
         {
             Ok(()) => {
+                names::stored(encoded.iter().map(|(_, b)| b.len()).sum());
                 if let (Some(l1), Some(epoch)) = (&self.inner.l1, epoch) {
                     for (field, entry) in fields {
                         l1.fill(group, field, entry, epoch);

@@ -18,6 +18,7 @@ use super::policy::variant_field;
 use crate::BoxError;
 use crate::entry::{Entry, Freshness};
 use crate::flight::Join;
+use crate::names::{self, Answered};
 
 /// What the leader of a miss hands its followers.
 pub(super) enum HttpOutcome {
@@ -60,6 +61,7 @@ where
     if let Some(entry) = found.entry {
         match entry.freshness(now) {
             Freshness::Fresh(left) => {
+                names::request(Answered::Hit);
                 let status = shared.settings().hit_status(left / 1000);
                 return Ok(shared.respond(entry, &parts, now, status));
             }
@@ -84,6 +86,7 @@ where
                         drop(shared.lead(inner, parts, body, miss, leader).await);
                     });
                 }
+                names::request(Answered::Stale);
                 let detail = format!(
                     "hit; ttl=-{}; detail=stale-while-revalidate",
                     by.div_ceil(1000)
@@ -94,6 +97,7 @@ where
             Freshness::Stale(_) => stale = Some(entry),
         }
     }
+    names::request(Answered::Miss);
     if parts.method == Method::HEAD {
         let res = inner.call(Request::from_parts(parts, body)).await?;
         return Ok(shared.pass(res, "fwd=uri-miss; detail=head"));

@@ -19,6 +19,7 @@ use super::revalidate::make_conditional;
 use crate::cache::Coordinated;
 use crate::entry::Entry;
 use crate::flight::{Leader, Outcome};
+use crate::names::{self, Answered};
 use crate::{BoxError, Cache};
 
 /// A miss's flight once the lock step is done: the lock to release (if taken) and the
@@ -93,6 +94,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 return Ok(self.serve_to_all(entry, group, &parts, &detail, leader));
             }
             Coordinated::ServeStale => {
+                names::request(Answered::Stale);
                 let Some(stale) = miss.stale else {
                     unreachable!("ServeStale needs a stale entry")
                 };
@@ -124,11 +126,15 @@ impl<K: MakeCacheKey> Shared<K> {
         let res = match called {
             Ok(res) => res,
             Err(e) => {
+                if conditional {
+                    names::revalidation("error");
+                }
                 flight.end(HttpOutcome::Pass).await;
                 if let Some(stale) = stale_for_error(cache.now_ms()) {
                     let (mut p, ()) = Request::new(()).into_parts();
                     p.method = method;
                     p.headers = asked.headers;
+                    names::request(Answered::Stale);
                     return Ok(self.serve(&stale, &p, "fwd=stale; detail=stale-if-error"));
                 }
                 return Err(e);
@@ -145,7 +151,15 @@ impl<K: MakeCacheKey> Shared<K> {
                 "fwd=stale; fwd-status={}; detail=stale-if-error",
                 res.status().as_u16()
             );
+            names::request(Answered::Stale);
             return Ok(self.serve(&stale, &p, &detail));
+        }
+        if conditional {
+            names::revalidation(match res.status() {
+                StatusCode::NOT_MODIFIED => "not_modified",
+                s if s.is_server_error() => "error",
+                _ => "modified",
+            });
         }
         if res.status() == StatusCode::NOT_MODIFIED
             && conditional

@@ -14,6 +14,7 @@ use super::layer::Shared;
 use super::lead::{Asked, Flight};
 use super::policy::{Lifetimes, is_unstored, named_by_connection, vary_names};
 use crate::entry::{Entry, EntryBody};
+use crate::names;
 
 /// Makes `headers` (the request to the origin) conditional on the validators of `stale`
 /// (`If-None-Match` with its `ETag`, `If-Modified-Since` with its `Last-Modified`), replacing
@@ -93,6 +94,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 (entry, "fwd=stale; fwd-status=304; stored".to_owned())
             }
             Err(reason) => {
+                names::refused(reason);
                 flight.end(HttpOutcome::Pass).await;
                 let none = Lifetimes {
                     ttl_ms: 0,

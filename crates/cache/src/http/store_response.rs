@@ -17,8 +17,8 @@ use super::policy::{
     BASE_FIELD, Lifetimes, Reason, coding_matches, is_unstored, named_by_connection,
     negotiated_coding, storable, variant_field, vary_names,
 };
-use crate::BoxError;
 use crate::entry::{Entry, EntryBody, StoredResponse, headers_fit};
+use crate::{BoxError, names};
 
 /// Tags of a response set by a handler as a response extension, in addition to the tag
 /// header; purged together with [`Cache::invalidate_tag`](crate::Cache::invalidate_tag).
@@ -55,6 +55,7 @@ impl<K: MakeCacheKey> Shared<K> {
         let lifetimes = match self.verdict(asked, &rparts, cache.now_ms()) {
             Ok(lifetimes) => lifetimes,
             Err(reason) => {
+                names::refused(reason);
                 flight.end(HttpOutcome::Pass).await;
                 let res = Response::from_parts(rparts, rbody);
                 return self.pass(res, &format!("{verb}; detail={reason}"));
@@ -84,6 +85,7 @@ impl<K: MakeCacheKey> Shared<K> {
             None
         };
         if let Some(reason) = refused {
+            names::refused(reason);
             flight.end(HttpOutcome::Pass).await;
             let res = Response::from_parts(rparts, rbody);
             return self.pass(res, &format!("{verb}; detail={reason}"));
@@ -92,11 +94,13 @@ impl<K: MakeCacheKey> Shared<K> {
         let (bytes, trailers) = match buffered {
             Buffered::Complete(bytes, trailers) => (bytes, trailers),
             Buffered::TooLarge(prefix, rest) => {
+                names::refused("too-large");
                 flight.end(HttpOutcome::Pass).await;
                 let res = Response::from_parts(rparts, ResponseBody::resume(prefix, None, rest));
                 return self.annotate(res, &format!("{verb}; detail=too-large"));
             }
             Buffered::Failed(prefix, error, rest) => {
+                names::refused("body-error");
                 flight.end(HttpOutcome::Pass).await;
                 let res =
                     Response::from_parts(rparts, ResponseBody::resume(prefix, Some(error), rest));
@@ -104,6 +108,7 @@ impl<K: MakeCacheKey> Shared<K> {
             }
         };
         if let Some(trailers) = trailers {
+            names::refused("trailers");
             flight.end(HttpOutcome::Pass).await;
             let res =
                 Response::from_parts(rparts, ResponseBody::full_with_trailers(bytes, trailers));
