@@ -74,7 +74,7 @@ impl<K: MakeCacheKey> Shared<K> {
             unreachable!("only responses are served")
         };
         // The stored validators are looked up only for a conditional request.
-        if not_modified(&parts.headers, stored) {
+        if not_modified(&parts.headers, stored, entry.stored_at) {
             let mut res = Response::new(ResponseBody::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
             let h = res.headers_mut();
@@ -156,8 +156,8 @@ impl<K: MakeCacheKey> Shared<K> {
 
 /// Whether a stored response answers a request's conditionals with `304` (RFC 9111 §4.3.2):
 /// only a 2xx response; `If-None-Match` against its `ETag` (weakly), else `If-Modified-Since`
-/// against its `Last-Modified` (or `Date`).
-fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
+/// against its `Last-Modified` (or `Date`, or when it was stored: `stored_at`, ms).
+fn not_modified(request: &HeaderMap, stored: &StoredResponse, stored_at: u64) -> bool {
     if !stored.status.is_success() {
         return false;
     }
@@ -172,5 +172,6 @@ fn not_modified(request: &HeaderMap, stored: &StoredResponse) -> bool {
         .get(header::LAST_MODIFIED)
         .or_else(|| stored.headers.get(header::DATE))
         .and_then(http_date)
-        .is_some_and(|modified| modified <= since)
+        .unwrap_or(stored_at / 1000)
+        <= since
 }

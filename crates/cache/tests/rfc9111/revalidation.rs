@@ -174,6 +174,14 @@ async fn client_conditionals_are_answered_from_the_store() {
             assert!(hit(&r), "{name}");
         }
         assert_eq!(origin.calls(), 1, "{name}");
+        // Without Last-Modified and Date, the time it was stored counts.
+        let bare = Origin::new(&[("cache-control", "max-age=600")], "x");
+        let app = bare.behind(ResponseCacheLayer::new(cache.clone()));
+        let uri = format!("/cond-bare/{name}");
+        get(&app, &uri, &[]).await;
+        let now = date(&s.clock, 0);
+        let r = get(&app, &uri, &[("if-modified-since", now.as_str())]).await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{name}");
     }
 }
 

@@ -66,6 +66,17 @@ async fn heuristic_freshness_is_a_tenth_of_the_age_of_last_modified() {
         assert_eq!(r.cache_status(), "tower-scale; hit; ttl=1", "{name}");
         s.clock.advance(Duration::from_secs(2));
         assert!(!hit(&get(&app, &uri, &[]).await), "{name}");
+        // `public` makes any status heuristically cacheable.
+        let other = Origin::new(&[], "x");
+        other.answer(
+            599,
+            &[("last-modified", &modified), ("cache-control", "public")],
+            "x",
+        );
+        let app599 = other.behind(layer(cache, &ResponseCacheConfig::standards()));
+        let uri599 = format!("/heuristic-599/{name}");
+        get(&app599, &uri599, &[]).await;
+        assert!(hit(&get(&app599, &uri599, &[]).await), "{name}: public 599");
         // Off by default.
         let app = origin.behind(ResponseCacheLayer::new(cache.clone()));
         let uri = format!("/heuristic-off/{name}");

@@ -274,7 +274,8 @@ pub(crate) fn storable(
         None => None,
     };
     let listed = rules.statuses.contains(&status.as_u16());
-    if !(listed || (rules.any_status && explicit.is_some())) {
+    // Any status may be stored with an explicit lifetime or `public` (RFC 9111 §3).
+    if !(listed || (rules.any_status && (explicit.is_some() || d.public))) {
         return Err("status");
     }
     let heuristic = || {
