@@ -13,7 +13,10 @@ use tower_scale_core::{MetricDef, MetricKind};
 
 /// Requests the response cache answered, by `result`: `hit` (fresh from the store), `stale`
 /// (a stale entry served: stale-while-revalidate, stale-if-error, another instance
-/// refreshing), `miss` (went to the origin, revalidations included), `bypass` (not looked up).
+/// refreshing), `miss` (no fresh entry: sent to the origin, revalidations included, or waiting
+/// for another request's fetch), `bypass` (not looked up). A miss that ends up served a stale
+/// entry because another instance holds the lock (or the origin failed) counts as `miss` and
+/// as `stale`.
 pub const CACHE_REQUESTS_TOTAL: MetricDef = MetricDef::new(
     "cache_requests_total",
     MetricKind::Counter,
