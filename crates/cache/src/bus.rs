@@ -24,6 +24,7 @@ use tower_scale_redis::redis::{self, PushInfo, PushKind, Value};
 
 use crate::Error;
 use crate::l1::L1;
+use crate::names;
 use crate::store::{redis_error, token};
 
 const ACK: u8 = 1;
@@ -129,6 +130,7 @@ impl Bus {
             )
             .await
             .map_err(|e| redis_error("Redis PUBLISH (purge)", e))?;
+        names::purge_sent();
         let confirmed = matches!(
             tokio::time::timeout_at(deadline, rx.wait_for(|n| *n >= expected)).await,
             Ok(Ok(_))
@@ -152,6 +154,7 @@ impl Bus {
             if let Some(l1) = &self.l1 {
                 l1.invalidate(groups.as_deref());
             }
+            names::purge_received();
             let bus = Arc::clone(self);
             tokio::spawn(async move {
                 let ack = encode_signal(ACK, seq);

@@ -40,6 +40,7 @@ impl Flights {
     pub(crate) fn join(self: &Arc<Self>, key: String) -> Join {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, rx)) = map.get(&key) {
+            crate::names::flight_join();
             return Join::Follower(Follower { rx: rx.clone() });
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);

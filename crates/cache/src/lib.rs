@@ -12,7 +12,11 @@
 //!   [`Cache::invalidate_tag`] purge.
 //! - [`ResponseCacheLayer`]: caches `GET`/`HEAD` responses as a shared cache (RFC 9111):
 //!   `Cache-Control` (`no-store`, `private`, `no-cache`, `max-age`, `s-maxage`,
-//!   `must-revalidate`), never a `Set-Cookie` response nor `Vary: *` nor a response made
+//!   `must-revalidate`, `must-understand`), `Expires`, the origin's `Age` and `Date`,
+//!   heuristic freshness, `CDN-Cache-Control` and a targeted field of your own (RFC 9213),
+//!   revalidation of stale entries with a conditional request (a `304` refreshes the stored
+//!   headers; [`ResponseCacheConfig::standards`] turns it on), `If-Modified-Since` and single
+//!   byte ranges answered from the store, never a `Set-Cookie` response nor `Vary: *` nor a response made
 //!   personal by an inner layer (`tower_scale_core::PrivateMark`), requests with
 //!   `Authorization` or `Cookie` bypassed unless configured, configured statuses only, a body
 //!   size cap (larger bodies stream through). Keys are the path and normalised query plus the
@@ -77,6 +81,7 @@ mod error;
 mod flight;
 mod http;
 mod l1;
+pub mod names;
 mod store;
 
 #[doc(inline)]

@@ -15,6 +15,7 @@ use http::HeaderName;
 use crate::entry::Entry;
 use crate::flight::{Flights, Join};
 use crate::l1::L1;
+use crate::names;
 use crate::{Clock, Error, MemoryStore, Store, StoreError};
 
 mod builder;
@@ -211,7 +212,8 @@ impl Cache {
         self.inner.vary.insert(group.to_owned(), names);
     }
 
-    /// Reads an entry: local tier, then the store (filling the local tier). A corrupt entry
+    /// Reads an entry: local tier, then the store (filling the local tier). A stale local copy
+    /// is read again from the store (another instance may have refreshed it). A corrupt entry
     /// reads as absent.
     pub(crate) async fn lookup(
         &self,
@@ -222,7 +224,10 @@ impl Cache {
             Some(l1) => {
                 #[cfg(feature = "redis")]
                 self.bus();
-                if let Some(e) = l1.get(group, field) {
+                if let Some(e) = l1.get(group, field)
+                    && e.is_fresh(self.now_ms())
+                {
+                    names::l1_hit();
                     return Ok(Some(e));
                 }
                 Some(l1.epoch())
@@ -260,10 +265,17 @@ impl Cache {
         }
     }
 
-    pub(crate) async fn save(&self, group: &str, fields: &[(&str, Arc<Entry>)], tags: &[String]) {
+    /// `keep_ms` keeps the entries that long past their windows (for revalidation).
+    pub(crate) async fn save(
+        &self,
+        group: &str,
+        fields: &[(&str, Arc<Entry>)],
+        tags: &[String],
+        keep_ms: u64,
+    ) {
         let ttl = fields
             .iter()
-            .map(|(_, e)| e.store_ttl_ms())
+            .map(|(_, e)| e.store_ttl_ms().saturating_add(keep_ms))
             .max()
             .unwrap_or(1);
         let epoch = self.inner.l1.as_ref().map(|l| l.epoch());
@@ -275,6 +287,7 @@ impl Cache {
             .await
         {
             Ok(()) => {
+                names::stored(encoded.iter().map(|(_, b)| b.len()).sum());
                 if let (Some(l1), Some(epoch)) = (&self.inner.l1, epoch) {
                     for (field, entry) in fields {
                         l1.fill(group, field, entry, epoch);

@@ -292,7 +292,7 @@ impl Cache {
                         sie_ms: millis(options.stale),
                         body: EntryBody::Value(bytes),
                     });
-                    self.save(key, &[(VALUE_FIELD, Arc::clone(&entry))], &options.tags)
+                    self.save(key, &[(VALUE_FIELD, Arc::clone(&entry))], &options.tags, 0)
                         .await;
                     self.unlock(key, VALUE_FIELD, token).await;
                     finish(leader, Ok(entry));

@@ -8,6 +8,7 @@ use tower_service::Service;
 use super::body::ResponseBody;
 use super::key::MakeCacheKey;
 use super::layer::Shared;
+use crate::names;
 
 /// A request the cache does not look up: the origin's response, passed through.
 pub(super) async fn bypass<S, K, ReqBody, ResBody>(
@@ -20,5 +21,6 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     K: MakeCacheKey,
 {
+    names::bypass(detail.strip_prefix("fwd=bypass; detail=").unwrap_or(detail));
     Ok(shared.pass(inner.call(req).await?, detail))
 }

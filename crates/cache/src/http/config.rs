@@ -41,8 +41,32 @@ pub struct ResponseCacheConfig {
     /// Largest body stored; larger bodies stream through uncached. Default 1 MiB.
     pub max_body_size: usize,
     /// Statuses that may be stored. Default 200, 203, 204, 300, 301, 308, 404, 405, 410, 414,
-    /// 501 (RFC 9110's heuristically cacheable statuses).
+    /// 501 (RFC 9110's heuristically cacheable statuses). With `any_status`, only the
+    /// statuses stored without an explicit lifetime (the route's `ttl`, heuristics).
     pub statuses: Vec<u16>,
+    /// Store a response of any final status but 206 and 304 when it has an explicit lifetime
+    /// (`s-maxage`, `max-age`, `Expires`, a targeted field), as RFC 9111 §3 allows. Default
+    /// false: `statuses` only.
+    pub any_status: bool,
+    /// Heuristic freshness (RFC 9111 §4.2.2): a response with `Last-Modified` and no explicit
+    /// lifetime (of a status in `statuses`, or `public`) is fresh for a tenth of the time since
+    /// it was modified. Default false.
+    pub heuristic: bool,
+    /// The longest heuristic lifetime. Default 1 day.
+    #[serde(with = "humantime_serde")]
+    pub heuristic_max: Duration,
+    /// How long a stale response with a validator (`ETag`, `Last-Modified`) is kept past its
+    /// stale windows, to be revalidated with a conditional request (a `304` refreshes it).
+    /// With it, `no-cache` responses with a validator are stored and revalidated on every use.
+    /// Default 0: not kept, `no-cache` responses not stored.
+    #[serde(with = "humantime_serde")]
+    pub revalidate_for: Duration,
+    /// Read `CDN-Cache-Control` (RFC 9213): when valid, it replaces `Cache-Control` and
+    /// `Expires` for this cache. Default true.
+    pub cdn_cache_control: bool,
+    /// A targeted field of your own (e.g. `edge-cache-control`), read before
+    /// `CDN-Cache-Control`. Default none. Targeted fields are not passed downstream.
+    pub targeted_field: Option<String>,
     /// Look up and store responses to requests with `Authorization` (only responses marked
     /// `public`, `s-maxage` or `must-revalidate`, RFC 9111 §3.5). Default false: bypass.
     pub cache_authorized: bool,
@@ -78,6 +102,12 @@ impl Default for ResponseCacheConfig {
             stale_if_error: Duration::ZERO,
             max_body_size: 1024 * 1024,
             statuses: vec![200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501],
+            any_status: false,
+            heuristic: false,
+            heuristic_max: Duration::from_secs(86_400),
+            revalidate_for: Duration::ZERO,
+            cdn_cache_control: true,
+            targeted_field: None,
             cache_authorized: false,
             public: false,
             tag_header: Some("surrogate-key".to_owned()),
@@ -91,6 +121,25 @@ impl Default for ResponseCacheConfig {
     }
 }
 
+impl ResponseCacheConfig {
+    /// The "standards" preset: the defaults plus what RFC 9111 lets a shared cache do beyond
+    /// them: heuristic freshness, any status with an explicit lifetime, and stale responses
+    /// with a validator kept an hour for revalidation.
+    ///
+    /// ```
+    /// let c = tower_scale_cache::ResponseCacheConfig::standards();
+    /// assert!(c.heuristic && c.any_status);
+    /// ```
+    pub fn standards() -> Self {
+        Self {
+            any_status: true,
+            heuristic: true,
+            revalidate_for: Duration::from_secs(3600),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Settings {
     route_ttl: Option<u64>,
@@ -99,6 +148,11 @@ pub(super) struct Settings {
     sie_ms: u64,
     max_body: usize,
     statuses: Arc<[u16]>,
+    any_status: bool,
+    heuristic_max_secs: Option<u64>,
+    keep_ms: u64,
+    /// Targeted fields in the order they are read.
+    targeted: Arc<[HeaderName]>,
     cache_authorized: bool,
     public: bool,
     tag_header: Option<HeaderName>,
@@ -133,6 +187,15 @@ impl Settings {
         if c.statuses.iter().any(|s| StatusCode::from_u16(*s).is_err()) {
             return Err(ConfigError::new("statuses", "not an HTTP status"));
         }
+        let mut targeted = Vec::new();
+        if let Some(f) = &c.targeted_field {
+            targeted.push(HeaderName::from_bytes(f.as_bytes()).map_err(|_| {
+                ConfigError::new("targeted_field", format_args!("{f:?} is not a header name"))
+            })?);
+        }
+        if c.cdn_cache_control {
+            targeted.push(CDN_CACHE_CONTROL);
+        }
         Ok(Self {
             route_ttl: c.ttl.map(millis),
             override_origin_ttl: c.override_origin_ttl,
@@ -140,6 +203,10 @@ impl Settings {
             sie_ms: millis(c.stale_if_error),
             max_body: c.max_body_size,
             statuses: c.statuses.clone().into(),
+            any_status: c.any_status,
+            heuristic_max_secs: c.heuristic.then_some(c.heuristic_max.as_secs()),
+            keep_ms: millis(c.revalidate_for),
+            targeted: targeted.into(),
             cache_authorized: c.cache_authorized,
             public: c.public,
             tag_header,
@@ -266,9 +333,19 @@ impl Settings {
         self.max_query_params = n;
     }
 
+    /// The targeted cache-control fields, never passed downstream.
+    #[inline]
+    pub(super) fn targeted(&self) -> &[HeaderName] {
+        &self.targeted
+    }
+
     pub(super) fn rules(&self, authorized: bool) -> Rules<'_> {
         Rules {
             statuses: &self.statuses,
+            any_status: self.any_status,
+            heuristic_max_secs: self.heuristic_max_secs,
+            keep_ms: self.keep_ms,
+            targeted: &self.targeted,
             route_ttl: self.route_ttl,
             override_origin_ttl: self.override_origin_ttl,
             swr_ms: self.swr_ms,
@@ -277,6 +354,9 @@ impl Settings {
         }
     }
 }
+
+/// The targeted field of CDNs and other server-side shared caches (RFC 9213).
+pub(super) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 /// Whether `query` has more than `max` (non-empty) parameters.
 fn too_many_params(query: Option<&str>, max: usize) -> bool {

@@ -18,6 +18,7 @@ use super::policy::variant_field;
 use crate::BoxError;
 use crate::entry::{Entry, Freshness};
 use crate::flight::Join;
+use crate::names::{self, Answered};
 
 /// What the leader of a miss hands its followers.
 pub(super) enum HttpOutcome {
@@ -60,6 +61,7 @@ where
     if let Some(entry) = found.entry {
         match entry.freshness(now) {
             Freshness::Fresh(left) => {
+                names::request(Answered::Hit);
                 let status = shared.settings().hit_status(left / 1000);
                 return Ok(shared.respond(entry, &parts, now, status));
             }
@@ -84,16 +86,18 @@ where
                         drop(shared.lead(inner, parts, body, miss, leader).await);
                     });
                 }
+                names::request(Answered::Stale);
                 let detail = format!(
                     "hit; ttl=-{}; detail=stale-while-revalidate",
                     by.div_ceil(1000)
                 );
                 return Ok(shared.serve(&entry, &parts, &detail));
             }
-            Freshness::Stale(_) if entry.can_serve_on_error(now) => stale = Some(entry),
-            Freshness::Stale(_) => {}
+            // Served if the origin fails (stale-if-error), or revalidated (with a validator).
+            Freshness::Stale(_) => stale = Some(entry),
         }
     }
+    names::request(Answered::Miss);
     if parts.method == Method::HEAD {
         let res = inner.call(Request::from_parts(parts, body)).await?;
         return Ok(shared.pass(res, "fwd=uri-miss; detail=head"));
@@ -153,7 +157,8 @@ pub(super) struct Miss<'a> {
     pub(super) group: &'a str,
     /// The `Vary` names known for the group.
     pub(super) names: Option<Arc<[HeaderName]>>,
-    /// A stale entry usable if the origin fails.
+    /// A stale entry: served if the origin fails within its stale-if-error window, and
+    /// revalidated when it has a validator.
     pub(super) stale: Option<Arc<Entry>>,
     /// How `Cache-Status` names the forward: `fwd=uri-miss`, `fwd=vary-miss`, `fwd=miss`
     /// (store unavailable), or `fwd=stale` for a stale-while-revalidate refresh.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tower_scale_core::PrivateMark;
 use tower_service::Service;
@@ -15,9 +15,11 @@ use super::forward::{HttpOutcome, Miss};
 use super::key::MakeCacheKey;
 use super::layer::Shared;
 use super::policy::{BASE_FIELD, variant_field};
+use super::revalidate::make_conditional;
 use crate::cache::Coordinated;
 use crate::entry::Entry;
 use crate::flight::{Leader, Outcome};
+use crate::names::{self, Answered};
 use crate::{BoxError, Cache};
 
 /// A miss's flight once the lock step is done: the lock to release (if taken) and the
@@ -70,11 +72,16 @@ impl<K: MakeCacheKey> Shared<K> {
             |n| variant_field(n, &parts.headers),
         );
         let verb = miss.verb;
+        // Served while another instance refreshes: a stale entry within one of its windows.
+        let servable = miss.stale.as_ref().is_some_and(|e| {
+            let now = cache.now_ms();
+            e.can_revalidate_stale(now) || e.can_serve_on_error(now)
+        });
         let coordinated = if miss.store_down {
             Coordinated::Fetch(None)
         } else {
             cache
-                .coordinate(group, &field, miss.stale.is_some(), || async {
+                .coordinate(group, &field, servable, || async {
                     let found = self.find(group, &parts.headers).await.ok()?;
                     found.entry
                 })
@@ -87,6 +94,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 return Ok(self.serve_to_all(entry, group, &parts, &detail, leader));
             }
             Coordinated::ServeStale => {
+                names::request(Answered::Stale);
                 let Some(stale) = miss.stale else {
                     unreachable!("ServeStale needs a stale entry")
                 };
@@ -106,6 +114,7 @@ impl<K: MakeCacheKey> Shared<K> {
             headers: parts.headers.clone(),
             mark: PrivateMark::get_or_insert(&mut parts.extensions),
         };
+        let conditional = make_conditional(miss.stale.as_deref(), &mut parts.headers);
         let method = parts.method.clone();
         let called = inner.call(Request::from_parts(parts, body)).await;
         let stale_for_error = |now: u64| {
@@ -117,11 +126,15 @@ impl<K: MakeCacheKey> Shared<K> {
         let res = match called {
             Ok(res) => res,
             Err(e) => {
+                if conditional {
+                    names::revalidation("error");
+                }
                 flight.end(HttpOutcome::Pass).await;
                 if let Some(stale) = stale_for_error(cache.now_ms()) {
                     let (mut p, ()) = Request::new(()).into_parts();
                     p.method = method;
                     p.headers = asked.headers;
+                    names::request(Answered::Stale);
                     return Ok(self.serve(&stale, &p, "fwd=stale; detail=stale-if-error"));
                 }
                 return Err(e);
@@ -138,7 +151,24 @@ impl<K: MakeCacheKey> Shared<K> {
                 "fwd=stale; fwd-status={}; detail=stale-if-error",
                 res.status().as_u16()
             );
+            names::request(Answered::Stale);
             return Ok(self.serve(&stale, &p, &detail));
+        }
+        if conditional {
+            names::revalidation(match res.status() {
+                StatusCode::NOT_MODIFIED => "not_modified",
+                s if s.is_server_error() => "error",
+                _ => "modified",
+            });
+        }
+        if res.status() == StatusCode::NOT_MODIFIED
+            && conditional
+            && let Some(stale) = miss.stale.as_deref()
+        {
+            let (not_modified, _) = res.into_parts();
+            return Ok(self
+                .revalidated(not_modified, stale, asked, method, &miss, flight)
+                .await);
         }
         Ok(self.store(res, &asked, &miss, flight).await)
     }

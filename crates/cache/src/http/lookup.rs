@@ -16,6 +16,7 @@ use super::key::{CacheKey, MakeCacheKey};
 use super::layer::Shared;
 use super::policy::{BASE_FIELD, variant_field};
 use crate::entry::{Entry, EntryBody, Freshness};
+use crate::names::{self, Answered};
 use crate::{BoxError, StoreError};
 
 /// What a lookup found.
@@ -69,6 +70,7 @@ where
             && let Freshness::Fresh(left) = entry.freshness(now)
         {
             let status = shared.settings().hit_status(left / 1000);
+            names::request(Answered::Hit);
             let Some(entry) = found.entry else {
                 unreachable!("checked above")
             };

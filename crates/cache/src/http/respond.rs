@@ -10,9 +10,10 @@ use http::{Method, Response, StatusCode};
 use super::body::ResponseBody;
 use super::key::MakeCacheKey;
 use super::layer::Shared;
-use super::policy::etag_matches;
+use super::policy::{etag_matches, http_date};
+use super::range;
 use super::values;
-use crate::entry::{ADDED_HEADERS, Entry, EntryBody};
+use crate::entry::{ADDED_HEADERS, Entry, EntryBody, StoredResponse};
 
 /// The `Cache-Status` response header (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -35,9 +36,14 @@ impl<K: MakeCacheKey> Shared<K> {
         with_status(res, status(self.settings().name(), detail))
     }
 
+    /// Removes what is for this cache only: the tag header and the targeted cache-control
+    /// fields (RFC 9213).
     pub(super) fn strip_tags(&self, headers: &mut HeaderMap) {
         if let Some(h) = self.settings().tag_header() {
             headers.remove(h);
+        }
+        for name in self.settings().targeted() {
+            headers.remove(name);
         }
     }
 
@@ -67,12 +73,8 @@ impl<K: MakeCacheKey> Shared<K> {
         let EntryBody::Response(stored) = &entry.body else {
             unreachable!("only responses are served")
         };
-        // The stored `ETag` is looked up only for a conditional request; only a 2xx response
-        // is "not modified" (RFC 9110 §13.1.2).
-        if let Some(inm) = parts.headers.get(header::IF_NONE_MATCH)
-            && stored.status.is_success()
-            && etag_matches(inm, stored.headers.get(header::ETAG))
-        {
+        // The stored validators are looked up only for a conditional request.
+        if not_modified(&parts.headers, stored, entry.stored_at) {
             let mut res = Response::new(ResponseBody::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
             let h = res.headers_mut();
@@ -92,7 +94,7 @@ impl<K: MakeCacheKey> Shared<K> {
             return with_status(res, cache_status);
         }
         let head = parts.method == Method::HEAD;
-        let (status, mut headers, body) = match Arc::try_unwrap(entry) {
+        let (mut status, mut headers, mut body) = match Arc::try_unwrap(entry) {
             Ok(Entry {
                 body: EntryBody::Response(stored),
                 ..
@@ -109,6 +111,20 @@ impl<K: MakeCacheKey> Shared<K> {
                 (stored.status, headers, stored.body.clone())
             }
         };
+        if !head
+            && status == StatusCode::OK
+            && let Some(range) = parts.headers.get(header::RANGE)
+            && !parts.headers.contains_key(header::IF_RANGE)
+            && let Some((first, last)) = range::single(range, body.len())
+        {
+            let content_range = format!("bytes {first}-{last}/{}", body.len());
+            if let Ok(v) = HeaderValue::from_str(&content_range) {
+                status = StatusCode::PARTIAL_CONTENT;
+                headers.insert(header::CONTENT_RANGE, v);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(last + 1 - first));
+                body = body.slice(first..=last);
+            }
+        }
         headers.insert(header::AGE, age);
         headers.append(CACHE_STATUS, cache_status);
         let body = if head {
@@ -136,4 +152,26 @@ impl<K: MakeCacheKey> Shared<K> {
             .vary_names(group)
             .unwrap_or_else(|| Arc::new([]))
     }
+}
+
+/// Whether a stored response answers a request's conditionals with `304` (RFC 9111 §4.3.2):
+/// only a 2xx response; `If-None-Match` against its `ETag` (weakly), else `If-Modified-Since`
+/// against its `Last-Modified` (or `Date`, or when it was stored: `stored_at`, ms).
+fn not_modified(request: &HeaderMap, stored: &StoredResponse, stored_at: u64) -> bool {
+    if !stored.status.is_success() {
+        return false;
+    }
+    if let Some(inm) = request.get(header::IF_NONE_MATCH) {
+        return etag_matches(inm, stored.headers.get(header::ETAG));
+    }
+    let Some(since) = request.get(header::IF_MODIFIED_SINCE).and_then(http_date) else {
+        return false;
+    };
+    stored
+        .headers
+        .get(header::LAST_MODIFIED)
+        .or_else(|| stored.headers.get(header::DATE))
+        .and_then(http_date)
+        .unwrap_or(stored_at / 1000)
+        <= since
 }

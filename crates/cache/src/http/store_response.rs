@@ -14,11 +14,11 @@ use super::key::MakeCacheKey;
 use super::layer::Shared;
 use super::lead::{Asked, Flight};
 use super::policy::{
-    BASE_FIELD, Lifetimes, coding_matches, is_unstored, named_by_connection, negotiated_coding,
-    storable, variant_field, vary_names,
+    BASE_FIELD, Lifetimes, Reason, coding_matches, is_unstored, named_by_connection,
+    negotiated_coding, storable, variant_field, vary_names,
 };
-use crate::BoxError;
 use crate::entry::{Entry, EntryBody, StoredResponse, headers_fit};
+use crate::{BoxError, names};
 
 /// Tags of a response set by a handler as a response extension, in addition to the tag
 /// header; purged together with [`Cache::invalidate_tag`](crate::Cache::invalidate_tag).
@@ -52,18 +52,10 @@ impl<K: MakeCacheKey> Shared<K> {
         let cache = self.cache();
         let (group, verb) = (miss.group, miss.verb);
         let (mut rparts, rbody) = res.into_parts();
-        let verdict = if asked.mark.is_set() {
-            Err("private")
-        } else {
-            storable(
-                &self.settings().rules(asked.authorized),
-                rparts.status,
-                &rparts.headers,
-            )
-        };
-        let lifetimes = match verdict {
-            Ok((lifetimes, _)) => lifetimes,
+        let lifetimes = match self.verdict(asked, &rparts, cache.now_ms()) {
+            Ok(lifetimes) => lifetimes,
             Err(reason) => {
+                names::refused(reason);
                 flight.end(HttpOutcome::Pass).await;
                 let res = Response::from_parts(rparts, rbody);
                 return self.pass(res, &format!("{verb}; detail={reason}"));
@@ -93,6 +85,7 @@ impl<K: MakeCacheKey> Shared<K> {
             None
         };
         if let Some(reason) = refused {
+            names::refused(reason);
             flight.end(HttpOutcome::Pass).await;
             let res = Response::from_parts(rparts, rbody);
             return self.pass(res, &format!("{verb}; detail={reason}"));
@@ -101,11 +94,13 @@ impl<K: MakeCacheKey> Shared<K> {
         let (bytes, trailers) = match buffered {
             Buffered::Complete(bytes, trailers) => (bytes, trailers),
             Buffered::TooLarge(prefix, rest) => {
+                names::refused("too-large");
                 flight.end(HttpOutcome::Pass).await;
                 let res = Response::from_parts(rparts, ResponseBody::resume(prefix, None, rest));
                 return self.annotate(res, &format!("{verb}; detail=too-large"));
             }
             Buffered::Failed(prefix, error, rest) => {
+                names::refused("body-error");
                 flight.end(HttpOutcome::Pass).await;
                 let res =
                     Response::from_parts(rparts, ResponseBody::resume(prefix, Some(error), rest));
@@ -113,19 +108,60 @@ impl<K: MakeCacheKey> Shared<K> {
             }
         };
         if let Some(trailers) = trailers {
+            names::refused("trailers");
             flight.end(HttpOutcome::Pass).await;
             let res =
                 Response::from_parts(rparts, ResponseBody::full_with_trailers(bytes, trailers));
             return self.annotate(res, &format!("{verb}; detail=trailers"));
         }
+        self.save_and_end(
+            &rparts,
+            bytes.clone(),
+            lifetimes,
+            names,
+            asked,
+            miss,
+            flight,
+        )
+        .await;
+        self.strip_tags(&mut rparts.headers);
+        let res = Response::from_parts(rparts, ResponseBody::full(bytes));
+        if miss.store_down {
+            self.annotate(res, verb)
+        } else {
+            self.annotate(res, &format!("{verb}; stored"))
+        }
+    }
+
+    /// Stores a response (its headers `rparts`, its whole body `bytes`) under the miss's group
+    /// with its `Vary` marker and tags, ends the flight handing it to the followers, and
+    /// returns the entry.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn save_and_end(
+        &self,
+        rparts: &http::response::Parts,
+        bytes: Bytes,
+        lifetimes: Lifetimes,
+        names: Arc<[HeaderName]>,
+        asked: &Asked,
+        miss: &Miss<'_>,
+        flight: Flight<'_>,
+    ) -> Arc<Entry> {
+        let cache = self.cache();
+        let group = miss.group;
         let tags = self.tags(&rparts.headers, &rparts.extensions);
-        let entry = Arc::new(self.entry(&rparts, bytes.clone(), lifetimes, cache.now_ms()));
+        let entry = Arc::new(self.entry(rparts, bytes, lifetimes, cache.now_ms()));
         let stored_field = variant_field(&names, &asked.headers);
         if miss.store_down {
             // Nothing to write to: the response is shared with the waiting requests only.
         } else if names.is_empty() {
             cache
-                .save(group, &[(BASE_FIELD, Arc::clone(&entry))], &tags)
+                .save(
+                    group,
+                    &[(BASE_FIELD, Arc::clone(&entry))],
+                    &tags,
+                    lifetimes.keep_ms,
+                )
                 .await;
         } else {
             let marker = Arc::new(Entry {
@@ -140,24 +176,34 @@ impl<K: MakeCacheKey> Shared<K> {
                     group,
                     &[(BASE_FIELD, marker), (&stored_field, Arc::clone(&entry))],
                     &tags,
+                    lifetimes.keep_ms,
                 )
                 .await;
             cache.remember_vary(group, Arc::clone(&names));
         }
         flight
             .end(HttpOutcome::Stored {
-                entry,
+                entry: Arc::clone(&entry),
                 names,
                 field: stored_field,
             })
             .await;
-        self.strip_tags(&mut rparts.headers);
-        let res = Response::from_parts(rparts, ResponseBody::full(bytes));
-        if miss.store_down {
-            self.annotate(res, verb)
-        } else {
-            self.annotate(res, &format!("{verb}; stored"))
+        entry
+    }
+
+    /// Whether the response to `asked` (`rparts`, received at `now`) may be stored, and for how
+    /// long: not when a layer inside made it personal, else RFC 9111's rules.
+    pub(super) fn verdict(
+        &self,
+        asked: &Asked,
+        rparts: &http::response::Parts,
+        now: u64,
+    ) -> Result<Lifetimes, Reason> {
+        if asked.mark.is_set() {
+            return Err("private");
         }
+        let rules = self.settings().rules(asked.authorized);
+        storable(&rules, rparts.status, &rparts.headers, now).map(|(l, _)| l)
     }
 
     pub(super) fn tags(&self, headers: &HeaderMap, extensions: &http::Extensions) -> Vec<String> {
@@ -192,6 +238,7 @@ impl<K: MakeCacheKey> Shared<K> {
         for (name, value) in &parts.headers {
             if is_unstored(name)
                 || self.settings().tag_header() == Some(name)
+                || self.settings().targeted().contains(name)
                 || named_by_connection(&parts.headers, name)
             {
                 continue;
@@ -203,11 +250,6 @@ impl<K: MakeCacheKey> Shared<K> {
         if !headers.contains_key(header::CONTENT_LENGTH) && may_have_content_length(parts.status) {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        let age = parts
-            .headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok())
-            .unwrap_or(0);
         Entry {
             stored_at: now,
             ttl_ms: l.ttl_ms,
@@ -215,7 +257,7 @@ impl<K: MakeCacheKey> Shared<K> {
             sie_ms: l.sie_ms,
             body: EntryBody::Response(StoredResponse {
                 status: parts.status,
-                age,
+                age: l.age_secs,
                 headers,
                 body,
             }),

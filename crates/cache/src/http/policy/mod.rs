@@ -1,7 +1,14 @@
-//! RFC 9111 shared-cache rules: `Cache-Control` parsing and the storability decision.
+//! RFC 9111 shared-cache rules: `Cache-Control` parsing and the storability decision, with
+//! freshness (`freshness`) and the targeted fields of RFC 9213 (`targeted`).
+
+mod freshness;
+mod targeted;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{HeaderValue, StatusCode};
+
+pub(crate) use self::freshness::http_date;
+use self::freshness::{MAX_SECS, expires_lifetime, heuristic_lifetime, initial_age};
 
 /// The `Cache-Control` directives a shared cache acts on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,6 +22,7 @@ pub(crate) struct Directives {
     pub(crate) s_maxage: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
     pub(crate) stale_if_error: Option<u64>,
+    pub(crate) must_understand: bool,
 }
 
 impl Directives {
@@ -44,6 +52,7 @@ impl Directives {
                     "s-maxage" => d.s_maxage = Some(secs().unwrap_or(0)),
                     "stale-while-revalidate" => d.stale_while_revalidate = secs(),
                     "stale-if-error" => d.stale_if_error = secs(),
+                    "must-understand" => d.must_understand = true,
                     _ => {}
                 }
             }
@@ -169,42 +178,82 @@ pub(crate) const BASE_FIELD: &str = "GET";
 /// Why a response was not stored (the `detail` of `Cache-Status`).
 pub(crate) type Reason = &'static str;
 
-/// Lifetimes of a storable response, in milliseconds.
+/// Lifetimes of a storable response, in milliseconds, counted from when it was received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Lifetimes {
+    /// Fresh for this long (its freshness lifetime less its initial age; 0: stale at once).
     pub(crate) ttl_ms: u64,
     pub(crate) swr_ms: u64,
     pub(crate) sie_ms: u64,
+    /// Kept this long past its windows to be revalidated (0 without a validator).
+    pub(crate) keep_ms: u64,
+    /// Its corrected initial age in seconds (RFC 9111 §4.2.3).
+    pub(crate) age_secs: u32,
 }
 
 /// Settings the decision depends on.
 pub(crate) struct Rules<'a> {
+    /// Statuses stored without an explicit lifetime (all final ones but 206 and 304 with one
+    /// when `any_status`).
     pub(crate) statuses: &'a [u16],
+    pub(crate) any_status: bool,
     pub(crate) route_ttl: Option<u64>,
     pub(crate) override_origin_ttl: bool,
     pub(crate) swr_ms: u64,
     pub(crate) sie_ms: u64,
     pub(crate) authorized: bool,
+    /// Heuristic freshness (RFC 9111 §4.2.2) up to this many seconds; `None`: off.
+    pub(crate) heuristic_max_secs: Option<u64>,
+    /// How long a stale response with a validator is kept to be revalidated (0: not kept, and
+    /// `no-cache` responses are not stored).
+    pub(crate) keep_ms: u64,
+    /// Targeted cache-control fields, the first valid one replacing `Cache-Control` and
+    /// `Expires` (RFC 9213).
+    pub(crate) targeted: &'a [HeaderName],
 }
 
-/// RFC 9111 §3 for a shared cache.
+/// Statuses this cache understands (RFC 9111 §5.2.2.3 `must-understand`): those RFC 9110
+/// defines as heuristically cacheable, and 206 and the redirects it knows.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 302 | 303 | 307 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Whether a response has a validator (`ETag` or `Last-Modified`) to revalidate it with.
+pub(crate) fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
+}
+
+/// RFC 9111 §3 for a shared cache, with the lifetimes of §4.2, for a response received at
+/// `now_ms` (wall clock).
 pub(crate) fn storable(
     rules: &Rules<'_>,
     status: StatusCode,
     headers: &HeaderMap,
+    now_ms: u64,
 ) -> Result<(Lifetimes, Directives), Reason> {
-    if !rules.statuses.contains(&status.as_u16()) {
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         return Err("status");
     }
-    let d = Directives::parse(headers);
-    if d.no_store {
+    let targeted = targeted::targeted(headers, rules.targeted);
+    let d = targeted.unwrap_or_else(|| Directives::parse(headers));
+    if d.must_understand && !understood(status) {
+        return Err("status");
+    }
+    if d.no_store && !d.must_understand {
         return Err("no-store");
     }
     if d.private {
         return Err("private");
     }
-    if d.no_cache {
-        // This cache does not revalidate with the origin, so a response that must be
+    let validator = has_validator(headers);
+    if d.no_cache && !(validator && rules.keep_ms > 0) {
+        // Without a validator (or with revalidation off), a response that must be
         // revalidated on every use is not worth storing.
         return Err("no-cache");
     }
@@ -218,17 +267,39 @@ pub(crate) fn storable(
     if rules.authorized && !(d.public || d.s_maxage.is_some() || d.must_revalidate) {
         return Err("authorization");
     }
-    let origin = d.s_maxage.or(d.max_age).map(|s| s.saturating_mul(1000));
-    let ttl_ms = if rules.override_origin_ttl {
-        rules.route_ttl.or(origin)
+    let now_secs = now_ms / 1000;
+    let explicit = match d.s_maxage.or(d.max_age) {
+        Some(secs) => Some(secs.min(MAX_SECS)),
+        None if targeted.is_none() => expires_lifetime(headers, now_secs),
+        None => None,
+    };
+    let listed = rules.statuses.contains(&status.as_u16());
+    // Any status may be stored with an explicit lifetime or `public` (RFC 9111 §3).
+    if !(listed || (rules.any_status && (explicit.is_some() || d.public))) {
+        return Err("status");
+    }
+    let heuristic = || {
+        let max = rules.heuristic_max_secs?;
+        (listed || d.public)
+            .then(|| heuristic_lifetime(headers, now_secs, max))
+            .flatten()
+    };
+    let lifetime_ms = if rules.override_origin_ttl {
+        rules.route_ttl.or(explicit.map(|s| s * 1000))
     } else {
-        origin.or(rules.route_ttl)
+        explicit
+            .map(|s| s * 1000)
+            .or(rules.route_ttl)
+            .or_else(|| heuristic().map(|s| s * 1000))
     };
-    let ttl_ms = match ttl_ms {
-        Some(t) if t > 0 => t,
-        _ => return Err("no-ttl"),
+    let age_secs = initial_age(headers, now_secs);
+    let keep_ms = if validator { rules.keep_ms } else { 0 };
+    let ttl_ms = match lifetime_ms {
+        _ if d.no_cache => 0,
+        Some(t) => t.saturating_sub(age_secs * 1000),
+        None => return Err("no-ttl"),
     };
-    let (swr_ms, sie_ms) = if d.must_revalidate {
+    let (swr_ms, sie_ms) = if d.must_revalidate || d.no_cache {
         (0, 0)
     } else {
         (
@@ -238,11 +309,17 @@ pub(crate) fn storable(
                 .map_or(rules.sie_ms, |s| s.saturating_mul(1000)),
         )
     };
+    if ttl_ms == 0 && keep_ms == 0 && swr_ms == 0 && sie_ms == 0 {
+        // Stale on arrival with no use left.
+        return Err("no-ttl");
+    }
     Ok((
         Lifetimes {
             ttl_ms,
             swr_ms,
             sie_ms,
+            keep_ms,
+            age_secs: u32::try_from(age_secs).unwrap_or(u32::MAX),
         },
         d,
     ))

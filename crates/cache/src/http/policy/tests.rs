@@ -14,6 +14,10 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 fn rules() -> Rules<'static> {
     Rules {
         statuses: &[200, 404],
+        any_status: false,
+        heuristic_max_secs: None,
+        keep_ms: 0,
+        targeted: &[],
         route_ttl: None,
         override_origin_ttl: false,
         swr_ms: 0,
@@ -23,7 +27,7 @@ fn rules() -> Rules<'static> {
 }
 
 fn decide(h: &[(&str, &str)]) -> Result<Lifetimes, Reason> {
-    storable(&rules(), StatusCode::OK, &headers(h)).map(|(l, _)| l)
+    storable(&rules(), StatusCode::OK, &headers(h), 0).map(|(l, _)| l)
 }
 
 #[test]
@@ -82,7 +86,8 @@ fn directives_decide_storability() {
         storable(
             &rules(),
             StatusCode::CREATED,
-            &headers(&[("cache-control", "max-age=60")])
+            &headers(&[("cache-control", "max-age=60")]),
+            0
         ),
         Err("status")
     );
@@ -93,16 +98,19 @@ fn route_ttl_is_a_fallback_or_an_override() {
     let mut r = rules();
     r.route_ttl = Some(5_000);
     let h = headers(&[("cache-control", "max-age=60")]);
-    assert_eq!(storable(&r, StatusCode::OK, &h).unwrap().0.ttl_ms, 60_000);
     assert_eq!(
-        storable(&r, StatusCode::OK, &HeaderMap::new())
+        storable(&r, StatusCode::OK, &h, 0).unwrap().0.ttl_ms,
+        60_000
+    );
+    assert_eq!(
+        storable(&r, StatusCode::OK, &HeaderMap::new(), 0)
             .unwrap()
             .0
             .ttl_ms,
         5_000
     );
     r.override_origin_ttl = true;
-    assert_eq!(storable(&r, StatusCode::OK, &h).unwrap().0.ttl_ms, 5_000);
+    assert_eq!(storable(&r, StatusCode::OK, &h, 0).unwrap().0.ttl_ms, 5_000);
 }
 
 #[test]
@@ -111,7 +119,7 @@ fn authorized_requests_need_explicit_permission() {
     r.authorized = true;
     let plain = headers(&[("cache-control", "max-age=60")]);
     assert_eq!(
-        storable(&r, StatusCode::OK, &plain).unwrap_err(),
+        storable(&r, StatusCode::OK, &plain, 0).unwrap_err(),
         "authorization"
     );
     for ok in [
@@ -120,7 +128,7 @@ fn authorized_requests_need_explicit_permission() {
         "max-age=60, must-revalidate",
     ] {
         let h = headers(&[("cache-control", ok)]);
-        assert!(storable(&r, StatusCode::OK, &h).is_ok(), "{ok}");
+        assert!(storable(&r, StatusCode::OK, &h, 0).is_ok(), "{ok}");
     }
 }
 

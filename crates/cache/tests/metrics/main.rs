@@ -1,0 +1,198 @@
+//! Each metric of `tower_scale_cache::names` moves when its event happens, read from a
+//! Prometheus recorder installed for the test's thread (the tests run on a current-thread
+//! runtime, so the cache's tasks report to it too).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use support::{T0, fetch, patient_backend, request, send};
+use tower_scale_cache::{
+    Cache, ManualClock, RedisStore, ResponseCacheConfig, ResponseCacheLayer, names,
+};
+use tower_scale_testkit::RedisServer;
+
+/// The value of the series `series` (`name{label="value"}` as the exporter writes it), 0 when
+/// absent.
+fn value(recorder: &PrometheusRecorder, series: &str) -> f64 {
+    recorder
+        .handle()
+        .render()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// `/r` answering with `cache-control` (and an `ETag`), behind `layer`.
+fn app(layer: ResponseCacheLayer, cache_control: &'static str) -> Router {
+    Router::new()
+        .route(
+            "/r",
+            get(move || async move {
+                (
+                    [
+                        (
+                            header::CACHE_CONTROL,
+                            HeaderValue::from_static(cache_control),
+                        ),
+                        (header::ETAG, HeaderValue::from_static("\"e\"")),
+                    ],
+                    "body",
+                )
+            }),
+        )
+        .layer(layer)
+}
+
+fn memory(clock: &ManualClock) -> Cache {
+    Cache::builder(tower_scale_cache::MemoryStore::default())
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_by_result_bytes_stored_and_refusals() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let clock = ManualClock::new(T0);
+    let layer =
+        ResponseCacheLayer::new(memory(&clock)).stale_while_revalidate(Duration::from_secs(60));
+    let a = app(layer.clone(), "max-age=10");
+    let hits = r#"cache_requests_total{result="hit"}"#;
+    let misses = r#"cache_requests_total{result="miss"}"#;
+    let stale = r#"cache_requests_total{result="stale"}"#;
+    fetch(&a, "/r").await;
+    assert_eq!(value(&recorder, misses), 1.0);
+    assert!(
+        value(&recorder, names::CACHE_STORED_BYTES_TOTAL.name) > 4.0,
+        "the entry's bytes"
+    );
+    fetch(&a, "/r").await;
+    fetch(&a, "/r").await;
+    assert_eq!(value(&recorder, hits), 2.0);
+    clock.advance(Duration::from_secs(11));
+    fetch(&a, "/r").await;
+    assert_eq!(value(&recorder, stale), 1.0, "stale-while-revalidate");
+
+    let refused = r#"cache_stores_refused_total{reason="no-store"}"#;
+    let b = app(ResponseCacheLayer::new(memory(&clock)), "no-store");
+    fetch(&b, "/r").await;
+    assert_eq!(value(&recorder, refused), 1.0);
+}
+
+#[tokio::test]
+async fn bypasses_by_reason() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let a = app(
+        ResponseCacheLayer::new(memory(&ManualClock::new(T0))),
+        "max-age=10",
+    );
+    send(&a, request("GET", "/r", &[("cookie", "a=1")])).await;
+    send(&a, request("GET", "/r", &[("authorization", "Bearer x")])).await;
+    send(&a, request("GET", "/r", &[("cookie", "a=1")])).await;
+    assert_eq!(
+        value(&recorder, r#"cache_bypasses_total{reason="cookie"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(&recorder, r#"cache_bypasses_total{reason="authorization"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&recorder, r#"cache_requests_total{result="bypass"}"#),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn revalidations_by_outcome() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let clock = ManualClock::new(T0);
+    let layer =
+        ResponseCacheLayer::from_config(memory(&clock), &ResponseCacheConfig::standards()).unwrap();
+    // The origin always answers 200 with the same ETag: not a 304, so `modified`.
+    let a = app(layer, "max-age=10");
+    fetch(&a, "/r").await;
+    clock.advance(Duration::from_secs(11));
+    fetch(&a, "/r").await;
+    assert_eq!(
+        value(
+            &recorder,
+            r#"cache_revalidations_total{outcome="modified"}"#
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn single_flight_joins() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let cache = memory(&ManualClock::new(T0));
+    let slow = Router::new()
+        .route(
+            "/r",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ([(header::CACHE_CONTROL, "max-age=10")], "x")
+            }),
+        )
+        .layer(ResponseCacheLayer::new(cache));
+    futures_util::future::join_all((0..5).map(|_| fetch(&slow, "/r"))).await;
+    assert_eq!(value(&recorder, names::CACHE_FLIGHT_JOINS_TOTAL.name), 4.0);
+}
+
+#[tokio::test]
+async fn local_tier_hits_and_purges_sent_and_received() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let server = RedisServer::start();
+    let instance = || {
+        Cache::builder(RedisStore::new(patient_backend(&server)))
+            .l1(1 << 20)
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (instance(), instance());
+    for c in [&one, &two] {
+        assert!(c.ready(Duration::from_secs(10)).await, "subscribed");
+    }
+    let a = app(ResponseCacheLayer::new(one.clone()), "max-age=60");
+    fetch(&a, "/r").await;
+    fetch(&a, "/r").await;
+    assert!(value(&recorder, names::CACHE_L1_HITS_TOTAL.name) >= 1.0);
+    one.invalidate("/r").await.unwrap();
+    assert_eq!(value(&recorder, names::CACHE_PURGES_SENT_TOTAL.name), 1.0);
+    // Both instances (the sender's own subscription included) apply it.
+    assert_eq!(
+        value(&recorder, names::CACHE_PURGES_RECEIVED_TOTAL.name),
+        2.0
+    );
+}
+
+#[test]
+fn every_metric_is_a_documented_counter_with_bounded_labels() {
+    let doc = include_str!("../../../../docs/metrics.md");
+    for m in names::METRICS {
+        assert!(
+            doc.contains(&format!("`{}`", m.name)),
+            "{} in docs/metrics.md",
+            m.name
+        );
+        assert!(m.labels.len() <= 1, "{}", m.name);
+    }
+}
