@@ -162,3 +162,82 @@ async fn instances_open_together_through_redis() {
     b.try_acquire().unwrap().record(Outcome::Success);
     assert_eq!(b.state(), State::Closed);
 }
+
+/// 64 clients, each sending a command every 10 ms, while Redis is paused (SIGSTOP) for 5 s,
+/// on paused time, with the backend's default settings (500 ms command timeout, default
+/// breaker): only the first wave (the commands sent before the first timeouts) and the
+/// breaker's probes wait; every other command fails at once with `CircuitOpen`, whose wait
+/// is never longer than 500 ms, so that Redis is tried again within half a second of any
+/// moment however long it was away. Once Redis answers again, commands succeed.
+#[tokio::test]
+async fn under_concurrency_only_the_first_wave_waits_for_a_hung_redis() {
+    const CLIENTS: usize = 64;
+    let server = RedisServer::start();
+    let b = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    b.ping().await.unwrap();
+    server.pause();
+    tokio::time::pause();
+    let start = tokio::time::Instant::now();
+    let pause = Duration::from_secs(5);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let b = b.clone();
+        clients.push(tokio::spawn(async move {
+            // (waited, the error) per command
+            let mut outcomes = Vec::new();
+            while start.elapsed() < pause {
+                let sent = tokio::time::Instant::now();
+                let err = b.ping().await.unwrap_err();
+                outcomes.push((sent.elapsed(), err));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for client in clients {
+        outcomes.extend(client.await.unwrap());
+    }
+    let timeout = b.config().command_timeout;
+    let waited: Vec<_> = outcomes
+        .iter()
+        .filter(|(waited, _)| *waited >= timeout / 2)
+        .collect();
+    let open: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Error::CircuitOpen(wait) => Some(*wait),
+            _ => None,
+        })
+        .collect();
+    // The first wave, and at most 3 probes per 500 ms open + 500 ms probing.
+    let probes = 3 * (pause.as_millis() / 1000 + 1) as usize;
+    assert!(
+        waited.len() <= CLIENTS + probes,
+        "{} of {} commands waited",
+        waited.len(),
+        outcomes.len()
+    );
+    assert!(
+        // (+ 1 ms: the timer's rounding)
+        waited
+            .iter()
+            .all(|(w, e)| e.is_timeout() && *w <= timeout + Duration::from_millis(1)),
+        "{waited:?}"
+    );
+    assert!(open.len() > outcomes.len() * 9 / 10, "{open:?}");
+    assert!(
+        open.iter()
+            .all(|wait| wait.is_some_and(|w| w <= Duration::from_millis(500))),
+        "open for longer than 500 ms: {:?}",
+        open.iter().max()
+    );
+    let mut sorted: Vec<_> = outcomes.iter().map(|(w, _)| *w).collect();
+    sorted.sort();
+    assert_eq!(sorted[sorted.len() / 2], Duration::ZERO, "the median waits");
+
+    tokio::time::resume();
+    server.resume();
+    wait_until_ok(&b).await;
+    assert_eq!(b.breaker().unwrap().state(), State::Closed);
+}
