@@ -32,6 +32,9 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)  # the scale-out test
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # the MSRV check
+# RedisServer::start_isolated: redis-server in a network namespace, packets dropped by iptables
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
