@@ -28,7 +28,7 @@ def main():
     out_dir = sys.argv[1]
     impls = []
     for name in sorted(os.listdir(out_dir)):
-        if name.endswith(".txt") and "-" in name:
+        if name.endswith(".txt") and "-" in name and not name.startswith("wrk-"):
             impl = name[:-4].rsplit("-", 1)[0]
             if impl not in impls and any(name.endswith(f"-{f}.txt") for f, _ in FAULTS):
                 impls.append(impl)
