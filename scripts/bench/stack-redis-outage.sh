@@ -15,7 +15,7 @@
 #                stack-side-by-side.sh does
 #   FAULTS       default "pause restart drop"
 #   PHASE        seconds before, during and after each fault (default 3)
-#   CONNECTIONS  wrk connections loading /hello throughout (default 32; 0: no load)
+#   CONNECTIONS  wrk connections loading /hello throughout (default 8; 0: no load)
 #   OUT          results folder (default target/redis-outage/<timestamp>)
 #   RUST_PEER_TARGET_DIR, NODE_PEER_DEPS_DIR  as for stack-side-by-side.sh
 # Redis runs in a network namespace of its own (so that packets to it can be dropped), joined
@@ -33,7 +33,7 @@ shared_dir
 IMPLS="${IMPLS:-tower-scale rust-tower node-express}"
 FAULTS="${FAULTS:-pause restart drop}"
 PHASE="${PHASE:-3}"
-CONNECTIONS="${CONNECTIONS:-32}"
+CONNECTIONS="${CONNECTIONS:-8}"
 OUT="${OUT:-$ROOT/target/redis-outage/$(date -u +%Y%m%dT%H%M%SZ)}"
 RUST_PEER_TARGET_DIR="${RUST_PEER_TARGET_DIR:-$ROOT/target/rust-tower-peer}"
 NODE_PEER_DEPS_DIR="${NODE_PEER_DEPS_DIR:-$ROOT/target/node-express-peer}"
