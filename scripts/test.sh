@@ -39,6 +39,9 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)  # the MSRV check
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 command -v node >/dev/null 2>&1 || need+=(nodejs)  # the HTTP caching conformance suite
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# RedisServer::start_isolated: redis-server in a network namespace, packets dropped by iptables
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"

@@ -101,7 +101,8 @@ pub struct RedisConfig {
     pub breaker_enabled: bool,
     /// The breaker's settings. Default: window of the last 20 commands, open at 50% failed
     /// (timeouts and connection errors; Redis error replies are successes) after 10 commands,
-    /// open 1 s growing ×2 per reopening up to 15 s, 3 probes in half-open.
+    /// open 500 ms (not growing: Redis is tried again within 500 ms of coming back, however
+    /// long it was away), 3 probes in half-open.
     #[cfg(feature = "breaker")]
     pub breaker: tower_scale_breaker::BreakerConfig,
     /// PEM file of the CA certificate(s) that signed the server's certificate, for
@@ -163,9 +164,12 @@ pub(crate) fn default_breaker_config() -> tower_scale_breaker::BreakerConfig {
     config.sliding_window = tower_scale_breaker::SlidingWindow::Count { size: 20 };
     config.minimum_calls = 10;
     config.failure_rate_threshold = 50.0;
-    config.wait_in_open = Duration::from_secs(1);
-    config.wait_multiplier = 2.0;
-    config.max_wait_in_open = Duration::from_secs(15);
+    // Fixed and short: while Redis is away only the probes wait (3 per second at most, each
+    // for the command timeout at most), and once it is back it is tried within 500 ms,
+    // however long it was away.
+    config.wait_in_open = Duration::from_millis(500);
+    config.wait_multiplier = 1.0;
+    config.max_wait_in_open = Duration::from_millis(500);
     config.permitted_calls_in_half_open = 3;
     config.max_wait_in_half_open = Duration::from_secs(10);
     config

@@ -4,6 +4,9 @@
 //! - [`RedisServer`]: one server, with [`pause`](RedisServer::pause) (`SIGSTOP`),
 //!   [`resume`](RedisServer::resume), [`kill`](RedisServer::kill) and
 //!   [`restart`](RedisServer::restart) (same port) for fault tests.
+//! - [`RedisServer::start_isolated`]: one server in a private network namespace, whose
+//!   packets [`drop_packets`](RedisServer::drop_packets) drops with iptables (a network that
+//!   loses packets, or all of them) until [`pass_packets`](RedisServer::pass_packets).
 //! - [`RedisCluster`]: a local Redis Cluster of 3 masters joined with
 //!   `redis-cli --cluster create`.
 //! - TLS: [`TlsFiles`] generates a CA with a server and a client certificate (rcgen);
@@ -36,6 +39,8 @@ use tempfile::TempDir;
 mod tls;
 
 pub use self::tls::TlsFiles;
+mod netns;
+use netns::Netns;
 
 const INSTALL_HINT: &str = "redis-server was not found on PATH. Install it: \
      `sudo apt-get install -y redis-server redis-tools` on Debian/Ubuntu \
@@ -53,6 +58,11 @@ pub struct RedisServer {
     dir: TempDir,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// The address it listens on: 127.0.0.1, or its namespace's.
+    host: Ipv4Addr,
+    /// The private network namespace it runs in ([`RedisServer::start_isolated`]); dropped
+    /// after the server is killed.
+    netns: Option<Netns>,
 }
 
 impl RedisServer {
@@ -126,6 +136,8 @@ impl RedisServer {
                 dir,
                 extra_args,
                 child: None,
+                host: Ipv4Addr::LOCALHOST,
+                netns: None,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -135,14 +147,83 @@ impl RedisServer {
         panic!("redis-server did not start: {last_err}");
     }
 
-    /// The server's port on 127.0.0.1.
+    /// Starts a server in a private network namespace of its own, reached from the test over
+    /// a veth pair (its [`url`](Self::url) names the namespace's address), so that
+    /// [`drop_packets`](Self::drop_packets) can make the network to it lose packets. Every
+    /// other fault ([`pause`](Self::pause), [`kill`](Self::kill), [`restart`](Self::restart))
+    /// works as for [`start`](Self::start).
+    ///
+    /// # Errors
+    ///
+    /// When namespaces are refused (not root, no `CAP_NET_ADMIN`, a sandbox) or `ip` or
+    /// `iptables` is missing: the message says what is needed, so that a test can fall back
+    /// to another fault.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed or does not start in the namespace.
+    pub fn start_isolated() -> Result<Self, String> {
+        let netns = Netns::create()?;
+        // The rules must be settable before the test relies on them.
+        netns.pass_packets()?;
+        let mut server = Self {
+            port: 6379,
+            dir: tempfile::Builder::new()
+                .prefix("tower-scale-redis-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("cannot create a temp dir for redis-server: {e}")),
+            // Reachable only through its own namespace's veth pair: protected mode (loopback
+            // clients only, without a password) would refuse the test.
+            extra_args: vec!["--protected-mode".to_owned(), "no".to_owned()],
+            child: None,
+            host: netns.ip(),
+            netns: Some(netns),
+        };
+        server
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server did not start in its namespace: {e}"));
+        Ok(server)
+    }
+
+    /// Drops `percent` % of the packets to and from a server of
+    /// [`start_isolated`](Self::start_isolated) (100: the network to it is cut), chosen at
+    /// random per packet, with iptables in its namespace; connections stay open.
+    ///
+    /// # Panics
+    ///
+    /// For a server not started with `start_isolated`, or when iptables fails.
+    pub fn drop_packets(&self, percent: u8) {
+        self.isolated()
+            .drop_packets(percent)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Lets every packet through again after [`drop_packets`](Self::drop_packets).
+    ///
+    /// # Panics
+    ///
+    /// As `drop_packets`.
+    pub fn pass_packets(&self) {
+        self.isolated()
+            .pass_packets()
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn isolated(&self) -> &Netns {
+        self.netns
+            .as_ref()
+            .expect("packets can only be dropped for a server of RedisServer::start_isolated")
+    }
+
+    /// The server's port (on 127.0.0.1, or on its namespace's address).
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (or the namespace's address for
+    /// [`start_isolated`](Self::start_isolated)).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.host, self.port)
     }
 
     /// The TLS port on 127.0.0.1 of a server started with [`start_tls`](Self::start_tls).
@@ -261,7 +342,7 @@ impl RedisServer {
     ///
     /// When `redis-cli` cannot be run.
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
+        redis_cli(self.host, self.port, args)
     }
 
     /// Calls per command since the last `CONFIG RESETSTAT`, from `INFO commandstats`,
@@ -312,11 +393,12 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
+        let host = self.host.to_string();
         let mut args: Vec<&str> = vec![
             "--port",
             &port,
             "--bind",
-            "127.0.0.1",
+            &host,
             "--save",
             "",
             "--appendonly",
@@ -329,9 +411,9 @@ impl RedisServer {
             "warning",
         ];
         args.extend(self.extra_args.iter().map(String::as_str));
-        let child = spawn_redis(self.dir.path(), &args)?;
+        let child = spawn_redis(self.netns.as_ref(), self.dir.path(), &args)?;
         self.child = Some(child);
-        if let Err(e) = wait_for_ping(self.port, self.child.as_mut()) {
+        if let Err(e) = wait_for_ping(self.host, self.port, self.child.as_mut()) {
             self.kill();
             return Err(e);
         }
@@ -423,6 +505,8 @@ impl RedisCluster {
             let mut node = RedisServer {
                 port,
                 tls_port,
+                host: Ipv4Addr::LOCALHOST,
+                netns: None,
                 dir,
                 extra_args,
                 child: None,
@@ -550,8 +634,18 @@ impl RedisCluster {
     }
 }
 
-fn spawn_redis(dir: &Path, args: &[&str]) -> Result<Child, String> {
-    Command::new("redis-server")
+/// Spawns `redis-server` (inside `netns` when given: `ip netns exec` execs it, so the child's
+/// process id is the server's).
+fn spawn_redis(netns: Option<&Netns>, dir: &Path, args: &[&str]) -> Result<Child, String> {
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(netns.exec_prefix()).arg("redis-server");
+            command
+        }
+        None => Command::new("redis-server"),
+    };
+    command
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -566,8 +660,10 @@ fn spawn_redis(dir: &Path, args: &[&str]) -> Result<Child, String> {
         })
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
+fn redis_cli(host: Ipv4Addr, port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
+        .arg("-h")
+        .arg(host.to_string())
         .arg("-p")
         .arg(port.to_string())
         .args(args)
@@ -576,7 +672,7 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn wait_for_ping(port: u16, child: Option<&mut Child>) -> Result<(), String> {
+fn wait_for_ping(host: Ipv4Addr, port: u16, child: Option<&mut Child>) -> Result<(), String> {
     let Some(child) = child else {
         return Err("no process".to_owned());
     };
@@ -589,7 +685,7 @@ fn wait_for_ping(port: u16, child: Option<&mut Child>) -> Result<(), String> {
             }
             return Err(format!("redis-server exited with {status}: {err}"));
         }
-        if ping(port) {
+        if ping(host, port) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -599,8 +695,9 @@ fn wait_for_ping(port: u16, child: Option<&mut Child>) -> Result<(), String> {
     }
 }
 
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+fn ping(host: Ipv4Addr, port: u16) -> bool {
+    let addr = std::net::SocketAddr::from((host, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));

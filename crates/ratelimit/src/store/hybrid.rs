@@ -1,7 +1,7 @@
 //! A store leasing small allowances from a shared one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -27,6 +27,11 @@ use crate::{BoxFuture, Key, Quota, StoreError};
 /// is being renewed waits for that round trip (all of them, when one client sends them: the
 /// tail latency of a hot key). An instance then holds at most `lease + low-water` units, so
 /// the lower bound above becomes `quota - n × (lease + low-water)`.
+///
+/// Nor does a request wait long for a lease when the quota's store is slow or hung: a
+/// request that finds no live lease waits at most [`wait_at_most`](Self::wait_at_most)
+/// (5 ms by default), then the layer decides it as if the store had failed (by default on this
+/// instance's share of the quota), while the lease is still taken in the background.
 ///
 /// The `RateLimit` header field of a request decided from a lease reports the quota, as well
 /// as this instance can know it: what the shared store said the quota had left when it
@@ -63,6 +68,9 @@ struct Inner<S> {
     low_water: AtomicU32,
     /// Background lease renewals under way.
     prefetching: AtomicUsize,
+    /// The longest a request that found no live lease waits for the shared store, in
+    /// nanoseconds.
+    wait_at_most: AtomicU64,
     /// Per policy name (`""` for keys given whole to [`Store::check`]), per key: the lease.
     /// Read-locked on the hot path; written only to add a key or drop stale ones.
     slots: RwLock<Slots>,
@@ -173,6 +181,18 @@ impl Slot {
         None
     }
 
+    /// Spends `cost` from a live lease, if it holds that much and `claim` agrees (called
+    /// with the lease locked, so that nothing is spent for a request that gave up).
+    fn spend_if(&self, cost: u32, claim: impl FnOnce() -> bool) -> Option<Decision> {
+        let mut lease = self.lease();
+        let now = Instant::now();
+        if lease.remaining >= cost && lease.expires > now && claim() {
+            lease.remaining -= cost;
+            return Some(lease.decision(now));
+        }
+        None
+    }
+
     /// Installs a new lease of `units`, granted by the shared store's decision `granted` on
     /// `quotas`, keeping what is left of the current one while it is live (units of an
     /// expired lease are lost, never revived). Returns the decision the lease's figures give.
@@ -216,6 +236,7 @@ impl<S: Store> HybridStore<S> {
                 lease_ttl,
                 low_water: AtomicU32::new(lease.max(1) / 4),
                 prefetching: AtomicUsize::new(0),
+                wait_at_most: AtomicU64::new(nanos(DEFAULT_WAIT_AT_MOST)),
                 slots: RwLock::new(Vec::new()),
                 max_keys: MAX_KEYS,
             }),
@@ -228,6 +249,23 @@ impl<S: Store> HybridStore<S> {
     #[must_use]
     pub fn prefetch_below(self, units: u32) -> Self {
         self.inner.low_water.store(units, Ordering::Relaxed);
+        self
+    }
+
+    /// The longest a request that finds no live lease waits for the shared store (default
+    /// 5 ms). If the lease (or, with less than a lease left in the quota, the shared store's
+    /// answer for the request alone) does not come within it, the request is answered with
+    /// [`StoreError::unavailable`], so that the layer decides it as its
+    /// [`OnStoreError`](crate::OnStoreError) says (by default on this instance's share of
+    /// the quota, without waiting), and the lease is still taken in the background for the
+    /// requests after it. A hung or slow Redis then costs a request at most this wait instead
+    /// of the backend's command timeout. A request answered so may also be counted in the
+    /// shared store (when its own round trip, with less than a lease left, lands late).
+    #[must_use]
+    pub fn wait_at_most(self, wait: Duration) -> Self {
+        self.inner
+            .wait_at_most
+            .store(nanos(wait), Ordering::Relaxed);
         self
     }
 
@@ -282,6 +320,11 @@ impl<S: Store> HybridStore<S> {
         slot
     }
 
+    /// A decision for a request that found no live lease: one taken from the shared store
+    /// (or the shared store's own answer), if it comes within [`wait_at_most`](
+    /// Self::wait_at_most); else [`StoreError::unavailable`], and the layer decides on this
+    /// instance's share ([`OnStoreError`](crate::OnStoreError)) while the lease is still
+    /// taken in the background and serves the requests after it.
     async fn decide(
         &self,
         policy: &str,
@@ -291,32 +334,88 @@ impl<S: Store> HybridStore<S> {
         cost: u32,
     ) -> Result<Decision, StoreError> {
         let slot = self.slot(policy, key);
+        let ask = Arc::new(AtomicU8::new(WAITING));
+        let store = self.clone();
+        let (shared_key, quotas) = (shared_key.to_owned(), quotas.to_vec());
+        let task_ask = Arc::clone(&ask);
+        let mut task = tokio::spawn(async move {
+            store
+                .take_lease(&slot, &shared_key, &quotas, cost, &task_ask)
+                .await
+        });
+        let wait = Duration::from_nanos(self.inner.wait_at_most.load(Ordering::Relaxed));
+        let answered = match tokio::time::timeout(wait, &mut task).await {
+            Ok(joined) => joined,
+            // Gave up first: the request is decided without the shared store.
+            Err(_) if claim(&ask, GAVE_UP) => {
+                return Err(StoreError::unavailable(
+                    format!("no rate-limit lease within {wait:?}"),
+                    "the shared store has not answered yet",
+                ));
+            }
+            // The answer was being given as the wait ended: it is there.
+            Err(_) => task.await,
+        };
+        match answered {
+            Ok(Some(result)) => result,
+            Ok(None) => unreachable!("an answer is claimed before the requester gives up"),
+            Err(e) => Err(StoreError::unavailable("rate-limit lease task failed", e)),
+        }
+    }
+
+    /// Takes a lease for `slot` (or asks the shared store for this request alone, when less
+    /// than a lease is left), answering the request waiting in `ask` unless it gave up:
+    /// `None` then, and a lease taken is kept whole for the requests after it.
+    async fn take_lease(
+        &self,
+        slot: &Slot,
+        shared_key: &str,
+        quotas: &[Quota],
+        cost: u32,
+        ask: &AtomicU8,
+    ) -> Option<Result<Decision, StoreError>> {
         let _refill = slot.refill.lock().await;
-        // Another request may have refilled the lease while this one waited.
-        if let Some((d, _)) = slot.spend(cost, 0) {
-            return Ok(d);
-        }
-        let shared = &self.inner.shared;
-        let now = Instant::now();
-        let size = self.lease_size(quotas).max(cost);
-        if size > cost {
-            let d = shared.check(shared_key, quotas, size).await?;
-            if d.allowed {
-                slot.lease().remaining = 0;
-                return Ok(slot.install(size - cost, now + self.inner.lease_ttl, &d, quotas));
+        let answer = |result| claim(ask, ANSWERED).then_some(result);
+        loop {
+            if ask.load(Ordering::Acquire) == GAVE_UP {
+                return None;
             }
-            if d.remaining < cost {
-                // Not even this request fits: answer without a second round trip. The wait
-                // was computed for a whole lease; a single request fits sooner.
-                slot.lease().remaining = 0;
-                let mut rejected = d;
-                rejected.retry_after = d.retry_after.saturating_sub(unit(quotas) * (size - cost));
-                return Ok(rejected);
+            // Another request may have refilled the lease while this one waited.
+            if let Some(d) = slot.spend_if(cost, || claim(ask, ANSWERED)) {
+                return Some(Ok(d));
             }
+            let shared = &self.inner.shared;
+            let now = Instant::now();
+            let size = self.lease_size(quotas).max(cost);
+            if size > cost {
+                let d = match shared.check(shared_key, quotas, size).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "rate-limit lease not granted");
+                        return answer(Err(e));
+                    }
+                };
+                if d.allowed {
+                    // The whole lease, then this request's cost from it (unless it gave up,
+                    // or requests served from the lease meanwhile spent it: then again).
+                    slot.lease().remaining = 0;
+                    slot.install(size, now + self.inner.lease_ttl, &d, quotas);
+                    continue;
+                }
+                if d.remaining < cost {
+                    // Not even this request fits: answer without a second round trip. The
+                    // wait was computed for a whole lease; a single request fits sooner.
+                    slot.lease().remaining = 0;
+                    let mut rejected = d;
+                    rejected.retry_after =
+                        d.retry_after.saturating_sub(unit(quotas) * (size - cost));
+                    return answer(Ok(rejected));
+                }
+            }
+            // Less than a lease left: this request alone.
+            slot.lease().remaining = 0;
+            return answer(shared.check(shared_key, quotas, cost).await);
         }
-        // Less than a lease left: this request alone.
-        slot.lease().remaining = 0;
-        shared.check(shared_key, quotas, cost).await
     }
 
     /// A lease's size: never larger than the smallest burst.
@@ -371,6 +470,27 @@ impl<S: Store> HybridStore<S> {
             Err(e) => tracing::debug!(error = %e, "background lease renewal failed"),
         }
     }
+}
+
+/// The default of [`HybridStore::wait_at_most`]: well above a round trip to a healthy Redis
+/// nearby, well below a command timeout.
+const DEFAULT_WAIT_AT_MOST: Duration = Duration::from_millis(5);
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The states of a request waiting for a lease ([`HybridStore::decide`]): waiting, answered
+/// by the task taking the lease, or gone (decided without it). Whichever of the two moves it
+/// from [`WAITING`] first wins.
+const WAITING: u8 = 0;
+const ANSWERED: u8 = 1;
+const GAVE_UP: u8 = 2;
+
+/// Moves `ask` from [`WAITING`] to `to`; `false` when the other side moved it first.
+fn claim(ask: &AtomicU8, to: u8) -> bool {
+    ask.compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// Keys (leases) held at most, as the earlier bounded cache did.

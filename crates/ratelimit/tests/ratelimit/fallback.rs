@@ -15,8 +15,10 @@ use crate::support::*;
 async fn a_failed_background_renewal_leaves_the_lease_serving_then_the_policy_applies() {
     let server = RedisServer::start();
     let backend = impatient_backend(&server);
-    let store =
-        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(5);
+    // Patient: the first request waits for its lease however slow the loaded machine is.
+    let store = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60))
+        .wait_at_most(Duration::from_secs(1))
+        .prefetch_below(5);
     let app = app(RateLimitLayer::new(store.clone(), [Quota::per_hour(1000)])
         .unwrap()
         .key_with(api_key())
@@ -144,4 +146,60 @@ async fn a_hung_redis_falls_back_to_this_instances_share_within_the_timeout() {
     server.resume();
     until_redis_decides(&app, &server).await;
     redis_admits_the_whole_quota(&app, &server, "after").await;
+}
+
+/// A `HybridStore` whose lease is spent while Redis hangs (SIGSTOP) decides on this instance's
+/// share without waiting for Redis: on paused time, every request during the pause ends
+/// within the store's wait for a lease (5 ms by default), long before the command timeout
+/// (500 ms) could have ended a Redis command. The lease asked for meanwhile lands once Redis
+/// answers, and requests are served from it again.
+#[tokio::test]
+async fn a_spent_lease_decides_on_this_instances_share_without_waiting_for_a_hung_redis() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    // Leases taken only when spent: every 10th request asks Redis.
+    let store =
+        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(0);
+    let app = app(RateLimitLayer::new(store, [Quota::per_hour(1000)])
+        .unwrap()
+        .key_with(api_key()));
+    for _ in 0..10 {
+        assert_eq!(hit(&app, Some("k")).await.status(), StatusCode::OK);
+    }
+    server.reset_stats();
+
+    server.pause();
+    tokio::time::pause();
+    for i in 0..30 {
+        let start = tokio::time::Instant::now();
+        let res = hit(&app, Some("k")).await;
+        let waited = start.elapsed();
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        // The store's wait (5 ms), rounded up to the timer's millisecond.
+        assert!(
+            waited <= Duration::from_millis(5 + 1),
+            "request {i} waited {waited:?} for a paused Redis"
+        );
+    }
+    tokio::time::resume();
+    server.resume();
+    // Within a second of Redis answering again, requests are served from a lease: at most
+    // one round trip per 10 requests.
+    let back = std::time::Instant::now();
+    let mut from_lease = 0;
+    while from_lease < 10 {
+        server.reset_stats();
+        for _ in 0..10 {
+            assert_eq!(hit(&app, Some("k")).await.status(), StatusCode::OK);
+        }
+        if server.calls("evalsha") <= 1 {
+            from_lease += 10;
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "Redis still not deciding a second after it returned"
+        );
+    }
 }

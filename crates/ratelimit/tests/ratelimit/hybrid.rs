@@ -10,6 +10,11 @@ use tower_scale_testkit::RedisServer;
 
 use crate::support::*;
 
+/// These tests count round trips and admitted requests: each request that asks for a lease
+/// waits for it (up to the command timeout), however slow the loaded machine makes Redis,
+/// instead of being decided on the local share after the default 5 ms.
+const PATIENT: Duration = Duration::from_secs(1);
+
 /// 4 instances, leases of 5 (for 200 ms), asked through `Store::check` (no background
 /// renewal) or as the layer asks (renewed below 2 units left): at most `4 × 5` (or
 /// `4 × (5 + 2)`) below the quota, never above it.
@@ -18,7 +23,9 @@ async fn hybrid_bound(as_the_layer: bool) {
     let backends = (0..4)
         .map(|_| RedisBackend::new(RedisConfig::new(server.url())).unwrap())
         .collect();
-    let store = |b| HybridStore::new(RedisStore::new(b), 5, Duration::from_millis(200));
+    let store = |b| {
+        HybridStore::new(RedisStore::new(b), 5, Duration::from_millis(200)).wait_at_most(PATIENT)
+    };
     if as_the_layer {
         let make = |b| Arc::new(AsTheLayerAsks(store(b).prefetch_below(2))) as Arc<dyn Store>;
         accuracy_with(backends, make, 4 * (5 + 2)).await;
@@ -43,7 +50,8 @@ async fn hybrid_leases_cut_round_trips_tenfold() {
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
     let quotas = [Quota::per_second(100_000)];
     let plain = RedisStore::new(backend.clone());
-    let hybrid = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60));
+    let hybrid = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60))
+        .wait_at_most(PATIENT);
     plain.check("warm", &quotas, 1).await.unwrap(); // loads the script
     server.reset_stats();
     for _ in 0..1_000 {
@@ -69,8 +77,9 @@ async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
     let server = RedisServer::start();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
     // Leases taken only when spent (no background renewal: its timing is the next test's).
-    let store =
-        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(0);
+    let store = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60))
+        .wait_at_most(PATIENT)
+        .prefetch_below(0);
     let policy = |name: &str| {
         app(RateLimitLayer::new(store.clone(), [Quota::per_hour(25)])
             .unwrap()
@@ -123,8 +132,9 @@ async fn hybrid_leases_through_the_layer_are_per_policy_and_per_key() {
 async fn hybrid_leases_are_renewed_before_they_run_out() {
     let server = RedisServer::start();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
-    let store =
-        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(5);
+    let store = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60))
+        .wait_at_most(PATIENT)
+        .prefetch_below(5);
     let app = app(RateLimitLayer::new(store.clone(), [Quota::per_hour(115)])
         .unwrap()
         .key_with(api_key()));
@@ -163,8 +173,9 @@ async fn hybrid_leases_are_renewed_before_they_run_out() {
 async fn hybrid_ratelimit_header_reports_the_quotas_remainder_not_the_leases() {
     let server = RedisServer::start();
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
-    let store =
-        HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60)).prefetch_below(0);
+    let store = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60))
+        .wait_at_most(PATIENT)
+        .prefetch_below(0);
     // One unit every 144 s: none comes back during the test.
     let app = app(RateLimitLayer::new(store, [Quota::per_hour(25)])
         .unwrap()
