@@ -168,6 +168,7 @@ impl RedisServer {
         netns.pass_packets()?;
         let mut server = Self {
             port: 6379,
+            tls_port: None,
             dir: tempfile::Builder::new()
                 .prefix("tower-scale-redis-")
                 .tempdir()
