@@ -32,6 +32,7 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)  # the scale-out test
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # the MSRV check
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the rolling-restart check
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
@@ -94,5 +95,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 log "cargo test --workspace"
 cargo test --workspace --locked
+
+# Rolling restarts behind nginx with a static upstream, POSTs at full load: none may be lost.
+# Uses the bench app that `cargo test` built (debug); about 1.5 minutes.
+log "rolling restarts behind a static nginx upstream lose no POST"
+CHECK=1 BENCH_APP="$target_dir/debug/example-bench-app" scripts/bench/shutdown-static-upstream.sh
 
 log "all checks passed"

@@ -10,7 +10,7 @@
 //! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`hybrid`, the
 //! default: leases through `HybridStore`; or `redis`: one Redis decision per `/hello`),
 //! `BENCH_RATELIMIT_HEADERS` (`off`, the default, or `on`: the IETF `RateLimit` fields on the
-//! rate-limited routes). It listens on 127.0.0.1, prints one line once listening (`listening on http://127.0.0.1:<port>`) and nothing per request. SIGTERM or
+//! rate-limited routes), `BENCH_PRE_STOP_DELAY` (seconds, 0 by default). It listens on 127.0.0.1, prints one line once listening (`listening on http://127.0.0.1:<port>`) and nothing per request. SIGTERM or
 //! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
 //! exit 1; a bad setting: exit 2.
 
@@ -83,10 +83,21 @@ fn settings() -> Result<(Mode, u16, String, Options), Failure> {
 
 async fn run() -> Result<(), Failure> {
     let (mode, port, redis_url, options) = settings()?;
-    // No load balancer to tell: no pre-stop delay; in-flight requests get 10 s.
+    // No load balancer to tell: no pre-stop delay unless BENCH_PRE_STOP_DELAY (seconds) sets
+    // one; in-flight requests get 10 s.
+    let pre_stop_delay = match std::env::var("BENCH_PRE_STOP_DELAY") {
+        Err(_) => Duration::ZERO,
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| {
+                Failure::Config(format!("BENCH_PRE_STOP_DELAY={v:?}: expected seconds"))
+            })?,
+    };
     let shutdown = Shutdown::new({
         let mut config = ShutdownConfig::default();
-        config.pre_stop_delay = Duration::ZERO;
+        config.pre_stop_delay = pre_stop_delay;
         config.drain_timeout = Duration::from_secs(10);
         config
     });
