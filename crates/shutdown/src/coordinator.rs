@@ -116,9 +116,8 @@ struct Inner {
 ///     .layer(shutdown.layer())
 ///     .merge(shutdown.health_routes());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// let serve = axum::serve(listener, app)
-///     .with_graceful_shutdown(shutdown.stop_accepting());
-/// let report = shutdown.run(async move { serve.await }).await;
+/// let serve = shutdown.serve(listener, app);
+/// let report = shutdown.run(std::future::IntoFuture::into_future(serve)).await;
 /// std::process::exit(report.exit_code());
 /// # }
 /// ```
@@ -278,11 +277,29 @@ impl Shutdown {
         }
     }
 
-    /// Resolves when the server must stop accepting: pass it to
-    /// `axum::serve(..).with_graceful_shutdown(..)` (or hyper-util's graceful shutdown).
+    /// Resolves when the server must stop accepting: for an accept loop of your own (see
+    /// [`serve_connection`](Self::serve_connection)); [`serve`](Self::serve) watches it itself.
+    /// Passed to `axum::serve(..).with_graceful_shutdown(..)`, it also closes idle keep-alive
+    /// connections at once, under clients that may be sending a request on them.
     pub fn stop_accepting(&self) -> impl Future<Output = ()> + Send + 'static {
         let token = self.inner.stop_accepting.clone();
         async move { token.cancelled().await }
+    }
+
+    /// Resolves once the drain has lasted [`ShutdownConfig::drain_timeout`], or the exit is
+    /// forced: when the connections still open are cut.
+    #[cfg(feature = "serve")]
+    pub(crate) fn drain_deadline(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            tokio::select! {
+                () = async {
+                    inner.stop_accepting.cancelled().await;
+                    tokio::time::sleep(inner.config.drain_timeout).await;
+                } => {}
+                () = inner.forced.cancelled() => {}
+            }
+        }
     }
 
     /// Resolves when the shutdown starts (for long-lived connections such as WebSockets and

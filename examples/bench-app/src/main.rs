@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::extract::Request;
+use std::future::IntoFuture;
+
 use axum::serve::ListenerExt;
 use example_bench_app::{HelloLimiter, Options};
 use tower_scale::redis::{RedisBackend, RedisConfig};
@@ -124,10 +124,6 @@ async fn run() -> Result<(), Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::Start(e.to_string()))?;
-    // Small responses go out at once (Node and the Rust peer set TCP_NODELAY too).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     println!(
         "example-bench-app: listening on http://{addr} ({}{})",
         if mode == Mode::Bare {
@@ -145,19 +141,26 @@ async fn run() -> Result<(), Failure> {
         }
     );
     shutdown.listen_for_signals();
-    let stop = shutdown.stop_accepting();
     let report = match app {
         None => {
+            let stop = shutdown.stop_accepting();
             let make =
                 example_bench_app::bare_app().into_make_service_with_connect_info::<SocketAddr>();
+            // Small responses go out at once (Node and the Rust peer set TCP_NODELAY too).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(listener, make).with_graceful_shutdown(stop);
             shutdown.run(async move { serve.await }).await
         }
         Some(app) => {
-            let make =
-                ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-            let serve = axum::serve(listener, make).with_graceful_shutdown(stop);
-            shutdown.run(async move { serve.await }).await
+            // tower-scale's serve loop: no keep-alive connection is closed under a proxy that
+            // may be writing a request on it.
+            let serve = shutdown
+                .serve(listener, app)
+                .with_connect_info()
+                .tcp_nodelay(true);
+            shutdown.run(serve.into_future()).await
         }
     };
     match report.exit_code() {
