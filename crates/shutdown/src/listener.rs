@@ -23,6 +23,11 @@ pub fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<tokio::net::Tc
     if let Some(std_listener) = fds.take_tcp_listener(0)? {
         tracing::info!("using the listening socket from systemd socket activation");
         std_listener.set_nonblocking(true)?;
+        #[cfg(unix)]
+        INHERITED_FD.store(
+            std::os::fd::AsRawFd::as_raw_fd(&std_listener),
+            std::sync::atomic::Ordering::Release,
+        );
         return tokio::net::TcpListener::from_std(std_listener);
     }
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -38,6 +43,10 @@ pub fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<tokio::net::Tc
     socket.listen(1024)?;
     tokio::net::TcpListener::from_std(socket.into())
 }
+
+/// The descriptor of the socket [`listener`] took from systemd, which outlives this process.
+#[cfg(unix)]
+static INHERITED_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// How long [`close_listener`] keeps taking connections after it stopped new handshakes: time
 /// for a handshake already under way (its SYN answered) to complete.
@@ -55,12 +64,20 @@ const HANDSHAKE_GRACE: std::time::Duration = std::time::Duration::from_millis(25
 /// answered complete and are served, then accepts what is queued and closes. Elsewhere it
 /// accepts what is queued and closes.
 ///
-/// Do not use it on a socket that outlives the process (systemd socket activation: there,
-/// just drop the listener, and the queued connections wait for the next process).
+/// A socket that outlives the process, the one [`listener`] takes from systemd socket
+/// activation, is only dropped: its queued connections wait for the next process. (A socket
+/// activated by other means must be dropped rather than passed here: the filter would stay on
+/// it.)
 pub async fn close_listener(
     listener: tokio::net::TcpListener,
     mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
+    #[cfg(unix)]
+    if std::os::fd::AsRawFd::as_raw_fd(&listener)
+        == INHERITED_FD.load(std::sync::atomic::Ordering::Acquire)
+    {
+        return;
+    }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         if let Err(e) = socket2::SockRef::from(&listener).attach_filter(&DROP_SYN) {
