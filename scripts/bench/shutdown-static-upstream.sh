@@ -22,6 +22,8 @@
 #   PRE_STOP_DELAYS  the bench app's pre-stop delays to run, in seconds ("0 5"; 5 s is
 #                    ShutdownConfig's default); the peers have none and run once
 #   RESTARTS (6), INSTANCES (3), CONNECTIONS (64), THREADS (2), PAUSE (1)
+#   TIMEOUT          wrk's timeout in seconds (10): a response slower than that counts as a
+#                    socket error (timeout), so a loaded machine does not turn slow into failed
 #   PROFILE          release (default) or dev: how the bench app is built
 #   BENCH_APP        a bench app binary to use instead of building one
 #   CHECK=1          exit 1 unless every run had 0 non-2xx, 0 socket errors, 0 upstream resets and
@@ -39,10 +41,11 @@ INSTANCES="${INSTANCES:-3}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 PAUSE="${PAUSE:-1}"
+TIMEOUT="${TIMEOUT:-10}"
 PROFILE="${PROFILE:-release}"
 RUST_PEER_TARGET_DIR="${RUST_PEER_TARGET_DIR:-$ROOT/target/rust-tower-peer}"
 NODE_PEER_DEPS_DIR="${NODE_PEER_DEPS_DIR:-$ROOT/target/node-express-peer}"
-for n in RESTARTS INSTANCES CONNECTIONS THREADS; do
+for n in RESTARTS INSTANCES CONNECTIONS THREADS TIMEOUT; do
   case "${!n}" in '' | *[!0-9]* | 0) die "$n must be a positive integer" ;; esac
 done
 case "$PROFILE" in release | dev) ;; *) die "PROFILE must be release or dev" ;; esac
@@ -156,7 +159,7 @@ run() { # impl pre_stop_delay
   "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/error.log" -s reopen
   flush_redis
   for port in "${PORTS[@]}"; do start_instance "$impl" "$port" "$delay"; done
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d1h -s "$WORK/post.lua" "http://127.0.0.1:$NGINX_PORT/login" \
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d1h --timeout "${TIMEOUT}s" -s "$WORK/post.lua" "http://127.0.0.1:$NGINX_PORT/login" \
     >"$WORK/wrk.txt" 2>&1 &
   WRK_PID=$!
   sleep "$PAUSE"
