@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::future::IntoFuture;
+
 use axum::serve::ListenerExt;
 use example_bench_app::{HelloLimiter, Options};
 use tower_scale::redis::{RedisBackend, RedisConfig};

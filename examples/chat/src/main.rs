@@ -96,8 +96,8 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         listener.local_addr()?,
         if redis { "Redis" } else { "in memory" }
     );
-    let serve = shutdown.serve(listener, app);
-    let report = shutdown.run(serve.into_future()).await;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
+    let report = shutdown.run(async move { serve.await }).await;
     Ok(ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),
     ))

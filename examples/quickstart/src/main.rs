@@ -287,8 +287,8 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
         breaker: downstream_breaker()?,
         limited_period,
     })?;
-    let serve = shutdown.serve(listener, app);
-    let report = shutdown.run(serve.into_future()).await;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
+    let report = shutdown.run(async move { serve.await }).await;
     tracing::info!(?report, "stopped");
     Ok(std::process::ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),

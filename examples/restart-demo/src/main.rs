@@ -54,8 +54,8 @@ async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     });
     shutdown.listen_for_signals();
     let app = app.layer(shutdown.layer()).merge(shutdown.health_routes());
-    let serve = shutdown.serve(listener, app);
-    let report = shutdown.run(serve.into_future()).await;
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
+    let report = shutdown.run(async move { serve.await }).await;
     Ok(std::process::ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),
     ))
