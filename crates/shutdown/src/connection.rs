@@ -257,6 +257,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let req_http1 = req.version() <= Version::HTTP_11;
         if let Some(peer) = self.peer {
             #[cfg(feature = "axum")]
             req.extensions_mut()
@@ -264,10 +265,10 @@ where
             #[cfg(not(feature = "axum"))]
             req.extensions_mut().insert(peer);
         }
-        let http1 = self.http1 && req.version() <= Version::HTTP_11;
         ConnFuture {
             inner: self.inner.call(req),
-            shutdown: http1.then(|| self.shutdown.clone()),
+            guard: Some(self.shutdown.busy()),
+            http1: self.http1 && req_http1,
         }
     }
 }
@@ -276,8 +277,9 @@ pin_project! {
     struct ConnFuture<F> {
         #[pin]
         inner: F,
-        // HTTP/1 only: whether to close decides when the response is ready.
-        shutdown: Option<Shutdown>,
+        // Counts the request until answered; the phase then says whether to close.
+        guard: Option<crate::coordinator::InFlightGuard>,
+        http1: bool,
     }
 }
 
@@ -290,8 +292,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
-        if let (Some(shutdown), Ok(res)) = (this.shutdown.as_ref(), &mut result)
-            && shutdown.phase() >= crate::Phase::NotReady
+        let shutting_down = this
+            .guard
+            .take()
+            .is_some_and(|guard| guard.phase() >= crate::Phase::NotReady);
+        if *this.http1
+            && shutting_down
+            && let Ok(res) = &mut result
         {
             crate::layer::mark_close(res);
         }
