@@ -42,6 +42,7 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # RedisServer::start_isolated: redis-server in a network namespace, packets dropped by iptables
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the rolling-restart check
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
@@ -129,5 +130,9 @@ cargo test --workspace --locked
 # stores (about 3 minutes); fails on a required test beyond the documented harness artifacts.
 log "scripts/cache-conformance.sh"
 scripts/cache-conformance.sh
+# Rolling restarts behind nginx with a static upstream, POSTs at full load: none may be lost.
+# Uses the bench app that `cargo test` built (debug); about 1.5 minutes.
+log "rolling restarts behind a static nginx upstream lose no POST"
+CHECK=1 BENCH_APP="$target_dir/debug/example-bench-app" scripts/bench/shutdown-static-upstream.sh
 
 log "all checks passed"

@@ -89,6 +89,8 @@ struct Inner {
     tasks_token: CancellationToken,
     tasks: TaskTracker,
     in_flight: AtomicUsize,
+    // Requests in progress on connections of `Shutdown::serve` / `serve_connection`.
+    busy: AtomicUsize,
     connections: AtomicUsize,
     triggers: AtomicUsize,
     hooks: Mutex<Vec<(String, Duration, Hook)>>,
@@ -116,9 +118,8 @@ struct Inner {
 ///     .layer(shutdown.layer())
 ///     .merge(shutdown.health_routes());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// let serve = axum::serve(listener, app)
-///     .with_graceful_shutdown(shutdown.stop_accepting());
-/// let report = shutdown.run(async move { serve.await }).await;
+/// let serve = shutdown.serve(listener, app);
+/// let report = shutdown.run(std::future::IntoFuture::into_future(serve)).await;
 /// std::process::exit(report.exit_code());
 /// # }
 /// ```
@@ -140,7 +141,8 @@ impl std::fmt::Debug for Shutdown {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {
-    /// Every in-flight request finished before the drain deadline.
+    /// Every in-flight request finished before the drain deadline (idle keep-alive connections
+    /// cut at the deadline lose no request and do not count).
     pub drained: bool,
     /// Every background task stopped before its deadline.
     pub tasks_stopped: bool,
@@ -178,6 +180,7 @@ impl Shutdown {
                 tasks_token: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 in_flight: AtomicUsize::new(0),
+                busy: AtomicUsize::new(0),
                 connections: AtomicUsize::new(0),
                 triggers: AtomicUsize::new(0),
                 hooks: Mutex::new(Vec::new()),
@@ -275,14 +278,43 @@ impl Shutdown {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlightGuard {
             inner: Arc::clone(&self.inner),
+            busy: false,
         }
     }
 
-    /// Resolves when the server must stop accepting: pass it to
-    /// `axum::serve(..).with_graceful_shutdown(..)` (or hyper-util's graceful shutdown).
+    /// Counts a request on a connection of the serve loop until dropped.
+    #[cfg(feature = "serve")]
+    pub(crate) fn busy(&self) -> InFlightGuard {
+        self.inner.busy.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard {
+            inner: Arc::clone(&self.inner),
+            busy: true,
+        }
+    }
+
+    /// Resolves when the server must stop accepting: for an accept loop of your own (see
+    /// [`serve_connection`](Self::serve_connection)); [`serve`](Self::serve) watches it itself.
+    /// Passed to `axum::serve(..).with_graceful_shutdown(..)`, it also closes idle keep-alive
+    /// connections at once, under clients that may be sending a request on them.
     pub fn stop_accepting(&self) -> impl Future<Output = ()> + Send + 'static {
         let token = self.inner.stop_accepting.clone();
         async move { token.cancelled().await }
+    }
+
+    /// Resolves once the drain has lasted [`ShutdownConfig::drain_timeout`], or the exit is
+    /// forced: when the connections still open are cut.
+    #[cfg(feature = "serve")]
+    pub(crate) fn drain_deadline(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            tokio::select! {
+                () = async {
+                    inner.stop_accepting.cancelled().await;
+                    tokio::time::sleep(inner.config.drain_timeout).await;
+                } => {}
+                () = inner.forced.cancelled() => {}
+            }
+        }
     }
 
     /// Resolves when the shutdown starts (for long-lived connections such as WebSockets and
@@ -405,12 +437,14 @@ impl Shutdown {
                 }
                 Some(Err(_)) => report.serve_failed = true,
                 None => {
+                    // Idle keep-alive connections only: cutting them loses no request.
+                    let busy = self.in_flight() + self.inner.busy.load(Ordering::Acquire);
                     tracing::warn!(
-                        in_flight = self.in_flight(),
+                        in_flight = busy,
                         "drain deadline passed: cutting the remaining connections"
                     );
                     serve.abort();
-                    report.drained = false;
+                    report.drained = busy == 0 && !self.inner.forced.is_cancelled();
                 }
             }
         }
@@ -471,9 +505,10 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// Counts a request in flight until dropped.
+/// Counts a request in flight (or, `busy`, a request of the serve loop) until dropped.
 pub(crate) struct InFlightGuard {
     inner: Arc<Inner>,
+    busy: bool,
 }
 
 impl InFlightGuard {
@@ -491,6 +526,11 @@ impl Inner {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let counter = if self.busy {
+            &self.inner.busy
+        } else {
+            &self.inner.in_flight
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -106,11 +106,16 @@ where
             && draining
             && let Ok(res) = &mut result
         {
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            mark_close(res);
         }
         Poll::Ready(result)
     }
+}
+
+/// Marks an HTTP/1 response `Connection: close`: the server closes the connection right after it.
+pub(crate) fn mark_close<B>(res: &mut Response<B>) {
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// Counts the connections of a server: wraps the service given to `axum::serve` (one clone per

@@ -10,9 +10,13 @@
 //!    for a pre-stop delay, so the load balancer takes it out of rotation; from now on responses
 //!    carry `Connection: close` ([`InFlightLayer`]), so pooled keep-alive connections move away
 //!    while the listener still accepts;
-//! 2. the listener stops accepting ([`Shutdown::stop_accepting`] for
-//!    `axum::serve(..).with_graceful_shutdown(..)`: idle keep-alive connections close at once,
-//!    busy ones after their response);
+//! 2. the listener stops accepting. [`Shutdown::serve`] (the accept loop, feature `serve`)
+//!    closes no connection a client may be sending a request on: an idle keep-alive connection
+//!    stays open until its next request, answered with `Connection: close`, or until the client
+//!    closes it; HTTP/2 connections get `GOAWAY` and finish their streams; the listener's
+//!    accept backlog is served, not reset ([`close_listener`]). With
+//!    `axum::serve(..).with_graceful_shutdown(shutdown.stop_accepting())` instead, idle
+//!    keep-alive connections close at once, which loses requests a proxy was sending on them;
 //! 3. in-flight requests drain up to a deadline; long-lived connections (WebSocket, SSE) watch
 //!    [`Shutdown::requested`] to close, and run in [`Shutdown::tracker`] to be awaited;
 //! 4. background tasks (tokio-util's `TaskTracker` / `CancellationToken`) are cancelled and
@@ -27,17 +31,29 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
+#[cfg(feature = "serve")]
+mod connection;
 mod coordinator;
 #[cfg(feature = "axum")]
 mod health;
 mod layer;
 mod listener;
+#[cfg(feature = "serve")]
+mod serve;
 
 #[doc(inline)]
 pub use self::{
     coordinator::{Phase, Report, Shutdown, ShutdownConfig},
     layer::{CountConnections, Counted, InFlight, InFlightLayer, ResponseFuture},
-    listener::listener,
+    listener::{close_listener, listener},
+};
+
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+#[doc(inline)]
+pub use self::{
+    connection::{BoxError, HttpService},
+    serve::Serve,
 };
 
 #[cfg(feature = "axum")]

@@ -10,7 +10,7 @@
 //! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`hybrid`, the
 //! default: leases through `HybridStore`; or `redis`: one Redis decision per `/hello`),
 //! `BENCH_RATELIMIT_HEADERS` (`off`, the default, or `on`: the IETF `RateLimit` fields on the
-//! rate-limited routes). It prints one line once listening (`listening on http://<addr>`) and nothing per request. SIGTERM or
+//! rate-limited routes), `BENCH_PRE_STOP_DELAY` (seconds, 0 by default). It prints one line once listening (`listening on http://<addr>`) and nothing per request. SIGTERM or
 //! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
 //! exit 1; a bad setting: exit 2.
 
@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::ServiceExt;
-use axum::extract::Request;
+use std::future::IntoFuture;
+
 use axum::serve::ListenerExt;
 use example_bench_app::{HelloLimiter, Options};
 use tower_scale::redis::{RedisBackend, RedisConfig};
@@ -78,10 +78,21 @@ fn settings() -> Result<(Mode, SocketAddr, String, Options), Failure> {
 
 async fn run() -> Result<(), Failure> {
     let (mode, addr, redis_url, options) = settings()?;
-    // No load balancer to tell: no pre-stop delay; in-flight requests get 10 s.
+    // No load balancer to tell: no pre-stop delay unless BENCH_PRE_STOP_DELAY (seconds) sets
+    // one; in-flight requests get 10 s.
+    let pre_stop_delay = match std::env::var("BENCH_PRE_STOP_DELAY") {
+        Err(_) => Duration::ZERO,
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| {
+                Failure::Config(format!("BENCH_PRE_STOP_DELAY={v:?}: expected seconds"))
+            })?,
+    };
     let shutdown = Shutdown::new({
         let mut config = ShutdownConfig::default();
-        config.pre_stop_delay = Duration::ZERO;
+        config.pre_stop_delay = pre_stop_delay;
         config.drain_timeout = Duration::from_secs(10);
         config
     });
@@ -108,10 +119,6 @@ async fn run() -> Result<(), Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::Start(e.to_string()))?;
-    // Small responses go out at once (Node and the Rust peer set TCP_NODELAY too).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     println!(
         "example-bench-app: listening on http://{addr} ({}{})",
         if mode == Mode::Bare {
@@ -129,19 +136,26 @@ async fn run() -> Result<(), Failure> {
         }
     );
     shutdown.listen_for_signals();
-    let stop = shutdown.stop_accepting();
     let report = match app {
         None => {
+            let stop = shutdown.stop_accepting();
             let make =
                 example_bench_app::bare_app().into_make_service_with_connect_info::<SocketAddr>();
+            // Small responses go out at once (Node and the Rust peer set TCP_NODELAY too).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(listener, make).with_graceful_shutdown(stop);
             shutdown.run(async move { serve.await }).await
         }
         Some(app) => {
-            let make =
-                ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-            let serve = axum::serve(listener, make).with_graceful_shutdown(stop);
-            shutdown.run(async move { serve.await }).await
+            // tower-scale's serve loop: no keep-alive connection is closed under a proxy that
+            // may be writing a request on it.
+            let serve = shutdown
+                .serve(listener, app)
+                .with_connect_info()
+                .tcp_nodelay(true);
+            shutdown.run(serve.into_future()).await
         }
     };
     match report.exit_code() {

@@ -63,5 +63,22 @@ pub(crate) fn slow_request(
     })
 }
 
+/// An app with `/` (answers at once) and `/slow` (answers once `release` says so).
+pub(crate) fn slow_app(release: tokio::sync::watch::Receiver<bool>) -> axum::Router {
+    axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/slow",
+            axum::routing::get(move || {
+                let mut release = release.clone();
+                async move {
+                    let _ = release.wait_for(|r| *r).await;
+                    "slow done"
+                }
+            }),
+        )
+}
+
 mod phases;
+mod serve;
 mod socket;

@@ -175,14 +175,12 @@ async fn websockets_are_closed_cleanly() {
     assert_eq!(report.exit_code(), 0);
 }
 
-/// The same coordinator drives hyper-util's server: an accept loop that stops with
-/// `stop_accepting`, and hyper-util's `GracefulShutdown` as the drain.
+/// The same coordinator drives an accept loop of one's own on hyper-util: connections served
+/// by `serve_connection`, the listener closed by `close_listener`. A slow request in flight
+/// completes with `Connection: close`, and an idle keep-alive connection opened before the
+/// drain still gets its next request answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hyper_util_server_drains_too() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
+async fn hyper_util_accept_loop_drains_too() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let shutdown = Shutdown::new(timings(
@@ -191,43 +189,28 @@ async fn hyper_util_server_drains_too() {
         Duration::from_secs(1),
     ));
     let (release_tx, release) = tokio::sync::watch::channel(false);
-    let app = axum::Router::new()
-        .route(
-            "/slow",
-            axum::routing::get(move || {
-                let mut release = release.clone();
-                async move {
-                    let _ = release.wait_for(|r| *r).await;
-                    "slow done"
-                }
-            }),
-        )
-        .layer(shutdown.layer());
+    let app = super::slow_app(release).layer(shutdown.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = shutdown.stop_accepting();
+    let s = shutdown.clone();
     let serve = async move {
-        let graceful = GracefulShutdown::new();
-        let builder = Builder::new(TokioExecutor::new());
+        let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let conn = builder.serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(app.clone()),
-                    );
-                    let conn = graceful.watch(conn.into_owned());
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
+                    let Ok((stream, peer)) = accepted else { continue };
+                    connections.spawn(s.serve_connection(stream, app.clone(), Some(peer)));
                 }
                 () = &mut stop => break,
             }
         }
-        drop(listener);
-        graceful.shutdown().await;
+        tower_scale_shutdown::close_listener(listener, |stream, peer| {
+            connections.spawn(s.serve_connection(stream, app.clone(), Some(peer)));
+        })
+        .await;
+        while connections.join_next().await.is_some() {}
         Ok::<(), std::io::Error>(())
     };
     let run = tokio::spawn({
@@ -235,6 +218,7 @@ async fn hyper_util_server_drains_too() {
         async move { s.run(serve).await }
     });
 
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -253,6 +237,13 @@ async fn hyper_util_server_drains_too() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("connection: close"), "{response}");
     assert!(response.ends_with("slow done"), "{response}");
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    idle.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
     let report = run.await.unwrap();
     assert!(report.drained, "{report:?}");
 }
