@@ -63,6 +63,7 @@ mod error;
 mod keys;
 mod link;
 mod redact;
+mod tracking;
 
 #[doc(inline)]
 pub use self::{
@@ -71,6 +72,7 @@ pub use self::{
     error::Error,
     keys::Keys,
     redact::redact_url,
+    tracking::{Invalidations, Stamp, TRACKING_CLIENT_NAME},
 };
 
 #[cfg(feature = "breaker")]

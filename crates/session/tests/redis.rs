@@ -17,11 +17,7 @@ use tower_scale_session::{
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
 fn config() -> SessionConfig {
-    let mut config = SessionConfig::default();
-    config.ttl = Duration::from_secs(600);
-    config.touch_after = Duration::from_secs(60);
-    config.secure = false;
-    config
+    support::redis_config()
 }
 
 fn backend(url: &str) -> RedisBackend {
