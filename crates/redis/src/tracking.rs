@@ -1,12 +1,13 @@
 //! [`Invalidations`]: keys invalidated by Redis itself (server-assisted client-side caching,
 //! RESP3 `CLIENT TRACKING ... BCAST`), for local copies that stay correct across instances.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use redis::{ConnectionAddr, IntoConnectionInfo};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tower_scale_core::Backoff;
@@ -245,9 +246,13 @@ impl Shared {
     }
 }
 
-/// One tracking connection.
+/// One tracking connection. Read with plain non-blocking system calls on `socket`, so that a
+/// read finds every byte the kernel holds (tokio's `try_read` answers from the reactor's last
+/// readiness report, which may predate the bytes); `watch`, a duplicate of the same socket
+/// registered with tokio, only wakes the background reader.
 struct Link {
-    stream: TcpStream,
+    socket: std::net::TcpStream,
+    watch: TcpStream,
     client_id: i64,
     state: Mutex<LinkState>,
     failed: AtomicBool,
@@ -273,7 +278,7 @@ impl Link {
         let mut state = self.state();
         let mut chunk = [0_u8; 4096];
         let ok = loop {
-            match self.stream.try_read(&mut chunk) {
+            match (&self.socket).read(&mut chunk) {
                 Ok(0) => break false,
                 Ok(n) => state.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
@@ -551,8 +556,11 @@ async fn connect(target: &Target, prefix: &str) -> io::Result<Vec<Arc<Link>>> {
                 target.connect_timeout,
             )
             .await?;
+        let socket = setup.stream.into_std()?;
+        let watch = TcpStream::from_std(socket.try_clone()?)?;
         links.push(Arc::new(Link {
-            stream: setup.stream,
+            socket,
+            watch,
             client_id,
             state: Mutex::new(LinkState {
                 buf: setup.buf,
@@ -606,9 +614,13 @@ async fn supervise(shared: Weak<Shared>, target: Target) {
 
 /// Reads a link as data arrives, until it fails.
 async fn read(shared: Weak<Shared>, link: Arc<Link>) {
-    while link.stream.readable().await.is_ok() {
+    while link.watch.readable().await.is_ok() {
         let Some(s) = shared.upgrade() else { return };
-        link.drain(&s);
+        // `drain` reads until the socket would block: tokio may forget this readiness report.
+        let _ = link.watch.try_io(Interest::READABLE, || {
+            link.drain(&s);
+            Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+        });
         if link.failed.load(SeqCst) {
             return;
         }
@@ -655,7 +667,7 @@ async fn watch(shared: &Weak<Shared>, links: &[Arc<Link>], heartbeat: Duration) 
                 return;
             }
             let ping = command(&[b"PING"]);
-            if link.stream.try_write(&ping).ok() != Some(ping.len()) {
+            if (&link.socket).write(&ping).ok() != Some(ping.len()) {
                 link.failed.store(true, SeqCst);
                 return;
             }
