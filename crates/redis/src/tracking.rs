@@ -699,10 +699,13 @@ mod tests {
             assert_eq!(parse(&push[..cut]), Ok(None), "{cut} bytes");
         }
         let flush = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
-        assert!(matches!(parse(flush), Ok(Some((Frame::Push(p), 25))) if p[1] == Frame::Null));
+        assert!(
+            matches!(parse(flush), Ok(Some((Frame::Push(p), n))) if p[1] == Frame::Null && n == flush.len())
+        );
+        // A map is one frame (its pairs flattened); what follows it is the next frame.
         assert_eq!(
             parse(b"%1\r\n+a\r\n:1\r\n+PONG\r\n").unwrap().unwrap().1,
-            14
+            12
         );
         assert_eq!(parse(b"?x\r\n"), Err(()));
         assert_eq!(parse(b"$x\r\n"), Err(()));
