@@ -210,12 +210,7 @@ fn calls(redis: &RedisServer) -> HashMap<String, u64> {
 
 /// The commands of one run of the save script: `EVALSHA` and the calls inside it (the
 /// `HMGET` of `__exp` doubles as the existence check).
-const SAVE_SCRIPT: &[(&str, u64)] = &[
-    ("evalsha", 1),
-    ("hmget", 1),
-    ("hset", 1),
-    ("pexpire", 1),
-];
+const SAVE_SCRIPT: &[(&str, u64)] = &[("evalsha", 1), ("hmget", 1), ("hset", 1), ("pexpire", 1)];
 
 /// A request (method, path, cookie), the commands it should cost, and what that shows.
 type Case<'a> = (
