@@ -356,6 +356,17 @@ async fn cached_hits_come_from_the_local_tier_when_it_is_on() {
     let res = app.get("/cached/7", &[]).await;
     let body = res.bytes().await.unwrap();
     assert_eq!(body, origin_document("7").as_bytes());
+    // The local tier serves only once its purge bus is subscribed (it subscribes on first
+    // use); the next hit then fills it.
+    let started = Instant::now();
+    while redis.cli(&["PUBSUB", "CHANNELS"]).is_empty() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the purge bus never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.get("/cached/7", &[]).await.bytes().await.unwrap(), body);
     redis.reset_stats();
     for _ in 0..100 {
         let res = app.get("/cached/7", &[]).await;
