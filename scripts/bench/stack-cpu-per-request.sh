@@ -6,7 +6,11 @@
 #   e.g. scripts/bench/stack-cpu-per-request.sh cached tower-scale=target/release/example-bench-app \
 #          rust-tower=target/rust-tower-peer/release/rust-tower-peer
 #
-# <scenario> is a contract path with its wrk script: limited, cached, login, session or hello.
+#   scripts/bench/stack-cpu-per-request.sh cached tower-scale-l1="env BENCH_CACHE_L1=on target/release/example-bench-app" ...
+#
+# <scenario> is a contract path with its wrk script: limited, cached, login, session, whoami or
+# hello. A server may be given as a command with arguments (e.g. `env VAR=value binary`), split
+# on spaces; it must exec the server, so that its pid is the server's.
 # Starts one redis-server on a free loopback port; per round and per server: FLUSHALL, start it
 # (PORT, REDIS_URL), a WARM-second untimed wrk pass (fills /cached), CONFIG RESETSTAT, wrk -t1
 # -c64 for DURATION seconds, reading the CPU time (utime + stime) of the server and of Redis
@@ -28,8 +32,9 @@ case "$SCENARIO" in
   cached) URL_PATH=/cached/; LUA="$SHARED_DIR/bench/cached.lua"; CMD="get"; export CACHED_IDS="${CACHED_IDS:-1000}" ;;
   login) URL_PATH=/login; LUA="$SHARED_DIR/bench/login.lua"; CMD="exec" ;;
   session) URL_PATH=/session; LUA="$SHARED_DIR/bench/session.lua"; CMD="hget" ;;
+  whoami) URL_PATH=/whoami; LUA="$SHARED_DIR/bench/session.lua"; CMD="hgetall"; export LOGIN_PATH=/login ;;
   hello) URL_PATH=/hello; LUA=""; CMD="evalsha" ;;
-  *) die "unknown scenario '$SCENARIO' (limited, cached, login, session or hello)" ;;
+  *) die "unknown scenario '$SCENARIO' (limited, cached, login, session, whoami or hello)" ;;
 esac
 TICKS="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -53,7 +58,8 @@ for round in $(seq "$ROUNDS"); do
     label="${spec%%=*}"; bin="${spec#*=}"
     flush_redis
     PORT="$(free_port)"
-    PORT="$PORT" REDIS_URL="$REDIS_URL" "$bin" >/dev/null 2>&1 &
+    # shellcheck disable=SC2086 # a command with arguments, split on spaces
+    PORT="$PORT" REDIS_URL="$REDIS_URL" $bin >/dev/null 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/hello" >/dev/null 2>&1 && break; sleep 0.1; done
     wrk "${wrk_args[@]}" -d"${WARM}s" "http://127.0.0.1:$PORT$URL_PATH" >/dev/null 2>&1

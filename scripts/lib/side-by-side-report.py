@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns bench-compare.sh's raw lines into markdown tables of ratios and an SVG chart.
 
-usage: bench-report.py results.txt table.md chart.svg
+usage: side-by-side-report.py results.txt table.md chart.svg [redis.txt]
 
 Each input line: "<round> <impl> <scenario> <requests_per_s> <p99_ms> <non2xx>" (or the same
 without the round). Lines with NA (a failed run) are skipped. With several rounds, each figure
@@ -9,6 +9,10 @@ is the median of its rounds. Ratios are to bare axum's GET /hello measured in th
 between tower-scale and each peer; with several rounds, the comparison with each peer also
 counts the rounds in which tower-scale was ahead (each round's figures against the same
 round's, the implementations having run one after the other).
+
+With redis.txt (lines "<round> <impl> <scenario> <commands_per_request> <redis_us_per_request>"),
+a second table: per scenario and implementation, Redis commands and Redis CPU µs per request
+(medians of the rounds) and the requests one Redis core serves at that cost (10^6 / µs).
 """
 import statistics
 import sys
@@ -16,7 +20,7 @@ from collections import OrderedDict
 
 BASE_IMPL, BASE_SCENARIO, OURS = "bare-axum", "hello", "tower-scale"
 COLORS = {"tower-scale": "#4c72b0", "tower-scale-redis-hello": "#8fb3e0", "tower-scale-headers": "#a6c8ea", "rust-tower": "#dd8452",
-          "node-express": "#55a868"}
+          "node-express": "#55a868", "tower-scale-l1": "#2a4d7f", "tower-scale-no-local-copy": "#b8cfe8"}
 EXTRA_COLORS = ["#c44e52", "#8172b3", "#937860"]
 
 
@@ -146,6 +150,54 @@ def table(rows, impls, scenarios, nrounds):
     return "\n".join(out) + "\n"
 
 
+def redis_table(path, scenario_order):
+    """Redis commands and CPU per request, median of the rounds, per scenario and impl."""
+    samples = OrderedDict()  # (impl, scenario) -> [(commands, us)]
+    impls, scenarios = [], []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) != 5:
+                continue
+            _, impl, scenario, commands, us = parts
+            try:
+                sample = (float(commands), float(us))
+            except ValueError:
+                continue
+            samples.setdefault((impl, scenario), []).append(sample)
+            if impl not in impls:
+                impls.append(impl)
+            if scenario not in scenarios:
+                scenarios.append(scenario)
+    if not samples:
+        return ""
+    order = [s for s in scenario_order if s in scenarios] + [s for s in scenarios if s not in scenario_order]
+    shown = [i for i in impls if any((i, s) in samples for s in order)]
+    out = ["\nWhat a request costs Redis (each implementation against its own redis-server; "
+           "commands counted by `INFO commandstats`, those inside Lua scripts included; Redis CPU "
+           "from `INFO cpu` used_cpu_user + used_cpu_sys; medians of the rounds, ± half the range "
+           "of the rounds' Redis µs relative to the median). Each cell: commands / Redis µs per "
+           "request / requests per second one Redis core serves at that cost (10^6 ÷ µs):\n"]
+    out.append("| scenario | " + " | ".join(shown) + " |")
+    out.append("|---" * (1 + len(shown)) + "|")
+    for s in order:
+        cells = [s]
+        for i in shown:
+            xs = samples.get((i, s))
+            if not xs:
+                cells.append("–")
+                continue
+            cmds = statistics.median(x[0] for x in xs)
+            us = statistics.median(x[1] for x in xs)
+            spread = ""
+            if len(xs) > 1 and us > 0:
+                spread = f" ±{100 * (max(x[1] for x in xs) - min(x[1] for x in xs)) / (2 * us):.0f}%"
+            core = f"{1e6 / us:,.0f}" if us > 0 else "∞"
+            cells.append(f"{cmds:.3f} / {us:.2f}{spread} / {core}")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def color(impl, index):
     return COLORS.get(impl, EXTRA_COLORS[index % len(EXTRA_COLORS)])
 
@@ -212,14 +264,16 @@ def chart(rows, impls, scenarios):
 
 
 def main():
-    if len(sys.argv) != 4:
-        sys.exit("usage: bench-report.py results.txt table.md chart.svg")
+    if len(sys.argv) not in (4, 5):
+        sys.exit("usage: side-by-side-report.py results.txt table.md chart.svg [redis.txt]")
     results, table_path, chart_path = sys.argv[1:4]
     rows, impls, scenarios, nrounds = load(results)
     if not rows:
         sys.exit(f"no results in {results}")
     with open(table_path, "w") as f:
         f.write(table(rows, impls, scenarios, nrounds))
+        if len(sys.argv) == 5:
+            f.write(redis_table(sys.argv[4], scenarios))
     with open(chart_path, "w") as f:
         f.write(chart(rows, impls, scenarios))
 

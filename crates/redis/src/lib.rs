@@ -68,6 +68,7 @@ mod keys;
 mod link;
 mod redact;
 mod tls;
+mod tracking;
 
 #[doc(inline)]
 pub use self::{
@@ -76,6 +77,7 @@ pub use self::{
     error::Error,
     keys::Keys,
     redact::redact_url,
+    tracking::{Invalidations, Stamp, TRACKING_CLIENT_NAME},
 };
 
 #[cfg(feature = "breaker")]

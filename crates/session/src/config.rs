@@ -123,6 +123,78 @@ impl Default for SessionConfig {
     }
 }
 
+/// Settings of the Redis store's local copy of recently read sessions
+/// ([`RedisStore::local_copy`](crate::RedisStore::local_copy), feature `redis`), all with
+/// defaults; deserializable, durations written like `"5m"`.
+///
+/// A session read on this instance is kept in memory and served from there, without a Redis
+/// round trip, until Redis reports that any instance changed or deleted it (server-assisted
+/// client-side caching: RESP3 `CLIENT TRACKING` in broadcast mode, one connection per
+/// master). While that connection is down, every read goes to Redis.
+///
+/// ```
+/// use tower_scale_session::LocalCopyConfig;
+///
+/// let config: LocalCopyConfig =
+///     serde_json::from_str(r#"{ "max_sessions": 50000, "max_age": "1m" }"#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.heartbeat.as_secs(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LocalCopyConfig {
+    /// How many sessions are kept (least recently used dropped first). 1 to 100,000,000;
+    /// default 100,000.
+    pub max_sessions: u64,
+    /// How long a copy may be served after it was read from Redis (a bound on memory held
+    /// by idle sessions; invalidations do not depend on it). At least 1 s; default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How often each tracking connection is checked with a `PING`; one that has not
+    /// answered the previous `PING` by the next counts as down (local copies dropped, reads
+    /// go to Redis). This bounds how long a connection that silently stopped delivering
+    /// (a network partition, not a closed connection) can go unnoticed. From 10 ms to 1 min;
+    /// default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for LocalCopyConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 100_000,
+            max_age: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+impl LocalCopyConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=100_000_000).contains(&self.max_sessions) {
+            return Err(ConfigError::new(
+                "max_sessions",
+                format_args!("{}: from 1 to 100000000", self.max_sessions),
+            ));
+        }
+        if self.max_age < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "max_age",
+                format_args!("{:?}: at least 1s", self.max_age),
+            ));
+        }
+        if self.heartbeat < Duration::from_millis(10) || self.heartbeat > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "heartbeat",
+                format_args!("{:?}: from 10ms to 1min", self.heartbeat),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -334,6 +406,23 @@ mod tests {
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e} should name {field}");
         }
+    }
+
+    #[test]
+    fn local_copy_settings_are_checked() {
+        LocalCopyConfig::default().validate().unwrap();
+        let bad = [
+            ("max_sessions", r#"{"max_sessions":0}"#),
+            ("max_age", r#"{"max_age":"10ms"}"#),
+            ("heartbeat", r#"{"heartbeat":"1ms"}"#),
+            ("heartbeat", r#"{"heartbeat":"2min"}"#),
+        ];
+        for (field, json) in bad {
+            let config: LocalCopyConfig = serde_json::from_str(json).unwrap();
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e} should name {field}");
+        }
+        assert!(serde_json::from_str::<LocalCopyConfig>(r#"{"size":1}"#).is_err());
     }
 
     #[test]

@@ -71,7 +71,7 @@ mod store;
 
 #[doc(inline)]
 pub use self::{
-    config::{SameSite, SessionConfig},
+    config::{LocalCopyConfig, SameSite, SessionConfig},
     error::SessionError,
     future::ResponseFuture,
     id::SessionId,

@@ -6,9 +6,9 @@
 //! | endpoint | layers (outermost first) |
 //! |---|---|
 //! | `GET /hello` | rate limit (Redis-backed through `HybridStore` leases by default, keyed by peer IP, a quota never reached) → session (never touched) → compression (body below the threshold) → circuit breaker (closed) |
-//! | `POST /login`, `GET /session` | session (Redis) |
+//! | `POST /login`, `GET /session`, `GET /whoami` | session (Redis; by default with the store's local copy of recently read sessions, dropped when Redis reports a change: [`Options::session_local_copy`]) |
 //! | `GET /limited` | rate limit (Redis, keyed by `x-api-key`, 100/s, burst 100) |
-//! | `GET /cached/{id}` | response cache (Redis, TTL 60 s, no local tier: a hit is a Redis answer) |
+//! | `GET /cached/{id}` | response cache (Redis, TTL 60 s; by default no local tier, so a hit is a Redis answer; [`Options::cache_l1`] adds the local tier with purges across instances) |
 //! | `GET /json` | compression (gzip only, level 6) |
 //!
 //! and the graceful-shutdown layer outside them all. [`bare_app`] is the baseline: axum's
@@ -34,7 +34,7 @@ use tower_scale::cache::{Cache, ResponseCacheLayer};
 use tower_scale::compression::{CompressionLayer, Encoding};
 use tower_scale::ratelimit::{HeaderKey, HybridStore, PeerIp, Quota, RateLimitLayer};
 use tower_scale::redis::RedisBackend;
-use tower_scale::session::{Session, SessionError, SessionManagerLayer};
+use tower_scale::session::{LocalCopyConfig, Session, SessionError, SessionManagerLayer};
 use tower_scale::shutdown::{InFlight, Shutdown};
 
 /// `GET /json`'s document: `shared/bench/data/doc-20k.json`, byte for byte (20,359 bytes).
@@ -90,14 +90,36 @@ pub enum HelloLimiter {
 }
 
 /// The bench app's settings beyond the contract's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     /// `/hello`'s limiter (`BENCH_HELLO_LIMITER`).
     pub hello_limiter: HelloLimiter,
     /// Whether the rate limiters add the IETF `RateLimit`/`RateLimit-Policy` fields
     /// (`BENCH_RATELIMIT_HEADERS=on`); off by default, as in the peers.
     pub ratelimit_headers: bool,
+    /// Whether the session store keeps its local copy of recently read sessions
+    /// (`RedisStore::local_copy`, `BENCH_SESSION_LOCAL=on`, the default): a session read
+    /// again costs no Redis command until Redis reports it changed.
+    pub session_local_copy: bool,
+    /// Whether `/cached/{id}` has the cache's local tier in front of Redis, with purges
+    /// reaching every instance (`BENCH_CACHE_L1=on`); off by default, so that a hit is a
+    /// Redis answer as the contract asks.
+    pub cache_l1: bool,
 }
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            hello_limiter: HelloLimiter::default(),
+            ratelimit_headers: false,
+            session_local_copy: true,
+            cache_l1: false,
+        }
+    }
+}
+
+/// The size of `/cached/{id}`'s local tier with [`Options::cache_l1`] (bytes).
+pub const CACHE_L1_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Units per lease of [`HelloLimiter::Hybrid`].
 pub const HELLO_LEASE: u32 = 1_000;
@@ -133,8 +155,11 @@ pub fn app(
 
     // Sessions in Redis. `secure: false` only because the benchmark speaks plain HTTP on
     // loopback; a deployment keeps the default (`Secure`).
-    let sessions =
-        SessionManagerLayer::new(session::RedisStore::new(redis.clone())).secure(false)?;
+    let mut session_store = session::RedisStore::new(redis.clone());
+    if options.session_local_copy {
+        session_store = session_store.local_copy(&LocalCopyConfig::default())?;
+    }
+    let sessions = SessionManagerLayer::new(session_store).secure(false)?;
 
     // /hello's rate limit: Redis-backed, keyed by the peer's IP, a quota that is never reached
     // (one request per microsecond sustained, bursts of a billion).
@@ -160,10 +185,15 @@ pub fn app(
     .headers(options.ratelimit_headers)
     .key_with(HeaderKey(header::HeaderName::from_static("x-api-key")));
 
-    // /cached/{id}: cache-aside through Redis, 60 s. No local tier, so every hit is answered by
-    // Redis, as the contract asks.
-    let cached =
-        ResponseCacheLayer::new(Cache::new(cache::RedisStore::new(redis.clone()))).ttl(CACHE_TTL);
+    // /cached/{id}: cache-aside through Redis, 60 s. By default no local tier, so every hit is
+    // answered by Redis, as the contract asks.
+    let cache_store = cache::RedisStore::new(redis.clone());
+    let cache = if options.cache_l1 {
+        Cache::builder(cache_store).l1(CACHE_L1_BYTES).build()?
+    } else {
+        Cache::new(cache_store)
+    };
+    let cached = ResponseCacheLayer::new(cache).ttl(CACHE_TTL);
 
     // gzip only (the contract's encoding), at the usual default level.
     let gzip = CompressionLayer::new()
@@ -188,7 +218,8 @@ pub fn app(
             )),
         )
         .route("/login", post(login.layer(sessions.clone())))
-        .route("/session", get(count.layer(sessions)))
+        .route("/session", get(count.layer(sessions.clone())))
+        .route("/whoami", get(whoami.layer(sessions)))
         .route("/limited", get(limited.layer(api_limit)))
         .route("/cached/{id}", get(cached_item.layer(cached)))
         .route("/json", get(json.layer(gzip)));
@@ -223,6 +254,14 @@ async fn count(session: Session) -> Result<Response, SessionError> {
     let count = count.saturating_add(1);
     session.insert("count", &count)?;
     Ok(count.to_string().into_response())
+}
+
+/// Answers the session's `user`, writing nothing; 401 without a valid session.
+async fn whoami(session: Session) -> Result<Response, SessionError> {
+    match session.get::<String>("user").await? {
+        Some(user) => Ok(user.into_response()),
+        None => Ok((StatusCode::UNAUTHORIZED, "no session").into_response()),
+    }
 }
 
 async fn limited() -> &'static str {

@@ -10,7 +10,9 @@
 //! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`hybrid`, the
 //! default: leases through `HybridStore`; or `redis`: one Redis decision per `/hello`),
 //! `BENCH_RATELIMIT_HEADERS` (`off`, the default, or `on`: the IETF `RateLimit` fields on the
-//! rate-limited routes), `BENCH_PRE_STOP_DELAY` (seconds, 0 by default). It prints one line once listening (`listening on http://<addr>`) and nothing per request. SIGTERM or
+//! rate-limited routes), `BENCH_PRE_STOP_DELAY` (seconds, 0 by default), `BENCH_SESSION_LOCAL` (`on`, the default: the session store's local
+//! copy of recently read sessions; or `off`), `BENCH_CACHE_L1` (`off`, the default, or `on`:
+//! the cache's local tier in front of Redis for `/cached/{id}`). It prints one line once listening (`listening on http://<addr>`) and nothing per request. SIGTERM or
 //! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
 //! exit 1; a bad setting: exit 2.
 
@@ -60,20 +62,25 @@ fn settings() -> Result<(Mode, SocketAddr, String, Options), Failure> {
             .parse()
             .map_err(|e| Failure::Config(format!("BENCH_HELLO_LIMITER={e}")))?,
     };
-    let ratelimit_headers = match std::env::var("BENCH_RATELIMIT_HEADERS").as_deref() {
-        Err(_) | Ok("" | "off") => false,
-        Ok("on") => true,
-        Ok(other) => {
-            return Err(Failure::Config(format!(
-                "BENCH_RATELIMIT_HEADERS={other:?}: expected \"on\" or \"off\""
-            )));
-        }
-    };
     let options = Options {
         hello_limiter,
-        ratelimit_headers,
+        ratelimit_headers: switch("BENCH_RATELIMIT_HEADERS", false)?,
+        session_local_copy: switch("BENCH_SESSION_LOCAL", true)?,
+        cache_l1: switch("BENCH_CACHE_L1", false)?,
     };
     Ok((mode, addr, redis_url, options))
+}
+
+/// An `on`/`off` setting; `default` when unset or empty.
+fn switch(name: &str, default: bool) -> Result<bool, Failure> {
+    match std::env::var(name).as_deref() {
+        Err(_) | Ok("") => Ok(default),
+        Ok("on") => Ok(true),
+        Ok("off") => Ok(false),
+        Ok(other) => Err(Failure::Config(format!(
+            "{name}={other:?}: expected \"on\" or \"off\""
+        ))),
+    }
 }
 
 async fn run() -> Result<(), Failure> {

@@ -160,6 +160,31 @@ async fn every_endpoint_follows_the_contract() {
     let res = app.get("/session", &[("cookie", &first)]).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
+    // GET /whoami: the session's user, nothing written; 401 without a valid session.
+    let res = app.http.post(app.url("/login")).send().await.unwrap();
+    let third = cookie(&res);
+    let user = res.text().await.unwrap();
+    redis.reset_stats();
+    for _ in 0..3 {
+        let res = app.get("/whoami", &[("cookie", &third)]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(header(&res, "set-cookie").is_none());
+        assert_eq!(res.text().await.unwrap(), user);
+    }
+    let writes: u64 = ["evalsha", "hset", "exec", "pexpire", "del"]
+        .iter()
+        .map(|c| redis.calls(c))
+        .sum();
+    assert_eq!(writes, 0, "{:?}", redis.command_calls());
+    for cookie in ["", "sid=AAAAAAAAAAAAAAAAAAAAAA", first.as_str()] {
+        let headers: Vec<(&str, &str)> = Some(("cookie", cookie))
+            .filter(|_| !cookie.is_empty())
+            .into_iter()
+            .collect();
+        let res = app.get("/whoami", &headers).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{cookie}");
+    }
+
     // GET /limited: 100 per second per x-api-key, burst 100; then 429 with Retry-After.
     // 300 requests at once: the first 100 pass, and no more pass than the burst plus what
     // the sustained rate (one per 10 ms) refilled while they ran.
@@ -274,6 +299,85 @@ async fn the_default_hello_limiter_leases_instead_of_a_round_trip_per_request() 
     assert!(app.exit_on_sigterm().await.success());
 }
 
+/// `/whoami` reads of one session: how many `HGETALL`s Redis saw for `reads` of them.
+async fn whoami_loads(envs: &[(&str, &str)], reads: usize) -> u64 {
+    let redis = RedisServer::start();
+    let mut all = vec![("REDIS_URL", redis.url())];
+    all.extend(envs.iter().map(|&(k, v)| (k, v.to_owned())));
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = App::start(&all).await;
+    let res = app.http.post(app.url("/login")).send().await.unwrap();
+    let session = cookie(&res);
+    let user = res.text().await.unwrap();
+    // The session store's tracking connection (when on) comes up in the background.
+    let started = Instant::now();
+    let on = envs.is_empty();
+    while on
+        && !redis
+            .cli(&["CLIENT", "LIST"])
+            .contains("tower-scale-tracking")
+    {
+        assert!(started.elapsed() < DEADLINE, "no tracking connection");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.get("/whoami", &[("cookie", &session)])
+            .await
+            .text()
+            .await
+            .unwrap(),
+        user
+    );
+    redis.reset_stats();
+    for _ in 0..reads {
+        let res = app.get("/whoami", &[("cookie", &session)]).await;
+        assert_eq!(res.text().await.unwrap(), user);
+    }
+    let loads = redis.calls("hgetall");
+    assert!(app.exit_on_sigterm().await.success());
+    loads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_reads_the_local_copy_unless_it_is_turned_off() {
+    // The default: the local copy, no command per read.
+    assert_eq!(whoami_loads(&[], 200).await, 0);
+    // Off: one HGETALL per read.
+    assert_eq!(
+        whoami_loads(&[("BENCH_SESSION_LOCAL", "off")], 200).await,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_hits_come_from_the_local_tier_when_it_is_on() {
+    let redis = RedisServer::start();
+    let app = App::start(&[("REDIS_URL", &redis.url()), ("BENCH_CACHE_L1", "on")]).await;
+    let res = app.get("/cached/7", &[]).await;
+    let body = res.bytes().await.unwrap();
+    assert_eq!(body, origin_document("7").as_bytes());
+    // The local tier serves only once its purge bus is subscribed (it subscribes on first
+    // use); the next hit then fills it.
+    let started = Instant::now();
+    while redis.cli(&["PUBSUB", "CHANNELS"]).is_empty() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the purge bus never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.get("/cached/7", &[]).await.bytes().await.unwrap(), body);
+    redis.reset_stats();
+    for _ in 0..100 {
+        let res = app.get("/cached/7", &[]).await;
+        let status = header(&res, "cache-status").unwrap().to_owned();
+        assert!(status.contains("hit"), "{status}");
+        assert_eq!(res.bytes().await.unwrap(), body);
+    }
+    assert_eq!(redis.calls("get"), 0, "{:?}", redis.command_calls());
+    assert!(app.exit_on_sigterm().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ietf_ratelimit_fields_can_be_turned_on() {
     let redis = RedisServer::start();
@@ -323,9 +427,15 @@ async fn bad_settings_and_a_missing_redis_stop_the_start() {
     let out = run(&[("BENCH_HELLO_LIMITER", "memory")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_HELLO_LIMITER"));
-    let out = run(&[("BENCH_RATELIMIT_HEADERS", "yes")]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_RATELIMIT_HEADERS"));
+    for name in [
+        "BENCH_RATELIMIT_HEADERS",
+        "BENCH_SESSION_LOCAL",
+        "BENCH_CACHE_L1",
+    ] {
+        let out = run(&[(name, "yes")]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(name));
+    }
 
     let mut redis = RedisServer::start();
     let url = redis.url();

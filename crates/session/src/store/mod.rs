@@ -8,6 +8,8 @@ use tower_scale_core::{BoxFuture, StoreError};
 
 use crate::SessionId;
 
+#[cfg(feature = "redis")]
+mod local;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;

@@ -6,10 +6,13 @@ use tower_scale_redis::{Error as RedisError, RedisBackend};
 
 use tower_scale_core::{BoxFuture, StoreError};
 
+use super::local::LocalCopy;
 use super::{
     ENDS_FIELD, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, Store, USER_FIELD, capped,
 };
-use crate::SessionId;
+use crate::{LocalCopyConfig, SessionId};
+use tower_scale_core::ConfigError;
+use tower_scale_redis::Invalidations;
 
 /// Updates the changed fields of an existing session hash, in one round trip; a session that
 /// is gone is never recreated.
@@ -58,15 +61,50 @@ const INDEX_MARGIN_MS: u64 = 60_000;
 ///
 /// Every command is bounded by the backend's command timeout; failures come back as
 /// [`StoreError`]. Works unchanged on Redis Cluster: every command touches one key.
+///
+/// With [`local_copy`](Self::local_copy), a session read on this instance is served from
+/// memory, with no Redis command, until Redis reports that any instance changed or deleted
+/// it; while the report channel is down, every load is an `HGETALL` again.
 #[derive(Clone, Debug)]
 pub struct RedisStore {
     backend: RedisBackend,
+    local: Option<LocalCopy>,
 }
 
 impl RedisStore {
     /// A store on the shared backend.
     pub fn new(backend: RedisBackend) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            local: None,
+        }
+    }
+
+    /// Keeps a local copy of recently read sessions, served without a Redis round trip and
+    /// dropped as soon as Redis reports (server-assisted client-side caching, RESP3
+    /// `CLIENT TRACKING ON BCAST PREFIX <prefix>:session:`) that any instance changed or
+    /// deleted the session. One extra connection per Redis master (standalone: one; Redis
+    /// Cluster: one per master), opened in the background; until it is up, and whenever it
+    /// is down (closed, killed, Redis restarted, a missed heartbeat), loads read Redis and
+    /// nothing local is served. See `docs/session.md` for the guarantees.
+    ///
+    /// # Errors
+    ///
+    /// A bad setting (naming the field), a Redis URL that is not `redis://` over TCP, or a
+    /// call outside a tokio runtime.
+    pub fn local_copy(mut self, config: &LocalCopyConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let prefix = self.backend.keys().key("session", "");
+        let local = LocalCopy::start(&self.backend, prefix, config)
+            .map_err(|e| ConfigError::new("local_copy", e))?;
+        self.local = Some(local);
+        Ok(self)
+    }
+
+    /// The channel through which Redis reports changed sessions, when
+    /// [`local_copy`](Self::local_copy) is on (its state, its connections' client ids).
+    pub fn invalidations(&self) -> Option<&Invalidations> {
+        self.local.as_ref().map(LocalCopy::invalidations)
     }
 
     /// The backend.
@@ -85,9 +123,35 @@ impl RedisStore {
     }
 
     async fn load_now(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        let key = self.session_key(id);
+        let Some(local) = &self.local else {
+            return self.read(&key).await;
+        };
+        let Some(stamp) = local.ticket(&key) else {
+            // The channel is down: Redis only.
+            return self.read(&key).await;
+        };
+        if let Some(record) = local.get(&key, stamp) {
+            return Ok(Some(record));
+        }
+        let record = self.read(&key).await?;
+        if let Some(record) = &record {
+            local.keep(&key, record, stamp);
+        }
+        Ok(record)
+    }
+
+    /// This instance changed or deleted the session at `key`: its local copy goes now.
+    fn changed(&self, key: &str) {
+        if let Some(local) = &self.local {
+            local.changed(key);
+        }
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let mut fields: HashMap<String, String> = self
             .backend
-            .query(redis::cmd("HGETALL").arg(self.session_key(id)))
+            .query(redis::cmd("HGETALL").arg(key))
             .await
             .map_err(|e| store_error("load", e))?;
         if fields.is_empty() {
@@ -151,7 +215,9 @@ impl RedisStore {
         let saved = if save.create {
             self.create(&key, &save, ttl_ms, indexed_until).await
         } else {
-            self.update(&key, &save, ttl_ms, indexed_until).await
+            let saved = self.update(&key, &save, ttl_ms, indexed_until).await;
+            self.changed(&key);
+            saved
         };
         let (outcome, previous) = saved.map_err(|e| store_error("save", e))?;
         if outcome != SaveOutcome::Saved {
@@ -307,11 +373,10 @@ impl RedisStore {
     }
 
     async fn delete_now(&self, id: &SessionId) -> Result<(), StoreError> {
-        let user: Option<String> = self
-            .backend
-            .invoke(&DELETE.key(self.session_key(id)))
-            .await
-            .map_err(|e| store_error("delete", e))?;
+        let key = self.session_key(id);
+        let user: Result<Option<String>, _> = self.backend.invoke(&DELETE.key(&key)).await;
+        self.changed(&key);
+        let user = user.map_err(|e| store_error("delete", e))?;
         if let Some(user) = user {
             self.unindex(&user, id).await?;
         }
@@ -325,19 +390,25 @@ impl RedisStore {
             .query(redis::cmd("SMEMBERS").arg(&user_key))
             .await
             .map_err(|e| store_error("list user sessions", e))?;
-        let commands: Vec<redis::Cmd> = ids
+        let keys: Vec<String> = ids
             .iter()
             .filter_map(|id| SessionId::parse(id))
-            .map(|id| {
+            .map(|id| self.session_key(&id))
+            .collect();
+        let commands: Vec<redis::Cmd> = keys
+            .iter()
+            .map(|key| {
                 let mut del = redis::cmd("DEL");
-                del.arg(self.session_key(&id));
+                del.arg(key);
                 del
             })
             .collect();
         // Each session key hashes to its own slot: one DEL per key, all in flight at once.
         let deletes = commands.iter().map(|del| self.backend.query::<usize>(del));
+        let results = futures_util::future::join_all(deletes).await;
+        keys.iter().for_each(|key| self.changed(key));
         let mut deleted = 0;
-        for result in futures_util::future::join_all(deletes).await {
+        for result in results {
             deleted += result.map_err(|e| store_error("delete user sessions", e))?;
         }
         // Only the ids read leave the index: a login since the SMEMBERS stays listed, for

@@ -1,8 +1,9 @@
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return {0, false} end
+-- A session hash always holds `__exp`: without it (no key) there is no session to update.
+local got = redis.call('HMGET', key, '__exp', '__user', '__end')
+if not got[1] then return {0, false} end
 local user = ARGV[3]
-local got = redis.call('HMGET', key, '__user', '__end')
-local previous, ends = got[1], got[2]
+local previous, ends = got[2], got[3]
 local ttl = ARGV[1]
 local exp = ARGV[2]
 if ends and tonumber(ends) < tonumber(exp) then

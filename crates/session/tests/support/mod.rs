@@ -12,9 +12,18 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_scale_session::{
-    BoxFuture, Record, Refuse, Save, SaveOutcome, Session, SessionError, SessionId,
+    BoxFuture, Record, Refuse, Save, SaveOutcome, Session, SessionConfig, SessionError, SessionId,
     SessionManagerLayer, Store, StoreError,
 };
+
+/// The settings of the Redis tests: a 10-minute TTL refreshed after a minute, plain HTTP.
+pub fn redis_config() -> SessionConfig {
+    let mut config = SessionConfig::default();
+    config.ttl = std::time::Duration::from_secs(600);
+    config.touch_after = std::time::Duration::from_secs(60);
+    config.secure = false;
+    config
+}
 
 /// The routes every test drives.
 pub fn app<R: Refuse<Body>>(layer: SessionManagerLayer<R>) -> Router {
