@@ -31,7 +31,10 @@ use crate::{BoxFuture, Key, Quota, StoreError};
 /// Nor does a request wait long for a lease when the quota's store is slow or hung: a
 /// request that finds no live lease waits at most [`wait_at_most`](Self::wait_at_most)
 /// (5 ms by default), then the layer decides it as if the store had failed (by default on this
-/// instance's share of the quota), while the lease is still taken in the background.
+/// instance's share of the quota), while the lease is still taken in the background. That
+/// wait counts from when the lease being taken was asked for: behind a renewal stuck on a hung
+/// store (it holds the key's refill until the command timeout), requests do not each wait
+/// 5 ms, they decide at once.
 ///
 /// The `RateLimit` header field of a request decided from a lease reports the quota, as well
 /// as this instance can know it: what the shared store said the quota had left when it
@@ -97,6 +100,19 @@ impl<S> std::fmt::Debug for HybridStore<S> {
     }
 }
 
+/// The refill lock of a [`Slot`], held while a lease is taken; clears
+/// [`Lease::refilling_since`] when dropped.
+struct Refilling<'a> {
+    slot: &'a Slot,
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for Refilling<'_> {
+    fn drop(&mut self) {
+        self.slot.lease().refilling_since = None;
+    }
+}
+
 /// One key's lease. Spending from it takes the `std` mutex for a few instructions (never
 /// across an await); taking a new lease holds `refill` across the round trip, so requests of
 /// one key that find the lease spent wait for one refill instead of each making a round trip.
@@ -112,6 +128,8 @@ struct Lease {
     expires: Instant,
     /// A background renewal was started for this lease (reset when a lease is installed).
     renewing: bool,
+    /// Since when a lease is being taken (the refill lock held), if one is.
+    refilling_since: Option<Instant>,
     /// What the quota had left when the shared store last granted a lease, its units taken.
     quota_remaining: u32,
     /// When the quota was full again by that answer, its units counted as spent.
@@ -154,6 +172,7 @@ impl Slot {
                 remaining: 0,
                 expires: Instant::now(),
                 renewing: false,
+                refilling_since: None,
                 quota_remaining: 0,
                 quota_full_at: Instant::now(),
                 unit: Duration::ZERO,
@@ -164,6 +183,16 @@ impl Slot {
 
     fn lease(&self) -> std::sync::MutexGuard<'_, Lease> {
         self.lease.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the refill lock, noting since when a lease is being taken.
+    async fn refill(&self) -> Refilling<'_> {
+        let lock = self.refill.lock().await;
+        self.lease().refilling_since = Some(Instant::now());
+        Refilling {
+            slot: self,
+            _lock: lock,
+        }
     }
 
     /// Spends `cost` from a live lease, if it holds that much. The flag: whether this request
@@ -334,6 +363,20 @@ impl<S: Store> HybridStore<S> {
         cost: u32,
     ) -> Result<Decision, StoreError> {
         let slot = self.slot(policy, key);
+        let mut wait = Duration::from_nanos(self.inner.wait_at_most.load(Ordering::Relaxed));
+        // A lease already being taken (a renewal, or another request's) counts against the
+        // wait: a request never waits past `wait_at_most` after that round trip began, and
+        // once it has lasted that long (a hung store) requests decide at once.
+        let since = slot.lease().refilling_since;
+        if let Some(since) = since {
+            wait = wait.saturating_sub(since.elapsed());
+            if wait.is_zero() {
+                return Err(StoreError::unavailable(
+                    "no rate-limit lease: the one being taken is late",
+                    "the shared store has not answered yet",
+                ));
+            }
+        }
         let ask = Arc::new(AtomicU8::new(WAITING));
         let store = self.clone();
         let (shared_key, quotas) = (shared_key.to_owned(), quotas.to_vec());
@@ -343,7 +386,6 @@ impl<S: Store> HybridStore<S> {
                 .take_lease(&slot, &shared_key, &quotas, cost, &task_ask)
                 .await
         });
-        let wait = Duration::from_nanos(self.inner.wait_at_most.load(Ordering::Relaxed));
         let answered = match tokio::time::timeout(wait, &mut task).await {
             Ok(joined) => joined,
             // Gave up first: the request is decided without the shared store.
@@ -374,7 +416,7 @@ impl<S: Store> HybridStore<S> {
         cost: u32,
         ask: &AtomicU8,
     ) -> Option<Result<Decision, StoreError>> {
-        let _refill = slot.refill.lock().await;
+        let _refill = slot.refill().await;
         let answer = |result| claim(ask, ANSWERED).then_some(result);
         loop {
             if ask.load(Ordering::Acquire) == GAVE_UP {
@@ -446,7 +488,7 @@ impl<S: Store> HybridStore<S> {
     }
 
     async fn renew_now(&self, policy: &str, key: &Key, quotas: &[Quota], slot: &Slot) {
-        let _refill = slot.refill.lock().await;
+        let _refill = slot.refill().await;
         let low_water = self.inner.low_water.load(Ordering::Relaxed);
         {
             let lease = slot.lease();

@@ -203,3 +203,50 @@ async fn a_spent_lease_decides_on_this_instances_share_without_waiting_for_a_hun
         );
     }
 }
+
+/// A background lease renewal stuck on a hung Redis (SIGSTOP) holds the key's refill until
+/// the command timeout. Requests that find the lease spent meanwhile do not each wait the
+/// store's wait for a lease (5 ms) behind it: once the renewal has been in flight that long,
+/// they decide at once on this instance's share. On paused time: of 30 requests during the
+/// pause, at most the first one to find the lease spent waits (the renewal's first 5 ms); the
+/// others end without time passing.
+#[tokio::test]
+async fn a_stuck_renewal_lets_the_requests_after_it_decide_at_once() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    // Renewed in the background below 2 units left (a quarter of the lease).
+    let store = HybridStore::new(RedisStore::new(backend), 10, Duration::from_secs(60));
+    let app = app(RateLimitLayer::new(store.clone(), [Quota::per_hour(1000)])
+        .unwrap()
+        .key_with(api_key()));
+    // Until a request is served from a lease (the first lease may land after the first
+    // request on a loaded machine): at least 8 units left.
+    for attempt in 0.. {
+        assert!(attempt < 1_000, "no lease taken from a healthy Redis");
+        server.reset_stats();
+        assert_eq!(hit(&app, Some("k")).await.status(), StatusCode::OK);
+        if server.calls("evalsha") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    renewals_settled(&store).await;
+
+    server.pause();
+    tokio::time::pause();
+    let mut waited_for_redis = 0;
+    for i in 0..30 {
+        let start = tokio::time::Instant::now();
+        let res = hit(&app, Some("k")).await;
+        assert_eq!(res.status(), StatusCode::OK, "request {i}");
+        if start.elapsed() > Duration::ZERO {
+            waited_for_redis += 1;
+        }
+    }
+    tokio::time::resume();
+    server.resume();
+    assert!(
+        waited_for_redis <= 1,
+        "{waited_for_redis} of 30 requests waited behind a stuck renewal"
+    );
+}
