@@ -176,7 +176,6 @@ impl RedisServer {
             // Reachable only through its own namespace's veth pair: protected mode (loopback
             // clients only, without a password) would refuse the test.
             extra_args: vec!["--protected-mode".to_owned(), "no".to_owned()],
-            tls_port: None,
             child: None,
             host: netns.ip(),
             netns: Some(netns),
