@@ -199,6 +199,13 @@ impl SessionConfig {
                 format_args!("{domain:?}: not a valid cookie domain"),
             ));
         }
+        #[cfg(not(feature = "signed"))]
+        if !self.signing_keys.is_empty() {
+            return Err(ConfigError::new(
+                "signing_keys",
+                "signed cookies need the `signed` feature of tower-scale-session",
+            ));
+        }
         for (i, key) in self.signing_keys.iter().enumerate() {
             if key.len() < 32 {
                 return Err(ConfigError::new(
@@ -300,6 +307,7 @@ mod tests {
                 },
                 "domain",
             ),
+            #[cfg(feature = "signed")]
             (
                 SessionConfig {
                     signing_keys: vec!["short".into()],
@@ -334,6 +342,19 @@ mod tests {
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e} should name {field}");
         }
+    }
+
+    #[cfg(not(feature = "signed"))]
+    #[test]
+    fn signing_keys_need_the_signed_feature() {
+        let e = SessionConfig {
+            signing_keys: vec!["x".repeat(40)],
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), "signing_keys");
+        assert!(e.to_string().contains("`signed` feature"), "{e}");
     }
 
     #[test]
