@@ -67,7 +67,8 @@ pub struct SessionConfig {
     /// Secrets for signing the cookie (HMAC-SHA256, keys derived from each secret): the first
     /// signs, all verify, so a key can be rotated by putting the new one first. Each at least
     /// 32 bytes. Empty (the default): unsigned cookies, the id's 128 random bits being the
-    /// only protection. With keys, a forged id is rejected before any store call.
+    /// only protection. With keys, a forged id is rejected before any store call. Keys need
+    /// the `signed` feature (on by default); without it they are refused.
     pub signing_keys: Vec<String>,
     /// Status of the response a handler gets from `?` on a failed session read (the store
     /// is down, slow or answered garbage). Default 503.
