@@ -117,6 +117,14 @@ for crate in tower-scale-compression tower-scale-offload; do
   fi
 done
 
+# The minimal feature sets stay at or below their closest peers' (see scripts/dep-counts.sh).
+for limit in tower-scale-session:66; do
+  crate=${limit%:*} max=${limit#*:}
+  n=$(cargo tree -p "$crate" --no-default-features -e normal --prefix none --no-dedupe -f '{p}' --locked |
+    sed 's/ (.*//' | sort -u | wc -l)
+  [ "$n" -le "$max" ] || { echo "$crate (no default features) builds $n packages, more than $max" >&2; exit 1; }
+done
+
 log "every package's rust-version covers what its dependencies in Cargo.lock need"
 cargo metadata --format-version 1 --locked | scripts/lib/msrv-check.py
 

@@ -67,7 +67,8 @@ pub struct SessionConfig {
     /// Secrets for signing the cookie (HMAC-SHA256, keys derived from each secret): the first
     /// signs, all verify, so a key can be rotated by putting the new one first. Each at least
     /// 32 bytes. Empty (the default): unsigned cookies, the id's 128 random bits being the
-    /// only protection. With keys, a forged id is rejected before any store call.
+    /// only protection. With keys, a forged id is rejected before any store call. Keys need
+    /// the `signed` feature (on by default); without it they are refused.
     pub signing_keys: Vec<String>,
     /// Status of the response a handler gets from `?` on a failed session read (the store
     /// is down, slow or answered garbage). Default 503.
@@ -271,6 +272,13 @@ impl SessionConfig {
                 format_args!("{domain:?}: not a valid cookie domain"),
             ));
         }
+        #[cfg(not(feature = "signed"))]
+        if !self.signing_keys.is_empty() {
+            return Err(ConfigError::new(
+                "signing_keys",
+                "signed cookies need the `signed` feature of tower-scale-session",
+            ));
+        }
         for (i, key) in self.signing_keys.iter().enumerate() {
             if key.len() < 32 {
                 return Err(ConfigError::new(
@@ -372,6 +380,7 @@ mod tests {
                 },
                 "domain",
             ),
+            #[cfg(feature = "signed")]
             (
                 SessionConfig {
                     signing_keys: vec!["short".into()],
@@ -406,6 +415,19 @@ mod tests {
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e} should name {field}");
         }
+    }
+
+    #[cfg(not(feature = "signed"))]
+    #[test]
+    fn signing_keys_need_the_signed_feature() {
+        let e = SessionConfig {
+            signing_keys: vec!["x".repeat(40)],
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), "signing_keys");
+        assert!(e.to_string().contains("`signed` feature"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-use cookie::{Cookie, CookieJar, Key, SameSite as CookieSameSite};
+use cookie::{Cookie, SameSite as CookieSameSite};
+#[cfg(feature = "signed")]
+use cookie::{CookieJar, Key};
 use http::{HeaderMap, HeaderValue, header};
 
 use crate::SessionId;
@@ -7,6 +9,12 @@ use crate::config::{SameSite, SessionConfig};
 /// Cookie headers longer than this (all `Cookie` lines together) are ignored: the request is
 /// anonymous. Browsers send at most about 4 KiB per cookie.
 const MAX_COOKIE_HEADER: usize = 8 * 1024;
+
+/// Without the `signed` feature no signing key can exist (the config refuses
+/// `signing_keys`): cookies are unsigned.
+#[cfg(not(feature = "signed"))]
+#[derive(Clone)]
+enum Key {}
 
 /// How the session cookie is read and written.
 #[derive(Clone)]
@@ -48,7 +56,7 @@ impl CookieSettings {
             keys: config
                 .signing_keys
                 .iter()
-                .map(|secret| Key::derive_from(secret.as_bytes()))
+                .filter_map(|secret| derive_key(secret))
                 .collect(),
         }
     }
@@ -84,16 +92,7 @@ impl CookieSettings {
         if self.keys.is_empty() {
             return SessionId::parse(value);
         }
-        // A signed value is a 44-character MAC followed by the id.
-        if value.len() > 128 {
-            return None;
-        }
-        let mut jar = CookieJar::new();
-        jar.add_original(Cookie::new(self.name.clone(), value.to_owned()));
-        self.keys
-            .iter()
-            .find_map(|key| jar.signed(key).get(&self.name))
-            .and_then(|cookie| SessionId::parse(cookie.value()))
+        verify_signed(&self.keys, &self.name, value)
     }
 
     /// `Set-Cookie` for a live session, with `Max-Age` equal to the server-side TTL.
@@ -122,19 +121,63 @@ impl CookieSettings {
             cookie.set_domain(domain.as_str());
         }
         let text = match self.keys.first() {
-            Some(key) if !value.is_empty() => {
-                let mut jar = CookieJar::new();
-                jar.signed_mut(key).add(cookie.into_owned());
-                jar.get(&self.name)
-                    .map(ToString::to_string)
-                    .unwrap_or_default()
-            }
+            Some(key) if !value.is_empty() => sign(key, cookie, &self.name),
             _ => cookie.to_string(),
         };
         // Name, path and domain were validated at build time and the value is base64:
         // the header is always valid.
         HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
+}
+
+/// The signing key of a secret (validated at build time).
+#[cfg(feature = "signed")]
+#[allow(clippy::unnecessary_wraps)]
+fn derive_key(secret: &str) -> Option<Key> {
+    Some(Key::derive_from(secret.as_bytes()))
+}
+
+/// Without the `signed` feature the config refuses signing secrets: none reaches here.
+#[cfg(not(feature = "signed"))]
+fn derive_key(_secret: &str) -> Option<Key> {
+    None
+}
+
+/// The id of a cookie value signed with any of `keys` (not empty).
+#[cfg(feature = "signed")]
+fn verify_signed(keys: &[Key], name: &str, value: &str) -> Option<SessionId> {
+    // A signed value is a 44-character MAC followed by the id.
+    if value.len() > 128 {
+        return None;
+    }
+    let mut jar = CookieJar::new();
+    jar.add_original(Cookie::new(name.to_owned(), value.to_owned()));
+    keys.iter()
+        .find_map(|key| jar.signed(key).get(name))
+        .and_then(|cookie| SessionId::parse(cookie.value()))
+}
+
+/// Without the `signed` feature there are no keys to verify with.
+#[cfg(not(feature = "signed"))]
+fn verify_signed(keys: &[Key], _name: &str, _value: &str) -> Option<SessionId> {
+    match keys.first() {
+        Some(key) => match *key {},
+        None => None,
+    }
+}
+
+/// The `Set-Cookie` text of `cookie` signed with `key`.
+#[cfg(feature = "signed")]
+fn sign(key: &Key, cookie: Cookie<'_>, name: &str) -> String {
+    let mut jar = CookieJar::new();
+    jar.signed_mut(key).add(cookie.into_owned());
+    jar.get(name).map(ToString::to_string).unwrap_or_default()
+}
+
+/// Without the `signed` feature no key exists.
+#[cfg(not(feature = "signed"))]
+fn sign(key: &Key, _cookie: Cookie<'_>, _name: &str) -> String {
+    match *key {}
 }
 
 #[cfg(test)]
@@ -225,6 +268,7 @@ mod tests {
         assert!(!s.set(&id).to_str().unwrap().contains("Secure"));
     }
 
+    #[cfg(feature = "signed")]
     #[test]
     fn signed_cookies_verify_with_any_key_and_reject_tampering() {
         let old = Key::derive_from(&[1u8; 32]);
@@ -267,6 +311,7 @@ mod tests {
         }
 
         /// The `name=value` pair of a `Set-Cookie` header.
+        #[cfg(feature = "signed")]
         fn pair(v: &HeaderValue) -> String {
             v.to_str().unwrap().split(';').next().unwrap().to_owned()
         }
@@ -300,7 +345,12 @@ mod tests {
             fn any_cookie_header_never_panics(lines in lines()) {
                 let h = cookie_headers(&lines);
                 let all: Vec<&str> = h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-                for s in [settings(vec![]), settings(vec![Key::derive_from(&[1u8; 32])])] {
+                let every = [
+                    settings(vec![]),
+                    #[cfg(feature = "signed")]
+                    settings(vec![Key::derive_from(&[1u8; 32])]),
+                ];
+                for s in every {
                     if let Some(id) = s.read(&h) {
                         // Only an id the headers hold, and only unsigned (no MAC was made).
                         prop_assert!(s.keys.is_empty());
@@ -309,6 +359,7 @@ mod tests {
                 }
             }
 
+            #[cfg(feature = "signed")]
             #[test]
             fn a_signed_value_verifies(raw in any::<[u8; 16]>(), rotated in any::<bool>()) {
                 let key = Key::derive_from(&[1u8; 32]);
@@ -321,6 +372,7 @@ mod tests {
                 prop_assert_eq!(settings(keys).read(&headers(&[signed.as_bytes()])), Some(id));
             }
 
+            #[cfg(feature = "signed")]
             #[test]
             fn a_tampered_signed_value_never_verifies(
                 raw in any::<[u8; 16]>(),
@@ -337,6 +389,7 @@ mod tests {
                 prop_assert_eq!(s.read(&cookie_headers(&[tampered])), None);
             }
 
+            #[cfg(feature = "signed")]
             #[test]
             fn arbitrary_signed_values_never_verify(value in prop::collection::vec(any::<u8>(), 0..200)) {
                 let s = settings(vec![Key::derive_from(&[1u8; 32])]);
