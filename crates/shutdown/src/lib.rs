@@ -32,6 +32,7 @@ mod coordinator;
 mod health;
 mod layer;
 mod listener;
+pub mod names;
 
 #[doc(inline)]
 pub use self::{
