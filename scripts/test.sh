@@ -32,6 +32,7 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)  # the scale-out test
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # the MSRV check
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # the alert rules' unit tests
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
@@ -60,6 +61,10 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
 log "free disk for $target_dir: $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a cold build takes about 3 GB)"
+
+log "promtool: the alert rules parse and their unit tests pass"
+promtool check rules docs/prometheus/alerts.yml
+promtool test rules docs/prometheus/alerts_test.yml
 
 log "cargo fmt --all --check"
 cargo fmt --all --check
