@@ -59,6 +59,9 @@ pub mod names;
 mod routes;
 mod runtime;
 mod service;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+mod trace_context;
 
 #[doc(inline)]
 pub use self::{
@@ -70,6 +73,12 @@ pub use self::{
     layer::{MetricsLayer, OTHER_ROUTE, UNMATCHED_ROUTE},
     runtime::{LagWatch, RuntimeProbe, RuntimeProbeHandle},
     service::Metrics,
+};
+
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub use self::trace_context::{
+    TraceContext, TraceContextFuture, TraceContextLayer, inject_context,
 };
 
 pub use metrics;
