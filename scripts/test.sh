@@ -62,9 +62,13 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
 log "free disk for $target_dir: $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a cold build takes about 3 GB)"
 
-log "promtool: the alert rules parse and their unit tests pass"
+log "promtool: the alert rules parse and their unit tests pass; the dashboard's queries parse"
 promtool check rules docs/prometheus/alerts.yml
 promtool test rules docs/prometheus/alerts_test.yml
+dashboard_rules=$(mktemp --suffix=.yml)
+scripts/lib/dashboard-rules.py docs/grafana/tower-scale.json >"$dashboard_rules"
+promtool check rules "$dashboard_rules"  # every query of the Grafana dashboard parses
+rm -f "$dashboard_rules"
 
 log "cargo fmt --all --check"
 cargo fmt --all --check
