@@ -43,6 +43,7 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)  # the rolling-restart check
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # the alert rules' unit tests
 for extra in ${TEST_EXTRA_PACKAGES:-}; do command -v "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
@@ -71,6 +72,14 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
 log "free disk for $target_dir: $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a cold build takes about 3 GB)"
+
+log "promtool: the alert rules parse and their unit tests pass; the dashboard's queries parse"
+promtool check rules docs/prometheus/alerts.yml
+promtool test rules docs/prometheus/alerts_test.yml
+dashboard_rules=$(mktemp --suffix=.yml)
+scripts/lib/dashboard-rules.py docs/grafana/tower-scale.json >"$dashboard_rules"
+promtool check rules "$dashboard_rules"  # every query of the Grafana dashboard parses
+rm -f "$dashboard_rules"
 
 log "cargo fmt --all --check"
 cargo fmt --all --check

@@ -467,7 +467,7 @@ impl Inner {
             Metrics::Group { group, .. } => group.name(),
         };
         metrics::counter!(
-            "breaker_transitions_total",
+            crate::names::BREAKER_TRANSITIONS_TOTAL.name,
             "breaker" => label.to_string(),
             "from" => from.as_str(),
             "to" => to.as_str(),
@@ -478,7 +478,7 @@ impl Inner {
 
     fn report_state(&self, state: State) {
         match &self.metrics {
-            Metrics::Own => metrics::gauge!("breaker_state", "breaker" => self.name.to_string())
+            Metrics::Own => metrics::gauge!(crate::names::BREAKER_STATE.name, "breaker" => self.name.to_string())
                 .set(f64::from(state.code())),
             Metrics::Group { group, counted } => group.moved(counted, Some(state)),
         }

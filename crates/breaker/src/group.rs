@@ -6,10 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::state::State;
 
-/// The gauge of a [`KeyedBreakers`](crate::KeyedBreakers) group: labels `breaker` (the group's
-/// name) and `state`; the value is the number of its live breakers in that state.
-pub const BREAKER_KEYS: &str = "breaker_keys";
-
 /// A breaker not counted yet.
 const UNCOUNTED: u8 = u8::MAX;
 /// A breaker evicted from its group: no longer counted, whatever it does next.
@@ -81,7 +77,7 @@ impl Group {
         let n = &mut counts[usize::from(state.code())];
         *n = f(*n);
         #[allow(clippy::cast_precision_loss)] // a count of breakers, far below 2^52
-        metrics::gauge!(BREAKER_KEYS, "breaker" => self.name.to_string(), "state" => state.as_str())
+        metrics::gauge!(crate::names::BREAKER_KEYS.name, "breaker" => self.name.to_string(), "state" => state.as_str())
             .set(*n as f64);
     }
 }

@@ -58,6 +58,7 @@ mod future;
 mod group;
 mod keyed;
 mod layer;
+pub mod names;
 mod outcome;
 mod policy;
 mod retry;
@@ -71,9 +72,9 @@ pub use self::{
     breaker::{CircuitBreaker, Permit},
     config::{BreakerConfig, SlidingWindow},
     future::ResponseFuture,
-    group::BREAKER_KEYS,
     keyed::KeyedBreakers,
     layer::BreakerLayer,
+    names::BREAKER_KEYS,
     outcome::{CallError, Outcome, Rejected, Snapshot},
     policy::{ClassifyResponse, ServerErrorsAsFailures, retry_after},
     retry::RetryPolicy,

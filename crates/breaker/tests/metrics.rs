@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use tower_scale_breaker::{BreakerConfig, KeyedBreakers, Outcome, SlidingWindow};
+use tower_scale_breaker::{
+    BreakerConfig, CircuitBreaker, KeyedBreakers, Outcome, SlidingWindow, names,
+};
 
 fn config() -> BreakerConfig {
     let mut config = BreakerConfig::default();
@@ -95,4 +97,35 @@ fn a_keyed_group_counts_its_live_breakers_per_state() {
         "{series:#?}"
     );
     assert!(series.iter().all(|l| !l.contains("/users/")), "{series:#?}");
+}
+
+/// A breaker that opens moves its state gauge to 2 and counts the `closed` → `open`
+/// transition; forcing it open and resetting it move them again.
+#[test]
+fn a_breaker_reports_its_state_and_transitions() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let breaker = CircuitBreaker::named("payments", config()).unwrap();
+    let state = format!("{}{{breaker=\"payments\"}}", names::BREAKER_STATE.name);
+    let moved = |from: &str, to: &str| {
+        format!(
+            "{}{{breaker=\"payments\",from=\"{from}\",to=\"{to}\"}}",
+            names::BREAKER_TRANSITIONS_TOTAL.name
+        )
+    };
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    metrics::with_local_recorder(&recorder, || {
+        for _ in 0..4 {
+            breaker.try_acquire().unwrap().record(Outcome::FAILURE);
+        }
+    });
+    let text = recorder.handle().render();
+    assert_eq!(value(&text, &state), Some(2.0), "{text}");
+    assert_eq!(value(&text, &moved("closed", "open")), Some(1.0), "{text}");
+    metrics::with_local_recorder(&recorder, || breaker.reset());
+    let text = recorder.handle().render();
+    assert_eq!(value(&text, &state), Some(0.0), "{text}");
+    assert_eq!(value(&text, &moved("open", "closed")), Some(1.0), "{text}");
 }

@@ -47,9 +47,15 @@ pub enum Error {
 /// });
 /// assert!(metrics.render().contains("jobs_total 3"));
 /// ```
+///
+/// Installed as the global recorder ([`PrometheusMetricsBuilder::install`]), each render also
+/// collects the process metrics ([`names::PROCESS_METRICS`]: CPU seconds, resident and virtual
+/// memory, open and maximum file descriptors, threads, start time) through `metrics-process`.
 #[derive(Clone, Debug)]
 pub struct PrometheusMetrics {
     handle: Arc<PrometheusHandle>,
+    /// Set when the recorder is the global one, which the collector reports to.
+    process: Option<metrics_process::Collector>,
 }
 
 /// Builder of [`PrometheusMetrics`].
@@ -78,6 +84,9 @@ impl PrometheusMetrics {
 
     /// The exposition text of every metric (Prometheus text format 0.0.4).
     pub fn render(&self) -> String {
+        if let Some(process) = &self.process {
+            process.collect();
+        }
         self.handle.render()
     }
 
@@ -126,8 +135,14 @@ impl PrometheusMetricsBuilder {
     pub fn build(self) -> Result<(PrometheusRecorder, PrometheusMetrics), Error> {
         let mut builder = PrometheusBuilder::new();
         for (metric, buckets) in [
-            (names::HTTP_REQUEST_DURATION_SECONDS, &self.latency_buckets),
-            (names::RUNTIME_SCHEDULING_LAG_SECONDS, &self.lag_buckets),
+            (
+                names::HTTP_REQUEST_DURATION_SECONDS.name,
+                &self.latency_buckets,
+            ),
+            (
+                names::RUNTIME_SCHEDULING_LAG_SECONDS.name,
+                &self.lag_buckets,
+            ),
         ] {
             check_buckets(metric, buckets)?;
             builder = builder
@@ -146,15 +161,19 @@ impl PrometheusMetricsBuilder {
             recorder,
             PrometheusMetrics {
                 handle: Arc::new(handle),
+                process: None,
             },
         ))
     }
 
     /// Builds the recorder and installs it as the global `metrics` recorder.
     pub fn install(self) -> Result<PrometheusMetrics, Error> {
-        let (recorder, metrics) = self.build()?;
+        let (recorder, mut metrics) = self.build()?;
         metrics::set_global_recorder(recorder)
             .map_err(|e| Error::AlreadyInstalled(e.to_string()))?;
+        let process = metrics_process::Collector::default();
+        process.describe();
+        metrics.process = Some(process);
         Ok(metrics)
     }
 }

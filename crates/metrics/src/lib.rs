@@ -64,6 +64,9 @@ mod routes;
 mod runtime;
 #[cfg(feature = "axum")]
 mod service;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+mod trace_context;
 
 #[cfg(feature = "exporter")]
 #[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
@@ -81,6 +84,12 @@ pub use self::{
     future::ResponseFuture,
     layer::{MetricsLayer, OTHER_ROUTE, UNMATCHED_ROUTE},
     service::Metrics,
+};
+
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub use self::trace_context::{
+    TraceContext, TraceContextFuture, TraceContextLayer, inject_context,
 };
 
 pub use metrics;

@@ -114,7 +114,7 @@ impl RouteEntry {
             let method = SharedString::const_str(METHODS[i]);
             Arc::new(MethodEntry {
                 in_flight: metrics::gauge!(
-                    names::HTTP_REQUESTS_IN_FLIGHT,
+                    names::HTTP_REQUESTS_IN_FLIGHT.name,
                     "method" => method.clone(),
                     "route" => self.route.clone(),
                 ),
@@ -153,13 +153,13 @@ impl MethodEntry {
             let status = SharedString::const_str(STATUS[class]);
             (
                 metrics::counter!(
-                    names::HTTP_REQUESTS_TOTAL,
+                    names::HTTP_REQUESTS_TOTAL.name,
                     "method" => self.method.clone(),
                     "route" => self.route.clone(),
                     "status" => status.clone(),
                 ),
                 metrics::histogram!(
-                    names::HTTP_REQUEST_DURATION_SECONDS,
+                    names::HTTP_REQUEST_DURATION_SECONDS.name,
                     "method" => self.method.clone(),
                     "route" => self.route.clone(),
                     "status" => status,

@@ -159,11 +159,11 @@ impl RuntimeProbeHandle {
 }
 
 async fn run(interval: Duration, half_window: Duration, shared: Arc<Shared>) {
-    let lag_hist = metrics::histogram!(names::RUNTIME_SCHEDULING_LAG_SECONDS);
-    let lag_last = metrics::gauge!(names::RUNTIME_SCHEDULING_LAG_LAST_SECONDS);
-    let workers = metrics::gauge!(names::RUNTIME_WORKERS);
-    let alive = metrics::gauge!(names::RUNTIME_ALIVE_TASKS);
-    let queue = metrics::gauge!(names::RUNTIME_GLOBAL_QUEUE_DEPTH);
+    let lag_hist = metrics::histogram!(names::RUNTIME_SCHEDULING_LAG_SECONDS.name);
+    let lag_last = metrics::gauge!(names::RUNTIME_SCHEDULING_LAG_LAST_SECONDS.name);
+    let workers = metrics::gauge!(names::RUNTIME_WORKERS.name);
+    let alive = metrics::gauge!(names::RUNTIME_ALIVE_TASKS.name);
+    let queue = metrics::gauge!(names::RUNTIME_GLOBAL_QUEUE_DEPTH.name);
     let runtime = Handle::current().metrics();
     let mut deadline = Instant::now() + interval;
     let mut bucket_start = Instant::now();

@@ -40,6 +40,7 @@ mod config;
 mod error;
 mod future;
 mod layer;
+pub mod names;
 mod offload;
 mod service;
 mod state;
@@ -50,9 +51,10 @@ pub use self::{
     error::{OffloadError, Overloaded},
     future::ResponseFuture,
     layer::PressureLayer,
-    offload::{OFFLOAD_REJECTED_TOTAL, Offload, OffloadBuilder},
+    names::{OFFLOAD_REJECTED_TOTAL, PRESSURE_SHED_TOTAL},
+    offload::{Offload, OffloadBuilder},
     service::Pressure,
-    state::{PRESSURE_SHED_TOTAL, PressureSnapshot, ShedReason},
+    state::{PressureSnapshot, ShedReason},
 };
 #[doc(inline)]
 pub use tower_scale_core::{ConfigError, DefaultRefusal, Refusal, Refuse};

@@ -162,7 +162,7 @@ impl Offload {
         T: Send + 'static,
     {
         let Ok(permit) = Arc::clone(&self.inner.admitted).try_acquire_owned() else {
-            metrics::counter!(OFFLOAD_REJECTED_TOTAL).increment(1);
+            metrics::counter!(crate::names::OFFLOAD_REJECTED_TOTAL.name).increment(1);
             return Err(OffloadError::Overloaded(Overloaded::new(
                 self.inner.retry_after,
             )));
@@ -195,9 +195,6 @@ impl Offload {
         }
     }
 }
-
-/// Counter of jobs rejected because the pool and its queue were full.
-pub const OFFLOAD_REJECTED_TOTAL: &str = tower_scale_metrics::names::OFFLOAD_REJECTED_TOTAL;
 
 #[cfg(test)]
 mod tests {

@@ -13,10 +13,6 @@ use tower_scale_metrics::LagWatch;
 
 use crate::config::PressureConfig;
 
-/// Counter of requests shed by [`PressureLayer`](crate::PressureLayer); label `reason`: `lag`,
-/// `in_flight`, `memory`.
-pub const PRESSURE_SHED_TOTAL: &str = tower_scale_metrics::names::PRESSURE_SHED_TOTAL;
-
 /// Why a request was shed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -142,7 +138,8 @@ impl State {
     /// Counts a shed request.
     pub(crate) fn shed(&self, reason: ShedReason) {
         self.shed_total.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(PRESSURE_SHED_TOTAL, "reason" => reason.as_str()).increment(1);
+        metrics::counter!(crate::names::PRESSURE_SHED_TOTAL.name, "reason" => reason.as_str())
+            .increment(1);
     }
 
     /// The refusal of a request shed for `reason`.

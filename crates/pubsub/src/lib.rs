@@ -104,6 +104,7 @@ mod config;
 mod error;
 mod event;
 mod history;
+pub mod names;
 #[cfg(feature = "redis")]
 mod redis;
 mod rooms;
@@ -121,16 +122,9 @@ pub use self::{
 /// An invalid [`PubSubConfig`] value, naming the field (from `tower-scale-core`).
 pub use tower_scale_core::ConfigError;
 
-/// Counter of messages published by this instance; label `delivery` (`pubsub`, `stream`).
-pub const PUBSUB_PUBLISHED_TOTAL: &str = "pubsub_published_total";
-/// Counter of messages dropped for slow subscribers (the sum of [`Event::Lagged`] counts).
-pub const PUBSUB_LAGGED_TOTAL: &str = "pubsub_lagged_total";
-/// Counter of reconnections after which subscribers got [`Event::Interrupted`]; label
-/// `delivery`.
-pub const PUBSUB_INTERRUPTIONS_TOTAL: &str = "pubsub_interruptions_total";
-/// Gauge: 1 while the subscriber (`delivery="pubsub"`) or stream reader (`delivery="stream"`)
-/// connection is up, 0 while it reconnects.
-pub const PUBSUB_CONNECTED: &str = "pubsub_connected";
+pub use names::{
+    PUBSUB_CONNECTED, PUBSUB_INTERRUPTIONS_TOTAL, PUBSUB_LAGGED_TOTAL, PUBSUB_PUBLISHED_TOTAL,
+};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -294,7 +294,7 @@ impl Stream for Subscription {
                 }
                 Ok(event) => return Poll::Ready(Some(event)),
                 Err(RecvError::Lagged(n)) => {
-                    metrics::counter!(crate::PUBSUB_LAGGED_TOTAL).increment(n);
+                    metrics::counter!(crate::PUBSUB_LAGGED_TOTAL.name).increment(n);
                     return Poll::Ready(Some(Event::Lagged(n)));
                 }
                 Err(RecvError::Closed) => {

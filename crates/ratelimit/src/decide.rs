@@ -168,7 +168,7 @@ struct Counters {
 
 impl Counters {
     fn new(policy: &str) -> Self {
-        let counter = |decision: &'static str| metrics::counter!("ratelimit_decisions_total", "policy" => policy.to_owned(), "decision" => decision);
+        let counter = |decision: &'static str| metrics::counter!(crate::names::RATELIMIT_DECISIONS_TOTAL.name, "policy" => policy.to_owned(), "decision" => decision);
         Self {
             allowed: counter("allowed"),
             rejected: counter("rejected"),

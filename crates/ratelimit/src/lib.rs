@@ -56,6 +56,7 @@ mod future;
 mod headers;
 mod key;
 mod layer;
+pub mod names;
 mod policy;
 mod quota;
 mod service;

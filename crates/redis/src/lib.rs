@@ -66,16 +66,18 @@ mod config;
 mod error;
 mod keys;
 mod link;
+pub mod names;
 mod redact;
 mod tls;
 mod tracking;
 
 #[doc(inline)]
 pub use self::{
-    backend::{REDIS_COMMAND_DURATION_SECONDS, REDIS_COMMAND_ERRORS_TOTAL, RedisBackend},
+    backend::RedisBackend,
     config::{ConnectionKind, Mode, RedisConfig},
     error::Error,
     keys::Keys,
+    names::{REDIS_COMMAND_DURATION_SECONDS, REDIS_COMMAND_ERRORS_TOTAL},
     redact::redact_url,
     tracking::{Invalidations, Stamp, TRACKING_CLIENT_NAME},
 };

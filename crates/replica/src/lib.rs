@@ -54,6 +54,7 @@ mod error;
 mod force;
 mod future;
 mod layer;
+pub mod names;
 mod route;
 mod service;
 
@@ -63,7 +64,8 @@ pub use self::{
     force::{ForceTarget, ForceTargetLayer},
     future::ResponseFuture,
     layer::ReadWriteLayer,
-    route::{DbRoute, REPLICA_ROUTES_TOTAL, Reason, Target},
+    names::REPLICA_ROUTES_TOTAL,
+    route::{DbRoute, Reason, Target},
     service::ReadWrite,
 };
 #[doc(inline)]

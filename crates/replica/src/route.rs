@@ -19,9 +19,6 @@ impl Target {
     }
 }
 
-/// Counter of routing decisions, labels `target` and `reason`.
-pub const REPLICA_ROUTES_TOTAL: &str = "replica_routes_total";
-
 /// Why a request was routed where it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

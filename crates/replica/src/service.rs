@@ -9,7 +9,8 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::layer::State;
-use crate::route::{REPLICA_ROUTES_TOTAL, Reason};
+use crate::names::REPLICA_ROUTES_TOTAL;
+use crate::route::Reason;
 
 /// The middleware built by [`ReadWriteLayer`](crate::ReadWriteLayer).
 #[derive(Clone)]
@@ -49,7 +50,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let route = self.state.decide(&req);
         metrics::counter!(
-            REPLICA_ROUTES_TOTAL,
+            REPLICA_ROUTES_TOTAL.name,
             "target" => route.target.as_str(),
             "reason" => route.reason.as_str(),
         )

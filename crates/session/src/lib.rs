@@ -63,6 +63,7 @@ mod error;
 mod future;
 mod id;
 mod layer;
+pub mod names;
 mod service;
 mod session;
 mod sessions;
@@ -76,8 +77,9 @@ pub use self::{
     future::ResponseFuture,
     id::SessionId,
     layer::SessionManagerLayer,
+    names::SESSION_OPERATIONS_TOTAL,
     service::SessionManager,
-    session::{SESSION_OPERATIONS_TOTAL, Session},
+    session::Session,
     sessions::Sessions,
     store::{RESERVED_PREFIX, Record, Save, SaveOutcome, Store, memory::MemoryStore},
 };

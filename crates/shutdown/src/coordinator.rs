@@ -369,7 +369,7 @@ impl Shutdown {
     }
 
     fn report_phase(&self, phase: Phase) {
-        metrics::gauge!("shutdown_phase").set(f64::from(phase as u8));
+        metrics::gauge!(crate::names::SHUTDOWN_PHASE.name).set(f64::from(phase as u8));
         tracing::info!(
             phase = phase.as_str(),
             in_flight = self.in_flight(),

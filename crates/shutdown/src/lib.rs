@@ -40,6 +40,7 @@ mod layer;
 mod listener;
 #[cfg(feature = "serve")]
 mod serve;
+pub mod names;
 
 #[doc(inline)]
 pub use self::{

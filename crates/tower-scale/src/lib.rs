@@ -108,6 +108,9 @@ pub mod stack;
 #[doc(inline)]
 pub use tower_scale_breaker as breaker;
 
+mod catalog;
+pub use catalog::metrics_catalog;
+
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

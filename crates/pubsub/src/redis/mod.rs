@@ -122,13 +122,13 @@ impl RedisPlane {
                 self.backend
                     .query::<i64>(redis::cmd("PUBLISH").arg(&key).arg(payload.as_ref()))
                     .await?;
-                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL, "delivery" => "pubsub")
+                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL.name, "delivery" => "pubsub")
                     .increment(1);
                 Ok(None)
             }
             Delivery::Stream => {
                 let id = self.append(&key, &payload).await?;
-                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL, "delivery" => "stream")
+                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL.name, "delivery" => "stream")
                     .increment(1);
                 Ok(Some(id))
             }
@@ -371,7 +371,7 @@ impl Links {
             Delivery::Stream => (&self.stream_down, "stream"),
         };
         flag.store(!up, Ordering::Relaxed);
-        metrics::gauge!(crate::PUBSUB_CONNECTED, "delivery" => label).set(if up {
+        metrics::gauge!(crate::PUBSUB_CONNECTED.name, "delivery" => label).set(if up {
             1.0
         } else {
             0.0

@@ -11,4 +11,5 @@ mod fallback;
 mod headers;
 mod hybrid;
 mod memory;
+mod metrics;
 mod redis;

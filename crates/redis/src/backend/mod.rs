@@ -14,12 +14,8 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, ScriptInvocation};
 use tokio::time::Instant;
 
 use self::conns::{Conn, Conns, pick};
+use crate::names::{REDIS_COMMAND_DURATION_SECONDS, REDIS_COMMAND_ERRORS_TOTAL};
 use crate::{Error, Keys, Mode, RedisConfig};
-
-/// Histogram of Redis command latency in seconds, timeouts included.
-pub const REDIS_COMMAND_DURATION_SECONDS: &str = "redis_command_duration_seconds";
-/// Counter of failed Redis commands; label `kind`: `timeout`, `connection`, `server`, `pool`.
-pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 
 /// The shared Redis backend: one per process, cloned into every layer that needs Redis.
 ///
@@ -253,7 +249,7 @@ impl RedisBackend {
         #[cfg(feature = "breaker")]
         let permit = match &self.inner.breaker {
             Some(breaker) => Some(breaker.try_acquire().map_err(|rejected| {
-                metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => "circuit_open")
+                metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL.name, "kind" => "circuit_open")
                     .increment(1);
                 Error::CircuitOpen(rejected.retry_after())
             })?),
@@ -269,7 +265,7 @@ impl RedisBackend {
                 }
                 result => result,
             };
-            metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS)
+            metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS.name)
                 .record(start.elapsed().as_secs_f64());
             if let Err(e) = &result {
                 let kind = match e {
@@ -280,7 +276,7 @@ impl RedisBackend {
                     Error::Config(_) => "config",
                     Error::CircuitOpen(_) => "circuit_open",
                 };
-                metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL, "kind" => kind).increment(1);
+                metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL.name, "kind" => kind).increment(1);
                 tracing::debug!(error = %e, kind, "redis command failed");
             }
             // Timeouts and connection errors are failures; an error reply means Redis is up.

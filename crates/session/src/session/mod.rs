@@ -18,13 +18,10 @@ use crate::store::{RESERVED_PREFIX, Record};
 
 mod commit;
 
-/// Counter of session store operations; labels `op` (`load`, `save`, `destroy`) and
-/// `result` (`ok`, `error`). Requests that do not touch the session count nothing.
-pub const SESSION_OPERATIONS_TOTAL: &str = "session_operations_total";
-
 fn count(op: &'static str, ok: bool) {
     let result = if ok { "ok" } else { "error" };
-    metrics::counter!(SESSION_OPERATIONS_TOTAL, "op" => op, "result" => result).increment(1);
+    metrics::counter!(crate::names::SESSION_OPERATIONS_TOTAL.name, "op" => op, "result" => result)
+        .increment(1);
 }
 
 #[derive(Default)]
