@@ -38,9 +38,9 @@ mod coordinator;
 mod health;
 mod layer;
 mod listener;
+pub mod names;
 #[cfg(feature = "serve")]
 mod serve;
-pub mod names;
 
 #[doc(inline)]
 pub use self::{
