@@ -29,8 +29,8 @@ pub const REDIS_COMMAND_DURATION_SECONDS: &str = "redis_command_duration_seconds
 /// Counter of failed Redis commands, label `kind` (`tower-scale-redis`).
 pub const REDIS_COMMAND_ERRORS_TOTAL: &str = "redis_command_errors_total";
 
-/// Counter of response-cache and `get_or_fetch` lookups, label `result`: `hit`, `miss`,
-/// `stale`, `bypass`, `error` (`tower-scale-cache`).
+/// Counter of requests `ResponseCacheLayer` answered, label `result`: `hit`, `stale`, `miss`,
+/// `bypass` (`tower-scale-cache`; the typed `Cache` API counts none).
 pub const CACHE_REQUESTS_TOTAL: &str = "cache_requests_total";
 /// Counter of rate-limit decisions, labels `policy` and `decision`: `allowed`, `rejected`
 /// (`tower-scale-ratelimit`).
