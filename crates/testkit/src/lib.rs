@@ -178,6 +178,7 @@ impl RedisServer {
             child: None,
             host: netns.ip(),
             netns: Some(netns),
+            tls_port: None,
         };
         server
             .spawn()
