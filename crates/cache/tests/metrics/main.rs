@@ -265,6 +265,14 @@ fn ok(headers: &[(&'static str, &str)]) -> Answer {
     }
 }
 
+/// A refusal case: reason, layer, the origin's answer, the headers of each request sent.
+type Refusal<'a> = (
+    &'a str,
+    ResponseCacheLayer,
+    Answer,
+    Vec<Vec<(&'a str, &'a str)>>,
+);
+
 #[tokio::test]
 async fn stores_refused_by_each_reason() {
     let clock = ManualClock::new(T0);
@@ -272,7 +280,7 @@ async fn stores_refused_by_each_reason() {
     let fresh = ("cache-control", "max-age=10");
     let long = "x".repeat(usize::from(u16::MAX) + 1);
     // (reason, layer, origin's answer, request headers of each request sent)
-    let cases: Vec<(&str, ResponseCacheLayer, Answer, Vec<Vec<(&str, &str)>>)> = vec![
+    let cases: Vec<Refusal<'_>> = vec![
         (
             "status",
             layer(),
