@@ -219,7 +219,10 @@ enum Ending {
 }
 
 /// An origin answering `answer` on every path, behind `layer`.
-fn origin(layer: ResponseCacheLayer, answer: Answer) -> Router {
+fn origin<K: tower_scale_cache::MakeCacheKey>(
+    layer: ResponseCacheLayer<K>,
+    answer: Answer,
+) -> Router {
     use axum::body::Body;
     use http_body::Frame;
     use http_body_util::StreamBody;
@@ -417,7 +420,7 @@ async fn revalidations_not_modified_and_error() {
 }
 
 #[tokio::test]
-async fn bypasses_for_a_long_key_and_too_many_params() {
+async fn bypasses_for_a_long_key_too_many_params_and_no_key() {
     let recorder = PrometheusBuilder::new().build_recorder();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let clock = ManualClock::new(T0);
@@ -428,7 +431,12 @@ async fn bypasses_for_a_long_key_and_too_many_params() {
     let app = origin(layer, ok(&fresh));
     fetch(&app, &format!("/{}", "k".repeat(100))).await;
     fetch(&app, "/r?a=1&b=2&c=3").await;
-    for reason in ["key-too-long", "too-many-params"] {
+    let no_key = origin(
+        ResponseCacheLayer::new(memory(&clock)).key_with(|_: &axum::http::request::Parts| None),
+        ok(&fresh),
+    );
+    fetch(&no_key, "/r").await;
+    for reason in ["key-too-long", "too-many-params", "key"] {
         let series = format!("cache_bypasses_total{{reason=\"{reason}\"}}");
         assert_eq!(value(&recorder, &series), 1.0, "{reason}");
     }
