@@ -356,25 +356,18 @@ async fn stores_refused_by_each_reason() {
             ok(&[fresh]),
             vec![vec![]],
         ),
-        (
-            "trailers",
-            layer(),
-            Answer {
-                body: Ending::Trailers,
-                ..ok(&[fresh])
-            },
-            vec![vec![]],
-        ),
-        (
-            "body-error",
-            layer(),
-            Answer {
-                body: Ending::Error,
-                ..ok(&[fresh])
-            },
-            vec![vec![]],
-        ),
     ];
+    let ending = |reason, body| {
+        let answer = Answer {
+            body,
+            ..ok(&[fresh])
+        };
+        (reason, layer(), answer, vec![vec![]])
+    };
+    let cases = cases.into_iter().chain([
+        ending("trailers", Ending::Trailers),
+        ending("body-error", Ending::Error),
+    ]);
     for (reason, layer, answer, requests) in cases {
         let recorder = PrometheusBuilder::new().build_recorder();
         let _guard = metrics::set_default_local_recorder(&recorder);
