@@ -10,8 +10,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::get;
+use http_body_util::BodyExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use support::{T0, fetch, patient_backend, request, send};
+use tower::ServiceExt;
 use tower_scale_cache::{
     Cache, ManualClock, RedisStore, ResponseCacheConfig, ResponseCacheLayer, names,
 };
@@ -194,5 +196,241 @@ fn every_metric_is_a_documented_counter_with_bounded_labels() {
             m.name
         );
         assert!(m.labels.len() <= 1, "{}", m.name);
+    }
+}
+
+/// What [`origin`] answers: status, headers, and how the body ends.
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Ending,
+}
+
+/// How an [`origin`]'s body ends.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// `"body"` and the end.
+    Plain,
+    /// `"body"` and trailers.
+    Trailers,
+    /// `"body"` and a read error.
+    Error,
+}
+
+/// An origin answering `answer` on every path, behind `layer`.
+fn origin<K: tower_scale_cache::MakeCacheKey>(
+    layer: ResponseCacheLayer<K>,
+    answer: Answer,
+) -> Router {
+    use axum::body::Body;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    Router::new()
+        .fallback(move || {
+            let answer = answer.clone();
+            async move {
+                let data = || Ok::<_, std::io::Error>(Frame::data(bytes::Bytes::from("body")));
+                let body = match answer.body {
+                    Ending::Plain => Body::from("body"),
+                    Ending::Trailers => {
+                        let mut t = axum::http::HeaderMap::new();
+                        t.insert("x-checksum", HeaderValue::from_static("1"));
+                        Body::new(StreamBody::new(futures_util::stream::iter([
+                            data(),
+                            Ok(Frame::trailers(t)),
+                        ])))
+                    }
+                    Ending::Error => Body::new(StreamBody::new(futures_util::stream::iter([
+                        data(),
+                        Err(std::io::Error::other("origin reset")),
+                    ]))),
+                };
+                let mut res = axum::response::Response::new(body);
+                *res.status_mut() = axum::http::StatusCode::from_u16(answer.status).unwrap();
+                for (name, value) in answer.headers {
+                    res.headers_mut()
+                        .append(name, HeaderValue::from_str(&value).unwrap());
+                }
+                res
+            }
+        })
+        .layer(layer)
+}
+
+/// A `200` with `headers` and a plain body.
+fn ok(headers: &[(&'static str, &str)]) -> Answer {
+    Answer {
+        status: 200,
+        headers: headers.iter().map(|(n, v)| (*n, v.to_string())).collect(),
+        body: Ending::Plain,
+    }
+}
+
+/// A refusal case: reason, layer, the origin's answer, the headers of each request sent.
+type Refusal<'a> = (
+    &'a str,
+    ResponseCacheLayer,
+    Answer,
+    Vec<Vec<(&'a str, &'a str)>>,
+);
+
+#[tokio::test]
+async fn stores_refused_by_each_reason() {
+    let clock = ManualClock::new(T0);
+    let layer = || ResponseCacheLayer::new(memory(&clock));
+    let fresh = ("cache-control", "max-age=10");
+    let long = "x".repeat(usize::from(u16::MAX) + 1);
+    // (reason, layer, origin's answer, request headers of each request sent)
+    let cases: Vec<Refusal<'_>> = vec![
+        (
+            "status",
+            layer(),
+            Answer {
+                status: 201,
+                ..ok(&[fresh])
+            },
+            vec![vec![]],
+        ),
+        (
+            "no-store",
+            layer(),
+            ok(&[("cache-control", "no-store")]),
+            vec![vec![]],
+        ),
+        (
+            "private",
+            layer(),
+            ok(&[("cache-control", "private, max-age=10")]),
+            vec![vec![]],
+        ),
+        (
+            "no-cache",
+            layer(),
+            ok(&[("cache-control", "no-cache, max-age=10"), ("etag", "\"e\"")]),
+            vec![vec![]],
+        ),
+        (
+            "set-cookie",
+            layer(),
+            ok(&[fresh, ("set-cookie", "a=1")]),
+            vec![vec![]],
+        ),
+        ("vary", layer(), ok(&[fresh, ("vary", "*")]), vec![vec![]]),
+        (
+            "authorization",
+            layer().cache_authorized(true),
+            ok(&[fresh]),
+            vec![vec![("authorization", "Bearer x")]],
+        ),
+        ("no-ttl", layer(), ok(&[]), vec![vec![]]),
+        (
+            "header-too-large",
+            layer(),
+            ok(&[fresh, ("x-long", &long)]),
+            vec![vec![]],
+        ),
+        (
+            "content-encoding",
+            layer(),
+            ok(&[
+                fresh,
+                ("vary", "accept-encoding"),
+                ("content-encoding", "br"),
+            ]),
+            vec![vec![("accept-encoding", "gzip")]],
+        ),
+        (
+            "too-many-variants",
+            layer().max_variants(1),
+            ok(&[fresh, ("vary", "accept-language")]),
+            vec![
+                vec![("accept-language", "en")],
+                vec![("accept-language", "fr")],
+            ],
+        ),
+        (
+            "too-large",
+            layer().max_body_size(2),
+            ok(&[fresh]),
+            vec![vec![]],
+        ),
+    ];
+    let ending = |reason, body| {
+        let answer = Answer {
+            body,
+            ..ok(&[fresh])
+        };
+        (reason, layer(), answer, vec![vec![]])
+    };
+    let cases = cases.into_iter().chain([
+        ending("trailers", Ending::Trailers),
+        ending("body-error", Ending::Error),
+    ]);
+    for (reason, layer, answer, requests) in cases {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let app = origin(layer, answer);
+        for headers in requests {
+            // Read to the end (where too-large, trailers and body-error are decided), the
+            // origin's read error included.
+            let res = app.clone().oneshot(request("GET", "/r", &headers)).await;
+            let _ = res.unwrap().into_body().collect().await;
+        }
+        let series = format!("cache_stores_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&recorder, &series), 1.0, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn revalidations_not_modified_and_error() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let clock = ManualClock::new(T0);
+    let standards = || {
+        ResponseCacheLayer::from_config(memory(&clock), &ResponseCacheConfig::standards()).unwrap()
+    };
+    let validated = [("cache-control", "max-age=10"), ("etag", "\"e\"")];
+    for (outcome, status) in [("not_modified", 304), ("error", 503)] {
+        // The first request stores a 200; the stale entry's revalidation gets `status`.
+        let cache = standards();
+        let stored = origin(cache.clone(), ok(&validated));
+        fetch(&stored, "/r").await;
+        clock.advance(Duration::from_secs(11));
+        let answering = origin(
+            cache,
+            Answer {
+                status,
+                ..ok(&validated)
+            },
+        );
+        let series = format!("cache_revalidations_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(value(&recorder, &series), 0.0, "{outcome}");
+        fetch(&answering, "/r").await;
+        assert_eq!(value(&recorder, &series), 1.0, "{outcome}");
+    }
+}
+
+#[tokio::test]
+async fn bypasses_for_a_long_key_too_many_params_and_no_key() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let clock = ManualClock::new(T0);
+    let fresh = [("cache-control", "max-age=10")];
+    let layer = ResponseCacheLayer::new(memory(&clock))
+        .max_key_length(64)
+        .max_query_params(2);
+    let app = origin(layer, ok(&fresh));
+    fetch(&app, &format!("/{}", "k".repeat(100))).await;
+    fetch(&app, "/r?a=1&b=2&c=3").await;
+    let no_key = origin(
+        ResponseCacheLayer::new(memory(&clock)).key_with(|_: &axum::http::request::Parts| None),
+        ok(&fresh),
+    );
+    fetch(&no_key, "/r").await;
+    for reason in ["key-too-long", "too-many-params", "key"] {
+        let series = format!("cache_bypasses_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&recorder, &series), 1.0, "{reason}");
     }
 }

@@ -207,14 +207,16 @@ fn slow_validating_origin(revalidations: Arc<AtomicUsize>) -> Router<()> {
     }))
 }
 
-#[tokio::test]
-async fn a_thousand_requests_for_a_stale_entry_revalidate_once_across_two_instances() {
-    let server = tower_scale_testkit::RedisServer::start();
+/// 1,000 concurrent requests for a stale entry, split over two instances (each its own cache
+/// handle, local tier and cross-instance lock on the Redis store that `backend` makes): one
+/// revalidation, every client served the payload.
+async fn a_thousand_requests_revalidate_once(
+    backend: impl Fn() -> tower_scale_redis::RedisBackend,
+) {
     let clock = ManualClock::new(support::T0);
     let revalidations = Arc::new(AtomicUsize::new(0));
-    // Two instances (each its own cache handle, local tier and lock on one Redis).
     let instance = || {
-        let cache = Cache::builder(RedisStore::new(support::patient_backend(&server)))
+        let cache = Cache::builder(RedisStore::new(backend()))
             .clock(clock.clone())
             .l1(1 << 20)
             .lock(support::patient_lock())
@@ -238,4 +240,17 @@ async fn a_thousand_requests_for_a_stale_entry_revalidate_once_across_two_instan
         1,
         "one revalidation for 1,000 requests"
     );
+}
+
+#[tokio::test]
+async fn a_thousand_requests_for_a_stale_entry_revalidate_once_across_two_instances() {
+    let server = tower_scale_testkit::RedisServer::start();
+    a_thousand_requests_revalidate_once(|| support::patient_backend(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_for_a_stale_entry_revalidate_once_across_two_instances_on_redis_cluster()
+ {
+    let cluster = tower_scale_testkit::RedisCluster::start();
+    a_thousand_requests_revalidate_once(|| support::patient_cluster_backend(&cluster)).await;
 }

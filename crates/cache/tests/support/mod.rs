@@ -25,7 +25,16 @@ pub fn backend(server: &RedisServer) -> RedisBackend {
 /// A backend whose commands may take long: the stampede tests measure coalescing, not
 /// timeouts, on a small shared machine.
 pub fn patient_backend(server: &RedisServer) -> RedisBackend {
-    let mut config = RedisConfig::new(server.url());
+    patient(RedisConfig::new(server.url()))
+}
+
+/// A backend on `cluster` whose commands may take long (see [`patient_backend`]).
+pub fn patient_cluster_backend(cluster: &RedisCluster) -> RedisBackend {
+    patient(RedisConfig::cluster(cluster.urls()))
+}
+
+/// `config` with no command timeout short enough to fire and no breaker.
+fn patient(mut config: RedisConfig) -> RedisBackend {
     // Tests counting origin calls must not see a timeout (which fails open to the origin)
     // just because the machine is overloaded.
     config.command_timeout = Duration::from_secs(60);
