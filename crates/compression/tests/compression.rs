@@ -260,3 +260,21 @@ fn app_with_min(min: u16) -> Router {
         .min_size(min)
         .level(Encoding::Gzip, 1))
 }
+
+/// brotli 11 is an expensive level: with the `pool` feature the body (of known length) is
+/// encoded whole on the pool and sent with its exact `Content-Length`; without it, tower-http
+/// encodes it on the async worker as it streams (no `Content-Length`). Either way the client
+/// gets the same bytes back.
+#[tokio::test]
+async fn an_expensive_level_goes_to_the_pool_only_with_the_pool_feature() {
+    let app = app(CompressionLayer::new().level(Encoding::Br, 11));
+    let (headers, body) = fetch(&app, "GET", "/big", Some("br")).await;
+    assert_eq!(headers[header::CONTENT_ENCODING], "br");
+    assert_eq!(headers[header::VARY], "accept-encoding");
+    assert_eq!(
+        headers.contains_key(header::CONTENT_LENGTH),
+        cfg!(feature = "pool"),
+        "{headers:?}"
+    );
+    assert_eq!(decode("br", &body).await, big_text().as_bytes());
+}
