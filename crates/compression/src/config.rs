@@ -196,6 +196,9 @@ pub(crate) fn lookup(levels: &[(Encoding, i32)], encoding: Encoding) -> Option<i
 /// [`expensive_levels`](Self::expensive_levels). Everything else, and every streamed body
 /// (unknown length: server-sent events, proxied or generated streams), is encoded on the async
 /// worker by tower-http's `CompressionLayer`, chunk by chunk, flushed whenever the body waits.
+///
+/// Without the crate's `pool` feature there is no pool: every body takes tower-http's path,
+/// whatever this policy says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
 #[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
