@@ -1,6 +1,7 @@
-use std::fmt;
-use std::time::Duration;
+#[cfg(feature = "adaptive")]
+use std::{fmt, time::Duration};
 
+#[cfg(feature = "adaptive")]
 use tower_scale_metrics::LagWatch;
 
 /// How loaded the service is, as the adaptive mode sees it.
@@ -63,6 +64,7 @@ where
 /// `busy` on, saturated from `saturated` on, judged on
 /// [`LagWatch::recent_max`] (the largest lag of the probe's last window, so one late wake-up
 /// keeps the levels low for a while instead of flapping).
+#[cfg(feature = "adaptive")]
 #[derive(Clone)]
 pub struct LagSignal {
     watch: LagWatch,
@@ -70,6 +72,7 @@ pub struct LagSignal {
     saturated: Duration,
 }
 
+#[cfg(feature = "adaptive")]
 impl LagSignal {
     /// Lag thresholds over a running probe's watch.
     pub fn new(watch: LagWatch, busy: Duration, saturated: Duration) -> Self {
@@ -81,6 +84,7 @@ impl LagSignal {
     }
 }
 
+#[cfg(feature = "adaptive")]
 impl fmt::Debug for LagSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LagSignal")
@@ -91,6 +95,7 @@ impl fmt::Debug for LagSignal {
     }
 }
 
+#[cfg(feature = "adaptive")]
 impl LoadSignal for LagSignal {
     fn load(&self) -> Load {
         let lag = self.watch.recent_max();

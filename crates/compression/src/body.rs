@@ -71,6 +71,7 @@ impl<B: Body> CompressionBody<B> {
         }
     }
 
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             inner: BodyInner::Failed { error: Some(error) },

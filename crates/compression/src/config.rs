@@ -1,15 +1,19 @@
 use std::time::Duration;
 
+#[cfg(feature = "config")]
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "pool")]
 use std::sync::OnceLock;
 
+#[cfg(feature = "pool")]
 use tower_scale_offload::{Offload, OffloadConfig, PoolKind};
 
 use crate::ConfigError;
 
 /// A content coding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "config", serde(rename_all = "lowercase"))]
 pub enum Encoding {
     /// zstd.
     Zstd,
@@ -92,8 +96,9 @@ impl Encoding {
 /// }"#).unwrap();
 /// let layer = CompressionLayer::from_config(&config).unwrap();
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct CompressionConfig {
     /// Enabled encodings, most preferred first. Default zstd, br, gzip, deflate.
@@ -191,8 +196,12 @@ pub(crate) fn lookup(levels: &[(Encoding, i32)], encoding: Encoding) -> Option<i
 /// [`expensive_levels`](Self::expensive_levels). Everything else, and every streamed body
 /// (unknown length: server-sent events, proxied or generated streams), is encoded on the async
 /// worker by tower-http's `CompressionLayer`, chunk by chunk, flushed whenever the body waits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+///
+/// Without the crate's `pool` feature there is no pool: every body takes tower-http's path,
+/// whatever this policy says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct OffloadPolicy {
     /// `false`: every body is encoded on the async workers by tower-http. Default `true`.
@@ -210,6 +219,8 @@ pub struct OffloadPolicy {
     /// rayon pool of one thread per CPU with 64 encodes waiting per thread. When the pool is
     /// full, a body is sent uncompressed rather than waiting. Replaced by
     /// [`CompressionLayer::offload_with`](crate::CompressionLayer::offload_with).
+    #[cfg(feature = "pool")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
     pub pool: Option<OffloadConfig>,
 }
 
@@ -220,12 +231,14 @@ impl Default for OffloadPolicy {
             min_size: 64 * 1024,
             expensive_levels: vec![(Encoding::Br, 5), (Encoding::Zstd, 10)],
             max_buffered: 16 * 1024 * 1024,
+            #[cfg(feature = "pool")]
             pool: None,
         }
     }
 }
 
 /// The pool shared by the layers that name none, built on first use.
+#[cfg(feature = "pool")]
 pub(crate) fn shared_pool() -> Offload {
     static POOL: OnceLock<Offload> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -249,7 +262,7 @@ impl OffloadPolicy {
         level: i32,
         min_size: u16,
     ) -> Option<u64> {
-        if !self.enabled {
+        if !self.enabled || cfg!(not(feature = "pool")) {
             return None;
         }
         let expensive = lookup(&self.expensive_levels, encoding).is_some_and(|from| level >= from);
@@ -267,20 +280,21 @@ impl OffloadPolicy {
 /// The signal is a [`Load`](crate::Load): with
 /// [`CompressionLayer::adapt_to_lag`](crate::CompressionLayer::adapt_to_lag), the tokio
 /// scheduling lag measured by `tower_scale_metrics::RuntimeProbe`
-/// ([`LagWatch::recent_max`](tower_scale_metrics::LagWatch::recent_max), the largest lag of
+/// (`LagWatch::recent_max`, the largest lag of
 /// the probe's last window) compared with [`busy_lag`](Self::busy_lag) and
 /// [`saturated_lag`](Self::saturated_lag); with
 /// [`adapt_with`](crate::CompressionLayer::adapt_with), any signal of yours. A level is never
 /// raised: while busy, an encoding uses the lower of its level and its `busy_levels` entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct AdaptiveConfig {
     /// Busy from this scheduling lag on. Default 20 ms.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub busy_lag: Duration,
     /// Saturated from this scheduling lag on. Default 100 ms.
-    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub saturated_lag: Duration,
     /// Levels while busy. Default zstd 3, br 4, gzip 4, deflate 4.
     pub busy_levels: Vec<(Encoding, i32)>,

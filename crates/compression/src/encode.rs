@@ -1,16 +1,24 @@
-//! Whole-body encoding for the offloaded path, with async-compression's encoders (the ones
-//! tower-http streams through), driven to completion on the calling thread.
+//! The offloaded path (the `pool` feature): the whole body collected, then encoded on the pool
+//! with async-compression's encoders (the ones tower-http streams through), driven to
+//! completion on the pool's thread.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use async_compression::Level;
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response};
+use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tower_scale_offload::Offload;
 
-use crate::Encoding;
+use crate::predicate::{add_vary, weaken_etag};
+use crate::shared::Plan;
+use crate::{BoxError, CompressionBody, Encoding};
 
 /// Encodes `input` at `level`, with the parameters tower-http uses for the same encoding and
 /// level, so both paths produce the same stream for the same bytes.
@@ -43,6 +51,91 @@ fn drive<R: AsyncRead + Unpin>(mut reader: R, out: &mut Vec<u8>) -> io::Result<(
         Poll::Ready(result) => result.map(drop),
         Poll::Pending => Err(io::Error::other("in-memory encoder was pending")),
     }
+}
+
+/// Collects the body (on the async worker: it is I/O), encodes it on the pool, and answers
+/// with the encoded bytes and their exact `Content-Length`. When the pool is full, or the
+/// encoder fails, the collected body goes out as it is: correct, only larger.
+pub(crate) async fn encode_on_pool<B>(
+    mut parts: http::response::Parts,
+    body: B,
+    len: u64,
+    plan: Plan,
+    offload: Offload,
+) -> Response<CompressionBody<B>>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (data, trailers) = match collect(body, len).await {
+        Ok(collected) => collected,
+        Err(error) => return Response::from_parts(parts, CompressionBody::failed(error)),
+    };
+    add_vary(&mut parts.headers);
+    let input = data.clone();
+    let Plan {
+        encoding, level, ..
+    } = plan;
+    match offload.run(move || encode(encoding, level, &input)).await {
+        Ok(Ok(encoded)) => {
+            set_encoded_headers(&mut parts.headers, encoding, encoded.len());
+            Response::from_parts(
+                parts,
+                CompressionBody::buffered(Bytes::from(encoded), trailers),
+            )
+        }
+        Ok(Err(_)) | Err(_) => {
+            Response::from_parts(parts, CompressionBody::buffered(data, trailers))
+        }
+    }
+}
+
+fn set_encoded_headers(headers: &mut HeaderMap, encoding: Encoding, len: usize) {
+    headers.remove(header::ACCEPT_RANGES);
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(encoding.token()),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    weaken_etag(headers);
+}
+
+/// The whole body: a body of one chunk (the usual `Full` body) is taken without a copy.
+async fn collect<B>(body: B, len: u64) -> Result<(Bytes, Option<HeaderMap>), BoxError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = pin!(body);
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let mut trailers = None;
+    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(Into::into)?;
+        match frame.into_data() {
+            Ok(mut data) => {
+                let chunk = data.copy_to_bytes(data.remaining());
+                if let Some(buf) = joined.as_mut() {
+                    buf.extend_from_slice(&chunk);
+                } else if first.is_empty() {
+                    first = chunk;
+                } else if !chunk.is_empty() {
+                    let capacity = usize::try_from(len).unwrap_or(0);
+                    let mut buf = BytesMut::with_capacity(capacity.max(first.len() + chunk.len()));
+                    buf.extend_from_slice(&first);
+                    buf.extend_from_slice(&chunk);
+                    joined = Some(buf);
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    Ok((joined.map_or(first, BytesMut::freeze), trailers))
 }
 
 #[cfg(test)]

@@ -1,22 +1,21 @@
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use http::header;
+use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
+#[cfg(feature = "pool")]
 use tower_http::compression::predicate::Predicate;
-use tower_scale_offload::Offload;
 use tower_service::Service;
 
 use crate::body::FuseFuture;
 use crate::predicate::{DefaultPredicate, VariantPredicate, add_vary, remove_vary, weaken_etag};
-use crate::shared::{Plan, Shared};
-use crate::{BoxError, CompressionBody, Encoding};
+use crate::shared::Shared;
+use crate::{BoxError, CompressionBody};
 
 type Offloaded<B> = Pin<Box<dyn Future<Output = Response<CompressionBody<B>>> + Send>>;
 
@@ -55,6 +54,7 @@ pin_project! {
             variant: usize,
         },
         // Collecting the body, then encoding it on the pool.
+        #[cfg_attr(not(feature = "pool"), allow(dead_code))]
         Offloading {
             fut: Offloaded<ResBody>,
         },
@@ -110,6 +110,7 @@ where
     type Output = Result<Response<CompressionBody<ResBody>>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        #[cfg_attr(not(feature = "pool"), allow(unused_variables))]
         let (shared, variant, res) = match self.as_mut().project().state.project() {
             StateProj::Identity { fut, predicate } => {
                 let res = ready!(fut.poll(cx))?;
@@ -135,13 +136,14 @@ where
         // tower-http left the body as it is: unwrap it, so that what is passed on is the inner
         // body, not tower-http's (which holds room for every encoder's state).
         let res = res.map(|body| body.into_inner().into_inner());
-        let plan = shared.plan(variant);
+        #[cfg(feature = "pool")]
         if !res.headers().contains_key(header::CONTENT_RANGE) {
+            let plan = shared.plan(variant);
             let exact = res.body().size_hint().exact();
             if plan.predicate.offloads(exact) && plan.predicate.base.should_compress(&res) {
                 // Left alone for us to encode on the pool.
                 let (parts, body) = res.into_parts();
-                let fut = Box::pin(encode_on_pool(
+                let fut = Box::pin(crate::encode::encode_on_pool(
                     parts,
                     body,
                     exact.unwrap_or(0),
@@ -169,92 +171,4 @@ fn pass_through<B: Body>(
         remove_vary(res.headers_mut());
     }
     res.map(CompressionBody::identity)
-}
-
-/// Collects the body (on the async worker: it is I/O), encodes it on the pool, and answers
-/// with the encoded bytes and their exact `Content-Length`. When the pool is full, or the
-/// encoder fails, the collected body goes out as it is: correct, only larger.
-async fn encode_on_pool<B>(
-    mut parts: http::response::Parts,
-    body: B,
-    len: u64,
-    plan: Plan,
-    offload: Offload,
-) -> Response<CompressionBody<B>>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let (data, trailers) = match collect(body, len).await {
-        Ok(collected) => collected,
-        Err(error) => return Response::from_parts(parts, CompressionBody::failed(error)),
-    };
-    add_vary(&mut parts.headers);
-    let input = data.clone();
-    let Plan {
-        encoding, level, ..
-    } = plan;
-    match offload
-        .run(move || crate::encode::encode(encoding, level, &input))
-        .await
-    {
-        Ok(Ok(encoded)) => {
-            set_encoded_headers(&mut parts.headers, encoding, encoded.len());
-            Response::from_parts(
-                parts,
-                CompressionBody::buffered(Bytes::from(encoded), trailers),
-            )
-        }
-        Ok(Err(_)) | Err(_) => {
-            Response::from_parts(parts, CompressionBody::buffered(data, trailers))
-        }
-    }
-}
-
-fn set_encoded_headers(headers: &mut HeaderMap, encoding: Encoding, len: usize) {
-    headers.remove(header::ACCEPT_RANGES);
-    headers.insert(
-        header::CONTENT_ENCODING,
-        HeaderValue::from_static(encoding.token()),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    weaken_etag(headers);
-}
-
-/// The whole body: a body of one chunk (the usual `Full` body) is taken without a copy.
-async fn collect<B>(body: B, len: u64) -> Result<(Bytes, Option<HeaderMap>), BoxError>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    let mut body = pin!(body);
-    let mut first = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    let mut trailers = None;
-    while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(Into::into)?;
-        match frame.into_data() {
-            Ok(mut data) => {
-                let chunk = data.copy_to_bytes(data.remaining());
-                if let Some(buf) = joined.as_mut() {
-                    buf.extend_from_slice(&chunk);
-                } else if first.is_empty() {
-                    first = chunk;
-                } else if !chunk.is_empty() {
-                    let capacity = usize::try_from(len).unwrap_or(0);
-                    let mut buf = BytesMut::with_capacity(capacity.max(first.len() + chunk.len()));
-                    buf.extend_from_slice(&first);
-                    buf.extend_from_slice(&chunk);
-                    joined = Some(buf);
-                }
-            }
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    trailers = Some(t);
-                }
-            }
-        }
-    }
-    Ok((joined.map_or(first, BytesMut::freeze), trailers))
 }

@@ -4,10 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use tower_layer::Layer;
+#[cfg(feature = "adaptive")]
 use tower_scale_metrics::LagWatch;
+#[cfg(feature = "pool")]
 use tower_scale_offload::Offload;
 
-use crate::shared::{OffloadDebug, Shared, SignalSource};
+use crate::shared::{OffloadDebug, Pool, Shared, SignalSource};
 use crate::{Compression, CompressionConfig, ConfigError, Encoding, LoadSignal};
 
 /// Compresses responses; see the [crate docs](crate).
@@ -20,7 +22,7 @@ use crate::{Compression, CompressionConfig, ConfigError, Encoding, LoadSignal};
 pub struct CompressionLayer {
     config: Arc<CompressionConfig>,
     /// `None`: the pool shared by the process, built on the first encode that needs it.
-    offload: Option<Offload>,
+    offload: Pool,
     signal: Option<SignalSource>,
     shared: Arc<Shared>,
 }
@@ -29,11 +31,12 @@ impl fmt::Debug for CompressionLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompressionLayer")
             .field("config", &self.config)
-            .field("offload", &OffloadDebug(self.offload.as_ref()))
+            .field("offload", &OffloadDebug(&self.offload))
             .field(
                 "signal",
                 &match self.signal {
                     None => "none",
+                    #[cfg(feature = "adaptive")]
                     Some(SignalSource::Lag(_)) => "scheduling lag",
                     Some(SignalSource::Custom(_)) => "custom",
                 },
@@ -57,12 +60,15 @@ impl CompressionLayer {
     /// From a config; an invalid one is an error naming the field.
     pub fn from_config(config: &CompressionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        #[cfg(feature = "pool")]
         let offload = match &config.offload.pool {
             None => None,
             Some(pool) => {
                 Some(Offload::from_config(pool).map_err(|e| ConfigError::new("offload.pool", e))?)
             }
         };
+        #[cfg(not(feature = "pool"))]
+        let offload = None;
         Ok(Self::build(config.clone(), offload, None))
     }
 
@@ -113,6 +119,8 @@ impl CompressionLayer {
 
     /// Encodes on this pool (for example the application's own rayon pool) instead of the one
     /// built from [`OffloadPolicy::pool`](crate::OffloadPolicy::pool).
+    #[cfg(feature = "pool")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
     #[must_use]
     pub fn offload_with(self, offload: Offload) -> Self {
         Self::build(
@@ -126,6 +134,8 @@ impl CompressionLayer {
     /// `tower_scale_metrics::RuntimeProbe` is high: busy from
     /// [`AdaptiveConfig::busy_lag`](crate::AdaptiveConfig::busy_lag), saturated from
     /// [`saturated_lag`](crate::AdaptiveConfig::saturated_lag).
+    #[cfg(feature = "adaptive")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "adaptive")))]
     #[must_use]
     pub fn adapt_to_lag(self, watch: LagWatch) -> Self {
         let signal = Some(SignalSource::Lag(watch));
@@ -147,12 +157,8 @@ impl CompressionLayer {
     }
 
     /// A layer with the variants, predicates and load signal of `config` prepared once.
-    fn build(
-        config: CompressionConfig,
-        offload: Option<Offload>,
-        signal: Option<SignalSource>,
-    ) -> Self {
-        let shared = Arc::new(Shared::new(&config, offload.as_ref(), signal.as_ref()));
+    fn build(config: CompressionConfig, offload: Pool, signal: Option<SignalSource>) -> Self {
+        let shared = Arc::new(Shared::new(&config, &offload, signal.as_ref()));
         Self {
             config: Arc::new(config),
             offload,

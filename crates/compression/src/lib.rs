@@ -82,7 +82,9 @@
 mod adaptive;
 mod body;
 mod config;
+#[cfg(feature = "decompression")]
 mod decompression;
+#[cfg(feature = "pool")]
 mod encode;
 mod future;
 mod layer;
@@ -90,12 +92,19 @@ mod predicate;
 mod service;
 mod shared;
 
+#[cfg(feature = "adaptive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "adaptive")))]
+#[doc(inline)]
+pub use self::adaptive::LagSignal;
+#[cfg(feature = "decompression")]
+#[cfg_attr(docsrs, doc(cfg(feature = "decompression")))]
+#[doc(inline)]
+pub use self::decompression::{RequestDecompression, RequestDecompressionLayer};
 #[doc(inline)]
 pub use self::{
-    adaptive::{LagSignal, Load, LoadSignal},
+    adaptive::{Load, LoadSignal},
     body::CompressionBody,
     config::{AdaptiveConfig, CompressionConfig, Encoding, OffloadPolicy},
-    decompression::{RequestDecompression, RequestDecompressionLayer},
     future::ResponseFuture,
     layer::CompressionLayer,
     predicate::DefaultPredicate,
@@ -104,6 +113,8 @@ pub use self::{
 
 /// The pool the large and expensive bodies are encoded on (re-exported from
 /// `tower-scale-offload`).
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub use tower_scale_offload::{Offload, OffloadConfig, PoolKind};
 
 /// Type-erased errors of response bodies, and an invalid [`CompressionConfig`] (naming the

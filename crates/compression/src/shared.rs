@@ -5,23 +5,27 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tower_http::compression::CompressionLevel;
-use tower_scale_offload::Offload;
-
-use crate::adaptive::{LagSignal, Load, LoadSignal};
-use crate::config::{lookup, shared_pool};
+#[cfg(feature = "adaptive")]
+use crate::adaptive::LagSignal;
+use crate::adaptive::{Load, LoadSignal};
+use crate::config::lookup;
+#[cfg(feature = "pool")]
+use crate::config::shared_pool;
 use crate::predicate::{DefaultPredicate, VariantPredicate};
 use crate::{CompressionConfig, Encoding};
+use tower_http::compression::CompressionLevel;
 
 /// Where the layer's load signal comes from.
 #[derive(Clone)]
 pub(crate) enum SignalSource {
+    #[cfg(feature = "adaptive")]
     Lag(tower_scale_metrics::LagWatch),
     Custom(Arc<dyn LoadSignal>),
 }
 
 /// What one tower-http variant does: its encoding, its level, and which bodies it leaves to
 /// the pool.
+#[cfg_attr(not(feature = "pool"), allow(dead_code))]
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
     pub(crate) encoding: Encoding,
@@ -32,6 +36,19 @@ pub(crate) struct Plan {
 /// A tower-http `CompressionLayer` for one encoding at one level, applied per request to the
 /// lent inner service.
 pub(crate) type Variant = tower_http::compression::CompressionLayer<VariantPredicate>;
+
+/// The pool a layer was given: `None` for the process's shared pool. Without the `pool`
+/// feature there is no pool, and nothing is offloaded.
+#[cfg(feature = "pool")]
+pub(crate) type Pool = Option<tower_scale_offload::Offload>;
+/// The pool a layer was given: without the `pool` feature there is none.
+#[cfg(not(feature = "pool"))]
+pub(crate) type Pool = Option<NoPool>;
+
+/// No pool can be built without the `pool` feature: this type has no value.
+#[cfg(not(feature = "pool"))]
+#[derive(Clone, Debug)]
+pub(crate) enum NoPool {}
 
 /// State shared by every request through one service.
 pub(crate) struct Shared {
@@ -44,19 +61,20 @@ pub(crate) struct Shared {
     variants: Box<[Variant]>,
     predicate: DefaultPredicate,
     /// `None`: [`shared_pool`], fetched when a body is first encoded on it.
-    offload: Option<Offload>,
+    offload: Pool,
     signal: Option<Arc<dyn LoadSignal>>,
 }
 
 impl Shared {
     pub(crate) fn new(
         config: &CompressionConfig,
-        offload: Option<&Offload>,
+        offload: &Pool,
         signal: Option<&SignalSource>,
     ) -> Self {
         let signal: Option<Arc<dyn LoadSignal>> = match signal {
             None => None,
             Some(SignalSource::Custom(s)) => Some(Arc::clone(s)),
+            #[cfg(feature = "adaptive")]
             Some(SignalSource::Lag(watch)) => Some(Arc::new(LagSignal::new(
                 watch.clone(),
                 config.adaptive.busy_lag,
@@ -110,7 +128,7 @@ impl Shared {
             plans: plans.into(),
             variants: variants.into(),
             predicate: base,
-            offload: offload.cloned(),
+            offload: offload.clone(),
             signal,
         }
     }
@@ -143,6 +161,7 @@ impl Shared {
     }
 
     /// What variant `variant` does.
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     #[inline]
     pub(crate) fn plan(&self, variant: usize) -> &Plan {
         &self.plans[variant]
@@ -153,13 +172,14 @@ impl Shared {
         f.debug_struct(name)
             .field("encodings", &self.preference)
             .field("plans", &self.plans)
-            .field("offload", &OffloadDebug(self.offload.as_ref()))
+            .field("offload", &OffloadDebug(&self.offload))
             .field("adaptive", &self.signal.is_some())
             .finish()
     }
 
     /// The pool bodies are encoded on.
-    pub(crate) fn offload(&self) -> Offload {
+    #[cfg(feature = "pool")]
+    pub(crate) fn offload(&self) -> tower_scale_offload::Offload {
         self.offload.clone().unwrap_or_else(shared_pool)
     }
 }
@@ -179,7 +199,7 @@ fn level_at(config: &CompressionConfig, encoding: Encoding, load: Load) -> i32 {
 }
 
 /// Prints the process-wide pool as such, without building it.
-pub(crate) struct OffloadDebug<'a>(pub(crate) Option<&'a Offload>);
+pub(crate) struct OffloadDebug<'a>(pub(crate) &'a Pool);
 
 impl fmt::Debug for OffloadDebug<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,5 +1,8 @@
 //! Delays between reconnection attempts.
 
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 /// Exponential delays between reconnection attempts: `min`, doubled after each failure up to
@@ -50,13 +53,20 @@ impl Backoff {
         self.next = self.min;
     }
 
-    /// Waits [`next_delay`](Self::next_delay), unless `stop` finishes first: `false` then.
+    /// Waits [`next_delay`](Self::next_delay), unless `stop` finishes first: `false` then
+    /// (also when both finish in the same poll).
     pub async fn wait_or<F: Future>(&mut self, stop: F) -> bool {
         let delay = self.next_delay();
-        tokio::select! {
-            _ = stop => false,
-            () = tokio::time::sleep(delay) => true,
-        }
+        let mut stop = pin!(stop);
+        let mut sleep = pin!(tokio::time::sleep(delay));
+        poll_fn(|cx| {
+            if stop.as_mut().poll(cx).is_ready() {
+                Poll::Ready(false)
+            } else {
+                sleep.as_mut().poll(cx).map(|()| true)
+            }
+        })
+        .await
     }
 }
 
@@ -73,6 +83,10 @@ mod tests {
         assert!(!backoff.wait_or(async {}).await);
         assert_eq!(backoff.next_delay(), Duration::from_secs(4));
         assert_eq!(backoff.next_delay(), Duration::from_secs(4));
+        // Both ready in the same poll: the stop wins.
+        let mut zero = Backoff::new(Duration::ZERO, Duration::ZERO);
+        assert!(!zero.wait_or(async {}).await);
+        assert!(zero.wait_or(std::future::pending::<()>()).await);
         let odd = Backoff::new(Duration::from_secs(2), Duration::from_secs(1));
         assert_eq!(
             odd,
