@@ -111,7 +111,7 @@ async fn under_concurrency_only_the_first_wave_waits_for_a_paused_redis() {
 
 /// The network to Redis cut: every packet dropped, connections left open. Where network
 /// namespaces are refused (not root, a sandbox), a paused Redis stands in for it, as
-/// documented in docs/operations.md: to a client both are a peer that never answers.
+/// documented in the operations guide (https://github.com/tower-scale/tower-scale/blob/main/docs/operations.md): to a client both are a peer that never answers.
 #[tokio::test]
 async fn under_concurrency_only_the_first_wave_waits_for_a_network_dropping_packets() {
     let isolated = RedisServer::start_isolated();

@@ -3,7 +3,7 @@
 use tower_scale_core::MetricDef;
 
 /// The metrics of every enabled crate, each with the crate that emits it, in the order of
-/// `docs/metrics.md`. A dashboard, an alert rule or a documentation check reads this one list.
+/// the [metrics guide](https://github.com/tower-scale/tower-scale/blob/main/docs/metrics.md). A dashboard, an alert rule or a documentation check reads this one list.
 ///
 /// ```
 /// # #[cfg(feature = "metrics")] {

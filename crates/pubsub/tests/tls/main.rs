@@ -46,7 +46,7 @@ async fn instances_exchange_messages(config: &RedisConfig) {
 }
 
 const PASSWORD: &str = "pubsub-Pw-5d1";
-/// A limited user, as docs/operations.md recommends: the stream reader wakes its blocked XREAD
+/// A limited user, as the operations guide (https://github.com/tower-scale/tower-scale/blob/main/docs/operations.md) recommends: the stream reader wakes its blocked XREAD
 /// with `CLIENT UNBLOCK`.
 const RULES: [&str; 5] = ["~ts:*", "&ts:*", "+@all", "-@dangerous", "+client|unblock"];
 

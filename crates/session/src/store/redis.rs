@@ -86,7 +86,7 @@ impl RedisStore {
     /// deleted the session. One extra connection per Redis master (standalone: one; Redis
     /// Cluster: one per master), opened in the background; until it is up, and whenever it
     /// is down (closed, killed, Redis restarted, a missed heartbeat), loads read Redis and
-    /// nothing local is served. See `docs/session.md` for the guarantees.
+    /// nothing local is served. See the [session guide](https://github.com/tower-scale/tower-scale/blob/main/docs/session.md) for the guarantees.
     ///
     /// # Errors
     ///
