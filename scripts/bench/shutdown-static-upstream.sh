@@ -65,21 +65,8 @@ for impl in $IMPLS; do
         BENCH_APP="${CARGO_TARGET_DIR:-$ROOT/target}/$([ "$PROFILE" = dev ] && echo debug || echo release)/example-bench-app"
       fi
       [ -x "$BENCH_APP" ] || die "no bench app at $BENCH_APP" ;;
-    rust-tower)
-      shared_dir
-      echo "building the Rust peer (release, --locked) into $RUST_PEER_TARGET_DIR" >&2
-      (cd "$SHARED_DIR/peers/rust-tower" && CARGO_TARGET_DIR="$RUST_PEER_TARGET_DIR" cargo build --release --locked --quiet)
-      RUST_PEER="$RUST_PEER_TARGET_DIR/release/rust-tower-peer" ;;
-    node-express)
-      shared_dir
-      node_dir="$SHARED_DIR/peers/node-express"
-      mkdir -p "$NODE_PEER_DEPS_DIR"
-      if [ ! -f "$NODE_PEER_DEPS_DIR/node_modules/.package-lock.json" ] ||
-         ! cmp -s "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/package-lock.json"; then
-        echo "installing the Node peer's locked dependencies (npm ci) into $NODE_PEER_DEPS_DIR" >&2
-        cp "$node_dir/package.json" "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/"
-        (cd "$NODE_PEER_DEPS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
-      fi ;;
+    rust-tower) shared_dir; build_rust_peer ;;
+    node-express) shared_dir; install_node_peer ;;
     *) die "unknown implementation '$impl'" ;;
   esac
 done

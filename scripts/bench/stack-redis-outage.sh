@@ -57,21 +57,8 @@ case " $IMPLS " in *" tower-scale "*)
   (cd "$ROOT" && cargo build --release --quiet -p example-bench-app)
   BENCH_APP="${CARGO_TARGET_DIR:-$ROOT/target}/release/example-bench-app" ;;
 esac
-case " $IMPLS " in *" rust-tower "*)
-  echo "building the Rust peer (release, --locked) into $RUST_PEER_TARGET_DIR"
-  (cd "$SHARED_DIR/peers/rust-tower" && CARGO_TARGET_DIR="$RUST_PEER_TARGET_DIR" cargo build --release --locked --quiet)
-  RUST_PEER="$RUST_PEER_TARGET_DIR/release/rust-tower-peer" ;;
-esac
-case " $IMPLS " in *" node-express "*)
-  node_dir="$SHARED_DIR/peers/node-express"
-  mkdir -p "$NODE_PEER_DEPS_DIR"
-  if [ ! -f "$NODE_PEER_DEPS_DIR/node_modules/.package-lock.json" ] ||
-     ! cmp -s "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/package-lock.json"; then
-    echo "installing the Node peer's locked dependencies (npm ci) into $NODE_PEER_DEPS_DIR"
-    cp "$node_dir/package.json" "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/"
-    (cd "$NODE_PEER_DEPS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
-  fi ;;
-esac
+case " $IMPLS " in *" rust-tower "*) build_rust_peer ;; esac
+case " $IMPLS " in *" node-express "*) install_node_peer ;; esac
 
 # --- Redis in a network namespace of its own --------------------------------------------------
 NS="tsout$$"

@@ -136,3 +136,24 @@ stop_redis() {
   if [ -n "${REDIS_DIR:-}" ]; then rm -rf "$REDIS_DIR"; REDIS_DIR=""; fi
 }
 flush_redis() { redis-cli -p "$REDIS_PORT" flushall >/dev/null; }
+
+# Builds the Rust peer of $SHARED_DIR/peers/rust-tower (release, --locked) into
+# RUST_PEER_TARGET_DIR and sets RUST_PEER to its binary.
+build_rust_peer() {
+  echo "building the Rust peer (release, --locked) into $RUST_PEER_TARGET_DIR" >&2
+  (cd "$SHARED_DIR/peers/rust-tower" && CARGO_TARGET_DIR="$RUST_PEER_TARGET_DIR" cargo build --release --locked --quiet)
+  RUST_PEER="$RUST_PEER_TARGET_DIR/release/rust-tower-peer"
+}
+
+# Installs the Node peer's locked dependencies (npm ci) into NODE_PEER_DEPS_DIR, again only when
+# the peer's package-lock.json changed (shared/ is read-only, so they live outside it).
+install_node_peer() {
+  local node_dir="$SHARED_DIR/peers/node-express"
+  mkdir -p "$NODE_PEER_DEPS_DIR"
+  if [ ! -f "$NODE_PEER_DEPS_DIR/node_modules/.package-lock.json" ] ||
+     ! cmp -s "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/package-lock.json"; then
+    echo "installing the Node peer's locked dependencies (npm ci) into $NODE_PEER_DEPS_DIR" >&2
+    cp "$node_dir/package.json" "$node_dir/package-lock.json" "$NODE_PEER_DEPS_DIR/"
+    (cd "$NODE_PEER_DEPS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
