@@ -8,7 +8,6 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tower_service::Service;
 
@@ -250,7 +249,7 @@ where
 {
     type Response = Response<B>;
     type Error = S::Error;
-    type Future = ConnFuture<S::Future>;
+    type Future = crate::layer::ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -265,43 +264,10 @@ where
             #[cfg(not(feature = "axum"))]
             req.extensions_mut().insert(peer);
         }
-        ConnFuture {
-            inner: self.inner.call(req),
-            guard: Some(self.shutdown.busy()),
-            http1: self.http1 && req_http1,
-        }
-    }
-}
-
-pin_project! {
-    struct ConnFuture<F> {
-        #[pin]
-        inner: F,
-        // Counts the request until answered; the phase then says whether to close.
-        guard: Option<crate::coordinator::InFlightGuard>,
-        http1: bool,
-    }
-}
-
-impl<F, B, E> Future for ConnFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut result = std::task::ready!(this.inner.poll(cx));
-        let shutting_down = this
-            .guard
-            .take()
-            .is_some_and(|guard| guard.phase() >= crate::Phase::NotReady);
-        if *this.http1
-            && shutting_down
-            && let Ok(res) = &mut result
-        {
-            crate::layer::mark_close(res);
-        }
-        Poll::Ready(result)
+        crate::layer::ResponseFuture::new(
+            self.inner.call(req),
+            self.shutdown.busy(),
+            self.http1 && req_http1,
+        )
     }
 }

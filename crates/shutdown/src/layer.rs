@@ -64,11 +64,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let http11 = req.version() == Version::HTTP_11 || req.version() == Version::HTTP_10;
-        ResponseFuture {
-            guard: Some(self.shutdown.enter()),
-            http11,
-            inner: self.inner.call(req),
-        }
+        ResponseFuture::new(self.inner.call(req), self.shutdown.enter(), http11)
     }
 }
 
@@ -80,6 +76,18 @@ pin_project! {
         // Counts the request until it is answered; also how the answer reads the phase.
         guard: Option<InFlightGuard>,
         http11: bool,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// Counts the request with `guard` until `inner` answers; an HTTP/1 answer given once the
+    /// drain began says `Connection: close`.
+    pub(crate) fn new(inner: F, guard: InFlightGuard, http11: bool) -> Self {
+        Self {
+            inner,
+            guard: Some(guard),
+            http11,
+        }
     }
 }
 
