@@ -207,35 +207,43 @@ impl Shutdown {
     }
 
     /// Triggers on SIGTERM and SIGINT (Ctrl-C); the second signal forces. Call it once, inside
-    /// a tokio runtime.
+    /// a tokio runtime. The handlers are in place when it returns: a signal that arrives right
+    /// after starts the shutdown (it does not end the process with the default action).
     pub fn listen_for_signals(&self) {
         if self.inner.signals_installed.swap(true, Ordering::AcqRel) {
             return;
         }
+        #[cfg(unix)]
+        let (mut term, mut int) = {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    None
+                }
+            };
+            (
+                install(SignalKind::terminate(), "SIGTERM"),
+                install(SignalKind::interrupt(), "SIGINT"),
+            )
+        };
         let this = self.clone();
         tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        None
-                    }
-                };
             loop {
                 #[cfg(unix)]
-                let term_recv = async {
-                    match term.as_mut() {
-                        Some(s) => s.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let term_recv = std::future::pending::<Option<()>>();
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-                    _ = term_recv => tracing::info!("SIGTERM"),
+                    Some(()) = recv(&mut int) => tracing::info!("SIGINT"),
+                    Some(()) = recv(&mut term) => tracing::info!("SIGTERM"),
+                    else => return,
+                }
+                #[cfg(not(unix))]
+                match tokio::signal::ctrl_c().await {
+                    Ok(()) => tracing::info!("Ctrl-C"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for Ctrl-C");
+                        return;
+                    }
                 }
                 this.trigger();
             }
@@ -532,5 +540,14 @@ impl Drop for InFlightGuard {
             &self.inner.in_flight
         };
         counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The next signal of a stream that may not exist (its handler could not be installed).
+#[cfg(unix)]
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => None,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::{raise, Signal};
+use nix::sys::signal::{Signal, raise};
 use tower_scale_shutdown::{Shutdown, ShutdownConfig};
 
 #[tokio::test(flavor = "current_thread")]
