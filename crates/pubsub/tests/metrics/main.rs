@@ -50,6 +50,22 @@ fn other(delivery: Delivery) -> Delivery {
     }
 }
 
+/// The metrics the tests below show moving: every one the crate declares.
+#[test]
+fn every_metric_of_the_crate_is_shown_moving_here() {
+    let shown = [
+        names::PUBSUB_PUBLISHED_TOTAL,
+        names::PUBSUB_LAGGED_TOTAL,
+        names::PUBSUB_INTERRUPTIONS_TOTAL,
+        names::PUBSUB_CONNECTED,
+    ];
+    let mut declared: Vec<&str> = names::METRICS.iter().map(|m| m.name).collect();
+    let mut shown: Vec<&str> = shown.iter().map(|m| m.name).collect();
+    declared.sort_unstable();
+    shown.sort_unstable();
+    assert_eq!(declared, shown, "a metric without a test here");
+}
+
 #[tokio::test]
 async fn published_total_counts_each_publish_by_delivery_and_not_a_failed_one() {
     let recorder = PrometheusBuilder::new().build_recorder();
