@@ -136,10 +136,14 @@ for limit in tower-scale-session:66 tower-scale-compression:26; do
   [ "$n" -le "$max" ] || { echo "$crate (no default features) builds $n packages, more than $max" >&2; exit 1; }
 done
 
-# Compression with fewer algorithms than the default: gzip and deflate alone, plus brotli, plus zstd.
-for features in "" br zstd; do
+# Compression with fewer algorithms than the default: gzip and deflate alone (the minimal set),
+# and with brotli or zstd alone on the pool and request-decompression paths.
+for features in "" br,pool,decompression,config zstd,pool,decompression,config; do
   log "cargo test -p tower-scale-compression --no-default-features --features '$features' --test algorithms"
   cargo test -p tower-scale-compression --no-default-features --features "$features" --test algorithms --locked
+done
+for features in br zstd; do
+  log "cargo clippy -p tower-scale-compression --no-default-features --features $features --all-targets -- -D warnings"
   cargo clippy -p tower-scale-compression --no-default-features --features "$features" --all-targets --locked -- -D warnings
 done
 

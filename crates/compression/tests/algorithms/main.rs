@@ -1,7 +1,8 @@
 //! The algorithms compiled in (gzip and deflate always, `br` and `zstd` by feature): which are
 //! negotiated, on both encoding paths and in request decompression, and how a config naming
 //! one that is not compiled in is refused. Passes with any set of the crate's features; the
-//! test command runs it with none, with `br` alone and with `zstd` alone.
+//! test command runs it with none, and with `br` or `zstd` alone next to `pool`,
+//! `decompression` and `config`.
 
 use axum::Router;
 use axum::routing::get;
