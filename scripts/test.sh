@@ -127,12 +127,24 @@ for crate in tower-scale-compression tower-scale-offload; do
 done
 
 # The minimal feature sets stay at or below their closest peers' (see scripts/dep-counts.sh;
-# compression: tower-http's 31 plus itself and tower-scale-core).
-for limit in tower-scale-session:66 tower-scale-compression:33; do
+# compression: tower-http's gzip and deflate, itself and tower-scale-core, against tower-http's
+# `compression-full` 31).
+for limit in tower-scale-session:66 tower-scale-compression:26; do
   crate=${limit%:*} max=${limit#*:}
   n=$(cargo tree -p "$crate" --no-default-features -e normal --prefix none --no-dedupe -f '{p}' --locked |
     sed 's/ (.*//' | sort -u | wc -l)
   [ "$n" -le "$max" ] || { echo "$crate (no default features) builds $n packages, more than $max" >&2; exit 1; }
+done
+
+# Compression with fewer algorithms than the default: gzip and deflate alone (the minimal set),
+# and with brotli or zstd alone on the pool and request-decompression paths.
+for features in "" br,pool,decompression,config zstd,pool,decompression,config; do
+  log "cargo test -p tower-scale-compression --no-default-features --features '$features' --test algorithms"
+  cargo test -p tower-scale-compression --no-default-features --features "$features" --test algorithms --locked
+done
+for features in br zstd; do
+  log "cargo clippy -p tower-scale-compression --no-default-features --features $features --all-targets -- -D warnings"
+  cargo clippy -p tower-scale-compression --no-default-features --features "$features" --all-targets --locked -- -D warnings
 done
 
 log "every package's rust-version covers what its dependencies in Cargo.lock need"

@@ -11,6 +11,12 @@ use tower_scale_offload::{Offload, OffloadConfig, PoolKind};
 use crate::ConfigError;
 
 /// A content coding.
+///
+/// gzip and deflate are always compiled in; brotli and zstd only with the crate's `br` and
+/// `zstd` features (both on by default). An encoding that is not compiled in is never
+/// negotiated; a config that names it is refused by
+/// [`CompressionLayer::from_config`](crate::CompressionLayer::from_config), and the builder's
+/// setters ignore it. See [`is_compiled_in`](Self::is_compiled_in).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "config", derive(Serialize, Deserialize))]
 #[cfg_attr(feature = "config", serde(rename_all = "lowercase"))]
@@ -27,6 +33,42 @@ pub enum Encoding {
 
 impl Encoding {
     pub(crate) const ALL: [Self; 4] = [Self::Zstd, Self::Br, Self::Gzip, Self::Deflate];
+
+    /// Whether this build can encode (and, with the `decompression` feature, decode) it: gzip
+    /// and deflate always, brotli with the `br` feature, zstd with the `zstd` feature.
+    ///
+    /// ```
+    /// use tower_scale_compression::Encoding;
+    ///
+    /// assert!(Encoding::Gzip.is_compiled_in());
+    /// assert_eq!(Encoding::Br.is_compiled_in(), cfg!(feature = "br"));
+    /// ```
+    pub const fn is_compiled_in(self) -> bool {
+        match self {
+            Self::Zstd => cfg!(feature = "zstd"),
+            Self::Br => cfg!(feature = "br"),
+            Self::Gzip | Self::Deflate => true,
+        }
+    }
+
+    /// The encodings compiled in, in the default preference order.
+    pub(crate) fn compiled_in() -> impl Iterator<Item = Self> {
+        Self::ALL.into_iter().filter(|e| e.is_compiled_in())
+    }
+
+    /// `Err` naming `field` when `self` is not compiled in.
+    pub(crate) fn check_compiled_in(self, field: &'static str) -> Result<(), ConfigError> {
+        if self.is_compiled_in() {
+            return Ok(());
+        }
+        let token = self.token();
+        Err(ConfigError::new(
+            field,
+            format!(
+                "{token} is not compiled in: enable the `{token}` feature of tower-scale-compression"
+            ),
+        ))
+    }
 
     /// The position in [`Self::ALL`].
     pub(crate) const fn index(self) -> usize {
@@ -101,7 +143,8 @@ impl Encoding {
 #[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct CompressionConfig {
-    /// Enabled encodings, most preferred first. Default zstd, br, gzip, deflate.
+    /// Enabled encodings, most preferred first. Default zstd, br, gzip, deflate (those compiled
+    /// in: see [`Encoding::is_compiled_in`]).
     pub encodings: Vec<Encoding>,
     /// Bodies smaller than this are sent as they are. Default 1024 bytes.
     pub min_size: u16,
@@ -119,12 +162,7 @@ pub struct CompressionConfig {
 impl Default for CompressionConfig {
     fn default() -> Self {
         Self {
-            encodings: vec![
-                Encoding::Zstd,
-                Encoding::Br,
-                Encoding::Gzip,
-                Encoding::Deflate,
-            ],
+            encodings: Encoding::compiled_in().collect(),
             min_size: 1024,
             levels: Vec::new(),
             offload: OffloadPolicy::default(),
@@ -141,6 +179,7 @@ impl CompressionConfig {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (i, e) in self.encodings.iter().enumerate() {
+            e.check_compiled_in("encodings")?;
             if self.encodings[..i].contains(e) {
                 let message = format!("{} is listed twice", e.token());
                 return Err(ConfigError::new("encodings", message));
@@ -153,6 +192,7 @@ impl CompressionConfig {
             ("offload.expensive_levels", &self.offload.expensive_levels),
         ] {
             for (e, l) in levels {
+                e.check_compiled_in(field)?;
                 if !e.levels().contains(l) {
                     let r = e.levels();
                     return Err(ConfigError::new(
@@ -178,6 +218,15 @@ impl CompressionConfig {
         }
         Ok(())
     }
+}
+
+/// The entries of `levels` whose encoding is compiled in.
+fn compiled_in(levels: &[(Encoding, i32)]) -> Vec<(Encoding, i32)> {
+    levels
+        .iter()
+        .copied()
+        .filter(|(e, _)| e.is_compiled_in())
+        .collect()
 }
 
 pub(crate) fn lookup(levels: &[(Encoding, i32)], encoding: Encoding) -> Option<i32> {
@@ -209,7 +258,7 @@ pub struct OffloadPolicy {
     /// Bodies of known length from this many bytes are encoded on the pool. Default 64 KiB.
     pub min_size: u64,
     /// From these levels every compressed body of known length is encoded on the pool,
-    /// whatever its size. Default brotli 5 and zstd 10.
+    /// whatever its size. Default brotli 5 and zstd 10 (those compiled in).
     pub expensive_levels: Vec<(Encoding, i32)>,
     /// Bodies longer than this are never buffered: they take tower-http's streaming path.
     /// Default 16 MiB.
@@ -229,7 +278,7 @@ impl Default for OffloadPolicy {
         Self {
             enabled: true,
             min_size: 64 * 1024,
-            expensive_levels: vec![(Encoding::Br, 5), (Encoding::Zstd, 10)],
+            expensive_levels: compiled_in(&[(Encoding::Br, 5), (Encoding::Zstd, 10)]),
             max_buffered: 16 * 1024 * 1024,
             #[cfg(feature = "pool")]
             pool: None,
@@ -296,9 +345,9 @@ pub struct AdaptiveConfig {
     /// Saturated from this scheduling lag on. Default 100 ms.
     #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub saturated_lag: Duration,
-    /// Levels while busy. Default zstd 3, br 4, gzip 4, deflate 4.
+    /// Levels while busy. Default zstd 3, br 4, gzip 4, deflate 4 (those compiled in).
     pub busy_levels: Vec<(Encoding, i32)>,
-    /// Levels while saturated. Default 1 for each encoding.
+    /// Levels while saturated. Default 1 for each encoding compiled in.
     pub saturated_levels: Vec<(Encoding, i32)>,
 }
 
@@ -307,18 +356,13 @@ impl Default for AdaptiveConfig {
         Self {
             busy_lag: Duration::from_millis(20),
             saturated_lag: Duration::from_millis(100),
-            busy_levels: vec![
+            busy_levels: compiled_in(&[
                 (Encoding::Zstd, 3),
                 (Encoding::Br, 4),
                 (Encoding::Gzip, 4),
                 (Encoding::Deflate, 4),
-            ],
-            saturated_levels: vec![
-                (Encoding::Zstd, 1),
-                (Encoding::Br, 1),
-                (Encoding::Gzip, 1),
-                (Encoding::Deflate, 1),
-            ],
+            ]),
+            saturated_levels: Encoding::compiled_in().map(|e| (e, 1)).collect(),
         }
     }
 }

@@ -1,7 +1,9 @@
 use tower_layer::Layer;
 
-/// Decompresses request bodies (gzip, br, zstd, deflate) with a hard limit on the decompressed
-/// size: past `max_bytes` reading the body fails with tower-http's length-limit error, which
+/// Decompresses request bodies (gzip and deflate; br and zstd with the crate's `br` and `zstd`
+/// features) with a hard limit on the decompressed size. A body in an encoding not compiled in
+/// is answered `415 Unsupported Media Type`, with `Accept-Encoding` listing those that are
+/// (tower-http's behaviour). Past `max_bytes` reading the body fails with tower-http's length-limit error, which
 /// axum's extractors answer with `413 Payload Too Large`. tower-http's
 /// `RequestDecompressionLayer` inside a `RequestBodyLimitLayer` applied to the decompressed
 /// stream.

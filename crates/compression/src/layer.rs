@@ -77,22 +77,27 @@ impl CompressionLayer {
         &self.config
     }
 
-    /// Enabled encodings, most preferred first (a repeated one counts once).
+    /// Enabled encodings, most preferred first (a repeated one counts once, one not
+    /// [compiled in](Encoding::is_compiled_in) is left out).
     #[must_use]
     pub fn encodings(self, encodings: &[Encoding]) -> Self {
         self.with_config(|config| {
             config.encodings.clear();
             for e in encodings {
-                if !config.encodings.contains(e) {
+                if e.is_compiled_in() && !config.encodings.contains(e) {
                     config.encodings.push(*e);
                 }
             }
         })
     }
 
-    /// The level of one encoding, clamped to [`Encoding::levels`].
+    /// The level of one encoding, clamped to [`Encoding::levels`]; ignored for an encoding
+    /// not [compiled in](Encoding::is_compiled_in).
     #[must_use]
     pub fn level(self, encoding: Encoding, level: i32) -> Self {
+        if !encoding.is_compiled_in() {
+            return self;
+        }
         self.with_config(|config| {
             config.levels.retain(|(e, _)| *e != encoding);
             config.levels.push((encoding, encoding.clamp(level)));

@@ -87,9 +87,16 @@ impl Shared {
             &[Load::Normal]
         };
         let base = DefaultPredicate::new(config.min_size);
-        let mut plans = Vec::with_capacity(config.encodings.len() * loads.len());
+        // `from_config` refuses, and the setters leave out, the encodings not compiled in.
+        let preference: Box<[Encoding]> = config
+            .encodings
+            .iter()
+            .copied()
+            .filter(|e| e.is_compiled_in())
+            .collect();
+        let mut plans = Vec::with_capacity(preference.len() * loads.len());
         let mut variants = Vec::with_capacity(plans.capacity());
-        for &encoding in &config.encodings {
+        for &encoding in &preference {
             for &load in loads {
                 let level = level_at(config, encoding, load);
                 let predicate = VariantPredicate {
@@ -99,19 +106,8 @@ impl Shared {
                         .offload_from(encoding, level, config.min_size)
                         .map(|from| (from, config.offload.max_buffered)),
                 };
-                let layer = tower_http::compression::CompressionLayer::new()
-                    .no_br()
-                    .no_deflate()
-                    .no_gzip()
-                    .no_zstd();
-                let layer = match encoding {
-                    Encoding::Zstd => layer.zstd(true),
-                    Encoding::Br => layer.br(true),
-                    Encoding::Gzip => layer.gzip(true),
-                    Encoding::Deflate => layer.deflate(true),
-                };
                 variants.push(
-                    layer
+                    only(encoding)
                         .quality(CompressionLevel::Precise(level))
                         .compress_when(predicate),
                 );
@@ -123,7 +119,7 @@ impl Shared {
             }
         }
         Self {
-            preference: config.encodings.clone().into(),
+            preference,
             tiers: loads.len(),
             plans: plans.into(),
             variants: variants.into(),
@@ -181,6 +177,28 @@ impl Shared {
     #[cfg(feature = "pool")]
     pub(crate) fn offload(&self) -> tower_scale_offload::Offload {
         self.offload.clone().unwrap_or_else(shared_pool)
+    }
+}
+
+/// A tower-http layer that offers `encoding` alone (one compiled in).
+fn only(encoding: Encoding) -> tower_http::compression::CompressionLayer {
+    let layer = tower_http::compression::CompressionLayer::new()
+        .no_deflate()
+        .no_gzip();
+    #[cfg(feature = "br")]
+    let layer = layer.no_br();
+    #[cfg(feature = "zstd")]
+    let layer = layer.no_zstd();
+    match encoding {
+        #[cfg(feature = "zstd")]
+        Encoding::Zstd => layer.zstd(true),
+        #[cfg(feature = "br")]
+        Encoding::Br => layer.br(true),
+        Encoding::Gzip => layer.gzip(true),
+        Encoding::Deflate => layer.deflate(true),
+        // Filtered out by `Shared::new`: nothing to offer.
+        #[cfg(not(all(feature = "br", feature = "zstd")))]
+        _ => layer,
     }
 }
 

@@ -148,10 +148,15 @@ impl Broadcaster {
         let payload = payload.into();
         let delivery = self.delivery(room);
         #[cfg(feature = "redis")]
-        if let Some(redis) = &self.inner.redis {
-            return redis.publish(room, delivery, payload).await;
-        }
-        Ok(self.publish_memory(room, delivery, payload))
+        let published = match &self.inner.redis {
+            Some(redis) => redis.publish(room, delivery, payload).await?,
+            None => self.publish_memory(room, delivery, payload),
+        };
+        #[cfg(not(feature = "redis"))]
+        let published = self.publish_memory(room, delivery, payload);
+        metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL.name, "delivery" => delivery.label())
+            .increment(1);
+        Ok(published)
     }
 
     fn publish_memory(&self, room: &str, delivery: Delivery, payload: Bytes) -> Option<MessageId> {

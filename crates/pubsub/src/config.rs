@@ -44,6 +44,16 @@ pub trait DeliveryPolicy: Send + Sync + 'static {
     fn delivery(&self, room: &str) -> Delivery;
 }
 
+impl Delivery {
+    /// The value of the metrics' `delivery` label: `pubsub` or `stream`.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::PubSub => "pubsub",
+            Self::Stream => "stream",
+        }
+    }
+}
+
 impl DeliveryPolicy for Delivery {
     fn delivery(&self, _room: &str) -> Delivery {
         *self

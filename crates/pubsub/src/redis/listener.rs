@@ -104,7 +104,7 @@ impl Listener {
         self.links.set(Delivery::PubSub, true);
         if failed {
             tracing::info!(rooms = open.len(), "pubsub: resubscribed after a reconnect");
-            metrics::counter!(crate::PUBSUB_INTERRUPTIONS_TOTAL.name, "delivery" => "pubsub")
+            metrics::counter!(crate::PUBSUB_INTERRUPTIONS_TOTAL.name, "delivery" => Delivery::PubSub.label())
                 .increment(1);
             self.registry.interrupt(Delivery::PubSub, |_| true);
         }

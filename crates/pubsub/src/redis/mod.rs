@@ -122,16 +122,9 @@ impl RedisPlane {
                 self.backend
                     .query::<i64>(redis::cmd("PUBLISH").arg(&key).arg(payload.as_ref()))
                     .await?;
-                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL.name, "delivery" => "pubsub")
-                    .increment(1);
                 Ok(None)
             }
-            Delivery::Stream => {
-                let id = self.append(&key, &payload).await?;
-                metrics::counter!(crate::PUBSUB_PUBLISHED_TOTAL.name, "delivery" => "stream")
-                    .increment(1);
-                Ok(Some(id))
-            }
+            Delivery::Stream => Ok(Some(self.append(&key, &payload).await?)),
         }
     }
 
@@ -366,12 +359,12 @@ pub(crate) struct Links {
 impl Links {
     /// Records the state of one connection, in the metrics too.
     pub(crate) fn set(&self, delivery: Delivery, up: bool) {
-        let (flag, label) = match delivery {
-            Delivery::PubSub => (&self.pubsub_down, "pubsub"),
-            Delivery::Stream => (&self.stream_down, "stream"),
+        let flag = match delivery {
+            Delivery::PubSub => &self.pubsub_down,
+            Delivery::Stream => &self.stream_down,
         };
         flag.store(!up, Ordering::Relaxed);
-        metrics::gauge!(crate::PUBSUB_CONNECTED.name, "delivery" => label).set(if up {
+        metrics::gauge!(crate::PUBSUB_CONNECTED.name, "delivery" => delivery.label()).set(if up {
             1.0
         } else {
             0.0

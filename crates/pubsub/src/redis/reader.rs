@@ -334,7 +334,7 @@ impl Reader {
                 rooms = interrupted.len(),
                 "pubsub: stream entries were lost or trimmed while disconnected"
             );
-            metrics::counter!(crate::PUBSUB_INTERRUPTIONS_TOTAL.name, "delivery" => "stream")
+            metrics::counter!(crate::PUBSUB_INTERRUPTIONS_TOTAL.name, "delivery" => Delivery::Stream.label())
                 .increment(1);
             self.registry.interrupt(Delivery::Stream, |room| {
                 interrupted.iter().any(|r| **r == *room)

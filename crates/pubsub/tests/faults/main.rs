@@ -12,32 +12,7 @@ use tokio::time::sleep;
 use tower_scale_pubsub::{Broadcaster, Delivery, Event, Subscription};
 use tower_scale_testkit::RedisServer;
 
-use support::{PATIENCE, next_event, next_message, text};
-
-fn builder(delivery: Delivery) -> tower_scale_pubsub::BroadcasterBuilder {
-    Broadcaster::builder()
-        .delivery(delivery)
-        .ping_interval(Duration::from_millis(200))
-        .subscribe_timeout(Duration::from_millis(300))
-        .publish_retry(Duration::from_secs(20))
-}
-
-/// Polls `check` until it holds (a guard against hanging, not a timing assertion).
-async fn eventually(what: &str, check: impl FnMut() -> bool) {
-    tower_scale_testkit::eventually(what, PATIENCE, check).await;
-}
-
-/// Skips events until `Interrupted`; messages before it are allowed (published before the
-/// fault reached this instance), anything else is not.
-async fn until_interrupted(sub: &mut Subscription) {
-    loop {
-        match next_event(sub).await {
-            Event::Interrupted => return,
-            Event::Message(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
+use support::{builder, eventually, next_event, next_message, text, until_interrupted};
 
 fn lines(reply: &str) -> usize {
     reply.lines().filter(|l| !l.trim().is_empty()).count()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tower_scale_pubsub::{Broadcaster, BroadcasterBuilder, Event, Message, Subscription};
+use tower_scale_pubsub::{Broadcaster, BroadcasterBuilder, Delivery, Event, Message, Subscription};
 use tower_scale_redis::{RedisBackend, RedisConfig};
 
 /// Generous bound for an event that must come (never a timing assertion: only a guard against
@@ -51,4 +51,31 @@ pub fn cluster_backend(
 /// A Redis broadcaster with its own backend (as a separate instance would have).
 pub fn instance(url: &str, builder: BroadcasterBuilder) -> Broadcaster {
     builder.redis(backend(url)).build().expect("valid config")
+}
+
+/// A builder that notices faults quickly: ping every 200 ms, subscribe confirmed within 300 ms,
+/// stream publishes retried for 20 s.
+pub fn builder(delivery: Delivery) -> BroadcasterBuilder {
+    Broadcaster::builder()
+        .delivery(delivery)
+        .ping_interval(Duration::from_millis(200))
+        .subscribe_timeout(Duration::from_millis(300))
+        .publish_retry(Duration::from_secs(20))
+}
+
+/// Polls `check` until it holds (a guard against hanging, not a timing assertion).
+pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    tower_scale_testkit::eventually(what, PATIENCE, check).await;
+}
+
+/// Skips events until `Interrupted`; messages before it are allowed (published before the
+/// fault reached this instance), anything else is not.
+pub async fn until_interrupted(sub: &mut Subscription) {
+    loop {
+        match next_event(sub).await {
+            Event::Interrupted => return,
+            Event::Message(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
