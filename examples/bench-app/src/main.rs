@@ -91,17 +91,13 @@ fn switch(name: &str, default: bool) -> Result<bool, Failure> {
 /// `MetricsLayer` outside `PressureLayer` (the stack's default thresholds: 200 ms of scheduling
 /// lag; in-flight requests capped by `BENCH_MAX_IN_FLIGHT` when set), and `GET /metrics`.
 /// Off by default: the benchmark measures the contract's layers only.
-fn with_metrics(router: &mut axum::Router, metrics: &PrometheusMetrics) -> Result<(), Failure> {
+fn with_metrics(
+    router: &mut axum::Router,
+    metrics: &PrometheusMetrics,
+    max_in_flight: Option<usize>,
+) {
     use tower_scale::metrics::{MetricsLayer, RuntimeProbe};
     use tower_scale::offload::PressureLayer;
-    let max_in_flight = match std::env::var("BENCH_MAX_IN_FLIGHT") {
-        Err(_) => None,
-        Ok(v) => Some(v.parse::<usize>().map_err(|_| {
-            Failure::Config(format!(
-                "BENCH_MAX_IN_FLIGHT={v:?}: expected a number of requests"
-            ))
-        })?),
-    };
     // Dropping the handle leaves the probe running for the life of the process.
     let probe = RuntimeProbe::new().spawn();
     let pressure = PressureLayer::new()
@@ -111,7 +107,18 @@ fn with_metrics(router: &mut axum::Router, metrics: &PrometheusMetrics) -> Resul
         .layer(pressure)
         .layer(MetricsLayer::new())
         .route("/metrics", axum::routing::get(metrics.handler()));
-    Ok(())
+}
+
+/// `BENCH_MAX_IN_FLIGHT`: none when unset.
+fn max_in_flight() -> Result<Option<usize>, Failure> {
+    match std::env::var("BENCH_MAX_IN_FLIGHT") {
+        Err(_) => Ok(None),
+        Ok(v) => v.parse().map(Some).map_err(|_| {
+            Failure::Config(format!(
+                "BENCH_MAX_IN_FLIGHT={v:?}: expected a number of requests"
+            ))
+        }),
+    }
 }
 
 async fn run() -> Result<(), Failure> {
@@ -140,7 +147,10 @@ async fn run() -> Result<(), Failure> {
             // Installed before the backend and the layers are built: each takes its metric
             // handles from the recorder installed at that time.
             let metrics = if switch("BENCH_METRICS", false)? {
-                Some(PrometheusMetrics::install().map_err(|e| Failure::Start(e.to_string()))?)
+                let max_in_flight = max_in_flight()?;
+                let metrics =
+                    PrometheusMetrics::install().map_err(|e| Failure::Start(e.to_string()))?;
+                Some((metrics, max_in_flight))
             } else {
                 None
             };
@@ -154,8 +164,8 @@ async fn run() -> Result<(), Failure> {
             })?;
             let mut app = example_bench_app::app(&redis, &shutdown, options)
                 .map_err(|e| Failure::Start(e.to_string()))?;
-            if let Some(metrics) = &metrics {
-                with_metrics(app.get_mut(), metrics)?;
+            if let Some((metrics, max_in_flight)) = &metrics {
+                with_metrics(app.get_mut(), metrics, *max_in_flight);
             }
             Some(app)
         }

@@ -448,3 +448,90 @@ async fn bad_settings_and_a_missing_redis_stop_the_start() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The value of the series `series` (name and labels, exactly as exported) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_mode_serves_every_layers_metrics_and_sheds_past_the_in_flight_cap() {
+    let redis = RedisServer::start();
+
+    // Off by default: no /metrics.
+    let app = App::start(&[("REDIS_URL", &redis.url())]).await;
+    assert_eq!(
+        app.get("/metrics", &[]).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(app.exit_on_sigterm().await.success());
+
+    let app = App::start(&[("REDIS_URL", &redis.url()), ("BENCH_METRICS", "on")]).await;
+    assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/cached/m1", &[]).await.status(), StatusCode::OK);
+    let res = app.get("/metrics", &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    for (series, at_least) in [
+        (
+            r#"http_requests_total{method="GET",route="/hello",status="2xx"}"#,
+            1.0,
+        ),
+        (
+            r#"http_requests_total{method="GET",route="/cached/{id}",status="2xx"}"#,
+            1.0,
+        ),
+        (r#"cache_requests_total{result="miss"}"#, 1.0),
+        (
+            r#"ratelimit_decisions_total{policy="stack",decision="allowed"}"#,
+            1.0,
+        ),
+        // The backend and the breakers were built after the recorder was installed: their
+        // metrics are the recorder's, not no-ops.
+        ("redis_command_duration_seconds_count", 1.0),
+        (r#"breaker_state{breaker="redis"}"#, 0.0),
+        ("process_resident_memory_bytes", 1.0),
+    ] {
+        let value = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(value >= at_least, "{series} = {value}");
+    }
+    assert!(app.exit_on_sigterm().await.success());
+
+    // A cap of 0 in flight sheds every request but /metrics, and counts it.
+    let app = App::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("BENCH_METRICS", "on"),
+        ("BENCH_MAX_IN_FLIGHT", "0"),
+    ])
+    .await;
+    let res = app.get("/hello", &[]).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&res, "x-shed-reason"), Some("in_flight"));
+    let text = app.get("/metrics", &[]).await.text().await.unwrap();
+    assert_eq!(
+        sample(&text, r#"pressure_shed_total{reason="in_flight"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_requests_total{method="GET",route="/hello",status="5xx"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(app.exit_on_sigterm().await.success());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_example-bench-app"))
+        .envs([
+            ("PORT", "0"),
+            ("BENCH_METRICS", "on"),
+            ("BENCH_MAX_IN_FLIGHT", "many"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_MAX_IN_FLIGHT"));
+}
