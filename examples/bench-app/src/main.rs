@@ -12,7 +12,9 @@
 //! `BENCH_RATELIMIT_HEADERS` (`off`, the default, or `on`: the IETF `RateLimit` fields on the
 //! rate-limited routes), `BENCH_PRE_STOP_DELAY` (seconds, 0 by default), `BENCH_SESSION_LOCAL` (`on`, the default: the session store's local
 //! copy of recently read sessions; or `off`), `BENCH_CACHE_L1` (`off`, the default, or `on`:
-//! the cache's local tier in front of Redis for `/cached/{id}`). It prints one line once listening (`listening on http://<addr>`) and nothing per request. SIGTERM or
+//! the cache's local tier in front of Redis for `/cached/{id}`), `BENCH_METRICS` (`off`, the
+//! default, or `on`: `GET /metrics`, and `MetricsLayer` and `PressureLayer` on every route, its
+//! in-flight cap from `BENCH_MAX_IN_FLIGHT`). It prints one line once listening (`listening on http://<addr>`) and nothing per request. SIGTERM or
 //! SIGINT: stops accepting, finishes in-flight requests, exits 0. Redis unreachable at start:
 //! exit 1; a bad setting: exit 2.
 
@@ -24,6 +26,7 @@ use std::future::IntoFuture;
 
 use axum::serve::ListenerExt;
 use example_bench_app::{HelloLimiter, Options};
+use tower_scale::metrics::PrometheusMetrics;
 use tower_scale::redis::{RedisBackend, RedisConfig};
 use tower_scale::shutdown::{Shutdown, ShutdownConfig};
 
@@ -83,6 +86,41 @@ fn switch(name: &str, default: bool) -> Result<bool, Failure> {
     }
 }
 
+/// `BENCH_METRICS=on`, what an operator runs (for `scripts/dashboard-render.sh`): the global
+/// Prometheus recorder (process metrics included), the runtime lag probe, on every route
+/// `MetricsLayer` outside `PressureLayer` (the stack's default thresholds: 200 ms of scheduling
+/// lag; in-flight requests capped by `BENCH_MAX_IN_FLIGHT` when set), and `GET /metrics`.
+/// Off by default: the benchmark measures the contract's layers only.
+fn with_metrics(
+    router: &mut axum::Router,
+    metrics: &PrometheusMetrics,
+    max_in_flight: Option<usize>,
+) {
+    use tower_scale::metrics::{MetricsLayer, RuntimeProbe};
+    use tower_scale::offload::PressureLayer;
+    // Dropping the handle leaves the probe running for the life of the process.
+    let probe = RuntimeProbe::new().spawn();
+    let pressure = PressureLayer::new()
+        .lag_from(probe.watch())
+        .max_in_flight(max_in_flight);
+    *router = std::mem::take(router)
+        .layer(pressure)
+        .layer(MetricsLayer::new())
+        .route("/metrics", axum::routing::get(metrics.handler()));
+}
+
+/// `BENCH_MAX_IN_FLIGHT`: none when unset.
+fn max_in_flight() -> Result<Option<usize>, Failure> {
+    match std::env::var("BENCH_MAX_IN_FLIGHT") {
+        Err(_) => Ok(None),
+        Ok(v) => v.parse().map(Some).map_err(|_| {
+            Failure::Config(format!(
+                "BENCH_MAX_IN_FLIGHT={v:?}: expected a number of requests"
+            ))
+        }),
+    }
+}
+
 async fn run() -> Result<(), Failure> {
     let (mode, addr, redis_url, options) = settings()?;
     // No load balancer to tell: no pre-stop delay unless BENCH_PRE_STOP_DELAY (seconds) sets
@@ -106,6 +144,16 @@ async fn run() -> Result<(), Failure> {
     let app = match mode {
         Mode::Bare => None,
         Mode::Full => {
+            // Installed before the backend and the layers are built: each takes its metric
+            // handles from the recorder installed at that time.
+            let metrics = if switch("BENCH_METRICS", false)? {
+                let max_in_flight = max_in_flight()?;
+                let metrics =
+                    PrometheusMetrics::install().map_err(|e| Failure::Start(e.to_string()))?;
+                Some((metrics, max_in_flight))
+            } else {
+                None
+            };
             let redis = RedisBackend::new(RedisConfig::new(&redis_url)).map_err(|e| {
                 let url = tower_scale::redis::redact_url(&redis_url);
                 Failure::Config(format!("REDIS_URL={url:?}: {e}"))
@@ -114,10 +162,12 @@ async fn run() -> Result<(), Failure> {
                 let url = tower_scale::redis::redact_url(&redis_url);
                 Failure::Start(format!("Redis at {url} does not answer: {e}"))
             })?;
-            Some(
-                example_bench_app::app(&redis, &shutdown, options)
-                    .map_err(|e| Failure::Start(e.to_string()))?,
-            )
+            let mut app = example_bench_app::app(&redis, &shutdown, options)
+                .map_err(|e| Failure::Start(e.to_string()))?;
+            if let Some((metrics, max_in_flight)) = &metrics {
+                with_metrics(app.get_mut(), metrics, *max_in_flight);
+            }
+            Some(app)
         }
     };
     let listener = tokio::net::TcpListener::bind(addr)

@@ -448,3 +448,92 @@ async fn bad_settings_and_a_missing_redis_stop_the_start() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The sum of the samples in `text` whose series (name and labels, as exported) starts with
+/// `prefix`; `None` when there is none.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_mode_serves_every_layers_metrics_and_sheds_past_the_in_flight_cap() {
+    let redis = RedisServer::start();
+
+    // Off by default: no /metrics.
+    let app = App::start(&[("REDIS_URL", &redis.url())]).await;
+    assert_eq!(
+        app.get("/metrics", &[]).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    drop(app); // killed: exiting on SIGTERM is checked by the tests above
+
+    let app = App::start(&[("REDIS_URL", &redis.url()), ("BENCH_METRICS", "on")]).await;
+    assert_eq!(app.get("/hello", &[]).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/cached/m1", &[]).await.status(), StatusCode::OK);
+    let res = app.get("/metrics", &[]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    // Whatever each decision was (a busy machine may see a Redis timeout and a fallback), the
+    // layer's metric moved.
+    for (series, at_least) in [
+        (
+            r#"http_requests_total{method="GET",route="/hello",status="2xx"}"#,
+            1.0,
+        ),
+        (
+            r#"http_requests_total{method="GET",route="/cached/{id}",status="2xx"}"#,
+            1.0,
+        ),
+        ("cache_requests_total{", 1.0),
+        (r#"ratelimit_decisions_total{policy="stack","#, 1.0),
+        // The backend and the breakers were built after the recorder was installed: their
+        // metrics are the recorder's, not no-ops (the start-up PING is one command).
+        ("redis_command_duration_seconds_count", 1.0),
+        (r#"breaker_state{breaker="redis"}"#, 0.0),
+        ("process_resident_memory_bytes", 1.0),
+    ] {
+        let value = sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(value >= at_least, "{series} = {value} in\n{text}");
+    }
+    drop(app); // killed: exiting on SIGTERM is checked by the tests above
+
+    // A cap of 0 in flight sheds every request but /metrics, and counts it.
+    let app = App::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("BENCH_METRICS", "on"),
+        ("BENCH_MAX_IN_FLIGHT", "0"),
+    ])
+    .await;
+    let res = app.get("/hello", &[]).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&res, "x-shed-reason"), Some("in_flight"));
+    let text = app.get("/metrics", &[]).await.text().await.unwrap();
+    assert_eq!(
+        sample(&text, r#"pressure_shed_total{reason="in_flight"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_requests_total{method="GET",route="/hello",status="5xx"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    drop(app); // killed: exiting on SIGTERM is checked by the tests above
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_example-bench-app"))
+        .envs([
+            ("PORT", "0"),
+            ("BENCH_METRICS", "on"),
+            ("BENCH_MAX_IN_FLIGHT", "many"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BENCH_MAX_IN_FLIGHT"));
+}
