@@ -19,6 +19,11 @@ use crate::session::SessionManagerLayer;
 use crate::shutdown::Shutdown;
 
 use super::config::{MetricsSection, StackConfig, StackError};
+#[cfg(feature = "otel")]
+pub(crate) use crate::metrics::TraceContextLayer;
+/// Without `otel`, the `[tracing]` section's layer is never built.
+#[cfg(not(feature = "otel"))]
+pub(crate) type TraceContextLayer = tower::layer::util::Identity;
 use super::serve_metrics::ServeMetricsLayer;
 use super::{Breakers, Stack};
 
@@ -89,6 +94,7 @@ impl<'a> StackBuilder<'a> {
             _ => None,
         };
         let lag = probe(config, self.lag)?;
+        let trace_context = trace_context(config)?;
         let rate_limit = config
             .rate_limit
             .as_ref()
@@ -218,6 +224,7 @@ impl<'a> StackBuilder<'a> {
             shutdown: config.shutdown.clone().map(Shutdown::new),
             metrics: config.metrics.as_ref().map(|_| MetricsLayer::new()),
             serve_metrics,
+            trace_context,
             prometheus,
             lag,
             pressure,
@@ -319,6 +326,26 @@ fn probe(config: &StackConfig, given: Option<LagWatch>) -> Result<Option<LagWatc
         ));
     }
     Ok(Some(RuntimeProbe::new().spawn().watch()))
+}
+
+/// The `[tracing]` section's layer, when `trace_context` is on.
+#[cfg(feature = "otel")]
+fn trace_context(config: &StackConfig) -> Result<Option<TraceContextLayer>, StackError> {
+    let on = config.tracing.as_ref().is_some_and(|t| t.trace_context);
+    Ok(on.then(TraceContextLayer::new))
+}
+
+/// Without `otel`: `trace_context = true` is refused.
+#[cfg(not(feature = "otel"))]
+fn trace_context(config: &StackConfig) -> Result<Option<TraceContextLayer>, StackError> {
+    if config.tracing.as_ref().is_some_and(|t| t.trace_context) {
+        return Err(config.error(
+            "tracing",
+            "trace_context = true needs tower-scale's `otel` feature (W3C trace context \
+             through OpenTelemetry)",
+        ));
+    }
+    Ok(None)
 }
 
 /// One breaker per route prefix of the `[breaker]` section.
