@@ -30,8 +30,8 @@
 //! 9. **compression**: encodes what the handlers produced.
 //! 10. **circuit breakers** per route prefix: next to the handlers that call the downstreams.
 //! 11. **replica routing**, then the **offload pool** and the **broadcaster** as request
-//!      extensions, then **request decompression**, innermost: the handlers read decompressed
-//!      bodies within the limit.
+//!     extensions, then **request decompression**, innermost: the handlers read decompressed
+//!     bodies within the limit.
 //!
 //! ```
 //! use axum::{Router, routing::get};
