@@ -21,9 +21,19 @@ use crate::shutdown::Shutdown;
 use super::config::{MetricsSection, StackConfig, StackError};
 #[cfg(feature = "otel")]
 pub(crate) use crate::metrics::TraceContextLayer;
-/// Without `otel`, the `[tracing]` section's layer is never built.
+/// Without `otel`, the `[tracing]` section's layer: none can be built.
 #[cfg(not(feature = "otel"))]
-pub(crate) type TraceContextLayer = tower::layer::util::Identity;
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TraceContextLayer {}
+
+#[cfg(not(feature = "otel"))]
+impl<S> tower::Layer<S> for TraceContextLayer {
+    type Service = S;
+
+    fn layer(&self, _inner: S) -> S {
+        match *self {}
+    }
+}
 use super::serve_metrics::ServeMetricsLayer;
 use super::{Breakers, Stack};
 
