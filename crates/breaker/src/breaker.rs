@@ -297,7 +297,27 @@ impl Inner {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// A call's permission (its generation and the state that gave it), or the refusal: as a
+    /// `debug` event, `circuit breaker decision`, with the breaker's name, its `state` and the
+    /// `outcome` (`permitted` or `rejected`). Nothing is formatted while the level is off.
+    #[inline]
     fn acquire(&self) -> Result<(u64, u64), Rejected> {
+        let decided = self.decide();
+        // The fields are evaluated only when the event is enabled.
+        tracing::debug!(
+            breaker = %self.name,
+            state = match &decided {
+                Ok((_, kind)) => State::from_bits(*kind),
+                Err(rejected) => rejected.state(),
+            }
+            .as_str(),
+            outcome = if decided.is_ok() { "permitted" } else { "rejected" },
+            "circuit breaker decision"
+        );
+        decided
+    }
+
+    fn decide(&self) -> Result<(u64, u64), Rejected> {
         loop {
             let word = self.state.load(Ordering::Acquire);
             let (generation, state) = unpack(word);

@@ -1,6 +1,11 @@
 //! Every metric the cache emits, through the [`metrics`] facade: names, kinds, labels and what
 //! each counts. Label values are bounded (fixed words, never a key, a path or a tag).
 //!
+//! The request's decisions are also `debug` events (in the request's span, so in its trace),
+//! with the labels' words as fields: `cache lookup` (`outcome`: `hit`, `stale`, `miss`,
+//! `bypass`, and the bypass `reason`), `cache revalidation` (`outcome`), `cache store
+//! refused` (`reason`) and `cache stored` (`bytes`).
+//!
 //! ```
 //! use tower_scale_cache::names;
 //!
@@ -141,6 +146,7 @@ pub(crate) fn request(result: Answered) {
         Answered::Miss => static_key!(CACHE_REQUESTS_TOTAL, "result" => "miss"),
     };
     add(key, 1);
+    tracing::debug!(outcome = result.as_str(), "cache lookup");
 }
 
 /// What `cache_requests_total` counts a request as (bypasses: [`bypass`]).
@@ -151,20 +157,34 @@ pub(crate) enum Answered {
     Miss,
 }
 
+impl Answered {
+    /// The `result` label's word.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Stale => "stale",
+            Self::Miss => "miss",
+        }
+    }
+}
+
 /// A request not looked up because of `reason`.
 pub(crate) fn bypass(reason: &'static str) {
     add(static_key!(CACHE_REQUESTS_TOTAL, "result" => "bypass"), 1);
     add_labelled(&CACHE_BYPASSES_TOTAL, "reason", reason);
+    tracing::debug!(outcome = "bypass", reason, "cache lookup");
 }
 
 /// A revalidation ended with `outcome` (`not_modified`, `modified`, `error`).
 pub(crate) fn revalidation(outcome: &'static str) {
     add_labelled(&CACHE_REVALIDATIONS_TOTAL, "outcome", outcome);
+    tracing::debug!(outcome, "cache revalidation");
 }
 
 /// An origin response not stored because of `reason`.
 pub(crate) fn refused(reason: &'static str) {
     add_labelled(&CACHE_STORES_REFUSED_TOTAL, "reason", reason);
+    tracing::debug!(reason, "cache store refused");
 }
 
 /// A request joined a flight.
@@ -192,4 +212,8 @@ pub(crate) fn purge_received() {
 /// `bytes` were written to the store.
 pub(crate) fn stored(bytes: usize) {
     add(static_key!(CACHE_STORED_BYTES_TOTAL), bytes as u64);
+    tracing::debug!(
+        bytes = i64::try_from(bytes).unwrap_or(i64::MAX),
+        "cache stored"
+    );
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_layer::Layer;
@@ -17,7 +17,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// Opens one `tracing` span per request whose OpenTelemetry parent is the request's W3C
 /// `traceparent`/`tracestate` (a new trace when absent or malformed), so a service called by
 /// another reports its spans in the caller's trace. Every layer and handler inside logs into
-/// that span: their events carry its trace id.
+/// that span: their events carry its trace id. The response carries the span's own
+/// `traceparent` (and `tracestate`), so a client learns the trace its request is in.
 ///
 /// The span is named `request` with `otel.name` = the method (set `http.route` by a span of
 /// your own inside the router when you want the matched path). Outgoing calls made inside it
@@ -57,9 +58,9 @@ pub struct TraceContext<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for TraceContext<S>
+impl<S, B, ResBody> Service<Request<B>> for TraceContext<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -85,18 +86,29 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`TraceContext`]: the inner future, inside the request's span.
+    /// The response future of [`TraceContext`]: the inner future, inside the request's span;
+    /// then the span's context written into the response's headers.
     pub struct TraceContextFuture<F> {
         #[pin]
         inner: Instrumented<F>,
     }
 }
 
-impl<F: Future> Future for TraceContextFuture<F> {
+impl<F, B, E> Future for TraceContextFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let mut inner = self.project().inner;
+        let mut result = std::task::ready!(inner.as_mut().poll(cx));
+        if let Ok(res) = &mut result {
+            let context = inner.span().context();
+            TraceContextPropagator::new()
+                .inject_context(&context, &mut HeadersMut(res.headers_mut()));
+        }
+        Poll::Ready(result)
     }
 }
 

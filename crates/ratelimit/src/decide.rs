@@ -298,6 +298,7 @@ impl Policy {
         status: StatusCode,
         because: Option<&'static str>,
     ) -> Response<B> {
+        self.trace(None, "missing_key");
         let Some(because) = because else {
             return self.refuse(refuse, status, "missing-key", None);
         };
@@ -363,38 +364,43 @@ impl Policy {
         res
     }
 
-    /// Counts a decision of the store and answers `429` when it rejects (unless in dry-run
-    /// mode).
+    /// Counts a decision of the store for `key` and answers `429` when it rejects (unless in
+    /// dry-run mode).
     #[inline]
     pub(crate) fn enforce<B>(
         &self,
         refuse: &impl Refuse<B>,
+        key: &Key,
         decision: Decision,
     ) -> Result<Option<Decision>, Response<B>> {
-        let c = &self.counters;
-        self.enforce_counted(refuse, decision, &c.allowed, &c.rejected)
+        self.enforce_counted(refuse, key, decision, false)
     }
 
-    /// Counts `decision` and answers `429` when it rejects (unless in dry-run mode).
+    /// Counts `decision` (of the local share while the store fails, with `fallback`) and
+    /// answers `429` when it rejects (unless in dry-run mode).
     fn enforce_counted<B>(
         &self,
         refuse: &impl Refuse<B>,
+        key: &Key,
         decision: Decision,
-        allowed: &metrics::Counter,
-        rejected: &metrics::Counter,
+        fallback: bool,
     ) -> Result<Option<Decision>, Response<B>> {
-        if decision.allowed {
-            allowed.increment(1);
-        } else {
-            rejected.increment(1);
-            if !self.dry_run {
-                return Err(self.refuse(
-                    refuse,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    RATE_LIMITED,
-                    Some(&decision),
-                ));
-            }
+        let c = &self.counters;
+        let (counter, outcome) = match (fallback, decision.allowed) {
+            (false, true) => (&c.allowed, "allowed"),
+            (false, false) => (&c.rejected, "rejected"),
+            (true, true) => (&c.fallback_allowed, "fallback_allowed"),
+            (true, false) => (&c.fallback_rejected, "fallback_rejected"),
+        };
+        counter.increment(1);
+        self.trace(Some(key), outcome);
+        if !decision.allowed && !self.dry_run {
+            return Err(self.refuse(
+                refuse,
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMITED,
+                Some(&decision),
+            ));
         }
         Ok(Some(decision))
     }
@@ -438,21 +444,22 @@ impl Policy {
         result: Result<Decision, StoreError>,
     ) -> Result<Option<Decision>, Response<B>> {
         match result {
-            Ok(d) => self.enforce(refuse, d),
+            Ok(d) => self.enforce(refuse, key, d),
             Err(e) => {
                 tracing::warn!(policy = %self.name, error = %e, "rate-limit store failed");
                 match self.on_store_error {
                     OnStoreError::FailOpen => {
                         let d = self.local_decision(&policy_key(&self.name, key), op);
-                        let c = &self.counters;
-                        self.enforce_counted(refuse, d, &c.fallback_allowed, &c.fallback_rejected)
+                        self.enforce_counted(refuse, key, d, true)
                     }
                     OnStoreError::Admit => {
                         self.counters.store_error.increment(1);
+                        self.trace(Some(key), "store_error_admitted");
                         Ok(None)
                     }
                     OnStoreError::FailClosed => {
                         self.counters.store_error.increment(1);
+                        self.trace(Some(key), "store_error_refused");
                         Err(self.refuse(
                             refuse,
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -463,6 +470,20 @@ impl Policy {
                 }
             }
         }
+    }
+
+    /// The decision as a `debug` event, `rate limit decision`, in the request's span: the
+    /// policy, the `outcome`, the key's kind and whether the policy only counts (dry run);
+    /// never the key, which may be a secret. Nothing is formatted while the level is off.
+    #[inline]
+    fn trace(&self, key: Option<&Key>, outcome: &'static str) {
+        tracing::debug!(
+            policy = %self.name,
+            outcome,
+            key_kind = key.map_or("none", Key::kind),
+            dry_run = self.dry_run,
+            "rate limit decision"
+        );
     }
 
     /// The local limiter's decision, on this instance's share of the quotas.
@@ -486,6 +507,7 @@ impl Policy {
         }
         let decision = Decision::rejected(until - now);
         self.counters.rejected.increment(1);
+        self.trace(Some(key), "blocked");
         (!self.dry_run).then(|| {
             self.refuse(
                 refuse,

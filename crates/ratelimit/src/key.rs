@@ -74,6 +74,16 @@ impl Key {
     pub const fn from_static(text: &'static str) -> Self {
         Self(Repr::Text(Cow::Borrowed(text)))
     }
+
+    /// What the key is, for traces (the key itself may be a secret, an API key): `ipv4`,
+    /// `ipv6` or `text`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.0 {
+            Repr::V4(_) => "ipv4",
+            Repr::V6(..) => "ipv6",
+            Repr::Text(_) => "text",
+        }
+    }
 }
 
 impl Key {

@@ -100,7 +100,7 @@ where
         // Decided in this process (memory, a live lease): no boxed future, no clone of the
         // inner service.
         if let Some(d) = policy.decide_local(&key) {
-            let decision = match policy.enforce(&self.refuse, d) {
+            let decision = match policy.enforce(&self.refuse, &key, d) {
                 Ok(decision) => decision,
                 Err(res) => return ResponseFuture::answered(res),
             };

@@ -74,7 +74,8 @@ where
                     let group = group.to_owned();
                     let names = found.names.clone();
                     let stale = Arc::clone(&entry);
-                    tokio::spawn(async move {
+                    // In the request's span: the refresh is part of its trace.
+                    let refresh = async move {
                         let (parts, body) = req.into_parts();
                         let miss = Miss {
                             group: &group,
@@ -84,7 +85,8 @@ where
                             store_down: false,
                         };
                         drop(shared.lead(inner, parts, body, miss, leader).await);
-                    });
+                    };
+                    tokio::spawn(tracing::Instrument::in_current_span(refresh));
                 }
                 names::request(Answered::Stale);
                 let detail = format!(

@@ -2,7 +2,8 @@
 //! (`axum::serve(listener, app)` without `into_make_service_with_connect_info`): every request
 //! is refused, so the layer says why in the body and logs the cause once.
 
-use std::sync::{Arc, Mutex, PoisonError};
+#[path = "../support/mod.rs"]
+mod support;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -11,29 +12,6 @@ use axum::{Router, routing::get};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_scale_ratelimit::{MemoryStore, Quota, RateLimitLayer};
-
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        log.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn text(&self) -> String {
-        let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&log).into_owned()
-    }
-}
 
 fn app() -> Router {
     let limit = RateLimitLayer::new(MemoryStore::new(1_000), [Quota::per_second(100)]).unwrap();
@@ -45,13 +23,7 @@ fn app() -> Router {
 // One thread: the subscriber set below is this thread's default.
 #[tokio::test(flavor = "current_thread")]
 async fn without_connect_info_the_refusal_says_why_and_the_cause_is_logged_once() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (log, _default) = support::Log::install(tracing::Level::INFO);
 
     let app = app();
     for _ in 0..3 {

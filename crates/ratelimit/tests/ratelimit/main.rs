@@ -13,3 +13,4 @@ mod hybrid;
 mod memory;
 mod metrics;
 mod redis;
+mod traces;

@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower_scale_ratelimit::{OnStoreError, Quota, RateLimitLayer, RedisStore, names};
+use tower_scale_ratelimit::{OnStoreError, Quota, names};
 use tower_scale_testkit::RedisServer;
 
 use crate::support::*;
@@ -38,17 +38,8 @@ async fn decisions_while_redis_fails_are_counted_apart() {
     let recorder = PrometheusBuilder::new().build_recorder();
     let _guard = ::metrics::set_default_local_recorder(&recorder);
     let server = RedisServer::start();
-    let layer = |on_error| {
-        RateLimitLayer::new(
-            RedisStore::new(impatient_backend(&server)),
-            [Quota::per_minute(1)],
-        )
-        .unwrap()
-        .key_with(api_key())
-        .on_store_error(on_error)
-    };
-    let open = app(layer(OnStoreError::FailOpen));
-    let closed = app(layer(OnStoreError::FailClosed));
+    let open = app(per_minute_on_redis(&server, OnStoreError::FailOpen));
+    let closed = app(per_minute_on_redis(&server, OnStoreError::FailClosed));
     assert_eq!(hit(&open, Some("k")).await.status(), StatusCode::OK);
     let handle = recorder.handle();
     assert_eq!(decisions(&handle, "allowed"), 1.0);

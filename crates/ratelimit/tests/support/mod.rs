@@ -1,8 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -151,6 +151,21 @@ pub fn impatient_backend(server: &RedisServer) -> RedisBackend {
     RedisBackend::new(config).unwrap()
 }
 
+/// One request a minute per API key, on `server` through an [`impatient_backend`], with
+/// `on_error` while it fails.
+pub fn per_minute_on_redis(
+    server: &RedisServer,
+    on_error: tower_scale_ratelimit::OnStoreError,
+) -> RateLimitLayer<HeaderKey> {
+    RateLimitLayer::new(
+        RedisStore::new(impatient_backend(server)),
+        [Quota::per_minute(1)],
+    )
+    .unwrap()
+    .key_with(api_key())
+    .on_store_error(on_error)
+}
+
 /// Until the background lease renewals under way have ended (real I/O: bounded polling).
 pub async fn renewals_settled(store: &HybridStore<RedisStore>) {
     for _ in 0..5_000 {
@@ -259,4 +274,40 @@ pub fn failed_logins(store: impl Store, quota: Quota) -> Router {
             .key_with(api_key())
             .count_if(|status: StatusCode| status == StatusCode::UNAUTHORIZED),
     )
+}
+
+/// Everything a `tracing` subscriber writes, for the tests that read the log.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        log.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    /// A new log, written by a subscriber of events up to `level`, this thread's default
+    /// while the guard lives.
+    pub fn install(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let log = Self::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        let log = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&log).into_owned()
+    }
 }

@@ -201,7 +201,7 @@ impl RedisBackend {
     /// and the metrics.
     async fn run<T: FromRedisValue>(&self, op: impl Op) -> Result<T, Error> {
         let timeout = self.inner.command_timeout;
-        self.timed(async {
+        self.timed(op.span(), async {
             // The other modes (manager, pooled, cluster) under a timer, boxed: their future
             // (a timer, a pool checkout, the largest connection type) would otherwise make
             // every command's future 128 bytes larger in the default mode too (880 → 752;
@@ -236,23 +236,34 @@ impl RedisBackend {
         .await
     }
 
-    /// `fut` under the breaker (a permit now, or [`Error::CircuitOpen`]) and the metrics.
+    /// `fut` under the breaker (a permit now, or [`Error::CircuitOpen`]), the metrics and
+    /// `span` (its outcome and duration recorded when `fut` ends).
     ///
     /// `fut` mapped, rather than awaited in an `async fn`: an `async fn` keeps its future
     /// argument in its own state beside the copy it awaits, so each such layer doubled the
     /// command's future (1,944 bytes for a `GET` through two of them; every cache and session
     /// future that holds one grows with it).
-    fn timed<T, F>(&self, fut: F) -> Result<impl Future<Output = Result<T, Error>>, Error>
+    fn timed<T, F>(
+        &self,
+        span: CommandSpan,
+        fut: F,
+    ) -> Result<impl Future<Output = Result<T, Error>>, Error>
     where
         F: Future<Output = Result<T, Error>>,
     {
         #[cfg(feature = "breaker")]
         let permit = match &self.inner.breaker {
-            Some(breaker) => Some(breaker.try_acquire().map_err(|rejected| {
-                metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL.name, "kind" => "circuit_open")
-                    .increment(1);
-                Error::CircuitOpen(rejected.retry_after())
-            })?),
+            Some(breaker) => {
+                // The breaker's decision event inside the command's span.
+                let _entered = span.as_deref().map(tracing::Span::enter);
+                Some(breaker.try_acquire().map_err(|rejected| {
+                    metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL.name, "kind" => "circuit_open")
+                        .increment(1);
+                    let e = Error::CircuitOpen(rejected.retry_after());
+                    record(span.as_deref(), "circuit_open", Duration::ZERO);
+                    e
+                })?)
+            }
             None => None,
         };
         let start = Instant::now();
@@ -265,8 +276,8 @@ impl RedisBackend {
                 }
                 result => result,
             };
-            metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS.name)
-                .record(start.elapsed().as_secs_f64());
+            let elapsed = start.elapsed();
+            metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS.name).record(elapsed.as_secs_f64());
             if let Err(e) = &result {
                 let kind = match e {
                     Error::Timeout(_) => "timeout",
@@ -277,7 +288,11 @@ impl RedisBackend {
                     Error::CircuitOpen(_) => "circuit_open",
                 };
                 metrics::counter!(REDIS_COMMAND_ERRORS_TOTAL.name, "kind" => kind).increment(1);
+                let _entered = span.as_deref().map(tracing::Span::enter);
                 tracing::debug!(error = %e, kind, "redis command failed");
+                record(span.as_deref(), kind, elapsed);
+            } else {
+                record(span.as_deref(), "ok", elapsed);
             }
             // Timeouts and connection errors are failures; an error reply means Redis is up.
             #[cfg(feature = "breaker")]
@@ -302,15 +317,58 @@ where
     tokio::time::timeout(timeout, fut).map(move |done| done.unwrap_or(Err(Error::Timeout(timeout))))
 }
 
+/// A command's `debug` span, `redis command`: boxed, and only while it is enabled (a span
+/// is 40 bytes, and a command's future is held in every cache, session and rate-limit
+/// future: see `command_futures_stay_small`).
+type CommandSpan = Option<Box<tracing::Span>>;
+
+/// Records a command's `outcome` (`ok` or its error kind) and duration on its span.
+fn record(span: Option<&tracing::Span>, outcome: &'static str, elapsed: Duration) {
+    if let Some(span) = span {
+        span.record("outcome", outcome);
+        span.record(
+            "duration_us",
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
+        );
+    }
+}
+
 /// What a command runs on its connection: a command, a pipeline or a script call. A trait
 /// rather than an enum so that each kind's future is only as large as it needs.
 trait Op: Copy {
     fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>>;
+
+    /// The command's span (see [`command_span`]).
+    fn span(self) -> CommandSpan;
+}
+
+/// A command's span, a child of the current span (the request's): the command's name (`GET`,
+/// `PIPELINE`, `EVALSHA`; never an argument) and the server's kind now, its outcome and
+/// duration when it ends. `name` is called, and the span allocated, only while the `debug`
+/// level is on.
+#[inline]
+fn command_span<'a>(name: impl FnOnce() -> &'a str) -> CommandSpan {
+    let span = tracing::debug_span!(
+        "redis command",
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = name(),
+        outcome = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+    );
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 impl Op for &Cmd {
     fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>> {
         self.query_async(conn)
+    }
+
+    fn span(self) -> CommandSpan {
+        command_span(|| match self.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => std::str::from_utf8(name).unwrap_or("UNKNOWN"),
+            _ => "UNKNOWN",
+        })
     }
 }
 
@@ -318,10 +376,18 @@ impl Op for &Pipeline {
     fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>> {
         self.query_async(conn)
     }
+
+    fn span(self) -> CommandSpan {
+        command_span(|| "PIPELINE")
+    }
 }
 
 impl Op for &ScriptInvocation<'_> {
     fn run<T: FromRedisValue>(self, conn: &mut Conn) -> impl Future<Output = RedisResult<T>> {
         self.invoke_async(conn)
+    }
+
+    fn span(self) -> CommandSpan {
+        command_span(|| "EVALSHA")
     }
 }

@@ -30,7 +30,15 @@ impl Session {
     pub(crate) async fn commit(&self) -> Result<Option<HeaderValue>, StoreError> {
         let destroy = lock(&self.inner.state).destroy;
         let result = self.write().await;
-        count(if destroy { "destroy" } else { "save" }, result.is_ok());
+        let op = if destroy { "destroy" } else { "save" };
+        count(op, result.is_ok());
+        // Never the session id: whether a cookie goes out (a new id, a refresh, a removal).
+        tracing::debug!(
+            op,
+            outcome = if result.is_ok() { "ok" } else { "error" },
+            set_cookie = matches!(result, Ok(Some(_))),
+            "session save"
+        );
         result
     }
 

@@ -24,6 +24,12 @@ fn count(op: &'static str, ok: bool) {
         .increment(1);
 }
 
+/// The `debug` event of a session read (`found`, `not_found`, `expired`, `error`, or
+/// `no_cookie`: nothing to read); never the session id.
+fn trace_load(outcome: &'static str) {
+    tracing::debug!(outcome, "session load");
+}
+
 #[derive(Default)]
 struct State {
     /// Changed fields: `Some(json)` set, `None` removed. After a destroy: the fields of the
@@ -122,14 +128,21 @@ impl Session {
             .loaded
             .get_or_try_init(|| async {
                 let Some(id) = &handle.presented else {
+                    trace_load("no_cookie");
                     return Ok(None);
                 };
                 let record = handle.shared.store().load(id).await;
                 count("load", record.is_ok());
-                let record = record?;
+                let record = record.inspect_err(|_| trace_load("error"))?;
                 let now = handle.shared.now_ms();
+                let found = record.is_some();
                 let record =
                     record.filter(|r| r.expires_at > now && r.ends_at.is_none_or(|end| end > now));
+                trace_load(match (found, record.is_some()) {
+                    (_, true) => "found",
+                    (true, false) => "expired",
+                    (false, false) => "not_found",
+                });
                 if record.as_ref().is_some_and(|r| self.touch_due(r)) {
                     // The refresh sends a Set-Cookie.
                     handle.mark.set();

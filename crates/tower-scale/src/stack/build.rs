@@ -19,6 +19,21 @@ use crate::session::SessionManagerLayer;
 use crate::shutdown::Shutdown;
 
 use super::config::{MetricsSection, StackConfig, StackError};
+#[cfg(feature = "otel")]
+pub(crate) use crate::metrics::TraceContextLayer;
+/// Without `otel`, the `[tracing]` section's layer: none can be built.
+#[cfg(not(feature = "otel"))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TraceContextLayer {}
+
+#[cfg(not(feature = "otel"))]
+impl<S> tower::Layer<S> for TraceContextLayer {
+    type Service = S;
+
+    fn layer(&self, _inner: S) -> S {
+        match *self {}
+    }
+}
 use super::serve_metrics::ServeMetricsLayer;
 use super::{Breakers, Stack};
 
@@ -89,6 +104,7 @@ impl<'a> StackBuilder<'a> {
             _ => None,
         };
         let lag = probe(config, self.lag)?;
+        let trace_context = trace_context(config)?;
         let rate_limit = config
             .rate_limit
             .as_ref()
@@ -218,6 +234,7 @@ impl<'a> StackBuilder<'a> {
             shutdown: config.shutdown.clone().map(Shutdown::new),
             metrics: config.metrics.as_ref().map(|_| MetricsLayer::new()),
             serve_metrics,
+            trace_context,
             prometheus,
             lag,
             pressure,
@@ -319,6 +336,26 @@ fn probe(config: &StackConfig, given: Option<LagWatch>) -> Result<Option<LagWatc
         ));
     }
     Ok(Some(RuntimeProbe::new().spawn().watch()))
+}
+
+/// The `[tracing]` section's layer, when `trace_context` is on.
+#[cfg(feature = "otel")]
+fn trace_context(config: &StackConfig) -> Result<Option<TraceContextLayer>, StackError> {
+    let on = config.tracing.as_ref().is_some_and(|t| t.trace_context);
+    Ok(on.then(TraceContextLayer::new))
+}
+
+/// Without `otel`: `trace_context = true` is refused.
+#[cfg(not(feature = "otel"))]
+fn trace_context(config: &StackConfig) -> Result<Option<TraceContextLayer>, StackError> {
+    if config.tracing.as_ref().is_some_and(|t| t.trace_context) {
+        return Err(config.error(
+            "tracing",
+            "trace_context = true needs tower-scale's `otel` feature (W3C trace context \
+             through OpenTelemetry)",
+        ));
+    }
+    Ok(None)
 }
 
 /// One breaker per route prefix of the `[breaker]` section.

@@ -34,6 +34,9 @@ pub struct StackConfig {
     pub shutdown: Option<ShutdownConfig>,
     /// Prometheus metrics: the recorder, the HTTP metrics layer, `/metrics`, the runtime probe.
     pub metrics: Option<MetricsSection>,
+    /// W3C trace context in and out (`traceparent`, `tracestate`): each request's span joins
+    /// its caller's trace (feature `otel`).
+    pub tracing: Option<TracingSection>,
     /// Load shedding by runtime lag (the stack starts the probe), in-flight requests or memory.
     pub pressure: Option<PressureConfig>,
     /// Rate limiting (global through Redis when there is a backend).
@@ -92,6 +95,29 @@ impl Default for MetricsSection {
             runtime: true,
             latency_buckets: crate::metrics::DEFAULT_LATENCY_BUCKETS.to_vec(),
             global_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// The `[tracing]` section: with `trace_context`, every request gets a `tracing` span whose
+/// OpenTelemetry parent is the caller's W3C `traceparent`/`tracestate`, and the response
+/// carries the span's `traceparent` ([`TraceContextLayer`](https://docs.rs/tower-scale-metrics/latest/tower_scale_metrics/struct.TraceContextLayer.html), outside every layer but `/metrics`).
+/// Every layer's decision event and Redis command span is inside it. Needs the `otel`
+/// feature; the application installs the subscriber that exports the spans
+/// (tracing-opentelemetry and an exporter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TracingSection {
+    /// Accept and emit W3C trace context. Default `true`; without the `otel` feature, `true`
+    /// is refused by [`Stack::build`](super::Stack::build).
+    pub trace_context: bool,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        Self {
+            trace_context: true,
         }
     }
 }

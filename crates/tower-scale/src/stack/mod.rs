@@ -13,21 +13,23 @@
 //!
 //! 1. **`/metrics`**: answered before anything else, so a scrape is never rate limited or
 //!    shed.
-//! 2. **shutdown** (`InFlightLayer`): counts every request, so draining waits for all of them,
+//! 2. **trace context** (`[tracing]`): the request's span, a child of the caller's
+//!    `traceparent`, opened before any layer decides, so every decision is in the trace.
+//! 3. **shutdown** (`InFlightLayer`): counts every request, so draining waits for all of them,
 //!    and closes keep-alive connections while draining.
-//! 3. **metrics**: sees every response, shed and rate-limited ones included, with the full
+//! 4. **metrics**: sees every response, shed and rate-limited ones included, with the full
 //!    latency.
-//! 4. **pressure** (load shedding): refuses work before anything else is spent on it.
-//! 5. **rate limit**: before any session read, so a flood of requests costs no session
+//! 5. **pressure** (load shedding): refuses work before anything else is spent on it.
+//! 6. **rate limit**: before any session read, so a flood of requests costs no session
 //!    lookups.
-//! 6. **sessions**: outside the cache, so a cache hit (a handler that never ran) touches no
+//! 7. **sessions**: outside the cache, so a cache hit (a handler that never ran) touches no
 //!    session and sets no cookie.
-//! 7. **response cache**: outside compression, so the stored response is the encoded one and a
+//! 8. **response cache**: outside compression, so the stored response is the encoded one and a
 //!    hit is served without compressing again (keyed by the `Vary: Accept-Encoding` that
 //!    compression adds).
-//! 8. **compression**: encodes what the handlers produced.
-//! 9. **circuit breakers** per route prefix: next to the handlers that call the downstreams.
-//! 10. **replica routing**, then the **offload pool** and the **broadcaster** as request
+//! 9. **compression**: encodes what the handlers produced.
+//! 10. **circuit breakers** per route prefix: next to the handlers that call the downstreams.
+//! 11. **replica routing**, then the **offload pool** and the **broadcaster** as request
 //!     extensions, then **request decompression**, innermost: the handlers read decompressed
 //!     bodies within the limit.
 //!
@@ -84,7 +86,7 @@ use crate::shutdown::Shutdown;
 pub use self::build::StackBuilder;
 pub use self::config::{
     BreakerSection, CacheSection, CompressionSection, DecompressionSection, MetricsSection,
-    ReplicaSection, StackConfig, StackError,
+    ReplicaSection, StackConfig, StackError, TracingSection,
 };
 pub use self::env::ENV_PREFIX;
 use self::serve_metrics::ServeMetricsLayer;
@@ -101,6 +103,7 @@ pub(crate) struct Breakers {
 pub struct Stack {
     backend: Option<RedisBackend>,
     serve_metrics: Option<ServeMetricsLayer>,
+    trace_context: Option<build::TraceContextLayer>,
     prometheus: Option<PrometheusMetrics>,
     lag: Option<LagWatch>,
     shutdown: Option<Shutdown>,
@@ -159,6 +162,7 @@ impl Stack {
         router.layer(
             ServiceBuilder::new()
                 .option_layer(self.serve_metrics.clone())
+                .option_layer(self.trace_context)
                 .option_layer(self.shutdown.as_ref().map(Shutdown::layer))
                 .option_layer(self.metrics.clone())
                 .option_layer(self.pressure.clone())

@@ -70,6 +70,19 @@ fn config_errors_name_the_section_or_key() {
     assert!(empty.health_routes::<()>().is_none());
 }
 
+/// `[tracing]` without the `otel` feature is refused, naming the feature; off, it is accepted.
+/// (With `otel`, the `traces` test covers the section.)
+#[cfg(not(feature = "otel"))]
+#[test]
+fn tracing_without_otel_is_refused() {
+    let on = StackConfig::from_toml("[tracing]").unwrap();
+    let e = Stack::build(&on).unwrap_err();
+    assert_eq!(e.section(), "tracing");
+    assert!(e.to_string().contains("`otel` feature"), "{e}");
+    let off = StackConfig::from_toml("[tracing]\ntrace_context = false").unwrap();
+    assert!(Stack::build(&off).is_ok());
+}
+
 #[tokio::test]
 async fn in_memory_stack_serves_sessions_cache_and_compression() {
     let stack = Stack::build(&StackConfig::from_toml(CONFIG).unwrap()).unwrap();
