@@ -29,7 +29,7 @@ mark = "const GCRA_CODE: &str = r\""
 i = s.index(mark) + len(mark)
 print(s[i:s.index("\";", i)])'; }
 # The script in a .lua file of its own when there is one, else inside store.rs.
-ours_lua="$(grep -rlis --include='*.lua' gcra "$ROOT/crates/ratelimit/src" | head -n 1 || true)"
+ours_lua="$(find "$ROOT/crates/ratelimit/src" -name 'gcra*.lua' | head -n 1)"
 if [ -n "$ours_lua" ]; then
   cp "$ours_lua" "$WORK/ours.lua"
 else
