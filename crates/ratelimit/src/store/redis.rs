@@ -32,8 +32,9 @@ use crate::{BoxFuture, Quota, StoreError};
 /// the quotas; an integer reply costs neither side any formatting or parsing.
 ///
 /// Redis before 7.2 reads its clock anew for each command of a script: when its millisecond
-/// ticks between the `PTTL` and the `PEXPIRE` (a few µs apart) the TAT lands 1 ms later than
-/// it should, never earlier, so the limit errs by a fraction of a request to the strict side.
+/// ticks between the `PTTL` and the `PEXPIRE` (a few µs apart), or redis-server is descheduled
+/// there, the TAT lands that much later than it should, never earlier, so the limit errs to
+/// the strict side (see the guide, "What a decision costs Redis").
 /// A key holding something that is not a TAT (no expiry, another type, garbage) is
 /// overwritten when admitted.
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_CODE));
