@@ -130,7 +130,10 @@ async fn a_tat_between_milliseconds_is_kept_to_the_microsecond() {
     let mut last = tat();
     let mut exact = 0;
     for i in 1..7 {
-        assert!(store.check("sub-ms", &quota, 1).await.unwrap().allowed, "{i}");
+        assert!(
+            store.check("sub-ms", &quota, 1).await.unwrap().allowed,
+            "{i}"
+        );
         let now = tat();
         // Never less than one increment. More only when Redis's clock moved between the
         // script's `PTTL` and its `SET` (Redis < 7.2 reads it per command: a millisecond
