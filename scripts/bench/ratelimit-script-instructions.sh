@@ -29,7 +29,7 @@ mark = "const GCRA_CODE: &str = r\""
 i = s.index(mark) + len(mark)
 print(s[i:s.index("\";", i)])'; }
 # The script in a .lua file of its own when there is one, else inside store.rs.
-ours_lua="$(grep -rlis --include='*.lua' gcra "$ROOT/crates/ratelimit/src" | head -n 1 || true)"
+ours_lua="$(find "$ROOT/crates/ratelimit/src" -name 'gcra*.lua' | head -n 1)"
 if [ -n "$ours_lua" ]; then
   cp "$ours_lua" "$WORK/ours.lua"
 else
@@ -61,13 +61,18 @@ run() {
 
 base="$(run - PING)"
 per_call() { echo $(( ($(run "$@") - base) / N )); }
-key='ts:ratelimit:{bench:__rand_int__}:0'
-# Under the rate (the TAT behind now at every call: 1 µs per request) and at the rate (the
-# TAT always ahead: 100 ms per request, a window far larger than the run).
+key='ts:ratelimit:{bench:__rand_int__}:t0'
+# Under the rate (1 ms per request over 10 keys: at each call the TAT has passed, or is
+# barely ahead) and at the rate (the TAT always ahead: 100 ms per request, a window far
+# larger than the run); "sub-ms" rows: an increment that is not a whole number of ms (the
+# key's value holds the TAT's remainder: one GET more).
 printf '%-40s %12s %12s\n' script under-rate at-rate
 printf '%-40s %12s %12s\n' "RedisStore (this tree)" \
-  "$(per_call "$WORK/ours.lua" 1 "$key" 1 1000000 60000)" \
-  "$(per_call "$WORK/ours.lua" 1 "$key" 100000 100000000000 60000)"
+  "$(per_call "$WORK/ours.lua" 1 "$key" 1000 1000000)" \
+  "$(per_call "$WORK/ours.lua" 1 "$key" 100000 100000000000)"
+printf '%-40s %12s %12s\n' "RedisStore (this tree), sub-ms" \
+  "$(per_call "$WORK/ours.lua" 1 "$key" 999 1000000)" \
+  "$(per_call "$WORK/ours.lua" 1 "$key" 100001 100000000000)"
 [ -z "$PREV" ] || printf '%-40s %12s %12s\n' "RedisStore ($PREV)" \
   "$(per_call "$WORK/previous.lua" 1 "$key" 1 1 1000000)" \
   "$(per_call "$WORK/previous.lua" 1 "$key" 1 100000 1000000)"

@@ -28,7 +28,8 @@ fn main() {
     let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
     let store = Arc::new(RedisStore::new(backend));
     // A quota never reached: every decision admits and writes, like the redis-benchmark run.
-    let quota = Quota::per_second(1_000_000).burst(1_000_000_000);
+    // One request per ms (a whole number of ms: no remainder to read, as for most quotas).
+    let quota = Quota::per_second(1_000).burst(1_000_000_000);
     let ours = rt.block_on(async {
         store.check("bench", &[quota], 1).await.unwrap(); // loads the script
         let start = Instant::now();
@@ -60,11 +61,10 @@ fn main() {
             "evalsha",
             gcra_script_hash(),
             "1",
-            "ts:ratelimit:{default:bench}:0",
-            // The quota above as the script takes it: increment 1 µs, window 10^9 µs, 60 s steps.
-            "1",
-            "1000000000",
-            "60000",
+            "ts:ratelimit:{default:bench}:t0",
+            // The quota above as the script takes it: increment 1,000 µs, window 10^12 µs.
+            "1000",
+            "1000000000000",
         ])
         .output()
         .expect("redis-benchmark (Debian: apt-get install redis-tools)");

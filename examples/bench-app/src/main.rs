@@ -6,7 +6,9 @@
 //! ../shared/bench/run-scenarios.sh http://127.0.0.1:3000
 //! ```
 //!
-//! Environment: `HOST` (127.0.0.1) and `PORT` (3000; 0 picks a free port), `REDIS_URL` (redis://127.0.0.1:6379),
+//! Environment: `HOST` (127.0.0.1) and `PORT` (3000; 0 picks a free port), `REDIS_URL` (redis://127.0.0.1:6379;
+//! with the other `REDIS_*` variables of `RedisConfig::from_env`, e.g. `REDIS_MODE=cluster` and
+//! comma-separated seed nodes for a Redis Cluster),
 //! `BENCH_MODE` (`full`, the default, or `bare`), `BENCH_HELLO_LIMITER` (`hybrid`, the
 //! default: leases through `HybridStore`; or `redis`: one Redis decision per `/hello`),
 //! `BENCH_RATELIMIT_HEADERS` (`off`, the default, or `on`: the IETF `RateLimit` fields on the
@@ -154,7 +156,12 @@ async fn run() -> Result<(), Failure> {
             } else {
                 None
             };
-            let redis = RedisBackend::new(RedisConfig::new(&redis_url)).map_err(|e| {
+            // The `REDIS_*` variables when set (`REDIS_MODE=cluster` with the seed nodes in
+            // `REDIS_URL`: a Redis Cluster), else a standalone server at the default URL.
+            let config = RedisConfig::from_env()
+                .map_err(|e| Failure::Config(e.to_string()))?
+                .unwrap_or_else(|| RedisConfig::new(&redis_url));
+            let redis = RedisBackend::new(config).map_err(|e| {
                 let url = tower_scale::redis::redact_url(&redis_url);
                 Failure::Config(format!("REDIS_URL={url:?}: {e}"))
             })?;

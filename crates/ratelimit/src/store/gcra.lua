@@ -1,52 +1,45 @@
-local t = redis.call('TIME')
-local now = t[1] * 1000000 + t[2]
 local n = #KEYS
-local peek = ARGV[3 * n + 1] == 'peek'
-local function tat_of(i)
-  local s = tonumber(redis.call('GET', KEYS[i]))
-  if s and s > now then return s, s - now end
-  return s, 0
+local peek = ARGV[2 * n + 1] == 'peek'
+local function ahead(i)
+  local whole = ARGV[2 * i - 1] % 1000 == 0
+  local ms = redis.call('PTTL', KEYS[i])
+  if ms <= 0 then return 0, whole, false end
+  if whole then return ms * 1000, whole, true end
+  local r = tonumber(redis.pcall('GET', KEYS[i]))
+  if not r or r < 0 or r >= 1000 then r = 0 end
+  return ms * 1000 - r, whole, true
 end
-local function advance(i, s, d)
-  local inc = tonumber(ARGV[3 * i - 2])
-  local step = ARGV[3 * i] * 1000
-  local tat = now + d + inc
-  if s then
-    local r
-    if d > 0 then
-      r = redis.pcall('INCRBY', KEYS[i], ARGV[3 * i - 2])
-    else
-      r = redis.pcall('INCRBY', KEYS[i], tat - s)
-    end
-    if type(r) == 'table' then
-      s = nil
-    elseif math.floor(s / step) ~= math.floor(tat / step) then
-      redis.call('PEXPIREAT', KEYS[i], (math.floor(tat / step) + 2) * step / 1000)
-    end
+local function advance(i, d, whole, live)
+  local t = d + ARGV[2 * i - 1]
+  if t <= 0 then return 0 end
+  if whole and live then
+    redis.call('PEXPIRE', KEYS[i], t / 1000)
+  elseif whole then
+    redis.call('SET', KEYS[i], '', 'PX', ARGV[2 * i - 1] / 1000)
+  else
+    local ms = math.ceil(t / 1000)
+    redis.call('SET', KEYS[i], ms * 1000 - t, 'PX', ms)
   end
-  if not s then
-    redis.call('SET', KEYS[i], tat, 'PXAT', (math.floor(tat / step) + 2) * step / 1000)
-  end
-  return d + inc
+  return t
 end
 if n == 1 then
-  local s, d = tat_of(1)
+  local d, whole, live = ahead(1)
   if d + ARGV[1] > tonumber(ARGV[2]) then return -1 - d end
   if peek then return d end
-  return advance(1, s, d)
+  return advance(1, d, whole, live)
 end
-local ok, stored, ahead, out = true, {}, {}, {}
+local ok, d, whole, live, out = true, {}, {}, {}, {}
 for i = 1, n do
-  stored[i], ahead[i] = tat_of(i)
-  if ahead[i] + ARGV[3 * i - 2] > tonumber(ARGV[3 * i - 1]) then ok = false end
+  d[i], whole[i], live[i] = ahead(i)
+  if d[i] + ARGV[2 * i - 1] > tonumber(ARGV[2 * i]) then ok = false end
 end
 for i = 1, n do
   if not ok then
-    out[i] = -1 - ahead[i]
+    out[i] = -1 - d[i]
   elseif peek then
-    out[i] = ahead[i]
+    out[i] = d[i]
   else
-    out[i] = advance(i, stored[i], ahead[i])
+    out[i] = advance(i, d[i], whole[i], live[i])
   end
 end
 return out

@@ -9,31 +9,38 @@ use tower_scale_redis::redis::{ErrorKind, Script, ServerErrorKind, Value};
 use super::{Decision, Store};
 use crate::{BoxFuture, Quota, StoreError};
 
-/// GCRA over every quota of a policy in one round trip, with Redis's own clock (`TIME`) so
-/// the instances' clocks do not matter. KEYS: one per quota (sharing a hash tag). ARGV, per
-/// quota: the increment (`cost × emission interval`, µs), the window (`burst × emission
-/// interval`, µs) and the expiry step (ms); then optionally `peek` (decide, write nothing).
+/// GCRA over every quota of a policy in one round trip, with Redis's own clock so the
+/// instances' clocks do not matter, and without reading it: each key's expiry *is* its
+/// quota's theoretical arrival time (TAT), so `PTTL` gives the TAT minus now in Redis's time
+/// (a missing or expired key: 0, the quota is full). KEYS: one per quota (sharing a hash
+/// tag). ARGV, per quota: the increment (`cost × emission interval`, µs) and the window
+/// (`burst × emission interval`, µs); then optionally `peek` (decide, write nothing).
 ///
-/// Each key holds the quota's theoretical arrival time (TAT, µs since the epoch). The reply
-/// is, per quota, that TAT minus now as left by this call: `d ≥ 0` when admitted, `-1 - d`
-/// (with the TAT before the call) when rejected. One integer for one quota, an array for
-/// several. The client derives `remaining`, `reset` and `retry_after` from it, knowing the
-/// quotas; an integer reply costs neither side any formatting or parsing.
+/// Per quota and decision: `PTTL`; when admitted, `PEXPIRE` (or `SET "" PX` when the key is
+/// missing). A rejection writes nothing. With the `EVALSHA`, an admitted request costs Redis
+/// three commands, a rejected one two, and no `TIME`. Keys are gone as soon as their quota
+/// is full again.
 ///
-/// The script is written for Redis's cost per call, which is most of a decision's CPU (it
-/// was measured under callgrind, per call, against the same server doing `PING`):
-/// - the TAT is advanced with `INCRBY` (in place, keeping the key's expiry), with the
-///   increment passed as a string when the TAT is ahead of now; Lua's number formatting
-///   (`string.format`, or a number argument to `redis.call`) costs about as much as a
-///   command;
-/// - the expiry moves in steps: a key expires at the end of the step after the one its TAT
-///   falls in (at least one step after the TAT), so it is written only when the TAT crosses
-///   into a new step, not on every call. The step is the window, between 1 s and 60 s.
-/// - a value `INCRBY` refuses (not an integer) is overwritten, as is a missing key.
+/// Expiries count in milliseconds. When the increment is not a whole number of them (more
+/// than 1,000 requests per second, or a period that does not divide into whole ms), the key's
+/// value holds the TAT's remainder below its expiry (0–999 µs), read with `GET`: four
+/// commands then when admitted, three when rejected, the TAT still exact to the µs.
+///
+/// The reply is, per quota, that TAT minus now as left by this call: `d ≥ 0` when admitted,
+/// `-1 - d` (with the TAT before the call) when rejected. One integer for one quota, an array
+/// for several. The client derives `remaining`, `reset` and `retry_after` from it, knowing
+/// the quotas; an integer reply costs neither side any formatting or parsing.
+///
+/// Redis before 7.2 reads its clock anew for each command of a script: when its millisecond
+/// ticks between the `PTTL` and the `PEXPIRE` (a few µs apart), or redis-server is descheduled
+/// there, the TAT lands that much later than it should, never earlier, so the limit errs to
+/// the strict side (see the guide, "What a decision costs Redis").
+/// A key holding something that is not a TAT (no expiry, another type, garbage) is
+/// overwritten when admitted.
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_CODE));
 
-/// The script, in `gcra.lua` (after a newline, as it was first written: the same SHA1).
-const GCRA_CODE: &str = concat!("\n", include_str!("gcra.lua"));
+/// The script, in `gcra.lua`.
+const GCRA_CODE: &str = include_str!("gcra.lua");
 
 /// The SHA1 of the GCRA script (for comparing with `redis-benchmark EVALSHA`).
 #[doc(hidden)]
@@ -42,7 +49,7 @@ pub fn gcra_script_hash() -> &'static str {
 }
 
 /// The Redis store: one limit shared by every instance, one `EVALSHA` per decision.
-/// Keys are `<prefix>:ratelimit:{<key>}:<quota index>`, so a policy's keys share a slot
+/// Keys are `<prefix>:ratelimit:{<key>}:t<quota index>`, so a policy's keys share a slot
 /// and the script runs on Redis Cluster.
 #[derive(Clone, Debug)]
 pub struct RedisStore {
@@ -57,8 +64,8 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// `EVALSHA <gcra> <n> <key 0>… <cost> <interval µs> <burst>… [peek]`, written straight
-    /// into one command: the keys `<prefix>:ratelimit:{<tag>}:<i>` (as
+    /// `EVALSHA <gcra> <n> <key 0>… <increment µs> <window µs>… [peek]`, written straight
+    /// into one command: the keys `<prefix>:ratelimit:{<tag>}:t<i>` (as
     /// [`Keys::tagged`](tower_scale_redis::Keys::tagged) writes them) in one buffer, no
     /// argument allocated on its own.
     fn command(
@@ -73,9 +80,10 @@ impl RedisStore {
         self.backend
             .keys()
             .push_tagged_base(&mut key, "ratelimit", tag);
+        key.push('t');
         let base = key.len();
         let mut cmd = tower_scale_redis::redis::Cmd::with_capacity(
-            3 + 3 * quotas.len() + 2,
+            3 + 3 * quotas.len() + 1,
             60 + quotas.len() * (key.len() + 24),
         );
         cmd.arg("EVALSHA").arg(GCRA.get_hash()).arg(quotas.len());
@@ -87,7 +95,7 @@ impl RedisStore {
         }
         for q in quotas {
             let g = Gcra::new(q, cost);
-            cmd.arg(g.inc).arg(g.window).arg(g.step_ms);
+            cmd.arg(g.inc).arg(g.window);
         }
         if peek {
             cmd.arg("peek");
@@ -135,12 +143,11 @@ fn store_error(message: &'static str, e: tower_scale_redis::Error) -> StoreError
     StoreError::with_source(message, unavailable, e)
 }
 
-/// One quota's figures for the script, in µs (the expiry step in ms).
+/// One quota's figures for the script, in µs.
 struct Gcra {
     interval: u64,
     inc: u64,
     window: u64,
-    step_ms: u64,
 }
 
 impl Gcra {
@@ -153,7 +160,6 @@ impl Gcra {
             interval,
             inc: interval.saturating_mul(u64::from(cost)),
             window,
-            step_ms: (window / 1000).clamp(1_000, 60_000),
         }
     }
 }
