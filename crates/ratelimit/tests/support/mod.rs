@@ -46,12 +46,15 @@ pub fn memory(quotas: Vec<Quota>) -> RateLimitLayer<HeaderKey> {
 
 /// Four independent limiters (separate backends, as four processes would have) hammer one key
 /// for about two seconds: the admitted count is what the quota allows over the elapsed Redis
-/// time, within one request per second of window.
+/// time, within one request per second of window, never more. Below it, up to 12 (10%): on
+/// Redis before 7.2 the script's `PTTL` and its write read the clock apart, so a redis-server
+/// descheduled between them (a machine oversubscribed many times over) lands the TAT late,
+/// the strict side (docs/ratelimit.md).
 pub async fn accuracy_across_instances(backends: Vec<RedisBackend>) {
     accuracy_with(
         backends,
         |b| Arc::new(RedisStore::new(b)) as Arc<dyn Store>,
-        0,
+        12,
     )
     .await;
 }
