@@ -121,6 +121,7 @@ impl Session {
             expires_at,
             loaded_user: loaded.map(|r| r.user.as_deref()),
             user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
+            loaded_record: loaded,
             ends_at: None,
         });
 
@@ -175,6 +176,7 @@ impl Session {
                 expires_at,
                 loaded_user: None,
                 user_indexed_until: None,
+                loaded_record: None,
                 ends_at,
             };
             if self.inner.shared.store().save(save).await? == SaveOutcome::Saved {
