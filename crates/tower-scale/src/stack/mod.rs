@@ -46,6 +46,7 @@
 //!
 //!     [session]
 //!     ttl = "7days"
+//!     redis = { layout = "record" }
 //!
 //!     [cache]
 //!     ttl = "30s"
@@ -84,7 +85,7 @@ use crate::shutdown::Shutdown;
 pub use self::build::StackBuilder;
 pub use self::config::{
     BreakerSection, CacheSection, CompressionSection, DecompressionSection, MetricsSection,
-    ReplicaSection, StackConfig, StackError,
+    ReplicaSection, SessionSection, StackConfig, StackError,
 };
 pub use self::env::ENV_PREFIX;
 use self::serve_metrics::ServeMetricsLayer;
