@@ -759,13 +759,17 @@ async fn works_on_redis_cluster(layout: RedisLayout) {
 /// that the next log-out-everywhere ends it.
 async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
+    // Logins started and done (one after the other, in one task).
+    let (started, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let logins = tokio::spawn({
         let (store, stop) = (store.clone(), stop.clone());
+        let (started, done) = (started.clone(), done.clone());
         async move {
             let mut ids = Vec::new();
             while !stop.load(Ordering::SeqCst) {
+                started.fetch_add(1, Ordering::SeqCst);
                 let id = SessionId::random();
                 let save = Save::new(
                     &id,
@@ -778,6 +782,7 @@ async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
                 );
                 store.save(save).await.unwrap();
                 ids.push(id);
+                done.fetch_add(1, Ordering::SeqCst);
             }
             ids
         }
@@ -785,6 +790,14 @@ async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
     for _ in 0..300 {
         store.delete_user("race").await.unwrap();
     }
+    // At least one login after the last log-out-everywhere, however the tasks were scheduled.
+    let before = started.load(Ordering::SeqCst);
+    bounded(async {
+        while done.load(Ordering::SeqCst) <= before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     let ids = logins.await.unwrap();
     let indexed: Vec<String> = store
