@@ -7,8 +7,9 @@
 //!   ([`SessionManager`]). Built from a [`SessionConfig`]
 //!   ([`from_config`](SessionManagerLayer::from_config)) or with setters.
 //! - Stores behind [`Store`]: [`MemoryStore`] (moka, the embedded default for one
-//!   instance) and `RedisStore` (feature `redis`, one hash per session shared by every
-//!   instance, through the shared `tower-scale-redis` backend; works on Redis Cluster).
+//!   instance) and `RedisStore` (feature `redis`, one hash per session or, with
+//!   `RedisLayout::Record`, one string per session, shared by every instance through the
+//!   shared `tower-scale-redis` backend; works on Redis Cluster).
 //! - **Lazy and cheap**: no store call when the handler never touches the session, one read
 //!   when it only reads, and only the changed fields written: two requests of one user that
 //!   change different fields on two instances both keep their change. Sliding expiry
@@ -69,6 +70,8 @@ mod session;
 mod sessions;
 mod shared;
 mod store;
+#[cfg(feature = "redis")]
+mod store_config;
 
 #[doc(inline)]
 pub use self::{
@@ -89,7 +92,10 @@ pub use tower_scale_core::{BoxFuture, ConfigError, DefaultRefusal, Refusal, Refu
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[doc(inline)]
-pub use self::store::redis::RedisStore;
+pub use self::{
+    store::redis::RedisStore,
+    store_config::{RedisLayout, RedisStoreConfig},
+};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

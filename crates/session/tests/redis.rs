@@ -1,6 +1,7 @@
 //! The Redis store against real `redis-server`s started by the tests: two app instances over
 //! HTTP, concurrent writers, command counts, Redis paused and killed, expiry, Redis Cluster.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
@@ -12,7 +13,8 @@ use support::{Reply, app, call, conformance};
 use tower_scale_redis::redis;
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_session::{
-    RedisStore, Save, SaveOutcome, SessionConfig, SessionId, SessionManagerLayer, Store,
+    RedisLayout, RedisStore, Save, SaveOutcome, SessionConfig, SessionId, SessionManagerLayer,
+    Store,
 };
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
@@ -26,8 +28,8 @@ fn backend(url: &str) -> RedisBackend {
     RedisBackend::new(c).unwrap()
 }
 
-fn layer(backend: RedisBackend) -> SessionManagerLayer {
-    SessionManagerLayer::from_config(RedisStore::new(backend), &config()).unwrap()
+fn layer(backend: RedisBackend, layout: RedisLayout) -> SessionManagerLayer {
+    SessionManagerLayer::from_config(RedisStore::new(backend).layout(layout), &config()).unwrap()
 }
 
 /// Guards against a hang: every test step must finish; this is not a timing assertion.
@@ -43,10 +45,10 @@ struct Instance {
 }
 
 impl Instance {
-    async fn start(redis_url: &str) -> Self {
+    async fn start(redis_url: &str, layout: RedisLayout) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = app(layer(backend(redis_url)));
+        let app = app(layer(backend(redis_url), layout));
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { base }
     }
@@ -84,12 +86,11 @@ impl Client {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_sessions() {
+async fn two_instances_share_sessions(layout: RedisLayout) {
     let redis = RedisServer::start();
     let (a, b) = (
-        Instance::start(&redis.url()).await,
-        Instance::start(&redis.url()).await,
+        Instance::start(&redis.url(), layout).await,
+        Instance::start(&redis.url(), layout).await,
     );
     let http = Client::new();
 
@@ -145,11 +146,10 @@ async fn two_instances_share_sessions() {
     assert_eq!(http.body(&a, "GET", "/user", Some(&admin)).await, "admin");
 }
 
-#[tokio::test]
-async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session() {
+async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session(layout: RedisLayout) {
     let redis = RedisServer::start();
     let store_backend = backend(&redis.url());
-    let app = app(layer(store_backend.clone()));
+    let app = app(layer(store_backend.clone(), layout));
     let (flash, bob) = support::destroy_then_write_starts_a_new_session(&app).await;
     let prefix = store_backend.keys().prefix();
     // Only bob's new session in bob's index; alice's has none left.
@@ -165,16 +165,22 @@ async fn logout_then_flash_or_account_switch_cannot_keep_the_old_session() {
             .trim(),
         "0"
     );
-    let flash_key = format!("{prefix}:session:{}", &flash["sid=".len()..]);
-    assert_eq!(redis.cli(&["HGET", &flash_key, "__user"]).trim(), "");
+    let store = RedisStore::new(store_backend).layout(layout);
+    let flash_id = SessionId::parse(&flash["sid=".len()..]).unwrap();
+    let flash_record = store.load(&flash_id).await.unwrap().unwrap();
+    assert_eq!(
+        flash_record.user, None,
+        "the flash session is bound to no user"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_two_instances_lose_no_field() {
+    // The hash layout's guarantee; the record layout's writers: the last one wins.
     let redis = RedisServer::start();
     let (a, b) = (
-        Instance::start(&redis.url()).await,
-        Instance::start(&redis.url()).await,
+        Instance::start(&redis.url(), RedisLayout::Hash).await,
+        Instance::start(&redis.url(), RedisLayout::Hash).await,
     );
     let http = Client::new();
     let cookie = http.send(&a, "POST", "/login/carol", None).await.cookie();
@@ -212,6 +218,43 @@ fn calls(redis: &RedisServer) -> HashMap<String, u64> {
 /// `HMGET` of `__exp` doubles as the existence check).
 const SAVE_SCRIPT: &[(&str, u64)] = &[("evalsha", 1), ("hmget", 1), ("hset", 1), ("pexpire", 1)];
 
+/// The commands of one store operation.
+type Commands = &'static [(&'static str, u64)];
+
+/// What each store operation costs Redis, in one layout.
+struct Costs {
+    read: Commands,
+    write_without_read: Commands,
+    update_after_read: Commands,
+    create: Commands,
+    refresh: Commands,
+    delete: Commands,
+}
+
+fn costs(layout: RedisLayout) -> Costs {
+    match layout {
+        RedisLayout::Hash => Costs {
+            read: &[("hgetall", 1)],
+            write_without_read: SAVE_SCRIPT,
+            update_after_read: SAVE_SCRIPT,
+            create: &[("multi", 1), ("hset", 1), ("pexpire", 1), ("exec", 1)],
+            // The save script writing `__exp` alone.
+            refresh: SAVE_SCRIPT,
+            delete: &[("evalsha", 1), ("hget", 1), ("del", 1)],
+        },
+        // Every write is one SET; the refresh script patches `__exp` into the record as
+        // stored now (a change made since the read is kept).
+        _ => Costs {
+            read: &[("get", 1)],
+            write_without_read: &[("get", 1), ("set", 1)],
+            update_after_read: &[("set", 1)],
+            create: &[("set", 1)],
+            refresh: &[("evalsha", 1), ("get", 1), ("set", 1)],
+            delete: &[("getdel", 1)],
+        },
+    }
+}
+
 /// A request (method, path, cookie), the commands it should cost, and what that shows.
 type Case<'a> = (
     &'a str,
@@ -220,12 +263,6 @@ type Case<'a> = (
     &'a [&'a [(&'a str, u64)]],
     &'a str,
 );
-
-/// The commands of an update of a session read in the same request: the save script too.
-const UPDATE_AFTER_READ: &[(&str, u64)] = SAVE_SCRIPT;
-
-/// The commands of a new session: one `MULTI`/`EXEC` transaction.
-const CREATE: &[(&str, u64)] = &[("multi", 1), ("hset", 1), ("pexpire", 1), ("exec", 1)];
 
 /// Expected command counts: the sum of the given lists.
 fn expect(lists: &[&[(&str, u64)]]) -> HashMap<String, u64> {
@@ -236,11 +273,11 @@ fn expect(lists: &[&[(&str, u64)]]) -> HashMap<String, u64> {
     out
 }
 
-#[tokio::test]
-async fn redis_commands_per_request_type() {
+async fn redis_commands_per_request_type(layout: RedisLayout) {
+    let cost = costs(layout);
     let redis = RedisServer::start();
     let store_backend = backend(&redis.url());
-    let app = app(layer(store_backend.clone()));
+    let app = app(layer(store_backend.clone(), layout));
     // Warm up: load the scripts, open the connection.
     let cookie = call(&app, "POST", "/login/dave", None).await.cookie();
     call(&app, "POST", "/logout", Some(&cookie)).await;
@@ -260,39 +297,33 @@ async fn redis_commands_per_request_type() {
             "GET",
             "/get/a",
             Some(&anon),
-            &[&[("hgetall", 1)]],
-            "read-only: one HGETALL",
+            &[cost.read],
+            "read-only: one read",
         ),
         (
             "POST",
             "/set/b/2",
             Some(&anon),
-            &[SAVE_SCRIPT],
-            "write-only: one EVALSHA",
+            &[cost.write_without_read],
+            "write-only",
         ),
         (
             "POST",
             "/incr",
             Some(&anon),
-            &[&[("hgetall", 1)], UPDATE_AFTER_READ],
-            "read-modify-write: HGETALL + EVALSHA",
+            &[cost.read, cost.update_after_read],
+            "read-modify-write",
         ),
-        (
-            "POST",
-            "/set/a/1",
-            None,
-            &[CREATE],
-            "new session: one MULTI/EXEC",
-        ),
+        ("POST", "/set/a/1", None, &[cost.create], "new session"),
         (
             "POST",
             "/login/dave",
             None,
             &[
-                CREATE,
+                cost.create,
                 &[("multi", 1), ("sadd", 1), ("pexpire", 1), ("exec", 1)],
             ],
-            "login: MULTI/EXEC, then the user index (MULTI SADD PEXPIRE EXEC)",
+            "login: the new session, then the user index (MULTI SADD PEXPIRE EXEC)",
         ),
     ];
     let mut dave = String::new();
@@ -313,8 +344,8 @@ async fn redis_commands_per_request_type() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
         calls(&redis),
-        expect(&[&[("hgetall", 1)], UPDATE_AFTER_READ]),
-        "a bound session's update: HGETALL + EVALSHA, no user index refresh"
+        expect(&[cost.read, cost.update_after_read]),
+        "a bound session's update: read + update, no user index refresh"
     );
     let prefix = store_backend.keys().prefix();
     let pttl = |key: String| -> i64 { redis.cli(&["PTTL", &key]).trim().parse().unwrap() };
@@ -329,16 +360,15 @@ async fn redis_commands_per_request_type() {
     call(&app, "POST", "/logout", Some(&dave)).await;
     assert_eq!(
         calls(&redis),
-        expect(&[&[("evalsha", 1), ("hget", 1), ("del", 1), ("srem", 1)]]),
-        "logout: EVALSHA (HGET, DEL), then SREM from the user index"
+        expect(&[cost.delete, &[("srem", 1)]]),
+        "logout: the delete, then SREM from the user index"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_paused_or_killed_reads_503_and_writes_are_reported() {
+async fn redis_paused_or_killed_reads_503_and_writes_are_reported(layout: RedisLayout) {
     let mut redis = RedisServer::start();
     let store_backend = backend(&redis.url());
-    let app = app(layer(store_backend));
+    let app = app(layer(store_backend, layout));
     let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
 
     redis.pause();
@@ -386,11 +416,10 @@ async fn redis_paused_or_killed_reads_503_and_writes_are_reported() {
     );
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn sessions_expire_with_the_ttl_and_redis_holds_the_same_ttl() {
+async fn sessions_expire_with_the_ttl_and_redis_holds_the_same_ttl(layout: RedisLayout) {
     let redis = RedisServer::start();
     let store_backend = backend(&redis.url());
-    let app = app(layer(store_backend.clone()));
+    let app = app(layer(store_backend.clone(), layout));
     let reply = call(&app, "POST", "/set/a/1", None).await;
     assert!(reply.set_cookie.as_deref().unwrap().contains("Max-Age=600"));
     let cookie = reply.cookie();
@@ -415,11 +444,10 @@ async fn sessions_expire_with_the_ttl_and_redis_holds_the_same_ttl() {
 
 /// A bound session saved on every request refreshes its user's index only when the expiry it
 /// recorded would no longer cover the session's new expiry with a minute to spare.
-#[tokio::test(flavor = "current_thread")]
-async fn the_user_index_is_refreshed_about_once_per_ttl() {
+async fn the_user_index_is_refreshed_about_once_per_ttl(layout: RedisLayout) {
     let redis = RedisServer::start();
     let store_backend = backend(&redis.url());
-    let app = app(layer(store_backend.clone()));
+    let app = app(layer(store_backend.clone(), layout));
     let index = format!("{}:session-user:fay", store_backend.keys().prefix());
     let fay = call(&app, "POST", "/login/fay", None).await.cookie();
     let refreshes = |redis: &RedisServer| redis.calls("sadd");
@@ -447,45 +475,109 @@ async fn the_user_index_is_refreshed_about_once_per_ttl() {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn sliding_refresh_extends_the_redis_ttl_without_rewriting_data() {
+async fn sliding_refresh_extends_the_redis_ttl_without_rewriting_data(layout: RedisLayout) {
     let redis = RedisServer::start();
     let store_backend = backend(&redis.url());
-    let app = app(layer(store_backend.clone()));
+    let app = app(layer(store_backend.clone(), layout));
     let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
     let key = format!(
         "{}:session:{}",
         store_backend.keys().prefix(),
         &cookie["sid=".len()..]
     );
-    // An update first, so the script is loaded before the counts start.
+    let warm_up = call(&app, "POST", "/set/a/1", None).await.cookie();
     call(&app, "POST", "/set/w/1", Some(&cookie)).await;
     // Shorten the server TTL by hand, to see the refresh put it back.
     redis.cli(&["PEXPIRE", &key, "100000"]);
     tokio::time::pause();
     tokio::time::advance(Duration::from_secs(61)).await;
     tokio::time::resume();
+    // Another session's refresh first, so the scripts are loaded before the counts start.
+    let warmed = call(&app, "GET", "/get/a", Some(&warm_up)).await;
+    assert!(warmed.set_cookie.is_some(), "the warm-up read refreshed");
     redis.reset_stats();
     let r = call(&app, "GET", "/get/a", Some(&cookie)).await;
     assert_eq!(r.body, "1");
     assert!(r.set_cookie.as_deref().unwrap().contains("Max-Age=600"));
-    // One read, then one save script writing only the expiry field (HSET of `__exp` alone).
-    assert_eq!(
-        calls(&redis),
-        expect(&[&[("hgetall", 1)], UPDATE_AFTER_READ])
-    );
+    // One read, then the refresh, writing the expiry only.
+    let cost = costs(layout);
+    assert_eq!(calls(&redis), expect(&[cost.read, cost.refresh]));
     let pttl: i64 = redis.cli(&["PTTL", &key]).trim().parse().unwrap();
     assert!(
         pttl > 500_000,
         "TTL refreshed to the full 600 s, got {pttl} ms"
     );
-    assert_eq!(redis.cli(&["HGET", &key, "a"]).trim(), "\"1\"");
+    assert_eq!(call(&app, "GET", "/get/a", Some(&cookie)).await.body, "1");
+}
+
+/// Two stores (instances) on one Redis, each with its own connections.
+fn two_stores(redis: &RedisServer, layout: RedisLayout) -> (RedisStore, RedisStore) {
+    let store = || RedisStore::new(backend(&redis.url())).layout(layout);
+    (store(), store())
+}
+
+/// Two requests read one session, then each changes a different field: in the record layout
+/// the last write wins for the whole session (as in tower-sessions and express-session); in
+/// the hash layout both changes are kept.
+async fn two_writers_of_one_session(layout: RedisLayout) {
+    let redis = RedisServer::start();
+    let (a, b) = two_stores(&redis, layout);
+    let ttl = Duration::from_secs(600);
+    let far = u64::MAX / 2;
+    let id = SessionId::random();
+    let created = a.save(Save::new(&id, true, &[], &[], None, ttl, far));
+    assert_eq!(created.await.unwrap(), SaveOutcome::Saved);
+    let (read_a, read_b) = (
+        a.load(&id).await.unwrap().unwrap(),
+        b.load(&id).await.unwrap().unwrap(),
+    );
+    for (store, read, field) in [(&a, &read_a, "from_a"), (&b, &read_b, "from_b")] {
+        let set = vec![(field.to_owned(), "1".to_owned())];
+        let save = Save::new(&id, false, &set, &[], None, ttl, far).loaded_record(read);
+        assert_eq!(store.save(save).await.unwrap(), SaveOutcome::Saved);
+    }
+    let fields = a.load(&id).await.unwrap().unwrap().fields;
+    let kept: Vec<&str> = ["from_a", "from_b"]
+        .into_iter()
+        .filter(|f| fields.contains_key(*f))
+        .collect();
+    match layout {
+        RedisLayout::Hash => assert_eq!(kept, ["from_a", "from_b"]),
+        _ => assert_eq!(kept, ["from_b"], "the record layout: the last writer wins"),
+    }
+}
+
+/// A sliding refresh (a read with nothing changed, its expiry due) writes the expiry only: a
+/// change another instance made since the read is kept.
+async fn a_sliding_refresh_keeps_a_change_made_since_the_read(layout: RedisLayout) {
+    let redis = RedisServer::start();
+    let (a, b) = two_stores(&redis, layout);
+    let ttl = Duration::from_secs(600);
+    let id = SessionId::random();
+    let set = vec![("n".to_owned(), "1".to_owned())];
+    let created = a.save(Save::new(&id, true, &set, &[], Some("ivy"), ttl, 1_000));
+    assert_eq!(created.await.unwrap(), SaveOutcome::Saved);
+    let read = a.load(&id).await.unwrap().unwrap();
+    let change = vec![("n".to_owned(), "2".to_owned())];
+    let changed = b.save(Save::new(&id, false, &change, &[], None, ttl, 1_500));
+    assert_eq!(changed.await.unwrap(), SaveOutcome::Saved);
+    let refresh = Save::new(&id, false, &[], &[], Some("ivy"), ttl, 2_000).loaded_record(&read);
+    assert_eq!(a.save(refresh).await.unwrap(), SaveOutcome::Saved);
+    let now = b.load(&id).await.unwrap().unwrap();
+    assert_eq!(now.fields["n"], "2", "the refresh overwrote a newer change");
+    assert_eq!(now.expires_at, 2_000);
+    assert_eq!(now.user.as_deref(), Some("ivy"));
+    assert!(now.user_indexed_until.is_some());
+    // A refresh of a session gone since the read: not recreated.
+    b.delete(&id).await.unwrap();
+    let late = Save::new(&id, false, &[], &[], Some("ivy"), ttl, 3_000).loaded_record(&read);
+    assert_eq!(a.save(late).await.unwrap(), SaveOutcome::Missing);
+    assert_eq!(b.load(&id).await.unwrap(), None);
 }
 
 /// Instance A's Redis user may not run `DEL` (an ACL): a clean-up that depends on a `DEL`
 /// after the fact fails there, as it would on a timeout or a dropped connection.
-#[tokio::test]
-async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
+async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save(layout: RedisLayout) {
     let redis = RedisServer::start();
     redis.cli(&[
         "ACL", "SETUSER", "nodel", "on", ">pw", "~*", "&*", "+@all", "-del",
@@ -493,8 +585,9 @@ async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
     let a = RedisStore::new(backend(&format!(
         "redis://nodel:pw@127.0.0.1:{}",
         redis.port()
-    )));
-    let b = RedisStore::new(backend(&redis.url()));
+    )))
+    .layout(layout);
+    let b = RedisStore::new(backend(&redis.url())).layout(layout);
     let id = support::a_late_save_does_not_revive(&a, &b).await;
     let index: Vec<String> = b
         .backend()
@@ -512,8 +605,7 @@ async fn a_session_logged_out_elsewhere_is_not_revived_by_a_late_save() {
 /// index write fails, as on a timeout), must therefore not record a refresh: the index would
 /// then expire while the session, saved again and again, lives on, out of log-out-everywhere's
 /// reach.
-#[tokio::test]
-async fn a_failed_index_write_cannot_hide_a_session_from_log_out_everywhere() {
+async fn a_failed_index_write_cannot_hide_a_session_from_log_out_everywhere(layout: RedisLayout) {
     let redis = RedisServer::start();
     redis.cli(&[
         "ACL", "SETUSER", "nosadd", "on", ">pw", "~*", "&*", "+@all", "-sadd",
@@ -521,8 +613,9 @@ async fn a_failed_index_write_cannot_hide_a_session_from_log_out_everywhere() {
     let a = RedisStore::new(backend(&format!(
         "redis://nosadd:pw@127.0.0.1:{}",
         redis.port()
-    )));
-    let b = RedisStore::new(backend(&redis.url()));
+    )))
+    .layout(layout);
+    let b = RedisStore::new(backend(&redis.url())).layout(layout);
     let ttl = Duration::from_secs(600);
     let created_expiry = u64::MAX / 4;
     let id = SessionId::random();
@@ -562,14 +655,16 @@ async fn a_failed_index_write_cannot_hide_a_session_from_log_out_everywhere() {
 
 /// Tokio's clock moves the layer's; Redis's own does not move, so the key's TTL shows what
 /// each save asked for.
-#[tokio::test(flavor = "current_thread")]
-async fn activity_cannot_keep_a_redis_session_past_its_absolute_timeout() {
+async fn activity_cannot_keep_a_redis_session_past_its_absolute_timeout(layout: RedisLayout) {
     let redis = RedisServer::start();
     let store_backend = backend(&redis.url());
     let mut config = config();
     config.absolute_timeout = Some(Duration::from_secs(900));
-    let layer =
-        SessionManagerLayer::from_config(RedisStore::new(store_backend.clone()), &config).unwrap();
+    let layer = SessionManagerLayer::from_config(
+        RedisStore::new(store_backend.clone()).layout(layout),
+        &config,
+    )
+    .unwrap();
     let app = app(layer);
     let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
     let key = format!(
@@ -597,22 +692,20 @@ async fn activity_cannot_keep_a_redis_session_past_its_absolute_timeout() {
     assert_eq!((r.body.as_str(), r.set_cookie.as_deref()), ("none", None));
 }
 
-#[tokio::test]
-async fn redis_store_conformance() {
+async fn redis_store_conformance(layout: RedisLayout) {
     let redis = RedisServer::start();
-    conformance(&RedisStore::new(backend(&redis.url()))).await;
+    conformance(&RedisStore::new(backend(&redis.url())).layout(layout)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn works_on_redis_cluster() {
+async fn works_on_redis_cluster(layout: RedisLayout) {
     let cluster = RedisCluster::start();
     let mut c = RedisConfig::cluster(cluster.urls());
     c.command_timeout = Duration::from_secs(2);
     let cluster_backend = RedisBackend::new(c).unwrap();
-    let store = RedisStore::new(cluster_backend.clone());
+    let store = RedisStore::new(cluster_backend.clone()).layout(layout);
     conformance(&store).await;
 
-    let app = app(layer(cluster_backend));
+    let app = app(layer(cluster_backend, layout));
     // Session ids are random, so log in until the sessions sit on every master (at least six
     // devices). Covering 3 masters takes about 5.5 logins on average; 200 leave the chance of
     // missing one at 3 * (2/3)^200, so the test does not depend on luck.
@@ -666,13 +759,17 @@ async fn works_on_redis_cluster() {
 /// that the next log-out-everywhere ends it.
 async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
+    // Logins started and done (one after the other, in one task).
+    let (started, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let logins = tokio::spawn({
         let (store, stop) = (store.clone(), stop.clone());
+        let (started, done) = (started.clone(), done.clone());
         async move {
             let mut ids = Vec::new();
             while !stop.load(Ordering::SeqCst) {
+                started.fetch_add(1, Ordering::SeqCst);
                 let id = SessionId::random();
                 let save = Save::new(
                     &id,
@@ -685,6 +782,7 @@ async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
                 );
                 store.save(save).await.unwrap();
                 ids.push(id);
+                done.fetch_add(1, Ordering::SeqCst);
             }
             ids
         }
@@ -692,6 +790,14 @@ async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
     for _ in 0..300 {
         store.delete_user("race").await.unwrap();
     }
+    // At least one login after the last log-out-everywhere, however the tasks were scheduled.
+    let before = started.load(Ordering::SeqCst);
+    bounded(async {
+        while done.load(Ordering::SeqCst) <= before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
     let ids = logins.await.unwrap();
     let indexed: Vec<String> = store
@@ -717,17 +823,69 @@ async fn logins_during_log_out_everywhere_stay_indexed(store: RedisStore) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_during_log_out_everywhere_stays_indexed() {
+async fn a_login_during_log_out_everywhere_stays_indexed(layout: RedisLayout) {
     let redis = RedisServer::start();
-    logins_during_log_out_everywhere_stay_indexed(RedisStore::new(backend(&redis.url()))).await;
+    logins_during_log_out_everywhere_stay_indexed(
+        RedisStore::new(backend(&redis.url())).layout(layout),
+    )
+    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_during_log_out_everywhere_stays_indexed_on_cluster() {
+async fn a_login_during_log_out_everywhere_stays_indexed_on_cluster(layout: RedisLayout) {
     let cluster = RedisCluster::start();
     let mut c = RedisConfig::cluster(cluster.urls());
     c.command_timeout = Duration::from_secs(2);
-    logins_during_log_out_everywhere_stay_indexed(RedisStore::new(RedisBackend::new(c).unwrap()))
-        .await;
+    logins_during_log_out_everywhere_stay_indexed(
+        RedisStore::new(RedisBackend::new(c).unwrap()).layout(layout),
+    )
+    .await;
 }
+
+for_each_layout!(
+    two_instances_share_sessions,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+for_each_layout!(logout_then_flash_or_account_switch_cannot_keep_the_old_session);
+for_each_layout!(redis_commands_per_request_type);
+for_each_layout!(
+    redis_paused_or_killed_reads_503_and_writes_are_reported,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+for_each_layout!(
+    sessions_expire_with_the_ttl_and_redis_holds_the_same_ttl,
+    flavor = "current_thread"
+);
+for_each_layout!(
+    the_user_index_is_refreshed_about_once_per_ttl,
+    flavor = "current_thread"
+);
+for_each_layout!(
+    sliding_refresh_extends_the_redis_ttl_without_rewriting_data,
+    flavor = "current_thread"
+);
+for_each_layout!(a_session_logged_out_elsewhere_is_not_revived_by_a_late_save);
+for_each_layout!(a_failed_index_write_cannot_hide_a_session_from_log_out_everywhere);
+for_each_layout!(
+    activity_cannot_keep_a_redis_session_past_its_absolute_timeout,
+    flavor = "current_thread"
+);
+for_each_layout!(redis_store_conformance);
+for_each_layout!(two_writers_of_one_session);
+for_each_layout!(a_sliding_refresh_keeps_a_change_made_since_the_read);
+for_each_layout!(
+    works_on_redis_cluster,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+for_each_layout!(
+    a_login_during_log_out_everywhere_stays_indexed,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+for_each_layout!(
+    a_login_during_log_out_everywhere_stays_indexed_on_cluster,
+    flavor = "multi_thread",
+    worker_threads = 2
+);

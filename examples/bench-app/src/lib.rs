@@ -6,7 +6,7 @@
 //! | endpoint | layers (outermost first) |
 //! |---|---|
 //! | `GET /hello` | rate limit (Redis-backed through `HybridStore` leases by default, keyed by peer IP, a quota never reached) → session (never touched) → compression (body below the threshold) → circuit breaker (closed) |
-//! | `POST /login`, `GET /session`, `GET /whoami` | session (Redis; by default with the store's local copy of recently read sessions, dropped when Redis reports a change: [`Options::session_local_copy`]) |
+//! | `POST /login`, `GET /session`, `GET /whoami` | session (Redis, the record layout: the whole session as one string, last writer wins, as in the peers; by default with the store's local copy of recently read sessions, dropped when Redis reports a change: [`Options::session_local_copy`]) |
 //! | `GET /limited` | rate limit (Redis, keyed by `x-api-key`, 100/s, burst 100) |
 //! | `GET /cached/{id}` | response cache (Redis, TTL 60 s; by default no local tier, so a hit is a Redis answer; [`Options::cache_l1`] adds the local tier with purges across instances) |
 //! | `GET /json` | compression (gzip only, level 6) |
@@ -155,7 +155,10 @@ pub fn app(
 
     // Sessions in Redis. `secure: false` only because the benchmark speaks plain HTTP on
     // loopback; a deployment keeps the default (`Secure`).
-    let mut session_store = session::RedisStore::new(redis.clone());
+    // The record layout: the whole session as one string, last writer wins, as the peers
+    // store sessions (one command per login, two per read-and-write).
+    let mut session_store =
+        session::RedisStore::new(redis.clone()).layout(session::RedisLayout::Record);
     if options.session_local_copy {
         session_store = session_store.local_copy(&LocalCopyConfig::default())?;
     }

@@ -129,6 +129,7 @@ impl Session {
             expires_at,
             loaded_user: loaded.map(|r| r.user.as_deref()),
             user_indexed_until: loaded.and_then(|r| r.user_indexed_until),
+            loaded_record: loaded,
             ends_at: None,
         });
 
@@ -183,6 +184,7 @@ impl Session {
                 expires_at,
                 loaded_user: None,
                 user_indexed_until: None,
+                loaded_record: None,
                 ends_at,
             };
             if self.inner.shared.store().save(save).await? == SaveOutcome::Saved {

@@ -12,6 +12,8 @@ use crate::SessionId;
 mod local;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
+mod record;
+#[cfg(feature = "redis")]
 pub(crate) mod redis;
 
 /// Field names starting with this prefix are the store's own (expiry, user binding); a
@@ -107,6 +109,10 @@ pub struct Save<'a> {
     /// With `loaded_user`: the loaded record's
     /// [`user_indexed_until`](Record::user_indexed_until).
     pub user_indexed_until: Option<u64>,
+    /// For an update: the whole session as the caller read it in this request, when it did.
+    /// A store that writes whole sessions merges the changes into it instead of reading the
+    /// session again.
+    pub loaded_record: Option<&'a Record>,
     /// For a create: when the session ends whatever its activity (ms since the epoch), its
     /// absolute lifetime; stored with it. The store caps `expires_at` and the TTL of this save
     /// and of every later save of the session by the stored end (the TTL shortened by as
@@ -136,6 +142,7 @@ impl<'a> Save<'a> {
             expires_at,
             loaded_user: None,
             user_indexed_until: None,
+            loaded_record: None,
             ends_at: None,
         }
     }
@@ -151,6 +158,17 @@ impl<'a> Save<'a> {
     #[must_use]
     pub fn loaded(mut self, user: Option<&'a str>) -> Self {
         self.loaded_user = Some(user);
+        self
+    }
+
+    /// Declares that the caller read the session in this request, as `record`: sets
+    /// [`loaded_record`](Save::loaded_record), and [`loaded`](Save::loaded) and
+    /// [`user_indexed_until`](Save::user_indexed_until) from it.
+    #[must_use]
+    pub fn loaded_record(mut self, record: &'a Record) -> Self {
+        self.loaded_record = Some(record);
+        self.loaded_user = Some(record.user.as_deref());
+        self.user_indexed_until = record.user_indexed_until;
         self
     }
 

@@ -7,10 +7,11 @@ use tower_scale_redis::{Error as RedisError, RedisBackend};
 use tower_scale_core::{BoxFuture, StoreError};
 
 use super::local::LocalCopy;
+use super::record::{self, Encoded};
 use super::{
     ENDS_FIELD, EXPIRES_FIELD, INDEXED_FIELD, Record, Save, SaveOutcome, Store, USER_FIELD, capped,
 };
-use crate::{LocalCopyConfig, SessionId};
+use crate::{LocalCopyConfig, RedisLayout, RedisStoreConfig, SessionId};
 use tower_scale_core::ConfigError;
 use tower_scale_redis::Invalidations;
 
@@ -40,7 +41,14 @@ const INDEX_MARGIN_MS: u64 = 60_000;
 
 /// Sessions in Redis, shared by every instance, through the shared [`RedisBackend`].
 ///
-/// Layout: one hash per session, `<prefix>:session:<id>`, one field per session value (JSON
+/// Two layouts ([`layout`](Self::layout)): one hash per session (the default, described
+/// here), or the whole session as one string ([`RedisLayout::Record`]: a new session one
+/// `SET .. NX`, a read one `GET`, an update of a session read in the same request one
+/// `SET .. XX`, a logout one `GETDEL`; concurrent writers of one session: the last wins). The
+/// user index, log-out-everywhere, the absolute lifetime and the local copy work the same
+/// with both.
+///
+/// Hash layout: one hash per session, `<prefix>:session:<id>`, one field per session value (JSON
 /// text) plus `__exp` (expiry, ms since the epoch) and `__user` (the bound user), with the
 /// key's TTL equal to the session's. A set per user, `<prefix>:session-user:<user>`, lists
 /// the user's sessions for [`delete_user`](Store::delete_user).
@@ -69,15 +77,39 @@ const INDEX_MARGIN_MS: u64 = 60_000;
 pub struct RedisStore {
     backend: RedisBackend,
     local: Option<LocalCopy>,
+    layout: RedisLayout,
 }
 
 impl RedisStore {
-    /// A store on the shared backend.
+    /// A store on the shared backend, in the hash layout.
     pub fn new(backend: RedisBackend) -> Self {
         Self {
             backend,
             local: None,
+            layout: RedisLayout::Hash,
         }
+    }
+
+    /// A store on the shared backend with these settings.
+    ///
+    /// # Errors
+    ///
+    /// None yet: every setting of [`RedisStoreConfig`] is valid; the `Result` leaves room for
+    /// settings that can be wrong.
+    pub fn from_config(
+        backend: RedisBackend,
+        config: &RedisStoreConfig,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self::new(backend).layout(config.layout))
+    }
+
+    /// How sessions are laid out in Redis (see [`RedisLayout`]). Both layouts use the same
+    /// keys: switch on an empty store, as a session written in one layout reads as corrupt
+    /// (`503`) in the other.
+    #[must_use]
+    pub fn layout(mut self, layout: RedisLayout) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// Keeps a local copy of recently read sessions, served without a Redis round trip and
@@ -149,6 +181,14 @@ impl RedisStore {
     }
 
     async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        if self.layout == RedisLayout::Record {
+            let value: Option<Vec<u8>> = self
+                .backend
+                .query(redis::cmd("GET").arg(key))
+                .await
+                .map_err(|e| store_error("load", e))?;
+            return value.as_deref().map(record::decode).transpose();
+        }
         let mut fields: HashMap<String, String> = self
             .backend
             .query(redis::cmd("HGETALL").arg(key))
@@ -188,6 +228,21 @@ impl RedisStore {
             )));
         }
         let key = self.session_key(save.id);
+        // The record layout rewrites whole sessions: an update of a session not read in this
+        // request reads it first (from the local copy when it holds it), then goes on as an
+        // update after a read.
+        let fetched;
+        let save =
+            if self.layout == RedisLayout::Record && !save.create && save.loaded_record.is_none() {
+                fetched = match self.load_now(save.id).await? {
+                    Some(record) => record,
+                    None => return Ok(SaveOutcome::Missing),
+                };
+                let user = save.user.or(fetched.user.as_deref());
+                Save { user, ..save }.loaded_record(&fetched)
+            } else {
+                save
+            };
         let ttl_ms = u64::try_from(save.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -212,14 +267,27 @@ impl RedisStore {
         {
             self.write_index(index).await?;
         }
-        let saved = if save.create {
-            self.create(&key, &save, ttl_ms, indexed_until).await
-        } else {
-            let saved = self.update(&key, &save, ttl_ms, indexed_until).await;
-            self.changed(&key);
-            saved
+        let saved = match (save.create, self.layout) {
+            (true, RedisLayout::Hash) => self
+                .create(&key, &save, ttl_ms, indexed_until)
+                .await
+                .map_err(|e| store_error("save", e)),
+            (true, RedisLayout::Record) => {
+                self.write_record(&key, &save, ttl_ms, indexed_until).await
+            }
+            (false, layout) => {
+                let saved = if layout == RedisLayout::Record {
+                    self.write_record(&key, &save, ttl_ms, indexed_until).await
+                } else {
+                    self.update(&key, &save, ttl_ms, indexed_until)
+                        .await
+                        .map_err(|e| store_error("save", e))
+                };
+                self.changed(&key);
+                saved
+            }
         };
-        let (outcome, previous) = saved.map_err(|e| store_error("save", e))?;
+        let (outcome, previous) = saved?;
         if outcome != SaveOutcome::Saved {
             if !save.create
                 && let Some(user) = index_user
@@ -303,6 +371,57 @@ impl RedisStore {
         Ok((outcome, None))
     }
 
+    /// A save in the record layout: a new session (`SET .. NX`), the sliding refresh of a
+    /// session read in this request and otherwise unchanged (the refresh script), or an update
+    /// of a session read in this request (or just fetched by the save): its record with the
+    /// changes merged in, `SET .. XX`, so a session gone since is never recreated.
+    async fn write_record(
+        &self,
+        key: &str,
+        save: &Save<'_>,
+        ttl_ms: u64,
+        indexed_until: Option<u64>,
+    ) -> Result<Written, StoreError> {
+        let error = |e| store_error("save", e);
+        let Some(loaded) = save.loaded_record.filter(|_| !save.create) else {
+            let (expires_at, ttl_ms) = capped(save.expires_at, ttl_ms, save.ends_at);
+            let meta = Encoded {
+                expires_at,
+                indexed_until,
+                ends_at: save.ends_at,
+                user: save.user,
+            };
+            let value = meta.encode(std::iter::empty(), save.set)?;
+            let outcome = record::set(&self.backend, key, &value, ttl_ms, true).await;
+            return Ok((outcome.map_err(error)?, None));
+        };
+        let (expires_at, ttl_ms) = capped(save.expires_at, ttl_ms, loaded.ends_at);
+        let user = save.user.or(loaded.user.as_deref());
+        let previous = loaded.user.clone();
+        if save.set.is_empty() && save.remove.is_empty() && user == loaded.user.as_deref() {
+            let outcome =
+                record::refresh(&self.backend, key, expires_at, indexed_until, ttl_ms).await;
+            return Ok((outcome.map_err(error)?, previous));
+        }
+        let meta = Encoded {
+            expires_at,
+            indexed_until: indexed_until.or(loaded.user_indexed_until),
+            ends_at: loaded.ends_at,
+            user,
+        };
+        let changed = |name: &str| {
+            save.remove.iter().any(|r| r == name) || save.set.iter().any(|(s, _)| s == name)
+        };
+        let kept = loaded
+            .fields
+            .iter()
+            .filter(|(name, _)| !changed(name))
+            .map(|(name, json)| (name.as_str(), json.as_str()));
+        let value = meta.encode(kept, save.set)?;
+        let outcome = record::set(&self.backend, key, &value, ttl_ms, false).await;
+        Ok((outcome.map_err(error)?, previous))
+    }
+
     /// An update, read in this request or not: the save script checks that the session exists
     /// and writes in one atomic step, so a session gone since (logged out elsewhere, expired)
     /// is never recreated, not even for a moment, and no clean-up is needed.
@@ -374,13 +493,32 @@ impl RedisStore {
 
     async fn delete_now(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = self.session_key(id);
-        let user: Result<Option<String>, _> = self.backend.invoke(&DELETE.key(&key)).await;
+        let user: Result<Option<String>, _> = match self.layout {
+            RedisLayout::Hash => {
+                (self.backend.invoke(&DELETE.key(&key)).await).map_err(|e| store_error("delete", e))
+            }
+            RedisLayout::Record => self.delete_record(&key).await,
+        };
         self.changed(&key);
-        let user = user.map_err(|e| store_error("delete", e))?;
+        let user = user?;
         if let Some(user) = user {
             self.unindex(&user, id).await?;
         }
         Ok(())
+    }
+
+    /// `GETDEL` of a record: the user it was bound to. A value that is not a record is
+    /// deleted all the same (it was no session).
+    async fn delete_record(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let value: Option<Vec<u8>> = self
+            .backend
+            .query(redis::cmd("GETDEL").arg(key))
+            .await
+            .map_err(|e| store_error("delete", e))?;
+        Ok(value
+            .as_deref()
+            .and_then(|v| record::decode(v).ok())
+            .and_then(|r| r.user))
     }
 
     async fn delete_user_now(&self, user: &str) -> Result<usize, StoreError> {

@@ -16,6 +16,24 @@ use tower_scale_session::{
     SessionManagerLayer, Store, StoreError,
 };
 
+/// Runs a test body `async fn name(layout: RedisLayout)` once per Redis store layout, as the
+/// tests `name::hash` and `name::record`, with the given `#[tokio::test]` arguments.
+#[allow(unused_macros)]
+macro_rules! for_each_layout {
+    ($name:ident $(, $($args:tt)*)?) => {
+        mod $name {
+            #[tokio::test$(($($args)*))?]
+            async fn hash() {
+                super::$name(tower_scale_session::RedisLayout::Hash).await;
+            }
+            #[tokio::test$(($($args)*))?]
+            async fn record() {
+                super::$name(tower_scale_session::RedisLayout::Record).await;
+            }
+        }
+    };
+}
+
 /// The settings of the Redis tests: a 10-minute TTL refreshed after a minute, plain HTTP.
 pub fn redis_config() -> SessionConfig {
     let mut config = SessionConfig::default();
@@ -401,7 +419,7 @@ pub async fn a_late_save_does_not_revive(a: &dyn Store, b: &dyn Store) -> Sessio
     // due for a refresh (as for a session whose recorded index expiry is near).
     let change = vec![("a".to_owned(), "2".to_owned())];
     let late = Save::new(&id, false, &change, &[], Some("ivy"), ttl, far)
-        .loaded(Some("ivy"))
+        .loaded_record(&loaded)
         .user_indexed_until(None);
     let outcome = a.save(late).await;
     assert_eq!(

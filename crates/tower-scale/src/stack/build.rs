@@ -122,10 +122,13 @@ impl<'a> StackBuilder<'a> {
             .session
             .as_ref()
             .map(|c| match &backend {
-                Some(b) => {
-                    SessionManagerLayer::from_config(crate::session::RedisStore::new(b.clone()), c)
+                Some(b) => SessionManagerLayer::from_config(
+                    crate::session::RedisStore::from_config(b.clone(), &c.redis)?,
+                    &c.config,
+                ),
+                None => {
+                    SessionManagerLayer::from_config(crate::session::MemoryStore::new(), &c.config)
                 }
-                None => SessionManagerLayer::from_config(crate::session::MemoryStore::new(), c),
             })
             .transpose()
             .map_err(|e| err("session")(&e))?;

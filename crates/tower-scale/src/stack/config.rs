@@ -14,7 +14,7 @@ use crate::offload::{OffloadConfig, PressureConfig};
 use crate::pubsub::PubSubConfig;
 use crate::ratelimit::RateLimitConfig;
 use crate::redis::RedisConfig;
-use crate::session::SessionConfig;
+use crate::session::{RedisStoreConfig, SessionConfig};
 use crate::shutdown::ShutdownConfig;
 
 use super::redact::redact_urls;
@@ -42,7 +42,7 @@ pub struct StackConfig {
     /// Rate limiting (global through Redis when there is a backend).
     pub rate_limit: Option<RateLimitConfig>,
     /// Sessions (in Redis when there is a backend).
-    pub session: Option<SessionConfig>,
+    pub session: Option<SessionSection>,
     /// The HTTP response cache (in Redis when there is a backend).
     pub cache: Option<CacheSection>,
     /// Response compression, adaptive to the runtime lag with `[compression.adaptive]`.
@@ -120,6 +120,19 @@ impl Default for TracingSection {
             trace_context: true,
         }
     }
+}
+
+/// The `[session]` section: the session layer's settings, and with `[session.redis]` how the
+/// Redis store lays sessions out (used only with a `[redis]` backend).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SessionSection {
+    /// The cookie, the TTL, sliding and absolute expiry, the error statuses.
+    #[serde(flatten)]
+    pub config: SessionConfig,
+    /// The Redis store's settings (`layout = "hash"` or `"record"`).
+    pub redis: RedisStoreConfig,
 }
 
 /// The `[cache]` section: the response cache's rules and the cache's tiers.

@@ -48,6 +48,7 @@
 //!
 //!     [session]
 //!     ttl = "7days"
+//!     redis = { layout = "record" }
 //!
 //!     [cache]
 //!     ttl = "30s"
@@ -86,7 +87,7 @@ use crate::shutdown::Shutdown;
 pub use self::build::StackBuilder;
 pub use self::config::{
     BreakerSection, CacheSection, CompressionSection, DecompressionSection, MetricsSection,
-    ReplicaSection, StackConfig, StackError, TracingSection,
+    ReplicaSection, SessionSection, StackConfig, StackError, TracingSection,
 };
 pub use self::env::ENV_PREFIX;
 use self::serve_metrics::ServeMetricsLayer;

@@ -141,7 +141,7 @@ fn every_field_of_every_section_can_be_set_alone_and_the_rest_stays() {
             ("UNRELATED", "x"),
         ]))
         .unwrap();
-    let session = config.session.as_ref().unwrap();
+    let session = &config.session.as_ref().unwrap().config;
     assert_eq!(session.ttl, Duration::from_secs(7200));
     assert!(!session.secure, "the file's other session fields stay");
     let redis = config.redis.as_ref().unwrap();
@@ -334,7 +334,7 @@ fn the_printed_config_hides_every_secret_and_reads_back_as_the_same_config() {
     let mut expected = config;
     for c in [&mut back, &mut expected] {
         c.redis.as_mut().unwrap().url = String::new();
-        c.session.as_mut().unwrap().signing_keys.clear();
+        c.session.as_mut().unwrap().config.signing_keys.clear();
         c.replica.as_mut().unwrap().secret.clear();
     }
     assert_eq!(back.redis, expected.redis);

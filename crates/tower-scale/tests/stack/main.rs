@@ -9,6 +9,7 @@ mod metrics;
 mod order;
 mod pressure;
 mod services;
+mod session;
 
 use axum::Router;
 use axum::body::Body;
