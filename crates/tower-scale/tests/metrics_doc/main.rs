@@ -97,3 +97,31 @@ fn the_table_parser_reads_names_kinds_and_label_keys() {
     assert_eq!(rows["a_total"].kind, "counter");
     assert!(rows["b"].labels.is_empty());
 }
+
+/// "Latency is recorded as histograms with buckets, never summaries": the exporter gives every
+/// histogram of every crate buckets, so a fleet's quantiles add up across instances.
+#[test]
+fn the_exporter_renders_every_histogram_with_buckets() {
+    use tower_scale::metrics::{PrometheusMetrics, metrics};
+
+    let (recorder, exporter) = PrometheusMetrics::builder().build().unwrap();
+    let histograms: Vec<_> = tower_scale::metrics_catalog()
+        .into_iter()
+        .filter(|(_, m)| m.kind.as_str() == "histogram")
+        .collect();
+    assert!(histograms.len() >= 3, "{histograms:?}");
+    metrics::with_local_recorder(&recorder, || {
+        for (_, metric) in &histograms {
+            let labels: Vec<(&str, &str)> = metric.labels.iter().map(|l| (*l, "x")).collect();
+            metrics::histogram!(metric.name, &labels).record(0.002);
+        }
+    });
+    let rendered = exporter.render();
+    for (krate, metric) in &histograms {
+        assert!(
+            rendered.contains(&format!("{}_bucket{{", metric.name)),
+            "{} ({krate}) is not rendered with buckets:\n{rendered}",
+            metric.name
+        );
+    }
+}
