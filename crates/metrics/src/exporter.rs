@@ -12,6 +12,9 @@ pub const DEFAULT_LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The metrics that get the latency buckets: every name ending so.
+const LATENCY_SUFFIX: &str = "_duration_seconds";
+
 /// Default scheduling-lag buckets, in seconds: 100 µs to 1 s.
 pub const DEFAULT_LAG_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -113,7 +116,8 @@ impl PrometheusMetrics {
 }
 
 impl PrometheusMetricsBuilder {
-    /// Buckets of `http_request_duration_seconds`, in seconds, increasing.
+    /// Buckets of the latency histograms (`http_request_duration_seconds`,
+    /// `redis_command_duration_seconds`: every `*_duration_seconds`), in seconds, increasing.
     pub fn latency_buckets(mut self, buckets: &[f64]) -> Self {
         self.latency_buckets = buckets.to_vec();
         self
@@ -134,19 +138,23 @@ impl PrometheusMetricsBuilder {
     /// Builds the recorder without installing it (for tests, or to compose recorders).
     pub fn build(self) -> Result<(PrometheusRecorder, PrometheusMetrics), Error> {
         let mut builder = PrometheusBuilder::new();
-        for (metric, buckets) in [
+        // Every `*_duration_seconds` histogram of every crate (HTTP requests, Redis commands,
+        // ...) gets the latency buckets; the scheduling lag its own.
+        for (metric, matcher, buckets) in [
             (
                 names::HTTP_REQUEST_DURATION_SECONDS.name,
+                Matcher::Suffix(LATENCY_SUFFIX.to_owned()),
                 &self.latency_buckets,
             ),
             (
                 names::RUNTIME_SCHEDULING_LAG_SECONDS.name,
+                Matcher::Full(names::RUNTIME_SCHEDULING_LAG_SECONDS.name.to_owned()),
                 &self.lag_buckets,
             ),
         ] {
             check_buckets(metric, buckets)?;
             builder = builder
-                .set_buckets_for_metric(Matcher::Full(metric.to_owned()), buckets)
+                .set_buckets_for_metric(matcher, buckets)
                 .map_err(|e| Error::Buckets {
                     metric,
                     reason: e.to_string(),
