@@ -633,6 +633,72 @@ mod tests {
         assert_eq!(slot.lease().remaining, 10, "the expired 13 are lost");
     }
 
+    /// Redis hung (SIGSTOP) and the lease spent: the first request waits at most
+    /// `wait_at_most` (the store is not known to be down yet), and once the lease request
+    /// behind it has failed (the command timeout), no request waits at all, although the
+    /// lease requests sent in the background to learn whether Redis is back each hang again
+    /// until the command timeout. On paused time, one request per millisecond for 3 s: a
+    /// request that waited shows as time passed. Once Redis answers, a lease is taken again.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn once_the_shared_store_is_known_down_requests_never_wait_for_it() {
+        use tower_scale_redis::{RedisBackend, RedisConfig};
+        use tower_scale_testkit::RedisServer;
+
+        let server = RedisServer::start();
+        let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+        let store = HybridStore::new(crate::RedisStore::new(backend), 10, Duration::from_secs(60))
+            .prefetch_below(0);
+        let quotas = [Quota::per_hour(1_000_000)];
+        let key = Key::from("k");
+        // A lease (the first may take longer than the wait for it on a loaded machine),
+        // then spent.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.check_key("p", &key, &quotas, 1).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no lease from a healthy Redis"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while store.check_local("p", &key, &quotas, 1).is_some() {}
+
+        server.pause();
+        tokio::time::pause();
+        let start = Instant::now();
+        let mut waited = Vec::new();
+        while start.elapsed() < Duration::from_secs(3) {
+            let sent = Instant::now();
+            let err = store.check_key("p", &key, &quotas, 1).await.unwrap_err();
+            assert!(err.is_unavailable(), "{err}");
+            if sent.elapsed() > Duration::ZERO {
+                waited.push((sent - start, sent.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::resume();
+        server.resume();
+        // (+ 1 ms: the timer's rounding)
+        assert!(
+            waited.len() == 1 && waited[0].1 <= DEFAULT_WAIT_AT_MOST + Duration::from_millis(1),
+            "requests that waited (sent at, waited): {waited:?}"
+        );
+
+        // The wait only bounds a hang.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.check_key("p", &key, &quotas, 1).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no lease once Redis is back"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            store.check_local("p", &key, &quotas, 1).is_some(),
+            "a lease again"
+        );
+    }
+
     /// Over an in-memory shared store with paused time: the renewal runs on the runtime and
     /// lands before the lease is spent, so no request goes to the shared store itself.
     #[tokio::test(start_paused = true)]
