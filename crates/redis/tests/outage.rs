@@ -164,3 +164,48 @@ async fn a_redis_restarted_empty_fails_commands_at_once_then_serves_them() {
     recovers(&b).await;
     assert_eq!(b.invoke::<i64>(&script.prepare_invoke()).await.unwrap(), 7);
 }
+
+/// Whether `err` is the link's answer right after a connection attempt failed, once its
+/// reconnect backoff has grown to its longest (1 s): the next attempt is a whole second away.
+fn attempt_failed_with_the_longest_backoff(err: &Error) -> bool {
+    matches!(err, Error::Redis(e) if e.to_string().contains("next attempt in 1s"))
+}
+
+/// Redis killed for [`AWAY`] (long enough for the link's reconnect backoff to grow to 1 s,
+/// past the breaker's 500 ms open wait) and started again right after a probe's connection
+/// attempt was refused. From then on every command is either refused by the breaker, at once, until its
+/// open wait ends, or answered: the breaker's next probe reaches Redis, it is not refused by
+/// the link's backoff (which would reopen the breaker for another 500 ms without Redis
+/// having been tried), and nothing waits for a timeout.
+#[tokio::test]
+async fn once_redis_is_back_the_breakers_next_probe_reaches_it() {
+    let mut server = RedisServer::start();
+    let b = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+    b.ping().await.unwrap();
+    server.kill();
+    tokio::time::pause();
+    let start = Instant::now();
+    loop {
+        let err = b.ping().await.unwrap_err();
+        if start.elapsed() >= AWAY && attempt_failed_with_the_longest_backoff(&err) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::resume();
+    server.restart();
+    let mut errors = Vec::new();
+    // The wait only bounds a hang.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = b.ping().await {
+        errors.push(e);
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        errors.iter().all(|e| matches!(e, Error::CircuitOpen(_))),
+        "{:?}",
+        errors.iter().find(|e| !matches!(e, Error::CircuitOpen(_)))
+    );
+    recovers(&b).await;
+}

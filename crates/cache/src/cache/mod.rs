@@ -265,14 +265,16 @@ impl Cache {
         }
     }
 
-    /// `keep_ms` keeps the entries that long past their windows (for revalidation).
+    /// `keep_ms` keeps the entries that long past their windows (for revalidation). Returns
+    /// whether the store answered: `false` when it was unavailable (a timeout, Redis away),
+    /// so that the caller sends it nothing more for this request (it would wait again).
     pub(crate) async fn save(
         &self,
         group: &str,
         fields: &[(&str, Arc<Entry>)],
         tags: &[String],
         keep_ms: u64,
-    ) {
+    ) -> bool {
         let ttl = fields
             .iter()
             .map(|(_, e)| e.store_ttl_ms().saturating_add(keep_ms))
@@ -293,8 +295,12 @@ impl Cache {
                         l1.fill(group, field, entry, epoch);
                     }
                 }
+                true
             }
-            Err(e) => tracing::warn!(error = %e, group, "cache store failed; entry not stored"),
+            Err(e) => {
+                tracing::warn!(error = %e, group, "cache store failed; entry not stored");
+                !e.is_unavailable()
+            }
         }
     }
 

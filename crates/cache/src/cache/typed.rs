@@ -292,9 +292,13 @@ impl Cache {
                         sie_ms: millis(options.stale),
                         body: EntryBody::Value(bytes),
                     });
-                    self.save(key, &[(VALUE_FIELD, Arc::clone(&entry))], &options.tags, 0)
-                        .await;
-                    self.unlock(key, VALUE_FIELD, token).await;
+                    // After a store that did not answer, the lock expires by itself.
+                    if self
+                        .save(key, &[(VALUE_FIELD, Arc::clone(&entry))], &options.tags, 0)
+                        .await
+                    {
+                        self.unlock(key, VALUE_FIELD, token).await;
+                    }
                     finish(leader, Ok(entry));
                     return Ok(value);
                 }

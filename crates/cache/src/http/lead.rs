@@ -33,6 +33,12 @@ pub(super) struct Flight<'a> {
 }
 
 impl Flight<'_> {
+    /// Leaves the lock to expire by itself: the store did not answer, and releasing it would
+    /// make the request wait for the store once more.
+    pub(super) fn forget_lock(&mut self) {
+        self.token = None;
+    }
+
     /// Releases the lock, then hands `outcome` to the followers.
     pub(super) async fn end(self, outcome: HttpOutcome) {
         self.cache.unlock(self.group, &self.field, self.token).await;

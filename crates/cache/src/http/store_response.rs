@@ -145,7 +145,7 @@ impl<K: MakeCacheKey> Shared<K> {
         names: Arc<[HeaderName]>,
         asked: &Asked,
         miss: &Miss<'_>,
-        flight: Flight<'_>,
+        mut flight: Flight<'_>,
     ) -> Arc<Entry> {
         let cache = self.cache();
         let group = miss.group;
@@ -155,7 +155,7 @@ impl<K: MakeCacheKey> Shared<K> {
         if miss.store_down {
             // Nothing to write to: the response is shared with the waiting requests only.
         } else if names.is_empty() {
-            cache
+            let saved = cache
                 .save(
                     group,
                     &[(BASE_FIELD, Arc::clone(&entry))],
@@ -163,6 +163,9 @@ impl<K: MakeCacheKey> Shared<K> {
                     lifetimes.keep_ms,
                 )
                 .await;
+            if !saved {
+                flight.forget_lock();
+            }
         } else {
             let marker = Arc::new(Entry {
                 stored_at: entry.stored_at,
@@ -171,7 +174,7 @@ impl<K: MakeCacheKey> Shared<K> {
                 sie_ms: entry.sie_ms,
                 body: EntryBody::Vary(names.to_vec().into()),
             });
-            cache
+            let saved = cache
                 .save(
                     group,
                     &[(BASE_FIELD, marker), (&stored_field, Arc::clone(&entry))],
@@ -179,6 +182,9 @@ impl<K: MakeCacheKey> Shared<K> {
                     lifetimes.keep_ms,
                 )
                 .await;
+            if !saved {
+                flight.forget_lock();
+            }
             cache.remember_vary(group, Arc::clone(&names));
         }
         flight

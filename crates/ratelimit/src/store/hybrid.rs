@@ -34,7 +34,11 @@ use crate::{BoxFuture, Key, Quota, StoreError};
 /// instance's share of the quota), while the lease is still taken in the background. That
 /// wait counts from when the lease being taken was asked for: behind a renewal stuck on a hung
 /// store (it holds the key's refill until the command timeout), requests do not each wait
-/// 5 ms, they decide at once.
+/// 5 ms, they decide at once. And once the shared store is known to be down (its last answer
+/// to a lease request was [`StoreError::is_unavailable`]: a timeout, a refused connection,
+/// Redis's breaker open), requests without a live lease do not wait at all: they decide at
+/// once, while one lease request at a time (at most one per `wait_at_most`) is sent in the
+/// background to find out when it is back; the first one granted ends the outage.
 ///
 /// The `RateLimit` header field of a request decided from a lease reports the quota, as well
 /// as this instance can know it: what the shared store said the quota had left when it
@@ -74,6 +78,8 @@ struct Inner<S> {
     /// The longest a request that found no live lease waits for the shared store, in
     /// nanoseconds.
     wait_at_most: AtomicU64,
+    /// Whether the shared store is known to be down, and when to ask it again.
+    health: StdMutex<Health>,
     /// Per policy name (`""` for keys given whole to [`Store::check`]), per key: the lease.
     /// Read-locked on the hot path; written only to add a key or drop stale ones.
     slots: RwLock<Slots>,
@@ -156,6 +162,18 @@ impl Lease {
     }
 }
 
+/// What the lease requests found of the shared store: after an unavailable answer it is
+/// down until a lease request succeeds; meanwhile requests decide without waiting, and one
+/// lease request at a time, at most one per `wait_at_most`, asks it in the background.
+#[derive(Debug)]
+struct Health {
+    down: bool,
+    /// While down: no lease request to the shared store before this.
+    retry_at: Instant,
+    /// While down: a background lease request is under way.
+    probing: bool,
+}
+
 /// The smallest emission interval of `quotas` (the one that refills fastest).
 fn unit(quotas: &[Quota]) -> Duration {
     quotas
@@ -222,6 +240,12 @@ impl Slot {
         None
     }
 
+    /// Whether a lease is live: units left, not expired.
+    fn is_live(&self) -> bool {
+        let lease = self.lease();
+        lease.remaining > 0 && lease.expires > Instant::now()
+    }
+
     /// Installs a new lease of `units`, granted by the shared store's decision `granted` on
     /// `quotas`, keeping what is left of the current one while it is live (units of an
     /// expired lease are lost, never revived). Returns the decision the lease's figures give.
@@ -266,6 +290,11 @@ impl<S: Store> HybridStore<S> {
                 low_water: AtomicU32::new(lease.max(1) / 4),
                 prefetching: AtomicUsize::new(0),
                 wait_at_most: AtomicU64::new(nanos(DEFAULT_WAIT_AT_MOST)),
+                health: StdMutex::new(Health {
+                    down: false,
+                    retry_at: Instant::now(),
+                    probing: false,
+                }),
                 slots: RwLock::new(Vec::new()),
                 max_keys: MAX_KEYS,
             }),
@@ -363,7 +392,16 @@ impl<S: Store> HybridStore<S> {
         cost: u32,
     ) -> Result<Decision, StoreError> {
         let slot = self.slot(policy, key);
-        let mut wait = Duration::from_nanos(self.inner.wait_at_most.load(Ordering::Relaxed));
+        if let Some(probe) = self.known_down() {
+            if probe {
+                self.probe(slot, shared_key, quotas);
+            }
+            return Err(StoreError::unavailable(
+                "no rate-limit lease: the shared store is down",
+                "its last answer to a lease request was an error",
+            ));
+        }
+        let mut wait = self.wait_bound();
         // A lease already being taken (a renewal, or another request's) counts against the
         // wait: a request never waits past `wait_at_most` after that round trip began, and
         // once it has lasted that long (a hung store) requests decide at once.
@@ -405,6 +443,65 @@ impl<S: Store> HybridStore<S> {
         }
     }
 
+    /// The [`wait_at_most`](Self::wait_at_most) setting.
+    fn wait_bound(&self) -> Duration {
+        Duration::from_nanos(self.inner.wait_at_most.load(Ordering::Relaxed))
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.inner
+            .health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `None` while the shared store is not known to be down; else whether the caller is to
+    /// send the background lease request that finds out whether it is back (one at a time, at
+    /// most one per `wait_at_most`).
+    fn known_down(&self) -> Option<bool> {
+        let mut health = self.health();
+        if !health.down {
+            return None;
+        }
+        let probe = !health.probing && Instant::now() >= health.retry_at;
+        health.probing |= probe;
+        Some(probe)
+    }
+
+    /// Notes the shared store's answer to a lease request: an unavailable error marks it down
+    /// (asked again no sooner than `wait_at_most` from now), any other answer up.
+    fn note<T>(&self, answer: &Result<T, StoreError>) {
+        let down = answer.as_ref().is_err_and(StoreError::is_unavailable);
+        let mut health = self.health();
+        if down && !health.down {
+            tracing::debug!("rate-limit shared store down: deciding without waiting for it");
+        }
+        health.down = down;
+        health.retry_at = Instant::now() + self.wait_bound();
+    }
+
+    /// While the shared store is down: takes `slot`'s lease in the background, nobody
+    /// waiting for it, to learn whether the store is back.
+    fn probe(&self, slot: Arc<Slot>, shared_key: &str, quotas: &[Quota]) {
+        let store = self.clone();
+        let (shared_key, quotas) = (shared_key.to_owned(), quotas.to_vec());
+        tokio::spawn(async move {
+            let _refill = slot.refill().await;
+            if !slot.is_live() {
+                let now = Instant::now();
+                let size = store.lease_size(&quotas);
+                let answer = store.inner.shared.check(&shared_key, &quotas, size).await;
+                store.note(&answer);
+                if let Ok(d) = answer
+                    && d.allowed
+                {
+                    slot.install(size, now + store.inner.lease_ttl, &d, &quotas);
+                }
+            }
+            store.health().probing = false;
+        });
+    }
+
     /// Takes a lease for `slot` (or asks the shared store for this request alone, when less
     /// than a lease is left), answering the request waiting in `ask` unless it gave up:
     /// `None` then, and a lease taken is kept whole for the requests after it.
@@ -430,7 +527,9 @@ impl<S: Store> HybridStore<S> {
             let now = Instant::now();
             let size = self.lease_size(quotas).max(cost);
             if size > cost {
-                let d = match shared.check(shared_key, quotas, size).await {
+                let lease = shared.check(shared_key, quotas, size).await;
+                self.note(&lease);
+                let d = match lease {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::debug!(error = %e, "rate-limit lease not granted");
@@ -456,7 +555,9 @@ impl<S: Store> HybridStore<S> {
             }
             // Less than a lease left: this request alone.
             slot.lease().remaining = 0;
-            return answer(shared.check(shared_key, quotas, cost).await);
+            let alone = shared.check(shared_key, quotas, cost).await;
+            self.note(&alone);
+            return answer(alone);
         }
     }
 
@@ -500,7 +601,9 @@ impl<S: Store> HybridStore<S> {
         let now = Instant::now();
         let size = self.lease_size(quotas);
         let shared_key = policy_key(policy, key);
-        match self.inner.shared.check(&shared_key, quotas, size).await {
+        let answer = self.inner.shared.check(&shared_key, quotas, size).await;
+        self.note(&answer);
+        match answer {
             Ok(d) if d.allowed => {
                 slot.install(size, now + self.inner.lease_ttl, &d, quotas);
             }
@@ -631,6 +734,72 @@ mod tests {
         assert!(slot.spend(1, 5).is_none(), "expired");
         install(10);
         assert_eq!(slot.lease().remaining, 10, "the expired 13 are lost");
+    }
+
+    /// Asks for `key` until the answer is a lease (the 30 s only bound a hang).
+    #[cfg(feature = "redis")]
+    async fn until_leased<S: Store>(
+        store: &HybridStore<S>,
+        key: &Key,
+        quotas: &[Quota],
+        what: &str,
+    ) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.check_key("p", key, quotas, 1).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Redis hung (SIGSTOP) and the lease spent: the first request waits at most
+    /// `wait_at_most` (the store is not known to be down yet), and once the lease request
+    /// behind it has failed (the command timeout), no request waits at all, although the
+    /// lease requests sent in the background to learn whether Redis is back each hang again
+    /// until the command timeout. On paused time, one request per millisecond for 3 s: a
+    /// request that waited shows as time passed. Once Redis answers, a lease is taken again.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn once_the_shared_store_is_known_down_requests_never_wait_for_it() {
+        use tower_scale_redis::{RedisBackend, RedisConfig};
+        use tower_scale_testkit::RedisServer;
+
+        let server = RedisServer::start();
+        let backend = RedisBackend::new(RedisConfig::new(server.url())).unwrap();
+        let store = HybridStore::new(crate::RedisStore::new(backend), 10, Duration::from_secs(60))
+            .prefetch_below(0);
+        let quotas = [Quota::per_hour(1_000_000)];
+        let key = Key::from("k");
+        // A lease (the first may take longer than the wait for it on a loaded machine),
+        // then spent.
+        until_leased(&store, &key, &quotas, "no lease from a healthy Redis").await;
+        while store.check_local("p", &key, &quotas, 1).is_some() {}
+
+        server.pause();
+        tokio::time::pause();
+        let start = Instant::now();
+        let mut waited = Vec::new();
+        while start.elapsed() < Duration::from_secs(3) {
+            let sent = Instant::now();
+            let err = store.check_key("p", &key, &quotas, 1).await.unwrap_err();
+            assert!(err.is_unavailable(), "{err}");
+            if sent.elapsed() > Duration::ZERO {
+                waited.push((sent - start, sent.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::resume();
+        server.resume();
+        // (+ 1 ms: the timer's rounding)
+        assert!(
+            waited.len() == 1 && waited[0].1 <= DEFAULT_WAIT_AT_MOST + Duration::from_millis(1),
+            "requests that waited (sent at, waited): {waited:?}"
+        );
+
+        until_leased(&store, &key, &quotas, "no lease once Redis is back").await;
+        assert!(
+            store.check_local("p", &key, &quotas, 1).is_some(),
+            "a lease again"
+        );
     }
 
     /// Over an in-memory shared store with paused time: the renewal runs on the runtime and

@@ -43,7 +43,10 @@ use crate::{Error, Keys, Mode, RedisConfig};
 /// is bounded by `connect_timeout`; commands that arrive meanwhile share that one attempt,
 /// each waiting at most `command_timeout`. After a failed attempt the next one waits 50 ms,
 /// doubling per further failure up to 1 s, and until then commands fail at once with a
-/// connection error (the breaker then opens as for any connection error). Once every clone
+/// connection error (the breaker then opens as for any connection error), except the
+/// breaker's probes: they are spaced by the breaker already (one round every 500 ms by
+/// default), so each starts an attempt at once, and Redis is tried within the breaker's open
+/// wait of coming back, whatever the backoff had grown to. Once every clone
 /// of the backend is dropped, its connections close and their tasks stop.
 ///
 /// The other modes (pooled, cluster) and Unix-socket URLs (`redis+unix://`) keep a timer of `command_timeout` on each command, covering the wait for a
@@ -226,7 +229,7 @@ impl RedisBackend {
             // No live connection: connect (or wait for the attempt under way), under a timer.
             // Boxed: rare, and the largest of the three paths.
             Box::pin(bounded(timeout, async {
-                let (generation, conn) = link.connect().await?;
+                let (generation, conn) = link.connect(self.probing()).await?;
                 let _in_flight = link.begin();
                 let result = op.run(&mut Conn::Mux(conn)).await;
                 link.finish(generation, result)
@@ -234,6 +237,18 @@ impl RedisBackend {
             .await
         })?
         .await
+    }
+
+    /// Whether a command let through now is one of the breaker's probes (half-open, or open
+    /// again since a probe failed): it must reach Redis, not be refused by the link's
+    /// reconnect backoff, which would reopen the breaker without Redis having been tried.
+    fn probing(&self) -> bool {
+        #[cfg(feature = "breaker")]
+        if let Some(breaker) = &self.inner.breaker {
+            use tower_scale_breaker::State;
+            return matches!(breaker.state(), State::HalfOpen | State::Open);
+        }
+        false
     }
 
     /// `fut` under the breaker (a permit now, or [`Error::CircuitOpen`]), the metrics and

@@ -160,8 +160,14 @@ impl Link {
 
     /// The live connection, connecting first if there is none. Commands that arrive while an
     /// attempt is under way wait for it; after a failed attempt, commands fail at once until
-    /// the backoff has passed. The caller bounds the wait.
-    pub(crate) async fn connect(self: &Arc<Self>) -> Result<(u64, MultiplexedConnection), Error> {
+    /// the backoff has passed, except a `probe` (a command the backend's breaker lets through
+    /// to find out whether Redis is back: the breaker already spaces them), which starts an
+    /// attempt at once. A command starts at most one attempt. The caller bounds the wait.
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        probe: bool,
+    ) -> Result<(u64, MultiplexedConnection), Error> {
+        let mut attempted = false;
         loop {
             let mut done = pin!(self.attempt_done.notified());
             // Registered before looking at the state, so that the end of an attempt cannot
@@ -174,9 +180,15 @@ impl Link {
                 }
                 if !slow.connecting {
                     let now = Instant::now();
-                    if let Some(retry) = slow.retry.as_ref().filter(|r| r.at > now) {
-                        return Err(not_connected(&retry.error, retry.at - now));
+                    if let Some(retry) = &slow.retry
+                        && (attempted || (!probe && retry.at > now))
+                    {
+                        return Err(not_connected(
+                            &retry.error,
+                            retry.at.saturating_duration_since(now),
+                        ));
                     }
+                    attempted = true;
                     slow.connecting = true;
                     let mut attempt = Attempt(Some(Arc::downgrade(self)));
                     let target = Arc::clone(&self.target);
