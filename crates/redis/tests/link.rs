@@ -191,6 +191,38 @@ async fn an_idle_connection_is_never_stopped_by_the_watchdog() {
     assert_eq!(backend_clients(&server), 1);
 }
 
+/// A reply that arrived in time, but that its caller has not read yet (its task is queued
+/// behind other work on a busy runtime), is not a hung server: the watchdog keeps the
+/// connection, so the other commands on it are not failed with it (all of them at once, which
+/// opened the breaker: 503s from a busy instance whose Redis was fine).
+#[tokio::test]
+async fn a_reply_its_caller_has_not_read_yet_does_not_stop_the_connection() {
+    let server = RedisServer::start();
+    let b = backend(server.url(), 1);
+    let id = client_id(&b).await;
+    let key = b.keys().key("test", "unread");
+    b.query::<()>(redis::cmd("SET").arg(&key).arg(5))
+        .await
+        .unwrap();
+    let get = redis::cmd("GET").arg(&key).clone();
+    let mut unread = Box::pin(b.query::<i64>(&get));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(unread.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "sent, not answered yet");
+    // A command sent after it is answered after it: the GET's reply has arrived.
+    assert_eq!(client_id(&b).await, id);
+    // Ten command timeouts pass, a tenth at a time, before the GET's caller reads its reply;
+    // after each look of the watchdog, the connection still answers at once (real time
+    // for that command: a paused clock would jump ahead while it waits for its reply).
+    for _ in 0..100 {
+        tokio::time::pause();
+        tokio::time::advance(TIMEOUT / 10).await;
+        tokio::time::resume();
+        assert_eq!(client_id(&b).await, id, "the same connection");
+    }
+    assert_eq!(unread.await.unwrap(), 5);
+    assert_eq!(backend_clients(&server), 1);
+}
+
 #[tokio::test]
 async fn a_busy_silent_connection_is_stopped_by_the_watchdog() {
     let server = RedisServer::start_with_args(&["--enable-debug-command", "yes"]);

@@ -17,7 +17,9 @@
 //! [`ResponseCacheConfig::standards`] preset with `cache_authorized` and `public` on).
 
 use std::convert::Infallible;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -28,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::{ServiceBuilder, service_fn};
 use tower_scale_cache::{Cache, RedisStore, ResponseCacheConfig, ResponseCacheLayer};
 use tower_scale_redis::{RedisBackend, RedisConfig};
+use tower_scale_shutdown::{Shutdown, ShutdownConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,12 +62,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "memory"
         }
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            drop(tokio::signal::ctrl_c().await);
-        })
-        .await?;
-    Ok(())
+    // No `/readyz` here for a load balancer to watch: no pre-stop delay. SIGTERM or Ctrl-C
+    // drains through the serve loop, which closes no connection a client may be sending on.
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::ZERO;
+        config
+    });
+    shutdown.listen_for_signals();
+    let serve = shutdown.serve(listener, app);
+    let report = shutdown.run(serve.into_future()).await;
+    std::process::exit(report.exit_code())
 }
 
 /// The command line, each option falling back to its environment variable.

@@ -17,6 +17,7 @@
 //! bytes, the same on every instance), `CHAT_DELIVERY` (`stream`,
 //! the default, or `pub_sub`), `CHAT_RATE` (messages per second per user, default 5).
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -96,8 +97,8 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         listener.local_addr()?,
         if redis { "Redis" } else { "in memory" }
     );
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
-    let report = shutdown.run(async move { serve.await }).await;
+    let serve = shutdown.serve(listener, app);
+    let report = shutdown.run(serve.into_future()).await;
     Ok(ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),
     ))

@@ -23,8 +23,12 @@ use axum::http::Request;
 use axum::routing::get;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use std::future::IntoFuture;
+use std::time::Duration;
 use tower_http::trace::TraceLayer;
+
 use tower_scale::metrics::{MetricsLayer, PrometheusMetrics, TraceContextLayer, inject_context};
+use tower_scale::shutdown::{Shutdown, ShutdownConfig};
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Calls `{downstream}/users/1` with the current trace context in its headers.
@@ -114,13 +118,20 @@ async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "listening");
     let downstream = std::env::var("DOWNSTREAM").ok();
-    axum::serve(listener, app(&metrics, downstream))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // No `/readyz` here for a load balancer to watch: no pre-stop delay. SIGTERM or Ctrl-C
+    // drains through the serve loop, which closes no connection a client may be sending on.
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::ZERO;
+        config
+    });
+    shutdown.listen_for_signals();
+    let serve = shutdown.serve(listener, app(&metrics, downstream));
+    let report = shutdown.run(serve.into_future()).await;
     provider.shutdown()?;
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(std::process::ExitCode::from(
+        u8::try_from(report.exit_code()).unwrap_or(1),
+    ))
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 //! 32+ bytes, the same on every instance), `RW_WINDOW_MS` (default 5000), `HOST` and `PORT` (default
 //! `127.0.0.1:3000`).
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use example_replica_sqlx::{Pools, app, migrate};
 use tower_scale_replica::ReadWriteLayer;
+use tower_scale_shutdown::{Shutdown, ShutdownConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -60,12 +62,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(pools.clone(), layer))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // No `/readyz` here for a load balancer to watch: no pre-stop delay. SIGTERM or Ctrl-C
+    // drains through the serve loop, which closes no connection a client may be sending on.
+    let shutdown = Shutdown::new({
+        let mut config = ShutdownConfig::default();
+        config.pre_stop_delay = Duration::ZERO;
+        config
+    });
+    shutdown.listen_for_signals();
+    let serve = shutdown.serve(listener, app(pools.clone(), layer));
+    let report = shutdown.run(serve.into_future()).await;
     pools.primary.close().await;
     pools.replica.close().await;
-    Ok(())
+    match report.exit_code() {
+        0 => Ok(()),
+        code => Err(format!("the shutdown did not finish in time (exit code {code})").into()),
+    }
 }

@@ -10,6 +10,7 @@
 //! `axum::serve` without graceful shutdown, as many services run: SIGTERM ends the process at
 //! once. It listens on `HOST` (127.0.0.1) and `PORT` (4001).
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use axum::Router;
@@ -55,8 +56,8 @@ async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     });
     shutdown.listen_for_signals();
     let app = app.layer(shutdown.layer()).merge(shutdown.health_routes());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
-    let report = shutdown.run(async move { serve.await }).await;
+    let serve = shutdown.serve(listener, app);
+    let report = shutdown.run(serve.into_future()).await;
     Ok(std::process::ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),
     ))

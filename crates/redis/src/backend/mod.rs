@@ -28,10 +28,14 @@ use crate::{Error, Keys, Mode, RedisConfig};
 /// In the default mode (standalone, [`ConnectionKind::Multiplexed`](crate::ConnectionKind::Multiplexed), a `redis://` URL over
 /// TCP or a `rediss://` one over TLS) each of the `pool_size` connections has a watchdog instead of a timer per command:
 /// every command is counted in the tenth of `command_timeout` (the look period) in which it
-/// began, and every `command_timeout / 10` the watchdog looks whether a command that began
-/// ten looks ago is still waiting. If one is, the connection is declared hung and closed:
-/// every command waiting on it ends at once with [`Error::Timeout`], and the next command
-/// opens a new connection. So every command fails within `command_timeout` of being sent
+/// began, and every `command_timeout / 10` the watchdog looks how long the oldest command
+/// still waiting has waited. From half of `command_timeout` on, it sends a `PING` on the
+/// connection; if a command has waited ten looks and that `PING` is still unanswered, the
+/// connection is declared hung and closed: every
+/// command waiting on it ends at once with [`Error::Timeout`], and the next command opens a
+/// new connection. (Redis answers in order, so an answered `PING` shows that the commands
+/// still counted have their replies and only wait for their tasks to run, as on a busy
+/// runtime: the connection stays, and no command on it fails.) So every command fails within `command_timeout` of being sent
 /// (after between nine tenths of it and all of it) unless its reply is complete by then, as
 /// long as the runtime runs the watchdog's ticks on time; a command queued behind an overdue
 /// one may fail sooner, with the same error. Bytes that arrive meanwhile do not count: a

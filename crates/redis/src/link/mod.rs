@@ -4,9 +4,12 @@
 //! task it spawns itself so that it can stop it. Commands on a live connection run with no
 //! timer of their own: each command counts itself in the look period (a tenth of
 //! `command_timeout`) in which it began, and a watchdog task per connection, looking once a
-//! period, declares the connection hung as soon as a command that began ten looks ago is still
-//! waiting, whatever the connection read meanwhile (a server trickling a reply byte by byte
-//! is hung too). It then stops the driver, which ends every waiting command at once. The slow
+//! period, sends a `PING` when a command that began five looks ago is still counted, and
+//! declares the connection hung when a command has waited ten looks and that `PING` is still
+//! unanswered, whatever the connection read meanwhile (a server trickling a reply byte by byte is hung too). It then
+//! stops the driver, which ends every waiting command at once. An answered `PING` shows that
+//! the commands still counted have their replies (their callers, on a busy runtime, have not
+//! read them yet): the connection stays. The slow
 //! path (no live connection yet, or the last one failed) connects once for every command that
 //! waits, and keeps a per-command timer since it is rare.
 
@@ -276,9 +279,15 @@ impl Link {
         }
     }
 
-    /// One look of the watchdog: whether a command has waited too long ([`InFlightByPeriod::look`]).
-    fn overdue(&self) -> bool {
+    /// One look of the watchdog: starts the next look period ([`InFlightByPeriod::look`]).
+    fn look(&self) -> u64 {
         self.in_flight.look()
+    }
+
+    /// The oldest look period from `from` on with a command still counted
+    /// ([`InFlightByPeriod::oldest_waiting`]).
+    fn oldest_waiting(&self, now: u64, from: u64) -> Option<u64> {
+        self.in_flight.oldest_waiting(now, from)
     }
 
     /// Stops connection `generation` because it is hung (a command waited on it for

@@ -1,18 +1,24 @@
 //! The watchdog of a link's connection and the counters it reads: how long the oldest command
 //! in flight has waited, without a timer or a timestamp per command.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Link;
 
-/// The watchdog looks at a connection this many times per `command_timeout`; a command still
-/// waiting at the this-many-th look after the one before which it began is overdue: it began
-/// after that look, so it has waited between nine tenths of `command_timeout` and all of it.
-pub(super) const TICKS_PER_TIMEOUT: u32 = 10;
+/// The watchdog looks at a connection this many times per `command_timeout`: a command still
+/// waiting at the this-many-th look after the one before which it began has waited between
+/// nine tenths of `command_timeout` and all of it.
+pub(super) const TICKS_PER_TIMEOUT: u64 = 10;
+/// The looks after which a command still counted is suspect: the watchdog sends a `PING`, whose
+/// answer (Redis answers in order) shows that every command sent before it has its reply.
+const SUSPECT_AFTER: u64 = TICKS_PER_TIMEOUT / 2;
 /// Look periods whose commands are counted apart (a ring, indexed by look number): more than
 /// the [`TICKS_PER_TIMEOUT`] + 1 periods that can hold commands not yet judged.
 const PERIODS: usize = 16;
@@ -46,15 +52,16 @@ impl InFlightByPeriod {
         InFlight(count)
     }
 
-    /// One look of the watchdog: starts the next period, and tells whether a command that
-    /// began [`TICKS_PER_TIMEOUT`] periods ago (or earlier, when a period's count was caught
-    /// late) is still in flight.
-    pub(super) fn look(&self) -> bool {
-        let now = self.period.fetch_add(1, Ordering::Relaxed) + 1;
-        let Some(judged) = now.checked_sub(u64::from(TICKS_PER_TIMEOUT)) else {
-            return false;
-        };
-        self.count(judged).load(Ordering::Relaxed) > 0
+    /// One look of the watchdog: starts the next period and returns its number.
+    pub(super) fn look(&self) -> u64 {
+        self.period.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The oldest period, from `from` on and before `now` (as far back as the ring holds),
+    /// with a command still counted.
+    pub(super) fn oldest_waiting(&self, now: u64, from: u64) -> Option<u64> {
+        let back = now.saturating_sub(PERIODS as u64 - 1);
+        (from.max(back)..now).find(|&period| self.count(period).load(Ordering::Relaxed) > 0)
     }
 
     /// The count of the commands that began in look period `period`.
@@ -73,19 +80,66 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Watches connection `generation`: every `command_timeout / 10` it takes a look, and when a
-/// command that began [`TICKS_PER_TIMEOUT`] looks ago is still waiting, the connection is
-/// hung and is stopped. Ends when the connection or the link is gone.
+/// A `PING` sent on the watched connection.
+type Probe = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Sends a `PING` on `conn` (once polled): Redis answers a connection's commands in order, so
+/// its answer shows that every command sent before it has its reply.
+fn probe(mut conn: MultiplexedConnection) -> Probe {
+    Box::pin(async move {
+        // An error reply is an answer too; a broken connection ends its driver, which stops
+        // this watchdog.
+        let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
+    })
+}
+
+/// Watches connection `generation`: every `command_timeout / 10` it takes a look. When a
+/// command has waited half of `command_timeout` it sends a `PING`; the connection is hung when
+/// a command has waited [`TICKS_PER_TIMEOUT`] looks and the `PING` is still unanswered. An
+/// answered `PING` clears every command sent before it: those still counted have their
+/// replies, which their callers have not read yet (a busy runtime), and the connection stays.
+/// Ends when the connection or the link is gone.
 pub(super) async fn watchdog(link: Weak<Link>, generation: u64, timeout: Duration) {
-    let tick = (timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(1));
+    let tick = (timeout / TICKS_PER_TIMEOUT as u32).max(Duration::from_millis(1));
     let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The `PING` under way and the look it was sent at; the periods before `answered_from`
+    // are known answered.
+    let mut pending: Option<(u64, Probe)> = None;
+    let mut answered_from = 0;
     loop {
-        interval.tick().await;
+        match pending.as_mut() {
+            // Polled first: an answer that came with the tick counts.
+            Some((sent, ping)) => tokio::select! {
+                biased;
+                () = ping => {
+                    answered_from = *sent;
+                    pending = None;
+                    continue;
+                }
+                _ = interval.tick() => {}
+            },
+            None => {
+                interval.tick().await;
+            }
+        }
         let Some(link) = link.upgrade() else { return };
-        if link.overdue() {
-            link.hung(generation);
-            return;
+        let now = link.look();
+        let Some(oldest) = link.oldest_waiting(now, answered_from) else {
+            continue;
+        };
+        let waited = now - oldest;
+        if pending.is_some() {
+            if waited >= TICKS_PER_TIMEOUT {
+                link.hung(generation);
+                return;
+            }
+        } else if waited >= SUSPECT_AFTER {
+            match link.current() {
+                Some((live, conn)) if live == generation => pending = Some((now, probe(conn))),
+                // Replaced or closed: its own watchdog, if any, watches the next one.
+                _ => return,
+            }
         }
     }
 }
@@ -94,34 +148,43 @@ pub(super) async fn watchdog(link: Weak<Link>, generation: u64, timeout: Duratio
 mod tests {
     use super::{InFlightByPeriod, TICKS_PER_TIMEOUT};
 
-    /// Looks until one finds an overdue command, at most `limit`.
-    fn looks_until_overdue(in_flight: &InFlightByPeriod, limit: u32) -> Option<u32> {
-        (1..=limit).find(|_| in_flight.look())
+    /// Looks until the oldest command counted has waited `looks` looks, at most `limit`.
+    fn looks_until_waited(in_flight: &InFlightByPeriod, looks: u64, limit: u64) -> Option<u64> {
+        (1..=limit).find(|_| {
+            let now = in_flight.look();
+            in_flight
+                .oldest_waiting(now, 0)
+                .is_some_and(|oldest| now - oldest >= looks)
+        })
     }
 
-    /// A command that began between two looks is overdue at the tenth look after it began:
-    /// after more than nine tenths of `command_timeout` and within all of it (looks are a
-    /// tenth apart), whatever the connection read meanwhile.
+    /// A command that began between two looks has waited ten looks at the tenth look after
+    /// it began: after more than nine tenths of `command_timeout` and within all of it (looks
+    /// are a tenth apart), whatever the connection read meanwhile.
     #[test]
-    fn a_waiting_command_is_overdue_at_the_tenth_look() {
+    fn a_waiting_command_has_waited_ten_looks_at_the_tenth() {
         let in_flight = InFlightByPeriod::new();
         for _ in 0..25 {
-            assert!(!in_flight.look(), "idle");
+            let now = in_flight.look();
+            assert_eq!(in_flight.oldest_waiting(now, 0), None, "idle");
         }
         let _command = in_flight.begin();
         assert_eq!(
-            looks_until_overdue(&in_flight, 100),
+            looks_until_waited(&in_flight, TICKS_PER_TIMEOUT, 100),
             Some(TICKS_PER_TIMEOUT)
         );
     }
 
-    /// Idle links and commands that end in time are never overdue, however many there are
+    /// Idle links and commands that end in time never wait ten looks, however many there are
     /// and however long the link stays busy; a young command behind them is judged by its
-    /// own age.
+    /// own age; periods before the one a `PING` answered are not looked at.
     #[test]
-    fn commands_that_end_in_time_are_never_overdue() {
+    fn commands_that_end_in_time_never_wait_ten_looks() {
         let in_flight = InFlightByPeriod::new();
-        assert_eq!(looks_until_overdue(&in_flight, 1_000), None);
+        assert_eq!(
+            looks_until_waited(&in_flight, TICKS_PER_TIMEOUT, 1_000),
+            None
+        );
         // Always busy: each command waits nine looks, and a new one begins at every look.
         let mut waiting = std::collections::VecDeque::new();
         for _ in 0..1_000 {
@@ -129,15 +192,20 @@ mod tests {
             if waiting.len() > (TICKS_PER_TIMEOUT - 1) as usize {
                 waiting.pop_front();
             }
-            assert!(!in_flight.look());
+            let now = in_flight.look();
+            let oldest = in_flight.oldest_waiting(now, 0).unwrap();
+            assert!(now - oldest < TICKS_PER_TIMEOUT);
         }
         drop(waiting);
         let late = in_flight.begin();
+        let began = in_flight.look() - 1;
         assert_eq!(
-            looks_until_overdue(&in_flight, 100),
-            Some(TICKS_PER_TIMEOUT)
+            looks_until_waited(&in_flight, TICKS_PER_TIMEOUT, 100),
+            Some(TICKS_PER_TIMEOUT - 1)
         );
+        let now = in_flight.look();
+        assert_eq!(in_flight.oldest_waiting(now, began + 1), None, "answered");
         drop(late);
-        assert_eq!(looks_until_overdue(&in_flight, 100), None);
+        assert_eq!(looks_until_waited(&in_flight, 1, 100), None);
     }
 }

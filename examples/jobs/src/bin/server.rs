@@ -7,6 +7,7 @@
 //! (or `examples/jobs/run.sh` for Redis, the server and a worker in one command). Settings:
 //! see `Settings` in the library (`HOST`, `PORT`, `REDIS_URL`, `JOBS_NAMESPACE`, ...).
 
+use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,9 +49,8 @@ async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     shutdown.listen_for_signals();
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "jobs-server listening");
-    let serve = axum::serve(listener, app(state, &shutdown))
-        .with_graceful_shutdown(shutdown.stop_accepting());
-    let report = shutdown.run(async move { serve.await }).await;
+    let serve = shutdown.serve(listener, app(state, &shutdown));
+    let report = shutdown.run(serve.into_future()).await;
     Ok(ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),
     ))
