@@ -80,7 +80,7 @@ for mode in $MODES; do
     die "unknown mode $mode (memory, redis)"
   fi
   proxy_port="$(free_port)"
-  "$proxy" --origin "127.0.0.1:$origin_port" --listen "127.0.0.1:$proxy_port" "${redis[@]}" \
+  PORT="$proxy_port" "$proxy" --origin "127.0.0.1:$origin_port" "${redis[@]}" \
     >"$OUT/proxy-$mode.log" 2>&1 &
   proxy_pid=$!
   pids+=("$proxy_pid")

@@ -6,19 +6,20 @@
 //! Run with
 //!
 //! ```not_rust
-//! cargo run -p example-cache-proxy -- --origin 127.0.0.1:8000 --listen 127.0.0.1:8001
+//! PORT=8001 cargo run -p example-cache-proxy -- --origin 127.0.0.1:8000
 //! cargo run -p example-cache-proxy -- --origin 127.0.0.1:8000 --redis redis://127.0.0.1:6390
 //! curl -i http://127.0.0.1:8001/some/path   # Cache-Status: tower-scale; fwd=uri-miss; ...
 //! ```
 //!
-//! Options (or environment): `--origin HOST:PORT` (`ORIGIN`, required), `--listen ADDR`
-//! (`LISTEN`, default `127.0.0.1:8001`), `--redis URL` (`REDIS_URL`; the memory store without
+//! It listens on `HOST` (default `127.0.0.1`) and `PORT` (default 8001), as every example does.
+//! Options (or environment): `--origin HOST:PORT` (`ORIGIN`, required), `--redis URL` (`REDIS_URL`; the memory store without
 //! it), `--config JSON` (`CACHE_CONFIG`: a `ResponseCacheConfig`, default the
 //! [`ResponseCacheConfig::standards`] preset with `cache_authorized` and `public` on).
 
 use std::convert::Infallible;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::Router;
@@ -33,7 +34,11 @@ use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_shutdown::{Shutdown, ShutdownConfig};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    example_support::exit_code(run().await)
+}
+
+async fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let opts = Options::parse()?;
     let cache = match &opts.redis {
         Some(url) => Cache::new(RedisStore::new(RedisBackend::new(RedisConfig::new(url))?)),
@@ -72,7 +77,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     shutdown.listen_for_signals();
     let serve = shutdown.serve(listener, app);
     let report = shutdown.run(serve.into_future()).await;
-    std::process::exit(report.exit_code())
+    Ok(ExitCode::from(
+        u8::try_from(report.exit_code()).unwrap_or(1),
+    ))
 }
 
 /// The command line, each option falling back to its environment variable.
@@ -86,14 +93,12 @@ struct Options {
 impl Options {
     fn parse() -> Result<Self, Box<dyn std::error::Error>> {
         let mut origin = std::env::var("ORIGIN").ok();
-        let mut listen = std::env::var("LISTEN").ok();
         let mut redis = std::env::var("REDIS_URL").ok();
         let mut config = std::env::var("CACHE_CONFIG").ok();
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             let slot = match flag.as_str() {
                 "--origin" => &mut origin,
-                "--listen" => &mut listen,
                 "--redis" => &mut redis,
                 "--config" => &mut config,
                 other => return Err(format!("unknown option {other:?}").into()),
@@ -115,11 +120,7 @@ impl Options {
             origin: origin
                 .parse()
                 .map_err(|e| format!("--origin {origin:?}: {e}"))?,
-            listen: listen
-                .as_deref()
-                .unwrap_or("127.0.0.1:8001")
-                .parse()
-                .map_err(|e| format!("--listen: {e}"))?,
+            listen: example_support::listen_addr(8001)?,
             redis: redis.filter(|u| !u.is_empty()),
             config,
         })
