@@ -49,7 +49,7 @@ pub fn memory(quotas: Vec<Quota>) -> RateLimitLayer<HeaderKey> {
 /// time, within one request per second of window, never more. Below it, up to 12 (10%): on
 /// Redis before 7.2 the script's `PTTL` and its write read the clock apart, so a redis-server
 /// descheduled between them (a machine oversubscribed many times over) lands the TAT late,
-/// the strict side (docs/ratelimit.md).
+/// the strict side (see the guide on the Redis store).
 pub async fn accuracy_across_instances(backends: Vec<RedisBackend>) {
     accuracy_with(
         backends,
