@@ -178,7 +178,13 @@ impl Instance {
         let url = format!("http://127.0.0.1:{port}/readyz");
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Ok(res) = http.get(&url).send().await
+            // `Connection: close`, as a load balancer's health check: an idle pooled
+            // connection would hold the instance's drain open until its deadline.
+            if let Ok(res) = http
+                .get(&url)
+                .header(reqwest::header::CONNECTION, "close")
+                .send()
+                .await
                 && res.status() == 200
             {
                 return Ok(instance);
