@@ -42,7 +42,7 @@
 //! `cargo run -p example-quickstart -- --print-config` prints the effective stack config (the
 //! file with the environment's overrides), secrets hidden, and exits.
 
-use std::net::SocketAddr;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use axum::Router;
@@ -307,10 +307,11 @@ async fn run() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
         breaker: downstream_breaker()?,
         limited_period,
     })?;
-    // With the peer address, which a `peer_ip` rate-limit key needs.
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.stop_accepting());
-    let report = shutdown.run(async move { serve.await }).await;
+    // tower-scale's serve loop: through the drain, no keep-alive connection is closed while a
+    // proxy may be writing a request on it. With the peer address (`ConnectInfo<SocketAddr>`),
+    // which a `peer_ip` rate-limit key needs.
+    let serve = shutdown.serve(listener, app).with_connect_info();
+    let report = shutdown.run(serve.into_future()).await;
     tracing::info!(?report, "stopped");
     Ok(std::process::ExitCode::from(
         u8::try_from(report.exit_code()).unwrap_or(1),
