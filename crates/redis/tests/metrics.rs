@@ -5,12 +5,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tower_scale_redis::{RedisBackend, RedisConfig, redis};
-use tower_scale_testkit::RedisServer;
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
+use tower_scale_testkit::{RedisServer, metric_value};
 
 #[tokio::test]
 async fn command_latency_and_errors_are_counted() {
@@ -39,17 +34,17 @@ async fn command_latency_and_errors_are_counted() {
 
     let text = handle.render();
     assert_eq!(
-        value(&text, "redis_command_duration_seconds_count"),
+        metric_value(&text, "redis_command_duration_seconds_count"),
         Some(6.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, r#"redis_command_errors_total{kind="timeout"}"#),
+        metric_value(&text, r#"redis_command_errors_total{kind="timeout"}"#),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, r#"redis_command_errors_total{kind="server"}"#),
+        metric_value(&text, r#"redis_command_errors_total{kind="server"}"#),
         Some(1.0),
         "{text}"
     );

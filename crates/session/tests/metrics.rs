@@ -9,13 +9,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use support::{app, call};
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_session::{RedisStore, SessionManagerLayer};
-use tower_scale_testkit::RedisServer;
-
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
+use tower_scale_testkit::{RedisServer, metric_value};
 
 #[tokio::test]
 async fn loads_saves_and_failures_are_counted() {
@@ -37,10 +31,11 @@ async fn loads_saves_and_failures_are_counted() {
 
     let text = handle.render();
     let series = |op: &str, result: &str| {
-        value(
+        metric_value(
             &text,
             &format!("session_operations_total{{op=\"{op}\",result=\"{result}\"}}"),
         )
+        .unwrap_or(0.0)
     };
     assert_eq!(series("save", "ok"), 1.0, "{text}");
     assert_eq!(series("load", "ok"), 1.0, "{text}");

@@ -745,6 +745,24 @@ pub fn cookie_pair(set_cookie: &str) -> &str {
     set_cookie.split(';').next().unwrap_or_default().trim()
 }
 
+/// The value of one series in Prometheus text (`name`, or `name{label="value"}` exactly as the
+/// exporter writes it), `None` when the text has no such series.
+///
+/// ```
+/// let text = "a_total{kind=\"x\"} 3\nb 0.5\n";
+/// assert_eq!(tower_scale_testkit::metric_value(text, "a_total{kind=\"x\"}"), Some(3.0));
+/// assert_eq!(tower_scale_testkit::metric_value(text, "a_total"), None);
+/// ```
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The `main` of the instruction benches that scripts run under callgrind, one variant per
 /// process: with `variant_var` set, runs that variant with the request count in `n_var` (0
 /// when unset: start-up alone, which the scripts subtract or leave out); without it (as under

@@ -22,18 +22,7 @@ use tower_scale_testkit::RedisServer;
 /// The value of the series `series` (`name{label="value"}` as the exporter writes it), 0 when
 /// absent.
 fn value(recorder: &PrometheusRecorder, series: &str) -> f64 {
-    recorder
-        .handle()
-        .render()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    tower_scale_testkit::metric_value(&recorder.handle().render(), series).unwrap_or(0.0)
 }
 
 /// `/r` answering with `cache-control` (and an `ETag`), behind `layer`.

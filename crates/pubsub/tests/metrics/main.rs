@@ -20,18 +20,7 @@ const DELIVERIES: [Delivery; 2] = [Delivery::PubSub, Delivery::Stream];
 /// The value of the series `series` (`name` or `name{label="value"}`, as the exporter writes
 /// it), 0 when absent.
 fn value(recorder: &PrometheusRecorder, series: &str) -> f64 {
-    recorder
-        .handle()
-        .render()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    tower_scale_testkit::metric_value(&recorder.handle().render(), series).unwrap_or(0.0)
 }
 
 /// `name{delivery="pubsub"}` or `name{delivery="stream"}`.
