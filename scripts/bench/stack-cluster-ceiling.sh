@@ -110,14 +110,6 @@ done
 CLUSTER_URL="$(printf 'redis://127.0.0.1:%s,' "${MASTERS[@]}")"
 CLUSTER_URL="${CLUSTER_URL%,}"
 
-redis_cpu_us() { # port
-  redis-cli -p "$1" info cpu | tr -d '\r' |
-    awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { t += $2 } END { printf "%.0f", t * 1e6 }'
-}
-redis_commands() { # port: commands since CONFIG RESETSTAT, without this script's own
-  redis-cli -p "$1" info commandstats | tr -d '\r' |
-    awk -F'[:,=]' '/^cmdstat_/ && $1 !~ /^cmdstat_(info|config|flushall|cluster|ping)$/ { n += $3 } END { print n + 0 }'
-}
 
 # Background CPU with no load, per server, over DURATION seconds.
 {
@@ -166,7 +158,7 @@ for round in $(seq "$ROUNDS"); do
       requests="$(awk '/requests in/ { print $1 }' "$OUT/wrk-$round-$setup/$scenario.txt" 2>/dev/null || true)"
       [ -n "$requests" ] && [ "$requests" -gt 0 ] || { echo "$SCRIPT: no requests for $scenario" >&2; continue; }
       for port in "${servers[@]}"; do
-        echo "$round $setup $scenario $port $requests $(redis_commands "$port") $(( $(redis_cpu_us "$port") - ${cpu0[$port]} ))" \
+        echo "$round $setup $scenario $port $requests $(redis_commands "$port" "|cluster|ping") $(( $(redis_cpu_us "$port") - ${cpu0[$port]} ))" \
           >>"$OUT/raw.txt"
       done
     done

@@ -93,16 +93,6 @@ among() {
   done
   echo "${out# }"
 }
-# Redis's CPU time so far, in µs (INFO cpu: used_cpu_user + used_cpu_sys).
-redis_cpu_us() {
-  redis-cli -p "$REDIS_PORT" info cpu | tr -d '\r' |
-    awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { t += $2 } END { printf "%.0f", t * 1e6 }'
-}
-# Commands since the last CONFIG RESETSTAT (INFO commandstats), without the script's own.
-redis_commands() {
-  redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
-    awk -F'[:,=]' '/^cmdstat_/ && $1 !~ /^cmdstat_(info|config|flushall)$/ { n += $3 } END { print n + 0 }'
-}
 
 # Runs in a background subshell and execs the server, so $! is the server's own pid.
 start_impl() { # name port
@@ -178,11 +168,11 @@ for round in $(seq "$ROUNDS"); do
       [ "$first" = 1 ] || sleep "${PAUSE:-1}"
       first=0
       redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
-      cpu0="$(redis_cpu_us)"
+      cpu0="$(redis_cpu_us "$REDIS_PORT")"
       SCENARIOS="$scenario" OUT_DIR="$OUT/wrk-$round-$impl" "$SHARED_DIR/bench/run-scenarios.sh" \
         "http://127.0.0.1:$port" | sed "s/^/$round $impl /" | tee -a "$OUT/results.txt" || true
-      cpu1="$(redis_cpu_us)"
-      commands="$(redis_commands)"
+      cpu1="$(redis_cpu_us "$REDIS_PORT")"
+      commands="$(redis_commands "$REDIS_PORT")"
       redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | grep '^cmdstat_' \
         >"$OUT/commandstats-$round-$impl-$scenario.txt" || true
       requests="$(awk '/requests in/ { print $1 }' "$OUT/wrk-$round-$impl/$scenario.txt" 2>/dev/null || true)"

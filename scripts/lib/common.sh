@@ -135,6 +135,18 @@ stop_redis() {
   fi
   if [ -n "${REDIS_DIR:-}" ]; then rm -rf "$REDIS_DIR"; REDIS_DIR=""; fi
 }
+# Redis's CPU time so far, in µs (INFO cpu: used_cpu_user + used_cpu_sys).
+redis_cpu_us() { # port
+  redis-cli -p "$1" info cpu | tr -d '\r' |
+    awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { t += $2 } END { printf "%.0f", t * 1e6 }'
+}
+# Commands since the last CONFIG RESETSTAT (INFO commandstats), without the scripts' own
+# (INFO, CONFIG, FLUSHALL) nor the names in the optional second argument ("|cluster|ping").
+redis_commands() { # port [more names to leave out, each after a |]
+  redis-cli -p "$1" info commandstats | tr -d '\r' |
+    awk -F'[:,=]' -v skip="^cmdstat_(info|config|flushall${2:-})\$" \
+      '/^cmdstat_/ && $1 !~ skip { n += $3 } END { print n + 0 }'
+}
 flush_redis() { redis-cli -p "$REDIS_PORT" flushall >/dev/null; }
 
 # Builds the Rust peer of $SHARED_DIR/peers/rust-tower (release, --locked) into
