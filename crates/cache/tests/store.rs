@@ -248,7 +248,10 @@ async fn a_plain_base_entry_is_one_set(store: &RedisStore, nodes: &[RedisServer]
         assert_eq!(evalsha, 1 + tags.len() as u64, "{fields:?} {tags:?}");
         assert_eq!(sadd, 1 + tags.len() as u64, "{fields:?} {tags:?}: indexed");
     }
-    store.purge(&["/g".into()]).await.unwrap();
+    store
+        .purge(&["/g".into(), "/cached/1".into(), "user:1".into()])
+        .await
+        .unwrap();
     store.purge_tag("t").await.unwrap();
 }
 
