@@ -262,6 +262,51 @@ async fn redis_plain_base_entry_is_one_set() {
     a_plain_base_entry_is_one_set(&store, std::slice::from_ref(&server)).await;
 }
 
+/// The purge script of the version that indexes every entry: it deletes what the index names.
+const INDEX_ONLY_PURGE: &str = "local fields = redis.call('SMEMBERS', KEYS[1])
+for _, f in ipairs(fields) do redis.call('DEL', ARGV[1] .. f) end
+redis.call('DEL', KEYS[1], KEYS[2])
+return #fields";
+
+#[tokio::test]
+async fn a_rolling_upgrade_indexes_every_entry_for_the_old_purges() {
+    let server = RedisServer::start();
+    let v = Bytes::from_static(b"x");
+    let ttl = Duration::from_secs(60);
+    // An instance still running the version that indexes every entry purges `group`.
+    let old_purge = |store: &RedisStore, group: &str| {
+        server.cli(&[
+            "EVAL",
+            INDEX_ONLY_PURGE,
+            "2",
+            &store.index_key(group),
+            &format!("ts:cache:{{{group}}}:e"),
+            &store.entry_key(group, ""),
+        ])
+    };
+    // Off (the default): an old instance's purge misses a plain entry; this version's does not.
+    let store = RedisStore::new(support::backend(&server));
+    store
+        .put("/a", &[("GET", v.clone())], ttl, &[])
+        .await
+        .unwrap();
+    old_purge(&store, "/a");
+    assert_eq!(store.get("/a", "GET").await.unwrap(), Some(v.clone()));
+    store.purge(&["/a".into()]).await.unwrap();
+    assert_eq!(store.get("/a", "GET").await.unwrap(), None);
+    // On, during the upgrade: the entry is indexed, so the old purge deletes it too.
+    let upgrading = RedisStore::new(support::backend(&server)).index_every_entry(true);
+    for field in ["GET", "v"] {
+        upgrading
+            .put("/a", &[(field, v.clone())], ttl, &[])
+            .await
+            .unwrap();
+        assert_eq!(server.cli(&["SMEMBERS", &upgrading.index_key("/a")]), field);
+        old_purge(&upgrading, "/a");
+        assert_eq!(upgrading.get("/a", field).await.unwrap(), None, "{field}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_store() {
     let cluster = RedisCluster::start();
