@@ -170,6 +170,46 @@ async fn a_miss_without_vary_is_one_get_and_one_set() {
 }
 
 #[tokio::test]
+async fn a_vary_miss_counts_the_variants_then_runs_the_store_script() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let calls = counter();
+    let app = fixed_route(
+        "/v",
+        &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+        "v".into(),
+        &calls,
+    )
+    .layer(ResponseCacheLayer::new(cache(&server, &clock)));
+    let get = |lang: &str| support::request("GET", "/v", &[("accept-language", lang)]);
+    // Once so that the scripts are loaded, then counted.
+    send(&app, get("en")).await;
+    server.reset_stats();
+    let r = send(&app, get("fr")).await;
+    assert_eq!(r.cache_status(), "tower-scale; fwd=vary-miss; stored");
+    // The marker's `GET`, the variant's `GET`, the count of variants (`SCARD`, and whether
+    // `GET` and `v` are indexed or else exist), the store script (two `SET`s, `SADD`, `PTTL`,
+    // `PEXPIRE`).
+    let expected = [
+        ("evalsha", 2),
+        ("exists", 1),
+        ("get", 2),
+        ("pexpire", 1),
+        ("pttl", 1),
+        ("sadd", 1),
+        ("scard", 1),
+        ("set", 2),
+        ("sismember", 2),
+    ]
+    .map(|(c, n)| (c.to_owned(), n));
+    assert_eq!(
+        support::redis_calls(std::slice::from_ref(&server)),
+        expected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn a_hit_carries_exactly_the_stored_headers_its_length_age_and_cache_status() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0);
