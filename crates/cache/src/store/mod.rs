@@ -17,6 +17,18 @@ pub use self::redis::RedisStore;
 #[cfg(feature = "redis")]
 pub(crate) use self::redis::{CONCERN, redis_error};
 
+/// The field of an HTTP resource without `Vary` (or of its `Vary` marker).
+pub(crate) const BASE_FIELD: &str = "GET";
+
+/// The field of a value of the typed API in its group.
+pub(crate) const VALUE_FIELD: &str = "v";
+
+/// The fields the crate writes alone in a group, [`BASE_FIELD`] and [`VALUE_FIELD`]: the Redis
+/// store writes such a field stored alone and untagged with one `SET`, outside the group's
+/// index, and purges delete them by name.
+#[cfg(feature = "redis")]
+pub(crate) const BASE_FIELDS: [&str; 2] = [BASE_FIELD, VALUE_FIELD];
+
 /// A store of cache entries: the shared tier every instance reads and writes.
 ///
 /// Entries are grouped: a **group** is what one purge removes at once (one URI with all its
