@@ -6,7 +6,7 @@ use futures_util::future::try_join_all;
 use tower_scale_redis::RedisBackend;
 use tower_scale_redis::redis::{self, RedisWrite, Script};
 
-use super::{BASE_FIELDS, Store, token};
+use super::{BASE_FIELDS, RedisStoreConfig, Store, token};
 use crate::{BoxFuture, StoreError};
 
 /// Key concern of every cache key: `<prefix>:cache:...`.
@@ -87,6 +87,11 @@ impl RedisStore {
             entry_head: head.into(),
             index_every_entry: false,
         }
+    }
+
+    /// A store on `backend` with `config`'s settings.
+    pub fn from_config(backend: RedisBackend, config: &RedisStoreConfig) -> Self {
+        Self::new(backend).index_every_entry(config.index_every_entry)
     }
 
     /// Whether every entry goes into its group's index, a base field stored alone and
