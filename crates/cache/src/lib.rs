@@ -92,7 +92,7 @@ pub use self::{
         CACHE_STATUS, CacheKey, CacheTags, DefaultKey, MakeCacheKey, ResponseBody, ResponseCache,
         ResponseCacheConfig, ResponseCacheLayer, ResponseFuture,
     },
-    store::{MemoryStore, Store},
+    store::{MemoryStore, RedisStoreConfig, Store},
 };
 // Shared with the other tower-scale crates: the wall clock that dates entries (tests move a
 // `ManualClock` instead of sleeping), the store error, boxed futures and config errors.

@@ -96,21 +96,227 @@ async fn conformance(store: &dyn Store) {
     assert_eq!(store.get("exp", "a").await.unwrap(), None);
 }
 
+/// A group's base field stored alone (`GET` of a resource without `Vary`, `v` of a typed
+/// value), mixed with `Vary` variants, other fields and tags: what a read, a count and a purge
+/// see is the same on every store.
+async fn base_fields(store: &dyn Store) {
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let ttl = Duration::from_secs(60);
+
+    // A plain entry: counted, purged.
+    for field in ["GET", "v"] {
+        store
+            .put("/plain", &[(field, v("p"))], ttl, &[])
+            .await
+            .unwrap();
+        assert_eq!(store.get("/plain", field).await.unwrap(), Some(v("p")));
+        assert_eq!(
+            store.field_count("/plain").await.unwrap(),
+            Some(1),
+            "{field}"
+        );
+        store.purge(&["/plain".into()]).await.unwrap();
+        assert_eq!(store.get("/plain", field).await.unwrap(), None, "{field}");
+        assert_eq!(
+            store.field_count("/plain").await.unwrap(),
+            Some(0),
+            "{field}"
+        );
+    }
+
+    // A group with `Vary` variants (the marker and a variant), then a plain entry replacing
+    // the marker, and the reverse (the resource starts answering with `Vary`): the variant
+    // stays counted, and a purge removes both.
+    let vary = [("GET", v("marker")), ("GET|a=1", v("var"))];
+    let plain = [("GET", v("plain"))];
+    for (group, first, then) in [("/vp", &vary[..], &plain[..]), ("/pv", &plain, &vary)] {
+        store.put(group, first, ttl, &[]).await.unwrap();
+        store.put(group, then, ttl, &[]).await.unwrap();
+        assert_eq!(
+            store.get(group, "GET").await.unwrap(),
+            Some(then[0].1.clone())
+        );
+        assert_eq!(store.get(group, "GET|a=1").await.unwrap(), Some(v("var")));
+        assert_eq!(store.field_count(group).await.unwrap(), Some(2), "{group}");
+        store.purge(&[group.into()]).await.unwrap();
+        assert_eq!(store.get(group, "GET").await.unwrap(), None, "{group}");
+        assert_eq!(store.get(group, "GET|a=1").await.unwrap(), None, "{group}");
+        assert_eq!(store.field_count(group).await.unwrap(), Some(0), "{group}");
+    }
+
+    // A tag purge reaches a tagged group's plain base entry: stored tagged, then again
+    // without tags (the response lost its tag header), and a typed value beside a tagged
+    // field.
+    store
+        .put("/tp", &[("GET", v("tagged"))], ttl, &["t".into()])
+        .await
+        .unwrap();
+    store
+        .put("/tp", &[("GET", v("plain"))], ttl, &[])
+        .await
+        .unwrap();
+    store
+        .put("user:1", &[("v", v("ada"))], ttl, &[])
+        .await
+        .unwrap();
+    store
+        .put("user:1", &[("x", v("other"))], ttl, &["t".into()])
+        .await
+        .unwrap();
+    assert_eq!(store.field_count("user:1").await.unwrap(), Some(2));
+    let mut purged = store.purge_tag("t").await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["/tp", "user:1"]);
+    assert_eq!(store.get("/tp", "GET").await.unwrap(), None);
+    assert_eq!(store.get("user:1", "v").await.unwrap(), None);
+    assert_eq!(store.get("user:1", "x").await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn memory_store() {
     conformance(&MemoryStore::default()).await;
+    base_fields(&MemoryStore::default()).await;
 }
 
 #[tokio::test]
 async fn redis_store() {
     let server = RedisServer::start();
     conformance(&RedisStore::new(support::backend(&server))).await;
+    base_fields(&RedisStore::new(support::backend(&server))).await;
+    assert_eq!(entries_left(&server), "", "purges leave nothing");
+}
+
+/// The cache's keys on `server` but the locks (the conformance suite leaves some held).
+fn entries_left(server: &RedisServer) -> String {
+    let keys = server.cli(&["KEYS", "ts:cache:*"]);
+    let mut left: Vec<&str> = keys.lines().filter(|k| !k.contains(":lock:")).collect();
+    left.sort_unstable();
+    left.join("\n")
+}
+
+/// A group's base field stored alone, without tags, is one `SET … PX` and no index; anything
+/// else (variants, tags, other fields) still goes through the script and the index.
+async fn a_plain_base_entry_is_one_set(store: &RedisStore, nodes: &[RedisServer]) {
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let ttl = Duration::from_secs(60);
+    let key = |group: &str, field: &str| store.entry_key(group, field);
+    for (group, field) in [("/cached/1", "GET"), ("user:1", "v")] {
+        // Warm the script cache and the connections first: only the put is counted.
+        store.get(group, field).await.unwrap();
+        for n in nodes {
+            n.reset_stats();
+        }
+        store
+            .put(group, &[(field, v("x"))], ttl, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            support::redis_calls(nodes),
+            [("set".to_owned(), 1)],
+            "{group} {field}: one SET"
+        );
+        let entry = key(group, field);
+        let index = store.index_key(group);
+        let (mut pttl, mut indexed) = (None, false);
+        for n in nodes {
+            if n.cli(&["EXISTS", &entry]) == "1" {
+                pttl = n.cli(&["PTTL", &entry]).parse::<i64>().ok();
+            }
+            indexed |= n.cli(&["EXISTS", &index]) == "1";
+        }
+        assert!(
+            pttl.is_some_and(|t| t > 0 && t <= 60_000),
+            "{entry} expires: {pttl:?}"
+        );
+        assert!(!indexed, "{group}: no index");
+    }
+    // A tagged base entry, and another field: the script and the index.
+    for (fields, tags) in [
+        (vec![("GET", v("x"))], vec!["t".to_owned()]),
+        (vec![("GET|a=1", v("x"))], vec![]),
+        (vec![("GET", v("m")), ("GET|a=1", v("x"))], vec![]),
+    ] {
+        // Once to load the scripts, purged, then counted.
+        store.put("/g", &fields, ttl, &tags).await.unwrap();
+        store.purge(&["/g".into()]).await.unwrap();
+        for n in nodes {
+            n.reset_stats();
+        }
+        store.put("/g", &fields, ttl, &tags).await.unwrap();
+        let evalsha: u64 = nodes.iter().map(|n| n.calls("evalsha")).sum();
+        let sadd: u64 = nodes.iter().map(|n| n.calls("sadd")).sum();
+        assert_eq!(evalsha, 1 + tags.len() as u64, "{fields:?} {tags:?}");
+        assert_eq!(sadd, 1 + tags.len() as u64, "{fields:?} {tags:?}: indexed");
+    }
+    store
+        .purge(&["/g".into(), "/cached/1".into(), "user:1".into()])
+        .await
+        .unwrap();
+    store.purge_tag("t").await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_plain_base_entry_is_one_set() {
+    let server = RedisServer::start();
+    let store = RedisStore::new(support::backend(&server));
+    a_plain_base_entry_is_one_set(&store, std::slice::from_ref(&server)).await;
+}
+
+/// The purge script of the version that indexes every entry: it deletes what the index names.
+const INDEX_ONLY_PURGE: &str = "local fields = redis.call('SMEMBERS', KEYS[1])
+for _, f in ipairs(fields) do redis.call('DEL', ARGV[1] .. f) end
+redis.call('DEL', KEYS[1], KEYS[2])
+return #fields";
+
+#[tokio::test]
+async fn a_rolling_upgrade_indexes_every_entry_for_the_old_purges() {
+    let server = RedisServer::start();
+    let v = Bytes::from_static(b"x");
+    let ttl = Duration::from_secs(60);
+    // An instance still running the version that indexes every entry purges `group`.
+    let old_purge = |store: &RedisStore, group: &str| {
+        server.cli(&[
+            "EVAL",
+            INDEX_ONLY_PURGE,
+            "2",
+            &store.index_key(group),
+            &format!("ts:cache:{{{group}}}:e"),
+            &store.entry_key(group, ""),
+        ])
+    };
+    // Off (the default): an old instance's purge misses a plain entry; this version's does not.
+    let store = RedisStore::new(support::backend(&server));
+    store
+        .put("/a", &[("GET", v.clone())], ttl, &[])
+        .await
+        .unwrap();
+    old_purge(&store, "/a");
+    assert_eq!(store.get("/a", "GET").await.unwrap(), Some(v.clone()));
+    store.purge(&["/a".into()]).await.unwrap();
+    assert_eq!(store.get("/a", "GET").await.unwrap(), None);
+    // On, during the upgrade: the entry is indexed, so the old purge deletes it too.
+    let upgrading = RedisStore::new(support::backend(&server)).index_every_entry(true);
+    for field in ["GET", "v"] {
+        upgrading
+            .put("/a", &[(field, v.clone())], ttl, &[])
+            .await
+            .unwrap();
+        assert_eq!(server.cli(&["SMEMBERS", &upgrading.index_key("/a")]), field);
+        old_purge(&upgrading, "/a");
+        assert_eq!(upgrading.get("/a", field).await.unwrap(), None, "{field}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_store() {
     let cluster = RedisCluster::start();
     conformance(&RedisStore::new(support::cluster_backend(&cluster))).await;
+    let store = RedisStore::new(support::cluster_backend(&cluster));
+    base_fields(&store).await;
+    a_plain_base_entry_is_one_set(&store, cluster.nodes()).await;
+    for node in cluster.nodes() {
+        assert_eq!(entries_left(node), "", "purges leave nothing");
+    }
     // The typed APIs on the cluster: a value and raw bytes, each fetched once, then hits.
     let cache = Cache::new(RedisStore::new(support::cluster_backend(&cluster)));
     let ttl = Duration::from_secs(60);

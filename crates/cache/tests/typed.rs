@@ -124,6 +124,50 @@ async fn redis_ttl_and_invalidation() {
     ttl_and_invalidation(&l1, &clock).await;
 }
 
+#[tokio::test]
+async fn a_fetched_or_set_value_is_one_set() {
+    let server = RedisServer::start();
+    let cache = Cache::new(RedisStore::new(support::backend(&server)));
+    let ttl = Duration::from_secs(60);
+    let calls = AtomicUsize::new(0);
+    // Warm the connection: only what follows is counted.
+    cache.get::<User>("user:0").await.unwrap();
+    server.reset_stats();
+    let fetched = cache
+        .get_or_fetch("user:1", ttl, || load(&calls))
+        .await
+        .unwrap();
+    assert_eq!(fetched, user(1));
+    assert_eq!(
+        support::redis_calls(std::slice::from_ref(&server)),
+        [("get".to_owned(), 1), ("set".to_owned(), 1)]
+    );
+    server.reset_stats();
+    cache
+        .set("user:2", &user(2), &FetchOptions::new(ttl))
+        .await
+        .unwrap();
+    // Besides the invalidation bus's messages (a `set` tells the other instances' local
+    // tiers), one `SET`.
+    let mut calls = support::redis_calls(std::slice::from_ref(&server));
+    calls.retain(|(c, _)| c != "publish" && c != "subscribe");
+    assert_eq!(calls, [("set".to_owned(), 1)]);
+    assert_eq!(cache.get::<User>("user:2").await.unwrap(), Some(user(2)));
+    for key in ["ts:cache:{user:1}:s:v", "ts:cache:{user:2}:s:v"] {
+        let pttl: i64 = server.cli(&["PTTL", key]).parse().unwrap();
+        assert!(pttl > 0 && pttl <= 60_000, "{key}: {pttl}");
+    }
+    assert_eq!(
+        server.cli(&["EXISTS", "ts:cache:{user:1}:i", "ts:cache:{user:2}:i"]),
+        "0",
+        "no index"
+    );
+    // Purged all the same.
+    cache.invalidate("user:1").await.unwrap();
+    assert_eq!(cache.get::<User>("user:1").await.unwrap(), None);
+    assert_eq!(server.cli(&["EXISTS", "ts:cache:{user:1}:s:v"]), "0");
+}
+
 /// `n` concurrent `get_or_fetch` of one cold key spread over `caches`; returns how many
 /// times the (slow) fetch ran.
 async fn stampede(caches: &[Cache], n: usize) -> usize {

@@ -3,8 +3,8 @@
 //! keys, the refusal response.
 
 use std::any::Any;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{Response, StatusCode, header};
@@ -74,7 +74,10 @@ pub(crate) struct Policy {
     count_after: bool,
     cost: u32,
     fields: HeaderFields,
-    counters: Counters,
+    /// Registered under the policy's name once it is final: when the layer builds a service
+    /// ([`register_metrics`](Self::register_metrics)), so no series is left under a name the
+    /// policy had while being configured.
+    counters: OnceLock<Counters>,
     /// Keys the shared store rejected for at least `min_wait`: rejected locally until then,
     /// without a round trip.
     local_block: Option<LocalBlock>,
@@ -142,7 +145,7 @@ impl Clone for Policy {
             count_after: self.count_after,
             cost: self.cost,
             fields: self.fields.clone(),
-            counters: Counters::new(&self.name),
+            counters: OnceLock::new(),
             local_block: self.local_block.as_ref().map(|block| {
                 LocalBlock::new(
                     block.min_wait,
@@ -154,7 +157,8 @@ impl Clone for Policy {
     }
 }
 
-/// Metric handles, resolved once per policy (install the recorder before building layers).
+/// Metric handles, resolved once per policy, when its layer first builds a service (install
+/// the recorder before that).
 /// Each request counts once: `allowed` / `rejected` by the store, `fallback_allowed` /
 /// `fallback_rejected` by the local share while the store fails, `store_error` when the store
 /// failed and the request was admitted or refused without a decision (`Admit`, `FailClosed`).
@@ -209,7 +213,7 @@ impl Policy {
             dry_run: false,
             count_after: false,
             cost: 1,
-            counters: Counters::new(name),
+            counters: OnceLock::new(),
             local_block: None,
             setup_error_logged: AtomicBool::new(false),
         };
@@ -238,7 +242,7 @@ impl Policy {
     pub(crate) fn set_name(&mut self, name: &str, fields: HeaderFields) {
         self.name = name.to_owned();
         self.fields = fields;
-        self.counters = Counters::new(name);
+        self.counters = OnceLock::new();
     }
 
     pub(crate) fn set_headers(&mut self, on: bool) {
@@ -276,6 +280,19 @@ impl Policy {
 
 /// Deciding (the service's request path).
 impl Policy {
+    /// Registers the decision counters under the policy's name, once: the layer calls it when
+    /// it builds a service, so the series exist (at zero) before the first request.
+    pub(crate) fn register_metrics(&self) {
+        self.counters();
+    }
+
+    /// The decision counters (registered by [`register_metrics`](Self::register_metrics);
+    /// afterwards one atomic load).
+    #[inline]
+    fn counters(&self) -> &Counters {
+        self.counters.get_or_init(|| Counters::new(&self.name))
+    }
+
     /// Whether responses carry the header fields.
     #[inline]
     pub(crate) fn headers_on(&self) -> bool {
@@ -385,7 +402,7 @@ impl Policy {
         decision: Decision,
         fallback: bool,
     ) -> Result<Option<Decision>, Response<B>> {
-        let c = &self.counters;
+        let c = self.counters();
         let (counter, outcome) = match (fallback, decision.allowed) {
             (false, true) => (&c.allowed, "allowed"),
             (false, false) => (&c.rejected, "rejected"),
@@ -453,12 +470,12 @@ impl Policy {
                         self.enforce_counted(refuse, key, d, true)
                     }
                     OnStoreError::Admit => {
-                        self.counters.store_error.increment(1);
+                        self.counters().store_error.increment(1);
                         self.trace(Some(key), "store_error_admitted");
                         Ok(None)
                     }
                     OnStoreError::FailClosed => {
-                        self.counters.store_error.increment(1);
+                        self.counters().store_error.increment(1);
                         self.trace(Some(key), "store_error_refused");
                         Err(self.refuse(
                             refuse,
@@ -506,7 +523,7 @@ impl Policy {
             return None;
         }
         let decision = Decision::rejected(until - now);
-        self.counters.rejected.increment(1);
+        self.counters().rejected.increment(1);
         self.trace(Some(key), "blocked");
         (!self.dry_run).then(|| {
             self.refuse(

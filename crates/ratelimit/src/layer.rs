@@ -105,7 +105,9 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
         self
     }
 
-    /// The policy's name: keys are namespaced by it, and headers carry it (default `default`).
+    /// The policy's name: keys are namespaced by it, and headers carry it (default `default`),
+    /// as does the `policy` label of `ratelimit_decisions_total`. Its series are registered
+    /// (at zero) when the layer builds a service, under the name the policy has then.
     pub fn name(self, name: &str) -> Result<Self, ConfigError> {
         let fields = HeaderFields::new(name, self.policy.quotas())?;
         Ok(self.edit(|p| p.set_name(name, fields)))
@@ -265,7 +267,9 @@ impl<K, R, C> RateLimitLayer<K, R, C> {
 impl<S, K: Clone, R: Clone, C: Clone> Layer<S> for RateLimitLayer<K, R, C> {
     type Service = RateLimit<S, K, R, C>;
 
+    /// Builds the service; the policy's metric series are registered now, under its name.
     fn layer(&self, inner: S) -> Self::Service {
+        self.policy.register_metrics();
         RateLimit::new(
             inner,
             Arc::clone(&self.policy),

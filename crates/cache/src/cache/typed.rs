@@ -13,9 +13,7 @@ use super::{Cache, Coordinated};
 use crate::Error;
 use crate::entry::{Entry, EntryBody};
 use crate::flight::{Join, Leader, Outcome};
-
-/// The field of a typed value in its group.
-const VALUE_FIELD: &str = "v";
+use crate::store::VALUE_FIELD;
 
 /// How a typed value is cached: lifetime, stale window, tags.
 ///

@@ -11,7 +11,10 @@
 //! `WELL_KNOWN[n - 1]` (taken as is when decoding: nothing to parse), or `0` followed by the
 //! name with a `u16` length.
 //!
-//! Decoding copies nothing: the body and the header values are slices of the stored bytes.
+//! Decoding copies nothing: the body and the header values are slices of the stored bytes,
+//! but for the common values of a few headers (a `Content-Length`, a usual `Content-Type`),
+//! taken as static values: a body read from Redis then stays the one buffer it was read into,
+//! with no reference count allocated for it.
 //! Version 3 stores well-known header names as table indices; version 2 (one Redis string per
 //! entry) stored every name as text, and version 1 entries were fields of one hash per group.
 //! Bytes of any other version do not decode: a lookup treats them as a miss and the next store
@@ -22,6 +25,7 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::StoreError;
+use crate::http::values;
 
 /// Magic and version of the current layout.
 const MAGIC: &[u8; 4] = b"TSC\x03";
@@ -230,9 +234,7 @@ impl Entry {
                 for _ in 0..count {
                     // A well-known name is taken from the table; another is parsed in place.
                     let name = get_name(&mut buf).ok_or_else(|| corrupt("invalid header name"))?;
-                    let value = get_short(&mut buf)?;
-                    let value = HeaderValue::from_maybe_shared(value)
-                        .map_err(|_| corrupt("invalid header value"))?;
+                    let value = get_value(&mut buf, &name)?;
                     // A name's values are written together (as a map iterates them): bytes
                     // with them apart were not written by `encode`.
                     let again = last.as_ref() == Some(&name);
@@ -310,11 +312,19 @@ fn put_long(out: &mut BytesMut, bytes: &[u8]) {
     out.put_slice(bytes);
 }
 
-pub(crate) fn get_short(buf: &mut Bytes) -> Result<Bytes, StoreError> {
+/// A header value written by [`put_short`]: a static value when it is a common one of its
+/// header (nothing allocated, nothing shared), else a slice of the stored bytes; checked
+/// either way (a corrupt value is an error, never an invalid header).
+fn get_value(buf: &mut Bytes, name: &HeaderName) -> Result<HeaderValue, StoreError> {
     need(buf, 2)?;
-    let len = usize::from(buf.get_u16());
-    need(buf, len)?;
-    Ok(buf.split_to(len))
+    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+    let raw = buf.get(2..2 + len).ok_or_else(|| corrupt("truncated"))?;
+    if let Some(value) = values::stored(name, raw) {
+        buf.advance(2 + len);
+        return Ok(value);
+    }
+    buf.advance(2);
+    HeaderValue::from_maybe_shared(buf.split_to(len)).map_err(|_| corrupt("invalid header value"))
 }
 
 /// The index plus one of a well-known name, else 0.

@@ -179,12 +179,65 @@ fn decoding_shares_the_stored_bytes() {
         within(r.body.as_ptr()),
         "the body is a slice of the stored bytes"
     );
+    for value in r.headers.get_all("x-many") {
+        assert!(within(value.as_bytes().as_ptr()), "so are header values");
+    }
+    // A common value of its header is a static value instead: the body read from Redis
+    // stays the buffer it was read into, no reference count allocated for it.
     let value = r.headers.get("content-type").unwrap();
-    assert!(within(value.as_bytes().as_ptr()), "so are header values");
+    assert_eq!(value, "application/json");
+    assert!(!within(value.as_bytes().as_ptr()), "a static value");
     assert!(
         r.headers.capacity() >= r.headers.len() + ADDED_HEADERS,
         "room for Age and Cache-Status"
     );
+}
+
+#[test]
+fn common_values_decode_to_the_same_bytes_and_others_are_checked() {
+    let with = |name: &str, value: &[u8]| {
+        let mut e = response();
+        let EntryBody::Response(r) = &mut e.body else {
+            unreachable!()
+        };
+        r.headers = HeaderMap::new();
+        // A placeholder of the same length, then overwritten in the encoded bytes with
+        // `value`, which may be any bytes (as a corrupted store could hold them).
+        r.headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(&"a".repeat(value.len())).unwrap(),
+        );
+        let mut bytes = BytesMut::from(&e.encode()[..]);
+        // The value ends where the body's length and the 7-byte body begin.
+        let at = bytes.len() - 4 - 7 - value.len();
+        assert_eq!(
+            &bytes[at..at + value.len()],
+            "a".repeat(value.len()).as_bytes()
+        );
+        bytes[at..at + value.len()].copy_from_slice(value);
+        Entry::decode(bytes.freeze())
+    };
+    for (name, value) in [
+        ("content-length", "1024"),
+        ("content-length", "0"),
+        ("content-length", "01"),
+        ("content-length", "123456"),
+        ("content-type", "application/json"),
+        ("content-type", "application/x-ndjson"),
+        ("content-encoding", "gzip"),
+        ("etag", "\"1024\""),
+    ] {
+        let e = with(name, value.as_bytes()).unwrap();
+        let EntryBody::Response(r) = &e.body else {
+            panic!()
+        };
+        assert_eq!(r.headers.get(name).unwrap(), value, "{name}: {value}");
+    }
+    // A control byte is refused in a common header's value as in any other.
+    for name in ["content-length", "content-type", "x-custom"] {
+        assert!(with(name, b"10\n4").is_err(), "{name}");
+        assert!(with(name, b"\x7f").is_err(), "{name}");
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ mod respond;
 mod revalidate;
 mod service;
 mod store_response;
-mod values;
+pub(crate) mod values;
 
 pub use self::body::ResponseBody;
 pub use self::config::ResponseCacheConfig;

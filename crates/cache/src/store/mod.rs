@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::{BoxFuture, StoreError};
 
@@ -16,6 +17,39 @@ pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 #[cfg(feature = "redis")]
 pub(crate) use self::redis::{CONCERN, redis_error};
+
+/// The field of an HTTP resource without `Vary` (or of its `Vary` marker).
+pub(crate) const BASE_FIELD: &str = "GET";
+
+/// The field of a value of the typed API in its group.
+pub(crate) const VALUE_FIELD: &str = "v";
+
+/// Settings of `RedisStore` (feature `redis`), all with defaults; deserializable (the
+/// stack's `[cache.redis]` table).
+///
+/// ```
+/// use tower_scale_cache::RedisStoreConfig;
+///
+/// let config: RedisStoreConfig =
+///     serde_json::from_str(r#"{ "index_every_entry": true }"#).unwrap();
+/// assert!(config.index_every_entry);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisStoreConfig {
+    /// Index every entry, a resource without `Vary` or tags included (one script per store
+    /// instead of one `SET … PX`): the first step of a rolling upgrade from a version whose
+    /// purges reach indexed entries only. Default `false`; see
+    /// `RedisStore::index_every_entry`.
+    pub index_every_entry: bool,
+}
+
+/// The fields the crate writes alone in a group, [`BASE_FIELD`] and [`VALUE_FIELD`]: the Redis
+/// store writes such a field stored alone and untagged with one `SET`, outside the group's
+/// index, and purges delete them by name.
+#[cfg(feature = "redis")]
+pub(crate) const BASE_FIELDS: [&str; 2] = [BASE_FIELD, VALUE_FIELD];
 
 /// A store of cache entries: the shared tier every instance reads and writes.
 ///

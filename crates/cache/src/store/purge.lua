@@ -1,4 +1,4 @@
 local fields = redis.call('SMEMBERS', KEYS[1])
 for _, f in ipairs(fields) do redis.call('DEL', ARGV[1] .. f) end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', unpack(KEYS))
 return #fields

@@ -6,7 +6,7 @@ use futures_util::future::try_join_all;
 use tower_scale_redis::RedisBackend;
 use tower_scale_redis::redis::{self, RedisWrite, Script};
 
-use super::{Store, token};
+use super::{BASE_FIELDS, RedisStoreConfig, Store, token};
 use crate::{BoxFuture, StoreError};
 
 /// Key concern of every cache key: `<prefix>:cache:...`.
@@ -15,16 +15,21 @@ pub(crate) const CONCERN: &str = "cache";
 /// Sets the entries of one group, each a string expiring after `ARGV[1]` ms: `KEYS[1]` is the
 /// group's index (the set of its field names), `KEYS[2..]` the entries' keys, `ARGV[2..]` the
 /// field names then the values in the same order. The index is kept as long as its
-/// longest-lived entry.
+/// longest-lived entry. Not used for a base field stored alone and untagged (one `SET`).
 static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
 
 /// Deletes a group: every entry its index `KEYS[1]` names (the key of field `f` is
-/// `ARGV[1] .. f`, in the same slot), the index, and `KEYS[2]`, the group's hash of the
-/// version 1 layout (so that a purge also reaches instances still running it). The entries'
-/// keys are not declared in `KEYS` (only the script learns their names); they hash to the
-/// index's slot, so the script still touches one slot and runs on Redis Cluster (tested by the
+/// `ARGV[1] .. f`, in the same slot), the index, `KEYS[2]`, the group's hash of the version 1
+/// layout (so that a purge also reaches instances still running it), and `KEYS[3..]`, the
+/// keys of the base fields, which a put leaves out of the index. The indexed entries' keys
+/// are not declared in `KEYS` (only the script learns their names); they hash to the index's
+/// slot, so the script still touches one slot and runs on Redis Cluster (tested by the
 /// conformance suite on a local cluster).
 static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
+
+/// Counts a group's fields: the members of its index `KEYS[1]`, plus each base field
+/// `ARGV[i]` that is not a member but whose key `KEYS[i + 1]` exists.
+static COUNT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("count.lua")));
 
 /// Adds a group to a tag's set, kept as long as its longest-lived member.
 static TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("tag.lua")));
@@ -39,12 +44,16 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("unl
 ///
 /// - An entry is one string, `<prefix>:cache:{<group>}:s:<field>`, written with its expiry
 ///   (`SET … PX`); a hit is one `GET`. The group's index, `<prefix>:cache:{<group>}:i`, is the
-///   set of its fields (a URI's `Vary` variants), so that purging the group (one script)
-///   deletes them all; every key of a group shares one hash tag.
+///   set of its fields (a URI's `Vary` variants and their marker), so that purging the group
+///   (one script) deletes them all; every key of a group shares one hash tag.
+/// - A group's base field stored alone and untagged (an HTTP response without `Vary`, a
+///   value of the typed API) is one `SET … PX` and stays out of the index: a purge deletes
+///   the base fields' keys by name. An instance of a version that indexes every entry does
+///   not: see [`index_every_entry`](Self::index_every_entry) for a rolling upgrade.
 /// - A tag is a set of groups, `<prefix>:cache:{t:<tag>}:groups`.
 /// - Locks are `SET NX PX` keys, `<prefix>:cache:{<group>}:lock:<field>`.
 ///
-/// Every script touches one key, so everything runs on Redis Cluster.
+/// Every script touches one slot, so everything runs on Redis Cluster.
 ///
 /// ```no_run
 /// use tower_scale_cache::{Cache, RedisStore};
@@ -61,6 +70,9 @@ pub struct RedisStore {
     /// `<prefix>:cache:{`, the start of every entry key (as `Keys::tagged` writes it), built
     /// once so that a `GET` writes its key in four pieces rather than seven.
     entry_head: Arc<str>,
+    /// Whether a base field stored alone and untagged is indexed too (one script rather than
+    /// one `SET`).
+    index_every_entry: bool,
 }
 
 impl RedisStore {
@@ -73,7 +85,37 @@ impl RedisStore {
         Self {
             backend,
             entry_head: head.into(),
+            index_every_entry: false,
         }
+    }
+
+    /// A store on `backend` with `config`'s settings.
+    pub fn from_config(backend: RedisBackend, config: &RedisStoreConfig) -> Self {
+        Self::new(backend).index_every_entry(config.index_every_entry)
+    }
+
+    /// Whether every entry goes into its group's index, a base field stored alone and
+    /// untagged included (off by default: that entry is one `SET … PX` and nothing else).
+    ///
+    /// Instances of a version that indexes every entry purge a group by its index only, so
+    /// they do not delete an entry stored by one `SET`. During a rolling upgrade from such a
+    /// version, turn this on so that their purges still reach everything; once no instance
+    /// runs it, turn it off (again instance by instance: this version's purges delete both
+    /// kinds).
+    ///
+    /// ```no_run
+    /// use tower_scale_cache::RedisStore;
+    /// use tower_scale_redis::{RedisBackend, RedisConfig};
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let backend = RedisBackend::new(RedisConfig::new("redis://127.0.0.1:6379"))?;
+    /// let store = RedisStore::new(backend).index_every_entry(true);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn index_every_entry(mut self, on: bool) -> Self {
+        self.index_every_entry = on;
+        self
     }
 
     /// The key of the string holding entry `field` of `group`.
@@ -125,6 +167,13 @@ impl RedisStore {
     /// The key of a group's index: the set of its fields.
     pub fn index_key(&self, group: &str) -> String {
         self.backend.keys().tagged(CONCERN, group, "i")
+    }
+
+    /// Declares the keys of `group`'s base fields on `script`, in the order of `BASE_FIELDS`.
+    fn base_keys(&self, script: &mut redis::ScriptInvocation<'_>, group: &str) {
+        for field in BASE_FIELDS {
+            script.key(self.entry_key(group, field));
+        }
     }
 
     /// The key of a group's hash in the version 1 layout (one hash per group), deleted by
@@ -193,6 +242,24 @@ impl Store for RedisStore {
                 return Ok(());
             }
             let ttl = px(ttl);
+            if let ([(field, value)], []) = (fields, tags)
+                && !self.index_every_entry
+                && BASE_FIELDS.contains(field)
+            {
+                let key = self.entry_key(group, field);
+                // `SET`, `PX` and at most 20 digits besides the key and the value.
+                let mut set = redis::Cmd::with_capacity(5, key.len() + value.len() + 25);
+                set.arg("SET")
+                    .arg(key)
+                    .arg(value.as_ref())
+                    .arg("PX")
+                    .arg(ttl);
+                return self
+                    .backend
+                    .query::<()>(&set)
+                    .await
+                    .map_err(|e| redis_error("Redis SET", e));
+            }
             let mut put = PUT.key(self.index_key(group));
             for (field, _) in fields {
                 put.key(self.entry_key(group, field));
@@ -226,11 +293,14 @@ impl Store for RedisStore {
         group: &'a str,
     ) -> BoxFuture<'a, Result<Option<usize>, StoreError>> {
         Box::pin(async move {
+            let mut count = COUNT.key(self.index_key(group));
+            self.base_keys(&mut count, group);
+            count.arg(&BASE_FIELDS[..]);
             let count: usize = self
                 .backend
-                .query(redis::cmd("SCARD").arg(self.index_key(group)))
+                .invoke(&count)
                 .await
-                .map_err(|e| redis_error("Redis SCARD", e))?;
+                .map_err(|e| redis_error("Redis EVALSHA (count)", e))?;
             Ok(Some(count))
         })
     }
@@ -242,15 +312,11 @@ impl Store for RedisStore {
             }
             // One script per group (each group is one slot), concurrently.
             try_join_all(groups.iter().map(|g| async move {
-                let prefix = self.entry_key(g, "");
-                self.backend
-                    .invoke::<()>(
-                        PURGE
-                            .key(self.index_key(g))
-                            .key(self.legacy_key(g))
-                            .arg(prefix),
-                    )
-                    .await
+                let mut purge = PURGE.key(self.index_key(g));
+                purge.key(self.legacy_key(g));
+                self.base_keys(&mut purge, g);
+                purge.arg(self.entry_key(g, ""));
+                self.backend.invoke::<()>(&purge).await
             }))
             .await
             .map_err(|e| redis_error("Redis EVALSHA (purge)", e))?;

@@ -139,12 +139,74 @@ async fn a_hit_is_one_get_of_a_string() {
     for name in ["age", "cache-status", "cache-control", "content-type"] {
         assert_eq!(hit.headers.get_all(name).iter().count(), 1, "{name}");
     }
-    let calls: Vec<(String, u64)> = server
-        .command_calls()
-        .into_iter()
-        .filter(|(c, _)| c != "info" && !c.starts_with("config"))
-        .collect();
-    assert_eq!(calls, [("get".to_owned(), 1)]);
+    assert_eq!(
+        support::redis_calls(std::slice::from_ref(&server)),
+        [("get".to_owned(), 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_miss_without_vary_is_one_get_and_one_set() {
+    let Setup { server, app, .. } = setup("max-age=60");
+    fetch(&app, "/item/0").await;
+    server.reset_stats();
+    let miss = fetch(&app, "/item/1").await;
+    assert_eq!(miss.cache_status(), "tower-scale; fwd=uri-miss; stored");
+    assert_eq!(
+        support::redis_calls(std::slice::from_ref(&server)),
+        [("get".to_owned(), 1), ("set".to_owned(), 1)]
+    );
+    let pttl: i64 = server
+        .cli(&["PTTL", "ts:cache:{/item/1}:s:GET"])
+        .parse()
+        .unwrap();
+    assert!(pttl > 0, "written with its expiry: {pttl}");
+    assert_eq!(
+        server.cli(&["EXISTS", "ts:cache:{/item/1}:i"]),
+        "0",
+        "no index"
+    );
+    assert!(fetch(&app, "/item/1").await.cache_status().contains("hit"));
+}
+
+#[tokio::test]
+async fn a_vary_miss_counts_the_variants_then_runs_the_store_script() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let calls = counter();
+    let app = fixed_route(
+        "/v",
+        &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+        "v".into(),
+        &calls,
+    )
+    .layer(ResponseCacheLayer::new(cache(&server, &clock)));
+    let get = |lang: &str| support::request("GET", "/v", &[("accept-language", lang)]);
+    // Once so that the scripts are loaded, then counted.
+    send(&app, get("en")).await;
+    server.reset_stats();
+    let r = send(&app, get("fr")).await;
+    assert_eq!(r.cache_status(), "tower-scale; fwd=vary-miss; stored");
+    // The marker's `GET`, the variant's `GET`, the count of variants (`SCARD`, and whether
+    // `GET` and `v` are indexed or else exist), the store script (two `SET`s, `SADD`, `PTTL`,
+    // `PEXPIRE`).
+    let expected = [
+        ("evalsha", 2),
+        ("exists", 1),
+        ("get", 2),
+        ("pexpire", 1),
+        ("pttl", 1),
+        ("sadd", 1),
+        ("scard", 1),
+        ("set", 2),
+        ("sismember", 2),
+    ]
+    .map(|(c, n)| (c.to_owned(), n));
+    assert_eq!(
+        support::redis_calls(std::slice::from_ref(&server)),
+        expected
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -58,6 +58,28 @@ pub fn cluster_backend(cluster: &RedisCluster) -> RedisBackend {
     RedisBackend::new(config).unwrap()
 }
 
+/// Calls per command of `nodes` since their last `CONFIG RESETSTAT`, summed over the nodes
+/// and sorted by name, without the kit's own `INFO`/`CONFIG` calls and the cluster client's
+/// housekeeping.
+pub fn redis_calls(nodes: &[RedisServer]) -> Vec<(String, u64)> {
+    let mut calls: Vec<(String, u64)> = Vec::new();
+    for (name, n) in nodes.iter().flat_map(RedisServer::command_calls) {
+        if ["info", "ping", "readonly"].contains(&name.as_str())
+            || ["config", "cluster", "client", "hello"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        match calls.iter_mut().find(|(c, _)| *c == name) {
+            Some((_, total)) => *total += n,
+            None => calls.push((name, n)),
+        }
+    }
+    calls.sort();
+    calls
+}
+
 pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,

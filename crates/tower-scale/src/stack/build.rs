@@ -143,7 +143,9 @@ impl<'a> StackBuilder<'a> {
             .map(|c| {
                 let mut tiers = c.tiers.clone();
                 let builder = match &backend {
-                    Some(b) => Cache::builder(crate::cache::RedisStore::new(b.clone())),
+                    Some(b) => {
+                        Cache::builder(crate::cache::RedisStore::from_config(b.clone(), &c.redis))
+                    }
                     None => {
                         // In memory the store is already local and single-instance: no local
                         // tier or cross-instance lock to add.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::breaker::BreakerConfig;
-use crate::cache::{CacheConfig, ResponseCacheConfig};
+use crate::cache::{CacheConfig, RedisStoreConfig as CacheRedisStoreConfig, ResponseCacheConfig};
 use crate::compression::{AdaptiveConfig, CompressionConfig};
 use crate::offload::{OffloadConfig, PressureConfig};
 use crate::pubsub::PubSubConfig;
@@ -148,6 +148,9 @@ pub struct CacheSection {
     pub tiers: CacheConfig,
     /// Bytes of the in-memory store when there is no Redis. Default 64 MiB.
     pub memory_bytes: Option<u64>,
+    /// The Redis store's settings (`index_every_entry` for a rolling upgrade; used only with
+    /// a `[redis]` backend).
+    pub redis: CacheRedisStoreConfig,
 }
 
 /// The `[compression]` section: the compression layer's settings, and with a

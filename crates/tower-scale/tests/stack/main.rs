@@ -3,6 +3,7 @@
 #![cfg(feature = "stack")]
 
 mod breaker;
+mod cache;
 mod cluster;
 mod compression;
 mod metrics;

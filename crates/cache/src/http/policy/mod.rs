@@ -172,8 +172,7 @@ pub(crate) fn coding_matches(content_encoding: Option<&HeaderValue>, coding: &st
     }
 }
 
-/// The field of a resource without `Vary` (or of its `Vary` marker).
-pub(crate) const BASE_FIELD: &str = "GET";
+pub(crate) use crate::store::BASE_FIELD;
 
 /// Why a response was not stored (the `detail` of `Cache-Status`).
 pub(crate) type Reason = &'static str;
