@@ -22,10 +22,30 @@ fn config() -> SessionConfig {
     support::redis_config()
 }
 
+/// A backend whose commands may take long: these tests check what the store does, and a reply
+/// delayed by a busy machine must not turn into a timeout (a `503`, a save not made, a
+/// watchdog `PING` among the counted commands).
 fn backend(url: &str) -> RedisBackend {
+    patient(RedisConfig::new(url))
+}
+
+/// A backend on `config` with command and connect timeouts that no busy machine reaches.
+fn patient(mut config: RedisConfig) -> RedisBackend {
+    config.command_timeout = Duration::from_secs(60);
+    config.connect_timeout = Duration::from_secs(60);
+    RedisBackend::new(config).unwrap()
+}
+
+/// A backend with a short command timeout, for the test of a Redis that does not answer.
+fn impatient_backend(url: &str) -> RedisBackend {
     let mut c = RedisConfig::new(url);
     c.command_timeout = Duration::from_millis(300);
     RedisBackend::new(c).unwrap()
+}
+
+/// A backend on `cluster` whose commands may take long (see [`backend`]).
+fn cluster_backend(cluster: &RedisCluster) -> RedisBackend {
+    patient(RedisConfig::cluster(cluster.urls()))
 }
 
 fn layer(backend: RedisBackend, layout: RedisLayout) -> SessionManagerLayer {
@@ -367,9 +387,11 @@ async fn redis_commands_per_request_type(layout: RedisLayout) {
 
 async fn redis_paused_or_killed_reads_503_and_writes_are_reported(layout: RedisLayout) {
     let mut redis = RedisServer::start();
-    let store_backend = backend(&redis.url());
-    let app = app(layer(store_backend, layout));
-    let cookie = call(&app, "POST", "/set/a/1", None).await.cookie();
+    // The session is made through another instance, whose commands may take long: only the
+    // calls made while Redis does not answer need the short timeout.
+    let patient_app = app(layer(backend(&redis.url()), layout));
+    let cookie = call(&patient_app, "POST", "/set/a/1", None).await.cookie();
+    let app = app(layer(impatient_backend(&redis.url()), layout));
 
     redis.pause();
     let read = bounded(call(&app, "GET", "/get/a", Some(&cookie))).await;
@@ -460,8 +482,9 @@ async fn the_user_index_is_refreshed_about_once_per_ttl(layout: RedisLayout) {
         tokio::time::pause();
         tokio::time::advance(Duration::from_secs(advance)).await;
         tokio::time::resume();
-        // Redis's clock does not move: hand the index a short TTL, to see a refresh raise it.
-        redis.cli(&["PEXPIRE", &index, "1000"]);
+        // Redis's clock does not move: hand the index a shorter TTL, to see a refresh raise
+        // it (100 s: the key outlives the call however busy the machine is).
+        redis.cli(&["PEXPIRE", &index, "100000"]);
         redis.reset_stats();
         let r = call(&app, "POST", "/incr", Some(&fay)).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -470,7 +493,7 @@ async fn the_user_index_is_refreshed_about_once_per_ttl(layout: RedisLayout) {
         if expected == 1 {
             assert!((1_190_000..=1_200_000).contains(&ttl), "index TTL {ttl} ms");
         } else {
-            assert!(ttl <= 1_000, "index TTL {ttl} ms");
+            assert!((1..=100_000).contains(&ttl), "index TTL {ttl} ms");
         }
     }
 }
@@ -699,9 +722,7 @@ async fn redis_store_conformance(layout: RedisLayout) {
 
 async fn works_on_redis_cluster(layout: RedisLayout) {
     let cluster = RedisCluster::start();
-    let mut c = RedisConfig::cluster(cluster.urls());
-    c.command_timeout = Duration::from_secs(2);
-    let cluster_backend = RedisBackend::new(c).unwrap();
+    let cluster_backend = cluster_backend(&cluster);
     let store = RedisStore::new(cluster_backend.clone()).layout(layout);
     conformance(&store).await;
 
@@ -833,10 +854,8 @@ async fn a_login_during_log_out_everywhere_stays_indexed(layout: RedisLayout) {
 
 async fn a_login_during_log_out_everywhere_stays_indexed_on_cluster(layout: RedisLayout) {
     let cluster = RedisCluster::start();
-    let mut c = RedisConfig::cluster(cluster.urls());
-    c.command_timeout = Duration::from_secs(2);
     logins_during_log_out_everywhere_stay_indexed(
-        RedisStore::new(RedisBackend::new(c).unwrap()).layout(layout),
+        RedisStore::new(cluster_backend(&cluster)).layout(layout),
     )
     .await;
 }
