@@ -16,6 +16,8 @@ type Slot = (u64, watch::Receiver<Option<Outcome>>);
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, Slot>>,
     next: AtomicU64,
+    /// Flights ended so far (see [`Flights::mark`]).
+    ended: AtomicU64,
 }
 
 pub(crate) enum Join {
@@ -54,6 +56,13 @@ impl Flights {
         })
     }
 
+    /// A mark to take before reading the store for a key: a leader elected after that read
+    /// tells with [`Leader::ended_since`] whether a flight ended in between, and may have
+    /// stored the entry that the read missed.
+    pub(crate) fn mark(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
+    }
+
     /// Flights in progress (for tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -65,6 +74,11 @@ impl Flights {
 }
 
 impl Leader {
+    /// Whether a flight (of any key) ended since [`Flights::mark`] returned `mark`.
+    pub(crate) fn ended_since(&self, mark: u64) -> bool {
+        self.flights.ended.load(Ordering::Acquire) != mark
+    }
+
     /// Hands the outcome to every follower and ends the flight.
     pub(crate) fn finish(self, outcome: Outcome) {
         self.tx.send_replace(Some(outcome));
@@ -81,6 +95,8 @@ impl Drop for Leader {
             .unwrap_or_else(PoisonError::into_inner);
         if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
             map.remove(&self.key);
+            // Under the map's lock: a caller that joins after this removal sees the count.
+            self.flights.ended.fetch_add(1, Ordering::Release);
         }
     }
 }
@@ -126,5 +142,24 @@ mod tests {
             "a vanished leader wakes followers empty-handed"
         );
         assert!(matches!(flights.join("k".into()), Join::Leader(_)));
+    }
+
+    #[test]
+    fn a_leader_tells_whether_a_flight_ended_since_a_mark() {
+        let flights = Arc::new(Flights::default());
+        let mark = flights.mark();
+        let Join::Leader(first) = flights.join("k".into()) else {
+            panic!("first caller leads")
+        };
+        assert!(!first.ended_since(mark));
+        first.finish(Arc::new(1u32));
+        let Join::Leader(second) = flights.join("k".into()) else {
+            panic!("the flight ended: the next caller leads")
+        };
+        assert!(
+            second.ended_since(mark),
+            "the first flight ended after the mark"
+        );
+        assert!(!second.ended_since(flights.mark()));
     }
 }

@@ -3,8 +3,8 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -367,24 +367,61 @@ async fn redis_paused_or_garbage_falls_back_to_the_fetch() {
     server.resume();
 }
 
-/// A shared store in which another instance (the lock's previous holder) stores the entry
-/// and releases its lock just before this instance's first `try_lock`: the window between a
-/// miss and the lock, made deterministic.
-#[derive(Debug)]
-struct LeaderFinishesFirst {
-    inner: MemoryStore,
-    leader: Cache,
-    done: std::sync::atomic::AtomicBool,
+/// The moment of a caller's miss at which [`Interleaved`] lets another caller run.
+#[derive(Debug, PartialEq)]
+enum Moment {
+    /// Between the caller's read (a miss) and its joining the in-process flight.
+    AfterRead,
+    /// Between its becoming the flight's leader and its `try_lock`.
+    BeforeLock,
 }
 
-impl tower_scale_cache::Store for LeaderFinishesFirst {
+/// A store on which, once, another caller (`other`: this cache, or another instance on the
+/// same shared store) runs a whole `get_or_fetch` of `hot` (fetch, store, unlock, end of its
+/// flight) at one moment of this caller's miss: the windows of a miss, made deterministic.
+#[derive(Debug)]
+struct Interleaved<S> {
+    inner: S,
+    at: Moment,
+    other: Arc<OnceLock<Cache>>,
+    done: AtomicBool,
+}
+
+impl<S> Interleaved<S> {
+    fn new(inner: S, at: Moment, other: &Arc<OnceLock<Cache>>) -> Self {
+        Self {
+            inner,
+            at,
+            other: Arc::clone(other),
+            done: false.into(),
+        }
+    }
+
+    /// At `now`, the first time, the other caller fetches `hot` to the end.
+    async fn other_finishes(&self, now: Moment) {
+        if now == self.at && !self.done.swap(true, Ordering::SeqCst) {
+            let calls = AtomicUsize::new(0);
+            let other = self.other.get().expect("the other caller is set");
+            other
+                .get_or_fetch("hot", Duration::from_secs(60), || load(&calls))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+impl<S: tower_scale_cache::Store> tower_scale_cache::Store for Interleaved<S> {
     fn get<'a>(
         &'a self,
         group: &'a str,
         field: &'a str,
     ) -> tower_scale_cache::BoxFuture<'a, Result<Option<bytes::Bytes>, tower_scale_cache::StoreError>>
     {
-        self.inner.get(group, field)
+        Box::pin(async move {
+            let read = self.inner.get(group, field).await;
+            self.other_finishes(Moment::AfterRead).await;
+            read
+        })
     }
 
     fn put<'a>(
@@ -418,13 +455,7 @@ impl tower_scale_cache::Store for LeaderFinishesFirst {
         ttl: Duration,
     ) -> tower_scale_cache::BoxFuture<'a, Result<Option<u64>, tower_scale_cache::StoreError>> {
         Box::pin(async move {
-            if !self.done.swap(true, Ordering::SeqCst) {
-                let calls = AtomicUsize::new(0);
-                self.leader
-                    .get_or_fetch("hot", Duration::from_secs(60), || load(&calls))
-                    .await
-                    .unwrap();
-            }
+            self.other_finishes(Moment::BeforeLock).await;
             self.inner.try_lock(group, field, ttl).await
         })
     }
@@ -439,32 +470,52 @@ impl tower_scale_cache::Store for LeaderFinishesFirst {
     }
 }
 
+/// A fetch that must not run: the value was stored meanwhile.
+async fn fetched_again() -> Result<User, std::io::Error> {
+    Err(std::io::Error::other("fetched again"))
+}
+
+/// The lock's previous holder (another instance) stores the entry and releases its lock just
+/// before this instance's `try_lock`.
 #[tokio::test]
 async fn a_lock_taken_after_the_leader_stored_the_entry_does_not_fetch_again() {
     let shared = MemoryStore::new(1024 * 1024);
-    let leader = Cache::builder(shared.clone())
-        .lock(LockConfig::default())
-        .build()
-        .unwrap();
-    let follower = Cache::builder(LeaderFinishesFirst {
-        inner: shared,
-        leader,
-        done: false.into(),
-    })
+    let leader = Arc::new(OnceLock::new());
+    let follower = Cache::builder(Interleaved::new(
+        shared.clone(),
+        Moment::BeforeLock,
+        &leader,
+    ))
     .lock(LockConfig::default())
     .build()
     .unwrap();
-    let calls = AtomicUsize::new(0);
+    let other = Cache::builder(shared)
+        .lock(LockConfig::default())
+        .build()
+        .unwrap();
+    leader.set(other).unwrap();
     let v = follower
-        .get_or_fetch("hot", Duration::from_secs(60), || load(&calls))
+        .get_or_fetch("hot", Duration::from_secs(60), fetched_again)
         .await
         .unwrap();
     assert_eq!(v, user(1), "the leader's value");
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        0,
-        "the follower fetched again"
-    );
+}
+
+/// A caller's read misses, and before it joins the in-process flight, that flight's leader
+/// stores the entry and ends the flight: the window in which the stampede tests' late callers
+/// (`a_thousand_concurrent_misses_run_the_fetch_once`) fetched again on a busy machine.
+#[tokio::test]
+async fn a_miss_that_joins_after_the_flight_ended_does_not_fetch_again() {
+    let server = RedisServer::start();
+    let same = Arc::new(OnceLock::new());
+    let store = RedisStore::new(support::patient_backend(&server));
+    let cache = Cache::new(Interleaved::new(store, Moment::AfterRead, &same));
+    same.set(cache.clone()).unwrap();
+    let v = cache
+        .get_or_fetch("hot", Duration::from_secs(60), fetched_again)
+        .await
+        .unwrap();
+    assert_eq!(v, user(1), "the value the flight stored");
 }
 
 /// `get_or_fetch_bytes` stores the bytes as they are: Redis holds them unchanged at the end

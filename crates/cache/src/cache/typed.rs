@@ -189,6 +189,7 @@ impl Cache {
         Fut: Future<Output = Result<C::Value, E>>,
         E: Send + Sync + 'static,
     {
+        let mark = self.inner.flights.mark();
         let stale = match self.lookup(key, VALUE_FIELD).await {
             Ok(Some(entry)) => {
                 let now = self.now_ms();
@@ -221,6 +222,17 @@ impl Cache {
                     },
                 },
                 Join::Leader(leader) => {
+                    // A flight that ended since the read may have stored the value it missed
+                    // (with the lock, `coordinate` reads again anyway).
+                    let reread = self.inner.lock.is_none() && leader.ended_since(mark);
+                    if reread
+                        && let Ok(Some(entry)) = self.lookup(key, VALUE_FIELD).await
+                        && entry.is_fresh(self.now_ms())
+                        && let Some(v) = decode_value::<C>(&entry)
+                    {
+                        leader.finish(Arc::new(Ok::<_, Arc<E>>(entry)) as Outcome);
+                        return Ok(v);
+                    }
                     return self
                         .lead_typed::<C, F, Fut, E>(key, options, stale, leader, fetch.take())
                         .await;
