@@ -3,13 +3,13 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
-use support::T0;
+use support::{Interleaved, Moment, Other, T0};
 use tower_scale_cache::{Cache, FetchOptions, LockConfig, ManualClock, MemoryStore, RedisStore};
 use tower_scale_testkit::RedisServer;
 
@@ -367,107 +367,19 @@ async fn redis_paused_or_garbage_falls_back_to_the_fetch() {
     server.resume();
 }
 
-/// The moment of a caller's miss at which [`Interleaved`] lets another caller run.
-#[derive(Debug, PartialEq)]
-enum Moment {
-    /// Between the caller's read (a miss) and its joining the in-process flight.
-    AfterRead,
-    /// Between its becoming the flight's leader and its `try_lock`.
-    BeforeLock,
-}
-
-/// A store on which, once, another caller (`other`: this cache, or another instance on the
-/// same shared store) runs a whole `get_or_fetch` of `hot` (fetch, store, unlock, end of its
-/// flight) at one moment of this caller's miss: the windows of a miss, made deterministic.
-#[derive(Debug)]
-struct Interleaved<S> {
-    inner: S,
-    at: Moment,
-    other: Arc<OnceLock<Cache>>,
-    done: AtomicBool,
-}
-
-impl<S> Interleaved<S> {
-    fn new(inner: S, at: Moment, other: &Arc<OnceLock<Cache>>) -> Self {
-        Self {
-            inner,
-            at,
-            other: Arc::clone(other),
-            done: false.into(),
-        }
-    }
-
-    /// At `now`, the first time, the other caller fetches `hot` to the end.
-    async fn other_finishes(&self, now: Moment) {
-        if now == self.at && !self.done.swap(true, Ordering::SeqCst) {
+/// `cache` fetches `hot` to the end (fetch, store, unlock, end of its flight): the other
+/// caller of an [`Interleaved`] store.
+fn fetches_hot(cache: Cache) -> Other {
+    Box::new(move || {
+        let cache = cache.clone();
+        Box::pin(async move {
             let calls = AtomicUsize::new(0);
-            let other = self.other.get().expect("the other caller is set");
-            other
+            cache
                 .get_or_fetch("hot", Duration::from_secs(60), || load(&calls))
                 .await
                 .unwrap();
-        }
-    }
-}
-
-impl<S: tower_scale_cache::Store> tower_scale_cache::Store for Interleaved<S> {
-    fn get<'a>(
-        &'a self,
-        group: &'a str,
-        field: &'a str,
-    ) -> tower_scale_cache::BoxFuture<'a, Result<Option<bytes::Bytes>, tower_scale_cache::StoreError>>
-    {
-        Box::pin(async move {
-            let read = self.inner.get(group, field).await;
-            self.other_finishes(Moment::AfterRead).await;
-            read
         })
-    }
-
-    fn put<'a>(
-        &'a self,
-        group: &'a str,
-        fields: &'a [(&'a str, bytes::Bytes)],
-        ttl: Duration,
-        tags: &'a [String],
-    ) -> tower_scale_cache::BoxFuture<'a, Result<(), tower_scale_cache::StoreError>> {
-        self.inner.put(group, fields, ttl, tags)
-    }
-
-    fn purge<'a>(
-        &'a self,
-        groups: &'a [String],
-    ) -> tower_scale_cache::BoxFuture<'a, Result<(), tower_scale_cache::StoreError>> {
-        self.inner.purge(groups)
-    }
-
-    fn purge_tag<'a>(
-        &'a self,
-        tag: &'a str,
-    ) -> tower_scale_cache::BoxFuture<'a, Result<Vec<String>, tower_scale_cache::StoreError>> {
-        self.inner.purge_tag(tag)
-    }
-
-    fn try_lock<'a>(
-        &'a self,
-        group: &'a str,
-        field: &'a str,
-        ttl: Duration,
-    ) -> tower_scale_cache::BoxFuture<'a, Result<Option<u64>, tower_scale_cache::StoreError>> {
-        Box::pin(async move {
-            self.other_finishes(Moment::BeforeLock).await;
-            self.inner.try_lock(group, field, ttl).await
-        })
-    }
-
-    fn unlock<'a>(
-        &'a self,
-        group: &'a str,
-        field: &'a str,
-        token: u64,
-    ) -> tower_scale_cache::BoxFuture<'a, Result<(), tower_scale_cache::StoreError>> {
-        self.inner.unlock(group, field, token)
-    }
+    })
 }
 
 /// A fetch that must not run: the value was stored meanwhile.
@@ -493,7 +405,7 @@ async fn a_lock_taken_after_the_leader_stored_the_entry_does_not_fetch_again() {
         .lock(LockConfig::default())
         .build()
         .unwrap();
-    leader.set(other).unwrap();
+    assert!(leader.set(fetches_hot(other)).is_ok());
     let v = follower
         .get_or_fetch("hot", Duration::from_secs(60), fetched_again)
         .await
@@ -510,7 +422,7 @@ async fn a_miss_that_joins_after_the_flight_ended_does_not_fetch_again() {
     let same = Arc::new(OnceLock::new());
     let store = RedisStore::new(support::patient_backend(&server));
     let cache = Cache::new(Interleaved::new(store, Moment::AfterRead, &same));
-    same.set(cache.clone()).unwrap();
+    assert!(same.set(fetches_hot(cache.clone())).is_ok());
     let v = cache
         .get_or_fetch("hot", Duration::from_secs(60), fetched_again)
         .await

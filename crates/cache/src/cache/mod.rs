@@ -198,6 +198,16 @@ impl Cache {
         self.inner.flights.join(flight_key(group, field))
     }
 
+    /// A mark of this instance's ended flights, to take before a read (see [`Flights::mark`]).
+    pub(crate) fn flight_mark(&self) -> u64 {
+        self.inner.flights.mark()
+    }
+
+    /// Whether the cross-instance lock is on (its holder reads the store again itself).
+    pub(crate) fn has_lock(&self) -> bool {
+        self.inner.lock.is_some()
+    }
+
     /// The `Vary` names last seen for `group`.
     pub(crate) fn vary_names(&self, group: &str) -> Option<Arc<[HeaderName]>> {
         if !self.inner.any_vary.load(Ordering::Acquire) {

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::body::ResponseBody;
 use super::key::{CacheKey, MakeCacheKey};
 use super::layer::Shared;
-use super::lookup::Found;
+use super::lookup::Lookup;
 use super::policy::variant_field;
 use crate::BoxError;
 use crate::entry::{Entry, Freshness};
@@ -37,9 +37,7 @@ pub(super) async fn forward<S, K, ReqBody, ResBody>(
     inner: S,
     req: Request<ReqBody>,
     key: CacheKey,
-    found: Found,
-    store_down: bool,
-    now: u64,
+    lookup: Lookup,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -51,6 +49,12 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
+    let Lookup {
+        found,
+        store_down,
+        now,
+        mark,
+    } = lookup;
     let mut inner = inner;
     let (mut parts, body) = req.into_parts();
     // What the key leaves out must not reach the origin of a response that may be stored.
@@ -114,6 +118,18 @@ where
     loop {
         match cache.join_flight(group, &field) {
             Join::Leader(leader) => {
+                // A flight that ended since the lookup may have stored the response it missed
+                // (with the lock, the leader reads again anyway once it holds it).
+                if !store_down
+                    && !cache.has_lock()
+                    && leader.ended_since(mark)
+                    && let Ok(again) = shared.find(group, &parts.headers).await
+                    && let Some(entry) = again.entry
+                    && entry.is_fresh(cache.now_ms())
+                {
+                    let detail = format!("{verb}; collapsed");
+                    return Ok(shared.serve_to_all(entry, group, &parts, &detail, leader));
+                }
                 let miss = Miss {
                     group,
                     names: found.names,

@@ -181,7 +181,7 @@ impl<K: MakeCacheKey> Shared<K> {
 
     /// Serves `entry` (stored by another instance meanwhile, or stale while another
     /// recomputes) and hands it to the followers.
-    fn serve_to_all<B>(
+    pub(super) fn serve_to_all<B>(
         &self,
         entry: Arc<Entry>,
         group: &str,

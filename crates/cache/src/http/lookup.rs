@@ -28,6 +28,18 @@ pub(super) struct Found {
     pub(super) vary_miss: bool,
 }
 
+/// What [`forward`] is handed of a lookup that found no fresh hit.
+pub(super) struct Lookup {
+    pub(super) found: Found,
+    /// The store failed the read: no lock, no store, one origin call for all waiters.
+    pub(super) store_down: bool,
+    /// When the entry was judged not fresh.
+    pub(super) now: u64,
+    /// The flight mark taken before the read: whether a flight ended since tells whether
+    /// the store may hold what the read missed.
+    pub(super) mark: u64,
+}
+
 /// A `GET`/`HEAD` request with a key: the lookup, then a fresh hit served here or the rest
 /// in [`forward`].
 pub(super) async fn handle<S, K, ReqBody, ResBody>(
@@ -51,6 +63,8 @@ where
     // future stays the size a hit needs: what the lookup found lives only inside this block
     // (a local of the function would be kept in the future across the forward's `await`).
     let forwarded = {
+        // Taken before the read: a flight that ends after it may store what the read misses.
+        let mark = shared.cache().flight_mark();
         // A failing store is a miss: the origin answers, still once for concurrent requests.
         let (found, store_down) = match shared.find(key.as_str(), &parts.headers).await {
             Ok(found) => (found, false),
@@ -77,7 +91,13 @@ where
             return Ok(shared.respond(entry, &parts, now, status));
         }
         let req = Request::from_parts(parts, body);
-        Box::pin(forward(shared, inner, req, key, found, store_down, now))
+        let lookup = Lookup {
+            found,
+            store_down,
+            now,
+            mark,
+        };
+        Box::pin(forward(shared, inner, req, key, lookup))
     };
     forwarded.await
 }

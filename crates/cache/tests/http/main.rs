@@ -16,8 +16,8 @@ mod revalidation;
 mod rules;
 mod stampede;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,10 +27,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::future::join_all;
-use support::{T0, backend, counter, eventually, fetch, send};
+use support::{Interleaved, Moment, Other, T0, backend, counter, eventually, fetch, send};
 use tower_scale_cache::{
-    Cache, CacheKey, CacheTags, LockConfig, MakeCacheKey, ManualClock, RedisStore,
-    ResponseCacheLayer,
+    Cache, CacheKey, CacheTags, LockConfig, MakeCacheKey, ManualClock, MemoryStore, RedisStore,
+    ResponseCacheLayer, Store,
 };
 use tower_scale_testkit::{RedisCluster, RedisServer};
 

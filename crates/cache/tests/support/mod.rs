@@ -1,8 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_scale_cache::{Cache, LockConfig, ManualClock, MemoryStore, RedisStore};
+use tower_scale_cache::{
+    BoxFuture, Cache, LockConfig, ManualClock, MemoryStore, RedisStore, Store, StoreError,
+};
 use tower_scale_redis::{RedisBackend, RedisConfig};
 use tower_scale_testkit::{RedisCluster, RedisServer};
 
@@ -172,4 +174,119 @@ pub fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Bod
         b = b.header(*n, *v);
     }
     b.body(Body::empty()).unwrap()
+}
+
+/// The moment of a caller's miss at which [`Interleaved`] lets another caller run.
+#[derive(Debug, PartialEq)]
+pub enum Moment {
+    /// Between the caller's read (a miss) and its joining the in-process flight.
+    AfterRead,
+    /// Between its becoming the flight's leader and its `try_lock`.
+    BeforeLock,
+}
+
+/// What the other caller of an [`Interleaved`] store runs to the end.
+pub type Other = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A store on which, once, another caller (on this cache, or another instance on the same
+/// shared store) runs a whole request or fetch of the same key (origin, store, unlock, end
+/// of its flight) at one moment of this caller's miss: the windows of a miss, made
+/// deterministic. `other` is set once the caches exist.
+pub struct Interleaved<S> {
+    inner: S,
+    at: Moment,
+    other: Arc<OnceLock<Other>>,
+    done: AtomicBool,
+}
+
+impl<S> Interleaved<S> {
+    pub fn new(inner: S, at: Moment, other: &Arc<OnceLock<Other>>) -> Self {
+        Self {
+            inner,
+            at,
+            other: Arc::clone(other),
+            done: false.into(),
+        }
+    }
+
+    /// At `now`, the first time, the other caller runs to the end.
+    async fn other_finishes(&self, now: Moment) {
+        if now == self.at && !self.done.swap(true, Ordering::SeqCst) {
+            let other = self.other.get().expect("the other caller is set");
+            other().await;
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Interleaved<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interleaved")
+            .field("inner", &self.inner)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> Store for Interleaved<S> {
+    fn get<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        Box::pin(async move {
+            let read = self.inner.get(group, field).await;
+            self.other_finishes(Moment::AfterRead).await;
+            read
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        group: &'a str,
+        fields: &'a [(&'a str, Bytes)],
+        ttl: Duration,
+        tags: &'a [String],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.put(group, fields, ttl, tags)
+    }
+
+    fn field_count<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, StoreError>> {
+        self.inner.field_count(group)
+    }
+
+    fn purge<'a>(&'a self, groups: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.purge(groups)
+    }
+
+    fn purge_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        self.inner.purge_tag(tag)
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            self.other_finishes(Moment::BeforeLock).await;
+            self.inner.try_lock(group, field, ttl).await
+        })
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        group: &'a str,
+        field: &'a str,
+        token: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.unlock(group, field, token)
+    }
+
+    fn redis_backend(&self) -> Option<&RedisBackend> {
+        self.inner.redis_backend()
+    }
 }
