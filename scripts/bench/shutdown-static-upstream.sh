@@ -211,6 +211,16 @@ run() { # impl pre_stop_delay
     "$impl" "$delay" "$requests" "${non2xx:-0}" "${errors:-0}" "$resets" "$bad_exits" "$RESTARTS"
   if [ "${non2xx:-0}" -ne 0 ] || [ "${errors:-0}" -ne 0 ] || [ "$resets" -ne 0 ] || [ "$bad_exits" -ne 0 ]; then
     failed=1
+    # The evidence, in the log of a run that does not keep its folder (CI): wrk's totals and
+    # latencies, when each restart happened, nginx's errors and each instance's last lines.
+    {
+      echo "--- $impl pre_stop_delay=$delay: wrk"; cat "$WORK/wrk.txt"
+      echo "--- restarts (epoch seconds)"; cat "$WORK/restarts-$impl-$delay.log" 2>/dev/null
+      echo "--- nginx error.log (last 20 lines)"; tail -20 "$WORK/error.log"
+      for port in "${PORTS[@]}"; do
+        echo "--- $impl on $port (last 10 lines)"; tail -10 "$WORK/$impl-$port.log" 2>/dev/null
+      done
+    } >&2
   fi
 }
 
